@@ -1,0 +1,47 @@
+# Two commands a newcomer needs:
+#   make run    install everything, then start the gateway on embedded defaults
+#   make test   install everything, then run the whole test suite
+# Both work on a fresh Debian/Ubuntu machine (apt packages are installed when missing).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+APT_PACKAGES := redis-server baresip sip-tester chromium sox
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test setup system-packages venv models bench clean
+
+run: setup
+	$(VENV)/bin/voicegw serve
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+setup: system-packages venv models
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+models: venv
+	$(PY) -m gateway.voice.model_install
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) data models/whisper-base

@@ -1,0 +1,74 @@
+"""``voicegw``: the gateway's command line.
+
+Each area of the gateway contributes its own subcommands through a ``register(subparsers)``
+function in its ``cli`` module (``gateway.voice.cli``, ``gateway.telephony.cli``, ...), so this
+file only assembles them and handles what every command shares: ``--config`` and logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable
+
+from gateway.config import ConfigError, Settings, load_settings
+
+AREA_CLIS = (
+    "gateway.core.cli",
+    "gateway.voice.cli",
+    "gateway.telephony.cli",
+    "gateway.telephony.sip.cli",
+    "gateway.digital.cli",
+    "gateway.app",
+)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Load settings honouring ``--config`` (and ``VOICEGW_*`` variables)."""
+    return load_settings(getattr(args, "config", None))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voicegw",
+        description="Telephony-first omnichannel voice AI gateway.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file overriding config/gateway.yaml")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in AREA_CLIS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        register: Callable[[argparse._SubParsersAction], None] | None = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"voicegw: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

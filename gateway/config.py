@@ -1,0 +1,313 @@
+"""One typed settings tree for the whole gateway.
+
+Defaults live in ``config/gateway.yaml`` (every key, with a one-line comment) and are mirrored
+here as pydantic models. Precedence, lowest first: the defaults file, a ``--config`` file,
+environment variables ``VOICEGW_SECTION__KEY=value``. A bad value fails at start with one
+message naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "gateway.yaml"
+ENV_PREFIX = "VOICEGW_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    max_request_bytes: int = Field(1_048_576, gt=0)
+
+
+class ContextSettings(Section):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: str = "conversations.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    resume_window_minutes: float = Field(60.0, ge=0)
+    busy_timeout_ms: int = Field(5000, ge=0)
+
+
+class NluSettings(Section):
+    threshold: float = Field(0.45, ge=0.0, le=1.0)
+
+
+class JourneySettings(Section):
+    directory: str = "config/journeys"
+    default: str = "welcome"
+    max_no_match: int = Field(3, ge=1)
+    max_no_input: int = Field(3, ge=1)
+    agent_queue: str = "support"
+
+
+class CrmSettings(Section):
+    backend: Literal["sample"] = "sample"
+    sqlite_path: str = "crm.db"
+    timeout_seconds: float = Field(2.0, gt=0)
+
+
+class RasaSettings(Section):
+    action_server_url: str = ""
+    timeout_seconds: float = Field(3.0, gt=0)
+    serve_actions: bool = False
+    actions_port: int = Field(5055, ge=0, le=65535)
+
+
+class RedactionSettings(Section):
+    card_numbers: bool = True
+    national_ids: bool = True
+    pins: bool = True
+
+
+class VadSettings(Section):
+    engine: Literal["silero", "webrtc"] = "silero"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    webrtc_aggressiveness: int = Field(2, ge=0, le=3)
+
+
+class EndpointSettings(Section):
+    end_of_turn_ms: int = Field(600, ge=100)
+    min_speech_ms: int = Field(200, ge=0)
+    max_utterance_seconds: float = Field(20.0, gt=0)
+    no_input_seconds: float = Field(6.0, gt=0)
+    barge_in: bool = True
+    barge_in_min_ms: int = Field(120, ge=0)
+
+
+class AsrSettings(Section):
+    open_engine: Literal["whisper", "vosk", "pocketsphinx"] = "whisper"
+    closed_engine: Literal["pocketsphinx", "vosk", "whisper"] = "pocketsphinx"
+    whisper_model_dir: str = "models/whisper-base"
+    whisper_window_seconds: float = Field(10.0, gt=0, le=30)
+    whisper_beam_size: int = Field(1, ge=1)
+    workers: int = Field(0, ge=0)
+    vosk_model_dir: str = ""
+    language: str = "en"
+
+
+class TtsSettings(Section):
+    engine: Literal["hibari", "espeak"] = "hibari"
+    voice: str = "heart"
+    speed: float = Field(1.0, gt=0.2, le=3.0)
+    cache_dir: str = "prompt-cache"
+    prompts_dir: str = ""
+
+
+class VoiceSettings(Section):
+    sample_rate: Literal[8000, 16000] = 8000
+    vad: VadSettings = VadSettings()
+    endpoint: EndpointSettings = EndpointSettings()
+    asr: AsrSettings = AsrSettings()
+    tts: TtsSettings = TtsSettings()
+
+
+class AudioSocketSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=0, le=65535)
+    read_timeout_seconds: float = Field(5.0, gt=0)
+    max_payload_bytes: int = Field(4096, gt=0)
+
+
+class FastAgiSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(4573, ge=0, le=65535)
+    audiosocket_address: str = "127.0.0.1:9092"
+    read_timeout_seconds: float = Field(10.0, gt=0)
+
+
+class AmiSettings(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=0, le=65535)
+    username: str = "gateway"
+    secret: str = ""
+    agent_context: str = "voicegw-agents"
+    outbound_context: str = "voicegw-outbound"
+    outbound_channel: str = "PJSIP/{number}@trunk"
+
+
+class AriSettings(Section):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8088"
+    username: str = "gateway"
+    password: str = ""
+    app: str = "voicegw"
+
+
+class SipSettings(Section):
+    enabled: bool = False
+    mode: Literal["register", "trunk"] = "trunk"
+    host: str = "127.0.0.1"
+    port: int = Field(5060, ge=0, le=65535)
+    transports: tuple[Literal["udp", "tcp", "tls"], ...] = ("udp",)
+    registrar: str = ""
+    username: str = ""
+    password: str = ""
+    domain: str = ""
+    register_seconds: int = Field(300, ge=30)
+    peers: tuple[str, ...] = ()
+    transfer_uri: str = ""
+    conversation_header: str = "X-Conversation-ID"
+    max_calls: int = Field(32, ge=1)
+
+
+class TwilioSettings(Section):
+    account_sid: str = ""
+    auth_token: str = ""
+    from_number: str = ""
+    api_base_url: str = ""
+
+
+class LinkSettings(Section):
+    secret: str = ""
+    ttl_minutes: float = Field(60.0, gt=0)
+
+
+class ChatSettings(Section):
+    max_message_chars: int = Field(2000, gt=0)
+    messages_per_minute: int = Field(30, gt=0)
+
+
+class AgentSettings(Section):
+    tokens: dict[str, str] = Field(default_factory=dict)
+
+
+class OutreachSettings(Section):
+    enabled: bool = True
+    escalate_after_minutes: float = Field(30.0, gt=0)
+    poll_seconds: float = Field(30.0, gt=0)
+
+
+class Settings(Section):
+    data_dir: str = "data"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    web: WebSettings = WebSettings()
+    context: ContextSettings = ContextSettings()
+    nlu: NluSettings = NluSettings()
+    journeys: JourneySettings = JourneySettings()
+    crm: CrmSettings = CrmSettings()
+    rasa: RasaSettings = RasaSettings()
+    redaction: RedactionSettings = RedactionSettings()
+    voice: VoiceSettings = VoiceSettings()
+    audiosocket: AudioSocketSettings = AudioSocketSettings()
+    fastagi: FastAgiSettings = FastAgiSettings()
+    ami: AmiSettings = AmiSettings()
+    ari: AriSettings = AriSettings()
+    sip: SipSettings = SipSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    links: LinkSettings = LinkSettings()
+    chat: ChatSettings = ChatSettings()
+    agents: AgentSettings = AgentSettings()
+    outreach: OutreachSettings = OutreachSettings()
+
+    def data_path(self, name: str) -> Path:
+        """A path inside the data directory (absolute paths are kept as given)."""
+        path = Path(name)
+        if path.is_absolute():
+            return path
+        base = Path(self.data_dir)
+        if not base.is_absolute():
+            base = Path.cwd() / base
+        return base / path
+
+    def project_path(self, name: str) -> Path:
+        """A path relative to the project (for shipped files such as journeys and models)."""
+        path = Path(name)
+        if path.is_absolute() or path.exists():
+            return path
+        return PACKAGE_ROOT / path
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or of the wrong type."""
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return out
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = [str(p) for p in error.get("loc", ())]
+    key = ".".join(loc)
+    value: Any = data
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            value = "<missing>"
+            break
+    if error.get("type") == "extra_forbidden":
+        return f"unknown key {key!r} (value {value!r}): not a gateway setting; check the spelling"
+    return f"bad value for {key!r}: {value!r}: {error.get('msg', 'invalid')}"
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Load defaults, then ``config_file``, then ``VOICEGW_*`` variables, then ``overrides``."""
+    data = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    if config_file:
+        data = _merge(data, _read_yaml(Path(config_file)))
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e, data) for e in exc.errors())
+        raise ConfigError(f"configuration error: {problems}") from None

@@ -1,0 +1,126 @@
+"""Actions: what the conversation core tells a channel to do.
+
+The core answers each event with a list of actions. A channel carries out the ones it owns
+(a voice channel speaks ``Say``; a chat channel prints it) and ignores nothing silently: an
+action a channel cannot carry out is handed back to the orchestrator, which routes it to the
+channel that can (an SMS follow-up requested during a call, a screen-pop on transfer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+ExpectKind = Literal["open", "digits", "yesno", "choice", "date", "amount", "none"]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the journey expects next, so the voice path can pick the recognizer for the turn.
+
+    ``open``: free speech (accurate engine). ``digits``: a digit string of ``min_digits`` to
+    ``max_digits`` (closed grammar, DTMF alongside). ``yesno``. ``choice``: one of ``options``.
+    ``date`` and ``amount``: spoken values. ``none``: nothing (a statement).
+    """
+
+    kind: ExpectKind = "open"
+    options: tuple[str, ...] = ()
+    min_digits: int = 0
+    max_digits: int = 0
+    no_input_seconds: float = 6.0
+    sensitive: bool = False
+
+    @property
+    def closed(self) -> bool:
+        """True when the answer comes from a small closed set (fast recognizer)."""
+        return self.kind in ("digits", "yesno", "choice")
+
+
+@dataclass(frozen=True)
+class Action:
+    """Base of every action."""
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class Say(Action):
+    """Speak or print ``text``. ``barge_in``: the caller may interrupt it."""
+
+    text: str
+    barge_in: bool = True
+    prompt_id: str = ""
+
+
+@dataclass(frozen=True)
+class Ask(Action):
+    """Say ``text`` and wait for an answer of the kind ``expect`` describes."""
+
+    text: str
+    expect: Expect = field(default_factory=Expect)
+    barge_in: bool = True
+    prompt_id: str = ""
+
+
+@dataclass(frozen=True)
+class Transfer(Action):
+    """Hand the conversation to a human agent chosen by queue, skills and language."""
+
+    queue: str
+    skills: tuple[str, ...] = ()
+    language: str = "en"
+    reason: str = ""
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True)
+class SendFollowUp(Action):
+    """Send a message on another channel (``sms`` or ``chat``), optionally with a signed link."""
+
+    channel: str
+    template: str
+    text: str = ""
+    to: str = ""
+    link_purpose: str = ""
+    link_url: str = ""
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True)
+class OfferCall(Action):
+    """Offer the customer a phone call that continues this conversation (chat-to-voice pivot)."""
+
+    text: str = ""
+    number: str = ""
+
+
+@dataclass(frozen=True)
+class Originate(Action):
+    """Place an outbound call to ``number`` that continues ``conversation_id``."""
+
+    number: str
+    conversation_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Hangup(Action):
+    """End the call or close the chat."""
+
+    reason: str = "completed"
+
+
+@dataclass(frozen=True)
+class ScreenPop(Action):
+    """Deliver the conversation's context to the agent desktop (emitted alongside Transfer)."""
+
+    conversation_id: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+ACTION_TYPES: dict[str, type[Action]] = {
+    cls.__name__: cls
+    for cls in (Say, Ask, Transfer, SendFollowUp, OfferCall, Originate, Hangup, ScreenPop)
+}

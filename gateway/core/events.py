@@ -1,0 +1,141 @@
+"""Events: what a channel tells the conversation core.
+
+Every channel (phone call, web chat, SMS, agent desktop, follow-up page) turns what it receives
+into one of these small frozen dataclasses and hands it to the core. Events carry no channel
+objects, only plain values, so they can be logged, redacted and replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every event. ``channel`` names the surface it came from: voice, chat, sms, web, agent."""
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class CallStarted(Event):
+    """A phone call reached the gateway (inbound) or was answered (outbound)."""
+
+    caller_id: str = ""
+    dialed: str = ""
+    channel: str = "voice"
+    call_id: str = ""
+    outbound: bool = False
+
+
+@dataclass(frozen=True)
+class ChatStarted(Event):
+    """A web chat (or other text channel) session opened."""
+
+    channel: str = "chat"
+    customer_ref: str = ""
+
+
+@dataclass(frozen=True)
+class UserSaid(Event):
+    """The caller said something; ``text`` is the recognizer's best hypothesis."""
+
+    text: str
+    confidence: float = 1.0
+    channel: str = "voice"
+
+
+@dataclass(frozen=True)
+class DtmfPressed(Event):
+    """One DTMF digit (0-9, *, #, A-D), from RFC 4733, SIP INFO, AGI or AudioSocket."""
+
+    digit: str
+    channel: str = "voice"
+
+
+@dataclass(frozen=True)
+class ChatMessage(Event):
+    """A typed message from web chat or SMS."""
+
+    text: str
+    channel: str = "chat"
+
+
+@dataclass(frozen=True)
+class LinkOpened(Event):
+    """A signed follow-up link was opened (``purpose`` is the link's action)."""
+
+    token_id: str
+    purpose: str = ""
+    channel: str = "web"
+
+
+@dataclass(frozen=True)
+class FormSubmitted(Event):
+    """The page behind a follow-up link was completed; ``fields`` holds what was entered."""
+
+    purpose: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    channel: str = "web"
+
+
+@dataclass(frozen=True)
+class Silence(Event):
+    """No input for ``seconds`` after a prompt (the no-input timeout fired)."""
+
+    seconds: float
+    channel: str = "voice"
+
+
+@dataclass(frozen=True)
+class CallAccepted(Event):
+    """The customer accepted an offered call (chat-to-voice pivot)."""
+
+    number: str = ""
+    channel: str = "chat"
+
+
+@dataclass(frozen=True)
+class ChannelClosed(Event):
+    """The channel ended: caller hung up, chat closed, connection lost."""
+
+    reason: str = "closed"
+    channel: str = "voice"
+
+
+@dataclass(frozen=True)
+class AgentConnected(Event):
+    """A human agent picked up the transferred conversation."""
+
+    agent_id: str
+    channel: str = "agent"
+
+
+@dataclass(frozen=True)
+class RecognitionFailed(Event):
+    """Speech was heard but could not be recognized (engine error or empty result)."""
+
+    reason: str = ""
+    channel: str = "voice"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        CallStarted,
+        ChatStarted,
+        UserSaid,
+        DtmfPressed,
+        ChatMessage,
+        LinkOpened,
+        FormSubmitted,
+        Silence,
+        CallAccepted,
+        ChannelClosed,
+        AgentConnected,
+        RecognitionFailed,
+    )
+}
