@@ -1,0 +1,128 @@
+"""Loader and replayer for the Asterisk 22.10.1 wire captures in ``shared/fixtures/asterisk``.
+
+Each ``*.jsonl`` line is one ``recv()`` or ``send()`` of the recording peer (``b64`` holds the
+exact bytes), or an ``event`` such as ``eof``. The fixtures live beside the repository
+(``<repo>/../shared/fixtures/asterisk``); ``VOICEGW_FIXTURES`` overrides the location.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "asterisk"
+
+
+def fixtures_dir() -> Path:
+    """Where the Asterisk captures are (``VOICEGW_FIXTURES`` wins)."""
+    env = os.environ.get("VOICEGW_FIXTURES")
+    if env:
+        path = Path(env)
+        return path / "asterisk" if (path / "asterisk").is_dir() else path
+    return DEFAULT_DIR
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One read or write of the recording peer."""
+
+    t_ms: float
+    direction: str  # "from_asterisk" or "to_asterisk"
+    data: bytes
+    event: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def from_asterisk(self) -> bool:
+        return self.direction == "from_asterisk"
+
+
+def load(name: str) -> list[Chunk]:
+    """Chunks of ``<folder>/<name>.jsonl`` (``name`` like ``audiosocket/as_a_app_hello_world``).
+
+    Skips the calling test when the fixtures are not present.
+    """
+    path = fixtures_dir() / f"{name}.jsonl"
+    if not path.exists():
+        pytest.skip(f"Asterisk fixture not found: {path} (set VOICEGW_FIXTURES)")
+    chunks = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        chunks.append(Chunk(
+            t_ms=float(item["t_ms"]),
+            direction=item["dir"],
+            data=base64.b64decode(item.get("b64", "")),
+            event=item.get("event", ""),
+            meta={k: v for k, v in item.items() if k not in ("t_ms", "dir", "b64", "event")},
+        ))
+    return chunks
+
+
+def raw_path(name: str) -> Path:
+    """Path of a non-JSONL fixture file; skips the test when missing."""
+    path = fixtures_dir() / name
+    if not path.exists():
+        pytest.skip(f"Asterisk fixture not found: {path} (set VOICEGW_FIXTURES)")
+    return path
+
+
+def stream(chunks: list[Chunk], direction: str = "from_asterisk") -> bytes:
+    """All bytes sent in one direction, concatenated."""
+    return b"".join(c.data for c in chunks if c.direction == direction)
+
+
+def annotated_messages(chunks: list[Chunk]) -> list[dict[str, Any]]:
+    """The recorder's own ``msgs`` annotations (AudioSocket), in order."""
+    out: list[dict[str, Any]] = []
+    for chunk in chunks:
+        out.extend(chunk.meta.get("msgs", []))
+    return out
+
+
+async def replay_to_server(
+    host: str,
+    port: int,
+    chunks: list[Chunk],
+    *,
+    speed: float = 0.0,
+    split: int | None = None,
+    close: bool = True,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Play Asterisk's side of a server-side capture against a server under test.
+
+    Sends every ``from_asterisk`` chunk as recorded (``split``: re-cut into pieces of that
+    size; ``speed`` > 0 keeps the recorded timing scaled by ``1/speed``). Returns the open
+    stream pair (half-closed when ``close`` and the capture ends with an EOF).
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    start = asyncio.get_running_loop().time()
+    for chunk in chunks:
+        if not chunk.from_asterisk:
+            continue
+        if speed > 0:
+            due = start + chunk.t_ms / 1000.0 / speed
+            delay = due - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if chunk.event.startswith("eof") and close:
+            writer.write_eof()
+            continue
+        if not chunk.data:
+            continue
+        if split:
+            for i in range(0, len(chunk.data), split):
+                writer.write(chunk.data[i:i + split])
+                await writer.drain()
+        else:
+            writer.write(chunk.data)
+            await writer.drain()
+    return reader, writer
