@@ -1,0 +1,55 @@
+"""Where conversations live: the context store (SQLite or Redis), redaction and fan-out.
+
+``open_store(settings)`` gives the configured :class:`ContextStore`; ``open_fanout(settings)``
+the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis).
+"""
+
+from __future__ import annotations
+
+from gateway.config import Settings
+from gateway.context.fanout import Fanout, InProcessFanout, RedisFanout
+from gateway.context.redaction import Redactor
+from gateway.context.store import (
+    ConcurrentUpdate,
+    ContextStore,
+    ConversationRecord,
+    LoggedEvent,
+    StoreError,
+)
+
+__all__ = [
+    "ConcurrentUpdate",
+    "ContextStore",
+    "ConversationRecord",
+    "Fanout",
+    "LoggedEvent",
+    "Redactor",
+    "StoreError",
+    "open_fanout",
+    "open_store",
+]
+
+
+def open_store(settings: Settings) -> ContextStore:
+    """The context store ``settings.context.backend`` names. The SQLite file is opened (and
+    created or migrated) at once, so a corrupt or unreadable file fails here with
+    :class:`StoreError`; Redis connects on first use."""
+    ctx = settings.context
+    if ctx.backend == "redis":
+        from gateway.context.redis_store import RedisStore
+
+        return RedisStore(ctx.redis_url, redaction=settings.redaction)
+    from gateway.context.sqlite_store import SqliteStore
+
+    return SqliteStore(
+        settings.data_path(ctx.sqlite_path),
+        busy_timeout_ms=ctx.busy_timeout_ms,
+        redaction=settings.redaction,
+    )
+
+
+def open_fanout(settings: Settings) -> Fanout:
+    """Screen-pop fan-out for the configured backend (one process, or every node via Redis)."""
+    if settings.context.backend == "redis":
+        return RedisFanout(settings.context.redis_url)
+    return InProcessFanout()

@@ -1,0 +1,265 @@
+"""The shared context store: conversations in Redis, for several gateway nodes.
+
+Layout (``{p}`` is the key prefix, ``voicegw:`` by default):
+
+- ``{p}conv:{id}``          the record as JSON; ``save()`` checks the version under WATCH/MULTI
+- ``{p}events:{id}``        the event log, a list of JSON entries (redacted before RPUSH)
+- ``{p}seq:{id}``           the log's sequence counter
+- ``{p}customer:{cid}``     sorted set of conversation ids scored by ``updated_at``
+- ``{p}caller:{number}``    same, by caller id
+- ``{p}recent``             all conversations scored by ``updated_at`` (dashboards)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, WatchError
+
+from gateway.config import RedactionSettings
+from gateway.context.redaction import Redactor
+from gateway.context.store import (
+    ConcurrentUpdate,
+    ConversationRecord,
+    LoggedEvent,
+    StoreError,
+    check_record,
+    dumps,
+    new_record,
+    record_from_dict,
+    record_to_json,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "voicegw:"
+SOCKET_TIMEOUT_SECONDS = 5.0  # one Redis command never waits longer than this
+_RECENT_SCAN = 20  # index entries examined per lookup (closed ones are skipped)
+
+# Increment the sequence and push the entry atomically, so list order equals seq order.
+# ARGV[1] is the entry's JSON object without "seq"; the script splices the number in.
+_APPEND_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('RPUSH', KEYS[3], '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2))
+return seq
+"""
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio Redis client with bounded waits and a short retry (connects lazily)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        decode_responses=True,
+    )
+
+
+class RedisStore:
+    """:class:`~gateway.context.store.ContextStore` on Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        redaction: RedactionSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.redactor = Redactor(redaction)
+        self.clock = clock
+        self._redis = connect(url)
+        self._append = self._redis.register_script(_APPEND_SCRIPT)
+
+    # -- keys and errors ---------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _index_keys(self, record: ConversationRecord) -> list[str]:
+        keys = []
+        if record.customer_id:
+            keys.append(self._key("customer", record.customer_id))
+        if record.caller_id:
+            keys.append(self._key("caller", record.caller_id))
+        return keys
+
+    async def _call(self, doing: str, op: Awaitable[T]) -> T:
+        try:
+            return await op
+        except (StoreError, WatchError):
+            raise
+        except RedisError as exc:
+            raise StoreError(
+                f"Redis context store at {safe_url(self.url)} failed while {doing}: {exc}. "
+                "Check that redis-server runs and context.redis_url points at it"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"Redis context store at {safe_url(self.url)} unreachable while {doing}: {exc}") from exc
+
+    def _load(self, text: str) -> ConversationRecord:
+        try:
+            return record_from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"Redis context store holds an unreadable record: {exc}") from exc
+
+    # -- the ContextStore protocol -----------------------------------------------------
+
+    async def create(
+        self, *, caller_id: str = "", customer_id: str = "", channel: str = ""
+    ) -> ConversationRecord:
+        record = new_record(caller_id=caller_id, customer_id=customer_id, channel=channel, now=self.clock())
+        text = record_to_json(record)
+
+        async def op() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(self._key("conv", record.id), text, nx=True)
+            for key in self._index_keys(record) + [self._key("recent")]:
+                pipe.zadd(key, {record.id: record.updated_at})
+            await pipe.execute()
+
+        await self._call("creating a conversation", op())
+        return record
+
+    async def get(self, conversation_id: str) -> ConversationRecord | None:
+        text = await self._call("reading a conversation", self._redis.get(self._key("conv", conversation_id)))
+        return self._load(text) if text is not None else None
+
+    async def save(self, record: ConversationRecord) -> None:
+        check_record(record)
+        expected = record.version
+        updated_at = max(self.clock(), record.updated_at)
+        stored = ConversationRecord(**{**record.__dict__, "version": expected + 1, "updated_at": updated_at})
+        text = record_to_json(stored)
+        key = self._key("conv", record.id)
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                current = await pipe.get(key)
+                if current is None:
+                    raise StoreError(f"conversation {record.id} is not in the store; create() it first")
+                old = self._load(current)
+                if old.version != expected:
+                    raise ConcurrentUpdate(
+                        f"conversation {record.id} was saved by someone else (stored version "
+                        f"{old.version}, this copy has {expected}); get() it again and reapply the change"
+                    )
+                pipe.multi()
+                pipe.set(key, text)
+                for stale in set(self._index_keys(old)) - set(self._index_keys(stored)):
+                    pipe.zrem(stale, record.id)
+                for index in self._index_keys(stored) + [self._key("recent")]:
+                    pipe.zadd(index, {record.id: updated_at})
+                await pipe.execute()
+
+        try:
+            await self._call("saving a conversation", op())
+        except WatchError as exc:
+            raise ConcurrentUpdate(
+                f"conversation {record.id} was saved by someone else while this save ran; "
+                "get() it again and reapply the change"
+            ) from exc
+        record.version = expected + 1
+        record.updated_at = updated_at
+
+    async def find_recent(
+        self, *, customer_id: str = "", caller_id: str = "", within_seconds: float
+    ) -> ConversationRecord | None:
+        since = self.clock() - within_seconds
+        for kind, value in (("customer", customer_id), ("caller", caller_id)):
+            if not value:
+                continue
+            ids = await self._call(
+                "looking up a recent conversation",
+                self._redis.zrevrangebyscore(self._key(kind, value), "+inf", since, start=0, num=_RECENT_SCAN),
+            )
+            if not ids:
+                continue
+            texts = await self._call(
+                "looking up a recent conversation", self._redis.mget([self._key("conv", i) for i in ids])
+            )
+            for text in texts:
+                if text is None:
+                    continue
+                record = self._load(text)
+                matches = record.customer_id == value if kind == "customer" else record.caller_id == value
+                if matches and record.status != "closed" and record.updated_at >= since:
+                    return record
+        return None
+
+    async def append(
+        self,
+        conversation_id: str,
+        *,
+        channel: str,
+        kind: str,
+        payload: dict[str, Any],
+        sensitive: Iterable[str] = (),
+    ) -> LoggedEvent:
+        clean = self.redactor.redact_payload(payload, sensitive)
+        at = self.clock()
+        entry = {"conversation_id": conversation_id, "at": at, "channel": channel, "kind": kind, "payload": clean}
+        text = dumps(entry, f"an event of conversation {conversation_id}")
+        seq = await self._call(
+            "appending to the event log",
+            self._append(
+                keys=[self._key("conv", conversation_id), self._key("seq", conversation_id),
+                      self._key("events", conversation_id)],
+                args=[text],
+            ),
+        )
+        if int(seq) < 0:
+            raise StoreError(f"cannot log an event: conversation {conversation_id} is not in the store")
+        return LoggedEvent(seq=int(seq), conversation_id=conversation_id, at=at, channel=channel, kind=kind,
+                           payload=json.loads(text)["payload"])
+
+    async def events(self, conversation_id: str, *, limit: int | None = None) -> list[LoggedEvent]:
+        key = self._key("events", conversation_id)
+        if limit is not None and limit <= 0:
+            return []
+        start = 0 if limit is None else -limit
+        items = await self._call("reading the event log", self._redis.lrange(key, start, -1))
+        out = []
+        for item in items:
+            data = json.loads(item)
+            out.append(LoggedEvent(seq=int(data["seq"]), conversation_id=conversation_id, at=float(data["at"]),
+                                   channel=data["channel"], kind=data["kind"], payload=data["payload"]))
+        return out
+
+    async def recent(self, limit: int = 50) -> list[ConversationRecord]:
+        if limit <= 0:
+            return []
+        ids = await self._call("listing recent conversations", self._redis.zrevrange(self._key("recent"), 0, limit - 1))
+        if not ids:
+            return []
+        texts = await self._call("listing recent conversations", self._redis.mget([self._key("conv", i) for i in ids]))
+        return [self._load(t) for t in texts if t is not None]
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless Redis answers (for start-up checks and ``doctor``)."""
+        await self._call("checking the connection", self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,333 @@
+"""The embedded context store: one SQLite file (WAL mode) in the data directory.
+
+Every call runs on one dedicated worker thread that owns the connection, so a database locked
+by another process (waited on for ``busy_timeout_ms``) never stalls the event loop. Each write
+is one transaction: a failure leaves nothing half-written. The event log table refuses UPDATE
+and DELETE (triggers), so the log is append-only at the database level too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from gateway.config import RedactionSettings
+from gateway.context.redaction import Redactor
+from gateway.context.store import (
+    ConcurrentUpdate,
+    ConversationRecord,
+    LoggedEvent,
+    StoreError,
+    check_record,
+    dumps,
+    new_record,
+    record_from_dict,
+    record_to_json,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE conversations (
+        id          TEXT PRIMARY KEY,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        customer_id TEXT NOT NULL DEFAULT '',
+        caller_id   TEXT NOT NULL DEFAULT '',
+        status      TEXT NOT NULL DEFAULT 'active',
+        version     INTEGER NOT NULL DEFAULT 0,
+        record      TEXT NOT NULL
+    );
+    CREATE INDEX conversations_customer ON conversations (customer_id, updated_at)
+        WHERE customer_id != '';
+    CREATE INDEX conversations_caller ON conversations (caller_id, updated_at)
+        WHERE caller_id != '';
+    CREATE INDEX conversations_updated ON conversations (updated_at);
+    CREATE TABLE events (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id),
+        seq             INTEGER NOT NULL,
+        at              REAL NOT NULL,
+        channel         TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    """,
+}
+
+_COLUMNS = "record"
+
+
+class SqliteStore:
+    """:class:`~gateway.context.store.ContextStore` on a SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        redaction: RedactionSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.redactor = Redactor(redaction)
+        self.clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="context-sqlite")
+        self._conn = self._open()
+
+    # -- opening and schema ------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the data directory {self.path.parent}: {exc.strerror}") from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_ms / 1000.0,
+                isolation_level=None,  # explicit BEGIN IMMEDIATE ... COMMIT around every write
+                check_same_thread=False,  # created here, then used by the worker thread only
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the conversation database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("conversation database %s runs in %s mode, not WAL", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise self._error(exc, "opening") from exc
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"conversation database {self.path} has schema version {version}, newer than this "
+                f"gateway understands ({SCHEMA_VERSION}); upgrade the gateway or point "
+                "context.sqlite_path at another file"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[target].split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("conversation database %s migrated to schema %d", self.path, target)
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreError(
+                f"conversation database {self.path} stayed locked by another process for more than "
+                f"{self.busy_timeout_ms} ms while {doing}; nothing was written. Another program "
+                "holds it open in a transaction: stop it, or raise context.busy_timeout_ms"
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "corrupt" in text
+        ):
+            return StoreError(
+                f"conversation database {self.path} is corrupt or not a SQLite database ({text}); "
+                "move the file aside (keep it for inspection) and restart: the gateway creates a "
+                "new empty one. Or point context.sqlite_path at another file"
+            )
+        return StoreError(f"conversation database {self.path}: {text} while {doing}")
+
+    # -- running on the worker thread --------------------------------------------------
+
+    async def _run(self, doing: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            try:
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
+
+        if self._conn is None:
+            raise StoreError(f"conversation store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- the ContextStore protocol -----------------------------------------------------
+
+    async def create(
+        self, *, caller_id: str = "", customer_id: str = "", channel: str = ""
+    ) -> ConversationRecord:
+        record = new_record(caller_id=caller_id, customer_id=customer_id, channel=channel, now=self.clock())
+        text = record_to_json(record)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO conversations (id, created_at, updated_at, customer_id, caller_id, status,"
+                " version, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, record.created_at, record.updated_at, record.customer_id,
+                 record.caller_id, record.status, record.version, text),
+            )
+
+        await self._run("creating a conversation", lambda conn: self._write(conn, insert))
+        return record
+
+    async def get(self, conversation_id: str) -> ConversationRecord | None:
+        def select(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            return row[0] if row else None
+
+        text = await self._run("reading a conversation", select)
+        return self._load(text) if text is not None else None
+
+    async def save(self, record: ConversationRecord) -> None:
+        check_record(record)
+        expected = record.version
+        updated_at = max(self.clock(), record.updated_at)
+        stored = ConversationRecord(**{**record.__dict__, "version": expected + 1, "updated_at": updated_at})
+        text = record_to_json(stored)
+
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE conversations SET updated_at = ?, customer_id = ?, caller_id = ?, status = ?,"
+                " version = ?, record = ? WHERE id = ? AND version = ?",
+                (updated_at, record.customer_id, record.caller_id, record.status, expected + 1,
+                 text, record.id, expected),
+            )
+            if cur.rowcount == 1:
+                return
+            row = conn.execute("SELECT version FROM conversations WHERE id = ?", (record.id,)).fetchone()
+            if row is None:
+                raise StoreError(f"conversation {record.id} is not in the store; create() it first")
+            raise ConcurrentUpdate(
+                f"conversation {record.id} was saved by someone else (stored version {row[0]}, "
+                f"this copy has {expected}); get() it again and reapply the change"
+            )
+
+        await self._run("saving a conversation", lambda conn: self._write(conn, update))
+        record.version = expected + 1
+        record.updated_at = updated_at
+
+    async def find_recent(
+        self, *, customer_id: str = "", caller_id: str = "", within_seconds: float
+    ) -> ConversationRecord | None:
+        since = self.clock() - within_seconds
+
+        def select(conn: sqlite3.Connection) -> str | None:
+            for column, value in (("customer_id", customer_id), ("caller_id", caller_id)):
+                if not value:
+                    continue
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM conversations WHERE {column} = ? AND updated_at >= ?"
+                    " AND status != 'closed' ORDER BY updated_at DESC LIMIT 1",
+                    (value, since),
+                ).fetchone()
+                if row:
+                    return row[0]
+            return None
+
+        text = await self._run("looking up a recent conversation", select)
+        return self._load(text) if text is not None else None
+
+    async def append(
+        self,
+        conversation_id: str,
+        *,
+        channel: str,
+        kind: str,
+        payload: dict[str, Any],
+        sensitive: Iterable[str] = (),
+    ) -> LoggedEvent:
+        clean = self.redactor.redact_payload(payload, sensitive)
+        text = dumps(clean, f"an event of conversation {conversation_id}")
+        clean = json.loads(text)
+        at = self.clock()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                raise StoreError(f"cannot log an event: conversation {conversation_id} is not in the store")
+            seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO events (conversation_id, seq, at, channel, kind, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, seq, at, channel, kind, text),
+            )
+            return int(seq)
+
+        seq = await self._run("appending to the event log", lambda conn: self._write(conn, insert))
+        return LoggedEvent(seq=seq, conversation_id=conversation_id, at=at, channel=channel, kind=kind, payload=clean)
+
+    async def events(self, conversation_id: str, *, limit: int | None = None) -> list[LoggedEvent]:
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if limit is None:
+                return conn.execute(
+                    "SELECT seq, at, channel, kind, payload FROM events WHERE conversation_id = ?"
+                    " ORDER BY seq", (conversation_id,)
+                ).fetchall()
+            rows = conn.execute(
+                "SELECT seq, at, channel, kind, payload FROM events WHERE conversation_id = ?"
+                " ORDER BY seq DESC LIMIT ?", (conversation_id, max(0, limit))
+            ).fetchall()
+            return rows[::-1]
+
+        rows = await self._run("reading the event log", select)
+        return [
+            LoggedEvent(seq=int(seq), conversation_id=conversation_id, at=float(at), channel=channel,
+                        kind=kind, payload=json.loads(payload))
+            for seq, at, channel, kind, payload in rows
+        ]
+
+    async def recent(self, limit: int = 50) -> list[ConversationRecord]:
+        def select(conn: sqlite3.Connection) -> list[tuple[str]]:
+            return conn.execute(
+                f"SELECT {_COLUMNS} FROM conversations ORDER BY updated_at DESC LIMIT ?", (max(0, limit),)
+            ).fetchall()
+
+        rows = await self._run("listing recent conversations", select)
+        return [self._load(row[0]) for row in rows]
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None  # type: ignore[assignment]
+        if conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+    def _load(self, text: str) -> ConversationRecord:
+        try:
+            return record_from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"conversation database {self.path} holds an unreadable record: {exc}") from exc

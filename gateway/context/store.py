@@ -1,0 +1,184 @@
+"""The context store: where a conversation lives between turns, channels and restarts.
+
+A :class:`ConversationRecord` is the conversation's current state (who the customer is, what
+has been verified, where the journey stands, its slots). Beside it, an append-only event log
+keeps everything said and done on every channel, redacted before it is written. Two backends
+implement :class:`ContextStore`: SQLite (embedded default) and Redis (several gateway nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Iterable, Protocol
+
+STATUSES = ("active", "transferred", "closed")
+"""Conversation statuses; ``closed`` conversations are never resumed."""
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked: a corrupt file, a lock held past the busy
+    timeout, an unreachable Redis, an unknown conversation. The message says which and
+    what to do."""
+
+
+class ConcurrentUpdate(StoreError):
+    """``save()`` was given a record older than the stored one (someone saved in between)."""
+
+
+@dataclass
+class ConversationRecord:
+    """One conversation's current state. Mutable: the engine edits it and calls ``save()``."""
+
+    id: str
+    created_at: float
+    updated_at: float
+    customer_id: str = ""
+    caller_id: str = ""
+    channels: list[str] = field(default_factory=list)
+    journey: str = ""
+    step: str = ""
+    slots: dict[str, Any] = field(default_factory=dict)
+    verified: dict[str, float] = field(default_factory=dict)
+    status: str = "active"
+    state: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    def add_channel(self, channel: str) -> None:
+        """Remember that the conversation surfaced on ``channel`` (kept in order of first use)."""
+        if channel and channel not in self.channels:
+            self.channels.append(channel)
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One entry of a conversation's event log. ``seq`` counts from 1 per conversation."""
+
+    seq: int
+    conversation_id: str
+    at: float
+    channel: str
+    kind: str
+    payload: dict[str, Any]
+
+
+class ContextStore(Protocol):
+    """What the conversation core needs from a store. All methods are coroutines."""
+
+    async def create(
+        self, *, caller_id: str = "", customer_id: str = "", channel: str = ""
+    ) -> ConversationRecord:
+        """A new active conversation (version 0 once stored)."""
+        ...
+
+    async def get(self, conversation_id: str) -> ConversationRecord | None:
+        """The stored conversation, or None."""
+        ...
+
+    async def save(self, record: ConversationRecord) -> None:
+        """Store ``record``; bumps its ``version`` and ``updated_at`` in place.
+        Raises :class:`ConcurrentUpdate` when the stored version is not ``record.version``."""
+        ...
+
+    async def find_recent(
+        self, *, customer_id: str = "", caller_id: str = "", within_seconds: float
+    ) -> ConversationRecord | None:
+        """The most recently updated conversation of that customer (else of that caller id)
+        that is not closed (transferred ones count) and was updated within the window."""
+        ...
+
+    async def append(
+        self,
+        conversation_id: str,
+        *,
+        channel: str,
+        kind: str,
+        payload: dict[str, Any],
+        sensitive: Iterable[str] = (),
+    ) -> LoggedEvent:
+        """Append one event to the log; ``payload`` is redacted before it is written."""
+        ...
+
+    async def events(self, conversation_id: str, *, limit: int | None = None) -> list[LoggedEvent]:
+        """The log, oldest first; with ``limit``, only the latest ``limit`` events."""
+        ...
+
+    async def recent(self, limit: int = 50) -> list[ConversationRecord]:
+        """The most recently updated conversations, newest first (for dashboards)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+def new_id() -> str:
+    """A fresh conversation id (uuid4, hex)."""
+    return uuid.uuid4().hex
+
+
+def new_record(
+    *, caller_id: str = "", customer_id: str = "", channel: str = "", now: float | None = None
+) -> ConversationRecord:
+    """A record for a conversation that is about to be stored for the first time."""
+    at = time.time() if now is None else now
+    record = ConversationRecord(
+        id=new_id(), created_at=at, updated_at=at, customer_id=customer_id, caller_id=caller_id
+    )
+    record.add_channel(channel)
+    return record
+
+
+def _json_default(value: Any) -> Any:
+    # Values a journey commonly puts in slots; they come back as strings (ISO dates, decimals).
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def dumps(value: Any, what: str) -> str:
+    """JSON text for the store; a value that cannot be stored raises :class:`StoreError`."""
+    try:
+        return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"cannot store {what}: {exc}") from exc
+
+
+def record_to_json(record: ConversationRecord) -> str:
+    """The whole record as JSON text."""
+    return dumps(asdict(record), f"conversation {record.id}")
+
+
+def record_from_dict(data: dict[str, Any]) -> ConversationRecord:
+    """Rebuild a record from its stored form (unknown keys are ignored)."""
+    return ConversationRecord(
+        id=str(data["id"]),
+        created_at=float(data["created_at"]),
+        updated_at=float(data["updated_at"]),
+        customer_id=str(data.get("customer_id", "")),
+        caller_id=str(data.get("caller_id", "")),
+        channels=list(data.get("channels", [])),
+        journey=str(data.get("journey", "")),
+        step=str(data.get("step", "")),
+        slots=dict(data.get("slots", {})),
+        verified={str(k): float(v) for k, v in dict(data.get("verified", {})).items()},
+        status=str(data.get("status", "active")),
+        state=dict(data.get("state", {})),
+        version=int(data.get("version", 0)),
+    )
+
+
+def check_record(record: ConversationRecord) -> None:
+    """Refuse a record the store must not write (a status outside :data:`STATUSES`)."""
+    if record.status not in STATUSES:
+        raise StoreError(
+            f"conversation {record.id}: status {record.status!r} is not one of {', '.join(STATUSES)}"
+        )

@@ -1,0 +1,262 @@
+"""The ContextStore contract, run against both backends: a real SQLite file and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import redis as syncredis
+
+from gateway.context.redis_store import RedisStore
+from gateway.context.sqlite_store import SqliteStore
+from gateway.context.store import ConcurrentUpdate, ContextStore, StoreError
+from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
+
+HOUR = 3600.0
+
+
+class Clock:
+    """A settable clock so windows are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Backend:
+    def __init__(self, store: ContextStore, raw: Any) -> None:
+        self.store = store
+        self.raw = raw  # () -> bytes: everything the backend has persisted
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    clock = Clock()
+    if request.param == "sqlite":
+        path = tmp_path / "data" / "conversations.db"
+        store: Any = SqliteStore(path, busy_timeout_ms=2000, clock=clock)
+
+        def raw() -> bytes:
+            return b"".join(p.read_bytes() for p in path.parent.glob("conversations.db*"))
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:6]}:", clock=clock)
+        client = syncredis.Redis.from_url(url)
+
+        def raw() -> bytes:
+            out = b""
+            for key in client.keys("*"):
+                kind = client.type(key)
+                if kind == b"string":
+                    out += client.get(key) or b""
+                elif kind == b"list":
+                    out += b"".join(client.lrange(key, 0, -1))
+                elif kind == b"zset":
+                    out += b"".join(client.zrange(key, 0, -1))
+            return out
+    store.clock_ = clock
+    yield Backend(store, raw)
+    await store.close()
+
+
+async def test_create_get_save_roundtrip(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(caller_id="+15551234567", customer_id="C001", channel="voice")
+    assert len(rec.id) == 32 and rec.version == 0 and rec.channels == ["voice"] and rec.status == "active"
+    got = await store.get(rec.id)
+    assert got == rec
+    rec.journey, rec.step = "order_status", "ask_order"
+    rec.slots = {"order_id": "O1001", "when": dt.date(2026, 3, 14)}
+    rec.verified["identity"] = 1_700_000_100.0
+    rec.state = {"retries": {"ask_order": 1}, "history": ["welcome"]}
+    store.clock_.now += 5
+    await store.save(rec)
+    assert rec.version == 1 and rec.updated_at == store.clock_.now
+    got = await store.get(rec.id)
+    assert got is not None
+    assert got.version == 1 and got.journey == "order_status" and got.step == "ask_order"
+    assert got.slots == {"order_id": "O1001", "when": "2026-03-14"}  # dates are stored as ISO text
+    assert got.verified == {"identity": 1_700_000_100.0}
+    assert got.state == {"retries": {"ask_order": 1}, "history": ["welcome"]}
+    assert await store.get("0" * 32) is None
+
+
+async def test_resume_from_another_channel_within_the_window(backend: Backend) -> None:
+    store = backend.store
+    call = await store.create(caller_id="+15551234567", customer_id="C001", channel="voice")
+    call.verified["identity"] = store.clock_.now
+    await store.save(call)
+    store.clock_.now += 20 * 60  # twenty minutes later the customer opens the web chat
+    found = await store.find_recent(customer_id="C001", within_seconds=HOUR)
+    assert found is not None and found.id == call.id and found.verified == call.verified
+    found.add_channel("chat")
+    found.add_channel("voice")
+    await store.save(found)
+    again = await store.get(call.id)
+    assert again is not None and again.channels == ["voice", "chat"]
+    by_caller = await store.find_recent(caller_id="+15551234567", within_seconds=HOUR)
+    assert by_caller is not None and by_caller.id == call.id
+    assert await store.find_recent(customer_id="C999", within_seconds=HOUR) is None
+    assert await store.find_recent(within_seconds=HOUR) is None
+
+
+async def test_outside_the_window_or_closed_is_not_resumed(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C002", channel="sms")
+    store.clock_.now += 2 * HOUR
+    assert await store.find_recent(customer_id="C002", within_seconds=HOUR) is None
+    assert await store.find_recent(customer_id="C002", within_seconds=3 * HOUR) is not None
+    rec.status = "transferred"
+    await store.save(rec)
+    found = await store.find_recent(customer_id="C002", within_seconds=HOUR)
+    assert found is not None and found.status == "transferred"
+    rec.status = "closed"
+    await store.save(rec)
+    assert await store.find_recent(customer_id="C002", within_seconds=HOUR) is None
+
+
+async def test_most_recently_updated_conversation_wins(backend: Backend) -> None:
+    store = backend.store
+    first = await store.create(customer_id="C003", channel="voice")
+    store.clock_.now += 10
+    second = await store.create(customer_id="C003", channel="chat")
+    store.clock_.now += 10
+    first.step = "touched"
+    await store.save(first)
+    found = await store.find_recent(customer_id="C003", within_seconds=HOUR)
+    assert found is not None and found.id == first.id
+    first.status = "closed"
+    await store.save(first)
+    found = await store.find_recent(customer_id="C003", within_seconds=HOUR)
+    assert found is not None and found.id == second.id
+
+
+async def test_customer_identified_later_is_found_by_customer_id(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(caller_id="+15550000000", channel="voice")
+    rec.customer_id = "C004"
+    await store.save(rec)
+    rec.customer_id = "C005"  # a wrong identification corrected
+    await store.save(rec)
+    assert await store.find_recent(customer_id="C004", within_seconds=HOUR) is None
+    found = await store.find_recent(customer_id="C005", within_seconds=HOUR)
+    assert found is not None and found.id == rec.id
+
+
+async def test_stale_save_raises_concurrent_update(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C001")
+    a = await store.get(rec.id)
+    b = await store.get(rec.id)
+    assert a is not None and b is not None
+    a.slots["x"] = 1
+    await store.save(a)
+    b.slots["y"] = 2
+    with pytest.raises(ConcurrentUpdate):
+        await store.save(b)
+    assert b.version == 0  # the failed save changed nothing
+    stored = await store.get(rec.id)
+    assert stored is not None and stored.slots == {"x": 1} and stored.version == 1
+
+
+async def test_simultaneous_saves_only_one_wins(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C001")
+    copies = [await store.get(rec.id) for _ in range(4)]
+    for i, copy in enumerate(copies):
+        assert copy is not None
+        copy.slots["writer"] = i
+    results = await asyncio.gather(*(store.save(c) for c in copies if c), return_exceptions=True)
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, ConcurrentUpdate) for r in results if r is not None)
+
+
+async def test_save_of_unknown_or_invalid_record_is_refused(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create()
+    ghost = await store.get(rec.id)
+    assert ghost is not None
+    ghost.id = uuid.uuid4().hex
+    with pytest.raises(StoreError) as info:
+        await store.save(ghost)
+    assert not isinstance(info.value, ConcurrentUpdate) and "create()" in str(info.value)
+    rec.status = "finished"
+    with pytest.raises(StoreError, match="status"):
+        await store.save(rec)
+    rec.status = "active"
+    rec.slots["handle"] = object()
+    with pytest.raises(StoreError, match="cannot store"):
+        await store.save(rec)
+
+
+async def test_event_log_is_ordered_and_limited(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(channel="voice")
+    other = await store.create(channel="chat")
+    for i in range(5):
+        store.clock_.now += 1
+        ev = await store.append(rec.id, channel="voice", kind="UserSaid", payload={"text": f"turn {i}"})
+        assert ev.seq == i + 1 and ev.at == store.clock_.now
+    await store.append(other.id, channel="chat", kind="ChatMessage", payload={"text": "other"})
+    events = await store.events(rec.id)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert [e.payload["text"] for e in events] == [f"turn {i}" for i in range(5)]
+    assert all(e.conversation_id == rec.id and e.kind == "UserSaid" for e in events)
+    assert [e.seq for e in await store.events(rec.id, limit=2)] == [4, 5]
+    assert [e.payload for e in await store.events(other.id)] == [{"text": "other"}]
+    with pytest.raises(StoreError, match="not in the store"):
+        await store.append(uuid.uuid4().hex, channel="voice", kind="UserSaid", payload={})
+
+
+async def test_secrets_never_reach_the_persisted_bytes(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C001", channel="voice")
+    said = [
+        "my card is 4111 1111 1111 1111 expiring soon",
+        "the other card 5500-0000-0000-0004",
+        "my social is 078-05-1120",
+        "and my pin is 97531",
+    ]
+    for text in said:
+        await store.append(rec.id, channel="voice", kind="UserSaid", payload={"text": text})
+    # a slot the journey marks sensitive, said as digits, logged in nested payloads and words
+    await store.append(
+        rec.id, channel="voice", kind="SlotFilled",
+        payload={"slot": "security_answer", "value": "Rosebud", "heard": "it was rosebud I think"},
+        sensitive=["Rosebud"],
+    )
+    await store.append(rec.id, channel="voice", kind="DtmfPressed", payload={"pin": "24680"})
+    await store.append(
+        rec.id, channel="voice", kind="UserSaid",
+        payload={"text": "eight six four two", "sensitive": True},
+    )
+    events = await store.events(rec.id)
+    texts = [e.payload.get("text") for e in events]
+    assert texts[0] == "my card is [card ****1111] expiring soon"
+    assert texts[1] == "the other card [card ****0004]"
+    assert texts[2] == "my social is [id]"
+    assert texts[3] == "and my pin is [pin]"
+    assert events[4].payload == {"slot": "security_answer", "value": "[redacted]", "heard": "it was [redacted] I think"}
+    assert events[5].payload == {"pin": "[pin]"}
+    assert events[6].payload["text"] == "[redacted]"
+    raw = backend.raw()
+    assert b"[card ****1111]" in raw  # the log really is in what we read
+    for secret in (b"4111 1111 1111 1111", b"4111111111111111", b"5500-0000-0000-0004", b"078-05-1120",
+                   b"97531", b"24680", b"Rosebud", b"rosebud", b"eight six four two"):
+        assert secret not in raw, secret
+
+
+async def test_recent_lists_newest_first(backend: Backend) -> None:
+    store = backend.store
+    ids = []
+    for i in range(4):
+        store.clock_.now += 1
+        ids.append((await store.create(customer_id=f"C{i}")).id)
+    assert [r.id for r in await store.recent(limit=3)] == ids[::-1][:3]
+    assert await store.recent(limit=0) == []

@@ -1,0 +1,119 @@
+"""A real ``redis-server`` for tests, on a free loopback port in a temporary directory.
+
+Use the fixtures from any test module (or a conftest)::
+
+    from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
+
+    async def test_something(redis_url):            # an empty database for this test
+        ...
+
+``redis_server`` (one server per test module) yields a :class:`RedisServer`; ``redis_url``
+flushes its database before each test and gives its URL. Tests are skipped with a clear reason
+only when the ``redis-server`` binary is missing (``make test`` installs it via apt).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+START_TIMEOUT_SECONDS = 20.0  # generous: a loaded 2-core CI machine
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _command(port: int, line: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+        sock.sendall(line)
+        return sock.recv(256)
+
+
+class RedisServer:
+    """One ``redis-server`` process; ``url`` points at database 0."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server")
+        self.directory = directory
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        for _attempt in range(3):  # another test may grab the port between probe and bind
+            port = free_port()
+            log = open(directory / f"redis-{port}.log", "wb")
+            proc = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            log.close()
+            if self._wait_ready(proc, port):
+                self.port, self.process = port, proc
+                return
+            proc.kill()
+            proc.wait(timeout=5)
+        raise RuntimeError(f"redis-server did not start; see the logs in {directory}")
+
+    @staticmethod
+    def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                if _command(port, b"PING\r\n").startswith(b"+PONG"):
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def flush(self) -> None:
+        """Empty every database."""
+        if not _command(self.port, b"FLUSHALL\r\n").startswith(b"+OK"):
+            raise RuntimeError("FLUSHALL failed")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A running redis-server for the test module (skipped if the binary is missing)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server, or run `make test`)")
+    with tempfile.TemporaryDirectory(prefix="voicegw-redis-") as directory:
+        server = RedisServer(Path(directory))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty Redis database for this test."""
+    redis_server.flush()
+    return redis_server.url
