@@ -183,6 +183,11 @@ class AudioSocketParser:
     def _check_header(self, kind: int, length: int) -> None:
         if kind not in Kind._value2member_map_:
             raise self._fail(f"unknown message kind 0x{kind:02x} (length {length})")
+        if self.require_uuid_first:
+            if self.uuid is None and kind != Kind.UUID:
+                raise self._fail(f"first message must be the UUID (kind 0x01), got kind 0x{kind:02x}")
+            if self.uuid is not None and kind == Kind.UUID:
+                raise self._fail("second UUID message on one connection")
         if length > self.max_payload_bytes:
             raise self._fail(f"payload of {length} bytes for kind 0x{kind:02x} exceeds the limit of "
                              f"{self.max_payload_bytes} bytes")
@@ -192,11 +197,6 @@ class AudioSocketParser:
             raise self._fail(f"DTMF message must carry 1 byte, got {length}")
         if kind in AUDIO_KIND_RATES and length == 0:
             raise self._fail(f"zero-length audio message (kind 0x{kind:02x})")
-        if self.require_uuid_first:
-            if self.uuid is None and kind != Kind.UUID:
-                raise self._fail(f"first message must be the UUID (kind 0x01), got kind 0x{kind:02x}")
-            if self.uuid is not None and kind == Kind.UUID:
-                raise self._fail("second UUID message on one connection")
 
     def _message(self, kind: int, payload: bytes) -> Message:
         if kind in AUDIO_KIND_RATES:
