@@ -1,0 +1,152 @@
+"""Assembling the gateway: the core from its parts, and ``voicegw serve`` / ``voicegw doctor``.
+
+``build_core(settings)`` gives a ready ``Orchestrator`` (context store, journeys, NLU, CRM,
+Rasa client). ``serve`` starts every enabled channel around that one core and runs until
+interrupted; a channel that fails to start is reported and the others keep running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import Settings
+from gateway.context import open_store
+from gateway.core.dialog import DialogEngine
+from gateway.core.journeys import load_journeys
+from gateway.core.nlu import Nlu
+from gateway.core.orchestrator import Orchestrator
+from gateway.integrations.crm import open_crm
+
+log = logging.getLogger(__name__)
+
+
+async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, today: Any = None) -> Orchestrator:
+    """The conversation core on the configured store, journeys, NLU, CRM and Rasa server."""
+    settings.data_path(".").mkdir(parents=True, exist_ok=True)
+    journeys = load_journeys(settings.project_path(settings.journeys.directory), DialogEngine.known_lookups())
+    nlu = Nlu(journeys.intent_examples, threshold=settings.nlu.threshold)
+    crm = crm if crm is not None else open_crm(settings)
+    store = store if store is not None else open_store(settings)
+    rasa = None
+    if settings.rasa.action_server_url:
+        from gateway.integrations.rasa import RasaActionClient
+
+        rasa = RasaActionClient(settings.rasa.action_server_url, settings.rasa.timeout_seconds)
+    kwargs = {"today": today} if today is not None else {}
+    engine = DialogEngine(journeys, nlu, crm, settings, rasa=rasa, **kwargs)
+    core = Orchestrator(settings, store, engine)
+    core.crm = crm  # type: ignore[attr-defined]
+    return core
+
+
+@dataclass
+class RunningGateway:
+    core: Orchestrator
+    closeables: list[Any] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for item in reversed(self.closeables):
+            try:
+                await item.close()
+            except Exception:  # shutting down: report and go on closing the rest
+                log.exception("error while closing %r", item)
+        await self.core.store.close()
+
+
+async def start_gateway(settings: Settings) -> RunningGateway:
+    """Start the core and every enabled channel. Returns what is running."""
+    core = await build_core(settings)
+    running = RunningGateway(core)
+
+    async def attempt(name: str, starter: Any) -> Any:
+        try:
+            result = await starter()
+        except Exception as exc:  # one channel failing to start must not stop the others
+            log.error("%s did not start: %s", name, exc)
+            running.failed.append(f"{name}: {exc}")
+            return None
+        items = result if isinstance(result, list) else [result]
+        running.closeables += [item for item in items if item is not None]
+        running.started.append(name)
+        return result
+
+    pipeline = None
+    if settings.audiosocket.enabled or settings.sip.enabled or settings.fastagi.enabled:
+        from gateway.voice.pipeline import VoicePipeline
+
+        async def start_voice() -> Any:
+            nonlocal pipeline
+            pipeline = VoicePipeline(settings, core)
+            await pipeline.start()
+            return pipeline
+
+        await attempt("voice pipeline", start_voice)
+    if pipeline is not None and (settings.audiosocket.enabled or settings.fastagi.enabled or settings.ami.enabled):
+        from gateway.telephony.asterisk import start_asterisk_channels
+
+        await attempt("asterisk channels", lambda: start_asterisk_channels(settings, core, pipeline))
+    if pipeline is not None and settings.sip.enabled:
+        from gateway.telephony.sip import start_sip_channel
+
+        await attempt("sip endpoint", lambda: start_sip_channel(settings, core, pipeline))
+    if settings.web.enabled:
+        from gateway.web.app import start_web
+
+        await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm))
+    if settings.rasa.serve_actions:
+        from gateway.integrations.rasa_actions import start_action_server
+
+        await attempt("rasa action server", lambda: start_action_server(
+            settings, core.crm, settings.web.host, settings.rasa.actions_port))
+    return running
+
+
+async def _serve(settings: Settings) -> int:
+    running = await start_gateway(settings)
+    for name in running.started:
+        log.info("started: %s", name)
+    if not running.started:
+        log.error("nothing could be started")
+        await running.close()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    web = settings.web
+    print(f"voicegw is running. Web chat: http://{web.host}:{web.port}/chat  "
+          f"agent desktop: http://{web.host}:{web.port}/agent  (Ctrl-C stops)", flush=True)
+    await stop.wait()
+    await running.close()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.cli import settings_from
+
+    settings = settings_from(args)
+    return asyncio.run(_serve(settings))
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from gateway.cli import settings_from
+    from gateway.doctor import run_doctor
+
+    return run_doctor(settings_from(args))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="start every enabled channel around one conversation core")
+    p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("doctor", help="check models, engines, ports and configuration; say how to fix what is missing")
+    p.set_defaults(func=_cmd_doctor)

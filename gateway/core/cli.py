@@ -1,0 +1,104 @@
+"""``voicegw chat`` (talk to the journeys in the terminal) and ``voicegw journeys validate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway.core.actions import Ask, Hangup, OfferCall, Originate, SendFollowUp, Say, ScreenPop, Transfer
+from gateway.core.events import CallAccepted, ChatMessage, ChatStarted, DtmfPressed, UserSaid
+from gateway.core.journeys import JourneyError, load_journeys
+
+
+def _show(actions: list, out=sys.stdout) -> bool:
+    """Print actions; returns False when the conversation ended."""
+    alive = True
+    for action in actions:
+        if isinstance(action, (Say, Ask)):
+            print(f"bot> {action.text}", file=out)
+        elif isinstance(action, Transfer):
+            print(f"[transfer to queue {action.queue!r}, skills {list(action.skills)}: {action.reason}]", file=out)
+            alive = False
+        elif isinstance(action, SendFollowUp):
+            print(f"[{action.channel} follow-up {action.template!r} to {action.to or 'this chat'}]", file=out)
+        elif isinstance(action, OfferCall):
+            print(f"bot> {action.text}  (type /call to accept)", file=out)
+        elif isinstance(action, Originate):
+            print(f"[calling {action.number}]", file=out)
+        elif isinstance(action, Hangup):
+            alive = False
+        elif isinstance(action, ScreenPop):
+            print(f"[screen-pop sent for conversation {action.conversation_id}]", file=out)
+    return alive
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from gateway.app import build_core
+    from gateway.cli import settings_from
+
+    settings = settings_from(args)
+    core = await build_core(settings)
+    channel = "voice" if args.voice else "chat"
+    opened = await core.open(channel, caller_id=args.caller_id, conversation_id=args.conversation or "",
+                             journey=args.journey or "", event=ChatStarted(channel=channel))
+    print(f"[conversation {opened.conversation_id}{' resumed' if opened.resumed else ''}; "
+          "/quit to leave, /dtmf 123# to key digits, /call to accept a call offer]")
+    alive = _show(opened.actions)
+    loop = asyncio.get_running_loop()
+    while alive:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/quit":
+            break
+        if text.startswith("/dtmf"):
+            actions = []
+            for digit in text[5:].strip():
+                actions += await core.handle(opened.conversation_id, DtmfPressed(digit, channel=channel))
+        elif text == "/call":
+            actions = await core.handle(opened.conversation_id, CallAccepted(channel=channel))
+        elif channel == "voice":
+            actions = await core.handle(opened.conversation_id, UserSaid(text))
+        else:
+            actions = await core.handle(opened.conversation_id, ChatMessage(text))
+        alive = _show(actions)
+    await core.store.close()
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from gateway.cli import settings_from
+    from gateway.core.dialog import DialogEngine
+
+    directory = Path(args.directory) if args.directory else None
+    if directory is None:
+        settings = settings_from(args)
+        directory = settings.project_path(settings.journeys.directory)
+    try:
+        journeys = load_journeys(directory, DialogEngine.known_lookups())
+    except JourneyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {directory}", file=sys.stderr)
+        return 1
+    print(f"{len(journeys.journeys)} journeys and {len(journeys.intent_examples)} intents are valid in {directory}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="talk to the journeys in the terminal through the conversation core")
+    p.add_argument("--voice", action="store_true", help="use the voice wording of prompts")
+    p.add_argument("--caller-id", default="", help="pretend to call from this number (finds the customer)")
+    p.add_argument("--journey", default="", help="start this journey instead of the welcome journey")
+    p.add_argument("--conversation", default="", help="resume this conversation id")
+    p.set_defaults(func=lambda args: asyncio.run(_chat(args)))
+    p = sub.add_parser("journeys", help="journey tools")
+    jsub = p.add_subparsers(dest="journeys_command", metavar="ACTION")
+    v = jsub.add_parser("validate", help="check every journey file; report file, line and reason")
+    v.add_argument("directory", nargs="?", help="journey directory (default: from the configuration)")
+    v.set_defaults(func=_validate)

@@ -1,0 +1,452 @@
+"""The dialog engine: runs journeys over a conversation record, one event at a time.
+
+It is channel-agnostic and stateless between calls: everything it knows lives in the
+``ConversationRecord`` (journey, step, slots, verified facts, and ``state`` for retry counters,
+the call stack of sub-journeys and the answered-steps history), so any gateway node can continue
+a conversation from the store, on any channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date
+from typing import Any, Callable
+
+from gateway.config import Settings
+from gateway.context.store import ConversationRecord
+from gateway.core.actions import (Action, Ask, Hangup, OfferCall, Originate, Say, SendFollowUp, Transfer)
+from gateway.core.events import (CallAccepted, ChannelClosed, ChatMessage, DtmfPressed, Event, FormSubmitted,
+                                 RecognitionFailed, Silence, UserSaid, AgentConnected)
+from gateway.core.interpret import expect_for, interpret
+from gateway.core.journeys import GLOBAL_INTENTS, Journey, JourneySet, Prompt, Step, as_prompt
+from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, run_lookup
+from gateway.core.nlu import Nlu
+from gateway.integrations.crm import Crm
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is cut here
+GLOBAL_INTENT_CONFIDENCE = 0.6  # a global intent must be this sure to interrupt slot filling
+SWITCH_INTENT_CONFIDENCE = 0.7  # a new topic must be this sure to leave the current journey
+TERMINATORS = "#"
+
+
+class _Slots(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+class DialogEngine:
+    """Runs journeys. ``handle`` mutates the record and returns the actions for the channel."""
+
+    def __init__(self, journeys: JourneySet, nlu: Nlu, crm: Crm, settings: Settings,
+                 rasa: Any = None, today: Callable[[], date] = date.today):
+        self.journeys = journeys
+        self.nlu = nlu
+        self.crm = crm
+        self.settings = settings
+        self.rasa = rasa
+        self.today = today
+
+    # ----------------------------------------------------------------- entry points
+    async def start(self, record: ConversationRecord, channel: str, *, resumed: bool,
+                    journey: str = "", outbound: bool = False) -> list[Action]:
+        """Begin (or resume on ``channel``) the conversation and return the opening actions."""
+        out: list[Action] = []
+        if resumed and record.step and record.status == "active":
+            name = record.slots.get("customer_first_name", "")
+            out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
+                           + (" You're already verified." if "identity" in record.verified else "")))
+            step = self._current_step(record)
+            if step is not None and step.ask is not None:
+                out.append(self._ask(record, step, channel))
+                return out
+            await self._goto(record, f"journey:{self.settings.journeys.default}", channel, out)
+            return out
+        record.status = "active"
+        record.state.setdefault("stack", [])
+        if outbound:
+            record.state["outbound"] = True
+        await self._enter(record, journey or self.settings.journeys.default, channel, out)
+        return out
+
+    async def handle(self, record: ConversationRecord, event: Event, channel: str) -> list[Action]:
+        out: list[Action] = []
+        if isinstance(event, (UserSaid, ChatMessage)):
+            await self._answer(record, event.text, channel, out)
+        elif isinstance(event, DtmfPressed):
+            await self._dtmf(record, event.digit, channel, out)
+        elif isinstance(event, (Silence, RecognitionFailed)):
+            await self._retry(record, channel, out, "no_input" if isinstance(event, Silence) else "no_match")
+        elif isinstance(event, CallAccepted):
+            number = event.number or record.slots.get("customer_phone", "")
+            if number:
+                out.append(Say(f"Calling you now at the number ending in {number[-4:]}."))
+                out.append(Originate(number=number, conversation_id=record.id, reason="chat-to-voice"))
+            else:
+                out.append(Say("I don't have a number to call. Please type the number you'd like us to call."))
+        elif isinstance(event, FormSubmitted):
+            record.slots[f"form_{event.purpose}"] = dict(event.fields)
+            record.state.setdefault("forms", []).append(event.purpose)
+            out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
+        elif isinstance(event, AgentConnected):
+            record.status = "transferred"
+            record.state["agent"] = event.agent_id
+        elif isinstance(event, ChannelClosed):
+            record.state["pending_dtmf"] = ""
+        return out
+
+    # ----------------------------------------------------------------- answers
+    async def _dtmf(self, record: ConversationRecord, digit: str, channel: str, out: list[Action]) -> None:
+        step = self._current_step(record)
+        if step is None or step.ask is None:
+            return
+        if step.expect in ("yesno", "choice") or (step.expect == "open" and digit == "0"):
+            if step.expect == "open":
+                await self._global(record, "agent", channel, out)
+            else:
+                await self._fill(record, step, digit, channel, out, from_dtmf=True)
+            return
+        buffer = record.state.get("pending_dtmf", "")
+        if digit in TERMINATORS:
+            record.state["pending_dtmf"] = ""
+            await self._fill(record, step, buffer, channel, out, from_dtmf=True)
+            return
+        buffer += digit
+        hi = (step.digits or (0, 4 if step.expect == "dob_or_pin" else 32))[1]
+        if step.expect == "dob_or_pin":
+            hi = 4
+        if len(buffer) >= hi:
+            record.state["pending_dtmf"] = ""
+            await self._fill(record, step, buffer, channel, out, from_dtmf=True)
+        else:
+            record.state["pending_dtmf"] = buffer
+
+    async def _answer(self, record: ConversationRecord, text: str, channel: str, out: list[Action]) -> None:
+        record.state["last_text"] = text
+        step = self._current_step(record)
+        if record.state.get("confirming"):
+            await self._confirmation(record, text, channel, out)
+            return
+        if step is None or step.ask is None:
+            await self._goto(record, f"journey:{self.settings.journeys.default}", channel, out)
+            return
+        parsed = self.nlu.parse(text)
+        intent, confidence = parsed.intent, parsed.confidence
+        if parsed.entities.get("frustration", 0.0) > record.state.get("frustration", 0.0):
+            record.state["frustration"] = parsed.entities["frustration"]
+        routing = step.expect == "open" and not step.slot
+        if routing or step.expect == "open":
+            if intent in GLOBAL_INTENTS and confidence >= GLOBAL_INTENT_CONFIDENCE:
+                await self._global(record, intent, channel, out)
+                return
+            if routing:
+                await self._route(record, intent, channel, out)
+                return
+            await self._fill(record, step, text, channel, out)
+            return
+        value = interpret(step, text, today=self.today())
+        if value is not None:
+            await self._fill_value(record, step, value, channel, out)
+            return
+        if intent in GLOBAL_INTENTS and confidence >= GLOBAL_INTENT_CONFIDENCE:
+            await self._global(record, intent, channel, out)
+        elif intent and confidence >= SWITCH_INTENT_CONFIDENCE and self.journeys.for_intent(intent) \
+                and self.journeys.for_intent(intent).journey != record.journey:
+            await self._route(record, intent, channel, out)
+        else:
+            await self._retry(record, channel, out, "no_match")
+
+    async def _route(self, record: ConversationRecord, intent: str | None, channel: str, out: list[Action]) -> None:
+        if intent == "call_me" and channel not in ("voice",):
+            phone = record.slots.get("customer_phone", "")
+            text = (f"Would you like us to call you now at the number ending in {phone[-4:]}?" if phone
+                    else "Would you like us to call you? Tell me the number to call.")
+            out.append(OfferCall(text=text, number=phone))
+            return
+        if intent in GLOBAL_INTENTS:
+            await self._global(record, intent, channel, out)
+            return
+        journey = self.journeys.for_intent(intent) if intent else None
+        if journey is None:
+            await self._retry(record, channel, out, "no_match")
+            return
+        record.state["intent"] = intent
+        record.state["stack"] = []
+        await self._enter(record, journey.journey, channel, out)
+
+    async def _fill(self, record: ConversationRecord, step: Step, text: str, channel: str, out: list[Action],
+                    from_dtmf: bool = False) -> None:
+        value = interpret(step, text, today=self.today(), from_dtmf=from_dtmf)
+        if value is None:
+            await self._retry(record, channel, out, "no_match")
+        else:
+            await self._fill_value(record, step, value, channel, out)
+
+    async def _fill_value(self, record: ConversationRecord, step: Step, value: Any, channel: str,
+                          out: list[Action]) -> None:
+        if step.slot:
+            record.slots[step.slot] = value
+        record.state["retries"] = {}
+        record.state.setdefault("history", []).append([record.journey, step.id])
+        if step.confirm is not None:
+            record.state["confirming"] = step.id
+            out.append(Ask(self._render(record, as_prompt(step.confirm), channel),
+                           expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+            return
+        await self._goto(record, step.next or self._after(record, step), channel, out)
+
+    async def _confirmation(self, record: ConversationRecord, text: str, channel: str, out: list[Action]) -> None:
+        step = self._current_step(record)
+        answer = interpret(Step(id="confirm", ask="?", expect="yesno", slot="c"), text, today=self.today())
+        if answer is None or step is None:
+            await self._retry(record, channel, out, "no_match")
+            return
+        record.state.pop("confirming", None)
+        if answer == "yes":
+            await self._goto(record, step.next or self._after(record, step), channel, out)
+        else:
+            if step.slot:
+                record.slots.pop(step.slot, None)
+            out.append(self._ask(record, step, channel))
+
+    # ----------------------------------------------------------------- global intents and retries
+    async def _global(self, record: ConversationRecord, intent: str, channel: str, out: list[Action]) -> None:
+        step = self._current_step(record)
+        if intent == "agent":
+            await self._transfer(record, None, channel, out, reason="customer asked for an agent")
+        elif intent == "repeat":
+            if step is not None and step.ask is not None:
+                out.append(self._ask(record, step, channel))
+        elif intent == "help":
+            help_text = as_prompt(step.help) if step is not None and step.help is not None else None
+            out.append(Say(self._render(record, help_text, channel) if help_text else
+                           "You can answer the question, say repeat, go back, or ask for an agent at any time."))
+            if step is not None and step.ask is not None:
+                out.append(self._ask(record, step, channel))
+        elif intent == "go_back":
+            history = record.state.get("history", [])
+            if history:
+                journey, step_id = history.pop()
+                back = self.journeys.journeys[journey].step(step_id)
+                if back.slot:
+                    record.slots.pop(back.slot, None)
+                record.journey, record.step = journey, step_id
+                out.append(Say("Sure, let's go back."))
+                out.append(self._ask(record, back, channel))
+            else:
+                out.append(Say("We're at the beginning already."))
+                if step is not None and step.ask is not None:
+                    out.append(self._ask(record, step, channel))
+        elif intent == "goodbye":
+            out.append(Say("Thank you for contacting us. Goodbye!"))
+            out.append(Hangup(reason="caller said goodbye"))
+            record.status = "closed"
+
+    async def _retry(self, record: ConversationRecord, channel: str, out: list[Action], kind: str) -> None:
+        step = self._current_step(record)
+        if step is None or step.ask is None:
+            return
+        retries = record.state.setdefault("retries", {})
+        retries[kind] = retries.get(kind, 0) + 1
+        limit = self.settings.journeys.max_no_input if kind == "no_input" else self.settings.journeys.max_no_match
+        if retries[kind] >= limit:
+            out.append(Say("I'm sorry, I'm having trouble understanding." if kind == "no_match"
+                           else "I'm sorry, I can't hear you."))
+            await self._transfer(record, None, channel, out, reason=f"repeated {kind.replace('_', '-')}")
+            return
+        custom = as_prompt(getattr(step, kind))
+        if custom is not None:
+            out.append(Ask(self._render(record, custom, channel), expect=self._expect(step), prompt_id=f"{step.id}.{kind}"))
+            return
+        lead = "Sorry, I didn't get that." if kind == "no_match" else "Are you still there?"
+        out.append(Say(lead))
+        out.append(self._ask(record, step, channel))
+
+    # ----------------------------------------------------------------- running steps
+    async def _enter(self, record: ConversationRecord, name: str, channel: str, out: list[Action]) -> None:
+        journey = self.journeys.journeys[name]
+        skip_check = record.state.get("outbound") and name == record.state.get("outbound_journey", name)
+        if journey.requires and journey.requires not in record.verified and not skip_check:
+            record.state.setdefault("stack", []).append([name, journey.steps[0].id])
+            name = f"verify_{journey.requires}"
+            journey = self.journeys.journeys[name]
+        if record.state.get("outbound") and "outbound_journey" not in record.state:
+            record.state["outbound_journey"] = name
+        record.journey = journey.journey
+        await self._run_from(record, journey.steps[0].id, channel, out)
+
+    async def _goto(self, record: ConversationRecord, target: str | None, channel: str, out: list[Action]) -> None:
+        if target and target.startswith("journey:"):
+            record.state["stack"] = []
+            await self._enter(record, target[8:], channel, out)
+        elif target and target != "END":
+            await self._run_from(record, target, channel, out)
+        else:
+            await self._return(record, channel, out)
+
+    async def _return(self, record: ConversationRecord, channel: str, out: list[Action]) -> None:
+        stack = record.state.setdefault("stack", [])
+        if stack:
+            journey, step_id = stack.pop()
+            record.journey = journey
+            await self._goto(record, step_id or "END", channel, out)
+        else:
+            record.journey = self.settings.journeys.default
+            await self._run_from(record, self.journeys.journeys[record.journey].steps[-1].id, channel, out)
+
+    def _after(self, record: ConversationRecord, step: Step) -> str:
+        return self.journeys.journeys[record.journey].after(step.id) or "END"
+
+    async def _run_from(self, record: ConversationRecord, step_id: str, channel: str, out: list[Action]) -> None:
+        journey = self.journeys.journeys[record.journey]
+        for _ in range(MAX_STEPS_PER_TURN):
+            step = journey.step(step_id)
+            record.step = step.id
+            target = await self._run_step(record, journey, step, channel, out)
+            if target is None:
+                return
+            if target == "END" or target.startswith("journey:"):
+                await self._goto(record, target, channel, out)
+                return
+            step_id = target
+        log.error("journey %s loops without asking anything; escalating", journey.journey)
+        await self._transfer(record, None, channel, out, reason="journey error")
+
+    async def _run_step(self, record: ConversationRecord, journey: Journey, step: Step, channel: str,
+                        out: list[Action]) -> str | None:
+        """Run one step; returns the next step id, or None when waiting for the customer."""
+        after = step.next or journey.after(step.id) or "END"
+        if step.skip_if_verified and step.skip_if_verified in record.verified:
+            return "END"
+        kind = step.kind
+        if kind == "ask":
+            if step.slot and step.skip_if_slot and step.slot in record.slots:
+                return after
+            out.append(self._ask(record, step, channel))
+            return None
+        if kind == "say":
+            out.append(Say(self._render(record, as_prompt(step.say), channel), prompt_id=step.id))
+            return after
+        if kind == "run":
+            outcome = await self._lookup(record, step, channel, out)
+            self._apply(record, outcome, journey)
+            return step.on.get(outcome.name) or step.on.get("default") or after
+        if kind == "branch":
+            value = str(record.slots.get(step.branch or "", "")).lower()
+            return step.cases.get(value) or step.cases.get("default") or after
+        if kind == "transfer":
+            await self._transfer(record, step, channel, out, reason=step.reason)
+            return None
+        if kind == "follow_up":
+            self._follow_up(record, step, channel, out)
+            return after
+        if kind == "offer_call":
+            if channel != "voice":
+                out.append(OfferCall(text=self._render(record, as_prompt(step.offer_call), channel),
+                                     number=record.slots.get("customer_phone", "")))
+            return after
+        if kind == "call":
+            record.state.setdefault("stack", []).append([journey.journey, step.next or journey.after(step.id)])
+            await self._enter(record, step.call or "", channel, out)
+            return None
+        if kind == "end":
+            out.append(Say(self._render(record, as_prompt(step.end), channel), barge_in=False, prompt_id=step.id))
+            out.append(Hangup(reason="completed"))
+            record.status = "closed"
+            return None
+        raise ValueError(f"step {step.id!r} has no kind")
+
+    async def _lookup(self, record: ConversationRecord, step: Step, channel: str, out: list[Action]) -> Outcome:
+        name = step.run or ""
+        if name.startswith("rasa:"):
+            return await self._rasa(record, name[5:], out)
+        ctx = LookupContext(crm=self.crm, slots=record.slots, state=record.state, customer_id=record.customer_id,
+                            caller_id=record.caller_id, channel=channel, args=dict(step.args), today=self.today())
+        return await run_lookup(name, ctx)
+
+    async def _rasa(self, record: ConversationRecord, action: str, out: list[Action]) -> Outcome:
+        if self.rasa is None:
+            log.warning("journey step runs rasa:%s but no Rasa action server is configured", action)
+            return Outcome("error")
+        try:
+            result = await self.rasa.run(action, sender_id=record.id, slots=dict(record.slots),
+                                         latest_message={"text": record.state.get("last_text", "")})
+        except Exception as exc:  # the Rasa client raises RasaError; anything else is the same failure
+            log.warning("rasa action %s failed: %s", action, exc)
+            return Outcome("error")
+        slots = {e["name"]: e.get("value") for e in result.events if e.get("event") == "slot" and "name" in e}
+        for response in result.responses:
+            if response.get("text"):
+                out.append(Say(response["text"]))
+        return Outcome(str(slots.pop("outcome", None) or "done"), slots)
+
+    def _apply(self, record: ConversationRecord, outcome: Outcome, journey: Journey) -> None:
+        record.slots.update(outcome.slots)
+        for name in outcome.clear:
+            record.slots.pop(name, None)
+        now = time.time()
+        for fact in outcome.verified:
+            record.verified[fact] = now
+        if outcome.customer_id:
+            record.customer_id = outcome.customer_id
+        for step in journey.steps:
+            if step.sensitive and step.slot:
+                record.slots.pop(step.slot, None)
+
+    async def _transfer(self, record: ConversationRecord, step: Step | None, channel: str, out: list[Action],
+                        reason: str) -> None:
+        journey = self.journeys.journeys.get(record.journey)
+        queue = (step.transfer if step else "") or (journey.queue if journey else "") or self.settings.journeys.agent_queue
+        skills = (step.skills if step else ()) or (journey.skills if journey else ())
+        if step is not None and step.prompt is not None:
+            out.append(Say(self._render(record, as_prompt(step.prompt), channel), barge_in=False))
+        elif step is None:
+            out.append(Say("Let me connect you with an agent. They'll see everything we've discussed.", barge_in=False))
+        out.append(Transfer(queue=queue, skills=tuple(skills), language=record.slots.get("customer_language", "en"),
+                            reason=reason, conversation_id=record.id))
+        record.status = "transferred"
+        record.state["transfer"] = {"queue": queue, "reason": reason, "at": time.time()}
+
+    def _follow_up(self, record: ConversationRecord, step: Step, channel: str, out: list[Action]) -> None:
+        target = "chat" if channel in ("chat", "web") else (step.follow_up or "sms")
+        phone = record.slots.get("customer_phone", "")
+        if target == "sms" and not phone:
+            log.info("follow-up %s skipped: no phone number on file", step.template)
+            return
+        text = self._render(record, Prompt(text=step.message), channel) if step.message else ""
+        out.append(SendFollowUp(channel=target, template=step.template or step.id, text=text, to=phone,
+                                link_purpose=step.link, conversation_id=record.id))
+        if step.prompt is not None:
+            out.append(Say(self._render(record, as_prompt(step.prompt), channel)))
+
+    # ----------------------------------------------------------------- helpers
+    def _current_step(self, record: ConversationRecord) -> Step | None:
+        journey = self.journeys.journeys.get(record.journey)
+        if journey is None or not record.step:
+            return None
+        try:
+            return journey.step(record.step)
+        except KeyError:
+            return None
+
+    def _expect(self, step: Step):
+        return expect_for(step, self.settings.voice.endpoint.no_input_seconds)
+
+    def _ask(self, record: ConversationRecord, step: Step, channel: str) -> Ask:
+        return Ask(self._render(record, as_prompt(step.ask), channel), expect=self._expect(step), prompt_id=step.id)
+
+    def _render(self, record: ConversationRecord, prompt: Prompt | None, channel: str) -> str:
+        if prompt is None:
+            return ""
+        text = prompt.for_channel(channel)
+        try:
+            return text.format_map(_Slots(record.slots))
+        except (ValueError, IndexError) as exc:
+            log.warning("prompt %r cannot be rendered: %s", text, exc)
+            return text
+
+    @staticmethod
+    def known_lookups() -> set[str]:
+        return set(LOOKUPS)

