@@ -18,6 +18,7 @@ from gateway.config import ConfigError, Settings, load_settings
 AREA_CLIS = (
     "gateway.core.cli",
     "gateway.voice.cli",
+    "gateway.voice.simulate",
     "gateway.telephony.cli",
     "gateway.telephony.sip.cli",
     "gateway.digital.cli",
