@@ -47,10 +47,8 @@ _MIGRATIONS: dict[int, str] = {
         version     INTEGER NOT NULL DEFAULT 0,
         record      TEXT NOT NULL
     );
-    CREATE INDEX conversations_customer ON conversations (customer_id, updated_at)
-        WHERE customer_id != '';
-    CREATE INDEX conversations_caller ON conversations (caller_id, updated_at)
-        WHERE caller_id != '';
+    CREATE INDEX conversations_customer ON conversations (customer_id, updated_at);
+    CREATE INDEX conversations_caller ON conversations (caller_id, updated_at);
     CREATE INDEX conversations_updated ON conversations (updated_at);
     CREATE TABLE events (
         conversation_id TEXT NOT NULL REFERENCES conversations (id),

@@ -1,0 +1,76 @@
+"""Redaction of free text and payloads before they reach the event log."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import RedactionSettings
+from gateway.context.redaction import Redactor, luhn_ok
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("card 4111 1111 1111 1111 please", "card [card ****1111] please"),
+        ("4111-1111-1111-1111", "[card ****1111]"),
+        ("amex 3782 822463 10005", "amex [card ****0005]"),
+        ("digits one by one 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "digits one by one [card ****1111]"),
+        ("card 4111111111111111 22 items", "card [card ****1111] 22 items"),
+        ("not a card 4111111111111112", "not a card 4111111111111112"),  # fails Luhn
+        ("account 12345678, order O1001, call +15551234567", "account 12345678, order O1001, call +15551234567"),
+        ("ssn 078-05-1120 or 078 05 1120", "ssn [id] or [id]"),
+        ("phone 555-123-4567", "phone 555-123-4567"),
+        ("my PIN is 4321.", "my PIN is [pin]."),
+        ("pin code: 4 3 2 1", "pin code: [pin]"),
+        ("the password was 998877", "the password was [pin]"),
+        ("pinned 4321 items", "pinned 4321 items"),
+    ],
+)
+def test_redact_text(text: str, expected: str) -> None:
+    assert Redactor().redact_text(text) == expected
+
+
+def test_luhn() -> None:
+    assert luhn_ok("4111111111111111") and luhn_ok("378282246310005")
+    assert not luhn_ok("4111111111111112")
+
+
+def test_sensitive_values_are_masked_however_they_were_said() -> None:
+    r = Redactor()
+    text = "it is 4321, 4-3-2-1, four three two one, Four, three, two, one; not 43210"
+    assert r.redact_text(text, ["4321"]) == (
+        "it is [redacted], [redacted], [redacted], [redacted]; not 43210"
+    )
+    assert r.redact_text("one oh five", ["105"]) == "[redacted]"
+    assert r.redact_text("Mother's maiden name is O'Brien", ["o'brien"]) == "Mother's maiden name is [redacted]"
+    assert r.redact_text("a b c", ["a"]) == "a b c"  # one-character values are not secrets to hunt
+
+
+def test_payloads_are_redacted_recursively_without_touching_the_original() -> None:
+    r = Redactor()
+    payload = {
+        "text": "my ssn 078-05-1120",
+        "slots": {"pin": "4321", "dob": "1985-03-14", "code": 4321, "ok": True},
+        "history": ["said 4321", {"passcode": 1234}],
+        "sensitive": False,
+    }
+    out = r.redact_payload(payload, sensitive=["4321"])
+    assert out == {
+        "text": "my ssn [id]",
+        "slots": {"pin": "[pin]", "dob": "1985-03-14", "code": "[redacted]", "ok": True},
+        "history": ["said [redacted]", {"passcode": "[pin]"}],
+        "sensitive": False,
+    }
+    assert payload["slots"]["pin"] == "4321"  # a copy was redacted
+    marked = r.redact_payload({"text": "1985", "digits": "12", "kind": "answer", "sensitive": True})
+    assert marked == {"text": "[redacted]", "digits": "[redacted]", "kind": "answer", "sensitive": True}
+    named = r.redact_payload({"text": "hello", "answer": "blue", "sensitive": ["answer"]})
+    assert named == {"text": "hello", "answer": "[redacted]", "sensitive": ["answer"]}
+
+
+def test_each_kind_can_be_switched_off() -> None:
+    r = Redactor(RedactionSettings(card_numbers=False, national_ids=False, pins=False))
+    text = "card 4111 1111 1111 1111 ssn 078-05-1120 pin is 4321"
+    assert r.redact_text(text) == text
+    assert r.redact_payload({"pin": "4321"}) == {"pin": "4321"}
+    assert r.redact_text(text, ["4321"]).endswith("pin is [redacted]")  # explicit values still masked
