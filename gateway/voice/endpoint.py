@@ -1,0 +1,359 @@
+"""Endpointing: per-frame speech probabilities in, turn events out (pure logic, no I/O).
+
+The endpointer sees one 20 ms caller frame at a time with its VAD probability and, while the
+bot is talking, the level of what the bot played. It keeps its own audio clock (frames seen x
+20 ms), so every decision is deterministic and testable without a clock or a network.
+
+States: ``idle`` (waiting; a pre-roll ring keeps the last ``pre_roll_ms`` so the first syllable
+is not clipped) -> ``candidate`` (speech frames seen, not yet enough) -> ``speech`` (an
+utterance; ends after ``end_of_turn_ms`` of silence or is cut at ``max_utterance_seconds``)
+-> ``drain`` (after a cut, wait for the caller to pause before listening again).
+
+Events, all stamped in audio seconds since the first frame:
+
+- ``SpeechOnset``: the first speech frames (``onset_frames``). While the bot talks the session
+  pauses playback here, so the caller hears the bot stop within a few frames of speaking.
+- ``SpeechStarted``: enough speech to be a turn (``min_speech_ms``; while the bot talks, also
+  ``barge_in_min_ms`` of speech louder than the bot's own echo). While the bot talks, this is
+  barge-in: the queued audio is dropped.
+- ``SpeechCancelled``: the onset was a click, a cough or echo; paused playback resumes.
+- ``SpeechPaused``: optional (``speculative_ms``), silence inside the turn long enough to start
+  recognizing speculatively; ``SpeechEnded`` follows unless the caller resumes.
+- ``SpeechEnded``: the turn's audio (pre-roll, speech, a short tail).
+- ``MaxUtterance``: the turn ran past ``max_utterance_seconds``; its audio so far.
+- ``NoInput``: the no-input timer armed after a prompt ran out.
+
+Echo: on a line that leaks the bot's audio back, the echo is speech to a VAD. While the bot
+talks (and ``ECHO_TAIL_MS`` after), a frame counts as the caller's speech only if it is louder
+than the echo expected from what the bot played: the input/output level ratio seen while the
+caller is quiet estimates the line's echo coupling, and caller speech must exceed that estimate
+by ``echo_margin`` (6 dB). Quieter leaks of the bot's own voice never barge in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.voice.audio import FRAME_MS
+
+ECHO_TAIL_MS = 300
+"""How long after the bot's last audible frame the echo gate stays on (echo path delay)."""
+ECHO_HISTORY_FRAMES = 150
+"""Frames of input/output ratios kept to estimate the echo coupling (3 s)."""
+ECHO_MIN_HISTORY = 10
+"""Ratios needed before the estimate replaces ``default_echo_coupling``."""
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Endpointing parameters; ``from_settings`` maps the gateway's voice settings."""
+
+    threshold: float = 0.5
+    hysteresis: float = 0.15
+    onset_frames: int = 2
+    min_speech_ms: int = 200
+    candidate_gap_ms: int = 100
+    end_of_turn_ms: int = 600
+    max_utterance_seconds: float = 20.0
+    pre_roll_ms: int = 300
+    tail_ms: int = 200
+    barge_in: bool = True
+    barge_in_min_ms: int = 120
+    speculative_ms: int = 0
+    echo_margin: float = 2.0
+    default_echo_coupling: float = 0.25
+
+    @classmethod
+    def from_settings(cls, voice: object) -> "EndpointConfig":
+        """Build from ``settings.voice`` (``VoiceSettings``)."""
+        ep = voice.endpoint  # type: ignore[attr-defined]
+        vad = voice.vad  # type: ignore[attr-defined]
+        extra = {
+            name: getattr(ep, name)
+            for name in ("pre_roll_ms", "speculative_ms", "echo_margin")
+            if hasattr(ep, name)
+        }
+        return cls(
+            threshold=vad.threshold,
+            min_speech_ms=ep.min_speech_ms,
+            end_of_turn_ms=ep.end_of_turn_ms,
+            max_utterance_seconds=float(ep.max_utterance_seconds),
+            barge_in=ep.barge_in,
+            barge_in_min_ms=ep.barge_in_min_ms,
+            **extra,
+        )
+
+
+@dataclass(frozen=True)
+class SpeechOnset:
+    at: float
+    during_playback: bool
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    at: float
+    barge_in: bool
+
+
+@dataclass(frozen=True)
+class SpeechCancelled:
+    at: float
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    at: float
+    audio: bytes
+    started_at: float
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    at: float
+    audio: bytes
+    started_at: float
+
+
+@dataclass(frozen=True)
+class MaxUtterance:
+    at: float
+    audio: bytes
+    started_at: float
+
+
+@dataclass(frozen=True)
+class NoInput:
+    at: float
+    waited: float
+
+
+EndpointEvent = SpeechOnset | SpeechStarted | SpeechCancelled | SpeechPaused | SpeechEnded | MaxUtterance | NoInput
+
+
+def frame_rms(frame: bytes) -> float:
+    """Root-mean-square level of 16-bit PCM, 0..1."""
+    if not frame:
+        return 0.0
+    x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+    return float(math.sqrt(float(np.dot(x, x)) / len(x))) / 32768.0
+
+
+class EchoGate:
+    """Decides whether an input frame is louder than the bot's own echo would be."""
+
+    def __init__(self, margin: float, default_coupling: float):
+        self.margin = margin
+        self.default_coupling = default_coupling
+        self._out: deque[float] = deque(maxlen=ECHO_TAIL_MS // FRAME_MS)
+        self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_FRAMES)
+        self._coupling = default_coupling
+        self._since_update = 0
+
+    def observe_output(self, level: float) -> None:
+        self._out.append(level)
+
+    @property
+    def active(self) -> bool:
+        """The bot was audible within the echo tail."""
+        return any(v > 0.0 for v in self._out)
+
+    @property
+    def coupling(self) -> float:
+        return self._coupling
+
+    def passes(self, in_level: float) -> bool:
+        ref = max(self._out, default=0.0)
+        if ref <= 0.0:
+            return True
+        return in_level > ref * self._coupling * self.margin
+
+    def learn(self, in_level: float) -> None:
+        """Record a frame heard while the caller was not talking (echo and line noise only)."""
+        ref = max(self._out, default=0.0)
+        if ref <= 0.0:
+            return
+        self._ratios.append(in_level / ref)
+        self._since_update += 1
+        if len(self._ratios) >= ECHO_MIN_HISTORY and self._since_update >= 10:
+            self._since_update = 0
+            ordered = sorted(self._ratios)
+            p90 = ordered[int(0.9 * (len(ordered) - 1))]
+            # A quiet line lowers the bar; the default keeps a floor until the line is known.
+            self._coupling = max(p90, 0.01)
+
+
+class Endpointer:
+    """Turns (probability, frame) pairs into turn events; one per call."""
+
+    def __init__(self, config: EndpointConfig, sample_rate: int):
+        self.config = config
+        self.sample_rate = sample_rate
+        self.frame_seconds = FRAME_MS / 1000.0
+        self.frames = 0
+        self.state = "idle"
+        self._pre: deque[bytes] = deque(maxlen=max(0, config.pre_roll_ms // FRAME_MS))
+        self._audio: list[bytes] = []
+        self._pre_count = 0
+        self._start = 0.0
+        self._speech_frames = 0
+        self._gap = 0
+        self._last_speech_frame = 0  # index in _audio just after the last speech frame
+        self._onset_sent = False
+        self._barge = False
+        self._paused_sent = False
+        self._no_input_at: float | None = None
+        self._no_input_armed = 0.0
+        self._max_frames = int(config.max_utterance_seconds * 1000 // FRAME_MS)
+        self._echo = EchoGate(config.echo_margin, config.default_echo_coupling)
+
+    @property
+    def now(self) -> float:
+        """Audio seconds seen so far."""
+        return self.frames * self.frame_seconds
+
+    @property
+    def in_turn(self) -> bool:
+        """The caller is talking (a confirmed utterance is open)."""
+        return self.state == "speech"
+
+    def arm_no_input(self, seconds: float) -> None:
+        """Start the no-input timer now (the prompt has finished playing)."""
+        self._no_input_armed = self.now
+        self._no_input_at = self.now + seconds
+
+    def disarm_no_input(self) -> None:
+        self._no_input_at = None
+
+    @property
+    def no_input_armed(self) -> bool:
+        return self._no_input_at is not None
+
+    def _ms(self, frames: int) -> int:
+        return frames * FRAME_MS
+
+    def process(
+        self,
+        prob: float,
+        frame: bytes,
+        bot_level: float | None = None,
+        barge_in_allowed: bool = True,
+    ) -> list[EndpointEvent]:
+        """Feed one frame; ``bot_level`` is the RMS the bot played this tick (None: bot silent)."""
+        cfg = self.config
+        t0 = self.now
+        self.frames += 1
+        events: list[EndpointEvent] = []
+        bot_talking = bot_level is not None
+        self._echo.observe_output(bot_level or 0.0)
+        gated = self._echo.active
+        in_level = frame_rms(frame) if gated else 0.0
+
+        if self.state in ("idle", "candidate"):
+            speech = prob >= cfg.threshold
+            if gated and speech and not self._echo.passes(in_level):
+                speech = False
+            if bot_talking and not (barge_in_allowed and cfg.barge_in):
+                speech = False
+            if gated and not speech and self.state == "idle":
+                self._echo.learn(in_level)
+        else:
+            speech = prob >= max(cfg.threshold - cfg.hysteresis, 0.05)
+
+        if self.state == "idle":
+            if speech:
+                self.state = "candidate"
+                self._audio = list(self._pre)
+                self._pre_count = len(self._audio)
+                self._pre.clear()
+                self._audio.append(frame)
+                self._start = t0
+                self._speech_frames = 1
+                self._gap = 0
+                self._onset_sent = False
+                self._barge = bot_talking
+                events.extend(self._candidate_progress(bot_talking))
+            else:
+                self._pre.append(frame)
+                if self._no_input_at is not None and self.now >= self._no_input_at - 1e-9:
+                    events.append(NoInput(at=self.now, waited=self.now - self._no_input_armed))
+                    self._no_input_at = None
+        elif self.state == "candidate":
+            self._audio.append(frame)
+            if speech:
+                self._speech_frames += 1
+                self._gap = 0
+                events.extend(self._candidate_progress(bot_talking))
+            else:
+                self._gap += 1
+                if self._ms(self._gap) > cfg.candidate_gap_ms:
+                    if self._onset_sent:
+                        events.append(SpeechCancelled(at=self.now))
+                    self.state = "idle"
+                    for f in self._audio[-self._pre.maxlen :] if self._pre.maxlen else []:
+                        self._pre.append(f)
+                    self._audio = []
+        elif self.state == "speech":
+            self._audio.append(frame)
+            if speech:
+                self._gap = 0
+                self._last_speech_frame = len(self._audio)
+                self._paused_sent = False
+            else:
+                self._gap += 1
+                silence_ms = self._ms(self._gap)
+                if cfg.speculative_ms and not self._paused_sent and silence_ms >= cfg.speculative_ms:
+                    self._paused_sent = True
+                    events.append(SpeechPaused(self._speech_end(), self._utterance(), self._start))
+                if silence_ms >= cfg.end_of_turn_ms:
+                    events.append(SpeechEnded(self._speech_end(), self._utterance(), self._start))
+                    self._reset_idle()
+                    return events
+            if len(self._audio) - self._pre_count >= self._max_frames:
+                events.append(MaxUtterance(self.now, b"".join(self._audio), self._start))
+                self.state = "drain"
+                self._audio = []
+                self._gap = 0
+        elif self.state == "drain":
+            self._gap = 0 if speech else self._gap + 1
+            if self._ms(self._gap) >= cfg.end_of_turn_ms:
+                self._reset_idle()
+        return events
+
+    def _candidate_progress(self, bot_talking: bool) -> list[EndpointEvent]:
+        cfg = self.config
+        out: list[EndpointEvent] = []
+        if not self._onset_sent and self._speech_frames >= cfg.onset_frames:
+            self._onset_sent = True
+            out.append(SpeechOnset(at=self._start, during_playback=bot_talking))
+        barge = self._barge or bot_talking
+        need_ms = max(cfg.min_speech_ms, cfg.barge_in_min_ms) if barge else cfg.min_speech_ms
+        if self._ms(self._speech_frames) >= max(need_ms, FRAME_MS * cfg.onset_frames):
+            if not self._onset_sent:
+                self._onset_sent = True
+                out.append(SpeechOnset(at=self._start, during_playback=bot_talking))
+            self.state = "speech"
+            self._gap = 0
+            self._last_speech_frame = len(self._audio)
+            self._paused_sent = False
+            self._no_input_at = None
+            out.append(SpeechStarted(at=self._start, barge_in=barge))
+        return out
+
+    def _speech_end(self) -> float:
+        return self._start + (self._last_speech_frame - self._pre_count) * self.frame_seconds
+
+    def _utterance(self) -> bytes:
+        tail = self.config.tail_ms // FRAME_MS
+        return b"".join(self._audio[: self._last_speech_frame + tail])
+
+    def _reset_idle(self) -> None:
+        self.state = "idle"
+        self._audio = []
+        self._pre.clear()
+        self._gap = 0
+        self._speech_frames = 0

@@ -1,0 +1,113 @@
+"""VoicePipeline: the process-wide voice engines every call shares, and the factory of sessions.
+
+One pipeline per gateway process holds the speech recognizer (its worker pool), the speech
+synthesizer and the pool of VAD models; each call gets a light ``VoiceSession`` from
+``session()``. Engines passed in by the caller are used as they are (the caller starts and
+closes them); engines the pipeline builds itself from the settings are started by ``start()``
+and closed by ``close()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.config import Settings
+from gateway.core.port import ConversationPort
+from gateway.voice.session import CallControl, VoiceSession
+from gateway.voice.vad import VadPool
+
+log = logging.getLogger(__name__)
+
+PREWARM_VAD_MODELS = 2
+"""Silero models built at start for the configured rate (about 10 MB and 110 ms each)."""
+
+
+class VoicePipeline:
+    """Shared ASR, TTS and VAD for every call of this process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        core: ConversationPort,
+        *,
+        asr: Any | None = None,
+        tts: Any | None = None,
+        vad_pool: VadPool | None = None,
+    ):
+        self.settings = settings
+        self.core = core
+        self.asr = asr
+        self.tts = tts
+        self._own_asr = asr is None
+        self._own_tts = tts is None
+        vad = settings.voice.vad
+        self.vad_pool = vad_pool or VadPool(vad.engine, vad.webrtc_aggressiveness)
+        self.sessions: dict[str, VoiceSession] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        """Build and start the engines not given to the constructor; prewarm VAD models."""
+        if self._started:
+            return
+        voice = self.settings.voice
+        if self.asr is None:
+            from gateway.voice.asr import AsrRouter
+
+            self.asr = AsrRouter(voice.asr, data_dir=self.settings.data_path(""))
+        if self._own_asr:
+            await self.asr.start()
+        if self.tts is None:
+            from gateway.voice.tts import Synthesizer
+
+            self.tts = Synthesizer(voice.tts, cache_dir=self.settings.data_path(voice.tts.cache_dir))
+        if self._own_tts and hasattr(self.tts, "start"):
+            await self.tts.start()
+        await self.vad_pool.prewarm(voice.sample_rate, PREWARM_VAD_MODELS)
+        self._started = True
+        log.info("voice pipeline ready (vad %s, %d Hz)", self.vad_pool.engine, voice.sample_rate)
+
+    async def close(self) -> None:
+        """Stop every open session, then close the engines this pipeline built."""
+        for session in list(self.sessions.values()):
+            await session.stop("shutdown")
+        self.sessions.clear()
+        if self._own_asr and self.asr is not None:
+            await self.asr.close()
+        if self._own_tts and self.tts is not None and hasattr(self.tts, "close"):
+            await self.tts.close()
+        self._started = False
+
+    def session(
+        self,
+        *,
+        call_id: str,
+        sample_rate: int = 8000,
+        caller_id: str = "",
+        dialed: str = "",
+        conversation_id: str = "",
+        control: CallControl | None = None,
+        outbound: bool = False,
+        channel: str = "voice",
+    ) -> VoiceSession:
+        """A new call's session (``await session.start()`` opens the conversation)."""
+        if self.asr is None or self.tts is None:
+            raise RuntimeError("VoicePipeline.start() must run before sessions are created")
+        session = VoiceSession(
+            self,
+            call_id=call_id,
+            sample_rate=sample_rate,
+            caller_id=caller_id,
+            dialed=dialed,
+            conversation_id=conversation_id,
+            control=control,
+            outbound=outbound,
+            channel=channel,
+        )
+        self.sessions[call_id] = session
+        session.on_closed = self._forget
+        return session
+
+    def _forget(self, session: VoiceSession) -> None:
+        if self.sessions.get(session.call_id) is session:
+            del self.sessions[session.call_id]

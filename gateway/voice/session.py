@@ -1,0 +1,536 @@
+"""VoiceSession: one phone call's audio path between a connector and the conversation core.
+
+A connector (AudioSocket, SIP, ...) is a thin adapter around this object: it pushes the
+caller's audio and DTMF in, pulls exactly one 20 ms frame of bot audio per tick, and hangs up
+when ``ended`` is set. Inside, per caller frame: VAD -> endpointer -> (barge-in, turn end,
+no-input). A finished turn is recognized at once (recognition is scheduled, never awaited on
+the connector's call), the text goes to the core as ``UserSaid`` and the core's actions are
+spoken through TTS into the playback queue, sentence by sentence.
+
+Timers (no-input, inter-digit) run on the caller's audio clock (frames received), so a
+simulated call behaves exactly as a real one, only faster. One worker task per call carries
+out the core's actions in order; anything that goes wrong there is logged with the call id,
+the caller hears a short apology and this call ends; other calls are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
+
+from gateway.core.actions import Action, Ask, Expect, Hangup, Say, Transfer
+from gateway.core.events import (
+    CallStarted,
+    ChannelClosed,
+    DtmfPressed,
+    Event,
+    RecognitionFailed,
+    Silence,
+    UserSaid,
+)
+from gateway.voice.audio import frame_bytes as frame_size
+from gateway.voice.endpoint import (
+    EndpointConfig,
+    Endpointer,
+    MaxUtterance,
+    NoInput,
+    SpeechCancelled,
+    SpeechEnded,
+    SpeechOnset,
+    SpeechPaused,
+    SpeechStarted,
+)
+from gateway.voice.playback import Playback, Prompt
+from gateway.voice.turns import TurnTimer
+
+if TYPE_CHECKING:
+    from gateway.voice.pipeline import VoicePipeline
+    from gateway.voice.vad import Vad
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong on our side. Please call again later. Goodbye."
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+INTER_DIGIT_SECONDS = 2.0
+"""Pause after a key press that sends the digits collected so far."""
+RECOGNITION_TIMEOUT = 30.0
+"""A recognizer that does not answer within this is treated as failed for the turn."""
+CORE_TIMEOUT = 15.0
+"""Longest wait for the conversation core to answer one event."""
+PLAYBACK_GRACE = 10.0
+"""Extra wait, beyond the queued audio, for a goodbye to play before hanging up anyway."""
+MAX_PUSH_BYTES = 1 << 20
+"""Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
+
+
+class CallControl(Protocol):
+    """What a connector offers the session to steer the call (AMI Redirect, SIP REFER, ...)."""
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool: ...
+
+    async def hangup(self, reason: str) -> None: ...
+
+
+@dataclass
+class _Utterance:
+    task: asyncio.Task[Any]
+    expect: Expect
+    timer: TurnTimer
+
+
+class VoiceSession:
+    """One call: frames in, frames out, events to the core, actions from it."""
+
+    def __init__(
+        self,
+        pipeline: "VoicePipeline",
+        *,
+        call_id: str,
+        sample_rate: int = 8000,
+        caller_id: str = "",
+        dialed: str = "",
+        conversation_id: str = "",
+        control: CallControl | None = None,
+        outbound: bool = False,
+        channel: str = "voice",
+    ):
+        self.pipeline = pipeline
+        self.core = pipeline.core
+        self.call_id = call_id
+        self.sample_rate = sample_rate
+        self.frame_bytes = frame_size(sample_rate)
+        self.caller_id = caller_id
+        self.dialed = dialed
+        self.conversation_id = conversation_id
+        self.control = control
+        self.outbound = outbound
+        self.channel = channel
+        self.journey = ""
+        voice = pipeline.settings.voice
+        self.no_input_default = float(voice.endpoint.no_input_seconds)
+        self.endpointer = Endpointer(EndpointConfig.from_settings(voice), sample_rate)
+        self.playback = Playback(self.frame_bytes)
+        self.ended = asyncio.Event()
+        self.expect = Expect()
+        self.transcript: list[tuple[str, str]] = []
+        self.turns: list[TurnTimer] = []
+        self.barge_ins: list[dict[str, float]] = []
+        self.end_reason = ""
+        self._vad: Vad | None = None
+        self._inbuf = bytearray()
+        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._busy = False
+        self._progress = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._digits: list[str] = []
+        self._digit_deadline: float | None = None
+        self._speculative: tuple[float, _Utterance] | None = None
+        self._pending_turn: TurnTimer | None = None
+        self._listening = True
+        self._stopped = False
+        self._failed = False
+        self._onset_tick: int | None = None
+        self.on_closed: Callable[[VoiceSession], None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open (or resume) the conversation with ``CallStarted`` and queue the greeting."""
+        self._worker = asyncio.create_task(self._work(), name=f"voice-{self.call_id}")
+        try:
+            self._vad = await self.pipeline.vad_pool.acquire_async(self.sample_rate)
+            event = CallStarted(
+                caller_id=self.caller_id,
+                dialed=self.dialed,
+                channel=self.channel,
+                call_id=self.call_id,
+                outbound=self.outbound,
+            )
+            opened = await asyncio.wait_for(
+                self.core.open(
+                    self.channel,
+                    caller_id=self.caller_id,
+                    conversation_id=self.conversation_id,
+                    journey=self.journey,
+                    event=event,
+                ),
+                CORE_TIMEOUT,
+            )
+        except Exception as exc:  # noqa: BLE001 - one call's failure must not escape to the connector
+            self._fail(exc)
+            return
+        self.conversation_id = opened.conversation_id
+        log.info("call %s: conversation %s (%s)", self.call_id, self.conversation_id,
+                 "resumed" if opened.resumed else "new")
+        self._inbox.put_nowait(("actions", (opened.actions, None)))
+
+    async def stop(self, reason: str = "hangup") -> None:
+        """The far end went away: stop work, tell the core (``ChannelClosed``), free the VAD."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._listening = False
+        self.end_reason = self.end_reason or reason
+        if self._worker is not None and self._worker is not asyncio.current_task():
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._speculative is not None:
+            self._speculative[1].task.cancel()
+        self.playback.clear()
+        if self.conversation_id:
+            try:
+                await asyncio.wait_for(
+                    self.core.handle(self.conversation_id, ChannelClosed(reason=reason, channel=self.channel)),
+                    CORE_TIMEOUT,
+                )
+            except Exception as exc:  # noqa: BLE001 - the call is over either way
+                log.warning("call %s: core did not take ChannelClosed: %s", self.call_id, exc)
+        if self._vad is not None:
+            self._vad.close()
+            self._vad = None
+        self.ended.set()
+        self._progress.set()
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    # -- connector side ------------------------------------------------------------------
+    def push_audio(self, pcm: bytes) -> None:
+        """Caller audio of any length; processed frame by frame (VAD, endpointing)."""
+        if self._stopped or not pcm:
+            return
+        if len(self._inbuf) + len(pcm) > MAX_PUSH_BYTES:
+            log.warning("call %s: %d bytes of caller audio at once, dropping the excess", self.call_id, len(pcm))
+            pcm = pcm[: max(0, MAX_PUSH_BYTES - len(self._inbuf))]
+        self._inbuf += pcm
+        fb = self.frame_bytes
+        try:
+            while len(self._inbuf) >= fb:
+                frame = bytes(self._inbuf[:fb])
+                del self._inbuf[:fb]
+                self._frame(frame)
+        except Exception as exc:  # noqa: BLE001 - contain to this call
+            self._inbuf.clear()
+            self._fail(exc)
+
+    def push_dtmf(self, digit: str) -> None:
+        """One key press: stops a prompt that allows barge-in; digits go to the core in a batch."""
+        if self._stopped or not self._listening:
+            return
+        digit = digit.strip().upper()
+        if digit not in DTMF_DIGITS:
+            log.warning("call %s: ignoring DTMF %r", self.call_id, digit)
+            return
+        if self.playback.talking and self.playback.barge_in_allowed:
+            self.playback.clear()
+        self.endpointer.disarm_no_input()
+        self._digits.append(digit)
+        limit = self.expect.max_digits if self.expect.kind == "digits" else 0
+        if digit == "#" or (limit and len([d for d in self._digits if d != "#"]) >= limit):
+            self._flush_digits()
+        else:
+            self._digit_deadline = self.endpointer.now + INTER_DIGIT_SECONDS
+
+    def pull_frame(self) -> bytes:
+        """The next 20 ms of bot audio (silence when there is none); never blocks."""
+        return self.playback.pull_frame()
+
+    @property
+    def busy(self) -> bool:
+        """Work is queued or running (recognition, the core, synthesis)."""
+        return self._busy or not self._inbox.empty() or self._pending_turn is not None
+
+    async def wait_progress(self, timeout: float | None = None) -> None:
+        """Wait until audio is queued, work finishes or the call ends (used by simulators)."""
+        self._progress.clear()
+        if not self.busy or self.playback.has_audio or self.ended.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._progress.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Turn latencies and counters (see ``TurnTimer.as_dict`` for the fields)."""
+        return {
+            "call_id": self.call_id,
+            "conversation_id": self.conversation_id,
+            "audio_seconds": round(self.endpointer.now, 3),
+            "frames_out": self.playback.ticks,
+            "turns": [t.as_dict() for t in self.turns],
+            "barge_ins": list(self.barge_ins),
+            "ended": self.ended.is_set(),
+            "end_reason": self.end_reason,
+        }
+
+    # -- per frame -----------------------------------------------------------------------
+    def _frame(self, frame: bytes) -> None:
+        vad = self._vad
+        if vad is None or not self._listening:
+            return
+        prob = vad.is_speech(frame)
+        playback = self.playback
+        level = playback.last_level if playback.talking else None
+        events = self.endpointer.process(prob, frame, level, playback.barge_in_allowed)
+        now = self.endpointer.now
+        if self._digit_deadline is not None and now >= self._digit_deadline:
+            self._flush_digits()
+        for ev in events:
+            if isinstance(ev, SpeechOnset):
+                if ev.during_playback and playback.talking:
+                    playback.pause()
+                    self._onset_tick = playback.ticks
+            elif isinstance(ev, SpeechCancelled):
+                playback.resume()
+            elif isinstance(ev, SpeechStarted):
+                if ev.barge_in and playback.talking:
+                    dropped = playback.clear()
+                    self.barge_ins.append({"onset": ev.at, "confirmed": now,
+                                           "dropped_seconds": dropped * 0.02})
+                    log.info("call %s: barge-in at %.2fs", self.call_id, ev.at)
+                else:
+                    playback.resume()
+            elif isinstance(ev, SpeechPaused):
+                self._start_speculative(ev)
+            elif isinstance(ev, (SpeechEnded, MaxUtterance)):
+                self._end_of_turn(ev, cut=isinstance(ev, MaxUtterance))
+            elif isinstance(ev, NoInput):
+                self._inbox.put_nowait(("silence", round(ev.waited, 2)))
+
+    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer) -> _Utterance:
+        async def run() -> Any:
+            timer.recognition_started()
+            try:
+                return await asyncio.wait_for(
+                    self.pipeline.asr.recognize(audio, self.sample_rate, expect), RECOGNITION_TIMEOUT
+                )
+            finally:
+                timer.recognition_done()
+
+        return _Utterance(asyncio.create_task(run()), expect, timer)
+
+    def _start_speculative(self, ev: SpeechPaused) -> None:
+        if self._speculative is not None:
+            self._speculative[1].task.cancel()
+        timer = TurnTimer(self.expect)
+        self._speculative = (ev.at, self._recognize_task(ev.audio, self.expect, timer))
+
+    def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
+        self.endpointer.disarm_no_input()
+        spec, self._speculative = self._speculative, None
+        if spec is not None and spec[0] == ev.at and not cut and spec[1].expect == self.expect:
+            utt = spec[1]
+            utt.timer.speculative = True
+        else:
+            if spec is not None:
+                spec[1].task.cancel()
+            utt = self._recognize_task(ev.audio, self.expect, TurnTimer(self.expect))
+        utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
+                           audio_seconds=len(ev.audio) / (2 * self.sample_rate))
+        self._pending_turn = utt.timer
+        self.turns.append(utt.timer)
+        self._inbox.put_nowait(("turn", utt))
+
+    def _flush_digits(self) -> None:
+        digits, self._digits = self._digits, []
+        self._digit_deadline = None
+        if digits:
+            self._inbox.put_nowait(("digits", digits))
+
+    # -- worker --------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            kind, item = await self._inbox.get()
+            self._busy = True
+            try:
+                await self._run(kind, item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - contain to this call
+                log.exception("call %s: turn failed", self.call_id)
+                await self._apologize_and_end(exc)
+                return
+            finally:
+                self._busy = False
+                self._progress.set()
+
+    async def _run(self, kind: str, item: Any) -> None:
+        if kind == "actions":
+            actions, timer = item
+            await self._perform(actions, timer)
+        elif kind == "turn":
+            await self._turn(item)
+        elif kind == "silence":
+            await self._send(Silence(seconds=item, channel=self.channel), None)
+        elif kind == "digits":
+            timer = TurnTimer(Expect(kind="digits"), kind="dtmf")
+            timer.decided_now()
+            timer.text = "".join(item)
+            self.turns.append(timer)
+            for digit in item:
+                self.transcript.append(("caller", f"[DTMF {digit}]"))
+                await self._send(DtmfPressed(digit=digit, channel=self.channel), timer)
+        elif kind == "fail":
+            raise item
+
+    async def _turn(self, utt: _Utterance) -> None:
+        timer = utt.timer
+        event: Event
+        try:
+            transcript = await utt.task
+        except asyncio.CancelledError:
+            if self._stopped:
+                raise
+            event = RecognitionFailed(reason="recognition cancelled", channel=self.channel)
+        except Exception as exc:  # noqa: BLE001 - an engine failure is a failed turn, not a failed call
+            log.warning("call %s: recognition failed: %s", self.call_id, exc)
+            event = RecognitionFailed(reason=str(exc) or type(exc).__name__, channel=self.channel)
+        else:
+            text = (transcript.text or "").strip()
+            timer.engine = transcript.engine
+            timer.text = text
+            if text:
+                event = UserSaid(text=text, confidence=float(transcript.confidence), channel=self.channel)
+            else:
+                event = RecognitionFailed(reason="nothing recognized", channel=self.channel)
+        self.transcript.append(("caller", timer.text or "[not recognized]"))
+        self._pending_turn = None
+        await self._send(event, timer)
+
+    async def _send(self, event: Event, timer: TurnTimer | None) -> None:
+        if timer is not None:
+            timer.dialog_started()
+        actions = await asyncio.wait_for(self.core.handle(self.conversation_id, event), CORE_TIMEOUT)
+        if timer is not None:
+            timer.dialog_done()
+        await self._perform(actions, timer)
+
+    async def _perform(self, actions: list[Action], timer: TurnTimer | None) -> None:
+        asks = [a for a in actions if isinstance(a, Ask)]
+        if asks:
+            self.expect = asks[-1].expect
+        last: Prompt | None = None
+        for action in actions:
+            if isinstance(action, (Say, Ask)):
+                last = await self._speak(action.text, action.barge_in, action.prompt_id, timer)
+                timer = None  # the turn's latency ends at the reply's first prompt
+            elif isinstance(action, Transfer):
+                await self._wait_played()
+                ok = False
+                if self.control is not None:
+                    ok = await self.control.transfer(self.conversation_id, action)
+                log.info("call %s: transfer to %s %s", self.call_id, action.queue, "done" if ok else "failed")
+                if ok:
+                    self._finish("transferred")
+                    return
+            elif isinstance(action, Hangup):
+                await self._wait_played()
+                self._finish(action.reason or "completed")
+                if self.control is not None:
+                    await self.control.hangup(action.reason or "completed")
+                return
+            else:
+                log.debug("call %s: %s is carried out by another channel", self.call_id, action.kind)
+        seconds = asks[-1].expect.no_input_seconds if asks else self.no_input_default
+        if last is None or last.finished:
+            self._arm_no_input(seconds)
+        else:
+            last.on_finished = lambda p, s=seconds: self._prompt_finished(p, s)
+
+    def _prompt_finished(self, prompt: Prompt, seconds: float) -> None:
+        self._drained.set()
+        if not self.playback.talking:
+            self._arm_no_input(seconds)
+
+    def _arm_no_input(self, seconds: float) -> None:
+        if not self.endpointer.in_turn and self._listening:
+            self.endpointer.arm_no_input(seconds)
+
+    async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None) -> Prompt:
+        prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id)
+        prompt.on_finished = lambda p: self._drained.set()
+        if timer is not None:
+            prompt.on_first_frame = lambda p: timer.first_frame(self.endpointer.now)
+        self.transcript.append(("bot", text))
+        timer_started = False
+        try:
+            async for chunk in self._synthesize(text, prompt_id):
+                if prompt.cut:
+                    break
+                if timer is not None and not timer_started:
+                    timer_started = True
+                    timer.tts_first_audio()
+                if not self.playback.append(prompt, chunk):
+                    if not prompt.cut:
+                        log.warning("call %s: playback queue full, reply truncated", self.call_id)
+                    break
+                self._progress.set()
+        except Exception as exc:  # noqa: BLE001 - a prompt that cannot be synthesized is skipped
+            log.warning("call %s: speech synthesis failed for %r: %s", self.call_id, text[:60], exc)
+        self.playback.close_prompt(prompt)
+        self._progress.set()
+        return prompt
+
+    async def _synthesize(self, text: str, prompt_id: str) -> AsyncIterator[bytes]:
+        tts = self.pipeline.tts
+        stream = getattr(tts, "stream", None)
+        if stream is not None:
+            async for chunk in stream(text, self.sample_rate, prompt_id=prompt_id):
+                yield chunk
+            return
+        parts = [text] if prompt_id else [p for p in _SENTENCE.split(text.strip()) if p]
+        for part in parts or [text]:
+            yield await tts.synthesize(part, self.sample_rate, prompt_id=prompt_id)
+
+    async def _wait_played(self) -> None:
+        deadline = time.monotonic() + self.playback.queued_seconds + PLAYBACK_GRACE
+        while self.playback.talking and not self._stopped:
+            self._drained.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("call %s: playback did not drain, ending anyway", self.call_id)
+                return
+            try:
+                await asyncio.wait_for(self._drained.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                continue
+
+    def _finish(self, reason: str) -> None:
+        self.end_reason = reason
+        self._listening = False
+        self.endpointer.disarm_no_input()
+        self.ended.set()
+        self._progress.set()
+
+    # -- failure -------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        """Contain a failure raised outside the worker: hand it to the worker to end the call."""
+        if self._failed:
+            return
+        log.error("call %s: %s: %s", self.call_id, type(exc).__name__, exc, exc_info=exc)
+        self._listening = False
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._apologize_and_end(exc))
+        else:
+            self._inbox.put_nowait(("fail", exc))
+
+    async def _apologize_and_end(self, exc: BaseException) -> None:
+        self._failed = True
+        self._listening = False
+        self.playback.clear()
+        try:
+            await asyncio.wait_for(self._speak(APOLOGY, False, "apology", None), PLAYBACK_GRACE)
+            await self._wait_played()
+        except Exception as err:  # noqa: BLE001 - the apology is best effort
+            log.warning("call %s: could not play the apology: %s", self.call_id, err)
+        self._finish("error")
+        if self.control is not None:
+            try:
+                await self.control.hangup("error")
+            except Exception as err:  # noqa: BLE001
+                log.warning("call %s: hangup after error failed: %s", self.call_id, err)

@@ -1,0 +1,292 @@
+"""VoiceSession through real VAD and real TTS, with a scripted core and a scripted recognizer.
+
+The caller's audio is real synthesized speech (tests/voice/speech_corpus.py) over a telephone
+band; the recognizer stand-in returns a scripted transcript for each utterance it is given and
+records the audio it received, so the tests check what the session does with audio and text
+(turn taking, barge-in, no-input, DTMF, failures) independently of recognition accuracy, which
+the speech engine tests cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from gateway.config import load_settings
+from gateway.core.actions import Ask, Expect, Hangup, Say, Transfer
+from gateway.core.events import (
+    CallStarted,
+    ChannelClosed,
+    DtmfPressed,
+    RecognitionFailed,
+    Silence,
+    UserSaid,
+)
+from gateway.core.port import Opened
+from gateway.voice.pipeline import VoicePipeline
+from gateway.voice.simulate import CallDriver, run_call
+from tests.voice.speech_corpus import concatenate, utterance
+
+RATE = 8000
+FB = 320
+
+
+@dataclass(frozen=True)
+class FakeTranscript:
+    text: str
+    confidence: float = 0.9
+    engine: str = "scripted"
+    audio_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    queue_seconds: float = 0.0
+
+
+class ScriptedAsr:
+    """Answers each utterance with the next scripted text (or raises what is scripted)."""
+
+    def __init__(self, answers: list[object]):
+        self.answers = list(answers)
+        self.calls: list[tuple[bytes, int, Expect]] = []
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> FakeTranscript:
+        self.calls.append((pcm, sample_rate, expect))
+        await asyncio.sleep(0.01)
+        answer = self.answers.pop(0) if self.answers else ""
+        if isinstance(answer, BaseException):
+            raise answer
+        return FakeTranscript(str(answer), audio_seconds=len(pcm) / (2 * sample_rate))
+
+
+class ScriptedCore:
+    """A ConversationPort that answers events from a small script."""
+
+    def __init__(self, greeting: list, replies: dict | None = None, fail_on: type | None = None):
+        self.greeting = greeting
+        self.replies = replies or {}
+        self.fail_on = fail_on
+        self.events: list = []
+        self.opened: dict = {}
+
+    async def open(self, channel, *, caller_id="", customer_id="", conversation_id="", journey="", event=None):
+        self.opened = {"channel": channel, "caller_id": caller_id, "journey": journey}
+        self.events.append(event)
+        return Opened(conversation_id or "conv-1", False, list(self.greeting))
+
+    async def handle(self, conversation_id, event):
+        self.events.append(event)
+        if self.fail_on is not None and isinstance(event, self.fail_on):
+            raise RuntimeError("dialog store unavailable")
+        reply = self.replies.get(type(event), [])
+        return list(reply(event) if callable(reply) else reply)
+
+    async def context(self, conversation_id):
+        return {}
+
+    def register_sink(self, action_type, sink):
+        return None
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class Control:
+    def __init__(self, transfer_ok: bool = True):
+        self.transfers: list = []
+        self.hangups: list[str] = []
+        self.transfer_ok = transfer_ok
+
+    async def transfer(self, conversation_id, action):
+        self.transfers.append((conversation_id, action))
+        return self.transfer_ok
+
+    async def hangup(self, reason):
+        self.hangups.append(reason)
+
+
+@pytest.fixture(scope="module")
+def tts(tmp_path_factory):
+    from gateway.voice.tts import Synthesizer
+
+    settings = load_settings(overrides={"data_dir": str(tmp_path_factory.mktemp("tts"))})
+    synth = Synthesizer(settings.voice.tts, cache_dir=settings.data_path("prompt-cache"))
+    yield synth
+
+
+async def make_session(tmp_path, tts, core, asr, control=None, **endpoint):
+    overrides = {"data_dir": str(tmp_path)}
+    if endpoint:
+        overrides["voice"] = {"endpoint": endpoint}
+    settings = load_settings(overrides=overrides)
+    pipeline = VoicePipeline(settings, core, asr=asr, tts=tts)
+    await pipeline.start()
+    session = pipeline.session(call_id="call-1", sample_rate=RATE, caller_id="+15550100", control=control)
+    await session.start()
+    return pipeline, session
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(int(seconds * RATE) * 2)
+
+
+async def test_turn_goes_to_core_and_reply_is_spoken(tmp_path, tts):
+    core = ScriptedCore(
+        [Ask("Hello. How can I help?", expect=Expect(kind="open"))],
+        {UserSaid: [Ask("Is that for your last order?", expect=Expect(kind="yesno")), ], },
+    )
+    asr = ScriptedAsr(["I want to check my order"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr)
+    caller = utterance("I want to check the status of my order", snr_db=20, seed=1)
+    driver = await run_call(session, caller.pcm)
+    assert isinstance(core.events[0], CallStarted)
+    said = core.of(UserSaid)
+    assert [e.text for e in said] == ["I want to check my order"]
+    # the audio recognized is the caller's speech with its first syllable (pre-roll) and end
+    pcm, rate, expect = asr.calls[0]
+    assert rate == RATE and expect.kind == "open"
+    got = len(pcm) / (2 * RATE)
+    assert got >= caller.speech_end_s - caller.speech_start_s
+    assert got <= caller.speech_end_s - caller.speech_start_s + 0.9
+    assert session.expect.kind == "yesno"
+    # greeting, then the reply: the bot's audio has two bursts of speech
+    bot = np.frombuffer(bytes(driver.bot_audio), dtype="<i2").astype(np.float32)
+    assert np.abs(bot).max() > 1000
+    turn = session.stats["turns"][0]
+    assert turn["kind"] == "open" and turn["total"] is not None
+    assert turn["endpoint_wait"] == pytest.approx(0.6, abs=0.15)
+    assert [who for who, _ in session.transcript] == ["bot", "caller", "bot"]
+    await session.stop()
+    assert isinstance(core.events[-1], ChannelClosed)
+    await pipeline.close()
+
+
+async def test_no_input_after_prompt_sends_silence(tmp_path, tts):
+    core = ScriptedCore([Ask("Please say something.", expect=Expect(kind="open", no_input_seconds=2.0))],
+                        {Silence: [Hangup("no input")]})
+    control = Control()
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr([]), control)
+    driver = CallDriver(session)
+    prompt_end = None
+    for _ in range(50 * 30):
+        await driver.tick()
+        if prompt_end is None and not session.playback.talking and session.playback.ticks > 5:
+            prompt_end = driver.ticks * 0.02
+        if session.ended.is_set():
+            break
+    assert session.ended.is_set() and session.end_reason == "no input"
+    silences = core.of(Silence)
+    assert len(silences) == 1 and silences[0].seconds == pytest.approx(2.0, abs=0.05)
+    assert control.hangups == ["no input"]
+    # the timer started when the prompt had finished playing, not when it was queued
+    assert driver.ticks * 0.02 >= prompt_end + 2.0 - 0.05
+    await session.stop()
+    await pipeline.close()
+
+
+async def test_dtmf_digits_go_to_core_one_event_per_digit(tmp_path, tts):
+    core = ScriptedCore([Ask("Enter your four digit PIN.", expect=Expect(kind="digits", min_digits=4, max_digits=4))])
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr([]))
+    driver = CallDriver(session)
+    for _ in range(10):
+        await driver.tick()
+    assert session.playback.talking
+    for d in "1234":
+        session.push_dtmf(d)
+        await driver.tick()
+    assert not session.playback.talking  # key press interrupts the prompt
+    for _ in range(20):
+        await driver.tick()
+    assert [e.digit for e in core.of(DtmfPressed)] == list("1234")
+    # a shorter entry is sent after the inter-digit pause; '#' sends at once
+    session.expect = Expect(kind="digits", max_digits=6)
+    session.push_dtmf("5")
+    session.push_dtmf("6")
+    for _ in range(50):
+        await driver.tick()
+    assert [e.digit for e in core.of(DtmfPressed)] == list("1234")
+    for _ in range(60):
+        await driver.tick()
+    assert [e.digit for e in core.of(DtmfPressed)] == list("123456")
+    session.push_dtmf("7")
+    session.push_dtmf("#")
+    await driver.tick()
+    assert [e.digit for e in core.of(DtmfPressed)][-2:] == ["7", "#"]
+    session.push_dtmf("x")  # not a DTMF key: ignored
+    await session.stop()
+    await pipeline.close()
+
+
+async def test_recognizer_error_is_a_failed_turn_not_a_failed_call(tmp_path, tts):
+    from gateway.voice.vad import VadError
+
+    core = ScriptedCore([Ask("How can I help?")],
+                        {RecognitionFailed: [Ask("Sorry, could you repeat that?")], UserSaid: [Say("Thanks.")]})
+    asr = ScriptedAsr([RuntimeError("decoder crashed"), "", "my bill"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr)
+    u = utterance("there is a wrong charge on my bill", snr_db=20, seed=2)
+    caller = concatenate([u, u, u], gap_s=1.5)
+    await run_call(session, caller)
+    failed = core.of(RecognitionFailed)
+    assert len(failed) == 2
+    assert "decoder crashed" in failed[0].reason
+    assert [e.text for e in core.of(UserSaid)] == ["my bill"]
+    assert not session.ended.is_set()
+    assert VadError  # bad frames are covered in test_vad
+    await session.stop()
+    await pipeline.close()
+
+
+async def test_core_failure_apologizes_and_ends_only_this_call(tmp_path, tts):
+    core = ScriptedCore([Ask("How can I help?")], fail_on=UserSaid)
+    control = Control()
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr(["hello"]), control)
+    other = pipeline.session(call_id="call-2", sample_rate=RATE)
+    await other.start()
+    u = utterance("I am calling about my account", snr_db=20, seed=3)
+    driver = await run_call(session, u.pcm)
+    assert session.ended.is_set() and session.end_reason == "error"
+    assert control.hangups == ["error"]
+    assert ("bot", "Sorry, something went wrong on our side. Please call again later. Goodbye.") in session.transcript
+    assert len(driver.bot_audio) > 0
+    assert not other.ended.is_set()
+    other.push_audio(silence(0.1))
+    assert len(other.pull_frame()) == FB
+    await pipeline.close()
+
+
+async def test_transfer_after_announcement(tmp_path, tts):
+    core = ScriptedCore([Say("Connecting you to an agent."), Transfer(queue="billing")])
+    control = Control()
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr([]), control)
+    driver = CallDriver(session)
+    ticks_at_transfer = None
+    for _ in range(50 * 20):
+        await driver.tick()
+        if control.transfers and ticks_at_transfer is None:
+            ticks_at_transfer = driver.ticks
+            assert not session.playback.talking  # announcement had played
+        if session.ended.is_set():
+            break
+    assert control.transfers and control.transfers[0][1].queue == "billing"
+    assert session.end_reason == "transferred"
+    assert ticks_at_transfer > 30
+    await session.stop()
+    await pipeline.close()
+
+
+async def test_bad_audio_does_not_break_the_session(tmp_path, tts):
+    core = ScriptedCore([Ask("Hello?")])
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr([]))
+    session.push_audio(b"")
+    session.push_audio(b"\x01")  # half a sample: kept until the rest arrives
+    session.push_audio(b"\x00" * 333)  # not a whole frame
+    session.push_audio(b"\x00" * 7)
+    assert len(session.pull_frame()) == FB
+    assert session.endpointer.frames == 1  # 1 + 333 + 7 = 341 bytes: one frame, 21 kept
+    assert not session.ended.is_set()
+    await session.stop()
+    session.push_audio(b"\x00" * FB)  # after stop: ignored
+    assert len(session.pull_frame()) == FB
+    await pipeline.close()
