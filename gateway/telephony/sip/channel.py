@@ -1,0 +1,57 @@
+"""The SIP channel as ``voicegw serve`` starts it: endpoint + ``Originate`` sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gateway.config import Settings
+from gateway.core.actions import Action, Originate
+from gateway.telephony.sip.endpoint import SipEndpoint
+from gateway.telephony.sip.runtime import SipError
+
+log = logging.getLogger(__name__)
+
+
+class SipChannel:
+    """A started SIP endpoint; ``port`` is the bound SIP port, ``close()`` stops it."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    async def originate_sink(self, conversation_id: str, action: Action) -> None:
+        """Core sink for ``Originate``: place the call in the background, log the outcome."""
+        if not isinstance(action, Originate):
+            return
+        conv = action.conversation_id or conversation_id
+        task = asyncio.create_task(self._originate(action.number, conv))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _originate(self, number: str, conversation_id: str) -> None:
+        try:
+            await self.endpoint.originate(number, conversation_id)
+        except (SipError, asyncio.TimeoutError) as exc:
+            log.warning("outbound call to %s for conversation %s failed: %s", number, conversation_id, exc)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.endpoint.close()
+
+
+async def start_sip_channel(settings: Settings, core: Any, pipeline: Any) -> SipChannel:
+    """Start the SIP user agent (``settings.sip``) with calls bridged to ``pipeline`` sessions,
+    and carry out the core's ``Originate`` actions over it."""
+    endpoint = SipEndpoint(settings.sip, pipeline)
+    await endpoint.start()
+    channel = SipChannel(endpoint)
+    if core is not None:
+        core.register_sink(Originate, channel.originate_sink)
+    return channel

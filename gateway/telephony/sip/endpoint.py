@@ -1,0 +1,541 @@
+"""The gateway's SIP user agent: answers and places calls, each bridged to a ``VoiceSession``.
+
+Threads: pjsua2 runs on the runtime thread (``runtime.py``); methods named ``_pj_*`` run there
+and reach the event loop only through ``call_soon_threadsafe``. Everything else runs on the loop
+and reaches pjsua2 only through ``runtime.call``. Media frames cross through ``media.py``.
+
+Modes (``settings.sip.mode``): ``register`` registers as an extension (digest auth, refreshed by
+pjsip before expiry, unregistered on close); ``trunk`` accepts calls from ``peers`` (any address
+when empty) and answers 403 to others. Calls beyond ``max_calls`` get 486 Busy Here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from typing import Any
+
+import pjsua2 as pj
+
+from gateway.config import SipSettings
+from gateway.core.actions import Transfer
+from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_user
+from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
+from gateway.telephony.sip.runtime import PjRuntime, SipError, guarded
+
+log = logging.getLogger(__name__)
+
+SESSION_START_TIMEOUT_S = 15.0
+"""Opening the conversation and queueing the greeting; a stuck core ends that call only."""
+TRANSFER_TIMEOUT_S = 15.0
+"""How long a REFER may take to be accepted (202) and reported on (NOTIFY)."""
+UNREGISTER_WAIT_S = 2.0
+"""How long close waits for the registrar to confirm the unregistration."""
+TICK_S = 0.02
+
+_TRANSPORTS = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
+
+
+class _Account(pj.Account):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+
+    @guarded
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.endpoint._pj_incoming(prm)
+
+    @guarded
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.endpoint._pj_reg_state(prm.code, prm.reason, prm.expiration)
+
+
+def peer_allowed(source: str, peers: tuple[str, ...]) -> bool:
+    """Trunk mode: is ``source`` (``host:port``) one of ``peers`` (``host`` or ``host:port``)?"""
+    if not peers:
+        return True
+    host = source.rsplit(":", 1)[0].strip("[]")
+    return any(p == source or p.strip("[]") == host for p in peers)
+
+
+class SipEndpoint:
+    """The gateway's SIP user agent; ``pipeline`` provides ``session(...)`` (a VoicePipeline)."""
+
+    def __init__(self, settings: SipSettings, pipeline: Any) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.runtime = PjRuntime("gateway", configure=self._pj_configure, setup=self._pj_setup,
+                                 teardown=self._pj_teardown)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+        self.transports: dict[str, int] = {}
+        self.legs: dict[int, CallLeg] = {}
+        self.registered = asyncio.Event()
+        self.reg_code = 0
+        self.rejected = 0
+        self._sink: FrameSink | None = None
+        self._media: set[CallLeg] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        # runtime-thread state
+        self._account: _Account | None = None
+        self._calls: dict[int, PjCall] = {}
+        self._closing = False
+        self._unregistered = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the endpoint, its transports and its account (raises ``SipError``)."""
+        self.loop = asyncio.get_running_loop()
+        self._sink = FrameSink(self.loop)
+        await self.loop.run_in_executor(None, self.runtime.start)
+        try:
+            await self.runtime.call(self._pj_add_account)
+        except BaseException:
+            await self.loop.run_in_executor(None, self.runtime.stop)
+            raise
+        self._ticker = asyncio.create_task(self._tick(), name="sip-media-ticker")
+        log.info("SIP %s mode on %s:%d (%s)", self.settings.mode, self.settings.host, self.port,
+                 ", ".join(self.transports))
+
+    async def close(self) -> None:
+        """Hang up every call, unregister, and destroy the endpoint."""
+        legs = list(self.legs.values())
+        for leg in legs:
+            leg.local_hangup = True
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.loop is not None:
+            await self.loop.run_in_executor(None, self.runtime.stop)
+        for leg in legs:
+            await self._end_leg(leg, 0, "gateway shutting down")
+
+    # ---- runtime thread: setup and teardown ----------------------------------------------------
+    def _pj_configure(self, cfg: pj.EpConfig) -> None:
+        cfg.uaConfig.maxCalls = self.settings.max_calls + 8  # room to answer 486 ourselves
+
+    def _pj_setup(self, ep: pj.Endpoint) -> None:
+        s = self.settings
+        wanted = [c.upper() for c in s.codecs]
+        for info in ep.codecEnum2():
+            name = info.codecId.split("/")[0].upper()
+            prio = 255 - wanted.index(name) if name in wanted else 0
+            ep.codecSetPriority(info.codecId, prio)
+        port = s.port
+        for name in s.transports:
+            cfg = pj.TransportConfig()
+            cfg.port = port + 1 if name == "tls" and port else port
+            if s.host not in ("", "0.0.0.0"):
+                cfg.boundAddress = s.host
+                cfg.publicAddress = s.host
+            if name == "tls":
+                cfg.tlsConfig.certFile = s.tls_cert_file
+                cfg.tlsConfig.privKeyFile = s.tls_key_file
+                cfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+            tid = ep.transportCreate(_TRANSPORTS[name], cfg)
+            self.transports[name] = tid
+            bound = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+            if not port:
+                port = bound  # udp and tcp share the first ephemeral port
+            if not self.port:
+                self.port = bound
+
+    def _pj_add_account(self) -> None:
+        s = self.settings
+        acfg = pj.AccountConfig()
+        host = s.host if s.host not in ("", "0.0.0.0") else "127.0.0.1"
+        if s.mode == "register":
+            if not s.registrar:
+                raise SipError("sip.mode is register but sip.registrar is empty")
+            domain = s.domain or uri_user(s.registrar.replace("sip:", "sip:x@", 1)) or host
+            acfg.idUri = f"sip:{s.username}@{domain}"
+            acfg.regConfig.registrarUri = s.registrar
+            acfg.regConfig.timeoutSec = s.register_seconds
+            acfg.regConfig.retryIntervalSec = 30
+            acfg.regConfig.firstRetryIntervalSec = 5
+            cred = pj.AuthCredInfo("digest", s.domain or "*", s.username, 0, s.password)
+            acfg.sipConfig.authCreds.append(cred)
+        else:
+            acfg.idUri = f"sip:gateway@{host}:{self.port}"
+        tc = acfg.mediaConfig.transportConfig
+        tc.port = s.rtp_port
+        tc.portRange = 0 if not s.rtp_port else 10000
+        if s.host not in ("", "0.0.0.0"):
+            tc.boundAddress = s.host
+            tc.publicAddress = s.host
+        self._account = _Account(self)
+        self._account.create(acfg, True)
+
+    def _pj_teardown(self, ep: pj.Endpoint) -> None:
+        self._closing = True
+        if self._calls:
+            ep.hangupAllCalls()
+            self.runtime.pump(2.0, until=lambda: not self._calls)
+        for call in list(self._calls.values()):
+            if call.port is not None:
+                call.port.buffers.active = False
+        self._calls.clear()
+        acc = self._account
+        if acc is not None:
+            if self.settings.mode == "register" and self.reg_code // 100 == 2:
+                try:
+                    acc.setRegistration(False)
+                    self.runtime.pump(UNREGISTER_WAIT_S, until=lambda: self._unregistered)
+                except pj.Error as exc:
+                    log.warning("SIP unregister failed: %s", exc.info())
+            acc.shutdown()
+            self._account = None
+
+    # ---- runtime thread: callbacks -----------------------------------------------------------
+    def _post(self, fn: Any, *args: Any) -> None:
+        if self.loop is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the loop is closed; the endpoint is going away
+
+    def _pj_reg_state(self, code: int, reason: str, expiration: int) -> None:
+        self.reg_code = code
+        if expiration == 0 and code // 100 == 2:
+            self._unregistered = True
+        log.info("SIP registration: %d %s (expires %d s)", code, reason, expiration)
+        self._post(self._on_reg_state, code, expiration)
+
+    def _pj_incoming(self, prm: pj.OnIncomingCallParam) -> None:
+        assert self._account is not None
+        call = PjCall(self, self._account, prm.callId)
+        info = call.getInfo()
+        source = prm.rdata.srcAddress
+        reject = 0
+        if self._closing:
+            reject = 503
+        elif self.settings.mode == "trunk" and not peer_allowed(source, self.settings.peers):
+            reject = 403
+        elif len(self._calls) >= self.settings.max_calls:
+            reject = 486
+        if reject:
+            log.warning("call %s from %s (%s) rejected with %d", info.callIdString, source,
+                        info.remoteUri, reject)
+            op = pj.CallOpParam()
+            op.statusCode = reject
+            call.hangup(op)
+            self.runtime.retire(call)
+            self.rejected += 1
+            return
+        leg = CallLeg(
+            self,
+            sip_call_id=info.callIdString,
+            remote_uri=info.remoteUri,
+            caller_id=uri_user(info.remoteUri),
+            dialed=uri_user(info.localUri),
+            conversation_id=header_value(prm.rdata.wholeMsg, self.settings.conversation_header),
+        )
+        leg.key = info.id
+        call.leg = leg
+        self._calls[info.id] = call
+        self._post(self._on_leg_started, leg)
+        log.info("call %s from %s (%s) ringing", leg.label, source, info.remoteUri)
+        op = pj.CallOpParam()
+        op.statusCode = 180
+        call.answer(op)
+        op.statusCode = 200
+        call.answer(op)
+
+    def _pj_make_call(self, uri: str, leg: CallLeg) -> int:
+        assert self._account is not None
+        if self._closing:
+            raise SipError("the SIP endpoint is closing")
+        if len(self._calls) >= self.settings.max_calls:
+            raise SipError(f"busy: {len(self._calls)} calls in progress (sip.max_calls)")
+        call = PjCall(self, self._account)
+        call.leg = leg
+        op = pj.CallOpParam(True)
+        if leg.conversation_id:
+            hdr = pj.SipHeader()
+            hdr.hName = self.settings.conversation_header
+            hdr.hValue = leg.conversation_id
+            op.txOption.headers.append(hdr)
+        try:
+            call.makeCall(uri, op)
+        except pj.Error:
+            self.runtime.retire(call)
+            raise
+        info = call.getInfo()
+        leg.key = info.id
+        leg.sip_call_id = info.callIdString
+        self._calls[info.id] = call
+        return info.id
+
+    def _pj_call_state(self, call: PjCall) -> None:
+        info = call.getInfo()
+        leg = call.leg
+        if leg is None:
+            return
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self._post(self._on_confirmed, leg)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if call.port is not None:
+                call.port.buffers.active = False
+                self.runtime.retire(call.port)
+                call.port = None
+            self._calls.pop(info.id, None)
+            self.runtime.retire(call)
+            log.info("call %s ended: %d %s", leg.label, info.lastStatusCode, info.lastReason)
+            self._post(self._on_disconnected, leg, info.lastStatusCode, info.lastReason)
+
+    def _pj_media_state(self, call: PjCall) -> None:
+        info = call.getInfo()
+        leg = call.leg
+        for media in info.media:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            audio = call.getAudioMedia(media.index)
+            stream = call.getStreamInfo(media.index)
+            rate = 16000 if stream.codecClockRate >= 16000 else 8000
+            if call.port is None:
+                buffers = FrameBuffers(leg.label if leg else str(info.id), rate)
+                port = CallAudioPort(buffers, self._sink)
+                port.create()
+                call.port = port
+                log.info("call %s media: %s/%d", buffers.call_id, stream.codecName, stream.codecClockRate)
+                if leg is not None:
+                    self._post(self._on_media_ready, leg, buffers)
+            elif call.port.buffers.sample_rate != rate:
+                log.warning("call %s: codec changed to %s/%d mid-call; audio is resampled by the bridge",
+                            leg.label if leg else info.id, stream.codecName, stream.codecClockRate)
+            audio.startTransmit(call.port)
+            call.port.startTransmit(audio)
+            return
+
+    def _pj_dtmf(self, call: PjCall, digit: str) -> None:
+        leg = call.leg
+        if leg is not None:
+            self._post(self._on_dtmf, leg, digit)
+
+    def _pj_transfer_status(self, call: PjCall, code: int, reason: str, final: bool) -> None:
+        leg = call.leg
+        if leg is not None:
+            log.info("call %s transfer status %d %s%s", leg.label, code, reason, " (final)" if final else "")
+            self._post(self._on_transfer_status, leg, code)
+
+    def _pj_hangup(self, key: int, code: int) -> None:
+        call = self._calls.get(key)
+        if call is None:
+            return
+        op = pj.CallOpParam()
+        op.statusCode = code
+        call.hangup(op)
+
+    def _pj_xfer(self, key: int, uri: str, header: str, conversation_id: str) -> None:
+        call = self._calls.get(key)
+        if call is None:
+            raise SipError("the call has already ended")
+        op = pj.CallOpParam(True)
+        dest = uri
+        if conversation_id:
+            hdr = pj.SipHeader()
+            hdr.hName = header
+            hdr.hValue = conversation_id
+            op.txOption.headers.append(hdr)
+            # also embedded in Refer-To, so the INVITE towards the agent carries it
+            sep = "&" if "?" in uri else "?"
+            dest = f"{uri}{sep}{header}={urllib.parse.quote(conversation_id, safe='')}"
+        call.xfer(f"<{dest}>", op)
+
+    # ---- loop: call lifecycle ----------------------------------------------------------------
+    def _on_reg_state(self, code: int, expiration: int) -> None:
+        if code // 100 == 2 and expiration > 0:
+            self.registered.set()
+        else:
+            self.registered.clear()
+
+    def _on_leg_started(self, leg: CallLeg) -> None:
+        self.legs[leg.key] = leg
+
+    def _on_confirmed(self, leg: CallLeg) -> None:
+        leg.confirmed = True
+        if leg.outbound and leg.buffers is not None and leg.session is None:
+            self._spawn(leg, self._start_session(leg))
+
+    def _on_media_ready(self, leg: CallLeg, buffers: FrameBuffers) -> None:
+        leg.buffers = buffers
+        if leg.session is None and (not leg.outbound or leg.confirmed):
+            self._spawn(leg, self._start_session(leg))
+
+    def _on_dtmf(self, leg: CallLeg, digit: str) -> None:
+        log.info("call %s DTMF %s", leg.label, digit)
+        if leg.session is not None:
+            leg.session.push_dtmf(digit)
+
+    def _on_transfer_status(self, leg: CallLeg, code: int) -> None:
+        try:
+            leg.transfer_status.put_nowait(code)
+        except asyncio.QueueFull:
+            pass
+
+    def _on_disconnected(self, leg: CallLeg, code: int, reason: str) -> None:
+        self._spawn(leg, self._end_leg(leg, code, reason), keep=True)
+
+    def _spawn(self, leg: CallLeg, coro: Any, keep: bool = False) -> None:
+        task = asyncio.ensure_future(coro)
+        leg.tasks.add(task)
+        task.add_done_callback(leg.tasks.discard)
+
+    async def _start_session(self, leg: CallLeg) -> None:
+        buffers = leg.buffers
+        assert buffers is not None
+        try:
+            session = self.pipeline.session(
+                call_id=leg.sip_call_id, sample_rate=buffers.sample_rate, caller_id=leg.caller_id,
+                dialed=leg.dialed, conversation_id=leg.conversation_id, control=leg,
+                outbound=leg.outbound, channel="voice",
+            )
+            leg.session = session
+            await asyncio.wait_for(session.start(), SESSION_START_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - this call fails alone
+            log.error("call %s: voice session failed to start: %s", leg.label, exc)
+            if leg.answered is not None and not leg.answered.done():
+                leg.answered.set_exception(SipError(f"voice session failed: {exc}"))
+            await self.hangup(leg, "session failed")
+            return
+        if leg.closed.is_set():
+            return
+        leg.conversation_id = getattr(session, "conversation_id", "") or leg.conversation_id
+        buffers.consumer = session.push_audio
+        self._media.add(leg)
+        if leg.answered is not None and not leg.answered.done():
+            leg.answered.set_result(session)
+        ended = getattr(session, "ended", None)
+        if ended is not None:
+            waiter = asyncio.ensure_future(ended.wait())
+            closed = asyncio.ensure_future(leg.closed.wait())
+            try:
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                closed.cancel()
+            if ended.is_set() and not leg.closed.is_set():
+                await self.hangup(leg, "session ended")
+
+    async def _end_leg(self, leg: CallLeg, code: int, reason: str) -> None:
+        if leg.closed.is_set():
+            return
+        leg.closed.set()
+        leg.end_code, leg.end_reason = code, reason
+        self._media.discard(leg)
+        self.legs.pop(leg.key, None)
+        if leg.buffers is not None:
+            leg.buffers.active = False
+            leg.buffers.consumer = None
+            log.info("call %s media stats %s", leg.label, leg.buffers.stats())
+        if leg.answered is not None and not leg.answered.done():
+            leg.answered.set_exception(SipError(f"call not answered: {code} {reason}"))
+        if leg.session is not None:
+            try:
+                await asyncio.wait_for(leg.session.stop("completed" if leg.local_hangup else "hangup"), 10)
+            except Exception as exc:  # noqa: BLE001 - the call is gone either way
+                log.warning("call %s: session stop failed: %s", leg.label, exc)
+
+    async def _tick(self) -> None:
+        """Keep every call's outgoing queue topped up from its session, every 20 ms."""
+        next_at = time.monotonic()
+        while True:
+            for leg in list(self._media):
+                buffers, session = leg.buffers, leg.session
+                if buffers is None or not buffers.active:
+                    continue
+                try:
+                    buffers.top_up(session.pull_frame)
+                except Exception:  # noqa: BLE001 - one broken session must not silence the others
+                    log.exception("call %s: pull_frame failed; hanging up", leg.label)
+                    self._media.discard(leg)
+                    self._spawn(leg, self.hangup(leg, "media error"))
+            next_at += TICK_S
+            delay = next_at - time.monotonic()
+            if delay < -0.2:  # far behind (a stalled loop): do not burst, restart the schedule
+                next_at = time.monotonic()
+                delay = 0
+            await asyncio.sleep(max(delay, 0))
+
+    # ---- loop: public operations -------------------------------------------------------------
+    def target_uri(self, target: str) -> str:
+        """A SIP URI for a number or URI (``sip.outbound_uri`` is the template for numbers)."""
+        s = self.settings
+        if target.startswith(("sip:", "sips:")):
+            return target
+        if "@" in target:
+            return "sip:" + target
+        if s.outbound_uri:
+            return s.outbound_uri.format(number=target)
+        if s.mode == "register" and (s.domain or s.registrar):
+            host = s.domain or s.registrar.split(":", 1)[1].split(";")[0]
+            return f"sip:{target}@{host}"
+        if s.peers:
+            return f"sip:{target}@{s.peers[0]}"
+        raise SipError(f"no route for {target!r}: set sip.outbound_uri, e.g. sip:{{number}}@pbx")
+
+    async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0) -> Any:
+        """Place a call that continues ``conversation_id``; returns its started VoiceSession."""
+        uri = self.target_uri(target)
+        leg = CallLeg(self, remote_uri=uri, caller_id=uri_user(uri) or target, outbound=True,
+                      conversation_id=conversation_id)
+        assert self.loop is not None
+        leg.answered = self.loop.create_future()
+        key = await self.runtime.call(self._pj_make_call, uri, leg)
+        self.legs.setdefault(key, leg)
+        log.info("call %s to %s placed (conversation %s)", leg.label, uri, conversation_id or "-")
+        try:
+            return await asyncio.wait_for(asyncio.shield(leg.answered), timeout)
+        except asyncio.TimeoutError:
+            await self.hangup(leg, "no answer")
+            raise SipError(f"call to {uri} not answered within {timeout:.0f} s") from None
+
+    async def hangup(self, leg: CallLeg, reason: str) -> None:
+        """End one call (BYE after answer, 480/CANCEL before)."""
+        if leg.closed.is_set() or leg.key < 0:
+            return
+        leg.local_hangup = True
+        log.info("call %s: hanging up (%s)", leg.label, reason)
+        try:
+            await self.runtime.call(self._pj_hangup, leg.key, 603 if leg.outbound else 480)
+        except (SipError, asyncio.TimeoutError) as exc:
+            log.warning("call %s: hangup failed: %s", leg.label, exc)
+
+    async def transfer(self, leg: CallLeg, conversation_id: str, action: Transfer) -> bool:
+        """Blind REFER to ``sip.transfer_uri`` carrying the conversation id in a header."""
+        uri = self.settings.transfer_uri
+        if not uri:
+            log.warning("call %s: transfer to %s asked but sip.transfer_uri is empty", leg.label, action.queue)
+            return False
+        while not leg.transfer_status.empty():
+            leg.transfer_status.get_nowait()
+        try:
+            await self.runtime.call(self._pj_xfer, leg.key, uri, self.settings.conversation_header,
+                                    conversation_id)
+        except (SipError, asyncio.TimeoutError) as exc:
+            log.warning("call %s: REFER failed: %s", leg.label, exc)
+            return False
+        accepted = False
+        deadline = time.monotonic() + TRANSFER_TIMEOUT_S
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return accepted
+            try:
+                code = await asyncio.wait_for(leg.transfer_status.get(), remaining)
+            except asyncio.TimeoutError:
+                return accepted  # accepted (202) and no final NOTIFY: the PBX took the call
+            if code == 202:
+                accepted = True
+            elif 200 <= code < 300:
+                return True
+            elif code >= 300:
+                log.warning("call %s: transfer to %s refused: %d", leg.label, uri, code)
+                return False
+
+    def media_stats(self) -> list[dict[str, float]]:
+        """Per-call media counters of the calls in progress."""
+        return [leg.buffers.stats() for leg in self.legs.values() if leg.buffers is not None]

@@ -1,0 +1,115 @@
+"""Stand-ins for the voice pipeline used by the SIP tests until (and besides) the real one.
+
+``FakePipeline.session(...)`` returns a ``FakeSession`` with the VoiceSession surface the SIP
+channel uses. Its bot audio depends on ``mode``: ``tone`` (a continuous 440 Hz tone, so a caller
+can check for gaps), ``echo`` (the caller's audio back, 100 ms later) or ``silent``. DTMF ``9``
+asks for a transfer through the call's CallControl; ``*`` ends the session (the gateway hangs up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from gateway.core.actions import Transfer
+
+VOICED_RMS = 300.0
+
+
+class FakeSession:
+    def __init__(self, pipeline: "FakePipeline", *, call_id: str, sample_rate: int = 8000, caller_id: str = "",
+                 dialed: str = "", conversation_id: str = "", control: Any = None, outbound: bool = False,
+                 channel: str = "voice") -> None:
+        self.pipeline = pipeline
+        self.call_id = call_id
+        self.sample_rate = sample_rate
+        self.frame_bytes = sample_rate // 50 * 2
+        self.caller_id = caller_id
+        self.dialed = dialed
+        self.conversation_id = conversation_id or f"conv-{call_id[:8]}"
+        self.control = control
+        self.outbound = outbound
+        self.ended = asyncio.Event()
+        self.frames_in = 0
+        self.voiced_in = 0
+        self.pulled = 0
+        self.digits: list[str] = []
+        self._phase = 0
+        self._echo: collections.deque[bytes] = collections.deque(maxlen=500)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {"frames_in": self.frames_in, "voiced_in": self.voiced_in, "pulled": self.pulled}
+
+    async def start(self) -> None:
+        self.pipeline.emit("session_started", call_id=self.call_id, rate=self.sample_rate,
+                           caller_id=self.caller_id, dialed=self.dialed, outbound=self.outbound,
+                           conversation_id=self.conversation_id)
+        if self.pipeline.end_after:
+            asyncio.get_running_loop().call_later(self.pipeline.end_after, self.ended.set)
+
+    def push_audio(self, pcm: bytes) -> None:
+        assert len(pcm) % 2 == 0
+        self.frames_in += 1
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        if samples.size and math.sqrt(float(np.mean(samples * samples))) >= VOICED_RMS:
+            self.voiced_in += 1
+        if self.pipeline.mode == "echo":
+            self._echo.append(pcm)
+
+    def push_dtmf(self, digit: str) -> None:
+        self.digits.append(digit)
+        self.pipeline.emit("dtmf", call_id=self.call_id, digit=digit)
+        if digit == "9" and self.control is not None:
+            asyncio.ensure_future(self._transfer())
+        elif digit == "*":
+            self.ended.set()
+
+    async def _transfer(self) -> None:
+        ok = await self.control.transfer(self.conversation_id, Transfer(queue="support"))
+        self.pipeline.emit("transfer", call_id=self.call_id, ok=ok)
+        if ok:
+            self.ended.set()
+
+    def pull_frame(self) -> bytes:
+        self.pulled += 1
+        mode = self.pipeline.mode
+        if mode == "tone":
+            n = self.frame_bytes // 2
+            t = (np.arange(n) + self._phase) / self.sample_rate
+            self._phase += n
+            return (np.sin(2 * np.pi * 440.0 * t) * 8000).astype("<i2").tobytes()
+        if mode == "echo" and len(self._echo) > 5:
+            return self._echo.popleft()
+        return bytes(self.frame_bytes)
+
+    async def stop(self, reason: str = "hangup") -> None:
+        self.pipeline.emit("session_stopped", call_id=self.call_id, reason=reason, digits="".join(self.digits),
+                           **self.stats)
+
+
+class FakePipeline:
+    def __init__(self, emit: Callable[..., None], mode: str = "tone", end_after: float = 0.0) -> None:
+        self.emit = lambda event, **kw: emit(event, **kw)
+        self.mode = mode
+        self.end_after = end_after
+        self.sessions: list[FakeSession] = []
+
+    def session(self, **kwargs: Any) -> FakeSession:
+        session = FakeSession(self, **kwargs)
+        self.sessions.append(session)
+        return session
+
+
+class FakeCore:
+    """The smallest ConversationPort: records the sinks registered."""
+
+    def __init__(self) -> None:
+        self.sinks: dict[type, Any] = {}
+
+    def register_sink(self, action_type: type, sink: Any) -> None:
+        self.sinks[action_type] = sink
