@@ -126,3 +126,33 @@ async def replay_to_server(
             writer.write(chunk.data)
             await writer.drain()
     return reader, writer
+
+
+async def replay_as_asterisk(host: str, port: int, chunks: list[Chunk], timeout: float = 10.0) -> list[bytes]:
+    """Play Asterisk against a FastAGI server in lockstep and return what the server sent.
+
+    Sends each ``from_asterisk`` chunk in order; at each ``to_asterisk`` chunk, reads exactly the
+    recorded number of bytes and asserts they are the recorded bytes; at the recorder's
+    half-close (an empty ``to_asterisk`` chunk) expects EOF from the server.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    got: list[bytes] = []
+    try:
+        for chunk in chunks:
+            if chunk.from_asterisk:
+                if chunk.data:
+                    writer.write(chunk.data)
+                    await writer.drain()
+                elif chunk.event.startswith("eof"):
+                    writer.write_eof()
+                continue
+            if chunk.data:
+                data = await asyncio.wait_for(reader.readexactly(len(chunk.data)), timeout)
+                got.append(data)
+                assert data == chunk.data, f"at {chunk.t_ms} ms the gateway sent {data!r}, Asterisk got {chunk.data!r}"
+            else:
+                rest = await asyncio.wait_for(reader.read(65536), timeout)
+                assert rest == b"", f"expected the gateway to close its side, got {rest!r}"
+    finally:
+        writer.close()
+    return got
