@@ -66,6 +66,8 @@ class EndpointConfig:
     speculative_ms: int = 0
     echo_margin: float = 2.0
     default_echo_coupling: float = 0.25
+    onset_lag_ms: int = 40
+    end_lag_ms: int = 40
 
     @classmethod
     def from_settings(cls, voice: object) -> "EndpointConfig":
@@ -143,6 +145,29 @@ def frame_rms(frame: bytes) -> float:
     return float(math.sqrt(float(np.dot(x, x)) / len(x))) / 32768.0
 
 
+BLOCK_SECONDS = 0.01
+"""Energy blocks used to place speech boundaries finer than the VAD's 20-32 ms steps."""
+NOISE_RATIO = 1.5
+"""A block is speech when 3.5 dB over the line's noise floor (30th percentile of quiet blocks) ..."""
+PEAK_RATIO = 0.01
+"""... and not more than 40 dB below the utterance's loudest block."""
+ABS_FLOOR = 30.0 / 32768.0
+"""Blocks below this level are silence whatever the line."""
+MAX_REFINE_BLOCKS = 20
+"""The energy onset may lie at most 200 ms before the VAD's."""
+
+
+def _block_rms(frames: list[bytes]) -> np.ndarray:
+    """10 ms RMS levels (0..1) of consecutive 20 ms frames."""
+    if not frames:
+        return np.zeros(0, np.float32)
+    x = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float32) / 32768.0
+    size = max(1, len(frames[0]) // 4)
+    n = len(x) // size
+    x = x[: n * size].reshape(n, size)
+    return np.sqrt(np.mean(x * x, axis=1))
+
+
 class EchoGate:
     """Decides whether an input frame is louder than the bot's own echo would be."""
 
@@ -200,9 +225,12 @@ class Endpointer:
         self._audio: list[bytes] = []
         self._pre_count = 0
         self._start = 0.0
+        self._origin = 0.0
         self._speech_frames = 0
         self._gap = 0
         self._last_speech_frame = 0  # index in _audio just after the last speech frame
+        self._last_strong_frame = 0  # same, for frames at or above the onset threshold
+        self._noise = 0.0  # 10 ms RMS line-noise floor measured while the caller is quiet
         self._onset_sent = False
         self._barge = False
         self._paused_sent = False
@@ -302,6 +330,8 @@ class Endpointer:
             if speech:
                 self._gap = 0
                 self._last_speech_frame = len(self._audio)
+                if prob >= cfg.threshold:
+                    self._last_strong_frame = len(self._audio)
                 self._paused_sent = False
             else:
                 self._gap += 1
@@ -339,13 +369,50 @@ class Endpointer:
             self.state = "speech"
             self._gap = 0
             self._last_speech_frame = len(self._audio)
+            self._last_strong_frame = len(self._audio)
+            self._start = self._refine_start()
             self._paused_sent = False
             self._no_input_at = None
             out.append(SpeechStarted(at=self._start, barge_in=barge))
         return out
 
+    def _frame_time(self, index: int) -> float:
+        """Audio time of the start of ``_audio[index]``."""
+        return self._origin + index * self.frame_seconds
+
+    def _refine_start(self) -> float:
+        """Onset from the energy rise just before the VAD fired (VADs fire 20-140 ms late)."""
+        self._origin = self._start - self._pre_count * self.frame_seconds
+        blocks = _block_rms(self._audio)
+        pre = blocks[: 2 * self._pre_count]
+        if len(pre) >= 6:
+            self._noise = float(np.percentile(pre, 30))
+        peak = float(blocks[2 * self._pre_count :].max(initial=0.0))
+        thr = max(self._noise * NOISE_RATIO, peak * PEAK_RATIO, ABS_FLOOR)
+        b = min(2 * self._pre_count + 3, len(blocks) - 1)  # 30 ms into what the VAD called speech
+        if b < 0 or blocks[b] <= thr:
+            return max(self._origin, self._start - self.config.onset_lag_ms / 1000.0)
+        low = max(0, 2 * self._pre_count - MAX_REFINE_BLOCKS)
+        while b - 1 >= low and (blocks[b - 1] > thr or (b - 2 >= low and blocks[b - 2] > thr)):
+            b -= 1
+        return self._origin + b * BLOCK_SECONDS
+
     def _speech_end(self) -> float:
-        return self._start + (self._last_speech_frame - self._pre_count) * self.frame_seconds
+        """End of speech: the last energy above the line's floor near where the VAD let go."""
+        cfg = self.config
+        blocks = _block_rms(self._audio)
+        tail = blocks[2 * self._last_speech_frame :]
+        noise = float(np.percentile(tail, 30)) if len(tail) >= 6 else self._noise
+        peak = float(blocks[2 * self._pre_count : 2 * self._last_speech_frame].max(initial=0.0))
+        thr = max(noise * NOISE_RATIO, peak * PEAK_RATIO, ABS_FLOOR)
+        fallback = self._frame_time(self._last_strong_frame) - cfg.end_lag_ms / 1000.0
+        low = max(2 * self._pre_count + 1, 2 * self._last_strong_frame - MAX_REFINE_BLOCKS)
+        b = min(len(blocks), 2 * self._last_speech_frame + 4) - 1
+        while b >= low and not (blocks[b] > thr and blocks[b - 1] > thr):
+            b -= 1
+        if b < low:
+            return max(self._start, fallback)
+        return max(self._start, self._origin + (b + 1) * BLOCK_SECONDS)
 
     def _utterance(self) -> bytes:
         tail = self.config.tail_ms // FRAME_MS
