@@ -1,0 +1,98 @@
+"""Who is signed in to the agent desktop, with which skills and languages, and who gets a call.
+
+Sans-IO: plain data and a chooser, no sockets. Each gateway node announces its own agents over
+the fan-out, so every node's registry holds the agents of all nodes (``node`` says where the
+agent's desktop is connected) and any node can route a transfer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+MAX_SKILLS = 32
+MAX_LABEL_CHARS = 40
+
+
+def clean_labels(values: Any) -> frozenset[str]:
+    """Skills or languages from a client: a bounded set of short lower-case labels."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError("expected a list of strings")
+    out: set[str] = set()
+    for value in values[:MAX_SKILLS]:
+        if not isinstance(value, str):
+            raise ValueError("expected a list of strings")
+        label = value.strip().lower()[:MAX_LABEL_CHARS]
+        if label:
+            out.add(label)
+    return frozenset(out)
+
+
+@dataclass
+class AgentPresence:
+    """One signed-in agent as the router sees it."""
+
+    agent_id: str
+    node: str
+    skills: frozenset[str] = frozenset()
+    languages: frozenset[str] = frozenset()
+    available: bool = True
+    assigned: int = 0
+    idle_since: float = field(default_factory=time.time)
+
+    def as_message(self) -> dict[str, Any]:
+        """The fan-out announcement of this presence."""
+        return {"agent_id": self.agent_id, "node": self.node, "skills": sorted(self.skills),
+                "languages": sorted(self.languages), "available": self.available}
+
+
+class AgentRegistry:
+    """Presence of agents (all nodes) and the choice of an agent for a transfer."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._agents: dict[str, AgentPresence] = {}
+
+    def update(self, agent_id: str, *, node: str, skills: Iterable[str], languages: Iterable[str],
+               available: bool) -> AgentPresence:
+        """Record an agent's (new) skills, languages and availability."""
+        presence = self._agents.get(agent_id)
+        if presence is None:
+            presence = self._agents[agent_id] = AgentPresence(agent_id, node, idle_since=self._clock())
+        presence.node = node
+        presence.skills = frozenset(skills)
+        presence.languages = frozenset(languages)
+        if available and not presence.available:
+            presence.idle_since = self._clock()
+        presence.available = available
+        return presence
+
+    def remove(self, agent_id: str) -> None:
+        """The agent signed out or their desktop went away."""
+        self._agents.pop(agent_id, None)
+
+    def get(self, agent_id: str) -> AgentPresence | None:
+        return self._agents.get(agent_id)
+
+    def agents(self) -> list[AgentPresence]:
+        """Everyone known, sorted by id."""
+        return sorted(self._agents.values(), key=lambda a: a.agent_id)
+
+    def choose(self, skills: Iterable[str] = (), language: str = "") -> str:
+        """The agent for a transfer needing ``skills`` in ``language``, or '' when nobody is available.
+
+        Available agents speaking the language (when one is given) are ranked by how many of
+        the needed skills they have (all of them first), then fewest assignments, then the
+        longest idle. An agent lacking every needed skill still beats nobody.
+        """
+        need = {s.lower() for s in skills}
+        lang = language.lower().split("-")[0] if language else ""
+        candidates = [a for a in self._agents.values() if a.available
+                      and (not lang or not a.languages or lang in {x.split("-")[0] for x in a.languages})]
+        if not candidates:
+            return ""
+        best = min(candidates, key=lambda a: (-len(need & a.skills), a.assigned, a.idle_since, a.agent_id))
+        best.assigned += 1
+        best.idle_since = self._clock()
+        return best.agent_id

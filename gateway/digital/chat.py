@@ -1,0 +1,240 @@
+"""The web chat channel: a WebSocket at ``/chat/ws`` in front of the conversation core.
+
+One socket is one chat session on one conversation. The session is opened (or resumed) during
+the WebSocket handshake, so the gateway can set the returning-customer cookie (a signed
+reference to the conversation) on the handshake response. A customer returns by that cookie or
+by a signed link ``?c=<token>`` that a follow-up message carried.
+
+Bounds: frames larger than the WebSocket limit close the socket (code 1009); messages longer
+than ``settings.chat.max_message_chars`` and messages over ``settings.chat.messages_per_minute``
+per client are refused with a frame saying why (the text is echoed back, nothing is lost);
+a client that keeps breaking the rules is closed with code 1008. Each failure ends that one
+socket only, with a log line carrying the conversation id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from gateway.config import Settings
+from gateway.core.actions import Action, OfferCall
+from gateway.core.events import CallAccepted, ChannelClosed, ChatMessage, ChatStarted
+from gateway.core.port import ConversationPort
+from gateway.digital.chat_protocol import (
+    ChatProtocolError,
+    ClientAcceptCall,
+    ClientPing,
+    ClientText,
+    RateLimiter,
+    dumps,
+    encode_action,
+    parse_client_frame,
+)
+from gateway.digital.links import LinkRefused, LinkSigner
+from gateway.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+COOKIE = "voicegw_chat"
+MAX_BAD_FRAMES = 5
+"""Protocol violations tolerated on one socket before it is closed."""
+MAX_PENDING_PER_CONVERSATION = 50
+"""Chat follow-ups kept for a conversation with no open chat, delivered when it returns."""
+
+
+class ChatChannel:
+    """Serves chat sockets and pushes core actions to the open chats of a conversation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        core: ConversationPort,
+        signer: LinkSigner,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._core = core
+        self._signer = signer
+        self._metrics = metrics
+        self._limiter = RateLimiter(settings.chat.messages_per_minute, clock=clock)
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest WebSocket frame read: the longest message JSON-escaped, plus envelope."""
+        return self._settings.chat.max_message_chars * 6 + 1024
+
+    def is_open(self, conversation_id: str) -> bool:
+        """True when a chat socket of ``conversation_id`` is open on this node."""
+        return bool(self._sockets.get(conversation_id))
+
+    async def push(self, conversation_id: str, frame: dict[str, Any]) -> bool:
+        """Send ``frame`` to every open chat of the conversation; keep it for later if none."""
+        sockets = [ws for ws in self._sockets.get(conversation_id, ()) if not ws.closed]
+        if not sockets:
+            pending = self._pending.setdefault(conversation_id, [])
+            pending.append(frame)
+            del pending[:-MAX_PENDING_PER_CONVERSATION]
+            return False
+        for ws in sockets:
+            await ws.send_str(dumps(frame))
+        return True
+
+    def _resume_from(self, request: web.Request) -> tuple[str, str]:
+        """(conversation id to resume, notice for the customer) from ``?c=`` or the cookie."""
+        notice = ""
+        link = request.query.get("c", "")
+        if link:
+            try:
+                claims = self._signer.consume(link)
+                log.info("chat resumed by link %s for conversation %s", claims.token_id, claims.conversation_id)
+                return claims.conversation_id, ""
+            except LinkRefused as exc:
+                self._metrics.inc("voicegw_links_refused_total", reason=exc.reason)
+                log.warning("chat link refused (%s) token %s from %s", exc.reason, exc.token_id or "-",
+                            request.remote)
+                notice = ("That chat link has expired or was already used; "
+                          "we have started a fresh chat." if exc.status == 410 else
+                          "That chat link is not valid; we have started a fresh chat.")
+        ref = request.cookies.get(COOKIE, "")
+        if ref:
+            try:
+                return self._signer.verify(ref, kind="ref", check_used=False).conversation_id, notice
+            except LinkRefused as exc:
+                log.info("chat cookie ignored (%s) from %s", exc.reason, request.remote)
+        return "", notice
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        """GET /chat/ws: one chat session."""
+        ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=30.0)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text="this endpoint speaks WebSocket\n")
+        resume_id, notice = self._resume_from(request)
+        opened = await self._core.open(
+            "chat", conversation_id=resume_id, event=ChatStarted(channel="chat")
+        )
+        cid = opened.conversation_id
+        window = max(60.0, self._settings.context.resume_window_minutes * 60.0)
+        ws.set_cookie(COOKIE, self._signer.issue(cid, "chat", ttl_seconds=window, kind="ref"),
+                      max_age=int(window), httponly=True, samesite="Lax", path="/")
+        await ws.prepare(request)
+        self._sockets.setdefault(cid, set()).add(ws)
+        self._metrics.inc("voicegw_chat_sessions_total", resumed=str(opened.resumed).lower())
+        log.info("chat open conversation %s resumed=%s from %s", cid, opened.resumed, request.remote)
+        reason = "closed"
+        try:
+            await ws.send_str(dumps({"type": "session", "conversation_id": cid, "resumed": opened.resumed,
+                                    "max_message_chars": self._settings.chat.max_message_chars}))
+            if notice:
+                await ws.send_str(dumps({"type": "notice", "text": notice}))
+            for frame in self._pending.pop(cid, []):
+                await ws.send_str(dumps(frame))
+            session = _Session(cid)
+            await self._send_actions(ws, session, opened.actions)
+            reason = await self._serve(ws, request, session)
+        finally:
+            sockets = self._sockets.get(cid)
+            if sockets is not None:
+                sockets.discard(ws)
+                if not sockets:
+                    del self._sockets[cid]
+            if not ws.closed:
+                await ws.close()
+            log.info("chat closed conversation %s: %s", cid, reason)
+            if not self.is_open(cid):
+                await self._core.handle(cid, ChannelClosed(reason=reason, channel="chat"))
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, request: web.Request, session: "_Session") -> str:
+        client = request.remote or "unknown"
+        bad = 0
+        flooded = 0
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                log.warning("chat socket error conversation %s: %s", session.cid, ws.exception())
+                return "socket error"
+            if msg.type != WSMsgType.TEXT:
+                bad += 1
+                await self._refuse(ws, "bad_frame", "only JSON text frames are accepted")
+            elif not self._limiter.allow(client):
+                flooded += 1
+                wait = self._limiter.retry_after(client)
+                await self._refuse(ws, "rate_limited",
+                                   f"too many messages: the limit is {self._limiter.per_minute} a minute; "
+                                   f"try again in {int(wait) + 1} s", _text_of(msg.data),
+                                   retry_after=round(wait, 1))
+            else:
+                try:
+                    frame = parse_client_frame(msg.data, max_message_chars=self._settings.chat.max_message_chars)
+                except ChatProtocolError as exc:
+                    bad += exc.code not in ("too_long", "empty")
+                    await self._refuse(ws, exc.code, exc.message, exc.text)
+                else:
+                    if isinstance(frame, ClientPing):
+                        await ws.send_str(dumps({"type": "pong"}))
+                    else:
+                        await self._deliver(ws, session, frame)
+            if bad > MAX_BAD_FRAMES or flooded > self._limiter.per_minute:
+                why = "too many malformed frames" if bad > MAX_BAD_FRAMES else "message flood"
+                log.warning("chat conversation %s closed: %s from %s", session.cid, why, client)
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=why.encode())
+                return why
+        if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+            log.warning("chat conversation %s closed: frame over %d bytes from %s",
+                        session.cid, self.max_frame_bytes, client)
+            self._metrics.inc("voicegw_chat_refused_total", reason="frame_too_big")
+            return "frame too big"
+        return "closed by client"
+
+    async def _refuse(self, ws: web.WebSocketResponse, code: str, message: str, text: str = "",
+                      **extra: Any) -> None:
+        self._metrics.inc("voicegw_chat_refused_total", reason=code)
+        await ws.send_str(dumps({"type": "refused", "code": code, "message": message, "text": text, **extra}))
+
+    async def _deliver(self, ws: web.WebSocketResponse, session: "_Session",
+                       frame: ClientText | ClientAcceptCall) -> None:
+        session.seq += 1
+        if isinstance(frame, ClientText):
+            event: Any = ChatMessage(text=frame.text, channel="chat")
+        else:
+            event = CallAccepted(number=frame.number or session.offered_number, channel="chat")
+        actions = await self._core.handle(session.cid, event)
+        self._metrics.inc("voicegw_chat_messages_total")
+        await ws.send_str(dumps({"type": "accepted", "id": session.seq}))
+        await self._send_actions(ws, session, actions)
+
+    async def _send_actions(self, ws: web.WebSocketResponse, session: "_Session", actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, OfferCall):
+                session.offered_number = action.number
+            frame = encode_action(action)
+            if frame is not None:
+                await ws.send_str(dumps(frame))
+
+
+def _text_of(raw: str) -> str:
+    """The text of a message frame, for echoing a refused message back ('' if none)."""
+    try:
+        frame = parse_client_frame(raw, max_message_chars=len(raw))
+    except ChatProtocolError:
+        return ""
+    return frame.text if isinstance(frame, ClientText) else ""
+
+
+class _Session:
+    """Per-socket state."""
+
+    __slots__ = ("cid", "seq", "offered_number")
+
+    def __init__(self, cid: str) -> None:
+        self.cid = cid
+        self.seq = 0
+        self.offered_number = ""

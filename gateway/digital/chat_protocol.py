@@ -1,0 +1,205 @@
+"""The web chat's wire protocol, sans-IO: JSON text frames in, typed messages out.
+
+Client to gateway (one JSON object per WebSocket text frame)::
+
+    {"type": "message", "text": "I want to pay my bill"}
+    {"type": "accept_call", "number": "+15551234567"}     # number optional: the offered one
+    {"type": "ping"}
+
+Gateway to client::
+
+    {"type": "session", "conversation_id": "...", "resumed": false}
+    {"type": "say", "text": "..."}
+    {"type": "ask", "text": "...", "expect": {"kind": "yesno", "options": [], "sensitive": false}}
+    {"type": "offer_call", "text": "...", "number": "..."}
+    {"type": "followup", "text": "...", "url": "..."}
+    {"type": "transfer", "queue": "...", "text": "..."}
+    {"type": "hangup", "reason": "..."}
+    {"type": "accepted", "id": 3}                         # message 3 reached the conversation
+    {"type": "refused", "code": "too_long"|"rate_limited"|..., "message": "...", "text": "..."}
+    {"type": "pong"}
+
+Anything that is not one of the client shapes above is refused with a ``refused`` frame naming
+the problem; a client that keeps sending bad frames or floods is closed (its socket only).
+Refused messages are echoed back in ``text`` so the page can keep them for the customer to
+send again: nothing typed is silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway.core.actions import (
+    Action,
+    Ask,
+    Hangup,
+    OfferCall,
+    Say,
+    Transfer,
+)
+
+MAX_NUMBER_CHARS = 32
+"""Longest phone number accepted in accept_call (E.164 is at most 16 with the plus)."""
+
+PHONE_CHARS = set("+0123456789 -()")
+
+
+class ChatProtocolError(Exception):
+    """A client frame broke the protocol; ``code`` names the rule, the message explains it."""
+
+    def __init__(self, code: str, message: str, text: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.text = text
+
+
+@dataclass(frozen=True)
+class ClientText:
+    """A typed chat message."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ClientAcceptCall:
+    """The customer pressed the call button (optionally giving a number)."""
+
+    number: str = ""
+
+
+@dataclass(frozen=True)
+class ClientPing:
+    """Keep-alive."""
+
+
+ClientFrame = ClientText | ClientAcceptCall | ClientPing
+
+
+def parse_client_frame(raw: str, *, max_message_chars: int) -> ClientFrame:
+    """Check one text frame against the client schema; raise :class:`ChatProtocolError`."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ChatProtocolError("bad_json", "frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ChatProtocolError("bad_schema", "frame must be a JSON object")
+    kind = data.get("type")
+    allowed = {"message": {"type", "text"}, "accept_call": {"type", "number"}, "ping": {"type"}}
+    if kind not in allowed:
+        raise ChatProtocolError("bad_schema", "type must be one of: message, accept_call, ping")
+    extra = set(data) - allowed[kind]
+    if extra:
+        raise ChatProtocolError("bad_schema", f"unexpected field(s): {', '.join(sorted(extra))}")
+    if kind == "ping":
+        return ClientPing()
+    if kind == "accept_call":
+        number = data.get("number", "")
+        if not isinstance(number, str) or len(number) > MAX_NUMBER_CHARS or not set(number) <= PHONE_CHARS:
+            raise ChatProtocolError("bad_number", "number must be a phone number such as +15551234567")
+        return ClientAcceptCall(number=number.replace(" ", "").replace("-", "").replace("(", "").replace(")", ""))
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise ChatProtocolError("bad_schema", "message needs a text string")
+    if len(text) > max_message_chars:
+        raise ChatProtocolError(
+            "too_long",
+            f"message too long: {len(text)} characters, the limit is {max_message_chars}; "
+            "please split it",
+            text=text,
+        )
+    if not text.strip():
+        raise ChatProtocolError("empty", "message is empty")
+    return ClientText(text=text)
+
+
+def encode_action(action: Action) -> dict[str, Any] | None:
+    """The client frame for one core action, or None when the chat shows nothing for it.
+
+    ``SendFollowUp`` is not shown from here: its sink signs the link and pushes it (so the
+    customer sees it once, with the link).
+    """
+    if isinstance(action, Ask):
+        return {
+            "type": "ask",
+            "text": action.text,
+            "expect": {
+                "kind": action.expect.kind,
+                "options": list(action.expect.options),
+                "sensitive": action.expect.sensitive,
+            },
+        }
+    if isinstance(action, Say):
+        return {"type": "say", "text": action.text}
+    if isinstance(action, OfferCall):
+        return {"type": "offer_call", "text": action.text, "number": action.number}
+    if isinstance(action, Transfer):
+        return {"type": "transfer", "queue": action.queue,
+                "text": "Connecting you with an agent who can see this conversation."}
+    if isinstance(action, Hangup):
+        return {"type": "hangup", "reason": action.reason}
+    return None
+
+
+def action_text(action: Action) -> str:
+    """Plain text of an action for text-only channels (SMS); '' when it has none."""
+    if isinstance(action, (Say, Ask)):
+        return action.text
+    if isinstance(action, OfferCall):
+        offer = action.text or "Would you like us to call you?"
+        return f"{offer} Reply CALL and we will call you."
+    if isinstance(action, Transfer):
+        return "An agent will contact you shortly."
+    return ""
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    """Serialize a gateway frame."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+class RateLimiter:
+    """Sliding-window limit: at most ``per_minute`` events per key in any 60 seconds.
+
+    ``allow(key)`` records and returns True, or returns False (nothing recorded) when the key is
+    over its limit. Keys are dropped once idle, so memory stays bounded by active clients.
+    """
+
+    WINDOW_SECONDS = 60.0
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float], max_keys: int = 10_000) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._max_keys = max_keys
+        self._hits: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        """Record one event for ``key`` if it is within the limit."""
+        now = self._clock()
+        hits = self._hits.get(key)
+        if hits is None:
+            if len(self._hits) >= self._max_keys:
+                self._evict(now)
+            hits = self._hits.setdefault(key, deque())
+        while hits and now - hits[0] >= self.WINDOW_SECONDS:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            return False
+        hits.append(now)
+        return True
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may send again (0 when it may now)."""
+        hits = self._hits.get(key)
+        if not hits or len(hits) < self.per_minute:
+            return 0.0
+        return max(0.0, self.WINDOW_SECONDS - (self._clock() - hits[0]))
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, v in self._hits.items() if not v or now - v[-1] >= self.WINDOW_SECONDS]:
+            del self._hits[key]
+        while len(self._hits) >= self._max_keys:
+            self._hits.pop(next(iter(self._hits)))

@@ -1,0 +1,96 @@
+"""Voice-to-digital follow-ups: the sink that carries out the core's ``SendFollowUp``.
+
+A journey step (during or after a call, or in a chat) asks for a follow-up on ``sms`` or
+``chat``. The sink signs a link for the step's purpose (``/l/<token>``; ``/chat?c=<token>``
+for the purpose ``chat``), then sends the text and link by SMS (Twilio or the outbox) or pushes
+it to the open chat of the conversation (kept until the customer returns when none is open).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.config import Settings
+from gateway.core.actions import Action, SendFollowUp
+from gateway.core.port import ConversationPort
+from gateway.digital.chat import ChatChannel
+from gateway.digital.links import LinkSigner
+from gateway.digital.sms import SmsSender, SmsSendError
+from gateway.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TEMPLATES: dict[str, str] = {
+    "upload_document": "Please upload your document here:",
+    "complete_form": "Please complete this short form:",
+    "confirm_payment": "Please confirm your payment here:",
+    "continue_chat": "Continue our conversation in chat:",
+    "reminder": "A reminder from us:",
+}
+"""Default texts by template name, used when the action carries no text of its own."""
+
+
+def find_phone(context: dict[str, Any]) -> str:
+    """The customer's phone number in a screen-pop context, or ''."""
+    customer = context.get("customer") or {}
+    if isinstance(customer, dict):
+        for key in ("phone", "mobile", "phone_number", "number"):
+            if customer.get(key):
+                return str(customer[key])
+    for key in ("caller_id", "phone", "number"):
+        if context.get(key):
+            return str(context[key])
+    return ""
+
+
+class FollowUps:
+    """Signs follow-up links and delivers follow-up messages."""
+
+    def __init__(self, settings: Settings, core: ConversationPort, signer: LinkSigner,
+                 sms: SmsSender, chat: ChatChannel, metrics: Metrics) -> None:
+        self._settings = settings
+        self._core = core
+        self._signer = signer
+        self._sms = sms
+        self._chat = chat
+        self._metrics = metrics
+
+    def link_for(self, conversation_id: str, purpose: str) -> str:
+        """A signed, expiring, single-use URL for ``purpose`` in the conversation."""
+        token = self._signer.issue(conversation_id, purpose)
+        self._metrics.inc("voicegw_links_issued_total")
+        base = self._settings.web.public_url.rstrip("/")
+        if purpose == "chat":
+            return f"{base}/chat?c={token}"
+        return f"{base}/l/{token}"
+
+    async def sink(self, conversation_id: str, action: Action) -> None:
+        """``core.register_sink(SendFollowUp, followups.sink)``."""
+        if not isinstance(action, SendFollowUp):
+            return
+        cid = action.conversation_id or conversation_id
+        url = action.link_url or (self.link_for(cid, action.link_purpose) if action.link_purpose else "")
+        text = action.text or TEMPLATES.get(action.template, "A message about your request:")
+        if action.channel == "chat":
+            delivered = await self._chat.push(cid, {"type": "followup", "text": text, "url": url})
+            self._metrics.inc("voicegw_followups_total", channel="chat")
+            log.info("chat follow-up %s for conversation %s (%s)", action.template, cid,
+                     "delivered" if delivered else "kept until the chat returns")
+            return
+        to = action.to
+        if not to:
+            try:
+                to = find_phone(await self._core.context(cid))
+            except LookupError:
+                to = ""
+        if not to:
+            log.warning("sms follow-up %s for conversation %s dropped: no phone number known",
+                        action.template, cid)
+            self._metrics.inc("voicegw_followups_total", channel="none")
+            return
+        try:
+            await self._sms.send(to, f"{text} {url}".strip(), conversation_id=cid)
+        except SmsSendError:
+            return
+        self._metrics.inc("voicegw_followups_total", channel="sms")

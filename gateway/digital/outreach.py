@@ -1,0 +1,206 @@
+"""Proactive outreach: scheduled reminders that start by SMS and escalate to a call.
+
+Each poll (``run_once(now)``) does two things, both deterministic for a given ``now``:
+
+1. Reminders the CRM reports as due (``crm.due_reminders(now, horizon)``) and not yet started
+   open an outbound conversation on ``sms`` (journey ``appointment`` unless the reminder names
+   another) and get an SMS: the reminder, "reply YES or NO", and a signed link.
+2. Started reminders with no answer after ``settings.outreach.escalate_after_minutes`` are
+   escalated to a call: the conversation receives ``CallAccepted(channel="outreach")`` and the
+   core emits ``Originate``, which the telephony sink carries out.
+
+An answer is any customer activity on the conversation after the SMS, on any channel: an SMS
+reply (YES, NO, CALL, anything), the link opened, a chat resumed. The customer can therefore
+switch channel midway; replying CALL asks for the call at once. State lives in the outbox
+database, so a restart neither repeats an SMS nor forgets an escalation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway.config import Settings
+from gateway.core.actions import Ask, Say
+from gateway.core.events import CallAccepted, ChatStarted
+from gateway.core.port import ConversationPort
+from gateway.digital.followup import FollowUps
+from gateway.digital.sms import SmsSender, SmsSendError
+from gateway.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+HORIZON = timedelta(minutes=5)
+"""How far ahead a poll looks for due reminders."""
+ANSWER_KINDS = {"ChatMessage", "UserSaid", "DtmfPressed", "LinkOpened", "FormSubmitted", "CallAccepted"}
+
+
+def _field(item: Any, *names: str, default: Any = "") -> Any:
+    for name in names:
+        value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+        if value not in (None, ""):
+            return value
+    return default
+
+
+def _answers(context: dict[str, Any]) -> int:
+    """How many customer turns the conversation's transcript holds (any channel)."""
+    return sum(1 for line in context.get("transcript", [])
+               if line.get("kind") in ANSWER_KINDS and line.get("channel") not in ("bot", "outreach"))
+
+
+class Outreach:
+    """Runs reminders; ``clock`` returns the current time as an aware ``datetime``."""
+
+    def __init__(self, settings: Settings, core: ConversationPort, crm: Any, sms: SmsSender,
+                 followups: FollowUps, metrics: Metrics, *, db_path: Path,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self._settings = settings
+        self._core = core
+        self._crm = crm
+        self._sms = sms
+        self._followups = followups
+        self._metrics = metrics
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outreach (reminder_id TEXT PRIMARY KEY, conversation_id TEXT,"
+            " number TEXT, state TEXT, sent_at REAL, baseline INTEGER, updated_at REAL)"
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def state(self, reminder_id: str) -> dict[str, Any] | None:
+        """The outreach record of one reminder (for tests and the CLI)."""
+        with self._lock:
+            row = self._db.execute("SELECT reminder_id, conversation_id, number, state, sent_at, baseline"
+                                   " FROM outreach WHERE reminder_id = ?", (reminder_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("reminder_id", "conversation_id", "number", "state", "sent_at", "baseline"), row))
+
+    def _set(self, reminder_id: str, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self._lock:
+            self._db.execute(f"UPDATE outreach SET {cols}, updated_at = ? WHERE reminder_id = ?",
+                             (*values.values(), self._clock().timestamp(), reminder_id))
+
+    async def _due(self, now: datetime) -> list[Any]:
+        result = self._crm.due_reminders(now, HORIZON)
+        if inspect.isawaitable(result):
+            result = await result
+        return list(result or [])
+
+    async def _number_of(self, reminder: Any) -> str:
+        number = str(_field(reminder, "phone", "mobile", "number", "to"))
+        customer_id = str(_field(reminder, "customer_id"))
+        if number or not customer_id or not hasattr(self._crm, "get_customer"):
+            return number
+        customer = await self._crm.get_customer(customer_id)
+        return str(_field(customer, "phone", "mobile")) if customer is not None else ""
+
+    async def run_once(self, now: datetime | None = None) -> None:
+        """Start due reminders and escalate unanswered ones, as of ``now``."""
+        now = now or self._clock()
+        for reminder in await self._due(now):
+            await self._start(reminder, now)
+        with self._lock:
+            rows = self._db.execute("SELECT reminder_id, conversation_id, number, sent_at, baseline"
+                                    " FROM outreach WHERE state = 'sms_sent'").fetchall()
+        wait = self._settings.outreach.escalate_after_minutes * 60.0
+        for reminder_id, cid, number, sent_at, baseline in rows:
+            try:
+                answered = _answers(await self._core.context(cid)) > baseline
+            except LookupError:
+                self._set(reminder_id, state="lost")
+                continue
+            if answered:
+                self._set(reminder_id, state="answered")
+                self._metrics.inc("voicegw_outreach_total", step="answered")
+                log.info("reminder %s answered (conversation %s)", reminder_id, cid)
+            elif now.timestamp() - sent_at >= wait:
+                await self.escalate(reminder_id, cid, number)
+
+    async def escalate(self, reminder_id: str, conversation_id: str, number: str) -> None:
+        """Ask the core to call the customer now (the core emits Originate)."""
+        self._set(reminder_id, state="escalated")
+        await self._core.handle(conversation_id, CallAccepted(number=number, channel="outreach"))
+        self._metrics.inc("voicegw_outreach_total", step="escalated")
+        log.info("reminder %s unanswered: escalated to a call (conversation %s)", reminder_id, conversation_id)
+
+    async def _start(self, reminder: Any, now: datetime) -> None:
+        reminder_id = str(_field(reminder, "id", "reminder_id"))
+        if not reminder_id:
+            return
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO outreach (reminder_id, state, updated_at) VALUES (?, 'starting', ?)",
+                                 (reminder_id, now.timestamp()))
+            except sqlite3.IntegrityError:
+                return  # already started (on this or an earlier run)
+        number = await self._number_of(reminder)
+        if not number:
+            self._set(reminder_id, state="no_number")
+            log.warning("reminder %s skipped: no phone number", reminder_id)
+            return
+        customer_id = str(_field(reminder, "customer_id"))
+        journey = str(_field(reminder, "journey", default="appointment"))
+        opened = await self._core.open("sms", customer_id=customer_id, caller_id=number, journey=journey,
+                                       event=ChatStarted(channel="sms", customer_ref=customer_id))
+        cid = opened.conversation_id
+        baseline = _answers(await self._core.context(cid))
+        prompt = " ".join(a.text for a in opened.actions if isinstance(a, (Say, Ask)))
+        text = str(_field(reminder, "text", "message", default=prompt)) or prompt
+        link = self._followups.link_for(cid, str(_field(reminder, "link_purpose", default="confirm_appointment")))
+        body = f"{text} Reply YES to confirm, NO to change, or CALL to talk to us. Details: {link}".strip()
+        try:
+            await self._sms.send(number, body, conversation_id=cid)
+        except SmsSendError:
+            self._set(reminder_id, state="failed", conversation_id=cid, number=number)
+            return
+        self._set(reminder_id, state="sms_sent", conversation_id=cid, number=number,
+                  sent_at=now.timestamp(), baseline=baseline)
+        self._metrics.inc("voicegw_outreach_total", step="sms")
+        log.info("reminder %s sent by sms to %s (conversation %s)", reminder_id, number, cid)
+
+    async def on_sms_reply(self, number: str, conversation_id: str, text: str) -> None:
+        """Inbound SMS listener: CALL switches to a call at once."""
+        if text.strip().upper() != "CALL":
+            return
+        with self._lock:
+            row = self._db.execute("SELECT reminder_id FROM outreach WHERE conversation_id = ? AND state = 'sms_sent'",
+                                   (conversation_id,)).fetchone()
+        if row is not None:
+            self._set(row[0], state="answered")  # the SMS channel already fed CallAccepted
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (OSError, LookupError, ValueError, sqlite3.Error) as exc:
+                log.warning("outreach poll failed: %s", exc)
+            await asyncio.sleep(self._settings.outreach.poll_seconds)
+
+    def start(self) -> None:
+        """Poll every ``settings.outreach.poll_seconds`` in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="outreach")
+
+    async def close(self) -> None:
+        """Stop polling; close the database."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,218 @@
+"""The gateway's web server: chat, follow-up links, SMS webhook and outbox, agent desktop, REST,
+``/healthz`` and ``/metrics``, all on ``settings.web`` (127.0.0.1:8080 by default).
+
+``build_web_app(settings, core)`` assembles the aiohttp application around one conversation
+core and registers the sinks the digital channels own (SendFollowUp, Transfer, ScreenPop).
+``start_web(settings, core, ...)`` runs it and returns a :class:`WebRunner` (``port``,
+``close()``) for ``voicegw serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.agents.desktop import AgentDesktop
+from gateway.config import Settings
+from gateway.context import open_fanout
+from gateway.context.fanout import Fanout
+from gateway.core.actions import ScreenPop, SendFollowUp, Transfer
+from gateway.core.port import ConversationPort
+from gateway.digital.chat import ChatChannel
+from gateway.digital.followup import FollowUps
+from gateway.digital.link_pages import LinkPages
+from gateway.digital.links import LinkSigner, load_or_create_secret
+from gateway.digital.outbox import OUTBOX_FILE, Outbox
+from gateway.digital.outbox_page import OutboxPage
+from gateway.digital.outreach import Outreach
+from gateway.digital.sms import SmsInbound, SmsSender
+from gateway.web.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MULTIPART_OVERHEAD = 64 * 1024
+"""Room for form boundaries and fields on top of the largest upload."""
+
+
+@dataclass
+class DigitalParts:
+    """Everything the web app built, reachable from the app (``app[PARTS]``) and tests."""
+
+    settings: Settings
+    core: ConversationPort
+    metrics: Metrics
+    signer: LinkSigner
+    outbox: Outbox
+    sms: SmsSender
+    sms_inbound: SmsInbound
+    chat: ChatChannel
+    followups: FollowUps
+    links: LinkPages
+    desktop: AgentDesktop
+    fanout: Fanout
+    outreach: Outreach | None
+
+
+PARTS: web.AppKey[DigitalParts] = web.AppKey("voicegw_parts", DigitalParts)
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def count(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.inc("voicegw_http_requests_total", route=_route_name(request), status=str(exc.status))
+            raise
+        metrics.inc("voicegw_http_requests_total", route=_route_name(request), status=str(response.status))
+        return response
+
+    return count
+
+
+def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = None, crm: Any = None,
+                  fanout: Fanout | None = None, clock: Callable[[], float] = time.time) -> web.Application:
+    """The aiohttp application serving every web surface of the gateway around ``core``."""
+    metrics = Metrics()
+    data_dir = settings.data_path(".")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = load_or_create_secret(settings.links.secret, data_dir)
+    signer = LinkSigner(secret, ttl_seconds=settings.links.ttl_minutes * 60, used_db=data_dir / "links.db", clock=clock)
+    outbox = Outbox(data_dir / OUTBOX_FILE, clock=clock)
+    sms = SmsSender(settings, outbox, metrics)
+    sms_inbound = SmsInbound(settings, core, outbox, metrics)
+    chat = ChatChannel(settings, core, signer, metrics)
+    followups = FollowUps(settings, core, signer, sms, chat, metrics)
+    links = LinkPages(settings, core, signer, metrics)
+    own_fanout = fanout is None
+    fanout = fanout if fanout is not None else open_fanout(settings)
+    desktop = AgentDesktop(settings, core, signer, fanout, metrics, STATIC_DIR)
+    outreach = None
+    if crm is not None and hasattr(crm, "due_reminders"):
+        outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE)
+        sms_inbound.listeners.append(outreach.on_sms_reply)
+    parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
+                         desktop, fanout, outreach)
+
+    core.register_sink(SendFollowUp, followups.sink)
+    core.register_sink(Transfer, desktop.on_transfer)
+    core.register_sink(ScreenPop, desktop.on_screen_pop)
+
+    app = web.Application(client_max_size=settings.web.max_request_bytes + MULTIPART_OVERHEAD,
+                          middlewares=[_metrics_middleware(metrics)])
+    app[PARTS] = parts
+    outbox_page = OutboxPage(settings, outbox, sms_inbound, desktop)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "sms": sms.transport,
+                                  "agents_online": len(desktop.registry.agents())})
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    def static(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+        return serve
+
+    app.router.add_get("/", _to_chat)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/chat", static("chat.html"))
+    app.router.add_get("/chat/embed.js", static("embed.js"))
+    app.router.add_get("/chat/ws", chat.handle_ws)
+    app.router.add_get("/l/{token}", links.show)
+    app.router.add_post("/l/{token}", links.submit)
+    app.router.add_post("/sms/twilio", sms_inbound.handle_webhook)
+    app.router.add_get("/outbox", outbox_page.show)
+    app.router.add_post("/outbox/reply", outbox_page.reply)
+    app.router.add_get("/agent", desktop.desk)
+    app.router.add_post("/agent/login", desktop.login)
+    app.router.add_get("/agent/ws", desktop.socket)
+    app.router.add_get("/api/conversations/{conversation_id}/context", desktop.context_api)
+    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+
+    async def on_startup(app: web.Application) -> None:
+        await desktop.start()
+        if outreach is not None and settings.outreach.enabled:
+            outreach.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await desktop.close()
+        if outreach is not None:
+            await outreach.close()
+        if own_fanout:
+            await fanout.close()
+        signer.close()
+        outbox.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def _to_chat(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/chat")
+
+
+class WebRunner:
+    """A running web server: ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, runner: web.AppRunner, app: web.Application, host: str, port: int) -> None:
+        self._runner = runner
+        self.app = app
+        self.host = host
+        self.port = port
+
+    @property
+    def parts(self) -> DigitalParts:
+        return self.app[PARTS]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop serving and release everything the app opened."""
+        await self._runner.cleanup()
+
+
+async def start_web(settings: Settings, core: ConversationPort, **deps: Any) -> WebRunner:
+    """Serve the web app on ``settings.web.host:port``; ``deps`` go to :func:`build_web_app`.
+
+    With port 0 (tests) the port is chosen first, and follow-up links point at it.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.web.host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.web.host, settings.web.port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    host, port = sock.getsockname()[:2]
+    if settings.web.port == 0:
+        web_settings = settings.web.model_copy(update={"public_url": f"http://{host}:{port}"})
+        settings = settings.model_copy(update={"web": web_settings})
+    app = build_web_app(settings, core, **deps)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    web_runner = WebRunner(runner, app, host, port)
+    log.info("web server on http://%s:%d (chat /chat, agent desktop /agent, metrics /metrics)", host, port)
+    return web_runner

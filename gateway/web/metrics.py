@@ -1,0 +1,79 @@
+"""Counters and gauges rendered in the Prometheus text exposition format (version 0.0.4).
+
+Small on purpose: a dict of ``(name, labels) -> value`` and a renderer. Each metric name gets a
+``# HELP`` and ``# TYPE`` line; names ending in ``_total`` are counters, others gauges.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+HELP: dict[str, str] = {
+    "voicegw_http_requests_total": "HTTP requests served by the web server, by route and status",
+    "voicegw_chat_sessions_total": "Web chat sessions opened (new or resumed)",
+    "voicegw_chat_messages_total": "Chat messages delivered to a conversation",
+    "voicegw_chat_refused_total": "Chat frames refused, by reason",
+    "voicegw_chat_sockets": "Web chat sockets open now",
+    "voicegw_sms_sent_total": "SMS sent, by transport (twilio or outbox)",
+    "voicegw_sms_failed_total": "SMS the provider refused or could not take",
+    "voicegw_sms_received_total": "Inbound SMS delivered to a conversation",
+    "voicegw_sms_webhook_refused_total": "Inbound SMS webhooks refused for a bad signature",
+    "voicegw_links_issued_total": "Follow-up links issued",
+    "voicegw_links_refused_total": "Follow-up links refused, by reason",
+    "voicegw_links_completed_total": "Follow-up link pages completed",
+    "voicegw_followups_total": "Follow-ups carried out, by channel",
+    "voicegw_screenpops_total": "Screen-pops delivered to an agent desktop",
+    "voicegw_screenpops_unrouted_total": "Screen-pops with no signed-in agent to receive them",
+    "voicegw_agents_online": "Agent desktops connected now",
+    "voicegw_outreach_total": "Outreach steps, by step (sms, answered, escalated)",
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    """Thread-safe counters and gauges for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._gauges: dict[str, Callable[[], float]] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` to the counter ``name`` with ``labels``."""
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """Have ``name`` report ``read()`` at each scrape."""
+        self._gauges[name] = read
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of one counter (0 when never incremented)."""
+        with self._lock:
+            return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        """The exposition text."""
+        with self._lock:
+            items = sorted(self._values.items())
+        lines: list[str] = []
+        seen: set[str] = set()
+        names = sorted({n for (n, _), _ in items} | set(HELP) | set(self._gauges))
+        for name in names:
+            if name not in seen:
+                seen.add(name)
+                lines.append(f"# HELP {name} {HELP.get(name, name)}")
+                lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
+            if name in self._gauges:
+                lines.append(f"{name} {float(self._gauges[name]())}")
+                continue
+            samples = [(labels, v) for (n, labels), v in items if n == name]
+            for labels, value in samples:
+                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
+        return "\n".join(lines) + "\n"
