@@ -127,6 +127,9 @@ class FastAgiSettings(Section):
     port: int = Field(4573, ge=0, le=65535)
     audiosocket_address: str = "127.0.0.1:9092"
     read_timeout_seconds: float = Field(10.0, gt=0)
+    command_timeout_seconds: float = Field(120.0, gt=0)
+    prompts_dir: str = "agi-prompts"
+    asterisk_prompts_dir: str = ""
 
 
 class AmiSettings(Section):
@@ -138,6 +141,7 @@ class AmiSettings(Section):
     agent_context: str = "voicegw-agents"
     outbound_context: str = "voicegw-outbound"
     outbound_channel: str = "PJSIP/{number}@trunk"
+    reconnect_max_seconds: float = Field(30.0, ge=1)
 
 
 class AriSettings(Section):

@@ -232,8 +232,11 @@ class AudioSocketServer:
         try:
             await session.start()
             call.conversation_id = getattr(session, "conversation_id", "") or call.conversation_id
-            if record is not None and call.conversation_id:
-                record.conversation_id = call.conversation_id
+            if record is not None and call.conversation_id and record.conversation_id != call.conversation_id:
+                self.calls.set_conversation(record, call.conversation_id)
+            started = getattr(control, "call_started", None)
+            if started is not None and call.conversation_id:
+                asyncio.get_running_loop().create_task(started(call.conversation_id))
             inbound = Resampler(wire_rate, rate) if wire_rate != rate else None
             outbound = Resampler(rate, wire_rate) if wire_rate != rate else None
             done = self._feed(session, pending, inbound)

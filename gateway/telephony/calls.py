@@ -1,20 +1,26 @@
 """What the Asterisk connectors know about live calls, shared between them in one process.
 
-The ``voicebot`` FastAGI route opens the conversation, learns the channel name and caller id
-from the AGI environment and records them here under the conversation id; the AudioSocket
-server then finds them by the UUID Asterisk sends (the route uses the conversation id as the
-AudioSocket UUID), and the AMI call control finds the channel to redirect on transfer. A
-transfer decided during the AudioSocket session is recorded here too, so the AGI route can hand
-it to the dialplan (``VOICEGW_TRANSFER*`` variables) when AMI is not used.
+The ``voicebot`` FastAGI route registers each call it hands to AudioSocket under the UUID it
+gives ``AudioSocket()``, with the channel name, caller id and dialed number from the AGI
+environment (and the conversation id when the channel already carries ``VOICEGW_CONVERSATION``,
+as an originated callback does). The AudioSocket server finds the call by the UUID Asterisk
+sends, starts the voice session with what the route learned, and writes back the conversation
+id the session opened. The AMI call control finds the channel to redirect here; without AMI,
+a transfer is recorded here and the route hands it to the dialplan (``VOICEGW_TRANSFER*``
+channel variables) once ``AudioSocket()`` returns.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.core.actions import Transfer
+
+log = logging.getLogger(__name__)
 
 MAX_CALLS = 100_000
 """Upper bound on remembered calls; the oldest are forgotten first."""
@@ -24,43 +30,41 @@ MAX_CALLS = 100_000
 class CallRecord:
     """One call as the Asterisk side knows it."""
 
-    conversation_id: str
+    call_uuid: str
+    conversation_id: str = ""
     channel: str = ""
     caller_id: str = ""
     dialed: str = ""
     uniqueid: str = ""
     outbound: bool = False
     transfer: Transfer | None = None
-    call_uuid: str = ""
+    end_reason: str = ""
     created: float = field(default_factory=time.monotonic)
 
 
 class CallRegistry:
-    """conversation id -> :class:`CallRecord`, bounded."""
+    """AudioSocket UUID -> :class:`CallRecord` (and conversation id -> record), bounded."""
 
     def __init__(self, max_calls: int = MAX_CALLS):
         self.max_calls = max_calls
         self._calls: dict[str, CallRecord] = {}
-        self._by_uuid: dict[str, str] = {}
+        self._by_conversation: dict[str, str] = {}
 
     def add(self, record: CallRecord) -> CallRecord:
-        """Remember ``record`` (its AudioSocket UUID is derived when not set)."""
-        if not record.call_uuid:
-            record.call_uuid = audiosocket_uuid(record.conversation_id)
-        self.discard(record.conversation_id)
-        self._calls[record.conversation_id] = record
-        self._by_uuid[record.call_uuid] = record.conversation_id
+        self.discard(record.call_uuid)
+        self._calls[record.call_uuid] = record
+        if record.conversation_id:
+            self._by_conversation[record.conversation_id] = record.call_uuid
         while len(self._calls) > self.max_calls:
             self.discard(next(iter(self._calls)))
         return record
 
     def by_uuid(self, call_uuid: str) -> CallRecord | None:
-        """The call whose AudioSocket UUID is ``call_uuid``."""
-        conversation_id = self._by_uuid.get(call_uuid)
-        return self._calls.get(conversation_id) if conversation_id else None
+        return self._calls.get(call_uuid)
 
-    def get(self, conversation_id: str) -> CallRecord | None:
-        return self._calls.get(conversation_id)
+    def by_conversation(self, conversation_id: str) -> CallRecord | None:
+        key = self._by_conversation.get(conversation_id)
+        return self._calls.get(key) if key else None
 
     def by_channel(self, channel: str) -> CallRecord | None:
         for record in self._calls.values():
@@ -68,22 +72,61 @@ class CallRegistry:
                 return record
         return None
 
-    def discard(self, conversation_id: str) -> None:
-        record = self._calls.pop(conversation_id, None)
-        if record is not None:
-            self._by_uuid.pop(record.call_uuid, None)
+    def set_conversation(self, record: CallRecord, conversation_id: str) -> None:
+        """The session opened (or resumed) ``conversation_id`` for this call."""
+        if record.conversation_id and self._by_conversation.get(record.conversation_id) == record.call_uuid:
+            del self._by_conversation[record.conversation_id]
+        record.conversation_id = conversation_id
+        if conversation_id:
+            self._by_conversation[conversation_id] = record.call_uuid
+
+    def discard(self, call_uuid: str) -> None:
+        record = self._calls.pop(call_uuid, None)
+        if record is not None and self._by_conversation.get(record.conversation_id) == call_uuid:
+            del self._by_conversation[record.conversation_id]
 
     def __len__(self) -> int:
         return len(self._calls)
 
 
-def audiosocket_uuid(conversation_id: str) -> str:
-    """The UUID to give ``AudioSocket()`` for a conversation.
+def audiosocket_uuid(conversation_id: str = "") -> str:
+    """The UUID to give ``AudioSocket()``.
 
-    AudioSocket needs a UUID. A conversation id that is a UUID is used as is, so the UUID
-    Asterisk sends back *is* the conversation id; any other id is mapped to a stable UUID5.
+    A conversation id that is a UUID is used as is (so the UUID Asterisk sends back *is* the
+    conversation id); another id is mapped to a stable UUID5; no id gives a fresh UUID4.
     """
+    if not conversation_id:
+        return str(uuidlib.uuid4())
     try:
         return str(uuidlib.UUID(conversation_id))
     except ValueError:
         return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "voicegw:conversation:" + conversation_id))
+
+
+class DialplanCallControl:
+    """Call control without AMI: a transfer is handed to the dialplan after ``AudioSocket()``.
+
+    ``transfer`` records the decision and returns True; the session then ends, the AudioSocket
+    server sends 0x00, ``AudioSocket()`` returns, and the ``voicebot`` route sets
+    ``VOICEGW_TRANSFER=1`` and friends so the dialplan goes to the agents' context. Works only
+    for calls the route registered (``AudioSocket()`` reached through ``AGI(.../voicebot)``).
+    """
+
+    def __init__(self, calls: CallRegistry, call: Any):
+        self.calls = calls
+        self.call = call
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        record = self.calls.by_uuid(self.call.call_id)
+        if record is None:
+            log.warning("call %s: cannot transfer without AMI: AudioSocket was not reached through "
+                        "the voicebot AGI route", self.call.call_id)
+            return False
+        record.transfer = action
+        return True
+
+    async def hangup(self, reason: str) -> None:
+        record = self.calls.by_uuid(self.call.call_id)
+        if record is not None:
+            record.end_reason = reason
+        self.call.request_hangup()

@@ -165,7 +165,8 @@ async def test_session_end_sends_hangup_then_closes(server_factory):
 async def test_call_started_by_the_voicebot_route_continues_its_conversation(server_factory):
     calls = CallRegistry()
     conv = str(uuid.uuid4())
-    calls.add(CallRecord(conversation_id=conv, channel="PJSIP/alice-00000001", caller_id="5551234", dialed="700"))
+    calls.add(CallRecord(call_uuid=conv, conversation_id=conv, channel="PJSIP/alice-00000001",
+                         caller_id="5551234", dialed="700"))
     pipeline = FakePipeline()
     srv = await server_factory(pipeline, calls=calls)
     reader, writer = await asyncio.open_connection(HOST, srv.port)
@@ -174,6 +175,23 @@ async def test_call_started_by_the_voicebot_route_continues_its_conversation(ser
     await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     kw = pipeline.sessions[0].kwargs
     assert kw["conversation_id"] == conv and kw["caller_id"] == "5551234" and kw["dialed"] == "700"
+    writer.close()
+
+
+async def test_route_registered_call_learns_the_conversation_the_session_opened(server_factory):
+    calls = CallRegistry()
+    call_uuid = str(uuid.uuid4())
+    record = calls.add(CallRecord(call_uuid=call_uuid, channel="PJSIP/bob-00000002", caller_id="5559876"))
+    pipeline = FakePipeline()
+    srv = await server_factory(pipeline, calls=calls)
+    reader, writer = await asyncio.open_connection(HOST, srv.port)
+    writer.write(asock.encode_uuid(call_uuid) + asock.encode_audio(bytes(320)))
+    writer.write_eof()
+    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    session = pipeline.sessions[0]
+    assert session.kwargs["conversation_id"] == "" and session.kwargs["caller_id"] == "5559876"
+    assert record.conversation_id == session.conversation_id
+    assert calls.by_conversation(session.conversation_id) is record
     writer.close()
 
 
