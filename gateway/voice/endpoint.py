@@ -42,10 +42,10 @@ from gateway.voice.audio import FRAME_MS
 
 ECHO_TAIL_MS = 300
 """How long after the bot's last audible frame the echo gate stays on (echo path delay)."""
-ECHO_HISTORY_FRAMES = 150
-"""Frames of input/output ratios kept to estimate the echo coupling (3 s)."""
-ECHO_MIN_HISTORY = 10
-"""Ratios needed before the estimate replaces ``default_echo_coupling``."""
+ECHO_DECAY = 0.99
+"""Per-frame decay of the energies the echo coupling is estimated from (about 2 s memory)."""
+ECHO_MIN_ENERGY = 50 * 0.05**2
+"""Bot output energy (about 1 s at -26 dBFS) needed before the estimate replaces the default."""
 
 
 @dataclass(frozen=True)
@@ -169,15 +169,20 @@ def _block_rms(frames: list[bytes]) -> np.ndarray:
 
 
 class EchoGate:
-    """Decides whether an input frame is louder than the bot's own echo would be."""
+    """Decides whether an input frame is louder than the bot's own echo would be.
+
+    The line's echo coupling is the ratio of input to output energy over the recent past,
+    measured on frames the caller was not talking in (the echo delay cancels out over a few
+    seconds). Until about a second of the bot's audio has been heard, ``default_coupling`` holds.
+    """
 
     def __init__(self, margin: float, default_coupling: float):
         self.margin = margin
         self.default_coupling = default_coupling
         self._out: deque[float] = deque(maxlen=ECHO_TAIL_MS // FRAME_MS)
-        self._ratios: deque[float] = deque(maxlen=ECHO_HISTORY_FRAMES)
+        self._in_energy = 0.0
+        self._out_energy = 0.0
         self._coupling = default_coupling
-        self._since_update = 0
 
     def observe_output(self, level: float) -> None:
         self._out.append(level)
@@ -199,17 +204,11 @@ class EchoGate:
 
     def learn(self, in_level: float) -> None:
         """Record a frame heard while the caller was not talking (echo and line noise only)."""
-        ref = max(self._out, default=0.0)
-        if ref <= 0.0:
-            return
-        self._ratios.append(in_level / ref)
-        self._since_update += 1
-        if len(self._ratios) >= ECHO_MIN_HISTORY and self._since_update >= 10:
-            self._since_update = 0
-            ordered = sorted(self._ratios)
-            p90 = ordered[int(0.9 * (len(ordered) - 1))]
-            # A quiet line lowers the bar; the default keeps a floor until the line is known.
-            self._coupling = max(p90, 0.01)
+        out = self._out[-1] if self._out else 0.0
+        self._in_energy = self._in_energy * ECHO_DECAY + in_level * in_level
+        self._out_energy = self._out_energy * ECHO_DECAY + out * out
+        if self._out_energy >= ECHO_MIN_ENERGY:
+            self._coupling = max(math.sqrt(self._in_energy / self._out_energy), 0.01)
 
 
 class Endpointer:

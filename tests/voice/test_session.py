@@ -290,3 +290,61 @@ async def test_bad_audio_does_not_break_the_session(tmp_path, tts):
     session.push_audio(b"\x00" * FB)  # after stop: ignored
     assert len(session.pull_frame()) == FB
     await pipeline.close()
+
+
+LONG_PROMPT = ("Thank you for calling. Our offices are open from eight in the morning until six in the "
+               "evening, Monday to Friday. You can also manage your account on our website at any time.")
+
+
+async def talk_over_prompt(session, caller_pcm: bytes, *, start_after: float, echo_gain: float,
+                           echo_delay_frames: int = 3, seconds: float = 12.0):
+    """Tick the call: caller audio from ``start_after`` on, plus the bot's own audio leaking
+    back ``echo_gain`` down after ``echo_delay_frames``. Returns per-tick (time, talking, paused)."""
+    driver = CallDriver(session)
+    played: list[np.ndarray] = []
+    trace = []
+    begin = int(start_after * 50)
+    for tick in range(int(seconds * 50)):
+        k = tick - begin
+        frame = np.zeros(FB // 2, np.float32)
+        if 0 <= k and (k + 1) * FB <= len(caller_pcm):
+            frame += np.frombuffer(caller_pcm[k * FB:(k + 1) * FB], dtype="<i2").astype(np.float32)
+        if tick >= echo_delay_frames and len(played) > tick - echo_delay_frames:
+            frame += played[tick - echo_delay_frames] * echo_gain
+        session.push_audio(np.clip(frame, -32768, 32767).astype("<i2").tobytes())
+        out = session.pull_frame()
+        played.append(np.frombuffer(out, dtype="<i2").astype(np.float32))
+        trace.append((tick * 0.02, session.playback.talking, session.playback.paused))
+        await asyncio.sleep(0)
+        while session.busy and not session.playback.has_audio and not session.ended.is_set():
+            await session.wait_progress(timeout=5.0)
+    return trace
+
+
+async def test_barge_in_stops_playback_within_100_ms_of_speech_onset(tmp_path, tts):
+    core = ScriptedCore([Ask(LONG_PROMPT)], {UserSaid: [Say("Okay.")]})
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr(["agent please"]))
+    caller = utterance("I would like to speak to an agent", snr_db=30, lead_s=0.0, trail_s=1.0, seed=5)
+    trace = await talk_over_prompt(session, caller.pcm, start_after=2.0, echo_gain=0.2)
+    onset = 2.0 + caller.speech_start_s
+    stopped = next(t for t, talking, paused in trace if t >= onset - 0.2 and (paused or not talking))
+    assert onset - 0.02 <= stopped <= onset + 0.100, (onset, stopped)
+    assert len(session.barge_ins) == 1
+    assert session.barge_ins[0]["onset"] == pytest.approx(onset, abs=0.06)
+    assert session.barge_ins[0]["dropped_seconds"] > 2.0  # the rest of the prompt was dropped
+    assert [e.text for e in core.of(UserSaid)] == ["agent please"]
+    await session.stop()
+    await pipeline.close()
+
+
+@pytest.mark.parametrize("gain", [0.1, 0.3])
+async def test_bot_echo_at_lower_level_does_not_barge_in(tmp_path, tts, gain):
+    core = ScriptedCore([Ask(LONG_PROMPT)])
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr([]))
+    trace = await talk_over_prompt(session, b"", start_after=0.0, echo_gain=gain, echo_delay_frames=4, seconds=14)
+    assert session.barge_ins == []
+    assert not any(paused for _, _, paused in trace)
+    assert core.of(UserSaid) == [] and core.of(RecognitionFailed) == []
+    assert not session.playback.talking  # the whole prompt played
+    await session.stop()
+    await pipeline.close()
