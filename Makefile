@@ -10,7 +10,7 @@ PIP    := $(VENV)/bin/pip
 APT_PACKAGES := redis-server baresip sip-tester chromium sox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-packages venv models bench clean
+.PHONY: run test setup system-packages venv models node-tools bench clean
 
 run: setup
 	$(VENV)/bin/voicegw serve
@@ -18,7 +18,7 @@ run: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-setup: system-packages venv models
+setup: system-packages venv models node-tools
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -40,8 +40,21 @@ venv: $(VENV)/.installed
 models: venv
 	$(PY) -m gateway.voice.model_install
 
+# Test-only Node tools (Stoplight Prism serves Twilio's OpenAPI description for the SMS tests),
+# installed into a git-ignored project directory; the gateway itself never runs Node.
+NODE_DIR := tests/.node
+PRISM := $(NODE_DIR)/node_modules/.bin/prism
+PRISM_VERSION := 5.14.2
+
+node-tools: $(PRISM)
+
+$(PRISM):
+	@command -v npm >/dev/null 2>&1 || { echo "installing nodejs and npm"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error @stoplight/prism-cli@$(PRISM_VERSION)
+
 bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) data models/whisper-base
+	rm -rf $(VENV) data models/whisper-base $(NODE_DIR)
