@@ -1,0 +1,69 @@
+"""A whole call through VoiceSession and the real conversation core, no network."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from gateway.config import load_settings
+from gateway.core.events import UserSaid
+from gateway.voice.pipeline import VoicePipeline
+from gateway.voice.simulate import register, run_call, split_turns
+from tests.voice.speech_corpus import concatenate, utterance
+from tests.voice.test_session import Control, ScriptedAsr
+
+RATE = 8000
+
+
+def test_split_turns_at_long_silences():
+    a = utterance("I want to pay my bill", snr_db=25, seed=1, lead_s=0.5, trail_s=0.3)
+    b = utterance("yes", snr_db=25, seed=2, lead_s=0.3, trail_s=0.5)
+    c = utterance("my package never arrived", snr_db=25, seed=3, lead_s=0.3, trail_s=0.5)
+    pcm = concatenate([a, b, c], gap_s=1.5)
+    pieces = split_turns(pcm, RATE)
+    assert len(pieces) == 3
+    assert b"".join(pieces) == pcm
+    # short pauses inside a turn do not split it
+    assert len(split_turns(concatenate([a, b], gap_s=0.3), RATE)) == 1
+    assert split_turns(b"", RATE) == []
+
+
+def test_cli_registers_simulate():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["simulate", "caller.wav", "--journey", "welcome", "--json", "--out", "r.wav"])
+    assert args.journey == "welcome" and args.json and str(args.caller) == "caller.wav" and callable(args.func)
+
+
+async def test_simulated_call_completes_the_agent_handoff_journey(tmp_path):
+    from gateway.app import build_core
+    from gateway.voice.tts import Synthesizer
+
+    settings = load_settings(overrides={"data_dir": str(tmp_path)})
+    core = await build_core(settings)
+    tts = Synthesizer(settings.voice.tts, cache_dir=settings.data_path("prompt-cache"))
+    asr = ScriptedAsr(["I would like to speak to an agent"])
+    pipeline = VoicePipeline(settings, core, asr=asr, tts=tts)
+    await pipeline.start()
+    control = Control()
+    session = pipeline.session(call_id="sim-1", sample_rate=RATE, caller_id="+15550199", control=control)
+    await session.start()
+    caller = utterance("I would like to speak to an agent", snr_db=20, seed=9, lead_s=0.5, trail_s=1.0)
+    driver = await run_call(session, caller.pcm)
+    assert session.ended.is_set(), session.transcript
+    assert session.end_reason == "transferred"
+    assert len(control.transfers) == 1
+    conversation_id, transfer = control.transfers[0]
+    assert conversation_id == session.conversation_id and transfer.queue
+    speakers = [who for who, _ in session.transcript]
+    assert speakers[0] == "bot" and "caller" in speakers
+    assert any("agent" in text.lower() for who, text in session.transcript if who == "bot")
+    assert len(asr.calls) == 1 and asr.calls[0][2].kind == "open"
+    assert len(driver.bot_audio) > RATE * 2 * 3  # greeting, question and announcement were played
+    ctx = await core.context(session.conversation_id)
+    assert ctx
+    await session.stop("transferred")
+    await pipeline.close()
+    await core.store.close()
+    assert UserSaid
