@@ -84,6 +84,8 @@ class EndpointSettings(Section):
     no_input_seconds: float = Field(6.0, gt=0)
     barge_in: bool = True
     barge_in_min_ms: int = Field(120, ge=0)
+    pre_roll_ms: int = Field(300, ge=0, le=1000)
+    speculative_ms: int = Field(0, ge=0)
 
 
 class AsrSettings(Section):
@@ -172,6 +174,7 @@ class SipSettings(Section):
     rtp_port: int = Field(0, ge=0, le=65535)
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    answer_delay_ms: int = Field(0, ge=0, le=60000)
 
 
 class TwilioSettings(Section):

@@ -241,6 +241,20 @@ class SipEndpoint:
         op = pj.CallOpParam()
         op.statusCode = 180
         call.answer(op)
+        if self.settings.answer_delay_ms:
+            self._post(self._answer_later, leg)
+        else:
+            self._pj_answer(leg)
+
+    def _answer_later(self, leg: CallLeg) -> None:
+        assert self.loop is not None
+        self.loop.call_later(self.settings.answer_delay_ms / 1000, self.runtime.submit, self._pj_answer, leg)
+
+    def _pj_answer(self, leg: CallLeg) -> None:
+        call = self._calls.get(leg.key)
+        if call is None or call.leg is not leg:
+            return  # cancelled or ended while ringing
+        op = pj.CallOpParam()
         op.statusCode = 200
         call.answer(op)
 
