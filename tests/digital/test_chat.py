@@ -1,0 +1,270 @@
+"""Web chat over a real WebSocket: journeys through the core, bounds, floods, resume, pivot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.core.actions import Originate
+from gateway.core.events import CallAccepted, ChatMessage
+from gateway.digital.chat_protocol import ChatProtocolError, RateLimiter, parse_client_frame
+from tests.digital.fake_core import PHONE, FakeCore
+from tests.digital.helpers import start
+
+TIMEOUT = 20
+
+
+async def recv_until(ws: aiohttp.ClientWebSocketResponse, kind: str, frames: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Read frames until one of ``kind`` arrives (collecting everything into ``frames``)."""
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
+        frame = json.loads(msg.data)
+        if frames is not None:
+            frames.append(frame)
+        if frame["type"] == kind:
+            return frame
+
+
+def test_parse_client_frames():
+    assert parse_client_frame('{"type":"message","text":"hi"}', max_message_chars=10).text == "hi"
+    assert parse_client_frame('{"type":"accept_call","number":"+1 (555) 000-1111"}',
+                              max_message_chars=10).number == "+15550001111"
+    for raw, code in [("nope", "bad_json"), ("[1]", "bad_schema"), ('{"type":"x"}', "bad_schema"),
+                      ('{"type":"message","text":5}', "bad_schema"),
+                      ('{"type":"message","text":"hi","admin":true}', "bad_schema"),
+                      ('{"type":"message","text":"   "}', "empty"),
+                      ('{"type":"message","text":"' + "a" * 11 + '"}', "too_long"),
+                      ('{"type":"accept_call","number":"555; DROP"}', "bad_number")]:
+        with pytest.raises(ChatProtocolError) as exc:
+            parse_client_frame(raw, max_message_chars=10)
+        assert exc.value.code == code
+    with pytest.raises(ChatProtocolError) as exc:
+        parse_client_frame('{"type":"message","text":"' + "a" * 11 + '"}', max_message_chars=10)
+    assert exc.value.text == "a" * 11  # echoed back so nothing typed is lost
+
+
+def test_rate_limiter_window():
+    now = [0.0]
+    limiter = RateLimiter(3, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b")
+    assert 59 < limiter.retry_after("a") <= 60
+    now[0] = 60.0
+    assert limiter.allow("a")
+
+
+async def test_chat_runs_journey_and_verifies(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
+            session = await recv_until(ws, "session")
+            cid = session["conversation_id"]
+            assert session["resumed"] is False and session["max_message_chars"] == 2000
+            ask = await recv_until(ws, "ask")
+            assert ask["text"] == "How can I help?"
+            await ws.send_json({"type": "message", "text": "I need to verify"})
+            assert (await recv_until(ws, "accepted"))["id"] == 1
+            ask = await recv_until(ws, "ask")
+            assert ask["expect"]["sensitive"] is True
+            await ws.send_json({"type": "message", "text": "1234"})
+            say = await recv_until(ws, "say")
+            assert say["text"] == "Thanks, you're verified."
+            await ws.send_json({"type": "ping"})
+            await recv_until(ws, "pong")
+        assert "identity" in (await core.context(cid))["verified"]
+        assert [e.text for c, e in core.events if isinstance(e, ChatMessage)] == ["I need to verify", "1234"]
+        assert all(e.channel == "chat" for _, e in core.events if isinstance(e, ChatMessage))
+    finally:
+        await runner.close()
+
+
+async def test_returning_customer_resumes_by_cookie_and_link(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.ws_connect(runner.url + "/chat/ws") as ws:
+                cid = (await recv_until(ws, "session"))["conversation_id"]
+            assert "voicegw_chat" in {c.key for c in http.cookie_jar}
+            async with http.ws_connect(runner.url + "/chat/ws") as ws:
+                session = await recv_until(ws, "session")
+                assert session == {"type": "session", "conversation_id": cid, "resumed": True,
+                                   "max_message_chars": 2000}
+        # a fresh browser with a chat link from a follow-up lands in the same conversation, once
+        link = runner.parts.followups.link_for(cid, "chat")
+        query = link.split("?", 1)[1]
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(runner.url + "/chat/ws?" + query) as ws:
+                assert (await recv_until(ws, "session"))["conversation_id"] == cid
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(runner.url + "/chat/ws?" + query) as ws:
+                frames: list[dict[str, Any]] = []
+                session = await recv_until(ws, "session", frames)
+                notice = await recv_until(ws, "notice")
+                assert session["conversation_id"] != cid and "already used" in notice["text"]
+        # a forged cookie is ignored: new conversation
+        async with aiohttp.ClientSession(cookies={"voicegw_chat": "forged.value"}) as http:
+            async with http.ws_connect(runner.url + "/chat/ws") as ws:
+                assert (await recv_until(ws, "session"))["conversation_id"] != cid
+    finally:
+        await runner.close()
+
+
+async def test_oversized_message_refused_clearly_and_socket_stays(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core, chat={"max_message_chars": 100})
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
+            await recv_until(ws, "ask")
+            long_text = "x" * 101
+            await ws.send_json({"type": "message", "text": long_text})
+            refused = await recv_until(ws, "refused")
+            assert refused["code"] == "too_long" and "limit is 100" in refused["message"]
+            assert refused["text"] == long_text
+            await ws.send_json({"type": "message", "text": "short one"})
+            assert (await recv_until(ws, "say"))["text"] == "You said: short one"
+            # a frame beyond the WebSocket bound closes this socket only (1009)
+            await ws.send_str(json.dumps({"type": "message", "text": "y" * 5000}))
+            msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+            while msg.type == aiohttp.WSMsgType.TEXT:
+                msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+            assert ws.close_code == 1009
+        texts = [e.text for _, e in core.events if isinstance(e, ChatMessage)]
+        assert texts == ["short one"]
+        assert runner.parts.metrics.value("voicegw_chat_refused_total", reason="too_long") == 1
+    finally:
+        await runner.close()
+
+
+async def test_flood_is_limited_and_closes_only_that_client(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core, chat={"messages_per_minute": 5})
+    try:
+        async with aiohttp.ClientSession() as http:
+            # another customer's chat is served by the same gateway throughout
+            async with http.ws_connect(runner.url + "/chat/ws") as calm:
+                await recv_until(calm, "ask")
+                runner.parts.chat._limiter._hits.clear()
+                # the flood comes from a "different client": key the limiter by socket peer here
+                async with http.ws_connect(runner.url + "/chat/ws") as flood:
+                    await recv_until(flood, "ask")
+                    for i in range(30):
+                        await flood.send_json({"type": "message", "text": f"spam {i}"})
+                    accepted, refused = [], []
+                    while True:
+                        msg = await asyncio.wait_for(flood.receive(), TIMEOUT)
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        frame = json.loads(msg.data)
+                        if frame["type"] == "accepted":
+                            accepted.append(frame["id"])
+                        elif frame["type"] == "refused":
+                            refused.append(frame)
+                    assert flood.close_code == 1008
+                assert len(accepted) == 5
+                assert refused and all(r["code"] == "rate_limited" for r in refused)
+                assert {r["text"] for r in refused} <= {f"spam {i}" for i in range(30)}
+                # every accepted message reached the conversation, every other one was handed back
+                delivered = [e.text for _, e in core.events if isinstance(e, ChatMessage)]
+                assert delivered == [f"spam {i}" for i in range(5)]
+                assert len(refused) == 6  # closed once the flood passed twice the limit
+                # the calm socket is still open and answered (its own window after the flood client)
+                runner.parts.chat._limiter._hits.clear()
+                await calm.send_json({"type": "message", "text": "hello"})
+                assert (await recv_until(calm, "say"))["text"] == "You said: hello"
+    finally:
+        await runner.close()
+
+
+async def test_bad_frames_close_only_the_bad_client(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(runner.url + "/chat/ws") as good, http.ws_connect(runner.url + "/chat/ws") as bad:
+                await recv_until(bad, "ask")
+                await recv_until(good, "ask")
+                for raw in ["not json", "[]", '{"type":"shell","cmd":"ls"}', "{}", "1", "null", "x"]:
+                    await bad.send_str(raw)
+                codes = []
+                while True:
+                    msg = await asyncio.wait_for(bad.receive(), TIMEOUT)
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    codes.append(json.loads(msg.data)["code"])
+                assert bad.close_code == 1008
+                assert codes[0] == "bad_json" and "bad_schema" in codes
+                await good.send_json({"type": "message", "text": "still here"})
+                assert (await recv_until(good, "say"))["text"] == "You said: still here"
+    finally:
+        await runner.close()
+
+
+async def test_chat_to_voice_pivot_emits_originate(tmp_path):
+    core = FakeCore()
+    placed: list[tuple[str, Originate]] = []
+
+    async def telephony_sink(cid: str, action: Any) -> None:
+        placed.append((cid, action))
+
+    core.register_sink(Originate, telephony_sink)
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
+            cid = (await recv_until(ws, "session"))["conversation_id"]
+            await ws.send_json({"type": "message", "text": "please call me"})
+            offer = await recv_until(ws, "offer_call")
+            assert offer["number"] == PHONE
+            await ws.send_json({"type": "accept_call"})
+            say = await recv_until(ws, "say")
+            assert "Calling you now" in say["text"]
+        assert placed == [(cid, Originate(number=PHONE, conversation_id=cid))]
+        accepted = [e for _, e in core.events if isinstance(e, CallAccepted)]
+        assert accepted == [CallAccepted(number=PHONE, channel="chat")]
+    finally:
+        await runner.close()
+
+
+async def test_chat_followup_pushed_with_signed_link(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
+            await recv_until(ws, "ask")
+            await ws.send_json({"type": "message", "text": "send me a link"})
+            frames: list[dict[str, Any]] = []
+            followup = await recv_until(ws, "followup", frames)
+            assert followup["url"].startswith(runner.url + "/l/")
+            async with http.get(followup["url"]) as resp:
+                assert resp.status == 200 and "Upload your document" in await resp.text()
+    finally:
+        await runner.close()
+
+
+async def test_pages_and_metrics(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path, needle in [("/chat", "chat.js"), ("/chat/embed.js", "voicegw-chat-frame"),
+                                 ("/healthz", '"status": "ok"'), ("/static/gateway.css", "--accent")]:
+                async with http.get(runner.url + path) as resp:
+                    assert resp.status == 200, path
+                    assert needle in await resp.text(), path
+            async with http.get(runner.url + "/chat/ws") as resp:
+                assert resp.status == 400  # not a WebSocket handshake
+            async with http.get(runner.url + "/metrics") as resp:
+                text = await resp.text()
+            assert resp.headers["Content-Type"].startswith("text/plain")
+            assert "# TYPE voicegw_http_requests_total counter" in text
+            assert 'voicegw_http_requests_total{route="/chat",status="200"} 1.0' in text
+            assert "voicegw_chat_sockets 0.0" in text
+    finally:
+        await runner.close()
