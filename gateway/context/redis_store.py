@@ -130,7 +130,7 @@ class RedisStore:
         self, *, caller_id: str = "", customer_id: str = "", channel: str = ""
     ) -> ConversationRecord:
         record = new_record(caller_id=caller_id, customer_id=customer_id, channel=channel, now=self.clock())
-        text = record_to_json(record)
+        text = record_to_json(record, self.redactor)
 
         async def op() -> None:
             pipe = self._redis.pipeline(transaction=True)
@@ -151,7 +151,7 @@ class RedisStore:
         expected = record.version
         updated_at = max(self.clock(), record.updated_at)
         stored = ConversationRecord(**{**record.__dict__, "version": expected + 1, "updated_at": updated_at})
-        text = record_to_json(stored)
+        text = record_to_json(stored, self.redactor)
         key = self._key("conv", record.id)
 
         async def op() -> None:

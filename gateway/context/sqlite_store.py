@@ -186,7 +186,7 @@ class SqliteStore:
         self, *, caller_id: str = "", customer_id: str = "", channel: str = ""
     ) -> ConversationRecord:
         record = new_record(caller_id=caller_id, customer_id=customer_id, channel=channel, now=self.clock())
-        text = record_to_json(record)
+        text = record_to_json(record, self.redactor)
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -214,7 +214,7 @@ class SqliteStore:
         expected = record.version
         updated_at = max(self.clock(), record.updated_at)
         stored = ConversationRecord(**{**record.__dict__, "version": expected + 1, "updated_at": updated_at})
-        text = record_to_json(stored)
+        text = record_to_json(stored, self.redactor)
 
         def update(conn: sqlite3.Connection) -> None:
             cur = conn.execute(

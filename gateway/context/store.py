@@ -14,7 +14,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
+
+if TYPE_CHECKING:
+    from gateway.context.redaction import Redactor
 
 STATUSES = ("active", "transferred", "closed")
 """Conversation statuses; ``closed`` conversations are never resumed."""
@@ -152,9 +155,15 @@ def dumps(value: Any, what: str) -> str:
         raise StoreError(f"cannot store {what}: {exc}") from exc
 
 
-def record_to_json(record: ConversationRecord) -> str:
-    """The whole record as JSON text."""
-    return dumps(asdict(record), f"conversation {record.id}")
+def record_to_json(record: ConversationRecord, redactor: "Redactor | None" = None) -> str:
+    """The whole record as JSON text. With ``redactor``, free text in ``slots`` and ``state``
+    (a last utterance kept by the engine, say) is redacted first: card numbers, national ids
+    and PINs are never persisted, in the record any more than in the event log."""
+    data = asdict(record)
+    if redactor is not None:
+        data["slots"] = redactor.redact_payload(data["slots"])
+        data["state"] = redactor.redact_payload(data["state"])
+    return dumps(data, f"conversation {record.id}")
 
 
 def record_from_dict(data: dict[str, Any]) -> ConversationRecord:

@@ -260,3 +260,20 @@ async def test_recent_lists_newest_first(backend: Backend) -> None:
         ids.append((await store.create(customer_id=f"C{i}")).id)
     assert [r.id for r in await store.recent(limit=3)] == ids[::-1][:3]
     assert await store.recent(limit=0) == []
+
+
+async def test_the_record_itself_never_persists_secrets(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C001", channel="chat")
+    rec.state["last_text"] = "my card is 4111 1111 1111 1111 and my pin is 97531"
+    rec.slots.update({"account_number": "12345678", "pin": "24680", "order_id": "10001",
+                      "note": "ssn 078-05-1120"})
+    await store.save(rec)
+    got = await store.get(rec.id)
+    assert got is not None
+    assert got.state["last_text"] == "my card is [card ****1111] and my pin is [pin]"
+    assert got.slots == {"account_number": "12345678", "pin": "[pin]", "order_id": "10001", "note": "ssn [id]"}
+    assert rec.slots["pin"] == "24680"  # the caller's copy is left as it was
+    raw = backend.raw()
+    for secret in (b"4111 1111 1111 1111", b"97531", b"24680", b"078-05-1120"):
+        assert secret not in raw, secret
