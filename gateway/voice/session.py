@@ -130,7 +130,7 @@ class VoiceSession:
         self._drained = asyncio.Event()
         self._digits: list[str] = []
         self._digit_deadline: float | None = None
-        self._speculative: tuple[float, _Utterance] | None = None
+        self._speculative: tuple[tuple[float, int], _Utterance] | None = None
         self._pending_turn: TurnTimer | None = None
         self._listening = True
         self._stopped = False
@@ -318,12 +318,13 @@ class VoiceSession:
         if self._speculative is not None:
             self._speculative[1].task.cancel()
         timer = TurnTimer(self.expect)
-        self._speculative = (ev.at, self._recognize_task(ev.audio, self.expect, timer))
+        self._speculative = ((ev.started_at, len(ev.audio)), self._recognize_task(ev.audio, self.expect, timer))
 
     def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
         self.endpointer.disarm_no_input()
         spec, self._speculative = self._speculative, None
-        if spec is not None and spec[0] == ev.at and not cut and spec[1].expect == self.expect:
+        same_audio = spec is not None and spec[0] == (ev.started_at, len(ev.audio))
+        if spec is not None and same_audio and not cut and spec[1].expect == self.expect:
             utt = spec[1]
             utt.timer.speculative = True
         else:

@@ -348,3 +348,17 @@ async def test_bot_echo_at_lower_level_does_not_barge_in(tmp_path, tts, gain):
     assert not session.playback.talking  # the whole prompt played
     await session.stop()
     await pipeline.close()
+
+
+async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, tts):
+    core = ScriptedCore([Ask("How can I help?")], {UserSaid: [Say("Sure.")]})
+    asr = ScriptedAsr(["my package never arrived"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=300)
+    caller = utterance("my package never arrived", snr_db=25, seed=6)
+    await run_call(session, caller.pcm)
+    assert [e.text for e in core.of(UserSaid)] == ["my package never arrived"]
+    assert len(asr.calls) == 1  # the speculative decode was used, not repeated
+    turn = session.stats["turns"][0]
+    assert turn["speculative"]
+    await session.stop()
+    await pipeline.close()
