@@ -1,0 +1,206 @@
+"""The gateway's FastAGI routes: ``voicebot`` (audio to AudioSocket) and ``fallback`` (DTMF).
+
+``voicebot`` (``AGI(agi://gateway:4573/voicebot)``): answers, registers the call (channel,
+caller id, dialed number, and the conversation id when the channel already carries
+``VOICEGW_CONVERSATION``, as an originated callback does) and hands the call's audio to the
+gateway with ``EXEC AudioSocket <uuid>,<fastagi.audiosocket_address>``. The voice session opens
+or resumes the conversation by caller id. When ``AudioSocket()`` returns, the route tags the
+channel with ``VOICEGW_CONVERSATION`` and, when the journey chose an agent and AMI did not
+already redirect the call, sets ``VOICEGW_TRANSFER=1``, ``VOICEGW_QUEUE``, ``VOICEGW_SKILLS``
+and ``VOICEGW_LANGUAGE`` for the dialplan. ``VOICEGW_STATUS`` says how it ended. If the PBX has
+no AudioSocket application (``EXEC`` answers -2), the call continues on the DTMF route.
+
+``fallback`` (``AGI(agi://gateway:4573/fallback)``): the same journeys for PBXs without
+AudioSocket. Prompts are synthesized by the gateway's Synthesizer into 8 kHz 16-bit WAV files
+in ``fastagi.prompts_dir`` (Asterisk must be able to read it, at ``asterisk_prompts_dir`` when
+mounted elsewhere) and played with ``STREAM FILE`` (Say) or ``GET DATA`` (Ask). Answers are
+keyed: digits go to the core as ``DtmfPressed`` events (1 = yes, 2 = no, 1..n = menu options,
+0 = an agent on open questions); no input is a ``Silence`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from agi.server import AgiError, AgiSession, ChannelHungUp
+from gateway.config import Settings
+from gateway.core.actions import Action, Ask, Hangup, Say, Transfer
+from gateway.core.events import CallStarted, ChannelClosed, DtmfPressed, RecognitionFailed, Silence
+from gateway.telephony.calls import CallRecord, CallRegistry, audiosocket_uuid
+from gateway.voice.audio import write_wav
+
+log = logging.getLogger(__name__)
+
+PROMPT_RATE = 8000
+"""Asterisk's ``.wav`` format reads 8 kHz 16-bit mono everywhere."""
+MAX_TURNS = 200
+"""A fallback call longer than this many exchanges is ended (a loop guard)."""
+ALL_DIGITS = "0123456789*#"
+FALLBACK_PROMPT = "beep"
+"""A stock Asterisk sound played when a prompt cannot be synthesized."""
+
+
+async def set_transfer_variables(agi: AgiSession, conversation_id: str, transfer: Transfer) -> None:
+    """Hand a transfer to the dialplan (see ``dialplans/asterisk/extensions_voicegw.conf``)."""
+    await agi.set_variable("VOICEGW_CONVERSATION", conversation_id)
+    await agi.set_variable("VOICEGW_QUEUE", transfer.queue)
+    await agi.set_variable("VOICEGW_SKILLS", ",".join(transfer.skills))
+    await agi.set_variable("VOICEGW_LANGUAGE", transfer.language)
+    await agi.set_variable("VOICEGW_TRANSFER", "1")
+
+
+class VoicebotRoute:
+    """``agi://gateway/voicebot``: answer, register, AudioSocket, then hand back to the dialplan."""
+
+    def __init__(self, settings: Settings, calls: CallRegistry, fallback: "FallbackRoute | None" = None):
+        self.settings = settings
+        self.calls = calls
+        self.fallback = fallback
+
+    async def __call__(self, agi: AgiSession) -> None:
+        env = agi.env
+        await agi.answer()
+        conversation_id = await agi.get_variable("VOICEGW_CONVERSATION") or ""
+        outbound = env.query.get("outbound", "") in ("1", "yes", "true") or bool(
+            await agi.get_variable("VOICEGW_OUTBOUND"))
+        call_uuid = audiosocket_uuid(conversation_id)
+        record = self.calls.add(CallRecord(
+            call_uuid=call_uuid, conversation_id=conversation_id, channel=env.channel,
+            caller_id=env.caller_id, dialed=env.dialed, uniqueid=env.uniqueid, outbound=outbound))
+        status = "hangup"
+        try:
+            await agi.set_variable("VOICEGW_CALL", call_uuid)
+            address = self.settings.fastagi.audiosocket_address
+            result = await agi.exec("AudioSocket", f"{call_uuid},{address}", timeout=None)
+            if result.value == -2:
+                log.error("FastAGI %s: Asterisk has no AudioSocket application (load app_audiosocket.so); "
+                          "continuing on the DTMF route", env.channel)
+                self.calls.discard(call_uuid)
+                if self.fallback is not None:
+                    await self.fallback(agi)
+                return
+            status = "completed" if result.value == 0 else "hangup"
+            if record.conversation_id:
+                await agi.set_variable("VOICEGW_CONVERSATION", record.conversation_id)
+            if record.transfer is not None:
+                await set_transfer_variables(agi, record.conversation_id, record.transfer)
+                status = "transfer"
+            await agi.set_variable("VOICEGW_STATUS", status)
+        except ChannelHungUp:
+            log.info("FastAGI %s: call left the voicebot route (%s)", env.channel, status)
+        finally:
+            self.calls.discard(call_uuid)
+
+
+class PromptFiles:
+    """Synthesized prompts as WAV files Asterisk can play, cached by text and voice."""
+
+    def __init__(self, settings: Settings, synthesizer: Any):
+        cfg = settings.fastagi
+        self.directory = settings.data_path(cfg.prompts_dir)
+        self.asterisk_directory = Path(cfg.asterisk_prompts_dir) if cfg.asterisk_prompts_dir else self.directory
+        self.synthesizer = synthesizer
+        tts = settings.voice.tts
+        self._voice = f"{tts.engine}/{tts.voice}/{tts.speed}"
+
+    async def path(self, text: str, prompt_id: str = "") -> str:
+        """The sound name to give STREAM FILE / GET DATA (no extension), or the stock beep."""
+        if self.synthesizer is None or not text.strip():
+            return FALLBACK_PROMPT
+        digest = hashlib.sha1(f"{self._voice}|{prompt_id}|{text}".encode("utf-8")).hexdigest()[:20]
+        name = f"vg-{digest}"
+        target = self.directory / f"{name}.wav"
+        if not target.exists():
+            try:
+                pcm = await self.synthesizer.synthesize(text, PROMPT_RATE, prompt_id)
+            except Exception as exc:  # a prompt that cannot be made must not end the call
+                log.warning("DTMF route: cannot synthesize prompt %r: %s; playing %s", text[:40], exc, FALLBACK_PROMPT)
+                return FALLBACK_PROMPT
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            await asyncio.to_thread(write_wav, tmp, pcm, PROMPT_RATE)
+            tmp.replace(target)
+        return str(self.asterisk_directory / name)
+
+
+class FallbackRoute:
+    """``agi://gateway/fallback``: the journeys driven by prompts and keyed answers."""
+
+    def __init__(self, settings: Settings, core: Any, prompts: PromptFiles):
+        self.settings = settings
+        self.core = core
+        self.prompts = prompts
+
+    async def __call__(self, agi: AgiSession) -> None:
+        env = agi.env
+        await agi.answer()
+        known = await agi.get_variable("VOICEGW_CONVERSATION") or ""
+        outbound = env.query.get("outbound", "") in ("1", "yes", "true")
+        event = CallStarted(caller_id=env.caller_id, dialed=env.dialed, channel="voice",
+                            call_id=env.uniqueid, outbound=outbound)
+        opened = await self.core.open("voice", caller_id=env.caller_id, conversation_id=known,
+                                      journey=env.query.get("journey", ""), event=event)
+        conversation_id = opened.conversation_id
+        reason = "hangup"
+        try:
+            await agi.set_variable("VOICEGW_CONVERSATION", conversation_id)
+            reason = await self._converse(agi, conversation_id, opened.actions)
+            await agi.set_variable("VOICEGW_STATUS", reason)
+        except ChannelHungUp:
+            log.info("FastAGI %s: caller hung up (conversation %s)", env.channel, conversation_id)
+        finally:
+            await self.core.handle(conversation_id, ChannelClosed(reason=reason, channel="voice"))
+
+    async def _converse(self, agi: AgiSession, conversation_id: str, actions: list[Action]) -> str:
+        for _ in range(MAX_TURNS):
+            ask: Ask | None = None
+            for action in actions:
+                if isinstance(action, Say):
+                    response = await agi.stream_file(await self.prompts.path(action.text, action.prompt_id),
+                                                     ALL_DIGITS if action.barge_in else "")
+                    if response.value == -1:
+                        raise ChannelHungUp("STREAM FILE: channel hung up", response)
+                elif isinstance(action, Ask):
+                    ask = action
+                elif isinstance(action, Transfer):
+                    await set_transfer_variables(agi, conversation_id, action)
+                    return "transfer"
+                elif isinstance(action, Hangup):
+                    try:
+                        await agi.hangup()
+                    except AgiError:
+                        pass
+                    return "completed"
+            if ask is None:
+                return "completed"
+            actions = await self._answer(agi, conversation_id, ask)
+        log.warning("FastAGI %s: conversation %s passed %d turns; ending", agi.env.channel, conversation_id, MAX_TURNS)
+        return "completed"
+
+    async def _answer(self, agi: AgiSession, conversation_id: str, ask: Ask) -> list[Action]:
+        expect = ask.expect
+        if expect.kind in ("yesno", "choice", "open", "none"):
+            max_digits = 1
+        else:
+            max_digits = expect.max_digits or 32
+        prompt = await self.prompts.path(ask.text, ask.prompt_id)
+        timeout_ms = max(1000, int(expect.no_input_seconds * 1000))
+        digits, _timed_out = await agi.get_data(prompt, timeout_ms, max_digits)
+        if not digits:
+            return await self.core.handle(conversation_id, Silence(seconds=expect.no_input_seconds))
+        return await self.digits_to_core(conversation_id, digits)
+
+    async def digits_to_core(self, conversation_id: str, digits: str) -> list[Action]:
+        """Feed keyed digits one by one (as a phone would); ``#`` closes an open digit string."""
+        for digit in digits:
+            actions = await self.core.handle(conversation_id, DtmfPressed(digit=digit, channel="voice"))
+            if actions:
+                return actions
+        actions = await self.core.handle(conversation_id, DtmfPressed(digit="#", channel="voice"))
+        if actions:
+            return actions
+        return await self.core.handle(conversation_id, RecognitionFailed(reason="keyed answer not understood"))
