@@ -202,6 +202,7 @@ class OutreachSettings(Section):
     enabled: bool = True
     escalate_after_minutes: float = Field(30.0, gt=0)
     poll_seconds: float = Field(30.0, gt=0)
+    horizon_hours: float = Field(24.0, gt=0)
 
 
 class Settings(Section):
