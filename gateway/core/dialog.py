@@ -20,7 +20,7 @@ from gateway.core.events import (CallAccepted, ChannelClosed, ChatMessage, DtmfP
                                  RecognitionFailed, Silence, UserSaid, AgentConnected)
 from gateway.core.interpret import expect_for, interpret
 from gateway.core.journeys import GLOBAL_INTENTS, Journey, JourneySet, Prompt, Step, as_prompt
-from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, run_lookup
+from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, customer_slots, run_lookup
 from gateway.core.nlu import Nlu
 from gateway.integrations.crm import Crm
 
@@ -30,6 +30,8 @@ MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is
 GLOBAL_INTENT_CONFIDENCE = 0.6  # a global intent must be this sure to interrupt slot filling
 SWITCH_INTENT_CONFIDENCE = 0.7  # a new topic must be this sure to leave the current journey
 TERMINATORS = "#"
+CLEAR_LEAD_FLOOR = 0.3   # below the threshold, a topic this likely that leads the rest
+CLEAR_LEAD_RATIO = 3.0   # by this factor is still taken (one clear candidate, not a guess)
 
 
 class _Slots(dict):
@@ -66,12 +68,20 @@ class DialogEngine:
             return out
         record.status = "active"
         record.state.setdefault("stack", [])
+        if record.customer_id and "customer_name" not in record.slots:
+            await self._load_customer(record)
         if outbound:
             record.state["outbound"] = True
         await self._enter(record, journey or self.settings.journeys.default, channel, out)
         return out
 
     async def handle(self, record: ConversationRecord, event: Event, channel: str) -> list[Action]:
+        try:
+            return await self._handle(record, event, channel)
+        finally:
+            record.state.pop("last_text", None)  # raw text is never persisted (the log holds it redacted)
+
+    async def _handle(self, record: ConversationRecord, event: Event, channel: str) -> list[Action]:
         out: list[Action] = []
         if isinstance(event, (UserSaid, ChatMessage)):
             await self._answer(record, event.text, channel, out)
@@ -133,10 +143,13 @@ class DialogEngine:
             await self._goto(record, f"journey:{self.settings.journeys.default}", channel, out)
             return
         parsed = self.nlu.parse(text)
-        intent, confidence = parsed.intent, parsed.confidence
+        intent, confidence = self._journey_intent(parsed)
         if parsed.entities.get("frustration", 0.0) > record.state.get("frustration", 0.0):
             record.state["frustration"] = parsed.entities["frustration"]
         routing = step.expect == "open" and not step.slot
+        if intent == "call_me" and channel != "voice" and confidence >= self.settings.nlu.threshold:
+            await self._route(record, intent, channel, out)
+            return
         if routing or step.expect == "open":
             if intent in GLOBAL_INTENTS and confidence >= GLOBAL_INTENT_CONFIDENCE:
                 await self._global(record, intent, channel, out)
@@ -157,6 +170,28 @@ class DialogEngine:
             await self._route(record, intent, channel, out)
         else:
             await self._retry(record, channel, out, "no_match")
+
+    def _journey_intent(self, parsed: Any) -> tuple[str | None, float]:
+        """The intent, with the scores of intents that start the same journey added up
+        (``order_status`` and ``delivery`` both lead to the order journey)."""
+        if parsed.intent is not None:
+            return parsed.intent, parsed.confidence
+        totals: dict[str, float] = {}
+        first: dict[str, str] = {}
+        for name, score in parsed.ranking:
+            journey = self.journeys.for_intent(name)
+            key = journey.journey if journey else name
+            totals[key] = totals.get(key, 0.0) + score
+            first.setdefault(key, name)
+        if not totals:
+            return None, 0.0
+        ordered = sorted(totals.values(), reverse=True)
+        key = max(totals, key=totals.__getitem__)
+        runner_up = ordered[1] if len(ordered) > 1 else 0.0
+        clear_lead = totals[key] >= CLEAR_LEAD_FLOOR and totals[key] >= CLEAR_LEAD_RATIO * runner_up
+        if totals[key] >= self.settings.nlu.threshold or clear_lead:
+            return first[key], totals[key]
+        return None, parsed.confidence
 
     async def _route(self, record: ConversationRecord, intent: str | None, channel: str, out: list[Action]) -> None:
         if intent == "call_me" and channel not in ("voice",):
@@ -332,7 +367,7 @@ class DialogEngine:
         if kind == "run":
             outcome = await self._lookup(record, step, channel, out)
             self._apply(record, outcome, journey)
-            return step.on.get(outcome.name) or step.on.get("default") or after
+            return step.outcomes.get(outcome.name) or step.outcomes.get("default") or after
         if kind == "branch":
             value = str(record.slots.get(step.branch or "", "")).lower()
             return step.cases.get(value) or step.cases.get("default") or after
@@ -422,6 +457,15 @@ class DialogEngine:
             out.append(Say(self._render(record, as_prompt(step.prompt), channel)))
 
     # ----------------------------------------------------------------- helpers
+    async def _load_customer(self, record: ConversationRecord) -> None:
+        try:
+            customer = await self.crm.get_customer(record.customer_id)
+        except Exception as exc:  # CrmTimeout/CrmError: the journey identifies the customer itself
+            log.warning("customer %s could not be loaded: %s", record.customer_id, exc)
+            return
+        if customer is not None:
+            record.slots.update(customer_slots(customer))
+
     def _current_step(self, record: ConversationRecord) -> Step | None:
         journey = self.journeys.journeys.get(record.journey)
         if journey is None or not record.step:

@@ -14,7 +14,7 @@ A journey file (``config/journeys/*.yaml``) holds one journey::
         next: lookup
       - id: lookup
         run: order_status            # a lookup registered by the gateway, or rasa:<action>
-        on: {found: tell, not_found: ask_order, error: crm_down}
+        outcomes: {found: tell, not_found: ask_order, error: crm_down}
 
 A file may also hold ``intents:`` examples (merged into the NLU training set). Validation
 reports each problem with its file, line and reason.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -93,7 +93,7 @@ class Step(BaseModel):
     skip_if_slot: bool = True
     # run / branch options
     args: dict[str, Any] = Field(default_factory=dict)
-    on: dict[str, str] = Field(default_factory=dict)
+    outcomes: dict[str, str] = Field(default_factory=dict)
     cases: dict[str, str] = Field(default_factory=dict)
     # transfer / follow-up options
     skills: tuple[str, ...] = ()
@@ -105,7 +105,7 @@ class Step(BaseModel):
     skip_if_verified: str | None = None
     next: str | None = None
 
-    KINDS = ("ask", "say", "run", "branch", "transfer", "follow_up", "offer_call", "call", "end")
+    KINDS: ClassVar[tuple[str, ...]] = ("ask", "say", "run", "branch", "transfer", "follow_up", "offer_call", "call", "end")
 
     @property
     def kind(self) -> str:
@@ -131,7 +131,7 @@ class Step(BaseModel):
     def targets(self) -> list[str]:
         """Every step id this step can lead to."""
         out = [t for t in (self.next,) if t]
-        out += list(self.on.values()) + list(self.cases.values())
+        out += list(self.outcomes.values()) + list(self.cases.values())
         return out
 
 

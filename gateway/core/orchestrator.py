@@ -68,6 +68,8 @@ class Orchestrator:
     async def open(self, channel: str, *, caller_id: str = "", customer_id: str = "", conversation_id: str = "",
                    journey: str = "", event: Event | None = None) -> Opened:
         record: ConversationRecord | None = None
+        if caller_id and not customer_id:
+            customer_id = await self._customer_for(caller_id)
         if conversation_id:
             record = await self.store.get(conversation_id)
             if record is None:
@@ -129,6 +131,15 @@ class Orchestrator:
         return build_context(record, events[-TRANSCRIPT_LIMIT:])
 
     # ------------------------------------------------------------------ internals
+    async def _customer_for(self, caller_id: str) -> str:
+        """The CRM customer id of a caller id, or "" (a failing CRM only costs the shortcut)."""
+        try:
+            customer = await self.engine.crm.find_customer_by_phone(caller_id)
+        except Exception as exc:  # CrmTimeout/CrmError: identify later in the journey instead
+            log.warning("caller id lookup failed: %s", exc)
+            return ""
+        return customer.id if customer is not None else ""
+
     def _event_payload(self, record: ConversationRecord, event: Event) -> dict[str, Any]:
         payload = _payload(event)
         step = self.engine._current_step(record)
