@@ -7,7 +7,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-APT_PACKAGES := redis-server baresip sip-tester chromium sox
+# What the gateway needs to run, and what only the test suite needs (real peers: Redis, SIP
+# user agents, a browser).
+RUN_APT  :=
+TEST_APT := redis-server baresip sip-tester chromium sox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system-packages venv models node-tools bench clean
@@ -15,10 +18,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup
 	$(VENV)/bin/voicegw serve
 
-test: setup
+test: APT_PACKAGES = $(RUN_APT) $(TEST_APT)
+test: setup node-tools
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-setup: system-packages venv models node-tools
+APT_PACKAGES ?= $(RUN_APT)
+
+setup: system-packages venv models
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -30,6 +36,8 @@ system-packages:
 	fi
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "installing python3-venv"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
