@@ -1,0 +1,69 @@
+"""What every recognizer returns and raises, and the text normalization they share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.core.actions import Expect
+
+ENGINE_RATE = 16000
+"""Every engine here decodes 16 kHz audio; 8 kHz calls are resampled up before decoding."""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """One recognized utterance.
+
+    ``confidence`` is in [0, 1] (engine-specific meaning: Whisper's mean token probability,
+    pocketsphinx's posterior); ``audio_seconds`` the utterance length; ``decode_seconds`` the wall
+    time of recognition itself; ``queue_seconds`` the time spent waiting for a free worker.
+    """
+
+    text: str
+    confidence: float
+    engine: str
+    audio_seconds: float
+    decode_seconds: float
+    queue_seconds: float = 0.0
+
+
+class AsrError(RuntimeError):
+    """Recognition failed: engine missing, crashed, timed out or refused the audio."""
+
+
+class Engine(Protocol):
+    """A recognizer the router can call from a worker thread."""
+
+    name: str
+
+    def recognize(self, pcm16k: bytes, expect: Expect) -> Transcript:
+        """Recognize 16 kHz 16-bit mono PCM (blocking)."""
+        ...
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, for comparing transcripts."""
+    return _WORD.findall(text.lower().replace("-", " "))
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(edit distance in words, reference word count) after normalization."""
+    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1], len(ref)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate of one hypothesis (normalized words)."""
+    errors, words = word_errors(reference, hypothesis)
+    return errors / max(words, 1)

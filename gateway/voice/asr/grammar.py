@@ -1,0 +1,114 @@
+"""Closed-set grammars built at run time from what the journey expects.
+
+``phrases_for(expect)`` lists what a caller may say for a closed ``Expect`` (digits of a given
+length, yes/no in their common forms, one of a few options); ``jsgf_for`` turns that into a JSGF
+grammar for pocketsphinx and ``vosk_grammar_for`` into a Vosk word list. Recognized words are
+kept as spoken ("four five six", "yeah"): the conversation core's NLU parses them, so DTMF and
+speech reach it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable
+
+from gateway.core.actions import Expect
+
+DIGIT_WORDS = ("zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+YES_PHRASES = (
+    "yes", "yeah", "yep", "yup", "sure", "correct", "right", "that's right", "that is right",
+    "that's correct", "that is correct", "yes please", "yes it is", "of course", "absolutely", "okay",
+)
+NO_PHRASES = (
+    "no", "nope", "nah", "no thanks", "no thank you", "not really", "incorrect", "that's wrong",
+    "that is wrong", "no it isn't", "no it is not", "wrong",
+)
+MAX_GRAMMAR_DIGITS = 24
+"""Longest digit string a grammar accepts (card numbers are 19 at most)."""
+_CLEAN = re.compile(r"[^a-z' ]+")
+
+
+def clean_phrase(text: str) -> str:
+    """Lower-case words only (digits in option text are dropped; spell them out in options)."""
+    return " ".join(_CLEAN.sub(" ", text.lower()).split())
+
+
+def digit_bounds(expect: Expect) -> tuple[int, int]:
+    """(min, max) digits to accept; an unset maximum allows up to ``MAX_GRAMMAR_DIGITS``."""
+    low = max(1, expect.min_digits)
+    high = expect.max_digits or MAX_GRAMMAR_DIGITS
+    high = min(max(high, low), MAX_GRAMMAR_DIGITS)
+    return min(low, high), high
+
+
+def option_phrases(expect: Expect) -> list[str]:
+    """The spoken forms of ``choice`` options (empty ones dropped, duplicates removed)."""
+    seen: list[str] = []
+    for option in expect.options:
+        phrase = clean_phrase(option)
+        if phrase and phrase not in seen:
+            seen.append(phrase)
+    return seen
+
+
+def jsgf_for(expect: Expect, known: Callable[[str], bool] = lambda _w: True) -> str:
+    """A JSGF grammar for a closed ``Expect``; words failing ``known`` (not in the dictionary) are left out."""
+    if expect.kind == "digits":
+        low, high = digit_bounds(expect)
+        body = " ".join(["<digit>"] * low + ["[<digit>]"] * (high - low))
+        rules = f"public <answer> = {body};\n<digit> = {' | '.join(DIGIT_WORDS)};\n"
+    elif expect.kind == "yesno":
+        alternatives = [p for p in (*YES_PHRASES, *NO_PHRASES) if all(known(w) for w in p.split())]
+        rules = f"public <answer> = {' | '.join(alternatives)};\n"
+    elif expect.kind == "choice":
+        alternatives = []
+        for phrase in option_phrases(expect):
+            words = [w for w in phrase.split() if known(w)]
+            if words:
+                alternatives.append(" ".join(words))
+        if not alternatives:
+            raise ValueError(f"no option of {list(expect.options)!r} has words the recognizer knows")
+        rules = f"public <answer> = [the] ({' | '.join(alternatives)}) [please];\n"
+    else:
+        raise ValueError(f"expect kind {expect.kind!r} is not a closed set")
+    return "#JSGF V1.0;\ngrammar answer;\n" + rules
+
+
+def vosk_grammar_for(expect: Expect) -> str:
+    """Vosk's runtime grammar: a JSON list of phrases, plus "[unk]" for anything else."""
+    if expect.kind == "digits":
+        phrases = list(DIGIT_WORDS)
+    elif expect.kind == "yesno":
+        phrases = [*YES_PHRASES, *NO_PHRASES]
+    elif expect.kind == "choice":
+        phrases = option_phrases(expect)
+    else:
+        raise ValueError(f"expect kind {expect.kind!r} is not a closed set")
+    return json.dumps([*phrases, "[unk]"])
+
+
+def plausible(text: str, expect: Expect) -> bool:
+    """Whether a closed-set answer fits what was expected (digit count, non-empty)."""
+    words = text.split()
+    if not words:
+        return False
+    if expect.kind == "digits":
+        low, high = digit_bounds(expect)
+        return all(w in DIGIT_WORDS for w in words) and low <= len(words) <= high
+    return True
+
+
+_DIGIT_VALUE = {w: str(i) for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))}
+_DIGIT_VALUE.update({"oh": "0", "o": "0"})
+
+
+def spoken_digits(text: str) -> str:
+    """The digit string in a transcript, whether spoken ("four five oh") or written ("4-5-0")."""
+    out = []
+    for token in re.findall(r"[a-z]+|\d", text.lower()):
+        if token.isdigit():
+            out.append(token)
+        elif token in _DIGIT_VALUE:
+            out.append(_DIGIT_VALUE[token])
+    return "".join(out)

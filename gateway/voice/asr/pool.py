@@ -1,0 +1,296 @@
+"""Whisper worker processes: one model per process, requests batched, crashes contained.
+
+The gateway's event loop never decodes. ``WhisperPool.submit`` queues an utterance and returns a
+``concurrent.futures.Future``; one feeder thread per worker process takes everything waiting
+(up to ``max_batch`` utterances sharing an encoder window), sends it over a pipe, and waits for
+the answer with a deadline. A worker that dies or overruns the deadline is killed and replaced;
+the utterances it held fail with ``AsrError`` and every other call goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.config import PACKAGE_ROOT
+from gateway.voice.asr.base import ENGINE_RATE, AsrError
+from gateway.voice.asr.whisper import WhisperResult, check_model_dir, window_for
+
+log = logging.getLogger(__name__)
+
+MAX_WORKERS = 2
+"""Worker processes are capped here (one model of ~150 MB RSS each; 2 cores on the target host)."""
+START_TIMEOUT_SECONDS = 120.0
+"""Loading and warming one model; generous for a loaded CI machine."""
+
+
+@dataclass
+class _Request:
+    samples: np.ndarray
+    window: float
+    future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class _Worker:
+    """One worker process (``python -m gateway.voice.asr.worker``) and the socket to it.
+
+    Started as a plain subprocess rather than through ``multiprocessing`` so that embedding the
+    gateway in any script works (spawn would re-import the caller's ``__main__``).
+    """
+
+    def __init__(self, config: dict[str, Any], index: int) -> None:
+        self.index = index
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.voice.asr.worker", str(child.fileno()), json.dumps(config)],
+                pass_fds=(child.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            parent.close()
+            raise AsrError(f"cannot start a Whisper worker process: {exc}") from exc
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self.conn.poll(timeout):
+            self.kill()
+            raise AsrError(f"Whisper worker {self.index} did not start within {timeout:.0f} s")
+        try:
+            status, detail = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            self.kill()
+            raise AsrError(f"Whisper worker {self.index} died while loading the model") from exc
+        if status != "ready":
+            self.kill()
+            raise AsrError(str(detail))
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("whisper worker %d (pid %d) did not exit after kill", self.index, self.pid)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.conn.close()
+
+
+class WhisperPool:
+    """Whisper decoding in worker processes, with batching and crash recovery."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        workers: int = 0,
+        window_seconds: float = 10.0,
+        beam_size: int = 1,
+        language: str = "en",
+        max_batch: int = 4,
+        decode_timeout: float = 60.0,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        cores = os.cpu_count() or 1
+        self.size = max(1, min(workers or cores, MAX_WORKERS))
+        threads = max(1, cores // self.size)
+        self.window_seconds = window_seconds
+        self.max_batch = max(1, max_batch)
+        self.decode_timeout = decode_timeout
+        self._config = {
+            "model_dir": str(self.model_dir),
+            "threads": threads,
+            "window_seconds": window_seconds,
+            "beam_size": beam_size,
+            "language": language,
+        }
+        self._pending: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._workers: list[_Worker | None] = []
+        self._closed = False
+        self.stats = {"batches": 0, "utterances": 0, "restarts": 0, "max_batch_seen": 0}
+
+    @property
+    def started(self) -> bool:
+        """True once the workers are up."""
+        return bool(self._threads)
+
+    def start(self) -> None:
+        """Start and warm every worker (blocking; raises ``AsrError`` if the model cannot load)."""
+        check_model_dir(self.model_dir)
+        if self._threads:
+            return
+        workers = [_Worker(self._config, i) for i in range(self.size)]
+        try:
+            for worker in workers:
+                worker.wait_ready(START_TIMEOUT_SECONDS)
+        except AsrError:
+            for worker in workers:
+                worker.kill()
+            raise
+        self._workers = list(workers)
+        for i in range(self.size):
+            thread = threading.Thread(target=self._feed, args=(i,), name=f"asr-feed-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("whisper pool ready: %d workers x %d threads, window %.0f s",
+                 self.size, self._config["threads"], self.window_seconds)
+
+    def close(self) -> None:
+        """Stop the workers; queued requests fail with ``AsrError``."""
+        with self._cond:
+            self._closed = True
+            pending = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for req in pending:
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(AsrError("recognizer is shutting down"))
+        for thread in self._threads:
+            thread.join(timeout=self.decode_timeout + 10)
+        for worker in self._workers:
+            if worker is not None:
+                worker.stop()
+        self._threads.clear()
+        self._workers.clear()
+
+    def submit(self, pcm16k: bytes) -> Future:
+        """Queue one utterance (16 kHz 16-bit PCM); the future resolves to ``(WhisperResult, queue_s)``."""
+        if not self._threads or self._closed:
+            raise AsrError("Whisper pool is not running (start() it first)")
+        samples = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
+        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds))
+        with self._cond:
+            self._pending.append(req)
+            self._cond.notify()
+        return req.future
+
+    def _take_batch(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            batch: list[_Request] = []
+            keep: deque[_Request] = deque()
+            window = None
+            while self._pending:
+                req = self._pending.popleft()
+                if req.future.cancelled():
+                    continue  # the caller gave up (timeout) before decoding started
+                if window is None:
+                    window = req.window
+                if req.window == window and len(batch) < self.max_batch:
+                    if req.future.set_running_or_notify_cancel():
+                        batch.append(req)
+                else:
+                    keep.append(req)
+            self._pending.extendleft(reversed(keep))  # other windows wait for the next round
+            return batch
+
+    def _feed(self, index: int) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            self._run(index, batch)
+
+    def _run(self, index: int, batch: list[_Request]) -> None:
+        worker = self._workers[index]
+        started = time.perf_counter()
+        try:
+            if worker is None or not worker.alive():
+                worker = self._restart(index, "worker was not running")
+            worker.conn.send((batch[0].window, [r.samples for r in batch]))
+            if not worker.conn.poll(self.decode_timeout):
+                self._restart(index, f"no answer within {self.decode_timeout:.0f} s")
+                raise AsrError(f"Whisper worker {index} overran {self.decode_timeout:.0f} s and was restarted")
+            status, payload = worker.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            self._fail(batch, AsrError(f"Whisper worker {index} crashed ({type(exc).__name__}); restarted"))
+            self._safe_restart(index, "crashed")
+            return
+        except AsrError as exc:
+            self._fail(batch, exc)
+            return
+        if status != "ok":
+            self._fail(batch, AsrError(f"Whisper decoding failed: {payload}"))
+            return
+        self.stats["batches"] += 1
+        self.stats["utterances"] += len(batch)
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
+        results: list[WhisperResult] = payload
+        for req, result in zip(batch, results):
+            req.future.set_result((result, started - req.queued_at))
+
+    @staticmethod
+    def _fail(batch: list[_Request], exc: AsrError) -> None:
+        for req in batch:
+            if not req.future.done():
+                req.future.set_exception(exc)
+
+    def _safe_restart(self, index: int, reason: str) -> None:
+        try:
+            self._restart(index, reason)
+        except AsrError as exc:
+            log.error("whisper worker %d could not be restarted: %s", index, exc)
+
+    def _restart(self, index: int, reason: str) -> _Worker:
+        old = self._workers[index]
+        if old is not None:
+            old.kill()
+        self._workers[index] = None
+        if self._closed:
+            raise AsrError("recognizer is shutting down")
+        log.warning("restarting whisper worker %d: %s", index, reason)
+        self.stats["restarts"] += 1
+        worker = _Worker(self._config, index)
+        worker.wait_ready(START_TIMEOUT_SECONDS)
+        self._workers[index] = worker
+        return worker
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        return [w.pid for w in self._workers if w is not None]
+

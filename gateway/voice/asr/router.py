@@ -1,0 +1,216 @@
+"""Per-turn choice of recognizer, from what the journey expects.
+
+Closed sets (``expect.closed``: digits, yes/no, a few options) go to the fast closed-grammar
+engine (pocketsphinx by default, Vosk when a Vosk model is configured); everything else goes to
+the accurate open engine (Whisper in worker processes). A closed-set answer that is empty, does
+not fit (wrong digit count) or falls under ``fallback_confidence`` is decoded again by Whisper
+when it runs. Every call is bounded by a timeout and every failure is one ``AsrError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gateway.config import PACKAGE_ROOT, AsrSettings
+from gateway.core.actions import Expect
+from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
+from gateway.voice.asr.grammar import plausible
+from gateway.voice.asr.pool import WhisperPool
+from gateway.voice.asr.whisper import check_model_dir
+from gateway.voice.audio import SAMPLE_WIDTH, resample
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIO_SECONDS = 60.0
+"""Longest utterance accepted; the endpointer cuts turns well before (20 s by default)."""
+TIMEOUT_SECONDS = 30.0
+"""Upper bound on one recognition, queueing included (generous for a loaded 2-core host)."""
+NO_SPEECH_PROB = 0.6
+"""Whisper's own no-speech threshold: above it, with low confidence, the turn is silence."""
+LOW_CONFIDENCE = 0.35
+
+
+def resolve_path(name: str, data_dir: Path | None) -> Path:
+    """A configured model path: absolute as given, else under the data dir if there, else the project."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    if data_dir is not None and (data_dir / path).exists():
+        return data_dir / path
+    return PACKAGE_ROOT / path
+
+
+class AsrRouter:
+    """Speech recognition for calls: one shared set of engines for the whole gateway."""
+
+    def __init__(
+        self,
+        settings: AsrSettings,
+        *,
+        data_dir: Path | None = None,
+        whisper: WhisperPool | None = None,
+        engines: dict[str, Engine] | None = None,
+        timeout_seconds: float = TIMEOUT_SECONDS,
+        max_audio_seconds: float = MAX_AUDIO_SECONDS,
+        fallback_confidence: float = 0.0,
+        fallback: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.timeout_seconds = timeout_seconds
+        self.max_audio_seconds = max_audio_seconds
+        self.fallback_confidence = fallback_confidence
+        self.fallback = fallback
+        self.whisper_model_dir = resolve_path(settings.whisper_model_dir, None)
+        self._whisper = whisper
+        self._own_whisper = whisper is None
+        self._engines: dict[str, Engine] = dict(engines or {})
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr")
+        self.closed_engine = settings.closed_engine
+        self.open_engine = settings.open_engine
+        if settings.vosk_model_dir and "vosk" not in (self.open_engine, self.closed_engine):
+            self.closed_engine = "vosk"  # a configured Vosk model takes the closed sets
+        self.stats = {"fallbacks": 0, "fallback_seconds": 0.0}
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def _needs_whisper(self) -> bool:
+        if "whisper" in (self.open_engine, self.closed_engine):
+            return True
+        return self.fallback and (self._whisper is not None or (self.whisper_model_dir / "model.bin").is_file())
+
+    async def start(self) -> None:
+        """Load the engines and warm them (Whisper workers start here, not at the first call)."""
+        loop = asyncio.get_running_loop()
+        if self._needs_whisper():
+            if self._whisper is None:
+                check_model_dir(self.whisper_model_dir)
+                self._whisper = WhisperPool(
+                    self.whisper_model_dir,
+                    workers=self.settings.workers,
+                    window_seconds=self.settings.whisper_window_seconds,
+                    beam_size=self.settings.whisper_beam_size,
+                    language=self.settings.language,
+                    decode_timeout=self.timeout_seconds,
+                )
+            if not self._whisper.started:
+                await loop.run_in_executor(self._executor, self._whisper.start)
+        for name in {self.open_engine, self.closed_engine} - {"whisper"}:
+            if name not in self._engines:
+                self._engines[name] = await loop.run_in_executor(self._executor, self._load, name)
+        if self.closed_engine != "whisper":
+            await loop.run_in_executor(
+                self._executor, self._engines[self.closed_engine].recognize, b"\x00\x00" * 8000, Expect(kind="yesno")
+            )
+        self._started = True
+
+    def _load(self, name: str) -> Engine:
+        if name == "pocketsphinx":
+            from gateway.voice.asr.sphinx import PocketsphinxEngine
+
+            return PocketsphinxEngine()
+        if name == "vosk":
+            from gateway.voice.asr.vosk_engine import VoskEngine
+
+            if not self.settings.vosk_model_dir:
+                raise AsrError("Vosk is selected but voice.asr.vosk_model_dir is empty: set it to a Vosk model directory")
+            return VoskEngine(resolve_path(self.settings.vosk_model_dir, self.data_dir))
+        raise AsrError(f"unknown recognizer {name!r}")
+
+    async def close(self) -> None:
+        """Stop worker processes and threads."""
+        if self._whisper is not None and self._own_whisper:
+            await asyncio.get_running_loop().run_in_executor(None, self._whisper.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._started = False
+
+    # --- recognition -----------------------------------------------------------------------------
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
+        """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``."""
+        if not self._started:
+            raise AsrError("speech recognition is not started")
+        pcm16k = self._prepare(pcm, sample_rate)
+        if not pcm16k:
+            return Transcript("", 0.0, "none", 0.0, 0.0)
+        if expect.closed and self.closed_engine != "whisper":
+            result = await self._run_engine(self.closed_engine, pcm16k, expect)
+            if not self._needs_fallback(result, expect):
+                return result
+            self.stats["fallbacks"] += 1
+            log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
+                     result.text, result.confidence, expect.kind)
+            again = await self._run_whisper(pcm16k)
+            self.stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
+            return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
+                              again.decode_seconds + result.decode_seconds, again.queue_seconds)
+        if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
+            return await self._run_whisper(pcm16k)
+        return await self._run_engine(self.open_engine, pcm16k, expect)
+
+    def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
+        if not self.fallback or self._whisper is None:
+            return False
+        return not plausible(result.text, expect) or result.confidence < self.fallback_confidence
+
+    def _prepare(self, pcm: bytes, sample_rate: int) -> bytes:
+        if len(pcm) % SAMPLE_WIDTH:
+            raise AsrError(f"audio of {len(pcm)} bytes is not 16-bit PCM (odd length)")
+        if not 4000 <= sample_rate <= 48000:
+            raise AsrError(f"unsupported sample rate {sample_rate} Hz (expected 8000 or 16000)")
+        seconds = len(pcm) / (SAMPLE_WIDTH * sample_rate)
+        if seconds > self.max_audio_seconds:
+            raise AsrError(
+                f"utterance of {seconds:.0f} s is longer than the {self.max_audio_seconds:.0f} s limit "
+                "(the endpointer should cut turns shorter)"
+            )
+        return resample(pcm, sample_rate, ENGINE_RATE)
+
+    async def _run_engine(self, name: str, pcm16k: bytes, expect: Expect) -> Transcript:
+        engine = self._engines.get(name)
+        if engine is None:
+            raise AsrError(f"recognizer {name!r} is not loaded")
+        loop = asyncio.get_running_loop()
+        queued = time.perf_counter()
+        future = loop.run_in_executor(self._executor, self._call, engine, pcm16k, expect, queued)
+        try:
+            result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
+        except asyncio.TimeoutError as exc:
+            raise AsrError(f"{name} gave no result within {self.timeout_seconds:.0f} s") from exc
+        return Transcript(result.text, result.confidence, result.engine, result.audio_seconds,
+                          result.decode_seconds, queue_seconds)
+
+    @staticmethod
+    def _call(engine: Engine, pcm16k: bytes, expect: Expect, queued: float) -> tuple[Transcript, float]:
+        waited = time.perf_counter() - queued
+        try:
+            return engine.recognize(pcm16k, expect), waited
+        except AsrError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
+            raise AsrError(f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _run_whisper(self, pcm16k: bytes) -> Transcript:
+        if self._whisper is None:
+            raise AsrError("Whisper is not running")
+        future = asyncio.wrap_future(self._whisper.submit(pcm16k))
+        try:
+            result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
+        except asyncio.TimeoutError as exc:
+            raise AsrError(f"whisper gave no result within {self.timeout_seconds:.0f} s") from exc
+        text = result.text
+        if result.no_speech_prob > NO_SPEECH_PROB and result.confidence < LOW_CONFIDENCE:
+            text = ""
+        return Transcript(
+            text=text,
+            confidence=result.confidence,
+            engine="whisper",
+            audio_seconds=len(pcm16k) / (SAMPLE_WIDTH * ENGINE_RATE),
+            decode_seconds=result.decode_seconds,
+            queue_seconds=queue_seconds,
+        )

@@ -1,0 +1,87 @@
+"""pocketsphinx 5 on closed grammars (digits, yes/no, a few options): fast and restricted.
+
+pocketsphinx's shipped US English model is wideband: it is fed 16 kHz audio (8 kHz calls are
+resampled up; its own 8 kHz settings do not work with this model). Each closed ``Expect`` becomes
+a JSGF grammar, compiled once and kept as a named search. A decoder is not thread-safe, so
+decoding is serialized by a lock; it is fast enough (a few tenths of real time) to share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+
+from gateway.core.actions import Expect
+from gateway.voice.asr.base import ENGINE_RATE, AsrError, Transcript
+from gateway.voice.asr.grammar import jsgf_for
+
+log = logging.getLogger(__name__)
+
+MAX_SEARCHES = 64
+"""Compiled grammars kept; older ones are dropped (journeys use a handful)."""
+_FILLERS = {"<s>", "</s>", "<sil>", "[NOISE]", "[noise]", "<unk>"}
+
+
+class PocketsphinxEngine:
+    """Closed-set recognition with runtime JSGF grammars."""
+
+    name = "pocketsphinx"
+
+    def __init__(self) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as exc:
+            raise AsrError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
+        try:
+            self._decoder = Decoder(samprate=ENGINE_RATE, loglevel="FATAL")
+        except (RuntimeError, ValueError) as exc:
+            raise AsrError(f"pocketsphinx could not load its model: {exc}") from exc
+        self._lock = threading.Lock()
+        self._searches: list[str] = []
+
+    def _known(self, word: str) -> bool:
+        return self._decoder.lookup_word(word) is not None
+
+    def _activate(self, expect: Expect) -> None:
+        grammar = jsgf_for(expect, self._known)
+        name = "g" + hashlib.sha1(grammar.encode()).hexdigest()[:16]
+        if name not in self._searches:
+            try:
+                self._decoder.add_jsgf_string(name, grammar)
+            except (RuntimeError, ValueError) as exc:
+                raise AsrError(f"pocketsphinx rejected the grammar for {expect.kind}: {exc}") from exc
+            self._searches.append(name)
+            if len(self._searches) > MAX_SEARCHES:
+                old = self._searches.pop(0)
+                self._decoder.remove_search(old)
+        self._decoder.activate_search(name)
+
+    def recognize(self, pcm16k: bytes, expect: Expect) -> Transcript:
+        """Decode a whole utterance against the grammar for ``expect`` (blocking)."""
+        if not expect.closed:
+            raise AsrError(f"pocketsphinx here only decodes closed sets, not {expect.kind!r}")
+        start = time.perf_counter()
+        with self._lock:
+            try:
+                self._activate(expect)
+                self._decoder.start_utt()
+                self._decoder.process_raw(pcm16k, full_utt=True)
+                self._decoder.end_utt()
+            except (RuntimeError, ValueError) as exc:
+                raise AsrError(f"pocketsphinx failed: {exc}") from exc
+            hyp = self._decoder.hyp()
+        text = ""
+        confidence = 0.0
+        if hyp is not None and hyp.hypstr:
+            words = [w.split("(")[0] for w in hyp.hypstr.split() if w not in _FILLERS]
+            text = " ".join(words)
+            confidence = max(0.0, min(1.0, float(hyp.prob)))
+        return Transcript(
+            text=text,
+            confidence=confidence,
+            engine=self.name,
+            audio_seconds=len(pcm16k) / (2 * ENGINE_RATE),
+            decode_seconds=time.perf_counter() - start,
+        )
