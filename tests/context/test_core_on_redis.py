@@ -1,0 +1,47 @@
+"""Two gateway nodes sharing one Redis context store, through the real conversation core:
+a journey started in a web chat on one node continues in a phone call on the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.app import build_core
+from gateway.config import load_settings
+from gateway.context.redis_store import RedisStore
+from gateway.core.actions import Ask, Say, SendFollowUp
+from gateway.core.events import CallStarted, ChatMessage, ChatStarted, UserSaid
+from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
+
+
+def _texts(actions: list) -> str:
+    return " | ".join(a.text for a in actions if isinstance(a, (Say, Ask)))
+
+
+async def test_a_chat_on_one_node_resumes_as_a_call_on_another(redis_url: str, tmp_path: Path) -> None:
+    settings = load_settings(environ={}, overrides={
+        "data_dir": str(tmp_path), "context": {"backend": "redis", "redis_url": redis_url}})
+    node_a, node_b = await build_core(settings), await build_core(settings)
+    try:
+        assert isinstance(node_a.store, RedisStore) and isinstance(node_b.store, RedisStore)
+        opened = await node_a.open("chat", event=ChatStarted())
+        cid = opened.conversation_id
+        await node_a.handle(cid, ChatMessage("I started a loan application and got stuck"))
+        await node_a.handle(cid, ChatMessage("my account number is 11223344"))
+        acts = await node_a.handle(cid, ChatMessage("30/11/1978"))
+        assert "proof of income" in _texts(acts)
+
+        call = await node_b.open("voice", caller_id="+15552223333", event=CallStarted(caller_id="+15552223333"))
+        assert call.resumed and call.conversation_id == cid
+        assert "already verified" in _texts(call.actions) and "account number" not in _texts(call.actions)
+        acts = await node_b.handle(cid, UserSaid("yes please", confidence=0.9))
+        assert any(isinstance(a, SendFollowUp) for a in acts)
+
+        context = await node_a.context(cid)  # either node sees the whole conversation
+        assert context["channels"] == ["chat", "voice"]
+        assert "identity" in context["verified"]
+        log = await node_a.store.events(cid)
+        assert {e.channel for e in log} >= {"chat", "voice", "bot"}
+        assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    finally:
+        await node_a.store.close()
+        await node_b.store.close()
