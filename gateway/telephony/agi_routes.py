@@ -56,10 +56,12 @@ async def set_transfer_variables(agi: AgiSession, conversation_id: str, transfer
 class VoicebotRoute:
     """``agi://gateway/voicebot``: answer, register, AudioSocket, then hand back to the dialplan."""
 
-    def __init__(self, settings: Settings, calls: CallRegistry, fallback: "FallbackRoute | None" = None):
+    def __init__(self, settings: Settings, calls: CallRegistry, fallback: "FallbackRoute | None" = None,
+                 *, audiosocket_address: str = ""):
         self.settings = settings
         self.calls = calls
         self.fallback = fallback
+        self.audiosocket_address = audiosocket_address or settings.fastagi.audiosocket_address
 
     async def __call__(self, agi: AgiSession) -> None:
         env = agi.env
@@ -74,21 +76,26 @@ class VoicebotRoute:
         status = "hangup"
         try:
             await agi.set_variable("VOICEGW_CALL", call_uuid)
-            address = self.settings.fastagi.audiosocket_address
-            result = await agi.exec("AudioSocket", f"{call_uuid},{address}", timeout=None)
+            result = await agi.exec("AudioSocket", f"{call_uuid},{self.audiosocket_address}", timeout=None)
             if result.value == -2:
                 log.error("FastAGI %s: Asterisk has no AudioSocket application (load app_audiosocket.so); "
                           "continuing on the DTMF route", env.channel)
                 self.calls.discard(call_uuid)
                 if self.fallback is not None:
-                    await self.fallback(agi)
+                    await self.fallback(agi, answered=True)
+                return
+            if result.value != 0 and not record.connected and not agi.hangup_seen and self.fallback is not None:
+                log.error("FastAGI %s: AudioSocket did not reach the gateway at %s; continuing on the DTMF route",
+                          env.channel, self.audiosocket_address)
+                self.calls.discard(call_uuid)
+                await self.fallback(agi, answered=True)
                 return
             status = "completed" if result.value == 0 else "hangup"
-            if record.conversation_id:
-                await agi.set_variable("VOICEGW_CONVERSATION", record.conversation_id)
             if record.transfer is not None:
                 await set_transfer_variables(agi, record.conversation_id, record.transfer)
                 status = "transfer"
+            elif record.conversation_id:
+                await agi.set_variable("VOICEGW_CONVERSATION", record.conversation_id)
             await agi.set_variable("VOICEGW_STATUS", status)
         except ChannelHungUp:
             log.info("FastAGI %s: call left the voicebot route (%s)", env.channel, status)
@@ -135,9 +142,10 @@ class FallbackRoute:
         self.core = core
         self.prompts = prompts
 
-    async def __call__(self, agi: AgiSession) -> None:
+    async def __call__(self, agi: AgiSession, *, answered: bool = False) -> None:
         env = agi.env
-        await agi.answer()
+        if not answered:
+            await agi.answer()
         known = await agi.get_variable("VOICEGW_CONVERSATION") or ""
         outbound = env.query.get("outbound", "") in ("1", "yes", "true")
         event = CallStarted(caller_id=env.caller_id, dialed=env.dialed, channel="voice",

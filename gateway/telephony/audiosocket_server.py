@@ -213,6 +213,8 @@ class AudioSocketServer:
         pending: list[asock.Message],
     ) -> None:
         record = self.calls.by_uuid(call_id)
+        if record is not None:
+            record.connected = True
         rate = session_rate(wire_rate)
         call = AudioSocketCall(call_id, record.conversation_id if record else "", wire_rate, record)
         control = self.control_factory(call) if self.control_factory else None

@@ -39,6 +39,7 @@ class CallRecord:
     outbound: bool = False
     transfer: Transfer | None = None
     end_reason: str = ""
+    connected: bool = False
     created: float = field(default_factory=time.monotonic)
 
 
