@@ -4,7 +4,8 @@ Each poll (``run_once(now)``) does two things, both deterministic for a given ``
 
 1. Reminders the CRM reports as due (``crm.due_reminders(now, horizon)``) and not yet started
    open an outbound conversation on ``sms`` (journey ``appointment`` unless the reminder names
-   another) and get an SMS: the reminder, "reply YES or NO", and a signed link.
+   another) and get an SMS: the journey's reminder, "reply YES or NO", and a signed link that
+   continues the same conversation in the web chat.
 2. Started reminders with no answer after ``settings.outreach.escalate_after_minutes`` are
    escalated to a call: the conversation receives ``CallAccepted(channel="outreach")`` and the
    core emits ``Originate``, which the telephony sink carries out.
@@ -22,13 +23,14 @@ import inspect
 import logging
 import sqlite3
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.core.actions import Ask, Say
-from gateway.core.events import CallAccepted, ChatStarted
+from gateway.core.events import CallAccepted, CallStarted
 from gateway.core.port import ConversationPort
 from gateway.digital.followup import FollowUps
 from gateway.digital.sms import SmsSender, SmsSendError
@@ -36,8 +38,6 @@ from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-HORIZON = timedelta(minutes=5)
-"""How far ahead a poll looks for due reminders."""
 ANSWER_KINDS = {"ChatMessage", "UserSaid", "DtmfPressed", "LinkOpened", "FormSubmitted", "CallAccepted"}
 
 
@@ -47,6 +47,36 @@ def _field(item: Any, *names: str, default: Any = "") -> Any:
         if value not in (None, ""):
             return value
     return default
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """One reminder to send, whatever shape the CRM gave it in."""
+
+    id: str
+    customer_id: str
+    phone: str
+    text: str
+    journey: str = "appointment"
+    link_purpose: str = "chat"
+
+
+def as_reminder(item: Any) -> Reminder:
+    """A :class:`Reminder` from the CRM's ``(Customer, Appointment)`` pair or a mapping/object."""
+    if isinstance(item, tuple) and len(item) == 2:
+        customer, appointment = item
+        first = str(_field(customer, "name")).split(" ")[0]
+        at = _field(appointment, "at", default=None)
+        when = at.strftime("%A %d %B at %H:%M") if isinstance(at, datetime) else str(at or "soon")
+        where = _field(appointment, "location")
+        text = (f"Hello {first}, a reminder of your {_field(appointment, 'kind', default='appointment')} "
+                f"on {when}{' at ' + where if where else ''}.")
+        return Reminder(id=str(_field(appointment, "id")), customer_id=str(_field(customer, "id")),
+                        phone=str(_field(customer, "phone")), text=text)
+    return Reminder(id=str(_field(item, "id", "reminder_id")), customer_id=str(_field(item, "customer_id")),
+                    phone=str(_field(item, "phone", "mobile", "number", "to")), text=str(_field(item, "text", "message")),
+                    journey=str(_field(item, "journey", default="appointment")),
+                    link_purpose=str(_field(item, "link_purpose", default="chat")))
 
 
 def _answers(context: dict[str, Any]) -> int:
@@ -92,18 +122,16 @@ class Outreach:
             self._db.execute(f"UPDATE outreach SET {cols}, updated_at = ? WHERE reminder_id = ?",
                              (*values.values(), self._clock().timestamp(), reminder_id))
 
-    async def _due(self, now: datetime) -> list[Any]:
-        result = self._crm.due_reminders(now, HORIZON)
+    async def _due(self, now: datetime) -> list[Reminder]:
+        result = self._crm.due_reminders(now, timedelta(hours=self._settings.outreach.horizon_hours))
         if inspect.isawaitable(result):
             result = await result
-        return list(result or [])
+        return [as_reminder(item) for item in result or []]
 
-    async def _number_of(self, reminder: Any) -> str:
-        number = str(_field(reminder, "phone", "mobile", "number", "to"))
-        customer_id = str(_field(reminder, "customer_id"))
-        if number or not customer_id or not hasattr(self._crm, "get_customer"):
-            return number
-        customer = await self._crm.get_customer(customer_id)
+    async def _number_of(self, reminder: Reminder) -> str:
+        if reminder.phone or not reminder.customer_id or not hasattr(self._crm, "get_customer"):
+            return reminder.phone
+        customer = await self._crm.get_customer(reminder.customer_id)
         return str(_field(customer, "phone", "mobile")) if customer is not None else ""
 
     async def run_once(self, now: datetime | None = None) -> None:
@@ -135,8 +163,8 @@ class Outreach:
         self._metrics.inc("voicegw_outreach_total", step="escalated")
         log.info("reminder %s unanswered: escalated to a call (conversation %s)", reminder_id, conversation_id)
 
-    async def _start(self, reminder: Any, now: datetime) -> None:
-        reminder_id = str(_field(reminder, "id", "reminder_id"))
+    async def _start(self, reminder: Reminder, now: datetime) -> None:
+        reminder_id = reminder.id
         if not reminder_id:
             return
         with self._lock:
@@ -150,16 +178,19 @@ class Outreach:
             self._set(reminder_id, state="no_number")
             log.warning("reminder %s skipped: no phone number", reminder_id)
             return
-        customer_id = str(_field(reminder, "customer_id"))
-        journey = str(_field(reminder, "journey", default="appointment"))
-        opened = await self._core.open("sms", customer_id=customer_id, caller_id=number, journey=journey,
-                                       event=ChatStarted(channel="sms", customer_ref=customer_id))
+        # the gateway starts this contact: an outbound start, so the journey skips the identity
+        # check it would ask of an inbound stranger (it addresses the CRM's own number)
+        opened = await self._core.open("sms", customer_id=reminder.customer_id, caller_id=number,
+                                       journey=reminder.journey,
+                                       event=CallStarted(channel="sms", caller_id=number, outbound=True,
+                                                         call_id=f"outreach-{reminder_id}"))
         cid = opened.conversation_id
         baseline = _answers(await self._core.context(cid))
+        # the journey's own words when it has them (it knows the appointment), else the CRM's
         prompt = " ".join(a.text for a in opened.actions if isinstance(a, (Say, Ask)))
-        text = str(_field(reminder, "text", "message", default=prompt)) or prompt
-        link = self._followups.link_for(cid, str(_field(reminder, "link_purpose", default="confirm_appointment")))
-        body = f"{text} Reply YES to confirm, NO to change, or CALL to talk to us. Details: {link}".strip()
+        text = prompt or reminder.text
+        link = self._followups.link_for(cid, reminder.link_purpose)
+        body = f"{text} Reply YES to confirm, NO to change, or CALL to talk to us. Or continue in chat: {link}".strip()
         try:
             await self._sms.send(number, body, conversation_id=cid)
         except SmsSendError:
