@@ -5,6 +5,10 @@ The actions are ordinary ``rasa_sdk.Action`` subclasses executed by rasa-sdk's o
 ``GET /health``, ``GET /actions``) that runs inside the gateway's event loop, answering exactly
 as rasa-sdk's own endpoint does (status codes 400 / 404 / 449 with ``{"error", "action_name"}``).
 The slots each action reads and sets are listed in ``gateway/integrations/README.md``.
+
+The same actions also load into rasa-sdk's own server, for teams that run one already::
+
+    python -m rasa_sdk --actions gateway.integrations.rasa_actions
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Awaitable, Callable
@@ -22,8 +27,8 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import ActionExecutor, CollectingDispatcher
 from rasa_sdk.interfaces import ActionExecutionRejection, ActionMissingDomainException, ActionNotFoundException
 
-from gateway.config import Settings
-from gateway.integrations.crm import Crm, CrmError, CrmTimeout
+from gateway.config import Settings, load_settings
+from gateway.integrations.crm import Crm, CrmError, CrmTimeout, open_crm
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +49,45 @@ class ActionHooks:
     transfer: TransferHook | None = None
 
 
-class GatewayAction(Action):
-    """Base of the gateway's actions: CRM failures become an apology and ``outcome=error``."""
+_shared: dict[str, Any] = {}
+
+
+def _default_crm() -> tuple[Crm, Settings]:
+    """The CRM and settings of a stand-alone action server (``python -m rasa_sdk --actions
+    gateway.integrations.rasa_actions``): from ``config/gateway.yaml`` and ``VOICEGW_*``."""
+    if "crm" not in _shared:
+        settings = load_settings()
+        _shared["settings"], _shared["crm"] = settings, open_crm(settings)
+    return _shared["crm"], _shared["settings"]
+
+
+class GatewayAction(Action, ABC):
+    """Base of the gateway's actions: CRM failures become an apology and ``outcome=error``.
+
+    Built with a CRM inside the gateway; built without arguments (as rasa-sdk's own server
+    does when it loads this module) it opens the CRM the gateway's settings name."""
 
     action_name = ""
 
-    def __init__(self, crm: Crm, settings: Settings | None = None, hooks: ActionHooks | None = None) -> None:
-        self.crm = crm
-        self.settings = settings
+    def __init__(self, crm: Crm | None = None, settings: Settings | None = None,
+                 hooks: ActionHooks | None = None) -> None:
+        # opened lazily: rasa-sdk pickles its actions into its worker process before they run
+        self._crm = crm
+        self._settings = settings
         self.hooks = hooks or ActionHooks()
+
+    @property
+    def crm(self) -> Crm:
+        if self._crm is None:
+            self._crm, default_settings = _default_crm()
+            self._settings = self._settings or default_settings
+        return self._crm
+
+    @property
+    def settings(self) -> Settings | None:
+        if self._settings is None and self._crm is None:
+            self._crm, self._settings = _default_crm()
+        return self._settings
 
     def name(self) -> str:
         return self.action_name
@@ -65,8 +100,9 @@ class GatewayAction(Action):
             dispatcher.utter_message(text=APOLOGY)
             return [SlotSet("outcome", "error")]
 
+    @abstractmethod
     async def act(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The action itself; CRM errors raised here are turned into an apology."""
 
 
 def _slot(tracker: Tracker, name: str) -> str:

@@ -4,6 +4,7 @@ against a real rasa-sdk action server in a subprocess; errors and timeouts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -139,16 +140,15 @@ async def test_the_action_server_speaks_like_rasa_sdk(tmp_path: Path, crm: Sampl
         await server.close()
 
 
-@pytest.fixture(scope="module")
-def rasa_sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real rasa-sdk action server (``python -m rasa_sdk``) with the test actions."""
+@contextlib.contextmanager
+def run_rasa_sdk(actions: str, log_dir: Path, env_extra: dict[str, str] | None = None) -> Iterator[str]:
+    """A real rasa-sdk action server (``python -m rasa_sdk``) loading ``actions``; yields its URL."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("rasa") / "rasa_sdk.log"
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    log_path = log_dir / "rasa_sdk.log"
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT), **(env_extra or {}))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rasa_sdk", "--actions", "tests.integrations.rasa_sdk_actions",
-             "--port", str(port)],
+            [sys.executable, "-m", "rasa_sdk", "--actions", actions, "--port", str(port)],
             cwd=PACKAGE_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -174,6 +174,13 @@ def rasa_sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def rasa_sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """rasa-sdk's own server with a team's own actions (tests/integrations/rasa_sdk_actions.py)."""
+    with run_rasa_sdk("tests.integrations.rasa_sdk_actions", tmp_path_factory.mktemp("rasa")) as url:
+        yield url
 
 
 async def test_client_against_a_real_rasa_sdk_server(rasa_sdk_server: str) -> None:
@@ -249,3 +256,20 @@ async def test_a_server_answering_garbage_gives_rasa_error() -> None:
         await runner.cleanup()
     with pytest.raises(RasaError, match="not an http"):
         webhook_url("localhost:5055")
+
+
+async def test_gateway_actions_load_into_rasa_sdks_own_server(tmp_path: Path) -> None:
+    env = {"VOICEGW_DATA_DIR": str(tmp_path / "data")}
+    with run_rasa_sdk("gateway.integrations.rasa_actions", tmp_path, env) as url:
+        client = RasaActionClient(url, timeout=20)
+        try:
+            result = await client.run("action_verify_identity", sender_id="conv-7",
+                                      slots={"account_number": "87654321", "date_of_birth": "1990-07-02"},
+                                      latest_message={"text": "july second ninety"})
+            assert result.slots()["customer_name"] == "Bob Nguyen" and result.slots()["outcome"] == "verified"
+            order = await client.run("action_order_status", sender_id="conv-7", slots={"order_id": "20001"},
+                                     latest_message={})
+            assert order.slots()["order_status"] == "delayed"
+        finally:
+            await client.close()
+    assert (tmp_path / "data" / "crm.db").exists()  # the CRM the gateway's settings name
