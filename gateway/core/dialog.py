@@ -329,7 +329,9 @@ class DialogEngine:
             await self._goto(record, step_id or "END", channel, out)
         else:
             record.journey = self.settings.journeys.default
-            await self._run_from(record, self.journeys.journeys[record.journey].steps[-1].id, channel, out)
+            default = self.journeys.journeys[record.journey]
+            routing = [s for s in default.steps if s.ask is not None and s.expect == "open" and not s.slot]
+            await self._run_from(record, (routing or default.steps)[-1].id, channel, out)
 
     def _after(self, record: ConversationRecord, step: Step) -> str:
         return self.journeys.journeys[record.journey].after(step.id) or "END"
