@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any, AsyncIterator, Protocol
 
 from redis.exceptions import RedisError
@@ -158,6 +159,7 @@ class RedisSubscription(_BaseSubscription):
         self._pubsub = fanout._redis.pubsub(ignore_subscribe_messages=True)
         self._started = False
         self._closed = False
+        fanout._subscriptions.add(self)
 
     async def start(self) -> None:
         if not self._started:
@@ -172,6 +174,8 @@ class RedisSubscription(_BaseSubscription):
             try:
                 item = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except (RedisError, OSError) as exc:
+                if self._closed:  # closed from another task while waiting: a normal end
+                    break
                 raise StoreError(f"fan-out subscription to Redis at {safe_url(self._fanout.url)} broke: {exc}") from exc
             if item is None or item.get("type") != "message":
                 continue
@@ -188,6 +192,7 @@ class RedisSubscription(_BaseSubscription):
         if self._closed:
             return
         self._closed = True
+        self._fanout._subscriptions.discard(self)
         try:
             await self._pubsub.aclose()
         except (RedisError, OSError) as exc:
@@ -201,6 +206,7 @@ class RedisFanout:
         self.url = url
         self.prefix = prefix
         self._redis = connect(url)
+        self._subscriptions: weakref.WeakSet[RedisSubscription] = weakref.WeakSet()
 
     def _name(self, channel: str) -> str:
         return self.prefix + "fanout:" + channel
@@ -218,4 +224,7 @@ class RedisFanout:
         return RedisSubscription(self, channel)
 
     async def close(self) -> None:
+        """Close every subscription (their iteration ends) and the connection pool."""
+        for sub in list(self._subscriptions):
+            await sub.aclose()
         await self._redis.aclose()

@@ -99,3 +99,24 @@ async def test_in_process_fanout_delivers_copies_and_refuses_oversized_messages(
     await hub.close()  # ends every subscription's iteration
     await asyncio.wait_for(task, 5)
     assert received == [{"n": 1}]
+
+
+async def test_closing_a_redis_fanout_ends_its_subscribers_iteration(redis_url: str) -> None:
+    node = RedisFanout(redis_url)
+    sub = node.subscribe("screenpop")
+    await sub.start()
+    received: list[dict] = []
+
+    async def desk() -> None:
+        async for msg in sub:
+            received.append(msg)
+
+    task = asyncio.create_task(desk())
+    await node.publish("screenpop", {"n": 1})
+    for _ in range(200):
+        if received:
+            break
+        await asyncio.sleep(0.05)
+    await node.close()
+    await asyncio.wait_for(task, 15)  # ended cleanly, no exception
+    assert received == [{"n": 1}]
