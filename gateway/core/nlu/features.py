@@ -1,0 +1,162 @@
+"""Turning an utterance into a sparse TF-IDF vector of word and character n-grams.
+
+Two views of the same utterance, each weighted by TF-IDF and normalized on its own:
+
+- words (light-stemmed unigrams and bigrams), which carry the meaning;
+- character 3-5-grams inside each word, which survive recognition errors ("refund" and
+  "re fund", "reschedule" and "rescheduled", "pasword") and unseen word forms.
+
+Before either, the text is normalized (contractions, fillers, split words, number runs become
+one ``#num`` token, common recogniser homophones folded), so "I'm calling four my order number
+four five six" and "I am calling for my order number 456" produce the same features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .lexicon import concepts
+from .numbers import ORDINALS, TEENS, TENS, UNITS, is_number_word
+from .text import tokens as normalize_tokens
+
+NUMBER_TOKEN = "#num"
+# Recogniser confusions folded into the word the contact centre hears most.
+HOMOPHONES = {
+    "four": "for", "fore": "for", "too": "to", "border": "order", "boarder": "order",
+    "odor": "order", "u": "you", "ur": "your", "r": "are", "pls": "please", "plz": "please",
+    "thx": "thanks", "ty": "thanks", "thankyou": "thanks", "nevermind": "never mind",
+    "pasword": "password", "passwrd": "password", "cancelled": "cancel", "canceled": "cancel",
+    "cancelling": "cancel", "canceling": "cancel", "counsel": "cancel", "council": "cancel",
+    "ok": "okay", "bot": "robot",
+}
+# Function words: they carry no topic, so they do not count towards vocabulary coverage.
+STOPWORDS = frozenset("""
+a an the i me my mine we us our you your he she it its they them their this that these those is am are
+was were be been being do does did have has had will would can could should shall may might must to of
+in on at by for with from about as into over under up down out off and or but if so not no yes just
+please then than there here what which who whom whose when where why how all any some very really also
+too again still already now ok okay oh well like get got go going want need would like let s
+""".split())
+CHAR_RANGE = (3, 5)
+WORD_WEIGHT = 1.0
+CHAR_WEIGHT = 1.0
+CONCEPT_WEIGHT = 1.0
+
+
+def classifier_words(text: str) -> list[str]:
+    """Normalized words of ``text`` for classification (number runs collapsed, homophones folded)."""
+    out: list[str] = []
+    for tok in normalize_tokens(text):
+        if is_number_word(tok) or tok in ORDINALS or tok in UNITS or tok in TEENS or tok in TENS:
+            if not out or out[-1] != NUMBER_TOKEN:
+                out.append(NUMBER_TOKEN)
+            continue
+        folded = HOMOPHONES.get(tok, tok)
+        out.extend(folded.split())
+    return out
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: "charged", "charges", "charging" -> "charg"."""
+    if len(word) <= 3 or word.startswith("#"):
+        return word
+    for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            word = word[: len(word) - len(suffix)] + keep
+            break
+    if word.endswith("e") and len(word) > 4:
+        word = word[:-1]
+    return word
+
+
+def word_features(words: list[str]) -> list[str]:
+    stems = [stem(w) for w in words]
+    feats = ["w:" + s for s in stems]
+    feats.extend("b:" + a + "_" + b for a, b in zip(stems, stems[1:]))
+    return feats
+
+
+def concept_features(words: list[str]) -> list[str]:
+    return ["k:" + c for c in concepts(words)]
+
+
+def char_features(words: list[str]) -> list[str]:
+    feats: list[str] = []
+    lo, hi = CHAR_RANGE
+    for word in words:
+        padded = " " + word + " "
+        for n in range(lo, hi + 1):
+            feats.extend("c:" + padded[k : k + n] for k in range(len(padded) - n + 1))
+    return feats
+
+
+@dataclass(frozen=True)
+class SparseRow:
+    """One vectorized utterance: feature indices (sorted), their weights, and coverage.
+
+    ``coverage`` is the share of the utterance's character n-grams the vocabulary knows:
+    1.0 for wording like the examples, near 0 for out-of-domain speech.
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+    coverage: float
+    word_coverage: float = 1.0
+
+
+class Vectorizer:
+    """TF-IDF over word and character n-grams, fitted on the training examples."""
+
+    def __init__(self, vocabulary: dict[str, int], idf: np.ndarray) -> None:
+        self.vocabulary = vocabulary
+        self.idf = idf
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> "Vectorizer":
+        """Vocabulary (sorted, so training is deterministic) and smoothed IDF from ``texts``."""
+        df: Counter[str] = Counter()
+        for text in texts:
+            words = classifier_words(text)
+            df.update(set(word_features(words)) | set(char_features(words)) | set(concept_features(words)))
+        names = sorted(df)
+        vocabulary = {name: k for k, name in enumerate(names)}
+        n = len(texts)
+        idf = np.array([math.log((1 + n) / (1 + df[name])) + 1.0 for name in names], dtype=np.float64)
+        return cls(vocabulary, idf)
+
+    @property
+    def size(self) -> int:
+        return len(self.vocabulary)
+
+    def transform(self, text: str) -> SparseRow:
+        """The L2-normalized vector of ``text``; unknown features are dropped."""
+        words = classifier_words(text)
+        char_feats = char_features(words)
+        word_block = self._block(word_features(words), WORD_WEIGHT)
+        char_block = self._block(char_feats, CHAR_WEIGHT)
+        concept_block = self._block(concept_features(words), CONCEPT_WEIGHT)
+        merged: dict[int, float] = {**word_block, **char_block, **concept_block}
+        known_chars = sum(1 for f in char_feats if f in self.vocabulary)
+        coverage = known_chars / len(char_feats) if char_feats else 0.0
+        content = [w for w in words if w not in STOPWORDS and not w.startswith("#")]
+        known_words = sum(1 for w in content if "w:" + stem(w) in self.vocabulary or concepts([w]))
+        word_coverage = known_words / len(content) if content else 1.0
+        if not merged:
+            return SparseRow(np.zeros(0, dtype=np.int64), np.zeros(0), coverage, word_coverage)
+        indices = np.array(sorted(merged), dtype=np.int64)
+        values = np.array([merged[k] for k in indices], dtype=np.float64)
+        norm = float(np.linalg.norm(values))
+        return SparseRow(indices, values / norm, coverage, word_coverage)
+
+    def _block(self, feats: list[str], weight: float) -> dict[int, float]:
+        counts = Counter(f for f in feats if f in self.vocabulary)
+        if not counts:
+            return {}
+        block = {self.vocabulary[f]: (1.0 + math.log(c)) * float(self.idf[self.vocabulary[f]]) for f, c in counts.items()}
+        norm = math.sqrt(sum(v * v for v in block.values()))
+        return {k: weight * v / norm for k, v in block.items()}
