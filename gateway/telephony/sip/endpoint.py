@@ -23,7 +23,7 @@ from gateway.config import SipSettings
 from gateway.core.actions import Transfer
 from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_user
 from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
-from gateway.telephony.sip.runtime import PjRuntime, SipError, guarded
+from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, PjRuntime, SipError, guarded
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ class SipEndpoint:
             await self.loop.run_in_executor(None, self.runtime.stop)
             raise
         self._ticker = asyncio.create_task(self._tick(), name="sip-media-ticker")
+        if self.settings.max_calls > CALLS_PER_PROCESS:
+            log.warning("sip.max_calls is %d but this pjsua2 build holds %d calls per process; "
+                        "further calls get 486 Busy Here", self.settings.max_calls, CALLS_PER_PROCESS)
         log.info("SIP %s mode on %s:%d (%s)", self.settings.mode, self.settings.host, self.port,
                  ", ".join(self.transports))
 

@@ -220,13 +220,18 @@ class Softphone:
     """A pjsua2 user agent that places calls (one per process: it owns the process's endpoint)."""
 
     def __init__(self, *, host: str = "127.0.0.1", codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722"),
-                 transport: str = "udp") -> None:
+                 transport: str = "udp", max_calls: int = 32) -> None:
         self.host = host
+        self.max_calls = max_calls
         self.codecs = [c.upper() for c in codecs]
         self.transport = transport
-        self.runtime = PjRuntime("softphone", setup=self._setup, teardown=self._teardown)
+        self.runtime = PjRuntime("softphone", configure=self._configure, setup=self._setup,
+                                 teardown=self._teardown)
         self._account: pj.Account | None = None
         self._calls: dict[int, _PhoneCallObj] = {}
+
+    def _configure(self, cfg: pj.EpConfig) -> None:
+        cfg.uaConfig.maxCalls = self.max_calls
 
     def _setup(self, ep: pj.Endpoint) -> None:
         for info in ep.codecEnum2():
@@ -281,7 +286,11 @@ class Softphone:
         try:
             self.runtime.submit(self._add_account).result(10)
             for call in calls:
-                self.runtime.submit(self._dial, call).result(10)
+                try:
+                    self.runtime.submit(self._dial, call).result(10)
+                except Exception as exc:  # noqa: BLE001 - one failed dial does not stop the others
+                    call.reason = f"not placed: {exc}"
+                    call.done.set()
             deadline = time.monotonic() + timeout
             pending = list(calls)
             while pending and time.monotonic() < deadline:
@@ -340,7 +349,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        quiet=args.quiet, seconds=seconds, dtmf=args.dtmf, dtmf_method=args.dtmf_method)
              for _ in range(max(args.calls, 1))]
     phone = Softphone(codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()),
-                      transport=args.transport)
+                      transport=args.transport, max_calls=max(len(calls) + 2, 4))
     phone.run(calls, timeout=seconds + 30.0 + max(args.quiet, 0) * len(segments))
     for i, call in enumerate(calls):
         if args.record and call.rate:

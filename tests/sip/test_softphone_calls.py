@@ -1,0 +1,129 @@
+"""pjsua2 to pjsua2: the softphone (its own process and endpoint) calls the gateway.
+
+Covers simultaneous calls (as many as the pjsua2 wheel's call table holds) with audio both ways, G.722 wideband, RFC 4733 DTMF, TCP,
+486 beyond ``max_calls`` and ``voicegw call`` itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
+from gateway.voice.audio import read_wav
+from tests.sip.conftest import ROOT, run_softphone, softphone_results, write_tone
+
+pytestmark = [pytest.mark.sip, pytest.mark.timeout(180)]
+
+
+def test_simultaneous_calls_with_audio_both_ways(start_gateway, tmp_path) -> None:
+    """As many calls as one pjsua2 process holds, at once, audio both ways; one more gets 486."""
+    n = CALLS_PER_PROCESS
+    gw = start_gateway(mode="tone")
+    tone = write_tone(tmp_path / "caller.wav", 3.0)
+    procs = [run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--calls", str(k), "--play", str(tone),
+                           "--seconds", "6", "--pause", "0.5", background=True)
+             for k in (n // 2, n - n // 2)]  # the callers in two processes
+    time.sleep(2.0)
+    extra = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--seconds", "1", timeout=60)
+    assert [r["status"] for r in softphone_results(extra.stdout)] == [486]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results += softphone_results(out)
+    assert len(results) == n, err[-3000:]
+    for r in results:
+        assert r["answered"] and r["codec"] == "PCMU", r
+        assert r["voiced_rx"] >= 200, r  # about 6 s of the bot's tone heard by every caller
+        assert r["gaps"] <= 15, r  # clean audio; a few frames of slack for a loaded CI machine
+    stopped = [gw.expect("session_stopped", timeout=30) for _ in range(n)]
+    assert len({s["call_id"] for s in stopped}) == n
+    for s in stopped:
+        assert s["voiced_in"] >= 100, s  # the caller's 3 s tone reached each session
+    assert gw.alive()
+
+
+def test_the_wheels_call_table_size_is_as_documented() -> None:
+    """The softphone's own endpoint refuses the call past ``CALLS_PER_PROCESS`` locally."""
+    code = (
+        "from gateway.telephony.sip.softphone import Softphone, PhoneCall\n"
+        "calls = [PhoneCall(uri='sip:nobody@127.0.0.1:9', seconds=1) for _ in range(8)]\n"
+        "Softphone(max_calls=32).run(calls, timeout=3)\n"
+        "print('placed', sum(1 for c in calls if not c.reason.startswith('not placed')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert f"placed {CALLS_PER_PROCESS}" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+def test_g722_call_runs_at_16_khz(start_gateway, tmp_path) -> None:
+    gw = start_gateway(mode="echo")
+    tone = write_tone(tmp_path / "caller.wav", 2.0, rate=16000)
+    done = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--codecs", "G722", "--play", str(tone),
+                         "--seconds", "4", "--record", str(tmp_path / "reply.wav"))
+    (result,) = softphone_results(done.stdout)
+    assert result["codec"] == "G722" and result["rate"] == 16000, result
+    assert gw.expect("session_started")["rate"] == 16000
+    assert result["voiced_rx"] >= 50, result  # the caller's tone came back (echo session)
+    pcm, rate = read_wav(tmp_path / "reply.wav")
+    assert rate == 16000
+    spectrum = np.abs(np.fft.rfft(np.frombuffer(pcm, dtype="<i2").astype(np.float32)))
+    peak_hz = np.argmax(spectrum) * rate / (len(pcm) // 2)
+    assert abs(peak_hz - 700) < 20, peak_hz  # the echoed 700 Hz tone, through G.722 both ways
+
+
+def test_rfc4733_dtmf_reaches_the_session(start_gateway, tmp_path) -> None:
+    gw = start_gateway(mode="tone")
+    done = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--dtmf", "12#", "--seconds", "3")
+    assert softphone_results(done.stdout)[0]["answered"]
+    digits = "".join(gw.expect("dtmf", timeout=10)["digit"] for _ in range(3))
+    assert digits == "12#"
+
+
+def test_tcp_transport(start_gateway, tmp_path) -> None:
+    gw = start_gateway(mode="tone", sip={"transports": ["udp", "tcp"]})
+    done = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--transport", "tcp", "--seconds", "2")
+    (result,) = softphone_results(done.stdout)
+    assert result["answered"] and result["voiced_rx"] >= 50, result
+
+
+def test_calls_beyond_max_calls_get_486(start_gateway, tmp_path) -> None:
+    gw = start_gateway(mode="tone", sip={"max_calls": 2})
+    done = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--calls", "3", "--seconds", "3")
+    results = softphone_results(done.stdout)
+    assert sorted(r["status"] for r in results) == [200, 200, 486], results
+    assert gw.stats()["rejected"] == 1
+
+
+def test_voicegw_call_records_the_reply(start_gateway, tmp_path) -> None:
+    gw = start_gateway(mode="tone")
+    tone = write_tone(tmp_path / "caller.wav", 1.0)
+    reply = tmp_path / "reply.wav"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "call", f"sip:bot@127.0.0.1:{gw.port}", "--play", str(tone),
+         "--record", str(reply), "--seconds", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "call 0: 200" in done.stdout
+    pcm, rate = read_wav(reply)
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+    assert rate == 8000 and len(samples) >= 2 * rate
+    assert np.sqrt(np.mean(samples**2)) > 1000  # the gateway's tone, not silence
+
+
+def test_one_endpoint_per_process_is_enforced() -> None:
+    code = (
+        "from gateway.telephony.sip.runtime import PjRuntime, SipError\n"
+        "a = PjRuntime('a'); a.start()\n"
+        "try:\n    PjRuntime('b').start()\nexcept SipError as e:\n    print('refused:', e)\n"
+        "a.stop()\n"
+        "c = PjRuntime('c'); c.start(); c.stop(); print('restarted')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: a SIP endpoint (a) is already running" in done.stdout
+    assert "restarted" in done.stdout
