@@ -254,7 +254,8 @@ class AudioSocketServer:
                     await asyncio.wait_for(writer.drain(), HANGUP_DRAIN_SECONDS)
             log.info("AudioSocket call %s ended: %s", call_id, reason)
             try:
-                await session.stop(reason="hangup" if reason == "ended" else reason)
+                await session.stop(reason=(getattr(session, "end_reason", "") or "completed")
+                                   if reason == "ended" else reason)
             except Exception:
                 log.exception("AudioSocket call %s: session stop failed", call_id)
 
