@@ -50,7 +50,7 @@ class AlternatingCore:
         return Ask(OPEN_PROMPT.format(n=n), expect=Expect(kind="open"))
 
     async def open(self, channel: str, **kw: Any) -> Opened:
-        self.next_closed = False
+        self.next_closed = True  # the greeting asks an open question; the next one is yes/no
         return Opened("bench-" + str(id(self)), False, [Ask("Welcome. How can I help you today?")])
 
     async def handle(self, conversation_id: str, event: Any) -> list[Any]:
@@ -139,11 +139,14 @@ async def main_async(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     session = pipeline.session(call_id="bench", sample_rate=args.rate)
     await session.start()
-    driver = await run_call(session, pcm)
+    driver = await run_call(session, pcm, realtime=args.realtime)
     wall = time.perf_counter() - t0
     await session.stop()
     turns = session.stats["turns"]
-    print(f"turn latency at {args.rate} Hz, {note}, TTS {tts.engine_name}; {len(turns)} turns, "
+    mode = "real-time clock" if args.realtime else "virtual clock"
+    spec = settings.voice.endpoint.speculative_ms
+    print(f"turn latency at {args.rate} Hz, {mode}, speculative {spec or 'off'}"
+          f"{' ms' if spec else ''}, {note}, TTS {tts.engine_name}; {len(turns)} turns, "
           f"{driver.ticks * 0.02:.0f} s of call simulated in {wall:.1f} s")
     report(turns, settings.voice.endpoint.end_of_turn_ms / 1000)
     await pipeline.close()
@@ -155,6 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=8, help="turns of each kind (open, closed)")
     parser.add_argument("--rate", type=int, default=8000, choices=(8000, 16000))
+    parser.add_argument("--realtime", action="store_true",
+                        help="tick every 20 ms of wall time (needed to see speculative recognition pay off)")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -153,6 +153,8 @@ PEAK_RATIO = 0.01
 """... and not more than 40 dB below the utterance's loudest block."""
 ABS_FLOOR = 30.0 / 32768.0
 """Blocks below this level are silence whatever the line."""
+END_LOOKAHEAD_MS = 200
+"""How much earlier than the VAD's count the end-of-turn window may close (its release lag)."""
 MAX_REFINE_BLOCKS = 20
 """The energy onset may lie at most 200 ms before the VAD's."""
 
@@ -338,10 +340,14 @@ class Endpointer:
                 if cfg.speculative_ms and not self._paused_sent and silence_ms >= cfg.speculative_ms:
                     self._paused_sent = True
                     events.append(SpeechPaused(self._speech_end(), self._utterance(), self._start))
-                if silence_ms >= cfg.end_of_turn_ms:
-                    events.append(SpeechEnded(self._speech_end(), self._utterance(), self._start))
-                    self._reset_idle()
-                    return events
+                # The VAD lets go 50-150 ms after the speech stops, so from a little before the
+                # window would close on its count, the window is measured from the energy end.
+                if silence_ms >= cfg.end_of_turn_ms - END_LOOKAHEAD_MS:
+                    end = self._speech_end()
+                    if self.now - end >= cfg.end_of_turn_ms / 1000.0 - 1e-9 or silence_ms >= cfg.end_of_turn_ms:
+                        events.append(SpeechEnded(end, self._utterance(), self._start))
+                        self._reset_idle()
+                        return events
             if len(self._audio) - self._pre_count >= self._max_frames:
                 events.append(MaxUtterance(self.now, b"".join(self._audio), self._start))
                 self.state = "drain"
