@@ -316,6 +316,10 @@ class SqliteStore:
         rows = await self._run("listing recent conversations", select)
         return [self._load(row[0]) for row in rows]
 
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers (start-up checks, ``doctor``)."""
+        await self._run("checking the database", lambda conn: conn.execute("SELECT 1").fetchone())
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         if conn is None:

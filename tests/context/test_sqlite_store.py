@@ -152,6 +152,9 @@ async def test_a_locked_database_fails_within_the_busy_timeout_and_writes_nothin
 
 async def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "c.db")
+    await store.ping()
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.get("x")
+    with pytest.raises(StoreError, match="closed"):
+        await store.ping()
