@@ -17,6 +17,7 @@ from gateway.config import ConfigError, Settings, load_settings
 
 AREA_CLIS = (
     "gateway.core.cli",
+    "gateway.context.cli",
     "gateway.voice.cli",
     "gateway.voice.simulate",
     "gateway.telephony.cli",
