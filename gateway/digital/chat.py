@@ -150,7 +150,10 @@ class ChatChannel:
                 await ws.close()
             log.info("chat closed conversation %s: %s", cid, reason)
             if not self.is_open(cid):
-                await self._core.handle(cid, ChannelClosed(reason=reason, channel="chat"))
+                try:
+                    await self._core.handle(cid, ChannelClosed(reason=reason, channel="chat"))
+                except Exception as exc:  # the chat is gone either way; the core logs its own failures
+                    log.warning("chat conversation %s: could not record the close: %s", cid, exc)
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request, session: "_Session") -> str:

@@ -22,13 +22,29 @@ from gateway.web.metrics import Metrics
 log = logging.getLogger(__name__)
 
 TEMPLATES: dict[str, str] = {
+    "dispute_opened": "Your dispute case {case_id} is open. The disputed amount won't be due while we review it.",
+    "appointment_rescheduled": "Your {appointment_kind} is now on {appointment_when} at {appointment_location}.",
+    "loan_upload": "Upload the documents for your {loan_product} application here:",
+    "order_tracking": "Your order {order_id} {order_status_text}. Details:",
+    "password_reset": "Reset your password here (the link works once):",
     "upload_document": "Please upload your document here:",
     "complete_form": "Please complete this short form:",
     "confirm_payment": "Please confirm your payment here:",
     "continue_chat": "Continue our conversation in chat:",
-    "reminder": "A reminder from us:",
 }
-"""Default texts by template name, used when the action carries no text of its own."""
+"""Texts by template name, used when the action carries no text of its own; ``{slot}`` is
+filled from the conversation's slots (a missing slot leaves the words around it)."""
+
+
+class _Slots(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render_template(template: str, slots: dict[str, Any]) -> str:
+    """The text for ``template`` with the conversation's slots filled in."""
+    text = TEMPLATES.get(template, "A message about your request:")
+    return " ".join(text.format_map(_Slots(slots)).split()).replace(" .", ".")
 
 
 def find_phone(context: dict[str, Any]) -> str:
@@ -71,19 +87,20 @@ class FollowUps:
             return
         cid = action.conversation_id or conversation_id
         url = action.link_url or (self.link_for(cid, action.link_purpose) if action.link_purpose else "")
-        text = action.text or TEMPLATES.get(action.template, "A message about your request:")
+        context: dict[str, Any] = {}
+        if not action.text or not action.to:
+            try:
+                context = dict(await self._core.context(cid))
+            except LookupError:
+                context = {}
+        text = action.text or render_template(action.template, dict(context.get("slots") or {}))
         if action.channel == "chat":
             delivered = await self._chat.push(cid, {"type": "followup", "text": text, "url": url})
             self._metrics.inc("voicegw_followups_total", channel="chat")
             log.info("chat follow-up %s for conversation %s (%s)", action.template, cid,
                      "delivered" if delivered else "kept until the chat returns")
             return
-        to = action.to
-        if not to:
-            try:
-                to = find_phone(await self._core.context(cid))
-            except LookupError:
-                to = ""
+        to = action.to or find_phone(context)
         if not to:
             log.warning("sms follow-up %s for conversation %s dropped: no phone number known",
                         action.template, cid)

@@ -6,6 +6,8 @@ the step needs. Three kinds of step, chosen by the link's purpose:
 - ``upload``  (purpose mentions upload or document): one file, at most
   ``settings.web.max_request_bytes``, stored under ``<data_dir>/uploads/<conversation>/``;
 - ``payment`` (purpose mentions pay): shows the amount and asks for a confirmation;
+- ``info``    (purpose mentions track): shows what the conversation knows (an order's status);
+- ``confirm`` (purpose mentions confirm or reset): a summary and a yes/no answer;
 - ``form``    (anything else): a few fields prefilled from the conversation.
 
 Opening sends ``LinkOpened`` to the conversation; completing sends ``FormSubmitted`` and uses the
@@ -38,13 +40,22 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 FORM_FIELDS = (("name", "Full name"), ("email", "Email"), ("address", "Postal address"), ("note", "Anything to add"))
 
 
+SUMMARY_SLOTS = (("order_id", "Order"), ("order_item", "Item"), ("order_status_text", "Status"),
+                 ("order_tracking", "Tracking number"), ("appointment_kind", "Appointment"),
+                 ("appointment_when", "When"), ("appointment_location", "Where"), ("case_id", "Case"))
+
+
 def step_kind(purpose: str) -> str:
-    """``upload``, ``payment`` or ``form`` for a link purpose."""
+    """``upload``, ``payment``, ``info``, ``confirm`` or ``form`` for a link purpose."""
     p = purpose.lower()
     if "upload" in p or "document" in p:
         return "upload"
     if "pay" in p:
         return "payment"
+    if "track" in p:
+        return "info"
+    if "confirm" in p or "reset" in p:
+        return "confirm"
     return "form"
 
 
@@ -114,6 +125,20 @@ class LinkPages:
                       "<label><input type=\"checkbox\" name=\"confirmed\" value=\"yes\" required> "
                       "I confirm this payment</label>")
             title, enctype, button = "Confirm your payment", "application/x-www-form-urlencoded", "Confirm"
+        elif kind in ("info", "confirm"):
+            rows = "".join(f"<dt>{escape(label)}</dt><dd>{escape(str(slots[key]))}</dd>"
+                           for key, label in SUMMARY_SLOTS if slots.get(key))
+            fields = f"<dl id=\"summary\">{rows}</dl>" if rows else ""
+            if kind == "info":
+                fields += "<input type=\"hidden\" name=\"seen\" value=\"yes\">"
+                title, button = "Your request", "Thanks, got it"
+            else:
+                question = ("Did you ask for a password reset?" if "reset" in claims.purpose.lower()
+                            else "Can you confirm this?")
+                fields += (f"<p>{escape(question)}</p><label><input type=\"radio\" name=\"answer\" value=\"yes\" "
+                           "required> Yes</label><label><input type=\"radio\" name=\"answer\" value=\"no\"> No</label>")
+                title, button = "Please confirm", "Send"
+            enctype = "application/x-www-form-urlencoded"
         else:
             prefill = {"name": name, **{k: v for k, v in slots.items() if isinstance(v, (str, int, float))}}
             fields = "".join(
@@ -185,6 +210,8 @@ class LinkPages:
             raise ValueError("please choose a document to upload")
         if kind == "payment" and fields.get("confirmed") != "yes":
             raise ValueError("please tick the box to confirm the payment")
+        if kind == "confirm" and fields.get("answer") not in ("yes", "no"):
+            raise ValueError("please answer yes or no")
         return fields, upload
 
     @staticmethod
