@@ -185,14 +185,16 @@ class EchoGate:
         self._in_energy = 0.0
         self._out_energy = 0.0
         self._coupling = default_coupling
+        self._quiet = 1 << 30
 
     def observe_output(self, level: float) -> None:
         self._out.append(level)
+        self._quiet = 0 if level > 0.0 else self._quiet + 1
 
     @property
     def active(self) -> bool:
         """The bot was audible within the echo tail."""
-        return any(v > 0.0 for v in self._out)
+        return self._quiet < (self._out.maxlen or 0)
 
     @property
     def coupling(self) -> float:

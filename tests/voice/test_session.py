@@ -362,3 +362,51 @@ async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, t
     assert turn["speculative"]
     await session.stop()
     await pipeline.close()
+
+
+async def test_ten_minute_monologue_is_cut_at_max_utterance(tmp_path, tts):
+    core = ScriptedCore([Ask("How can I help?")], {UserSaid: [Say("Let me stop you there.")]})
+    asr = ScriptedAsr(["a very long story"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr)
+    parts = [utterance(text, snr_db=25, seed=k, lead_s=0.1, trail_s=0.1)
+             for k, text in enumerate(["I am calling about my account", "there is a wrong charge on my bill",
+                                       "I was charged twice for the same order", "please cancel my subscription"])]
+    one_round = concatenate(parts, gap_s=0.15)
+    monologue = one_round * int(600 / (len(one_round) / (2 * RATE)) + 1)
+    assert len(monologue) / (2 * RATE) >= 600
+    await run_call(session, monologue, wait=False)
+    limit = session.endpointer.config.max_utterance_seconds
+    assert len(asr.calls) >= 1
+    for pcm, _, _ in asr.calls:  # every piece recognized is bounded
+        assert len(pcm) / (2 * RATE) <= limit + 0.5
+    assert session.stats["turns"][0]["cut"]
+    assert [e.text for e in core.of(UserSaid)][0] == "a very long story"
+    assert not session.ended.is_set()
+    await session.stop()
+    await pipeline.close()
+
+
+class BrokenTts:
+    """Synthesis that fails for one text (an engine error) and works for the rest."""
+
+    def __init__(self, real, bad: str):
+        self.real, self.bad = real, bad
+
+    async def synthesize(self, text, sample_rate, prompt_id=""):
+        if self.bad in text:
+            raise RuntimeError("voice model failed to load")
+        return await self.real.synthesize(text, sample_rate, prompt_id)
+
+
+async def test_synthesis_failure_skips_the_prompt_and_keeps_the_call(tmp_path, tts):
+    core = ScriptedCore([Say("Welcome."), Ask("Broken question?", expect=Expect(no_input_seconds=1.0))],
+                        {Silence: [Ask("Are you still there?")]})
+    pipeline, session = await make_session(tmp_path, BrokenTts(tts, "Broken"), core, ScriptedAsr([]))
+    driver = CallDriver(session)
+    for _ in range(50 * 6):
+        await driver.tick()
+    assert len(core.of(Silence)) >= 1  # the no-input timer still ran after the failed prompt
+    assert ("bot", "Are you still there?") in session.transcript
+    assert not session.ended.is_set()
+    await session.stop()
+    await pipeline.close()
