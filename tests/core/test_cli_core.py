@@ -43,3 +43,10 @@ def test_bad_configuration_fails_at_start_with_the_key(tmp_path):
                             env=env, timeout=60)
     assert result.returncode == 2
     assert "context.backend" in result.stderr and "'postgres'" in result.stderr
+
+
+def test_doctor_names_a_corrupt_store_and_fails(tmp_path):
+    (tmp_path / "conversations.db").write_bytes(b"garbage" * 50)
+    result = run(["doctor"], tmp_path)
+    assert result.returncode == 1
+    assert "[FAIL] context store (sqlite)" in result.stdout and "conversations.db" in result.stdout
