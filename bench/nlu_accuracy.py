@@ -211,6 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         clf.threshold = args.threshold
     print(f"trained on {n_examples} examples of {len(examples)} intents in {trained * 1000:.0f} ms "
           f"({clf.vectorizer.size} features), threshold {clf.threshold}")
+    scaled = {name: [f"{prefix}{text}" for prefix in ("", "um ", "well ") for text in texts]
+              for name, texts in examples.items()}
+    started = time.perf_counter()
+    IntentClassifier.train(scaled)
+    print(f"training on {sum(len(v) for v in scaled.values())} examples (each example three ways): "
+          f"{(time.perf_counter() - started) * 1000:.0f} ms")
     sets = [("held-out set A", heldout["utterances"])]
     if heldout.get("utterances_blind"):
         sets.append(("held-out set B (written after the classifier was frozen)", heldout["utterances_blind"]))

@@ -41,6 +41,11 @@ def parse_spelled(text: str) -> str | None:
     i = 0
     while i < len(toks):
         unit = _unit_at(toks, i)
+        if unit is not None and _is_soft(toks, i, unit[1]):
+            # "see", "are", "why": a letter only after another letter and before one (or the end)
+            following = _unit_at(toks, unit[1]) if unit[1] < len(toks) else None
+            if not current or (unit[1] < len(toks) and following is None):
+                unit = None
         if unit is not None:
             chars, end = unit
             current.append(chars)
@@ -102,13 +107,9 @@ def _unit_at(toks: list[str], i: int) -> tuple[str, int] | None:
         k = i + 1 + len(intro)
         if tuple(toks[i + 1 : k]) == intro and k < len(toks) and toks[k][:1].upper() == letter[:1]:
             return letter, k + 1
-    if len(tok) > 1 and tok not in NATO and not _spelling_neighbour(toks, i):
-        return None  # "see", "are", "why" are letters only among other letters
     return letter, i + 1
 
 
-def _spelling_neighbour(toks: list[str], i: int) -> bool:
-    for j in (i - 1, i + 1):
-        if 0 <= j < len(toks) and (len(toks[j]) == 1 or toks[j] in NATO or toks[j].isdigit()):
-            return True
-    return False
+def _is_soft(toks: list[str], i: int, end: int) -> bool:
+    """A letter written as an ordinary word ("see", "are"), not confirmed by "as in"."""
+    return end == i + 1 and toks[i] in LETTER_SOUNDS
