@@ -36,6 +36,22 @@ MAX_EXTRA_SECONDS = 600.0
 """Longest simulated time beyond the recording (a call that never ends is cut here)."""
 
 
+class SimulatedControl:
+    """Call control without a PBX: transfers succeed and are recorded, hangups are recorded."""
+
+    def __init__(self) -> None:
+        self.transfers: list[dict[str, Any]] = []
+        self.hangups: list[str] = []
+
+    async def transfer(self, conversation_id: str, action: Any) -> bool:
+        self.transfers.append({"conversation_id": conversation_id, "queue": action.queue,
+                               "skills": list(action.skills), "reason": action.reason})
+        return True
+
+    async def hangup(self, reason: str) -> None:
+        self.hangups.append(reason)
+
+
 def split_turns(pcm: bytes, rate: int, gap_seconds: float = TURN_GAP_SECONDS) -> list[bytes]:
     """Cut a recording at silences of ``gap_seconds`` or more (energy against the noise floor).
 
@@ -102,7 +118,7 @@ class CallDriver:
     @property
     def waiting_for_caller(self) -> bool:
         s = self.session
-        return not s.busy and not s.playback.talking
+        return not s.busy and not s.playback.talking and s.endpointer.state in ("idle", "drain")
 
     async def feed(self, pcm: bytes) -> None:
         fb = self.session.frame_bytes
@@ -164,8 +180,9 @@ async def simulate(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     pipeline = VoicePipeline(settings, core)
     await pipeline.start()
     try:
+        control = SimulatedControl()
         session = pipeline.session(call_id="simulated-call", sample_rate=call_rate,
-                                   caller_id=args.caller_id, dialed=args.dialed)
+                                   caller_id=args.caller_id, dialed=args.dialed, control=control)
         if args.journey:
             session.journey = args.journey
         await session.start()
@@ -180,6 +197,7 @@ async def simulate(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
             "conversation_id": session.conversation_id,
             "transcript": [{"speaker": who, "text": text} for who, text in session.transcript],
             "end_reason": session.end_reason,
+            "transfers": control.transfers,
             "simulated_seconds": round(driver.ticks * 0.02, 2),
             "turns": session.stats["turns"],
             "barge_ins": len(session.barge_ins),
@@ -206,6 +224,8 @@ def _command(args: argparse.Namespace) -> int:
     else:
         for line in report["transcript"]:
             print(f"{line['speaker']:>6}: {line['text']}")
+        for t in report["transfers"]:
+            print(f"-- transferred to queue {t['queue']} ({t['reason']})")
         print(f"-- call ended: {report['end_reason'] or 'caller hung up'} after "
               f"{report['simulated_seconds']} s; {len(report['turns'])} caller turns")
         for t in report["turns"]:
