@@ -210,3 +210,20 @@ async def test_sms_link_opened_completes_upload_step(tmp_path, browser):
     finally:
         await runner.close()
         await core.store.close()
+
+
+async def test_embed_script_drops_the_chat_into_another_page(tmp_path, browser):
+    core, runner = await _real_core(tmp_path)
+    try:
+        page = await browser.new_page()
+        await page.set_content("<html><body><h1>A shop</h1>"
+                               f"<script src=\"{runner.url}/chat/embed.js\"></script></body></html>")
+        await page.click("#voicegw-chat-button")
+        frame = page.frame_locator("#voicegw-chat-frame")
+        await expect(frame.locator("#log")).to_contain_text("How can I help you today?", timeout=WAIT_MS)
+        await frame.locator("#text").fill("where is my order")
+        await frame.locator("#text").press("Enter")
+        await expect(frame.locator("#log")).to_contain_text("order number", timeout=WAIT_MS)
+    finally:
+        await runner.close()
+        await core.store.close()

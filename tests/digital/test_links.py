@@ -175,3 +175,36 @@ async def test_payment_needs_confirmation(tmp_path):
         assert [s.fields["confirmed"] for s in submitted] == ["yes"]
     finally:
         await runner.close()
+
+
+def test_templates_fill_slots():
+    from gateway.digital.followup import render_template
+    assert render_template("dispute_opened", {"case_id": "700001"}).startswith("Your dispute case 700001 is open.")
+    assert render_template("dispute_opened", {}).startswith("Your dispute case is open.")
+    assert render_template("unknown_template", {}) == "A message about your request:"
+
+
+async def test_confirm_and_info_pages(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        cid = await _conversation(core)
+        core.conversations[cid]["slots"].update(order_id="O-1", order_status_text="has shipped <b>today</b>")
+        async with aiohttp.ClientSession() as http:
+            track = runner.parts.followups.link_for(cid, "track_order")
+            async with http.get(track) as resp:
+                html = await resp.text()
+            assert "O-1" in html and "has shipped &lt;b&gt;today&lt;/b&gt;" in html  # escaped
+            async with http.post(track, data={"seen": "yes"}) as resp:
+                assert resp.status == 200
+            reset = runner.parts.followups.link_for(cid, "reset_password")
+            async with http.get(reset) as resp:
+                assert "Did you ask for a password reset?" in await resp.text()
+            async with http.post(reset, data={"answer": "maybe"}) as resp:
+                assert resp.status == 400
+            async with http.post(reset, data={"answer": "no"}) as resp:
+                assert resp.status == 200
+        answers = [dict(e.fields) for _, e in core.events if isinstance(e, FormSubmitted)]
+        assert answers == [{"seen": "yes"}, {"answer": "no"}]
+    finally:
+        await runner.close()
