@@ -68,6 +68,9 @@ async def main(spec: dict[str, Any]) -> None:
         await channel.close()
         for closer in closers:
             await closer.close()
+        store = getattr(core, "store", None)
+        if store is not None:
+            await store.close()
         emit("closed")
 
 

@@ -7,8 +7,8 @@ reports what it heard (voiced frames, gaps inside the reply) and, per turn, the 
 caller's last voiced frame to the first voiced frame of the reply (mouth-to-ear at the caller).
 
 Playback of each ``--play`` file starts ``pause`` seconds after the answer (or after the previous
-file), and, with ``quiet``, only once the far end has been silent that long (so a turn is spoken
-after the bot's prompt, as a person would).
+file), and, with ``quiet``, only once the far end has spoken and then been silent that long (so
+a turn is spoken after the bot's prompt, as a person would).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 VOICED_RMS = 300.0
 """A frame louder than this RMS (int16 scale, about -40 dBFS) counts as voiced."""
-MAX_QUIET_WAIT_S = 15.0
-"""A turn is spoken after at most this long even if the far end never goes quiet."""
+MAX_QUIET_WAIT_S = 20.0
+"""A turn is spoken after at most this long even if the far end never speaks or never stops."""
 
 
 def frame_rms(pcm: bytes) -> float:
@@ -140,7 +140,9 @@ class _PhonePort(pj.AudioMediaPort):
         if c.answered_at and c._seg < len(c._frames):
             if c._pos == 0:
                 waited = now - c._wait_from
-                quiet_ok = not c.quiet or now - c._last_voiced_rx_t >= c.quiet or waited >= MAX_QUIET_WAIT_S
+                heard = c._last_voiced_rx_t > c._wait_from  # the far end spoke since the last turn
+                quiet_ok = (not c.quiet or (heard and now - c._last_voiced_rx_t >= c.quiet)
+                            or waited >= MAX_QUIET_WAIT_S)
                 if waited >= c.pause and quiet_ok:
                     c.turns.append(Turn())
                 else:
@@ -329,7 +331,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hang up this long after the answer (default: audio + 8 s)")
     parser.add_argument("--pause", type=float, default=0.5, help="silence before each --play file")
     parser.add_argument("--quiet", type=float, default=0.0,
-                        help="also wait until the far end is silent this long before each file")
+                        help="also wait until the far end has spoken and then been silent this long")
     parser.add_argument("--dtmf", default="", help="DTMF digits sent after the answer")
     parser.add_argument("--dtmf-method", choices=("rfc2833", "info"), default="rfc2833")
     parser.add_argument("--codecs", default="PCMU,PCMA,G722", help="codecs offered, preferred first")
