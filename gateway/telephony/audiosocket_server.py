@@ -3,29 +3,30 @@
 A thin asyncio layer around :mod:`gateway.telephony.audiosocket`. Per connection:
 
 * the first message is the UUID (within ``read_timeout_seconds``); it names the call. When the
-  ``voicebot`` AGI route opened a conversation for that UUID (see :mod:`calls`), the session
-  continues that conversation with the caller id from the dialplan; otherwise a new one starts;
+  ``voicebot`` AGI route registered that UUID (see :mod:`calls`), the session gets the caller id,
+  dialed number and conversation id the route learned; otherwise a new conversation starts;
 * the sample rate comes from the first audio kind (0x10 = 8 kHz, 0x12 = 16 kHz, ...). The
   ``AudioSocket()`` application always sends 8 kHz; the channel driver sends its first audio in
-  the same read as the UUID. Other rates are resampled to the nearest pipeline rate;
+  the same read as the UUID. Other wideband rates are resampled to 16 kHz for the pipeline;
 * caller audio goes to ``session.push_audio``, DTMF (kind 0x03) to ``session.push_dtmf``;
-* a tick loop calls ``session.pull_frame()`` every 20 ms on a drift-free schedule and sends it.
-  Asterisk does not re-pace what it receives, and the application hangs up after 2 s without
-  a frame either way, so the gateway sends silence whenever the bot has nothing to say;
+* one shared tick loop runs every 20 ms on a drift-free schedule (``start + n * 20 ms`` of
+  ``loop.time()``) and, for every call, sends ``session.pull_frame()``. Asterisk does not
+  re-pace what it receives, and the application hangs up after 2 s without a frame either way,
+  so the gateway sends silence whenever the bot has nothing to say (also while the
+  conversation is still being opened);
 * the call ends on a TCP close from Asterisk (it never sends 0x00), a read timeout, a protocol
-  error, or when the session asks to end (``session.ended``): then the gateway sends ``00 00 00``
-  and closes, and ``AudioSocket()`` returns normally so the dialplan goes on.
+  error, a peer that stops reading, or when the session asks to end (``session.ended``): the
+  gateway then sends ``00 00 00`` and closes, so ``AudioSocket()`` returns and the dialplan goes on.
 
-A failure ends its own connection with one log line carrying the call id, never the server.
+Connections are asyncio Protocols: no task per read and one timer for all calls, so the cost
+per call is the codec and the session's own work. A failure ends its own connection with one
+log line carrying the call id, never the server or another call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,14 +38,14 @@ from gateway.voice.audio import Resampler
 log = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.020
-READ_CHUNK = 65536
 RATE_PROBE_SECONDS = 0.3
 """How long to wait after the UUID for the first audio message that tells the rate."""
 MAX_CATCH_UP_SECONDS = 0.2
 """A tick loop later than this skips ahead instead of sending a burst of old frames."""
 MAX_WRITE_BUFFER = 64 * 1024
-"""About 4 s of 8 kHz audio queued in the kernel and transport: the peer stopped reading."""
-HANGUP_DRAIN_SECONDS = 1.0
+"""About 4 s of 8 kHz audio queued in the transport: the peer stopped reading."""
+MAX_PENDING_BYTES = 256 * 1024
+"""Caller audio held while the conversation is being opened (about 16 s at 8 kHz)."""
 
 
 @dataclass
@@ -67,15 +68,17 @@ ControlFactory = Callable[[AudioSocketCall], Any]
 
 @dataclass
 class PacingStats:
-    """Outgoing frame timing, for benches and tests."""
+    """Tick loop timing, for benches and tests."""
 
     frames: int = 0
+    ticks: int = 0
     max_late: float = 0.0
     total_late: float = 0.0
     skips: int = 0
 
-    def note(self, late: float) -> None:
-        self.frames += 1
+    def note(self, late: float, calls: int) -> None:
+        self.ticks += 1
+        self.frames += calls
         self.total_late += late
         if late > self.max_late:
             self.max_late = late
@@ -84,6 +87,226 @@ class PacingStats:
 def session_rate(wire_rate: int) -> int:
     """The pipeline rate for an AudioSocket rate (8000 stays; wideband rates become 16000)."""
     return 8000 if wire_rate <= 8000 else 16000
+
+
+class _Connection(asyncio.Protocol):
+    """One AudioSocket connection: codec in, session calls out, frames on each tick."""
+
+    def __init__(self, server: "AudioSocketServer"):
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.parser = asock.AudioSocketParser(server.cfg.max_payload_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.call_id = "-"
+        self.call: AudioSocketCall | None = None
+        self.session: Any = None
+        self.ready = False
+        self.wire_rate = 0
+        self.pending: list[asock.Message] = []
+        self.pending_bytes = 0
+        self.inbound: Resampler | None = None
+        self.outbound: Resampler | None = None
+        self.last_rx = self.loop.time()
+        self.probe: asyncio.TimerHandle | None = None
+        self.reason = ""
+
+    # --- transport callbacks -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.reason:
+            return
+        self.last_rx = self.loop.time()
+        try:
+            msgs = self.parser.receive_data(data)
+        except asock.ProtocolError as exc:
+            log.warning("AudioSocket call %s from %s: protocol error: %s; connection closed",
+                        self.call_id, self.peer, exc)
+            self.end("protocol-error")
+            return
+        if self.session is None or not self.ready:
+            self._hold(msgs)
+        else:
+            self._feed(msgs)
+
+    def eof_received(self) -> bool:
+        try:
+            self.parser.receive_eof()
+        except asock.ProtocolError as exc:
+            log.warning("AudioSocket call %s from %s: protocol error: %s; connection closed",
+                        self.call_id, self.peer, exc)
+            self.end("protocol-error")
+            return False
+        if self.session is None and self.call_id == "-":
+            log.info("AudioSocket connection from %s closed before its UUID", self.peer)
+        if self.session is not None and not self.ready:
+            self.pending.append(asock.Hangup())  # fed once the session has started
+            return True
+        self.end("hangup")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.reason:
+            log.info("AudioSocket call %s from %s: connection lost: %s", self.call_id, self.peer, exc)
+        self.end("hangup")
+        self.server.connections.discard(self)
+
+    # --- call setup ----------------------------------------------------------------------------
+    def _hold(self, msgs: list[asock.Message]) -> None:
+        for msg in msgs:
+            if isinstance(msg, asock.Uuid):
+                self.call_id = str(msg.uuid)
+                self.probe = self.loop.call_later(RATE_PROBE_SECONDS, self._begin, 8000)
+                continue
+            if isinstance(msg, asock.Audio):
+                self.pending_bytes += len(msg.pcm)
+                if self.session is None and self.probe is not None:
+                    self._begin(msg.sample_rate)
+            self.pending.append(msg)
+        while self.pending_bytes > MAX_PENDING_BYTES and self.pending:
+            dropped = self.pending.pop(0)
+            if isinstance(dropped, asock.Audio):
+                self.pending_bytes -= len(dropped.pcm)
+
+    def _begin(self, wire_rate: int) -> None:
+        if self.session is not None or self.reason:
+            return
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
+        server = self.server
+        self.wire_rate = wire_rate
+        rate = session_rate(wire_rate)
+        if wire_rate != rate:
+            self.inbound, self.outbound = Resampler(wire_rate, rate), Resampler(rate, wire_rate)
+        record = server.calls.by_uuid(self.call_id)
+        if record is not None:
+            record.connected = True
+        self.call = AudioSocketCall(self.call_id, record.conversation_id if record else "", wire_rate, record)
+        control = server.control_factory(self.call) if server.control_factory else None
+        try:
+            self.session = server.pipeline.session(
+                call_id=self.call_id, sample_rate=rate,
+                caller_id=record.caller_id if record else "", dialed=record.dialed if record else "",
+                conversation_id=self.call.conversation_id, control=control,
+                outbound=bool(record and record.outbound),
+            )
+        except Exception:  # the pipeline refused the call: end this connection only
+            log.exception("AudioSocket call %s: no voice session; connection closed", self.call_id)
+            self.end("error")
+            return
+        server.active[self.call_id] = self.call
+        log.info("AudioSocket call %s started (%d Hz, conversation %s)", self.call_id, wire_rate,
+                 self.call.conversation_id or "new")
+        server.spawn(self._start(control, record))
+
+    async def _start(self, control: Any, record: CallRecord | None) -> None:
+        try:
+            await self.session.start()
+        except Exception:
+            log.exception("AudioSocket call %s: session start failed; connection closed", self.call_id)
+            self.end("error")
+            return
+        if self.reason:
+            return
+        call = self.call
+        assert call is not None
+        call.conversation_id = getattr(self.session, "conversation_id", "") or call.conversation_id
+        if record is not None and call.conversation_id and record.conversation_id != call.conversation_id:
+            self.server.calls.set_conversation(record, call.conversation_id)
+        started = getattr(control, "call_started", None)
+        if started is not None and call.conversation_id:
+            self.server.spawn(started(call.conversation_id))
+        self.ready = True
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
+        self._feed(pending)
+
+    def _feed(self, msgs: list[asock.Message]) -> None:
+        session = self.session
+        for msg in msgs:
+            if isinstance(msg, asock.Audio):
+                pcm = msg.pcm
+                if msg.sample_rate != self.wire_rate:
+                    log.warning("AudioSocket call %s: audio at %d Hz in a %d Hz call; dropped", self.call_id,
+                                msg.sample_rate, self.wire_rate)
+                    continue
+                if self.inbound is not None:
+                    pcm = self.inbound.process(pcm)
+                if pcm:
+                    session.push_audio(pcm)
+            elif isinstance(msg, asock.Dtmf):
+                session.push_dtmf(msg.digit)
+            elif isinstance(msg, asock.Hangup):
+                self.end("hangup")
+                return
+            elif isinstance(msg, asock.ErrorMessage):
+                log.warning("AudioSocket call %s: peer sent error 0x%s", self.call_id, msg.payload.hex())
+
+    # --- the 20 ms tick ------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Send one frame; check the read timeout, the peer's reading, and the session's end."""
+        if self.reason or self.transport is None:
+            return
+        timeout = self.server.cfg.read_timeout_seconds
+        if now - self.last_rx > timeout:
+            log.warning("AudioSocket call %s from %s: nothing received for %.1f s; closing",
+                        self.call_id, self.peer, timeout)
+            self.end("timeout")
+            return
+        if self.session is None:
+            return
+        if self.ready and (self.session.ended.is_set() or (self.call and self.call.hangup_requested.is_set())):
+            self.end("ended")
+            return
+        if self.ready:
+            pcm = self.session.pull_frame()
+            if self.outbound is not None:
+                pcm = self.outbound.process(pcm)
+        else:  # the conversation is being opened: keep AudioSocket() alive
+            pcm = bytes(self.wire_rate // 50 * 2)
+        if pcm:
+            self.transport.write(asock.encode_audio(pcm, self.wire_rate))
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("AudioSocket call %s: peer stopped reading (%d bytes queued); closing",
+                        self.call_id, self.transport.get_write_buffer_size())
+            self.end("stalled")
+
+    # --- ending --------------------------------------------------------------------------------
+    def end(self, reason: str) -> None:
+        """End the call once: 0x00 when the gateway ends it, close, stop the session."""
+        if self.reason:
+            return
+        self.reason = reason
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if reason == "ended":
+                transport.write(asock.encode_hangup())
+            if reason in ("stalled", "protocol-error"):
+                transport.abort()
+            else:
+                transport.close()
+        self.server.ended_calls += 1
+        if self.session is None:
+            return
+        self.server.active.pop(self.call_id, None)
+        stop_reason = reason
+        if reason == "ended":
+            stop_reason = getattr(self.session, "end_reason", "") or "completed"
+        log.info("AudioSocket call %s ended: %s", self.call_id, stop_reason)
+        self.server.spawn(self._stop(stop_reason))
+
+    async def _stop(self, reason: str) -> None:
+        try:
+            await self.session.stop(reason=reason)
+        except Exception:
+            log.exception("AudioSocket call %s: session stop failed", self.call_id)
 
 
 class AudioSocketServer:
@@ -103,10 +326,12 @@ class AudioSocketServer:
         self.calls = calls if calls is not None else CallRegistry()
         self.control_factory = control_factory
         self.active: dict[str, AudioSocketCall] = {}
+        self.connections: set[_Connection] = set()
         self.pacing = PacingStats()
         self.ended_calls = 0
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pacer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def port(self) -> int:
@@ -116,253 +341,53 @@ class AudioSocketServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> "AudioSocketServer":
-        self._server = await asyncio.start_server(self._accept, self.cfg.host, self.cfg.port, limit=READ_CHUNK)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.cfg.host, self.cfg.port)
+        self._pacer = loop.create_task(self._pace(), name="audiosocket-pacer")
         log.info("AudioSocket server listening on %s:%d", self.cfg.host, self.port)
         return self
 
     async def close(self) -> None:
-        """Stop accepting, end every live call, wait for them."""
+        """Stop accepting, end every live call (0x00 then close), wait for the sessions to stop."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
-        for call in list(self.active.values()):
-            call.request_hangup()
+        for conn in list(self.connections):
+            conn.end("ended" if conn.ready else "closing")
+        if self._pacer is not None:
+            self._pacer.cancel()
+            await asyncio.gather(self._pacer, return_exceptions=True)
+            self._pacer = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        parser = asock.AudioSocketParser(self.cfg.max_payload_bytes)
-        call_id = "-"
-        try:
-            pending = await self._read_until_uuid(reader, parser, peer)
-            if pending is None:
-                return
-            first = pending.pop(0)
-            assert isinstance(first, asock.Uuid)
-            call_id = str(first.uuid)
-            wire_rate = await self._probe_rate(reader, parser, pending)
-            await self._run_call(reader, writer, parser, call_id, wire_rate, pending)
-        except asock.ProtocolError as exc:
-            log.warning("AudioSocket call %s from %s: protocol error: %s; connection closed", call_id, peer, exc)
-        except (ConnectionError, OSError) as exc:
-            log.info("AudioSocket call %s from %s: connection lost: %s", call_id, peer, exc)
-        except Exception:  # one call must never take the server down
-            log.exception("AudioSocket call %s from %s: unexpected failure; connection closed", call_id, peer)
-        finally:
-            self.ended_calls += 1
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), HANGUP_DRAIN_SECONDS)
-
-    async def _read(self, reader: asyncio.StreamReader, timeout: float) -> bytes:
-        return await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
-
-    async def _read_until_uuid(
-        self, reader: asyncio.StreamReader, parser: asock.AudioSocketParser, peer: Any
-    ) -> list[asock.Message] | None:
-        msgs: list[asock.Message] = []
-        while not msgs:
-            try:
-                data = await self._read(reader, self.cfg.read_timeout_seconds)
-            except asyncio.TimeoutError:
-                log.warning("AudioSocket connection from %s sent no UUID within %.1f s; closed",
-                            peer, self.cfg.read_timeout_seconds)
-                return None
-            if not data:
-                parser.receive_eof()
-                log.info("AudioSocket connection from %s closed before its UUID", peer)
-                return None
-            msgs += parser.receive_data(data)
-        return msgs
-
-    async def _probe_rate(
-        self, reader: asyncio.StreamReader, parser: asock.AudioSocketParser, pending: list[asock.Message]
-    ) -> int:
-        deadline = time.monotonic() + RATE_PROBE_SECONDS
-        while True:
-            for msg in pending:
-                if isinstance(msg, asock.Audio):
-                    return msg.sample_rate
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return 8000
-            try:
-                data = await self._read(reader, remaining)
-            except asyncio.TimeoutError:
-                return 8000
-            if not data:
-                parser.receive_eof()
-                pending.append(asock.Hangup())
-                return 8000
-            pending += parser.receive_data(data)
-
-    async def _run_call(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        parser: asock.AudioSocketParser,
-        call_id: str,
-        wire_rate: int,
-        pending: list[asock.Message],
-    ) -> None:
-        record = self.calls.by_uuid(call_id)
-        if record is not None:
-            record.connected = True
-        rate = session_rate(wire_rate)
-        call = AudioSocketCall(call_id, record.conversation_id if record else "", wire_rate, record)
-        control = self.control_factory(call) if self.control_factory else None
-        session = self.pipeline.session(
-            call_id=call_id,
-            sample_rate=rate,
-            caller_id=record.caller_id if record else "",
-            dialed=record.dialed if record else "",
-            conversation_id=call.conversation_id,
-            control=control,
-            outbound=bool(record and record.outbound),
-        )
-        self.active[call_id] = call
-        log.info("AudioSocket call %s started (%d Hz, conversation %s)", call_id, wire_rate,
-                 call.conversation_id or "new")
-        reason = "hangup"
-        try:
-            await session.start()
-            call.conversation_id = getattr(session, "conversation_id", "") or call.conversation_id
-            if record is not None and call.conversation_id and record.conversation_id != call.conversation_id:
-                self.calls.set_conversation(record, call.conversation_id)
-            started = getattr(control, "call_started", None)
-            if started is not None and call.conversation_id:
-                asyncio.get_running_loop().create_task(started(call.conversation_id))
-            inbound = Resampler(wire_rate, rate) if wire_rate != rate else None
-            outbound = Resampler(rate, wire_rate) if wire_rate != rate else None
-            done = self._feed(session, pending, inbound)
-            if done:
-                reason = "hangup"
-            else:
-                reason = await self._serve(reader, writer, parser, session, call, wire_rate, inbound, outbound)
-        finally:
-            self.active.pop(call_id, None)
-            if reason in ("ended", "closing"):
-                with contextlib.suppress(Exception):
-                    writer.write(asock.encode_hangup())
-                    await asyncio.wait_for(writer.drain(), HANGUP_DRAIN_SECONDS)
-            log.info("AudioSocket call %s ended: %s", call_id, reason)
-            try:
-                await session.stop(reason=(getattr(session, "end_reason", "") or "completed")
-                                   if reason == "ended" else reason)
-            except Exception:
-                log.exception("AudioSocket call %s: session stop failed", call_id)
-
-    def _feed(self, session: Any, msgs: list[asock.Message], inbound: Resampler | None) -> bool:
-        """Hand messages to the session; True when the peer ended the call."""
-        for msg in msgs:
-            if isinstance(msg, asock.Audio):
-                pcm = msg.pcm
-                if inbound is not None:
-                    pcm = inbound.process(pcm)
-                if pcm:
-                    session.push_audio(pcm)
-            elif isinstance(msg, asock.Dtmf):
-                session.push_dtmf(msg.digit)
-            elif isinstance(msg, asock.Hangup):
-                return True
-            elif isinstance(msg, asock.ErrorMessage):
-                log.warning("AudioSocket call %s: peer sent error 0x%s", session.call_id, msg.payload.hex())
-        return False
-
-    async def _serve(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        parser: asock.AudioSocketParser,
-        session: Any,
-        call: AudioSocketCall,
-        wire_rate: int,
-        inbound: Resampler | None,
-        outbound: Resampler | None,
-    ) -> str:
-        loop = asyncio.get_running_loop()
-        tasks = {
-            loop.create_task(self._receive(reader, parser, session, inbound)),
-            loop.create_task(self._tick(writer, session, wire_rate, outbound)),
-            loop.create_task(self._wait_end(session, call)),
-        }
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        task = done.pop()
-        return task.result()  # re-raises ProtocolError / connection errors
-
-    async def _receive(
-        self, reader: asyncio.StreamReader, parser: asock.AudioSocketParser, session: Any,
-        inbound: Resampler | None,
-    ) -> str:
-        timeout = self.cfg.read_timeout_seconds
-        while True:
-            try:
-                data = await self._read(reader, timeout)
-            except asyncio.TimeoutError:
-                log.warning("AudioSocket call %s: nothing received for %.1f s; closing", session.call_id, timeout)
-                return "timeout"
-            if not data:
-                parser.receive_eof()
-                return "hangup"
-            if self._feed(session, parser.receive_data(data), inbound):
-                return "hangup"
-
-    async def _tick(self, writer: asyncio.StreamWriter, session: Any, wire_rate: int,
-                    outbound: Resampler | None) -> str:
-        """Send one frame every 20 ms, drift-free (the schedule is start + n * 20 ms)."""
+    async def _pace(self) -> None:
+        """The shared 20 ms tick: drift-free, skipping ahead (not bursting) after a long stall."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         n = 0
-        transport = writer.transport
         while True:
             n += 1
             due = start + n * FRAME_SECONDS
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            late = loop.time() - due
+            now = loop.time()
+            late = now - due
             if late > MAX_CATCH_UP_SECONDS:
                 skipped = int(late / FRAME_SECONDS)
                 n += skipped
                 self.pacing.skips += skipped
-            self.pacing.note(max(0.0, late))
-            pcm = session.pull_frame()
-            if outbound is not None:
-                pcm = outbound.process(pcm)
-            if pcm:
-                writer.write(asock.encode_audio(pcm, wire_rate))
-            if transport.is_closing():
-                return "hangup"
-            if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-                log.warning("AudioSocket call %s: peer stopped reading (%d bytes queued); closing",
-                            session.call_id, transport.get_write_buffer_size())
-                return "stalled"
-
-    async def _wait_end(self, session: Any, call: AudioSocketCall) -> str:
-        ended = getattr(session, "ended", None)
-        waits = [asyncio.ensure_future(call.hangup_requested.wait())]
-        if ended is not None:
-            waits.append(asyncio.ensure_future(ended.wait()))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        return "ended"
-
-
-def new_call_uuid() -> str:
-    """A fresh UUID for ``AudioSocket()`` when no conversation exists yet."""
-    return str(uuidlib.uuid4())
+            conns = list(self.connections)
+            self.pacing.note(max(0.0, late), len(conns))
+            for conn in conns:
+                try:
+                    conn.tick(now)
+                except Exception:  # one call's failure ends that call only
+                    log.exception("AudioSocket call %s: tick failed; connection closed", conn.call_id)
+                    conn.end("error")
