@@ -136,6 +136,7 @@ class VoiceSession:
         self._stopped = False
         self._failed = False
         self._onset_tick: int | None = None
+        self._interruptions = 0  # barge-ins and key presses that cut the bot short
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -227,6 +228,7 @@ class VoiceSession:
             return
         if self.playback.talking and self.playback.barge_in_allowed:
             self.playback.clear()
+            self._interruptions += 1
         self.endpointer.disarm_no_input()
         self._digits.append(digit)
         limit = self.expect.max_digits if self.expect.kind == "digits" else 0
@@ -290,6 +292,7 @@ class VoiceSession:
             elif isinstance(ev, SpeechStarted):
                 if ev.barge_in and playback.talking:
                     dropped = playback.clear()
+                    self._interruptions += 1
                     self.barge_ins.append({"onset": ev.at, "confirmed": now,
                                            "dropped_seconds": dropped * 0.02})
                     log.info("call %s: barge-in at %.2fs", self.call_id, ev.at)
@@ -416,8 +419,11 @@ class VoiceSession:
         if asks:
             self.expect = asks[-1].expect
         last: Prompt | None = None
+        interruptions = self._interruptions
         for action in actions:
             if isinstance(action, (Say, Ask)):
+                if self._interruptions != interruptions:
+                    continue  # the caller cut in: the rest of this answer is not spoken
                 last = await self._speak(action.text, action.barge_in, action.prompt_id, timer)
                 timer = None  # the turn's latency ends at the reply's first prompt
             elif isinstance(action, Transfer):
@@ -455,9 +461,13 @@ class VoiceSession:
     async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None) -> Prompt:
         prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id)
         prompt.on_finished = lambda p: self._drained.set()
-        if timer is not None:
-            prompt.on_first_frame = lambda p: timer.first_frame(self.endpointer.now)
-        self.transcript.append(("bot", text))
+
+        def first_frame(p: Prompt) -> None:
+            self.transcript.append(("bot", text))  # what the caller heard, when it started
+            if timer is not None:
+                timer.first_frame(self.endpointer.now)
+
+        prompt.on_first_frame = first_frame
         timer_started = False
         try:
             async for chunk in self._synthesize(text, prompt_id):

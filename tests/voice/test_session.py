@@ -410,3 +410,17 @@ async def test_synthesis_failure_skips_the_prompt_and_keeps_the_call(tmp_path, t
     assert not session.ended.is_set()
     await session.stop()
     await pipeline.close()
+
+
+async def test_barge_in_also_drops_the_rest_of_the_answer(tmp_path, tts):
+    core = ScriptedCore([Say(LONG_PROMPT), Say("This sentence must not be spoken."), Ask("Nor this one?")],
+                        {UserSaid: [Say("Okay.")]})
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr(["agent"]))
+    caller = utterance("I would like to speak to an agent", snr_db=30, lead_s=0.0, trail_s=1.0, seed=5)
+    await talk_over_prompt(session, caller.pcm, start_after=1.5, echo_gain=0.0, seconds=8)
+    assert len(session.barge_ins) == 1
+    spoken = [text for who, text in session.transcript if who == "bot"]
+    assert "This sentence must not be spoken." not in spoken and "Nor this one?" not in spoken
+    assert spoken[-1] == "Okay."
+    await session.stop()
+    await pipeline.close()
