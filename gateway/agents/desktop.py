@@ -2,7 +2,10 @@
 
 - ``GET /agent``: the desktop page, for a signed-in agent only (session cookie, or
   ``?token=`` once); anyone else gets a 401 sign-in page, a wrong token a 403 page.
-- ``POST /agent/login``: form sign-in with the token from ``settings.agents.tokens``.
+- ``POST /agent/login``: form sign-in with the token from ``settings.agents.tokens``. With no
+  tokens configured (the embedded default) one token for the agent ``agent`` is generated once,
+  kept in ``<data_dir>/agent-token`` and logged with the desktop's URL, so a laptop user can
+  sign in; nobody gets in without a token.
 - ``GET /agent/ws``: the desktop's socket. The agent states skills and languages
   (``{"type": "ready", "skills": [...], "languages": [...], "available": true}``) and receives
   ``{"type": "screen_pop", "conversation_id": ..., "context": {...}}`` on transfer.
@@ -19,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -39,9 +44,27 @@ COOKIE = "voicegw_agent"
 SESSION_SECONDS = 12 * 3600
 MAX_FRAME_BYTES = 4096
 PRESENCE, SCREENPOP = "agents", "screenpop"
+TOKEN_FILE = "agent-token"
+DEFAULT_AGENT = "agent"
 SIGN_IN_FORM = ("<form method=\"post\" action=\"/agent/login\"><label>Agent token"
                 "<input name=\"token\" type=\"password\" required autocomplete=\"off\"></label>"
                 "<button type=\"submit\">Sign in</button></form>")
+
+
+def load_or_create_token(path: Path) -> str:
+    """The generated agent token kept at ``path`` (created once, mode 0600)."""
+    try:
+        token = path.read_text(encoding="ascii").strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(token)
+    return token
 
 
 class AgentDesktop:
@@ -60,18 +83,22 @@ class AgentDesktop:
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._routing: dict[str, tuple[tuple[str, ...], str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.tokens: dict[str, str] = dict(settings.agents.tokens) or {
+            load_or_create_token(settings.data_path(TOKEN_FILE)): DEFAULT_AGENT}
+        self.generated_token = "" if settings.agents.tokens else next(iter(self.tokens))
         metrics.gauge("voicegw_agents_online", lambda: float(len(self._sockets)))
 
     # ------------------------------------------------------------------ authentication
     def agent_for_token(self, token: str) -> str:
         """The agent id a sign-in token belongs to, or '' (constant-time comparison)."""
         found = ""
-        for known, agent_id in self._settings.agents.tokens.items():
+        for known, agent_id in self.tokens.items():
             if token and hmac.compare_digest(known.encode(), token.encode()):
                 found = agent_id
         return found
 
-    def _session_agent(self, request: web.Request) -> str:
+    def session_agent(self, request: web.Request) -> str:
+        """The signed-in agent of the request's session cookie, or ''."""
         cookie = request.cookies.get(COOKIE, "")
         if not cookie:
             return ""
@@ -79,7 +106,7 @@ class AgentDesktop:
             agent_id = self._signer.verify(cookie, kind="agent", check_used=False).conversation_id
         except LinkRefused:
             return ""
-        return agent_id if agent_id in self._settings.agents.tokens.values() else ""
+        return agent_id if agent_id in self.tokens.values() else ""
 
     def _set_session(self, response: web.StreamResponse, agent_id: str) -> None:
         response.set_cookie(COOKIE, self._signer.issue(agent_id, "agent", ttl_seconds=SESSION_SECONDS, kind="agent"),
@@ -97,7 +124,7 @@ class AgentDesktop:
     async def desk(self, request: web.Request) -> web.StreamResponse:
         """GET /agent."""
         token = request.query.get("token", "")
-        agent_id = self.agent_for_token(token) if token else self._session_agent(request)
+        agent_id = self.agent_for_token(token) if token else self.session_agent(request)
         if not agent_id:
             return self._refuse(request, 403 if token else 401, "bad token" if token else "no token")
         response = web.FileResponse(self._static_dir / "agent.html", headers={"Cache-Control": "no-store"})
@@ -139,7 +166,7 @@ class AgentDesktop:
     async def socket(self, request: web.Request) -> web.StreamResponse:
         """GET /agent/ws."""
         token = request.query.get("token", "")
-        agent_id = self.agent_for_token(token) if token else self._session_agent(request)
+        agent_id = self.agent_for_token(token) if token else self.session_agent(request)
         if not agent_id:
             return web.json_response({"error": "agent sign-in required"}, status=403)
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)

@@ -123,6 +123,7 @@ class LinkSigner:
             used_db.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(used_db), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: survives a process crash; a power cut may lose the last writes
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS used_links (nonce TEXT PRIMARY KEY, conversation_id TEXT,"
                 " purpose TEXT, used_at REAL)"

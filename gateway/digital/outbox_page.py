@@ -40,10 +40,8 @@ class OutboxPage:
         self._desktop = desktop
 
     def _allowed(self, request: web.Request) -> bool:
-        if not self._settings.agents.tokens:
-            return True
         token = request.query.get("token", "")
-        return bool(self._desktop.agent_for_token(token) if token else self._desktop._session_agent(request))
+        return bool(self._desktop.agent_for_token(token) if token else self._desktop.session_agent(request))
 
     async def show(self, request: web.Request) -> web.Response:
         """GET /outbox[?to=+1555...]."""

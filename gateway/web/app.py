@@ -185,6 +185,10 @@ class WebRunner:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    async def agent_connected(self, conversation_id: str, agent_id: str) -> None:
+        """For call control (AMI): ``agent_id`` answered the transferred call; pop their screen."""
+        await self.parts.desktop.agent_connected(conversation_id, agent_id)
+
     async def close(self) -> None:
         """Stop serving and release everything the app opened."""
         await self._runner.cleanup()
@@ -215,4 +219,9 @@ async def start_web(settings: Settings, core: ConversationPort, **deps: Any) -> 
     await site.start()
     web_runner = WebRunner(runner, app, host, port)
     log.info("web server on http://%s:%d (chat /chat, agent desktop /agent, metrics /metrics)", host, port)
+    generated = web_runner.parts.desktop.generated_token
+    if generated:
+        log.info("no agent tokens configured: sign in to the agent desktop at %s/agent?token=%s "
+                 "(kept in %s)", settings.web.public_url.rstrip("/"), generated,
+                 settings.data_path("agent-token"))
     return web_runner

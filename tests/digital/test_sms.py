@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import aiohttp
@@ -30,7 +31,7 @@ async def test_voice_followup_goes_to_outbox_and_link_completes(tmp_path, monkey
         assert url.startswith(runner.url + "/l/")
         async with aiohttp.ClientSession() as http:
             async with http.get(runner.url + "/outbox") as resp:
-                assert resp.status == 401  # agent tokens configured: the outbox shows customer data
+                assert resp.status == 401  # the outbox shows customer data: agents only
             async with http.get(runner.url + "/outbox?token=tok-alice") as resp:
                 page = await resp.text()
                 assert resp.status == 200 and url in page
@@ -47,13 +48,22 @@ async def test_voice_followup_goes_to_outbox_and_link_completes(tmp_path, monkey
     assert "-> +15550003333 [outbox/stored] Upload your document: " + url in out
 
 
-async def test_local_reply_form_feeds_the_thread(tmp_path):
+async def test_local_reply_form_feeds_the_thread(tmp_path, caplog):
     core = FakeCore()
-    runner = await start(tmp_path, core, agents={"tokens": {}})
+    with caplog.at_level(logging.INFO, logger="gateway.web.app"):
+        runner = await start(tmp_path, core, agents={"tokens": {}})
     try:
+        # no tokens configured: one is generated, kept in the data dir and logged with the URL
+        token = (tmp_path / "agent-token").read_text()
+        assert runner.parts.desktop.generated_token == token and len(token) >= 24
+        assert any(f"/agent?token={token}" in r.getMessage() for r in caplog.records)
         opened = await core.open("voice", caller_id="+15550004444")
         await core.handle(opened.conversation_id, ChatMessage(text="send me a link", channel="voice"))
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.post(runner.url + "/outbox/reply", data={"from": "+15550004444", "body": "x"}) as resp:
+                assert resp.status == 403  # not signed in
+            async with http.get(f"{runner.url}/agent?token={token}") as resp:
+                assert resp.status == 200  # signs in (session cookie)
             async with http.post(runner.url + "/outbox/reply", data={"from": "+15550004444", "body": "thanks!"}) as resp:
                 assert resp.status == 200  # after the redirect to /outbox
                 assert "You said: thanks!" in await resp.text()
