@@ -109,10 +109,13 @@ def evaluate_intents(clf: IntentClassifier, cases: Sequence[Mapping[str, Any]]) 
             confusions.append(("(out of scope)", result.intent, case["text"], result.confidence))
     total = len(in_scope) + len(out_scope)
     print(f"held-out utterances: {len(in_scope)} in scope, {len(out_scope)} out of scope")
-    print(f"intent accuracy (in scope, above threshold): {correct}/{len(in_scope)} = {correct / len(in_scope):.1%}")
-    print(f"top-1 accuracy ignoring the threshold:        {top1}/{len(in_scope)} = {top1 / len(in_scope):.1%}")
-    print(f"out-of-scope rejection:                        {rejected}/{len(out_scope)} = {rejected / max(1, len(out_scope)):.1%}")
-    print(f"overall (both):                                {correct + rejected}/{total} = {(correct + rejected) / total:.1%}")
+    def ratio(ok: int, n: int) -> str:
+        return f"{ok}/{n} = {ok / max(1, n):.1%}"
+
+    print(f"intent accuracy (in scope, above threshold): {ratio(correct, len(in_scope))}")
+    print(f"top-1 accuracy ignoring the threshold:        {ratio(top1, len(in_scope))}")
+    print(f"out-of-scope rejection:                        {ratio(rejected, len(out_scope))}")
+    print(f"overall (both):                                {ratio(correct + rejected, total)}")
     print("per intent:")
     for name in sorted(per_intent):
         ok, n = per_intent[name]
@@ -196,6 +199,18 @@ def cross_validate(examples: Mapping[str, Sequence[str]], folds: int, threshold:
           f"(top-1 {top1 / total:.1%}), dev out-of-scope rejection {sum(rejected.values()) / dev_total:.1%}")
 
 
+def _best_of(runs: int, build: Callable[[], IntentClassifier]) -> tuple[float, IntentClassifier]:
+    """The shortest of ``runs`` wall-clock timings of ``build`` (a shared host is noisy) and its result."""
+    best = float("inf")
+    result: IntentClassifier | None = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = build()
+        best = min(best, time.perf_counter() - started)
+    assert result is not None
+    return best, result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threshold", type=float, default=None, help="override the confidence threshold")
@@ -204,19 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = load_examples()
     heldout = yaml.safe_load(HELDOUT.read_text())
     n_examples = sum(len(v) for v in examples.values())
-    started = time.perf_counter()
-    clf = IntentClassifier.train(examples)
-    trained = time.perf_counter() - started
+    trained, clf = _best_of(3, lambda: IntentClassifier.train(examples))
     if args.threshold is not None:
         clf.threshold = args.threshold
-    print(f"trained on {n_examples} examples of {len(examples)} intents in {trained * 1000:.0f} ms "
+    print(f"trained on {n_examples} examples of {len(examples)} intents in {trained * 1000:.0f} ms (best of 3) "
           f"({clf.vectorizer.size} features), threshold {clf.threshold}")
     scaled = {name: [f"{prefix}{text}" for prefix in ("", "um ", "well ") for text in texts]
               for name, texts in examples.items()}
-    started = time.perf_counter()
-    IntentClassifier.train(scaled)
+    scaled_time, _ = _best_of(3, lambda: IntentClassifier.train(scaled))
     print(f"training on {sum(len(v) for v in scaled.values())} examples (each example three ways): "
-          f"{(time.perf_counter() - started) * 1000:.0f} ms")
+          f"{scaled_time * 1000:.0f} ms (best of 3)")
     sets = [("held-out set A", heldout["utterances"])]
     if heldout.get("utterances_blind"):
         sets.append(("held-out set B (written after the classifier was frozen)", heldout["utterances_blind"]))

@@ -111,6 +111,12 @@ def test_neither_yes_nor_no(text: str) -> None:
         ("december the twenty first", dt.date(2026, 12, 21)),
         ("on the fifth", dt.date(2026, 12, 5)),
         ("in two weeks", dt.date(2026, 12, 9)),
+        ("a week from today", dt.date(2026, 12, 2)),
+        ("three days from now", dt.date(2026, 11, 28)),
+        ("oh three oh four nineteen eighty five", dt.date(1985, 3, 4)),  # read as MMDDYYYY digits
+        ("My date of birth is March 3rd, 1985.", dt.date(1985, 3, 3)),
+        ("It's the fourth of July, 1976.", dt.date(1976, 7, 4)),
+        ("Jan 5th 2001", dt.date(2001, 1, 5)),
     ],
 )
 def test_parse_date(text: str, expected: dt.date | None) -> None:
@@ -118,7 +124,9 @@ def test_parse_date(text: str, expected: dt.date | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["may I speak to someone", "my account is four five six seven", "one two three four", "hello", "March 1985"]
+    "text",
+    ["may I speak to someone", "my account is four five six seven", "one two three four", "hello", "March 1985",
+     "12345678", "I was born in 1985"],
 )
 def test_parse_date_none(text: str) -> None:
     assert parse_date(text, today=TODAY) is None
@@ -145,6 +153,8 @@ def test_parse_date_rejects_impossible_dates() -> None:
         ("two hundred thirty four dollars and fifty six cents", "234.56"),
         ("I was charged 19.99 twice", "19.99"),
         ("two fifty", "2.50"),
+        ("a dollar fifty", "1.50"),
+        ("Forty-two dollars and fifty cents.", "42.50"),
     ],
 )
 def test_parse_amount(text: str, expected: str) -> None:
@@ -180,7 +190,8 @@ def test_parse_spelled(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["hello there", "I want a refund for two orders", "one two three", "I", "why are you calling", "see you", ""]
+    "text",
+    ["hello there", "I want a refund for two orders", "one two three", "I", "why are you calling", "see you", ""],
 )
 def test_parse_spelled_none(text: str) -> None:
     assert parse_spelled(text) is None

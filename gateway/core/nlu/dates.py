@@ -11,7 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from .numbers import TEENS, TENS, UNITS, ZERO_WORDS, ordinal_value, parse_cardinal
+from .numbers import (
+    REPEATS,
+    TEENS,
+    TENS,
+    UNITS,
+    ZERO_WORDS,
+    is_number_word,
+    number_groups,
+    ordinal_value,
+    parse_cardinal,
+)
 from .text import tokens as normalize_tokens
 
 MONTHS = {
@@ -37,7 +47,7 @@ def parse_date(text: str, today: dt.date | None = None) -> dt.date | None:
     if found is not None:
         return found
     toks = normalize_tokens(text)
-    return _spoken_date(toks, today) or _relative_date(toks, today)
+    return _spoken_date(toks, today) or _relative_date(toks, today) or _digit_string_date(toks, today)
 
 
 def _safe_date(year: int, month: int, day: int) -> dt.date | None:
@@ -177,12 +187,50 @@ def _resolve(year: int | None, month: int, day: int, today: dt.date) -> dt.date 
     return candidate
 
 
+def _digit_string_date(toks: list[str], today: dt.date) -> dt.date | None:
+    """A date read as eight digits, month first: "oh three oh four nineteen eighty five" (MMDDYYYY)."""
+    if any(not (is_number_word(t) or t in ZERO_WORDS or t in REPEATS) for t in toks):
+        return None  # only when the whole answer is digits
+    groups = number_groups(toks, homophones=True)
+    digits = "".join(g.digits for g in groups)
+    if len(digits) != 8:
+        return None
+    first, second, year = int(digits[:2]), int(digits[2:4]), int(digits[4:])
+    if not 1900 <= year <= today.year + 1:
+        return None
+    if first > 12 >= second:
+        return _safe_date(year, second, first)
+    return _safe_date(year, first, second)
+
+
+def _offset_at(toks: list[str], i: int) -> dt.timedelta | None:
+    """ "in two weeks", "three days from now", "a week from today" starting at ``toks[i]``."""
+    start = i + 1 if toks[i] == "in" else i
+    amount = parse_cardinal(toks, start)
+    if amount is None and start < len(toks) and toks[start] in ("a", "one"):
+        count, j = 1, start + 1
+    elif amount is not None:
+        count, j = amount.value, amount.end
+    else:
+        return None
+    if j >= len(toks) or toks[j] not in _UNIT_DAYS or count > 366:
+        return None
+    from_now = toks[j + 1 : j + 3] in (["from", "now"], ["from", "today"])
+    if toks[i] != "in" and not from_now:
+        return None
+    return dt.timedelta(days=count * _UNIT_DAYS[toks[j]])
+
+
 def _relative_date(toks: list[str], today: dt.date) -> dt.date | None:
     text = " ".join(toks)
     if "day after tomorrow" in text:
         return today + dt.timedelta(days=2)
     if "day before yesterday" in text:
         return today - dt.timedelta(days=2)
+    for i in range(len(toks)):  # before "today": "a week from today"
+        offset = _offset_at(toks, i)
+        if offset is not None:
+            return today + offset
     for word, delta in (("today", 0), ("tonight", 0), ("tomorrow", 1), ("tommorow", 1), ("yesterday", -1)):
         if word in toks:
             return today + dt.timedelta(days=delta)
@@ -196,16 +244,6 @@ def _relative_date(toks: list[str], today: dt.date) -> dt.date | None:
             if prev == "next" and i > 1 and toks[i - 2] == "week":
                 ahead += 7
             return today + dt.timedelta(days=ahead)
-        if tok == "in":
-            amount = parse_cardinal(toks, i + 1)
-            if amount is None and i + 1 < len(toks) and toks[i + 1] in ("a", "one"):
-                count, j = 1, i + 2
-            elif amount is not None:
-                count, j = amount.value, amount.end
-            else:
-                continue
-            if j < len(toks) and toks[j] in _UNIT_DAYS and count <= 366:
-                return today + dt.timedelta(days=count * _UNIT_DAYS[toks[j]])
         if tok == "next" and i + 1 < len(toks) and toks[i + 1] == "week":
             return today + dt.timedelta(days=7)
     return None

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 # "one" is a pronoun after these words ("no one", "this one") unless digits follow.
-_PRONOUN_ONE_AFTER = frozenset({"no", "this", "that", "the", "which", "any", "some", "every", "each", "another", "other", "a"})
+_PRONOUN_ONE_AFTER = frozenset(
+    {"no", "this", "that", "the", "which", "any", "some", "every", "each", "another", "other", "a"}
+)
 
 
 def extract_digits(text: str) -> str | None:
@@ -81,6 +83,8 @@ def parse_amount(text: str) -> Decimal | None:
     if m:
         return _money(m.group(1).replace(",", ""), m.group(2) or "0")
     toks = [t for t in normalize_tokens(text) if t not in _CURRENCY_SIGNS]
+    # "a dollar fifty", "a buck"
+    toks = ["one" if t == "a" and k + 1 < len(toks) and toks[k + 1] in _MAJOR_WORDS else t for k, t in enumerate(toks)]
     for i, tok in enumerate(toks):
         if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?|\d+\.\d+", tok):
             whole, _, frac = tok.replace(",", "").partition(".")
@@ -92,7 +96,7 @@ def parse_amount(text: str) -> Decimal | None:
     after = first.end
     # "fifty cents"
     if after < len(toks) and toks[after] in _MINOR_WORDS:
-        return _money_cents(0, first.value) if first.value < 100 else _money_cents(first.value // 100, first.value % 100)
+        return _money_cents(first.value // 100, first.value % 100)
     # "forty two point five oh", "42 point 50"
     if after < len(toks) and toks[after] == "point":
         frac = _fraction_digits(toks, after + 1)

@@ -96,11 +96,31 @@ def char_features(words: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    """The features of one utterance before weighting: computed once, used to fit and to transform."""
+
+    words: tuple[str, ...]
+    word_feats: tuple[str, ...]
+    char_feats: tuple[str, ...]
+    concept_feats: tuple[str, ...]
+
+    @classmethod
+    def of(cls, text: str) -> "Analysis":
+        words = classifier_words(text)
+        return cls(tuple(words), tuple(word_features(words)), tuple(char_features(words)),
+                   tuple(concept_features(words)))
+
+    def distinct(self) -> set[str]:
+        return set(self.word_feats) | set(self.char_feats) | set(self.concept_feats)
+
+
+@dataclass(frozen=True)
 class SparseRow:
     """One vectorized utterance: feature indices (sorted), their weights, and coverage.
 
-    ``coverage`` is the share of the utterance's character n-grams the vocabulary knows:
-    1.0 for wording like the examples, near 0 for out-of-domain speech.
+    ``coverage`` is the share of the utterance's character n-grams the vocabulary knows and
+    ``word_coverage`` the share of its content words: 1.0 for wording like the examples,
+    near 0 for out-of-domain speech.
     """
 
     indices: np.ndarray
@@ -110,7 +130,7 @@ class SparseRow:
 
 
 class Vectorizer:
-    """TF-IDF over word and character n-grams, fitted on the training examples."""
+    """TF-IDF over word and character n-grams and concepts, fitted on the training examples."""
 
     def __init__(self, vocabulary: dict[str, int], idf: np.ndarray) -> None:
         self.vocabulary = vocabulary
@@ -119,13 +139,16 @@ class Vectorizer:
     @classmethod
     def fit(cls, texts: Sequence[str]) -> "Vectorizer":
         """Vocabulary (sorted, so training is deterministic) and smoothed IDF from ``texts``."""
+        return cls.fit_analyses([Analysis.of(t) for t in texts])
+
+    @classmethod
+    def fit_analyses(cls, analyses: Sequence[Analysis]) -> "Vectorizer":
         df: Counter[str] = Counter()
-        for text in texts:
-            words = classifier_words(text)
-            df.update(set(word_features(words)) | set(char_features(words)) | set(concept_features(words)))
+        for analysis in analyses:
+            df.update(analysis.distinct())
         names = sorted(df)
         vocabulary = {name: k for k, name in enumerate(names)}
-        n = len(texts)
+        n = len(analyses)
         idf = np.array([math.log((1 + n) / (1 + df[name])) + 1.0 for name in names], dtype=np.float64)
         return cls(vocabulary, idf)
 
@@ -135,15 +158,17 @@ class Vectorizer:
 
     def transform(self, text: str) -> SparseRow:
         """The L2-normalized vector of ``text``; unknown features are dropped."""
-        words = classifier_words(text)
-        char_feats = char_features(words)
-        word_block = self._block(word_features(words), WORD_WEIGHT)
-        char_block = self._block(char_feats, CHAR_WEIGHT)
-        concept_block = self._block(concept_features(words), CONCEPT_WEIGHT)
+        return self.transform_analysis(Analysis.of(text))
+
+    def transform_analysis(self, analysis: Analysis) -> SparseRow:
+        word_block = self._block(analysis.word_feats, WORD_WEIGHT)
+        char_block = self._block(analysis.char_feats, CHAR_WEIGHT)
+        concept_block = self._block(analysis.concept_feats, CONCEPT_WEIGHT)
         merged: dict[int, float] = {**word_block, **char_block, **concept_block}
+        char_feats = analysis.char_feats
         known_chars = sum(1 for f in char_feats if f in self.vocabulary)
         coverage = known_chars / len(char_feats) if char_feats else 0.0
-        content = [w for w in words if w not in STOPWORDS and not w.startswith("#")]
+        content = [w for w in analysis.words if w not in STOPWORDS and not w.startswith("#")]
         known_words = sum(1 for w in content if "w:" + stem(w) in self.vocabulary or concepts([w]))
         word_coverage = known_words / len(content) if content else 1.0
         if not merged:
@@ -153,10 +178,13 @@ class Vectorizer:
         norm = float(np.linalg.norm(values))
         return SparseRow(indices, values / norm, coverage, word_coverage)
 
-    def _block(self, feats: list[str], weight: float) -> dict[int, float]:
+    def _block(self, feats: Sequence[str], weight: float) -> dict[int, float]:
         counts = Counter(f for f in feats if f in self.vocabulary)
         if not counts:
             return {}
-        block = {self.vocabulary[f]: (1.0 + math.log(c)) * float(self.idf[self.vocabulary[f]]) for f, c in counts.items()}
+        block: dict[int, float] = {}
+        for feature, count in counts.items():
+            index = self.vocabulary[feature]
+            block[index] = (1.0 + math.log(count)) * float(self.idf[index])
         norm = math.sqrt(sum(v * v for v in block.values()))
         return {k: weight * v / norm for k, v in block.items()}

@@ -31,11 +31,12 @@ _PHRASES: dict[str, bool | None] = {
     "i would rather not": False, "rather not": False, "not interested": False, "negative": False,
     "never": False, "not ok": False, "not okay": False, "no no": False, "i am good": False,
     "wrong": False, "incorrect": False, "nah": False, "nope": False, "no": False, "naw": False,
+    "i do not think so": False, "i do not believe so": False, "i would not": False,
     # yes
     "yes": True, "yeah": True, "yea": True, "yep": True, "yup": True, "ya": True, "yah": True,
     "yes please": True, "yes sir": True, "uh huh": True, "uh hu": True, "mhm": True, "mm hmm": True,
     "mmhmm": True, "uhhuh": True, "i think so": True, "i believe so": True, "i guess so": True,
-    "i do not think so": False, "i do not believe so": False, "i would not": False, "sure": True, "sure thing": True, "of course": True, "certainly": True,
+    "sure": True, "sure thing": True, "of course": True, "certainly": True,
     "absolutely": True, "definitely": True, "correct": True, "that is correct": True,
     "that is right": True, "right": True, "exactly": True, "indeed": True, "affirmative": True,
     "ok": True, "okay": True, "alright": True, "all right": True, "fine": True, "that is fine": True,
@@ -58,6 +59,8 @@ _ANSWER_FOLLOWERS = frozenset({
     "wait", "there", "is", "was", "they", "he", "she", "definitely", "absolutely", "correct",
     "right", "so", "go", "do", "can", "could", "would", "let", "we", "our", "of", "to", "only",
 })
+# Before a "no" or "yes" in mid-clause, these words show it is an answer ("I said no").
+_ANSWER_LEADERS = frozenset({"said", "say", "is", "answer", "but", "oh", "and"})
 _EXPLICIT_RE = re.compile(r"\b(yes|yeah|yep|yup|no|nope|nah)\b")
 # After a weak cue, these words keep it an answer ("right, thanks"; not "correct my address").
 _WEAK_FOLLOWERS = frozenset({"thanks", "thank", "that", "it", "is", "sir", "maam", "yes", "yeah", "so",
@@ -125,7 +128,7 @@ def _counts(phrase: str, words: list[str], i: int, length: int) -> bool:
     if phrase in ("no", "yes"):
         if end == len(words) or i == 0:
             return end == len(words) or words[end] in _ANSWER_FOLLOWERS or phrase == "yes"
-        return words[end] in _ANSWER_FOLLOWERS and words[i - 1] in ("said", "say", "is", "answer", "but", "oh", "and")
+        return words[end] in _ANSWER_FOLLOWERS and words[i - 1] in _ANSWER_LEADERS
     if phrase in _WEAK:
         at_start = i == 0 or (i <= 2 and words[0] in ("that", "oh", "well", "yes", "no", "and", "but", "so"))
         return at_start and (end == len(words) or words[end] in _WEAK_FOLLOWERS)
