@@ -26,6 +26,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -169,6 +170,10 @@ class AgentDesktop:
         agent_id = self.agent_for_token(token) if token else self.session_agent(request)
         if not agent_id:
             return web.json_response({"error": "agent sign-in required"}, status=403)
+        origin = request.headers.get("Origin", "")
+        if origin and urlsplit(origin).netloc not in (request.host, urlsplit(self._settings.web.public_url).netloc):
+            log.warning("agent %s desktop socket refused: foreign origin %s", agent_id, origin)
+            return web.json_response({"error": "foreign origin"}, status=403)
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
         await ws.prepare(request)
         self._sockets.setdefault(agent_id, set()).add(ws)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gateway.agents.registry import AgentRegistry
 from gateway.context.fanout import InProcessFanout, RedisFanout
@@ -83,6 +84,11 @@ async def test_agent_page_refused_without_valid_token(tmp_path, caplog):
                 assert resp.status == 403
             async with http.get(runner.url + "/agent/ws", headers={"Cookie": "voicegw_agent=forged.cookie"}) as resp:
                 assert resp.status == 403
+            # a valid token from a foreign page (cross-site WebSocket) is refused too
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await http.ws_connect(runner.url + "/agent/ws?token=tok-alice",
+                                      headers={"Origin": "http://evil.example"})
+            assert exc.value.status == 403
             async with http.post(runner.url + "/agent/login", data={"token": "tok-alice"}) as resp:
                 assert resp.status == 200 and "agent.js" in await resp.text()
             async with http.get(runner.url + "/agent") as resp:  # the session cookie now signs in
