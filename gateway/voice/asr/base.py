@@ -38,17 +38,24 @@ class Engine(Protocol):
 
     name: str
 
-    def recognize(self, pcm16k: bytes, expect: Expect) -> Transcript:
-        """Recognize 16 kHz 16-bit mono PCM (blocking)."""
+    def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
+        """Recognize 16-bit mono PCM at ``sample_rate`` (blocking)."""
         ...
 
 
 _WORD = re.compile(r"[a-z0-9']+")
+_CONTRACTIONS = {
+    "there's": "there is", "here's": "here is", "it's": "it is", "that's": "that is", "what's": "what is",
+    "i'm": "i am", "i'd": "i would", "i've": "i have", "i'll": "i will", "don't": "do not",
+    "doesn't": "does not", "didn't": "did not", "can't": "cannot", "won't": "will not", "isn't": "is not",
+    "wasn't": "was not", "you're": "you are", "we're": "we are", "they're": "they are", "let's": "let us",
+}
 
 
 def normalize_words(text: str) -> list[str]:
-    """Lower-case words without punctuation, for comparing transcripts."""
-    return _WORD.findall(text.lower().replace("-", " "))
+    """Lower-case words without punctuation, contractions expanded, for comparing transcripts."""
+    words = _WORD.findall(text.lower().replace("-", " ").replace("’", "'"))
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words).split()
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:

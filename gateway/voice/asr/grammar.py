@@ -89,15 +89,19 @@ def vosk_grammar_for(expect: Expect) -> str:
 
 
 def plausible(text: str, expect: Expect) -> bool:
-    """Whether a closed-set answer fits what was expected (digit count, non-empty)."""
+    """Whether a closed-set answer is a complete phrase of its grammar (not a cut-off partial path)."""
     words = text.split()
     if not words:
         return False
     if expect.kind == "digits":
         low, high = digit_bounds(expect)
         return all(w in DIGIT_WORDS for w in words) and low <= len(words) <= high
+    if expect.kind == "yesno":
+        return text in YES_PHRASES or text in NO_PHRASES
+    if expect.kind == "choice":
+        core = [w for w in words if w not in ("the", "please")]
+        return " ".join(core) in option_phrases(expect) or text in option_phrases(expect)
     return True
-
 
 _DIGIT_VALUE = {w: str(i) for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))}
 _DIGIT_VALUE.update({"oh": "0", "o": "0"})

@@ -87,6 +87,14 @@ class AsrRouter:
     async def start(self) -> None:
         """Load the engines and warm them (Whisper workers start here, not at the first call)."""
         loop = asyncio.get_running_loop()
+        for name in {self.open_engine, self.closed_engine} - {"whisper"}:
+            if name not in self._engines:
+                self._engines[name] = await loop.run_in_executor(self._executor, self._load, name)
+        if self.closed_engine != "whisper":
+            await loop.run_in_executor(
+                self._executor, self._engines[self.closed_engine].recognize, b"\x00\x00" * 8000, 8000,
+                Expect(kind="yesno"),
+            )
         if self._needs_whisper():
             if self._whisper is None:
                 check_model_dir(self.whisper_model_dir)
@@ -100,13 +108,6 @@ class AsrRouter:
                 )
             if not self._whisper.started:
                 await loop.run_in_executor(self._executor, self._whisper.start)
-        for name in {self.open_engine, self.closed_engine} - {"whisper"}:
-            if name not in self._engines:
-                self._engines[name] = await loop.run_in_executor(self._executor, self._load, name)
-        if self.closed_engine != "whisper":
-            await loop.run_in_executor(
-                self._executor, self._engines[self.closed_engine].recognize, b"\x00\x00" * 8000, Expect(kind="yesno")
-            )
         self._started = True
 
     def _load(self, name: str) -> Engine:
@@ -135,30 +136,30 @@ class AsrRouter:
         """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``."""
         if not self._started:
             raise AsrError("speech recognition is not started")
-        pcm16k = self._prepare(pcm, sample_rate)
-        if not pcm16k:
+        self._check(pcm, sample_rate)
+        if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
         if expect.closed and self.closed_engine != "whisper":
-            result = await self._run_engine(self.closed_engine, pcm16k, expect)
+            result = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
             if not self._needs_fallback(result, expect):
                 return result
             self.stats["fallbacks"] += 1
             log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
                      result.text, result.confidence, expect.kind)
-            again = await self._run_whisper(pcm16k)
+            again = await self._run_whisper(pcm, sample_rate)
             self.stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
                               again.decode_seconds + result.decode_seconds, again.queue_seconds)
         if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
-            return await self._run_whisper(pcm16k)
-        return await self._run_engine(self.open_engine, pcm16k, expect)
+            return await self._run_whisper(pcm, sample_rate)
+        return await self._run_engine(self.open_engine, pcm, sample_rate, expect)
 
     def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
         if not self.fallback or self._whisper is None:
             return False
         return not plausible(result.text, expect) or result.confidence < self.fallback_confidence
 
-    def _prepare(self, pcm: bytes, sample_rate: int) -> bytes:
+    def _check(self, pcm: bytes, sample_rate: int) -> None:
         if len(pcm) % SAMPLE_WIDTH:
             raise AsrError(f"audio of {len(pcm)} bytes is not 16-bit PCM (odd length)")
         if not 4000 <= sample_rate <= 48000:
@@ -169,15 +170,14 @@ class AsrRouter:
                 f"utterance of {seconds:.0f} s is longer than the {self.max_audio_seconds:.0f} s limit "
                 "(the endpointer should cut turns shorter)"
             )
-        return resample(pcm, sample_rate, ENGINE_RATE)
 
-    async def _run_engine(self, name: str, pcm16k: bytes, expect: Expect) -> Transcript:
+    async def _run_engine(self, name: str, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
         engine = self._engines.get(name)
         if engine is None:
             raise AsrError(f"recognizer {name!r} is not loaded")
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
-        future = loop.run_in_executor(self._executor, self._call, engine, pcm16k, expect, queued)
+        future = loop.run_in_executor(self._executor, self._call, engine, pcm, sample_rate, expect, queued)
         try:
             result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
         except asyncio.TimeoutError as exc:
@@ -186,18 +186,19 @@ class AsrRouter:
                           result.decode_seconds, queue_seconds)
 
     @staticmethod
-    def _call(engine: Engine, pcm16k: bytes, expect: Expect, queued: float) -> tuple[Transcript, float]:
+    def _call(engine: Engine, pcm: bytes, sample_rate: int, expect: Expect, queued: float) -> tuple[Transcript, float]:
         waited = time.perf_counter() - queued
         try:
-            return engine.recognize(pcm16k, expect), waited
+            return engine.recognize(pcm, sample_rate, expect), waited
         except AsrError:
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
             raise AsrError(f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _run_whisper(self, pcm16k: bytes) -> Transcript:
+    async def _run_whisper(self, pcm: bytes, sample_rate: int) -> Transcript:
         if self._whisper is None:
             raise AsrError("Whisper is not running")
+        pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
         future = asyncio.wrap_future(self._whisper.submit(pcm16k))
         try:
             result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)

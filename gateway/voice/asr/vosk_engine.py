@@ -35,17 +35,18 @@ def check_vosk_dir(path: Path) -> None:
 class VoskStream:
     """One utterance being recognized: feed audio, read partials, then finish."""
 
-    def __init__(self, recognizer: object, engine: str) -> None:
+    def __init__(self, recognizer: object, engine: str, sample_rate: int) -> None:
         self._rec = recognizer
         self._engine = engine
+        self._rate = sample_rate
         self._bytes = 0
         self._decode = 0.0
 
-    def feed(self, pcm16k: bytes) -> str:
+    def feed(self, pcm: bytes) -> str:
         """Add audio; returns the current partial text."""
         start = time.perf_counter()
-        self._bytes += len(pcm16k)
-        if self._rec.AcceptWaveform(pcm16k):  # type: ignore[attr-defined]
+        self._bytes += len(pcm)
+        if self._rec.AcceptWaveform(pcm):  # type: ignore[attr-defined]
             text = json.loads(self._rec.Result()).get("text", "")  # type: ignore[attr-defined]
         else:
             text = json.loads(self._rec.PartialResult()).get("partial", "")  # type: ignore[attr-defined]
@@ -60,7 +61,7 @@ class VoskStream:
         text = " ".join(w for w in result.get("text", "").split() if w != "[unk]")
         confidence = sum(float(w.get("conf", 0.0)) for w in words) / len(words) if words else 0.0
         self._decode += time.perf_counter() - start
-        return Transcript(text, confidence, self._engine, self._bytes / (2 * ENGINE_RATE), self._decode)
+        return Transcript(text, confidence, self._engine, self._bytes / (2 * self._rate), self._decode)
 
 
 class VoskEngine:
@@ -83,22 +84,23 @@ class VoskEngine:
             raise AsrError(f"Vosk could not load the model in {self.model_dir}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def stream(self, expect: Expect) -> VoskStream:
-        """A recognizer for one utterance, restricted to the expected phrases for closed sets."""
+    def stream(self, expect: Expect, sample_rate: int = ENGINE_RATE) -> VoskStream:
+        """A recognizer for one utterance at ``sample_rate`` (Vosk resamples to its model's rate),
+        restricted to the expected phrases for closed sets."""
         try:
             if expect.closed:
-                rec = self._vosk.KaldiRecognizer(self._model, float(ENGINE_RATE), vosk_grammar_for(expect))
+                rec = self._vosk.KaldiRecognizer(self._model, float(sample_rate), vosk_grammar_for(expect))
             else:
-                rec = self._vosk.KaldiRecognizer(self._model, float(ENGINE_RATE))
+                rec = self._vosk.KaldiRecognizer(self._model, float(sample_rate))
             rec.SetWords(True)
         except Exception as exc:  # noqa: BLE001 - vosk raises bare Exception
             raise AsrError(f"Vosk could not create a recognizer: {exc}") from exc
-        return VoskStream(rec, self.name)
+        return VoskStream(rec, self.name, sample_rate)
 
-    def recognize(self, pcm16k: bytes, expect: Expect) -> Transcript:
+    def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
         """Decode a whole utterance (blocking)."""
-        stream = self.stream(expect)
-        step = ENGINE_RATE * 2 // 5  # 200 ms chunks, as audio would arrive
-        for i in range(0, len(pcm16k), step):
-            stream.feed(pcm16k[i:i + step])
+        stream = self.stream(expect, sample_rate)
+        step = sample_rate * 2 // 5  # 200 ms chunks, as audio would arrive
+        for i in range(0, len(pcm), step):
+            stream.feed(pcm[i:i + step])
         return stream.finish()

@@ -1,0 +1,167 @@
+"""Whisper through the worker pool and the router: real synthesized telephone speech, real model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from gateway.config import AsrSettings, TtsSettings
+from gateway.core.actions import Expect
+from gateway.voice.asr import AsrError, AsrRouter
+from gateway.voice.asr.base import wer, word_errors
+from gateway.voice.asr.grammar import spoken_digits
+from gateway.voice.asr.pool import WhisperPool
+from gateway.voice.asr.router import resolve_path
+from gateway.voice.asr.whisper import window_for
+from gateway.voice.audio import resample
+from gateway.voice.tts import Synthesizer
+from tests.voice.speech_corpus import OPEN_SENTENCES, concatenate, utterance
+
+pytestmark = pytest.mark.slow
+MODEL_DIR = resolve_path(AsrSettings().whisper_model_dir, None)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WhisperPool]:
+    whisper = WhisperPool(MODEL_DIR, workers=2, window_seconds=10.0, decode_timeout=90.0)
+    whisper.start()
+    yield whisper
+    whisper.close()
+
+
+@pytest.fixture
+async def router(pool: WhisperPool) -> AsyncIterator[AsrRouter]:
+    r = AsrRouter(AsrSettings(), whisper=pool, timeout_seconds=90.0)
+    await r.start()
+    yield r
+    await r.close()
+
+
+def test_window_policy() -> None:
+    assert window_for(3.0, 10.0) == 10.0
+    assert window_for(9.5, 10.0) == 30.0  # less than 1 s of room: the full window
+    assert window_for(25.0, 10.0) == 30.0
+
+
+async def test_open_sentences_recognized(router: AsrRouter) -> None:
+    cases = [
+        utterance(OPEN_SENTENCES[0]),
+        utterance(OPEN_SENTENCES[1], voice="heart-low", snr_db=15),
+        utterance(OPEN_SENTENCES[2], voice="heart-high", snr_db=10, noise_kind="pink"),
+        utterance(OPEN_SENTENCES[3], speed=1.2),
+        utterance(OPEN_SENTENCES[6], voice="heart-low", speed=0.9, snr_db=20),
+        utterance(OPEN_SENTENCES[8], voice="heart-high"),
+    ]
+    results = await asyncio.gather(*(router.recognize(u.pcm, u.rate, Expect()) for u in cases))
+    errors = words = good = 0
+    for u, t in zip(cases, results):
+        e, n = word_errors(u.text, t.text)
+        errors, words = errors + e, words + n
+        good += e / n <= 0.25
+        assert t.engine == "whisper"
+        assert t.audio_seconds == pytest.approx(len(u.pcm) / 2 / u.rate, abs=0.01)
+        assert 0.0 < t.confidence <= 1.0 and t.decode_seconds > 0
+    assert good >= len(cases) - 1, [(u.text, t.text) for u, t in zip(cases, results)]
+    assert errors / words <= 0.15
+
+
+async def test_wideband_input_and_short_window(pool: WhisperPool) -> None:
+    u = utterance("please cancel my subscription", rate=16000, telephone=False, ulaw=False)
+    result, queue_seconds = await asyncio.wrap_future(pool.submit(u.pcm))
+    assert result.window_seconds == 10.0  # 1000 mel frames, not the padded 3000
+    assert wer(u.text, result.text) <= 0.25
+    assert queue_seconds >= 0
+
+
+async def test_utterance_longer_than_the_window(router: AsrRouter) -> None:
+    parts = [utterance(s, lead_s=0.2, trail_s=0.2) for s in OPEN_SENTENCES[:4]]
+    pcm = concatenate(parts, gap_s=1.0)
+    assert len(pcm) / 16000 > 10.0
+    t = await router.recognize(pcm, 8000, Expect())
+    reference = " ".join(p.text for p in parts)
+    assert wer(reference, t.text) <= 0.2, t.text
+
+
+async def test_closed_set_falls_back_to_whisper_when_the_grammar_cannot_fit(router: AsrRouter) -> None:
+    # Eight digits expected, three spoken: the grammar cannot end on a full answer, Whisper is asked.
+    u = utterance("three three seven")
+    t = await router.recognize(u.pcm, 8000, Expect(kind="digits", min_digits=8, max_digits=8))
+    assert t.engine == "whisper"
+    assert spoken_digits(t.text) == "337"
+    assert router.stats["fallbacks"] == 1
+
+
+async def test_tts_prompts_are_intelligible(router: AsrRouter, tmp_path: Path) -> None:
+    synth = Synthesizer(TtsSettings(), cache_dir=tmp_path)
+    prompts = [
+        "Thanks for calling. How can I help you today?",
+        "Please say or key in your eight digit account number.",
+        "Your order has shipped and arrives on Friday.",
+    ]
+    errors = words = 0
+    for text in prompts:
+        pcm = await synth.synthesize(text, 8000)
+        t = await router.recognize(pcm, 8000, Expect())
+        e, n = word_errors(text, t.text)
+        errors, words = errors + e, words + n
+    assert errors / words <= 0.1
+    await synth.close()
+
+
+async def test_ten_minute_monologue_is_refused_quickly(router: AsrRouter) -> None:
+    speech = utterance(OPEN_SENTENCES[0]).pcm
+    pcm = speech * int(600 * 16000 / len(speech) + 1)
+    start = time.perf_counter()
+    with pytest.raises(AsrError, match="longer than the 60 s limit"):
+        await router.recognize(pcm, 8000, Expect())
+    assert time.perf_counter() - start < 5.0
+
+
+async def test_silence_gives_an_empty_or_short_answer(router: AsrRouter) -> None:
+    t = await router.recognize(b"\x00\x00" * 16000, 8000, Expect())
+    assert len(t.text.split()) <= 2
+
+
+async def test_timeout_is_an_asr_error(pool: WhisperPool) -> None:
+    hasty = AsrRouter(AsrSettings(), whisper=pool, timeout_seconds=0.001)
+    await hasty.start()
+    with pytest.raises(AsrError, match="no result within"):
+        await hasty.recognize(utterance(OPEN_SENTENCES[4]).pcm, 8000, Expect())
+    await hasty.close()
+
+
+async def test_crashed_worker_fails_its_request_and_is_replaced(router: AsrRouter, pool: WhisperPool) -> None:
+    parts = [utterance(s) for s in OPEN_SENTENCES[:6]]
+    long_pcm = resample(concatenate(parts), 8000, 16000)  # ~16 s: a 30 s window, a slow decode
+    restarts = pool.stats["restarts"]
+    future = pool.submit(long_pcm)
+    deadline = time.monotonic() + 60
+    while not future.running() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    assert not future.done()
+    for pid in pool.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(AsrError, match="crashed"):
+        await asyncio.wait_for(asyncio.wrap_future(future), 60)
+    # the next utterance is decoded by a fresh worker
+    u = utterance(OPEN_SENTENCES[5])
+    t = await router.recognize(u.pcm, 8000, Expect())
+    assert wer(u.text, t.text) <= 0.35
+    assert pool.stats["restarts"] > restarts
+
+
+async def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "models" / "whisper-base"
+    router = AsrRouter(AsrSettings(whisper_model_dir=str(missing)))
+    with pytest.raises(AsrError) as info:
+        await router.start()
+    assert str(missing) in str(info.value)
+    assert "python -m gateway.voice.model_install" in str(info.value)
+    await router.close()
