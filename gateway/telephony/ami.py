@@ -93,6 +93,7 @@ class AmiClient:
     """One AMI connection for the gateway process."""
 
     def __init__(self, settings: Settings, calls: CallRegistry | None = None, *,
+                 on_agent_connected: AgentCallback | None = None,
                  initial_backoff: float = 1.0, ping_seconds: int = 10):
         self.settings = settings
         self.cfg = settings.ami
@@ -102,7 +103,8 @@ class AmiClient:
         self.closing = False
         self.logins = 0
         self.connect_failures = 0
-        self.agent_callbacks: list[AgentCallback] = []
+        self.agent_callbacks: list[AgentCallback] = [on_agent_connected] if on_agent_connected else []
+        """``async f(conversation_id, agent_interface)``, called when a queue member answers."""
         self.channel_conversations: dict[str, str] = {}
         self.queue_of: dict[str, str] = {}
         self.logged_in = asyncio.Event()

@@ -50,11 +50,10 @@ async def start_asterisk_channels(
         if settings.ami.enabled:
             from gateway.telephony.ami import AmiClient
 
-            ami = AmiClient(settings, calls)
+            ami = AmiClient(settings, calls, on_agent_connected=screen_pop_to_core(core))
             await ami.start()
             started.append(ami)
             core.register_sink(Originate, ami.originate_sink)
-            ami.agent_callbacks.append(screen_pop_to_core(core))
 
         def control_factory(call: AudioSocketCall) -> Any:
             if ami is not None:

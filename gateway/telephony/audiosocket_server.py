@@ -186,7 +186,10 @@ class _Connection(asyncio.Protocol):
         record = server.calls.by_uuid(self.call_id)
         if record is not None:
             record.connected = True
-        self.call = AudioSocketCall(self.call_id, record.conversation_id if record else "", wire_rate, record)
+        # A call the voicebot route registered carries what the route learned; any other UUID is
+        # offered to the core as a conversation id (resumed when it exists, else a new one).
+        self.call = AudioSocketCall(self.call_id, record.conversation_id if record else self.call_id,
+                                    wire_rate, record)
         control = server.control_factory(self.call) if server.control_factory else None
         try:
             self.session = server.pipeline.session(

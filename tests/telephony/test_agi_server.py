@@ -136,6 +136,40 @@ async def test_caller_hangup_during_stream(agi_server, name, route, hangup_lines
     assert r[9] is hangup_lines
 
 
+async def test_sip_bye_during_stream(agi_server):
+    r: list = []
+
+    async def hup(agi: AgiSession):
+        r.append(await agi.stream_file("demo-congrats", "0123456789"))
+        r.append(await agi.get_variable("CHANNEL"))
+        await attempt(r, agi.command("CHANNEL STATUS"))
+        await attempt(r, agi.stream_file("beep"))
+        await attempt(r, agi.hangup())
+
+    srv = await agi_server({"gw/siphup": hup})
+    await fixtures.replay_as_asterisk(HOST, srv.port, fixtures.load("agi/agi_d4_sip_caller_bye_during_stream"))
+    assert r[0].value == -1 and r[0].endpos == 32000 and r[1] == "PJSIP/sipp-00000001"
+    assert all(isinstance(x, ChannelHungUp) for x in r[2:])
+
+
+async def test_exit_on_hangup_closes_the_session(agi_server, caplog):
+    r: list = []
+
+    async def hup(agi: AgiSession):
+        r.append(await agi.stream_file("demo-congrats", "0123456789"))
+        await attempt(r, agi.get_variable("CHANNEL"))
+
+    srv = await agi_server({"hupexit": hup})
+    await fixtures.replay_as_asterisk(
+        HOST, srv.port, fixtures.load("agi/agi_d3_caller_hangup_during_stream_AGIEXITONHANGUP_yes"))
+    for _ in range(100):
+        if len(r) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert r[0].value == -1
+    assert isinstance(r[1], ChannelHungUp) and "connection closed" in str(r[1])
+
+
 async def test_server_closes_after_environment(agi_server):
     async def nothing(agi: AgiSession):
         return None

@@ -68,6 +68,7 @@ async def test_as_a_call_gives_a_session_with_exactly_the_audio(server_factory, 
     await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     session = pipeline.sessions[0]
     assert session.call_id == uuid_msg["uuid"]
+    assert session.kwargs["conversation_id"] == uuid_msg["uuid"]  # offered to the core as is
     assert session.sample_rate == 8000 and session.started
     payloads = b"".join(expected_audio[i + 3:i + 3 + 320] for i in range(19, len(expected_audio), 323))
     assert bytes(session.audio) == payloads and len(session.audio) == 22424
