@@ -41,6 +41,18 @@ def uri_user(uri: str) -> str:
     return match.group(1) if match else ""
 
 
+def uri_host(uri: str) -> str:
+    """The host (and port) of a SIP URI (``sip:pbx.example.com:5060;transport=tcp`` ->
+    ``pbx.example.com:5060``)."""
+    rest = uri.strip().strip("<>")
+    for scheme in ("sips:", "sip:"):
+        if rest.startswith(scheme):
+            rest = rest[len(scheme):]
+            break
+    rest = rest.split("@", 1)[-1]
+    return rest.split(";", 1)[0].split("?", 1)[0].split(">", 1)[0]
+
+
 def header_value(message: str, name: str) -> str:
     """The first ``name:`` header of a SIP message (case-insensitive), or ``""``."""
     head = message[:MAX_HEADER_SCAN].split("\r\n\r\n", 1)[0]

@@ -21,7 +21,7 @@ import pjsua2 as pj
 
 from gateway.config import SipSettings
 from gateway.core.actions import Transfer
-from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_user
+from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_host, uri_user
 from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
 from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, PjRuntime, SipError, guarded
 
@@ -152,7 +152,7 @@ class SipEndpoint:
         if s.mode == "register":
             if not s.registrar:
                 raise SipError("sip.mode is register but sip.registrar is empty")
-            domain = s.domain or uri_user(s.registrar.replace("sip:", "sip:x@", 1)) or host
+            domain = s.domain or uri_host(s.registrar).rsplit(":", 1)[0] or host
             acfg.idUri = f"sip:{s.username}@{domain}"
             acfg.regConfig.registrarUri = s.registrar
             acfg.regConfig.timeoutSec = s.register_seconds
@@ -394,9 +394,9 @@ class SipEndpoint:
             pass
 
     def _on_disconnected(self, leg: CallLeg, code: int, reason: str) -> None:
-        self._spawn(leg, self._end_leg(leg, code, reason), keep=True)
+        self._spawn(leg, self._end_leg(leg, code, reason))
 
-    def _spawn(self, leg: CallLeg, coro: Any, keep: bool = False) -> None:
+    def _spawn(self, leg: CallLeg, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         leg.tasks.add(task)
         task.add_done_callback(leg.tasks.discard)
@@ -488,8 +488,7 @@ class SipEndpoint:
         if s.outbound_uri:
             return s.outbound_uri.format(number=target)
         if s.mode == "register" and (s.domain or s.registrar):
-            host = s.domain or s.registrar.split(":", 1)[1].split(";")[0]
-            return f"sip:{target}@{host}"
+            return f"sip:{target}@{s.domain or uri_host(s.registrar)}"
         if s.peers:
             return f"sip:{target}@{s.peers[0]}"
         raise SipError(f"no route for {target!r}: set sip.outbound_uri, e.g. sip:{{number}}@pbx")

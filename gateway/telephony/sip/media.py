@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 OUT_DEPTH = 3
 """Frames of bot audio queued ahead of pjmedia's clock: 60 ms, enough to ride out a busy loop."""
+OUT_DEPTH_MAX = 8
+"""A call whose queue ran dry grows its queue (one frame per 5 frames of underrun) up to 160 ms:
+a loaded machine trades a little latency for audio without gaps."""
 MAX_OUT_FRAMES = 50
 """Upper bound of the outgoing queue (1 s); older frames are dropped beyond it."""
 MAX_PENDING_IN = 5000
@@ -105,8 +108,9 @@ class FrameBuffers:
         self.consumer: Callable[[bytes], None] | None = None  # the session's push_audio, on the loop
 
     def top_up(self, pull: Callable[[], bytes]) -> None:
-        """Loop side: keep ``OUT_DEPTH`` frames queued, pulling from the voice session."""
-        while len(self.outgoing) < OUT_DEPTH:
+        """Loop side: keep ``OUT_DEPTH`` frames (more after underruns) queued from the session."""
+        depth = min(OUT_DEPTH_MAX, OUT_DEPTH + self.underruns // 5)
+        while len(self.outgoing) < depth:
             self.outgoing.append(pull())
 
     def stats(self) -> dict[str, float]:

@@ -1,0 +1,75 @@
+"""Pure helpers of the SIP channel: SIP text, peer checks, routing, fast frame access."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pjsua2 as pj
+import pytest
+
+from gateway.config import load_settings
+from gateway.telephony.sip.call import header_value, uri_host, uri_user
+from gateway.telephony.sip.endpoint import SipEndpoint, peer_allowed
+from gateway.telephony.sip.media import FAST_FRAMES, FrameBuffers, read_frame, write_frame
+from gateway.telephony.sip.runtime import SipError
+
+FIXTURES = Path("/work/shared/fixtures/asterisk/sip")
+
+
+def test_uri_user_and_host() -> None:
+    assert uri_user('"sipp" <sip:sipp@127.0.0.1:5070>;tag=1') == "sipp"
+    assert uri_user("<sip:+15550199@pbx.example.com;user=phone>") == "+15550199"
+    assert uri_user("sip:pbx.example.com") == "pbx.example.com"
+    assert uri_host("sip:pbx.example.com:5060;transport=tcp") == "pbx.example.com:5060"
+    assert uri_host("<sips:agents@10.0.0.5?X-A=1>") == "10.0.0.5"
+
+
+def test_header_value_reads_a_real_asterisk_invite() -> None:
+    trace = FIXTURES / "sip_call_to_audiosocket_ext300.sipp_trace_msg.log"
+    if not trace.exists():
+        pytest.skip("shared Asterisk fixtures are not present")
+    text = trace.read_text()
+    invite = text[text.index("INVITE sip:"):].replace("\n", "\r\n")
+    assert header_value(invite, "call-id") == "1-452@127.0.0.1"
+    assert header_value(invite, "User-Agent") == "SIPp fixture recorder"
+    assert header_value(invite, "X-Conversation-ID") == ""
+    assert header_value("INVITE sip:a SIP/2.0\r\nX-Conversation-ID: c-1\r\n\r\nv=0\r\nX-Conversation-ID: body", "x-conversation-id") == "c-1"
+
+
+def test_peer_allowed() -> None:
+    assert peer_allowed("10.0.0.1:5060", ())
+    assert peer_allowed("10.0.0.1:5060", ("10.0.0.1",))
+    assert peer_allowed("10.0.0.1:5060", ("10.0.0.1:5060",))
+    assert not peer_allowed("10.0.0.1:5062", ("10.0.0.1:5060",))
+    assert not peer_allowed("10.0.0.2:5060", ("10.0.0.1",))
+
+
+def test_target_uri_routing() -> None:
+    def ep(**sip) -> SipEndpoint:
+        return SipEndpoint(load_settings(overrides={"sip": sip}).sip, pipeline=None)
+
+    assert ep().target_uri("sip:a@b") == "sip:a@b"
+    assert ep().target_uri("2001@pbx") == "sip:2001@pbx"
+    assert ep(outbound_uri="sip:{number}@trunk.example.com").target_uri("+155501") == "sip:+155501@trunk.example.com"
+    assert ep(mode="register", registrar="sip:pbx.example.com:5070").target_uri("300") == "sip:300@pbx.example.com:5070"
+    assert ep(peers=["10.1.1.1"]).target_uri("300") == "sip:300@10.1.1.1"
+    with pytest.raises(SipError):
+        ep().target_uri("300")
+
+
+def test_frame_copy_round_trip() -> None:
+    assert FAST_FRAMES  # the data-pointer path works with this wheel
+    frame = pj.MediaFrame()
+    pcm = bytes(range(256)) * 2 + bytes(128)
+    write_frame(frame, pcm)
+    assert frame.size == 640 and frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO
+    assert read_frame(frame) == pcm == bytes(frame.buf)
+
+
+def test_outgoing_queue_depth_grows_after_underruns() -> None:
+    buffers = FrameBuffers("c1", 8000)
+    buffers.top_up(lambda: b"\x01" * 320)
+    assert len(buffers.outgoing) == 3
+    buffers.underruns = 10
+    buffers.top_up(lambda: b"\x01" * 320)
+    assert len(buffers.outgoing) == 5
