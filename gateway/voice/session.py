@@ -459,6 +459,7 @@ class VoiceSession:
             self.endpointer.arm_no_input(seconds)
 
     async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None) -> Prompt:
+        self.endpointer.disarm_no_input()  # the timer restarts when this prompt has played
         prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id)
         prompt.on_finished = lambda p: self._drained.set()
 

@@ -67,3 +67,80 @@ async def test_simulated_call_completes_the_agent_handoff_journey(tmp_path):
     await pipeline.close()
     await core.store.close()
     assert UserSaid
+
+
+@pytest.fixture(scope="module")
+def real_asr_settings(tmp_path_factory):
+    return load_settings(overrides={"data_dir": str(tmp_path_factory.mktemp("sim"))})
+
+
+@pytest.mark.slow
+async def test_order_status_journey_with_real_engines_speech_and_dtmf(real_asr_settings):
+    """Open speech (Whisper), the order number keyed in, yes/no answers (closed grammar), goodbye."""
+    from gateway.app import build_core
+    from gateway.voice.simulate import CallDriver, SimulatedControl
+
+    settings = real_asr_settings
+    core = await build_core(settings)
+    pipeline = VoicePipeline(settings, core)
+    await pipeline.start()
+    control = SimulatedControl()
+    session = pipeline.session(call_id="sim-2", sample_rate=RATE, caller_id="+15550142", control=control)
+    await session.start()
+    driver = CallDriver(session)
+    say = lambda text, seed: utterance(text, snr_db=25, seed=seed, lead_s=0.4, trail_s=0.4).pcm  # noqa: E731
+    await driver.wait_for_bot(60)
+    await driver.feed(say("I want to check the status of my order", 11))
+    await driver.wait_for_bot(60)
+    assert session.expect.kind == "digits", session.transcript
+    for key in "10001#":
+        session.push_dtmf(key)
+        await driver.tick()
+    await driver.wait_for_bot(60)
+    assert session.expect.kind == "yesno", session.transcript
+    await driver.feed(say("no thank you", 12))
+    await driver.wait_for_bot(60)
+    await driver.feed(say("no thank you", 13))
+    await driver.wait_for_bot(60)
+    for _ in range(50 * 10):
+        if session.ended.is_set():
+            break
+        await driver.tick()
+    texts = [text for _, text in session.transcript]
+    assert session.ended.is_set() and session.end_reason, "\n".join(texts)
+    assert control.hangups, texts
+    assert any("headphones" in t for t in texts), texts  # order 10001 was read out
+    assert not any("still there" in t for t in texts), texts  # no no-input while the caller answered
+    turns = session.stats["turns"]
+    assert {t["kind"] for t in turns} == {"open", "dtmf", "closed"}
+    assert [t["engine"] for t in turns if t["kind"] == "open"] == ["whisper"]
+    await session.stop()
+    await pipeline.close()
+    await core.store.close()
+
+
+@pytest.mark.slow
+def test_simulate_command_end_to_end(tmp_path):
+    """``voicegw simulate caller.wav --json --out``: real core, Whisper, hibari, no network."""
+    import json
+    import subprocess
+    import sys
+
+    from gateway.config import PACKAGE_ROOT
+    from gateway.voice.audio import read_wav, write_wav
+
+    caller = tmp_path / "caller.wav"
+    write_wav(caller, utterance("I would like to speak to an agent", snr_db=25, seed=21).pcm, RATE)
+    out = tmp_path / "reply.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "simulate", str(caller), "--json", "--out", str(out),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=240, cwd=PACKAGE_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    caller_lines = [t["text"] for t in report["transcript"] if t["speaker"] == "caller"]
+    assert len(caller_lines) == 1 and "agent" in caller_lines[0].lower(), report
+    assert report["end_reason"] == "transferred" and report["transfers"][0]["queue"]
+    pcm, rate = read_wav(out)
+    assert rate == RATE and len(pcm) / (2 * RATE) > 3.0
