@@ -88,7 +88,7 @@ def test_result_shape(classifier: IntentClassifier) -> None:
     scores = [score for _, score in result.ranking]
     assert sorted(names) == sorted(classifier.intents)
     assert scores == sorted(scores, reverse=True)
-    assert all(0.0 <= s <= 1.0 for s in scores) and sum(scores) <= 1.0 + 1e-6
+    assert all(0.0 <= s <= 1.0 for s in scores) and sum(scores) <= 1.0 + 1e-3  # scores are rounded to 4 places
     assert result.ranking[0] == (result.intent, result.confidence)
 
 

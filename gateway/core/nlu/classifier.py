@@ -56,8 +56,10 @@ class IntentClassifier:
         weights: np.ndarray,
         bias: np.ndarray,
         threshold: float = DEFAULT_THRESHOLD,
+        training_texts: tuple[str, ...] = (),
     ) -> None:
         self.intents = intents
+        self.training_texts = training_texts
         self.vectorizer = vectorizer
         self.weights = weights
         self.bias = bias
@@ -85,7 +87,7 @@ class IntentClassifier:
         targets = np.zeros((len(keep), len(intents)))
         targets[np.arange(len(keep)), [labels[i] for i in keep]] = 1.0
         weights, bias = _fit_softmax(matrix, targets)
-        return cls(intents, vectorizer, weights, bias, threshold)
+        return cls(intents, vectorizer, weights, bias, threshold, tuple(texts))
 
     def probabilities(self, text: str) -> tuple[np.ndarray, float]:
         """Class probabilities for ``text`` (in ``self.intents`` order) and how familiar its wording is.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lexicon import concepts
+from .lexicon import concept_spans, concepts
 from .numbers import ORDINALS, TEENS, TENS, UNITS, is_number_word
 from .text import tokens as normalize_tokens
 
@@ -168,8 +168,11 @@ class Vectorizer:
         char_feats = analysis.char_feats
         known_chars = sum(1 for f in char_feats if f in self.vocabulary)
         coverage = known_chars / len(char_feats) if char_feats else 0.0
-        content = [w for w in analysis.words if w not in STOPWORDS and not w.startswith("#")]
-        known_words = sum(1 for w in content if "w:" + stem(w) in self.vocabulary or concepts([w]))
+        in_concepts = {k for _, start, end in concept_spans(analysis.words) for k in range(start, end)}
+        content = [k for k, w in enumerate(analysis.words) if w not in STOPWORDS and not w.startswith("#")]
+        known_words = sum(
+            1 for k in content if k in in_concepts or "w:" + stem(analysis.words[k]) in self.vocabulary
+        )
         word_coverage = known_words / len(content) if content else 1.0
         if not merged:
             return SparseRow(np.zeros(0, dtype=np.int64), np.zeros(0), coverage, word_coverage)

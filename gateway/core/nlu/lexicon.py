@@ -9,6 +9,8 @@ service, not tied to any journey; journeys teach intents, this module only teach
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 CONCEPTS: dict[str, tuple[str, ...]] = {
     "PERSON": (
         "human", "person", "people", "someone", "somebody", "anyone", "anybody", "agent", "representative",
@@ -98,15 +100,20 @@ for _concept, _words in CONCEPTS.items():
 _MAX_LEN = max(len(p) for p in _PHRASES)
 
 
-def concepts(words: list[str]) -> list[str]:
+def concepts(words: Sequence[str]) -> list[str]:
     """The concepts ``words`` mention, in order, longest phrase first at each position."""
-    found: list[str] = []
+    return [concept for concept, _, _ in concept_spans(words)]
+
+
+def concept_spans(words: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Each concept mention as ``(concept, start, end)`` word indices."""
+    found: list[tuple[str, int, int]] = []
     i = 0
     while i < len(words):
         for size in range(min(_MAX_LEN, len(words) - i), 0, -1):
             hit = _PHRASES.get(tuple(words[i : i + size]))
             if hit is not None:
-                found.extend(hit)
+                found.extend((concept, i, i + size) for concept in hit)
                 i += size
                 break
         else:
