@@ -1,6 +1,7 @@
-"""A whole Asterisk call through the real gateway: AudioSocket in, journey, paced reply, AMI transfer.
+"""A whole Asterisk call through the real gateway: AGI, AudioSocket in, journey, paced reply, AMI transfer.
 
-Speech is synthesized (tests/voice/speech_corpus.py), the conversation runs through the real
+Asterisk's side is played by the test: the FastAGI session of ``AGI(agi://.../voicebot)`` and
+the ``AudioSocket()`` connection the route asks for. Speech is synthesized (tests/voice/speech_corpus.py), the conversation runs through the real
 core (``build_core``) and the real voice pipeline (VAD, Whisper, hibari), and the transfer ends
 in an AMI Redirect sent to a fake Asterisk that replays the recorded queue session, whose
 AgentConnect event brings the screen-pop back to the conversation.
@@ -18,9 +19,10 @@ from gateway.app import build_core
 from gateway.config import load_settings
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.asterisk import start_asterisk_channels
-from gateway.telephony.calls import CallRecord, CallRegistry
+from gateway.telephony.calls import CallRegistry
 from tests.telephony import fixtures
 from tests.telephony.fake_ami import ReplayAmi
+from tests.telephony.test_agi_routes import AsteriskPeer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -83,7 +85,7 @@ async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_
     settings = load_settings(environ={}, overrides={
         "data_dir": str(tmp_path),
         "audiosocket": {"port": 0, "read_timeout_seconds": 10},
-        "fastagi": {"enabled": False},
+        "fastagi": {"port": 0, "audiosocket_address": "127.0.0.1:0"},
         "ami": {"enabled": True, "port": ami_port, "secret": "gatewaysecret", "agent_context": "voicegw-agents"},
         "voice": {"asr": {"workers": 1}},
     })
@@ -91,13 +93,17 @@ async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_
     pipeline = VoicePipeline(settings, core)
     await pipeline.start()
     calls = CallRegistry()
-    call_uuid = str(uuid.uuid4())
-    # what the voicebot AGI route records for the caller's channel before AudioSocket()
-    calls.add(CallRecord(call_uuid=call_uuid, channel=PARK, caller_id="5550200", dialed="700"))
     servers = await start_asterisk_channels(settings, core, pipeline, calls=calls)
-    ami, audiosocket = servers
+    ami, audiosocket, agi = servers
     try:
         await until(lambda: ami.connected, 10)
+        # AGI(agi://gateway/voicebot) on the channel the recorded queue session knows
+        peer = await AsteriskPeer.call(agi.port, "voicebot", channel=PARK, callerid="5550200")
+        await peer.expect("ANSWER", "200 result=0")
+        await peer.expect("GET VARIABLE VOICEGW_CONVERSATION", "200 result=0")
+        await peer.expect("GET VARIABLE VOICEGW_OUTBOUND", "200 result=0")
+        call_uuid = (await peer.expect("SET VARIABLE VOICEGW_CALL ")).split()[-1]
+        await peer.expect(f"EXEC AudioSocket {call_uuid},127.0.0.1:{audiosocket.port}", reply=None)
         reader, writer = await asyncio.open_connection("127.0.0.1", audiosocket.port)
         writer.write(asock.encode_uuid(call_uuid))
         caller = Caller(reader, writer)
@@ -112,9 +118,14 @@ async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_
         for t in tasks:
             t.cancel()
         writer.close()
-        record = calls.by_uuid(call_uuid)
-        conv = record.conversation_id
+        # the Redirect took the channel out of AudioSocket() and AGI: EXEC ends, then HANGUP
+        conv = calls.by_uuid(call_uuid).conversation_id
         assert conv
+        peer.writer.write(b"200 result=-1\nHANGUP\n")
+        assert await peer.expect("SET VARIABLE VOICEGW_CONVERSATION ",
+                                 "511 Command Not Permitted on a dead channel or intercept routine") \
+            == f"SET VARIABLE VOICEGW_CONVERSATION {conv}"
+        await peer.expect_end()
         # the screen-pop reached the conversation: the replayed AgentConnect named the agent
         agent = {}
 
