@@ -33,6 +33,7 @@ from aiohttp import WSMsgType, web
 from gateway.agents.registry import AgentRegistry, clean_labels
 from gateway.config import Settings
 from gateway.context.fanout import Fanout
+from gateway.context.store import StoreError
 from gateway.core.actions import Action, ScreenPop, Transfer
 from gateway.core.port import ConversationPort
 from gateway.digital.links import LinkRefused, LinkSigner
@@ -47,6 +48,7 @@ MAX_FRAME_BYTES = 4096
 PRESENCE, SCREENPOP = "agents", "screenpop"
 TOKEN_FILE = "agent-token"
 DEFAULT_AGENT = "agent"
+RESUBSCRIBE_SECONDS = 2.0
 SIGN_IN_FORM = ("<form method=\"post\" action=\"/agent/login\"><label>Agent token"
                 "<input name=\"token\" type=\"password\" required autocomplete=\"off\"></label>"
                 "<button type=\"submit\">Sign in</button></form>")
@@ -200,7 +202,7 @@ class AgentDesktop:
                     continue
                 presence = self.registry.update(agent_id, node=self.node, skills=skills, languages=languages,
                                                 available=available)
-                await self._fanout.publish(PRESENCE, {"type": "presence", **presence.as_message()})
+                await self._publish(PRESENCE, {"type": "presence", **presence.as_message()})
                 await ws.send_json({"type": "ready", "skills": sorted(skills), "languages": sorted(languages),
                                     "available": available})
         finally:
@@ -209,7 +211,7 @@ class AgentDesktop:
             if not sockets:
                 self._sockets.pop(agent_id, None)
                 self.registry.remove(agent_id)
-                await self._fanout.publish(PRESENCE, {"type": "gone", "agent_id": agent_id, "node": self.node})
+                await self._publish(PRESENCE, {"type": "gone", "agent_id": agent_id, "node": self.node})
             log.info("agent %s desktop disconnected", agent_id)
         return ws
 
@@ -234,11 +236,21 @@ class AgentDesktop:
             log.warning("screen-pop for conversation %s: no available agent (skills %s, language %s)",
                         cid, ",".join(skills) or "-", language or "-")
             return
-        await self._fanout.publish(SCREENPOP, {"conversation_id": cid, "agent_id": agent_id})
+        await self._pop(cid, agent_id)
 
     async def agent_connected(self, conversation_id: str, agent_id: str) -> None:
         """Hook for the telephony side: ``agent_id`` really answered; pop their screen (any node)."""
-        await self._fanout.publish(SCREENPOP, {"conversation_id": conversation_id, "agent_id": agent_id})
+        await self._pop(conversation_id, agent_id)
+
+    async def _pop(self, conversation_id: str, agent_id: str) -> None:
+        message = {"conversation_id": conversation_id, "agent_id": agent_id}
+        try:
+            await self._fanout.publish(SCREENPOP, message)
+        except StoreError as exc:
+            # without the fan-out, an agent on this node still gets the pop
+            log.warning("screen-pop of conversation %s through the fan-out failed (%s); delivering locally",
+                        conversation_id, exc)
+            await self._deliver(message)
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         agent_id = str(message.get("agent_id", ""))
@@ -261,7 +273,7 @@ class AgentDesktop:
         if message.get("type") == "hello" and node != self.node:
             for presence in self.registry.agents():
                 if presence.node == self.node:
-                    await self._fanout.publish(PRESENCE, {"type": "presence", **presence.as_message()})
+                    await self._publish(PRESENCE, {"type": "presence", **presence.as_message()})
         elif message.get("type") == "presence" and node != self.node:
             self.registry.update(str(message["agent_id"]), node=node, skills=message.get("skills", []),
                                  languages=message.get("languages", []), available=bool(message.get("available")))
@@ -269,29 +281,43 @@ class AgentDesktop:
             self.registry.remove(str(message.get("agent_id", "")))
 
     async def _listen(self, channel: str, handler: Any, ready: asyncio.Event) -> None:
-        sub = self._fanout.subscribe(channel)
-        try:
+        """Deliver the channel's messages to ``handler``; resubscribe when the fan-out breaks."""
+        while True:
+            sub = self._fanout.subscribe(channel)
             try:
-                await sub.start()
-            finally:
-                ready.set()
-            async for message in sub:
                 try:
-                    await handler(message)
-                except (KeyError, TypeError, ValueError, ConnectionError) as exc:
-                    log.warning("fan-out message on %s not handled: %s", channel, exc)
-        finally:
-            await sub.aclose()
+                    await sub.start()
+                finally:
+                    ready.set()
+                async for message in sub:
+                    try:
+                        await handler(message)
+                    except (KeyError, TypeError, ValueError, ConnectionError) as exc:
+                        log.warning("fan-out message on %s not handled: %s", channel, exc)
+                return  # the subscription was closed: shutting down
+            except StoreError as exc:
+                log.warning("agent desktop fan-out on %s lost: %s; subscribing again in %.0f s",
+                            channel, exc, RESUBSCRIBE_SECONDS)
+            finally:
+                await sub.aclose()
+            await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+    async def _publish(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            await self._fanout.publish(channel, message)
+        except StoreError as exc:
+            log.warning("agent desktop fan-out on %s failed: %s", channel, exc)
 
     async def start(self) -> None:
-        """Subscribe to the fan-out and ask other nodes for their agents."""
+        """Subscribe to the fan-out and ask other nodes for their agents.
+
+        A fan-out that cannot be reached (Redis down) is logged and retried in the background;
+        the rest of the web server starts anyway."""
         for channel, handler in ((SCREENPOP, self._deliver), (PRESENCE, self._on_presence)):
             ready = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._listen(channel, handler, ready), name=f"agents-{channel}"))
             await ready.wait()
-            if self._tasks[-1].done():
-                self._tasks[-1].result()  # raises why the subscription failed
-        await self._fanout.publish(PRESENCE, {"type": "hello", "node": self.node})
+        await self._publish(PRESENCE, {"type": "hello", "node": self.node})
 
     async def close(self) -> None:
         """Stop listening and close desktops."""

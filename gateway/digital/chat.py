@@ -84,9 +84,16 @@ class ChatChannel:
             pending.append(frame)
             del pending[:-MAX_PENDING_PER_CONVERSATION]
             return False
+        sent = False
         for ws in sockets:
-            await ws.send_str(dumps(frame))
-        return True
+            try:
+                await ws.send_str(dumps(frame))
+                sent = True
+            except ConnectionError as exc:
+                log.info("chat push to conversation %s failed on one socket: %s", conversation_id, exc)
+        if not sent:
+            self._pending.setdefault(conversation_id, []).append(frame)
+        return sent
 
     def _resume_from(self, request: web.Request) -> tuple[str, str]:
         """(conversation id to resume, notice for the customer) from ``?c=`` or the cookie."""

@@ -199,3 +199,23 @@ async def test_two_nodes_share_screen_pops_through_redis(tmp_path, redis_url):  
     finally:
         await fanout_a.close()
         await fanout_b.close()
+
+
+async def test_unreachable_redis_fanout_does_not_stop_the_desktop(tmp_path, caplog):
+    from tests.redis_server import free_port
+
+    fanout = RedisFanout(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    core = FakeCore()
+    runner = await start(tmp_path, core, deps={"fanout": fanout})
+    try:
+        async with aiohttp.ClientSession() as http:
+            alice = await desk(http, runner.url, "tok-alice", ["billing"], ["en"])
+            cid = (await core.open("chat")).conversation_id
+            await core.handle(cid, ChatMessage(text="agent"))
+            pop = await next_frame(alice, "screen_pop")  # delivered on this node without Redis
+            assert pop["conversation_id"] == cid
+            await alice.close()
+        assert any("fan-out" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
+    finally:
+        await runner.close()
+        await fanout.close()
