@@ -40,6 +40,8 @@ PROMPT_RATE = 8000
 MAX_TURNS = 200
 """A fallback call longer than this many exchanges is ended (a loop guard)."""
 ALL_DIGITS = "0123456789*#"
+MAX_CALL_SECONDS = 4 * 3600.0
+"""``EXEC AudioSocket`` answers when the call leaves AudioSocket(); a peer silent longer is gone."""
 FALLBACK_PROMPT = "beep"
 """A stock Asterisk sound played when a prompt cannot be synthesized."""
 
@@ -76,7 +78,8 @@ class VoicebotRoute:
         status = "hangup"
         try:
             await agi.set_variable("VOICEGW_CALL", call_uuid)
-            result = await agi.exec("AudioSocket", f"{call_uuid},{self.audiosocket_address}", timeout=None)
+            result = await agi.exec("AudioSocket", f"{call_uuid},{self.audiosocket_address}",
+                                  timeout=MAX_CALL_SECONDS)
             if result.value == -2:
                 log.error("FastAGI %s: Asterisk has no AudioSocket application (load app_audiosocket.so); "
                           "continuing on the DTMF route", env.channel)
