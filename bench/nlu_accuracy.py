@@ -236,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU (best of 3)")
     sets = [("held-out set A", heldout["utterances"])]
     if heldout.get("utterances_blind"):
-        sets.append(("held-out set B (written after the classifier was frozen)", heldout["utterances_blind"]))
+        sets.append(("held-out set B (written after the first version was frozen)", heldout["utterances_blind"]))
+    if heldout.get("utterances_final"):
+        sets.append(("held-out set C (written after the final version was frozen)", heldout["utterances_final"]))
     totals = [0, 0]
     started = time.perf_counter()
     for title, cases in sets:
