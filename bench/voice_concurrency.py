@@ -44,6 +44,29 @@ def caller_script(turns: list[bytes], seconds: float, rate: int, rng: random.Ran
     return bytes(out[: int(seconds * rate) * 2])
 
 
+def worker_pids(pipeline: Any) -> list[int]:
+    """Recognizer worker processes (their CPU counts too)."""
+    pool = getattr(pipeline.asr, "_whisper", None)
+    try:
+        return list(pool.worker_pids()) if pool is not None else []
+    except (AttributeError, TypeError):
+        return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of this process and of ``pids`` (from /proc)."""
+    t = os.times()
+    total = t.user + t.system
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 async def one_call(pipeline: Any, call_no: int, audio: bytes, rate: int, lateness: list[float]) -> Any:
     session = pipeline.session(call_id=f"bench-{call_no}", sample_rate=rate)
     await session.start()
@@ -54,8 +77,7 @@ async def one_call(pipeline: Any, call_no: int, audio: bytes, rate: int, latenes
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        else:
-            lateness.append(-delay)
+        lateness.append(max(0.0, time.perf_counter() - due))
         session.push_audio(audio[i : i + fb])
         session.pull_frame()
         if session.ended.is_set():
@@ -73,11 +95,10 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, pool: l
         rng.shuffle(turns)
         scripts.append(caller_script(turns, seconds, rate, rng))
     lateness: list[float] = []
-    cpu0, t0 = os.times(), time.perf_counter()
+    pids = worker_pids(pipeline)
+    cpu0, t0 = cpu_seconds(pids), time.perf_counter()
     results = await asyncio.gather(*(one_call(pipeline, c, scripts[c], rate, lateness) for c in range(calls)))
-    cpu1, wall = os.times(), time.perf_counter() - t0
-    cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system
-           + cpu1.children_user - cpu0.children_user + cpu1.children_system - cpu0.children_system)
+    cpu, wall = cpu_seconds(pids) - cpu0, time.perf_counter() - t0
     turns = [t for r in results for t in r["turns"] if t["total"] is not None]
     out: dict[str, Any] = {"calls": calls, "max_late": max(lateness, default=0.0),
                            "p99_late": pct(lateness, 0.99) if lateness else 0.0,
@@ -103,7 +124,8 @@ async def main_async(args: argparse.Namespace) -> None:
     await pipeline.vad_pool.prewarm(args.rate, max(args.calls))
     pool = caller_turns(12, args.rate, seed=3)
     print(f"{os.cpu_count()} cores, {args.rate} Hz, {args.seconds:.0f} s per load, {note}, "
-          f"VAD {pipeline.vad_pool.engine}, TTS {tts.engine_name}; caller speech ~{SPEECH_SHARE:.0%}")
+          f"VAD {pipeline.vad_pool.engine}, TTS {tts.engine_name}; caller speech ~{SPEECH_SHARE:.0%}; "
+          f"load average before start {os.getloadavg()[0]:.1f}")
     print(" calls  max-late  p99-late   cpu   turns  open p50/p95 (s)  closed p50/p95 (s)  barge-ins  sustained")
     best = 0
     for calls in args.calls:
