@@ -424,3 +424,31 @@ async def test_barge_in_also_drops_the_rest_of_the_answer(tmp_path, tts):
     assert spoken[-1] == "Okay."
     await session.stop()
     await pipeline.close()
+
+
+def test_playback_queue_paces_pauses_clears_and_bounds():
+    from gateway.voice.playback import Playback
+
+    pb = Playback(FB, max_queued_seconds=1.0)
+    finished = []
+    first = pb.start_prompt("one")
+    first.on_finished = lambda p: finished.append(p.text)
+    assert pb.append(first, b"\x01\x00" * 250)  # 500 bytes: one frame and a partial
+    assert pb.pull_frame() == b"\x01\x00" * 160
+    assert pb.pull_frame() == bytes(FB)  # synthesis has not caught up: silence, still talking
+    assert pb.talking and not finished
+    pb.close_prompt(first)  # the partial frame is padded
+    assert pb.pull_frame()[:180] == b"\x01\x00" * 90 and finished == ["one"]
+    assert not pb.talking and pb.pull_frame() == bytes(FB)
+    second = pb.start_prompt("two")
+    pb.append(second, b"\x02\x00" * 160 * 3)
+    pb.close_prompt(second)
+    pb.pause()
+    assert pb.pull_frame() == bytes(FB) and pb.talking
+    pb.resume()
+    assert pb.pull_frame() == b"\x02\x00" * 160
+    assert pb.clear() == 2 and second.cut and not pb.talking
+    assert not pb.append(second, b"\x02\x00" * 160)  # a cut prompt takes no more audio
+    big = pb.start_prompt("three")
+    assert not pb.append(big, bytes(FB * 80))  # more than 1 s queued: refused past the bound
+    assert pb.queued_seconds == pytest.approx(1.0)
