@@ -115,7 +115,9 @@ class LinkPages:
         hello = f"<p id=\"greeting\">Hello{(' ' + escape(name)) if name else ''}.</p>"
         if kind == "upload":
             limit_kb = self._settings.web.max_request_bytes // 1024
-            fields = (f"<label>Document (up to {limit_kb} KB)<input type=\"file\" name=\"document\" required></label>"
+            needed = slots.get("loan_missing_text") or slots.get("documents_needed") or ""
+            fields = (f"<p id=\"needed\">We still need: {escape(str(needed))}.</p>" if needed else "") + (
+                      f"<label>Document (up to {limit_kb} KB)<input type=\"file\" name=\"document\" required></label>"
                       "<label>Note<input name=\"note\" maxlength=\"1000\"></label>")
             title, enctype, button = "Upload your document", "multipart/form-data", "Upload"
         elif kind == "payment":

@@ -191,6 +191,7 @@ async def test_sms_link_opened_completes_upload_step(tmp_path, browser):
         await link.click()
         await expect(page.locator("h1")).to_have_text("Upload your document")
         await expect(page.locator("#greeting")).to_contain_text("Carmen Diaz")
+        await expect(page.locator("#needed")).to_contain_text("proof of income")  # prefilled from the call
         document = tmp_path / "payslip.pdf"
         document.write_bytes(b"%PDF-1.4 proof of income")
         await page.set_input_files("input[name=document]", str(document))

@@ -31,7 +31,9 @@
     row(dl, "Intent", ctx.intent);
     row(dl, "Channels", (ctx.channels || []).join(" \u2192 "));
     var slots = ctx.slots || {};
-    row(dl, "Details", Object.keys(slots).map(function (k) { return k + ": " + slots[k]; }).join("; "));
+    var hidden = /(_spoken|^customer_name|^customer_first_name|^customer_language|^phone_last4)$/;
+    row(dl, "Details", Object.keys(slots).filter(function (k) { return !hidden.test(k); })
+      .map(function (k) { return k.replace(/_/g, " ") + ": " + slots[k]; }).join("; "));
     if (ctx.transfer && ctx.transfer.reason) { row(dl, "Why transferred", ctx.transfer.reason); }
     art.appendChild(dl);
     art.appendChild(el("h3", "Suggested next steps"));
@@ -47,6 +49,7 @@
       tr.appendChild(p);
     });
     art.appendChild(tr);
+    setTimeout(function () { tr.scrollTop = tr.scrollHeight; }, 0);
     var pops = document.getElementById("pops");
     pops.insertBefore(art, pops.firstChild);
     if (window.Notification && Notification.permission === "granted") { new Notification("Incoming: " + (customer.name || "customer")); }
