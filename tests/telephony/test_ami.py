@@ -166,3 +166,21 @@ async def test_originate_sink_and_unreachable_ami(tmp_path, caplog):
     finally:
         await client.close()
     assert "outbound call to 5551234 failed: AMI not connected" in caplog.text
+
+
+async def test_asterisk_errors_become_clear_ami_errors(tmp_path):
+    fake = ReplayAmi(fixtures.load("ami/ami_a_login_ok_errors_logoff"),
+                     extra=fixtures.load("ami/ami_c_originate_local_events"))
+    client = AmiClient(ami_settings(tmp_path, await fake.start()))
+    try:
+        await client.start(wait=5)
+        with pytest.raises(AmiError, match="Setvar failed: No such channel"):
+            await client.set_variable("PJSIP/nosuch-00000000", "X", "1")
+        with pytest.raises(AmiError, match="Hangup failed: No such channel"):
+            await client.hangup("PJSIP/nosuch-00000000")
+        pong = await client.action({"Action": "Ping"})
+        assert pong.get("Ping") == "Pong"
+    finally:
+        await client.close()
+        await fake.close()
+    assert fake.names() == ["Login", "Setvar", "Hangup", "Ping", "Logoff"]
