@@ -163,3 +163,25 @@ def test_nlu_parse_gives_intent_and_entities(nlu: Nlu) -> None:
     lost = nlu.parse("purple elephants dance at midnight")
     assert lost.intent is None and lost.text == "purple elephants dance at midnight"
     assert nlu.threshold == 0.45
+
+
+async def test_recognizer_style_speech_through_the_real_core(tmp_path: Path) -> None:
+    """Fillers, a split word, a digit homophone and spoken digits drive a journey end to end."""
+    from gateway.app import build_core
+    from gateway.config import load_settings
+    from gateway.core.actions import Ask, SendFollowUp
+    from gateway.core.events import CallStarted, UserSaid
+
+    core = await build_core(load_settings(environ={}, overrides={"data_dir": str(tmp_path)}))
+    try:
+        opened = await core.open("voice", event=CallStarted(caller_id="+15550000000"))
+        cid = opened.conversation_id
+        acts = await core.handle(cid, UserSaid("um uh i cant remember my pass word", confidence=0.7))
+        asks = [a for a in acts if isinstance(a, Ask)]
+        assert asks and asks[-1].expect.kind == "digits"
+        await core.handle(cid, UserSaid("five five six six seven seven ate eight", confidence=0.6))
+        acts = await core.handle(cid, UserSaid("nine seven five three", confidence=0.8))
+        follow = [a for a in acts if isinstance(a, SendFollowUp)]
+        assert follow and follow[0].link_purpose == "reset_password"
+    finally:
+        await core.store.close()
