@@ -184,7 +184,7 @@ def bench_latency(tmp: Path, calls: int) -> None:
                 got = [x for x in r["latencies"] if x is not None]
                 latencies += got
                 print(f"  call {i}: turn latencies {', '.join(f'{x * 1000:.0f} ms' for x in got) or '-'}"
-                      f" (codec {r['codec']}, gaps {r['gaps']})")
+                      f" (codec {r['codec']})")
     finally:
         gw.close()
     if latencies:

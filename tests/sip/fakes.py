@@ -3,7 +3,8 @@
 ``FakePipeline.session(...)`` returns a ``FakeSession`` with the VoiceSession surface the SIP
 channel uses. Its bot audio depends on ``mode``: ``tone`` (a continuous 440 Hz tone, so a caller
 can check for gaps), ``echo`` (the caller's audio back, 100 ms later) or ``silent``. DTMF ``9``
-asks for a transfer through the call's CallControl; ``*`` ends the session (the gateway hangs up).
+asks for a transfer through the call's CallControl; ``*`` ends the session (the gateway hangs up). With ``fail_first`` the first call's session
+breaks after one second (``pull_frame`` raises).
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class FakeSession:
 
     def pull_frame(self) -> bytes:
         self.pulled += 1
+        if self.pipeline.fail_first and self is self.pipeline.sessions[0] and self.pulled > 50:
+            raise RuntimeError("synthetic failure of one call's voice session")
         mode = self.pipeline.mode
         if mode == "tone":
             n = self.frame_bytes // 2
@@ -93,8 +96,10 @@ class FakeSession:
 
 
 class FakePipeline:
-    def __init__(self, emit: Callable[..., None], mode: str = "tone", end_after: float = 0.0) -> None:
+    def __init__(self, emit: Callable[..., None], mode: str = "tone", end_after: float = 0.0,
+                 fail_first: bool = False) -> None:
         self.emit = lambda event, **kw: emit(event, **kw)
+        self.fail_first = fail_first
         self.mode = mode
         self.end_after = end_after
         self.sessions: list[FakeSession] = []

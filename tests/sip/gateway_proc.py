@@ -31,7 +31,8 @@ async def main(spec: dict[str, Any]) -> None:
         overrides["data_dir"] = spec["data_dir"]
     settings = load_settings(overrides=overrides)
     core: Any = FakeCore()
-    pipeline: Any = FakePipeline(emit, mode=spec.get("mode", "tone"), end_after=spec.get("end_after", 0.0))
+    pipeline: Any = FakePipeline(emit, mode=spec.get("mode", "tone"), end_after=spec.get("end_after", 0.0),
+                                 fail_first=spec.get("fail_first", False))
     closers: list[Any] = []
     if spec.get("real"):
         from gateway.app import build_core

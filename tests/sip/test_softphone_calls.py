@@ -59,6 +59,38 @@ def test_the_wheels_call_table_size_is_as_documented() -> None:
     assert f"placed {CALLS_PER_PROCESS}" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
+def test_a_failing_call_does_not_disturb_the_others(start_gateway, tmp_path) -> None:
+    gw = start_gateway(mode="tone", fail_first=True)
+    first = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--seconds", "8", background=True)
+    gw.expect("session_started")
+    second = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--seconds", "5", background=True)
+    (r1,) = softphone_results(first.communicate(timeout=60)[0])
+    (r2,) = softphone_results(second.communicate(timeout=60)[0])
+    assert r1["answered"] and r1["voiced_rx"] < 150, r1  # hung up by the gateway after about 1 s
+    assert r2["answered"] and r2["voiced_rx"] >= 200 and r2["gaps"] <= 15, r2  # untouched
+    assert "pull_frame failed" in gw.tail(200)
+    assert gw.alive()
+
+
+def test_ten_simultaneous_calls_across_three_gateway_nodes(start_gateway, tmp_path) -> None:
+    """Ten calls at once with audio both ways on one machine: three gateway processes (nodes),
+    as a deployment past one pjsua2 process's call table would run them."""
+    tone = write_tone(tmp_path / "caller.wav", 3.0)
+    nodes = [start_gateway(mode="tone") for _ in range(3)]
+    spread = [4, 3, 3]
+    procs = [run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--calls", str(k), "--play", str(tone),
+                           "--seconds", "6", background=True) for gw, k in zip(nodes, spread)]
+    results = []
+    for proc in procs:
+        results += softphone_results(proc.communicate(timeout=120)[0])
+    assert len(results) == 10
+    for r in results:
+        assert r["answered"] and r["voiced_rx"] >= 200 and r["gaps"] <= 15, r
+    for gw, k in zip(nodes, spread):
+        for _ in range(k):
+            assert gw.expect("session_stopped", timeout=30)["voiced_in"] >= 100
+
+
 def test_g722_call_runs_at_16_khz(start_gateway, tmp_path) -> None:
     gw = start_gateway(mode="echo")
     tone = write_tone(tmp_path / "caller.wav", 2.0, rate=16000)
