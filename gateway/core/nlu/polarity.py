@@ -65,7 +65,10 @@ _EXPLICIT_RE = re.compile(r"\b(yes|yeah|yep|yup|no|nope|nah)\b")
 # After a weak cue, these words keep it an answer ("right, thanks"; not "correct my address").
 _WEAK_FOLLOWERS = frozenset({"thanks", "thank", "that", "it", "is", "sir", "maam", "yes", "yeah", "so",
                              "please", "exactly", "absolutely", "i", "we", "go", "you", "thats"})
-_PHRASE_LIST = sorted(_PHRASES, key=lambda p: -len(p.split()))
+# phrases by first word, longest first
+_BY_FIRST_WORD: dict[str, list[tuple[str, list[str]]]] = {}
+for _phrase in sorted(_PHRASES, key=lambda p: -len(p.split())):
+    _BY_FIRST_WORD.setdefault(_phrase.split()[0], []).append((_phrase, _phrase.split()))
 
 
 def parse_yes_no(text: str) -> bool | None:
@@ -115,8 +118,7 @@ def _clause_polarity(words: list[str]) -> bool | str | None:
 
 
 def _phrase_at(words: list[str], i: int) -> tuple[str, int] | None:
-    for phrase in _PHRASE_LIST:
-        parts = phrase.split()
+    for phrase, parts in _BY_FIRST_WORD.get(words[i], ()):
         if words[i : i + len(parts)] == parts:
             return phrase, len(parts)
     return None

@@ -59,9 +59,14 @@ JOINS: dict[tuple[str, str], str] = {
 }
 
 
+# One utterance is a few dozen words; a chat message is bounded by the channel. Anything past
+# this many characters is not read, so a pasted novel costs the same as a long sentence.
+MAX_TEXT_CHARS = 4000
+
+
 def raw_tokens(text: str) -> list[str]:
     """Lowercase word, number and currency tokens of ``text``, hyphens split, nothing else changed."""
-    lowered = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    lowered = text[:MAX_TEXT_CHARS].lower().replace("\u2019", "'").replace("\u2018", "'")
     return _TOKEN_RE.findall(lowered)
 
 
@@ -107,5 +112,5 @@ def join_split_words(words: list[str]) -> list[str]:
 
 def clauses(text: str) -> list[list[str]]:
     """Normalized tokens per clause (split at sentence punctuation and commas)."""
-    parts = re.split(r"[,.;:!?]+(?:\s|$)|\s-\s|\n", text)
+    parts = re.split(r"[,.;:!?]+(?:\s|$)|\s-\s|\n", text[:MAX_TEXT_CHARS])
     return [toks for toks in (tokens(p) for p in parts) if toks]
