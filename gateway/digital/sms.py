@@ -41,15 +41,20 @@ InboundListener = Callable[[str, str, str], Awaitable[None]]
 """Called with (number, conversation_id, text) after an inbound SMS reached its conversation."""
 
 
-class RebasedHttpClient(TwilioHttpClient):
-    """The stock Twilio HTTP client, sending to ``base_url`` instead of api.twilio.com."""
+TWILIO_TIMEOUT_SECONDS = 10.0
+"""Longest wait for Twilio's API (the stock client waits forever by default)."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+
+class RebasedHttpClient(TwilioHttpClient):
+    """The stock Twilio HTTP client with a timeout, sending to ``base_url`` (when given)
+    instead of api.twilio.com."""
+
+    def __init__(self, base_url: str = "", timeout: float = TWILIO_TIMEOUT_SECONDS) -> None:
         super().__init__(timeout=timeout)
         self.base_url = base_url.rstrip("/")
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if url.startswith(TWILIO_API_HOST):
+        if self.base_url and url.startswith(TWILIO_API_HOST):
             url = self.base_url + url[len(TWILIO_API_HOST):]
         return super().request(method, url, *args, **kwargs)
 
@@ -68,8 +73,7 @@ class SmsSender:
         tw = settings.twilio
         self._client: Client | None = None
         if tw.account_sid and tw.auth_token:
-            http_client = RebasedHttpClient(tw.api_base_url) if tw.api_base_url else None
-            self._client = Client(tw.account_sid, tw.auth_token, http_client=http_client)
+            self._client = Client(tw.account_sid, tw.auth_token, http_client=RebasedHttpClient(tw.api_base_url))
 
     @property
     def transport(self) -> str:
