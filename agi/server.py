@@ -283,8 +283,11 @@ class FastAgiServer:
 
     async def _finish(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: AgiConnection) -> None:
         """Half-close and read Asterisk's closing ``HANGUP`` line until EOF (bounded)."""
-        if writer.can_write_eof():
-            writer.write_eof()
+        try:
+            if writer.can_write_eof() and not writer.is_closing():
+                writer.write_eof()
+        except (OSError, RuntimeError):
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLOSE_GRACE_SECONDS
         while (remaining := deadline - loop.time()) > 0:

@@ -132,12 +132,12 @@ class AmiClient:
 
     async def close(self) -> None:
         """Log off (bounded) and stop reconnecting."""
+        self.closing = True
         if self.logged_in.is_set():
             try:
                 await asyncio.wait_for(self.manager.send_action({"Action": "Logoff"}), 2.0)
             except (asyncio.TimeoutError, OSError, AttributeError):
                 pass
-        self.closing = True
         self.manager.close()
 
     @property

@@ -289,7 +289,7 @@ class _Connection(asyncio.Protocol):
             self.probe = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if reason == "ended":
+            if reason in ("ended", "shutdown") and self.session is not None:
                 transport.write(asock.encode_hangup())
             if reason in ("stalled", "protocol-error"):
                 transport.abort()
@@ -356,7 +356,7 @@ class AudioSocketServer:
             self._server.close()
             self._server = None
         for conn in list(self.connections):
-            conn.end("ended" if conn.ready else "closing")
+            conn.end("shutdown")
         if self._pacer is not None:
             self._pacer.cancel()
             await asyncio.gather(self._pacer, return_exceptions=True)
