@@ -154,6 +154,7 @@ def test_parse_date_rejects_impossible_dates() -> None:
         ("I was charged 19.99 twice", "19.99"),
         ("two fifty", "2.50"),
         ("a dollar fifty", "1.50"),
+        ("on account 12345 you charged me forty dollars", "40.00"),
         ("Forty-two dollars and fifty cents.", "42.50"),
     ],
 )

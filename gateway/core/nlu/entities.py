@@ -84,15 +84,18 @@ def parse_amount(text: str) -> Decimal | None:
         return _money(m.group(1).replace(",", ""), m.group(2) or "0")
     toks = [t for t in normalize_tokens(text) if t not in _CURRENCY_SIGNS]
     # "a dollar fifty", "a buck"
-    toks = ["one" if t == "a" and k + 1 < len(toks) and toks[k + 1] in _MAJOR_WORDS else t for k, t in enumerate(toks)]
+    toks = ["one" if t == "a" and toks[k + 1 : k + 2] and toks[k + 1] in _MAJOR_WORDS else t
+            for k, t in enumerate(toks)]
     for i, tok in enumerate(toks):
         if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?|\d+\.\d+", tok):
             whole, _, frac = tok.replace(",", "").partition(".")
             return _money(whole, frac[:2] or "0")
-    groups = [g for g in number_groups(toks) if not g.ordinal]
+    groups = number_groups(toks)
     if not groups:
         return None
-    first = groups[0]
+    # the number said with a currency word, else the first one ("account 12345, forty dollars")
+    priced = [g for g in groups if g.end < len(toks) and toks[g.end] in _MAJOR_WORDS | _MINOR_WORDS]
+    first = priced[0] if priced else groups[0]
     after = first.end
     # "fifty cents"
     if after < len(toks) and toks[after] in _MINOR_WORDS:

@@ -48,7 +48,6 @@ class NumberGroup:
     digits: str
     start: int
     end: int  # index after the last token of the group
-    ordinal: bool = False
 
 
 def is_number_word(tok: str) -> bool:
