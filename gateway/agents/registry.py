@@ -82,17 +82,22 @@ class AgentRegistry:
     def choose(self, skills: Iterable[str] = (), language: str = "") -> str:
         """The agent for a transfer needing ``skills`` in ``language``, or '' when nobody is available.
 
-        Available agents speaking the language (when one is given) are ranked by how many of
-        the needed skills they have (all of them first), then fewest assignments, then the
-        longest idle. An agent lacking every needed skill still beats nobody.
+        Available agents are ranked by speaking the language (when one is given), then by how
+        many of the needed skills they have, then fewest assignments, then the longest idle. An
+        agent lacking the language or every skill still beats nobody: the customer reaches a
+        person, who sees the whole context.
         """
         need = {s.lower() for s in skills}
         lang = language.lower().split("-")[0] if language else ""
-        candidates = [a for a in self._agents.values() if a.available
-                      and (not lang or not a.languages or lang in {x.split("-")[0] for x in a.languages})]
+        candidates = [a for a in self._agents.values() if a.available]
         if not candidates:
             return ""
-        best = min(candidates, key=lambda a: (-len(need & a.skills), a.assigned, a.idle_since, a.agent_id))
+
+        def speaks(agent: AgentPresence) -> bool:
+            return not lang or not agent.languages or lang in {x.split("-")[0] for x in agent.languages}
+
+        best = min(candidates, key=lambda a: (not speaks(a), -len(need & a.skills), a.assigned, a.idle_since,
+                                              a.agent_id))
         best.assigned += 1
         best.idle_since = self._clock()
         return best.agent_id

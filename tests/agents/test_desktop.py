@@ -64,8 +64,10 @@ def test_registry_prefers_skills_then_least_busy():
     reg.update("alice", node="n", skills={"billing"}, languages={"en"}, available=False)
     reg.update("bob", node="n", skills={"support"}, languages={"en", "es"}, available=False)
     reg.remove("dave")
-    assert reg.choose(("billing",), "en") == ""
     assert reg.choose(("billing",), "fr") == "carol"
+    assert reg.choose(("billing",), "en") == "carol"  # nobody speaks it: a person beats nobody
+    reg.update("carol", node="n", skills={"billing"}, languages={"fr"}, available=False)
+    assert reg.choose(("billing",), "en") == ""
 
 
 async def test_agent_page_refused_without_valid_token(tmp_path, caplog):
