@@ -83,6 +83,22 @@ def load_examples(directory: Path = JOURNEYS) -> dict[str, list[str]]:
     return dict(merged)
 
 
+def ratio(ok: int, n: int) -> str:
+    return f"{ok}/{n} = {ok / max(1, n):.1%}"
+
+
+def threshold_sweep(clf: IntentClassifier, cases: Sequence[Mapping[str, Any]]) -> None:
+    """Accuracy and rejection at other thresholds (the dialog also uses 0.6 and 0.7 for interruptions)."""
+    scored = [(case["intent"], clf.classify(case["text"])) for case in cases]
+    in_scope = [(want, r) for want, r in scored if want is not None]
+    out_scope = [r for want, r in scored if want is None]
+    print("threshold sweep over all held-out sets (in-scope right and confident / out-of-scope rejected):")
+    for threshold in (0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7):
+        ok = sum(1 for want, r in in_scope if r.ranking[0][0] == want and r.confidence >= threshold)
+        rejected = sum(1 for r in out_scope if r.confidence < threshold)
+        print(f"  {threshold:.2f}: {ok / len(in_scope):6.1%} in scope, {rejected / max(1, len(out_scope)):6.1%} rejected")
+
+
 def evaluate_intents(clf: IntentClassifier, cases: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """Print accuracy figures for ``cases``; returns (correct, total) over both kinds."""
     known = {" ".join(classifier_words(t)) for t in clf.training_texts}
@@ -112,9 +128,6 @@ def evaluate_intents(clf: IntentClassifier, cases: Sequence[Mapping[str, Any]]) 
             confusions.append(("(out of scope)", result.intent, case["text"], result.confidence))
     total = len(in_scope) + len(out_scope)
     print(f"held-out utterances: {len(in_scope)} in scope, {len(out_scope)} out of scope")
-    def ratio(ok: int, n: int) -> str:
-        return f"{ok}/{n} = {ok / max(1, n):.1%}"
-
     print(f"intent accuracy (in scope, above threshold): {ratio(correct, len(in_scope))}")
     print(f"top-1 accuracy ignoring the threshold:        {ratio(top1, len(in_scope))}")
     print(f"out-of-scope rejection:                        {ratio(rejected, len(out_scope))}")
@@ -247,8 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         totals[0] += correct
         totals[1] += total
     per_utterance = (time.perf_counter() - started) / totals[1]
-    print(f"\nall held-out utterances (intent right or out-of-scope rejected): {totals[0]}/{totals[1]} "
-          f"= {totals[0] / totals[1]:.1%}")
+    print(f"\nall held-out utterances (intent right or out-of-scope rejected): {ratio(totals[0], totals[1])}")
+    threshold_sweep(clf, [case for _, cases in sets for case in cases])
     print(f"classification: {per_utterance * 1000:.2f} ms per utterance\n")
     evaluate_entities(heldout.get("entities", {}))
     if args.cv:
