@@ -2,7 +2,7 @@
 
 One socket is one chat session on one conversation. The session is opened (or resumed) during
 the WebSocket handshake, so the gateway can set the returning-customer cookie (a signed
-reference to the conversation) on the handshake response. A customer returns by that cookie or
+reference to the conversation and, once identified, the customer) on the handshake response. A customer returns by that cookie or
 by a signed link ``?c=<token>`` that a follow-up message carried.
 
 Bounds: frames larger than the WebSocket limit close the socket (code 1009); messages longer
@@ -40,6 +40,11 @@ from gateway.web.metrics import Metrics
 log = logging.getLogger(__name__)
 
 COOKIE = "voicegw_chat"
+"""Signed reference to the conversation; lives as long as the core's resume window."""
+CUSTOMER_COOKIE = "voicegw_customer"
+"""Signed reference to the identified customer, kept longer: a later chat starts a new
+conversation for a known customer."""
+CUSTOMER_COOKIE_SECONDS = 90 * 24 * 3600
 MAX_BAD_FRAMES = 5
 """Protocol violations tolerated on one socket before it is closed."""
 MAX_PENDING_PER_CONVERSATION = 50
@@ -95,15 +100,15 @@ class ChatChannel:
             self._pending.setdefault(conversation_id, []).append(frame)
         return sent
 
-    def _resume_from(self, request: web.Request) -> tuple[str, str]:
-        """(conversation id to resume, notice for the customer) from ``?c=`` or the cookie."""
+    def _resume_from(self, request: web.Request) -> tuple[str, str, str]:
+        """(conversation id, customer id, notice for the customer) from ``?c=`` or the cookie."""
         notice = ""
         link = request.query.get("c", "")
         if link:
             try:
                 claims = self._signer.consume(link)
                 log.info("chat resumed by link %s for conversation %s", claims.token_id, claims.conversation_id)
-                return claims.conversation_id, ""
+                return claims.conversation_id, claims.customer_id, ""
             except LinkRefused as exc:
                 self._metrics.inc("voicegw_links_refused_total", reason=exc.reason)
                 log.warning("chat link refused (%s) token %s from %s", exc.reason, exc.token_id or "-",
@@ -111,27 +116,48 @@ class ChatChannel:
                 notice = ("That chat link has expired or was already used; "
                           "we have started a fresh chat." if exc.status == 410 else
                           "That chat link is not valid; we have started a fresh chat.")
-        ref = request.cookies.get(COOKIE, "")
-        if ref:
+        found: dict[str, str] = {}
+        for name in (COOKIE, CUSTOMER_COOKIE):
+            ref = request.cookies.get(name, "")
+            if not ref:
+                continue
             try:
-                return self._signer.verify(ref, kind="ref", check_used=False).conversation_id, notice
+                claims = self._signer.verify(ref, kind="ref", check_used=False)
             except LinkRefused as exc:
-                log.info("chat cookie ignored (%s) from %s", exc.reason, request.remote)
-        return "", notice
+                log.info("chat cookie %s ignored (%s) from %s", name, exc.reason, request.remote)
+                continue
+            found.setdefault("conversation", claims.conversation_id if name == COOKIE else "")
+            found["customer"] = found.get("customer") or claims.customer_id
+        return found.get("conversation", ""), found.get("customer", ""), notice
+
+    async def _customer_of(self, conversation_id: str, known: str) -> str:
+        """The customer the conversation has identified (for the returning-customer cookie)."""
+        try:
+            customer = (await self._core.context(conversation_id)).get("customer") or {}
+        except LookupError:
+            return known
+        return str(customer.get("id") or known) if isinstance(customer, dict) else known
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """GET /chat/ws: one chat session."""
         ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=30.0)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="this endpoint speaks WebSocket\n")
-        resume_id, notice = self._resume_from(request)
+        resume_id, customer_id, notice = self._resume_from(request)
         opened = await self._core.open(
-            "chat", conversation_id=resume_id, event=ChatStarted(channel="chat")
+            "chat", conversation_id=resume_id, customer_id=customer_id,
+            event=ChatStarted(channel="chat", customer_ref=customer_id),
         )
         cid = opened.conversation_id
-        window = max(60.0, self._settings.context.resume_window_minutes * 60.0)
-        ws.set_cookie(COOKIE, self._signer.issue(cid, "chat", ttl_seconds=window, kind="ref"),
-                      max_age=int(window), httponly=True, samesite="Lax", path="/")
+        customer_id = await self._customer_of(cid, customer_id) if opened.resumed else customer_id
+        window = max(60, int(self._settings.context.resume_window_minutes * 60))
+        ws.set_cookie(COOKIE, self._signer.issue(cid, "chat", ttl_seconds=window, kind="ref",
+                                                 customer_id=customer_id),
+                      max_age=window, httponly=True, samesite="Lax", path="/")
+        if customer_id:
+            ws.set_cookie(CUSTOMER_COOKIE, self._signer.issue("", "customer", ttl_seconds=CUSTOMER_COOKIE_SECONDS,
+                                                              kind="ref", customer_id=customer_id),
+                          max_age=CUSTOMER_COOKIE_SECONDS, httponly=True, samesite="Lax", path="/")
         await ws.prepare(request)
         self._sockets.setdefault(cid, set()).add(ws)
         self._metrics.inc("voicegw_chat_sessions_total", resumed=str(opened.resumed).lower())

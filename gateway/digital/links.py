@@ -64,6 +64,7 @@ class LinkClaims:
     nonce: str
     expires_at: float
     kind: str = "link"
+    customer_id: str = ""
 
     @property
     def token_id(self) -> str:
@@ -134,8 +135,8 @@ class LinkSigner:
         return _b64(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())
 
     def issue(self, conversation_id: str, purpose: str, *, ttl_seconds: float | None = None,
-              kind: str = "link") -> str:
-        """A new token for ``purpose`` in ``conversation_id``."""
+              kind: str = "link", customer_id: str = "") -> str:
+        """A new token for ``purpose`` in ``conversation_id`` (naming the customer when known)."""
         ttl = self._ttl if ttl_seconds is None else ttl_seconds
         payload = {
             "c": conversation_id,
@@ -144,6 +145,8 @@ class LinkSigner:
             "e": int(self._clock() + ttl),
             "k": kind,
         }
+        if customer_id:
+            payload["u"] = customer_id
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         return f"{body}.{self._mac(body)}"
 
@@ -162,6 +165,7 @@ class LinkSigner:
                 nonce=str(payload["n"]),
                 expires_at=float(payload["e"]),
                 kind=str(payload.get("k", "link")),
+                customer_id=str(payload.get("u", "")),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise LinkRefused("malformed", f"payload unreadable ({type(exc).__name__})") from None
