@@ -64,7 +64,8 @@ def test_extract_digits_none_when_no_number_was_said(text: str) -> None:
     "text",
     ["yes", "yeah", "yep", "yup", "sure", "that's right", "correct", "Yes please", "uh huh", "mm hmm",
      "absolutely", "of course", "okay", "right, thanks", "sounds good", "go ahead", "that is correct",
-     "yes it is", "I think so", "yeah sure why not", "no problem"],
+     "yes it is", "I think so", "yeah sure why not", "no problem", "ok sure", "go on", "you got it",
+     "I'd love that", "that's me"],
 )
 def test_yes_forms(text: str) -> None:
     assert parse_yes_no(text) is True

@@ -45,6 +45,8 @@ _PHRASES: dict[str, bool | None] = {
     "true": True, "you bet": True, "why not": True, "yes it is": True, "please": True,
     "no problem": True, "no worries": True, "that would be great": True, "perfect": True,
     "that is it": True, "i would like that": True, "i agree": True, "confirm": True, "confirmed": True,
+    "go on": True, "you got it": True, "fine by me": True, "i would love that": True, "i would love to": True,
+    "i suppose so": True, "that is me": True, "it is me": True,
 }
 # Words that are a yes or no only as the answer itself: the first words of a clause, or the
 # whole (short) clause. "correct my address" and "turn right" are not yeses.
@@ -64,7 +66,11 @@ _ANSWER_LEADERS = frozenset({"said", "say", "is", "answer", "but", "oh", "and"})
 _EXPLICIT_RE = re.compile(r"\b(yes|yeah|yep|yup|no|nope|nah)\b")
 # After a weak cue, these words keep it an answer ("right, thanks"; not "correct my address").
 _WEAK_FOLLOWERS = frozenset({"thanks", "thank", "that", "it", "is", "sir", "maam", "yes", "yeah", "so",
-                             "please", "exactly", "absolutely", "i", "we", "go", "you", "thats"})
+                             "please", "exactly", "absolutely", "i", "we", "go", "you", "thats", "sure",
+                             "ok", "okay", "then", "right", "fine", "correct"})
+# Words that may come before a weak cue without making it part of a longer sentence ("ok sure").
+_LEADING = frozenset({"that", "oh", "well", "yes", "yeah", "yep", "no", "nope", "and", "but", "so", "ok",
+                      "okay", "alright", "right", "sure", "fine", "then", "all"})
 # phrases by first word, longest first
 _BY_FIRST_WORD: dict[str, list[tuple[str, list[str]]]] = {}
 for _phrase in sorted(_PHRASES, key=lambda p: -len(p.split())):
@@ -132,6 +138,6 @@ def _counts(phrase: str, words: list[str], i: int, length: int) -> bool:
             return end == len(words) or words[end] in _ANSWER_FOLLOWERS or phrase == "yes"
         return words[end] in _ANSWER_FOLLOWERS and words[i - 1] in _ANSWER_LEADERS
     if phrase in _WEAK:
-        at_start = i == 0 or (i <= 2 and words[0] in ("that", "oh", "well", "yes", "no", "and", "but", "so"))
+        at_start = i <= 3 and all(w in _LEADING for w in words[:i])
         return at_start and (end == len(words) or words[end] in _WEAK_FOLLOWERS)
     return True
