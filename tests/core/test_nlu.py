@@ -54,6 +54,7 @@ def test_intents_file_covers_every_intent_the_journeys_use(examples: dict[str, l
         ("i want to go back a step", "go_back"),
         ("ok that is all bye", "goodbye"),
         ("where is my border", "order_status"),  # "order" heard as "border"
+        ("um im calling four my order", "order_status"),  # "for" heard as "four"
         ("i was charged two times for the same thing", "billing_dispute"),
         ("i cant remember my pass word", "password_reset"),  # split word, no apostrophe
         ("i need to finish my loan application from yesterday", "loan_resume"),

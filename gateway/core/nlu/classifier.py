@@ -1,15 +1,16 @@
 """Intent classification learned from the journeys' examples.
 
-A multinomial logistic regression over TF-IDF word and character n-grams
+A multinomial logistic regression over TF-IDF words, character n-grams and concepts
 (:mod:`gateway.core.nlu.features`), trained by full-batch gradient descent with Nesterov
-momentum on sparse rows, in numpy only. Training is deterministic (sorted vocabulary, sorted
-intents, zero initial weights, a fixed number of steps) and takes well under a second for a
-thousand examples.
+momentum, in numpy only. Training is deterministic (sorted vocabulary, sorted intents, zero
+initial weights, a fixed number of steps) and takes well under a second for a thousand
+examples on an idle core.
 
-The confidence is the model's probability for the best intent, damped when the utterance is
-mostly made of character n-grams no example contains (out-of-domain speech such as "what's
-the weather in Paris" shares only stray fragments with the examples). Below ``threshold``
-the intent is None: the dialog says it did not understand.
+The confidence is the model's probability for the best intent, damped when the wording is
+unfamiliar: when less than 70 % of the utterance's character n-grams, or of its content words,
+occur in the examples (out-of-domain speech such as "what's the weather in Paris" shares only
+stray fragments with them). Below ``threshold`` the intent is None: the dialog says it did not
+understand.
 """
 
 from __future__ import annotations

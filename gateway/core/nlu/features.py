@@ -1,10 +1,12 @@
-"""Turning an utterance into a sparse TF-IDF vector of word and character n-grams.
+"""Turning an utterance into a sparse TF-IDF vector of words, character n-grams and concepts.
 
-Two views of the same utterance, each weighted by TF-IDF and normalized on its own:
+Three views of the same utterance, each weighted by TF-IDF and normalized on its own:
 
 - words (light-stemmed unigrams and bigrams), which carry the meaning;
 - character 3-5-grams inside each word, which survive recognition errors ("refund" and
-  "re fund", "reschedule" and "rescheduled", "pasword") and unseen word forms.
+  "re fund", "reschedule" and "rescheduled", "pasword") and unseen word forms;
+- contact-centre concepts (:mod:`gateway.core.nlu.lexicon`), so synonyms no example used
+  ("representative", "somebody real") still count.
 
 Before either, the text is normalized (contractions, fillers, split words, number runs become
 one ``#num`` token, common recogniser homophones folded), so "I'm calling four my order number
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .lexicon import concept_spans, concepts
-from .numbers import ORDINALS, TEENS, TENS, UNITS, is_number_word
+from .numbers import ORDINALS, is_number_word
 from .text import tokens as normalize_tokens
 
 NUMBER_TOKEN = "#num"
@@ -48,11 +50,21 @@ CHAR_WEIGHT = 1.0
 CONCEPT_WEIGHT = 1.0
 
 
+# "four" heard for "for": a lone "four" before these words is the preposition ("calling four my order").
+_FOR_BEFORE = frozenset({"my", "the", "a", "an", "your", "this", "that", "me", "it", "some", "help"})
+
+
 def classifier_words(text: str) -> list[str]:
     """Normalized words of ``text`` for classification (number runs collapsed, homophones folded)."""
     out: list[str] = []
-    for tok in normalize_tokens(text):
-        if is_number_word(tok) or tok in ORDINALS or tok in UNITS or tok in TEENS or tok in TENS:
+    toks = normalize_tokens(text)
+    for k, tok in enumerate(toks):
+        if tok == "four" and toks[k + 1 : k + 2] and toks[k + 1] in _FOR_BEFORE and not (
+            k > 0 and is_number_word(toks[k - 1])
+        ):
+            out.append("for")
+            continue
+        if is_number_word(tok) or tok in ORDINALS:
             if not out or out[-1] != NUMBER_TOKEN:
                 out.append(NUMBER_TOKEN)
             continue
