@@ -57,6 +57,7 @@ class GatewayProc:
         threading.Thread(target=self._read, daemon=True).start()
         ready = self.expect("ready", timeout=30)
         self.port: int = ready["port"]
+        self.ports: dict[str, int] = ready.get("ports", {})
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

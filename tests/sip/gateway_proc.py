@@ -43,7 +43,7 @@ async def main(spec: dict[str, Any]) -> None:
         await pipeline.start()
         closers.append(pipeline)
     channel = await start_sip_channel(settings, core, pipeline)
-    emit("ready", port=channel.port)
+    emit("ready", port=channel.port, ports=channel.endpoint.ports)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -159,3 +159,16 @@ def test_one_endpoint_per_process_is_enforced() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refused: a SIP endpoint (a) is already running" in done.stdout
     assert "restarted" in done.stdout
+
+
+def test_tls_transport(start_gateway, tmp_path) -> None:
+    """SIP over TLS (the wheel links OpenSSL): a self-signed certificate on the gateway side."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    gw = start_gateway(mode="tone", sip={"transports": ["udp", "tls"], "tls_cert_file": str(cert),
+                                         "tls_key_file": str(key)})
+    tls_port = gw.ports["tls"]
+    done = run_softphone(f"sip:bot@127.0.0.1:{tls_port}", tmp_path, "--transport", "tls", "--seconds", "2")
+    (result,) = softphone_results(done.stdout)
+    assert result["answered"] and result["voiced_rx"] >= 50, (result, done.stderr[-2000:])

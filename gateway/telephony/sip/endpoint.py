@@ -71,6 +71,7 @@ class SipEndpoint:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self.transports: dict[str, int] = {}
+        self.ports: dict[str, int] = {}  # bound port per transport
         self.legs: dict[int, CallLeg] = {}
         self.registered = asyncio.Event()
         self.reg_code = 0
@@ -140,6 +141,7 @@ class SipEndpoint:
             tid = ep.transportCreate(_TRANSPORTS[name], cfg)
             self.transports[name] = tid
             bound = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+            self.ports[name] = bound
             if not port:
                 port = bound  # udp and tcp share the first ephemeral port
             if not self.port:

@@ -242,7 +242,8 @@ class Softphone:
         cfg = pj.TransportConfig()
         cfg.port = 0
         cfg.boundAddress = self.host
-        ep.transportCreate(pj.PJSIP_TRANSPORT_TCP if self.transport == "tcp" else pj.PJSIP_TRANSPORT_UDP, cfg)
+        kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
+        ep.transportCreate(kinds[self.transport], cfg)
 
     def _add_account(self) -> None:
         acfg = pj.AccountConfig()
@@ -265,8 +266,8 @@ class Softphone:
         assert self._account is not None
         obj = _PhoneCallObj(self, self._account, call)
         uri = call.uri
-        if self.transport == "tcp" and "transport=" not in uri:
-            uri += ";transport=tcp"
+        if self.transport != "udp" and "transport=" not in uri:
+            uri += f";transport={self.transport}"
         obj.makeCall(uri, pj.CallOpParam(True))
         self._calls[obj.getId()] = obj
 
@@ -335,7 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtmf", default="", help="DTMF digits sent after the answer")
     parser.add_argument("--dtmf-method", choices=("rfc2833", "info"), default="rfc2833")
     parser.add_argument("--codecs", default="PCMU,PCMA,G722", help="codecs offered, preferred first")
-    parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    parser.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
     parser.add_argument("--calls", type=int, default=1, help="place this many calls at once")
     parser.add_argument("--json", action="store_true", help="print one JSON summary per call")
 
