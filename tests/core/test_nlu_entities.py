@@ -39,6 +39,8 @@ TODAY = dt.date(2026, 11, 25)  # a Wednesday
         ("one hundred and twelve", "112"),
         ("Um, my PIN is, uh, 9-8-7-6", "9876"),
         ("four thousand", "4000"),
+        ("one eight hundred five five five", "1800555"),
+        ("four hundred twenty", "420"),
     ],
 )
 def test_extract_digits_spoken_forms(text: str, expected: str) -> None:

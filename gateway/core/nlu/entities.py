@@ -47,13 +47,29 @@ def extract_digits(text: str) -> str | None:
     toks = [t.replace(",", "") for t in normalize_tokens(text) if not re.fullmatch(r"\d+(st|nd|rd|th)", t)]
     toks = [t for t in toks if "." not in t]
     groups = number_groups(toks, homophones=True)
-    kept: list[NumberGroup] = []
+    parts: list[str] = []
     for k, group in enumerate(groups):
         if _is_pronoun_one(toks, group, groups[k + 1] if k + 1 < len(groups) else None):
             continue
-        kept.append(group)
-    digits = "".join(g.digits for g in kept)
+        in_run = k > 0 and groups[k - 1].end == group.start
+        parts.extend(_split_hundreds(toks, group) if in_run else [group.digits])
+    digits = "".join(parts)
     return digits or None
+
+
+def _split_hundreds(toks: list[str], group: NumberGroup) -> list[str]:
+    """Inside a run of digits, "eight hundred" is "800" and what follows is more digits.
+
+    "one eight hundred five five five" is 1-800-555, not 1, 805, 5, 5.
+    """
+    span = toks[group.start : group.end]
+    if "hundred" not in span or span[-1] == "hundred":
+        return [group.digits]
+    cut = span.index("hundred") + 1
+    head = parse_cardinal(span[:cut], 0)
+    if head is None:
+        return [group.digits]
+    return [head.digits] + [g.digits for g in number_groups(span[cut:], homophones=True)]
 
 
 def _is_pronoun_one(toks: list[str], group: NumberGroup, following: NumberGroup | None) -> bool:
