@@ -152,6 +152,7 @@ class AriSettings(Section):
     username: str = "gateway"
     password: str = ""
     app: str = "voicegw"
+    media_host: str = "127.0.0.1"
 
 
 class SipSettings(Section):

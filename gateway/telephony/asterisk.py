@@ -1,4 +1,4 @@
-"""Start the Asterisk side of the gateway: AudioSocket server, FastAGI server, AMI client.
+"""Start the Asterisk side of the gateway: AudioSocket, FastAGI, AMI and (optional) ARI.
 
 ``voicegw serve`` calls :func:`start_asterisk_channels`; each returned object has
 ``async close()`` and, for the servers, ``port`` (bind port 0 in tests and read it back).
@@ -39,7 +39,7 @@ async def start_asterisk_channels(
     synthesizer: Any | None = None,
     calls: CallRegistry | None = None,
 ) -> list[Any]:
-    """Start what is enabled (``audiosocket``, ``fastagi``, ``ami``); returns the closeables.
+    """Start what is enabled (``audiosocket``, ``fastagi``, ``ami``, ``ari``); returns the closeables.
 
     When one part fails to start, the parts already started are closed and the error raised.
     """
@@ -81,6 +81,11 @@ async def start_asterisk_channels(
                                 read_timeout=cfg.read_timeout_seconds, command_timeout=cfg.command_timeout_seconds)
             await agi.start()
             started.append(agi)
+
+        if settings.ari.enabled:
+            from gateway.telephony.ari import AriApp
+
+            started.append(await AriApp(settings, pipeline).start())
     except BaseException:
         for item in reversed(started):
             try:
