@@ -221,3 +221,34 @@ async def test_unreachable_redis_fanout_does_not_stop_the_desktop(tmp_path, capl
     finally:
         await runner.close()
         await fanout.close()
+
+
+async def test_bad_desktop_frames_close_that_desktop_only(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        async with aiohttp.ClientSession() as http:
+            good = await desk(http, runner.url, "tok-alice", ["billing"], ["en"])
+            bad = await http.ws_connect(f"{runner.url}/agent/ws?token=tok-bob")
+            await next_frame(bad, "welcome")
+            for raw in ["nope", "[]", '{"type":"ready","skills":"all"}', '{"type":"ready","skills":[1]}',
+                        '{"type":"admin"}', "{}", "null"]:
+                await bad.send_str(raw)
+            refusals = 0
+            while True:
+                msg = await asyncio.wait_for(bad.receive(), TIMEOUT)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                refusals += json.loads(msg.data)["type"] == "refused"
+            assert refusals == 6 and bad.closed
+            big = await http.ws_connect(f"{runner.url}/agent/ws?token=tok-bob")
+            await next_frame(big, "welcome")
+            await big.send_str('{"type":"ready","skills":["' + "x" * 10_000 + '"]}')
+            msg = await asyncio.wait_for(big.receive(), TIMEOUT)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and big.close_code == 1009
+            cid = (await core.open("chat")).conversation_id
+            await core.handle(cid, ChatMessage(text="agent"))
+            assert (await next_frame(good, "screen_pop"))["conversation_id"] == cid
+            await good.close()
+    finally:
+        await runner.close()

@@ -208,3 +208,21 @@ async def test_confirm_and_info_pages(tmp_path):
         assert answers == [{"seen": "yes"}, {"answer": "no"}]
     finally:
         await runner.close()
+
+
+async def test_link_submission_bounds(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core)
+    try:
+        cid = await _conversation(core)
+        url = runner.parts.followups.link_for(cid, "complete_form")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data={f"f{i}": "x" for i in range(50)}) as resp:
+                assert resp.status == 400 and "too many fields" in await resp.text()
+            async with http.post(url, data={"note": "x" * 5000}) as resp:
+                assert resp.status == 400
+            async with http.post(url, data={"name": "Dana"}) as resp:  # the link still works once
+                assert resp.status == 200
+        assert len([e for _, e in core.events if isinstance(e, FormSubmitted)]) == 1
+    finally:
+        await runner.close()

@@ -111,3 +111,16 @@ async def test_twilio_webhook_signature_accepted_and_forged_refused(tmp_path, ca
         assert any("X-Twilio-Signature" in r.getMessage() for r in caplog.records)
     finally:
         await runner.close()
+
+
+async def test_oversized_webhook_refused_before_reading(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core, twilio=TWILIO, web={"max_request_bytes": 10_000})
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = {"From": "+15550005555", "Body": "x" * 200_000}
+            async with http.post(runner.url + "/sms/twilio", data=body, headers={"X-Twilio-Signature": "abc"}) as resp:
+                assert resp.status == 413
+        assert not core.events
+    finally:
+        await runner.close()
