@@ -165,7 +165,9 @@ def test_parse_amount(text: str, expected: str) -> None:
     assert parse_amount(text) == Decimal(expected)
 
 
-@pytest.mark.parametrize("text", ["I don't know the amount", "nothing", ""])
+@pytest.mark.parametrize(
+    "text", ["I don't know the amount", "nothing", "", "five five five one two one two", "my code is A B 1 2 3"]
+)
 def test_parse_amount_none(text: str) -> None:
     assert parse_amount(text) is None
 

@@ -3,7 +3,9 @@
 Numeric dates are read month first ("03/04/1985" is March 4th) unless the first field cannot
 be a month ("25/12/1990"); ISO dates ("1985-03-04") are read as written. A date said without a
 year means its next occurrence (today included), which is what a caller rescheduling an
-appointment or a delivery means; a date of birth is said with its year.
+appointment or a delivery means; a date of birth is said with its year. A weekday means its
+next occurrence after today ("next Tuesday" on a Sunday is in two days), and "this Tuesday"
+on a Tuesday is today.
 """
 
 from __future__ import annotations

@@ -111,6 +111,8 @@ def parse_amount(text: str) -> Decimal | None:
         return None
     # the number said with a currency word, else the first one ("account 12345, forty dollars")
     priced = [g for g in groups if g.end < len(toks) and toks[g.end] in _MAJOR_WORDS | _MINOR_WORDS]
+    if not priced and _read_digit_by_digit(groups):
+        return None  # "five five five one two": a number read out, not a sum of money
     first = priced[0] if priced else groups[0]
     after = first.end
     # "fifty cents"
@@ -132,6 +134,17 @@ def parse_amount(text: str) -> Decimal | None:
         if has_major or is_cents or (second.start == first.end and second.value >= 10):
             return _money_cents(first.value, second.value)
     return _money_cents(first.value, 0)
+
+
+def _read_digit_by_digit(groups: list[NumberGroup]) -> bool:
+    """Three or more single digits in a row ("one two three"), as codes and phone numbers are read."""
+    run = 0
+    for k, group in enumerate(groups):
+        single = group.end - group.start == 1 and len(group.digits) == 1
+        run = run + 1 if single and (run == 0 or groups[k - 1].end == group.start) else int(single)
+        if run >= 3:
+            return True
+    return False
 
 
 def _fraction_digits(toks: list[str], i: int) -> str:
