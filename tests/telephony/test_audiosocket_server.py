@@ -143,7 +143,7 @@ async def test_outgoing_audio_is_paced_at_20ms_and_silence_keeps_flowing(server_
     assert buf[8000:] == bytes(len(buf) - 8000)  # then silence, never a gap
     span = arrivals[-1] - arrivals[0]
     # 59 intervals of 20 ms = 1.18 s; generous bounds for a loaded machine, but no burst
-    assert 0.9 < span < 2.5, span
+    assert 0.9 < span < 4.0, span
     assert srv.pacing.frames >= 60
     writer.close()
 
