@@ -5,7 +5,8 @@ the WebSocket handshake, so the gateway can set the returning-customer cookie (a
 reference to the conversation and, once identified, the customer) on the handshake response. A customer returns by that cookie or
 by a signed link ``?c=<token>`` that a follow-up message carried.
 
-Bounds: frames larger than the WebSocket limit close the socket (code 1009); messages longer
+Bounds: new chats per client are limited like messages (HTTP 429 before any conversation is
+created); frames larger than the WebSocket limit close the socket (code 1009); messages longer
 than ``settings.chat.max_message_chars`` and messages over ``settings.chat.messages_per_minute``
 per client are refused with a frame saying why (the text is echoed back, nothing is lost);
 a client that keeps breaking the rules is closed with code 1008. Each failure ends that one
@@ -68,6 +69,8 @@ class ChatChannel:
         self._signer = signer
         self._metrics = metrics
         self._limiter = RateLimiter(settings.chat.messages_per_minute, clock=clock)
+        # new chats per client are bounded by the same figure: each one is a stored conversation
+        self._opens = RateLimiter(settings.chat.messages_per_minute, clock=clock)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {}
         metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
@@ -143,6 +146,11 @@ class ChatChannel:
         ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=30.0)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="this endpoint speaks WebSocket\n")
+        if not self._opens.allow(request.remote or "unknown"):
+            self._metrics.inc("voicegw_chat_refused_total", reason="too_many_sessions")
+            log.warning("chat session refused: too many new chats from %s", request.remote)
+            return web.Response(status=429, text="too many new chats from this address; try again in a minute\n",
+                                headers={"Retry-After": str(int(self._opens.retry_after(request.remote or "unknown")) + 1)})
         resume_id, customer_id, notice = self._resume_from(request)
         opened = await self._core.open(
             "chat", conversation_id=resume_id, customer_id=customer_id,

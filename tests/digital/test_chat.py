@@ -268,3 +268,19 @@ async def test_pages_and_metrics(tmp_path):
             assert "voicegw_chat_sockets 0.0" in text
     finally:
         await runner.close()
+
+
+async def test_too_many_new_chats_from_one_client_refused(tmp_path):
+    core = FakeCore()
+    runner = await start(tmp_path, core, chat={"messages_per_minute": 4})
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(4):
+                async with http.ws_connect(runner.url + "/chat/ws") as ws:
+                    await recv_until(ws, "session")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await http.ws_connect(runner.url + "/chat/ws")
+            assert exc.value.status == 429
+        assert len(core.conversations) == 4  # the refused one created nothing
+    finally:
+        await runner.close()
