@@ -218,9 +218,14 @@ def bench_concurrency(tmp: Path, max_calls: int) -> None:
         heard = sum(r["voiced_rx"] for r in answered) * 0.02
         port_cpu = statistics.mean(m["media_cpu"] for m in media) * 100 if media else float("nan")
         underruns = sum(m["underruns"] for m in media)
+        per_call = cpu / wall / max(len(answered), 1)
+        if n == max_calls and per_call > 0:
+            estimate = f"; CPU alone would allow about {1 / per_call:.0f} such calls per core"
+        else:
+            estimate = ""
         print(f"  {n} simultaneous call(s): answered {len(answered)}/{n}, bot audio heard {heard:.1f} s, "
               f"gaps {gaps} frames, gateway underruns {underruns}; media port {port_cpu:.2f} % of a core per call; "
-              f"gateway process {cpu / wall / max(len(answered), 1) * 100:.1f} % of a core per call")
+              f"gateway process {per_call * 100:.1f} % of a core per call{estimate}")
 
 
 def bench_frame_access() -> None:

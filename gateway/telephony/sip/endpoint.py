@@ -115,6 +115,9 @@ class SipEndpoint:
             await self.loop.run_in_executor(None, self.runtime.stop)
         for leg in legs:
             await self._end_leg(leg, 0, "gateway shutting down")
+        pending = [task for leg in legs for task in leg.tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
     # ---- runtime thread: setup and teardown ----------------------------------------------------
     def _pj_configure(self, cfg: pj.EpConfig) -> None:

@@ -103,7 +103,7 @@ class FrameBuffers:
         self.frames_in = 0
         self.frames_out = 0
         self.underruns = 0
-        self.media_seconds = 0.0  # time spent inside the port's callbacks
+        self.media_seconds = 0.0  # CPU time spent inside the port's callbacks
         self.started = time.monotonic()
         self.consumer: Callable[[bytes], None] | None = None  # the session's push_audio, on the loop
 
@@ -181,7 +181,7 @@ class CallAudioPort(pj.AudioMediaPort):
 
     @guarded
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         b = self.buffers
         if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and b.active:
             pcm = read_frame(frame)
@@ -189,11 +189,11 @@ class CallAudioPort(pj.AudioMediaPort):
                 b.frames_in += 1
                 if self.sink is not None:
                     self.sink.put(b, pcm)
-        b.media_seconds += time.perf_counter() - t0
+        b.media_seconds += time.thread_time() - t0
 
     @guarded
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         b = self.buffers
         try:
             pcm = b.outgoing.popleft()
@@ -203,4 +203,4 @@ class CallAudioPort(pj.AudioMediaPort):
             if b.active and b.frames_out:
                 b.underruns += 1
         write_frame(frame, pcm)
-        b.media_seconds += time.perf_counter() - t0
+        b.media_seconds += time.thread_time() - t0

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import functools
 import gc
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -67,6 +70,26 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return None
 
     return wrapper
+
+
+def _quietly(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with the C library's stdout sent to /dev/null.
+
+    ``libCreate`` prints pjlib's start-up lines with printf before any log writer can be set;
+    they would end up in the middle of a command's output (``voicegw call --json``)."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return fn()
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _LogWriter(pj.LogWriter):
@@ -180,7 +203,7 @@ class PjRuntime:
         global _active
         ep = pj.Endpoint()
         try:
-            ep.libCreate()
+            _quietly(ep.libCreate)
             self.ep = ep
             cfg = pj.EpConfig()
             cfg.uaConfig.threadCnt = 0
