@@ -72,7 +72,7 @@ class ChatChannel:
         # new chats per client are bounded by the same figure: each one is a stored conversation
         self._opens = RateLimiter(settings.chat.messages_per_minute, clock=clock)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
 
     @property
@@ -84,24 +84,37 @@ class ChatChannel:
         """True when a chat socket of ``conversation_id`` is open on this node."""
         return bool(self._sockets.get(conversation_id))
 
-    async def push(self, conversation_id: str, frame: dict[str, Any]) -> bool:
+    async def push(self, conversation_id: str, frame: dict[str, Any], frame_id: str = "") -> bool:
         """Send ``frame`` to every open chat of the conversation; keep it for later if none."""
-        sockets = [ws for ws in self._sockets.get(conversation_id, ()) if not ws.closed]
-        if not sockets:
-            pending = self._pending.setdefault(conversation_id, [])
-            pending.append(frame)
-            del pending[:-MAX_PENDING_PER_CONVERSATION]
-            return False
+        if await self.send_now(conversation_id, frame):
+            return True
+        self.keep(conversation_id, frame, frame_id)
+        return False
+
+    async def send_now(self, conversation_id: str, frame: dict[str, Any]) -> bool:
+        """Send ``frame`` to the conversation's open chats on this node; True if one took it."""
         sent = False
-        for ws in sockets:
+        for ws in [ws for ws in self._sockets.get(conversation_id, ()) if not ws.closed]:
             try:
                 await ws.send_str(dumps(frame))
                 sent = True
             except ConnectionError as exc:
                 log.info("chat push to conversation %s failed on one socket: %s", conversation_id, exc)
-        if not sent:
-            self._pending.setdefault(conversation_id, []).append(frame)
         return sent
+
+    def keep(self, conversation_id: str, frame: dict[str, Any], frame_id: str = "") -> None:
+        """Hold ``frame`` until a chat of the conversation opens on this node."""
+        pending = self._pending.setdefault(conversation_id, [])
+        pending.append((frame_id, frame))
+        del pending[:-MAX_PENDING_PER_CONVERSATION]
+
+    def forget(self, conversation_id: str, frame_id: str) -> None:
+        """Drop a held frame another node delivered."""
+        pending = self._pending.get(conversation_id)
+        if pending:
+            pending[:] = [(fid, f) for fid, f in pending if fid != frame_id]
+            if not pending:
+                del self._pending[conversation_id]
 
     def _resume_from(self, request: web.Request) -> tuple[str, str, str]:
         """(conversation id, customer id, notice for the customer) from ``?c=`` or the cookie."""
@@ -176,7 +189,7 @@ class ChatChannel:
                                     "max_message_chars": self._settings.chat.max_message_chars}))
             if notice:
                 await ws.send_str(dumps({"type": "notice", "text": notice}))
-            for frame in self._pending.pop(cid, []):
+            for _frame_id, frame in self._pending.pop(cid, []):
                 await ws.send_str(dumps(frame))
             session = _Session(cid)
             await self._send_actions(ws, session, opened.actions)

@@ -15,6 +15,7 @@ from gateway.config import Settings
 from gateway.core.actions import Action, SendFollowUp
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
+from gateway.digital.chat_relay import ChatRelay
 from gateway.digital.links import LinkSigner
 from gateway.digital.sms import SmsSender, SmsSendError
 from gateway.web.metrics import Metrics
@@ -71,6 +72,7 @@ class FollowUps:
         self._sms = sms
         self._chat = chat
         self._metrics = metrics
+        self.relay: ChatRelay | None = None
 
     def link_for(self, conversation_id: str, purpose: str) -> str:
         """A signed, expiring, single-use URL for ``purpose`` in the conversation."""
@@ -95,7 +97,8 @@ class FollowUps:
                 context = {}
         text = action.text or render_template(action.template, dict(context.get("slots") or {}))
         if action.channel == "chat":
-            delivered = await self._chat.push(cid, {"type": "followup", "text": text, "url": url})
+            frame = {"type": "followup", "text": text, "url": url}
+            delivered = await (self.relay.deliver(cid, frame) if self.relay else self._chat.push(cid, frame))
             self._metrics.inc("voicegw_followups_total", channel="chat")
             log.info("chat follow-up %s for conversation %s (%s)", action.template, cid,
                      "delivered" if delivered else "kept until the chat returns")

@@ -25,6 +25,7 @@ from gateway.context.fanout import Fanout
 from gateway.core.actions import ScreenPop, SendFollowUp, Transfer
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
+from gateway.digital.chat_relay import ChatRelay
 from gateway.digital.followup import FollowUps
 from gateway.digital.link_pages import LinkPages
 from gateway.digital.links import LinkSigner, load_or_create_secret
@@ -99,6 +100,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     own_fanout = fanout is None
     fanout = fanout if fanout is not None else open_fanout(settings)
     desktop = AgentDesktop(settings, core, signer, fanout, metrics, STATIC_DIR)
+    relay = followups.relay = ChatRelay(chat, fanout)
     outreach = None
     if crm is not None and hasattr(crm, "due_reminders"):
         outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE)
@@ -147,11 +149,13 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
 
     async def on_startup(app: web.Application) -> None:
         await desktop.start()
+        await relay.start()
         if outreach is not None and settings.outreach.enabled:
             outreach.start()
 
     async def on_cleanup(app: web.Application) -> None:
         await desktop.close()
+        await relay.close()
         if outreach is not None:
             await outreach.close()
         if own_fanout:
