@@ -117,16 +117,18 @@ class IntentClassifier:
         return IntentResult(best if confidence >= self.threshold else None, confidence, ranking)
 
 
-# OpenBLAS runs a small product on one thread; one large product is split over all cores and
-# waits for the slowest when the machine is busy, which made training 10x slower under load.
-_ROW_BLOCK = 32
+# OpenBLAS runs a product of fewer than 65536 * 4 multiply-adds on one thread and splits a larger
+# one over all cores, which then waits for the slowest core: on a busy host that made training
+# 5-10x slower. The training loop therefore multiplies in row blocks kept under that size.
+_SINGLE_THREAD_MACS = 200_000
 
 
 def _rows_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """``left @ right`` computed in blocks of rows (same result, steadier time on a loaded host)."""
-    if left.shape[0] <= _ROW_BLOCK:
+    block = max(1, _SINGLE_THREAD_MACS // max(1, left.shape[1] * right.shape[1]))
+    if left.shape[0] <= block:
         return left @ right
-    return np.concatenate([left[i : i + _ROW_BLOCK] @ right for i in range(0, left.shape[0], _ROW_BLOCK)])
+    return np.concatenate([left[i : i + block] @ right for i in range(0, left.shape[0], block)])
 
 
 def _dense(rows: list[SparseRow], n_features: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -73,6 +74,7 @@ def classifier_words(text: str) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A light suffix stripper: "charged", "charges", "charging" -> "charg"."""
     if len(word) <= 3 or word.startswith("#"):
@@ -99,12 +101,23 @@ def concept_features(words: list[str]) -> list[str]:
 
 def char_features(words: list[str]) -> list[str]:
     feats: list[str] = []
-    lo, hi = CHAR_RANGE
     for word in words:
-        padded = " " + word + " "
-        for n in range(lo, hi + 1):
-            feats.extend("c:" + padded[k : k + n] for k in range(len(padded) - n + 1))
+        feats.extend(_word_ngrams(word))
     return feats
+
+
+def clear_caches() -> None:
+    """Forget the per-word caches (for benchmarks that time a cold start)."""
+    _word_ngrams.cache_clear()
+    stem.cache_clear()
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_ngrams(word: str) -> tuple[str, ...]:
+    """Character n-grams of one word padded with spaces (cached: callers reuse few words)."""
+    lo, hi = CHAR_RANGE
+    padded = " " + word + " "
+    return tuple("c:" + padded[k : k + n] for n in range(lo, hi + 1) for k in range(len(padded) - n + 1))
 
 
 @dataclass(frozen=True)
