@@ -201,3 +201,44 @@ async def test_dtmf_route_plays_synthesized_prompts_and_keys_answers(settings, t
     assert [t for t, _ in synth.texts] == ["Welcome to the gateway.", "Please key your 4 digit PIN.",
                                            "Anything else? 1 for yes, 2 for no."]
     assert core.opened[0]["caller_id"] == "5550001"
+
+
+async def test_dtmf_route_runs_the_real_journeys(settings):
+    """The keypad route through the real core: greeting, the open question, 0 for an agent."""
+    from gateway.app import build_core
+
+    core = await build_core(settings)
+    synth = ToneSynth()
+    servers = await start_asterisk_channels(settings, core, FakePipeline(), synthesizer=synth)
+    lines: list[str] = []
+    try:
+        peer = await AsteriskPeer.call(servers[1].port, "fallback", callerid="5550123")
+        await peer.expect("ANSWER", "200 result=0")
+        await peer.expect("GET VARIABLE VOICEGW_CONVERSATION", "200 result=0")
+        conv = (await peer.expect("SET VARIABLE VOICEGW_CONVERSATION ")).split()[-1]
+        asked = 0
+        while True:
+            line = (await asyncio.wait_for(peer.reader.readline(), 20)).decode().rstrip("\n")
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("STREAM FILE "):
+                peer.writer.write(b"200 result=0 endpos=1600\n")
+            elif line.startswith("GET DATA "):
+                asked += 1
+                peer.writer.write(b"200 result=0\n")  # the caller keys 0: an agent, please
+            else:
+                peer.writer.write(b"200 result=1\n")
+        peer.writer.write(b"HANGUP\n")
+        peer.writer.close()
+        record = await core.store.get(conv)
+    finally:
+        for s in reversed(servers):
+            await s.close()
+        await core.store.close()
+    assert asked == 1
+    assert "SET VARIABLE VOICEGW_TRANSFER 1" in lines and "SET VARIABLE VOICEGW_STATUS transfer" in lines
+    assert any(line.startswith("SET VARIABLE VOICEGW_QUEUE ") for line in lines)
+    spoken = " ".join(t for t, _ in synth.texts)
+    assert "How can I help you today?" in spoken and "with an agent" in spoken
+    assert record is not None and record.caller_id == "5550123"
