@@ -171,10 +171,7 @@ class FallbackRoute:
             ask: Ask | None = None
             for action in actions:
                 if isinstance(action, Say):
-                    response = await agi.stream_file(await self.prompts.path(action.text, action.prompt_id),
-                                                     ALL_DIGITS if action.barge_in else "")
-                    if response.value == -1:
-                        raise ChannelHungUp("STREAM FILE: channel hung up", response)
+                    await self._play(agi, await self.prompts.path(action.text, action.prompt_id), action.barge_in)
                 elif isinstance(action, Ask):
                     ask = action
                 elif isinstance(action, Transfer):
@@ -191,6 +188,15 @@ class FallbackRoute:
             actions = await self._answer(agi, conversation_id, ask)
         log.warning("FastAGI %s: conversation %s passed %d turns; ending", agi.env.channel, conversation_id, MAX_TURNS)
         return "completed"
+
+    async def _play(self, agi: AgiSession, prompt: str, barge_in: bool) -> None:
+        """STREAM FILE; -1 is a hangup or a file Asterisk cannot read (told apart by CHANNEL STATUS)."""
+        response = await agi.stream_file(prompt, ALL_DIGITS if barge_in else "")
+        if response.value != -1:
+            return
+        await agi.command("CHANNEL STATUS")  # 511 (ChannelHungUp) when the caller is gone
+        log.error("FastAGI %s: Asterisk could not play %s: can it read fastagi.prompts_dir (see "
+                  "fastagi.asterisk_prompts_dir)?", agi.env.channel, prompt)
 
     async def _answer(self, agi: AgiSession, conversation_id: str, ask: Ask) -> list[Action]:
         expect = ask.expect
