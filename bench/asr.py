@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -103,11 +102,11 @@ def bench_whisper(decoder: WhisperDecoder, corpus: list[Utterance], window: floa
 
 def bench_batch(decoder: WhisperDecoder, corpus: list[Utterance], size: int) -> None:
     xs = [audio.pcm_to_float(audio.resample(u.pcm, u.rate, ENGINE_RATE)) for u in corpus[: size * 3]]
-    _r, seq_wall, _c = timed(lambda: [decoder.transcribe([x]) for x in xs])
+    _r, seq_wall, seq_cpu = timed(lambda: [decoder.transcribe([x]) for x in xs])
     batches = [xs[i:i + size] for i in range(0, len(xs), size)]
-    results, batch_wall, _c = timed(lambda: [decoder.transcribe(b) for b in batches])
-    print(f"  whisper batch of {size}: {len(xs)} utterances in {batch_wall:.2f} s batched vs "
-          f"{seq_wall:.2f} s one by one ({seq_wall / batch_wall:.2f}x)")
+    _r, batch_wall, batch_cpu = timed(lambda: [decoder.transcribe(b) for b in batches])
+    print(f"  whisper batch of {size}: {len(xs)} utterances: batched {batch_wall:.2f} s wall / {batch_cpu:.2f} s cpu, "
+          f"one by one {seq_wall:.2f} s wall / {seq_cpu:.2f} s cpu (cpu ratio {seq_cpu / batch_cpu:.2f}x)")
 
 
 def bench_closed(name: str, recognize, cases: list[tuple[Utterance, str]], expect_for, judge) -> list[str]:  # type: ignore[no-untyped-def]

@@ -118,7 +118,6 @@ class WhisperDecoder:
 
     def transcribe(self, batch: list[np.ndarray], window_seconds: float | None = None) -> list[WhisperResult]:
         """Decode utterances (float32, 16 kHz) sharing one window; longer ones are split in pieces."""
-        out: list[WhisperResult] = []
         groups: dict[float, list[int]] = {}
         pieces: list[list[np.ndarray]] = []
         for i, samples in enumerate(batch):
@@ -141,8 +140,7 @@ class WhisperDecoder:
                     window_seconds=window,
                     decode_seconds=parts[0].decode_seconds,
                 )
-        out = [results[i] for i in range(len(batch))]
-        return out
+        return [results[i] for i in range(len(batch))]
 
     def _generate(self, pieces: list[np.ndarray], window: float) -> list[WhisperResult]:
         import ctranslate2
