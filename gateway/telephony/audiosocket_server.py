@@ -46,6 +46,11 @@ MAX_WRITE_BUFFER = 64 * 1024
 """About 4 s of 8 kHz audio queued in the transport: the peer stopped reading."""
 MAX_PENDING_BYTES = 256 * 1024
 """Caller audio held while the conversation is being opened (about 16 s at 8 kHz)."""
+FLOOD_BURST_SECONDS = 3.0
+FLOOD_SPEED = 4.0
+"""Caller audio may arrive in bursts (a network hiccup: up to 6 s at once, from a full bucket of
+3 s going 3 s into debt) but not, on average, faster than four times real time: a peer that
+floods audio would cost every call CPU (VAD)."""
 
 
 @dataclass
@@ -108,6 +113,8 @@ class _Connection(asyncio.Protocol):
         self.inbound: Resampler | None = None
         self.outbound: Resampler | None = None
         self.last_rx = self.loop.time()
+        self.audio_credit = float("inf")  # full bucket: set at the first audio, when the rate is known
+        self.credit_time = self.last_rx
         self.probe: asyncio.TimerHandle | None = None
         self.reason = ""
 
@@ -228,10 +235,25 @@ class _Connection(asyncio.Protocol):
         pending, self.pending, self.pending_bytes = self.pending, [], 0
         self._feed(pending)
 
+    def _flooding(self, nbytes: int) -> bool:
+        """Token bucket on caller audio: refilled at FLOOD_SPEED x real time, FLOOD_BURST_SECONDS deep."""
+        bytes_per_second = self.wire_rate * 2
+        now = self.loop.time()
+        cap = FLOOD_BURST_SECONDS * bytes_per_second
+        self.audio_credit = min(cap, self.audio_credit + (now - self.credit_time) * bytes_per_second * FLOOD_SPEED)
+        self.credit_time = now
+        self.audio_credit -= nbytes
+        return self.audio_credit < -cap
+
     def _feed(self, msgs: list[asock.Message]) -> None:
         session = self.session
         for msg in msgs:
             if isinstance(msg, asock.Audio):
+                if self._flooding(len(msg.pcm)):
+                    log.warning("AudioSocket call %s from %s: audio arrives much faster than real time; "
+                                "closing", self.call_id, self.peer)
+                    self.end("flood")
+                    return
                 pcm = msg.pcm
                 if msg.sample_rate != self.wire_rate:
                     log.warning("AudioSocket call %s: audio at %d Hz in a %d Hz call; dropped", self.call_id,

@@ -286,3 +286,23 @@ async def test_silent_channel_never_reaches_asterisks_idle_timeout(server_factor
     writer.write_eof()
     await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     writer.close()
+
+
+async def test_a_peer_flooding_audio_is_cut_off(server_factory, caplog):
+    pipeline = FakePipeline()
+    srv = await server_factory(pipeline)
+    reader, writer = await asyncio.open_connection(HOST, srv.port)
+    writer.write(asock.encode_uuid(uuid.uuid4()) + asock.encode_audio(bytes(320)))
+    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].started)
+    await asyncio.sleep(0.1)
+    frame = asock.encode_audio(bytes(320))
+    try:
+        for _ in range(20):  # 20 s of audio as fast as the socket takes it
+            writer.write(frame * 50)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    await wait_for(lambda: pipeline.sessions[0].stopped == "flood")
+    assert len(pipeline.sessions[0].audio) < 8 * 16000  # cut off well before all of it
+    assert "faster than real time" in caplog.text
+    writer.close()
