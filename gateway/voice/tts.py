@@ -15,7 +15,6 @@ network. If hibari cannot load or fails on a text, espeak-ng (the library and da
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import json
 import logging
@@ -30,10 +29,12 @@ from typing import AsyncIterator, Iterator
 
 import numpy as np
 
-from gateway.config import TtsSettings, PACKAGE_ROOT
-from gateway.voice.audio import AudioFormatError, Resampler, float_to_pcm, load_pcm, resample, read_wav, write_wav
+from gateway.config import PACKAGE_ROOT, TtsSettings
+from gateway.voice.audio import AudioFormatError, Resampler, float_to_pcm, load_pcm, read_wav, resample, write_wav
+from gateway.voice.espeak import ESPEAK_DEFAULT_VOICE, EspeakEngine, TtsError
 
 log = logging.getLogger(__name__)
+__all__ = ["EspeakEngine", "HibariEngine", "Synthesizer", "TtsError"]
 
 HIBARI_RATE = 24000
 SEED = 7
@@ -42,12 +43,7 @@ MEMORY_CACHE_BYTES = 32 * 1024 * 1024
 """In-memory LRU bound: about 35 minutes of 8 kHz prompts."""
 MAX_TEXT_CHARS = 2000
 """Longer prompt texts are refused: a prompt is a few sentences, not a document."""
-ESPEAK_DEFAULT_VOICE = "en-us"
 _PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-class TtsError(RuntimeError):
-    """No engine could speak the text (hibari and espeak-ng both failed)."""
 
 
 def _normalize_text(text: str) -> str:
@@ -93,63 +89,6 @@ class HibariEngine:
     def sentences(self, text: str, speed: float) -> Iterator[np.ndarray]:
         """One float32 24 kHz array per sentence, each as soon as it is synthesized."""
         yield from self._tts.stream(text, speed=speed, seed=SEED)
-
-
-class EspeakEngine:
-    """espeak-ng through its C library (from ``espeakng-loader``); one synthesis at a time."""
-
-    name = "espeak"
-    _lock = threading.Lock()
-    _lib: ctypes.CDLL | None = None
-    _rate = 0
-    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-    def __init__(self, voice: str = ESPEAK_DEFAULT_VOICE) -> None:
-        self.voice = voice
-        with EspeakEngine._lock:
-            if EspeakEngine._lib is None:
-                import espeakng_loader
-
-                lib = ctypes.CDLL(espeakng_loader.get_library_path())
-                lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-                lib.espeak_Initialize.restype = ctypes.c_int
-                data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-                rate = lib.espeak_Initialize(2, 0, data_parent, 0)  # 2 = AUDIO_OUTPUT_SYNCHRONOUS
-                if rate <= 0:
-                    raise TtsError(f"espeak-ng failed to initialize (code {rate})")
-                lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-                lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-                lib.espeak_Synth.argtypes = [
-                    ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                    ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-                ]
-                EspeakEngine._lib, EspeakEngine._rate = lib, rate
-        self.sample_rate = EspeakEngine._rate
-
-    def synthesize(self, text: str, speed: float) -> tuple[np.ndarray, int]:
-        """Whole text -> (float32 samples, rate)."""
-        lib = EspeakEngine._lib
-        assert lib is not None
-        chunks: list[bytes] = []
-
-        def collect(wav: ctypes._Pointer, count: int, _events: int) -> int:
-            if wav and count > 0:
-                chunks.append(ctypes.string_at(wav, count * 2))
-            return 0
-
-        callback = self._CALLBACK(collect)
-        data = text.encode("utf-8")
-        with EspeakEngine._lock:
-            lib.espeak_SetSynthCallback(callback)
-            if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
-                raise TtsError(f"espeak-ng has no voice {self.voice!r}")
-            lib.espeak_SetParameter(1, int(175 * speed), 0)  # 1 = espeakRATE, words per minute
-            err = lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, 1, None, None)  # 1 = espeakCHARS_UTF8
-            lib.espeak_Synchronize()
-        if err != 0:
-            raise TtsError(f"espeak-ng synthesis failed (code {err})")
-        pcm = b"".join(chunks)
-        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, self.sample_rate
 
 
 class Synthesizer:
@@ -211,7 +150,10 @@ class Synthesizer:
                 parts.append(pcm)
                 if pcm:
                     yield pcm
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, KeyError) as exc:
+            if parts:  # part of the prompt was already played: do not start it over in another voice
+                log.warning("hibari failed while streaming %r: %s; prompt cut short", text[:60], exc)
+                return
             log.warning("hibari failed while streaming %r: %s; speaking with espeak-ng", text[:60], exc)
             self.stats["fallbacks"] += 1
             yield await loop.run_in_executor(self._executor, self._espeak_pcm, text, sample_rate)
