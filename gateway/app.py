@@ -100,12 +100,22 @@ async def start_gateway(settings: Settings) -> RunningGateway:
         from gateway.web.app import start_web
 
         await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm))
+    _wire_agent_answered(running)
     if settings.rasa.serve_actions:
         from gateway.integrations.rasa_actions import start_action_server
 
         await attempt("rasa action server", lambda: start_action_server(
             settings, core.crm, settings.web.host, settings.rasa.actions_port))
     return running
+
+
+def _wire_agent_answered(running: RunningGateway) -> None:
+    """When AMI sees the agent who actually answered, the agent desktop pops that agent's screen."""
+    web = next((c for c in running.closeables if hasattr(c, "agent_connected")), None)
+    for item in running.closeables:
+        callbacks = getattr(item, "agent_callbacks", None)
+        if web is not None and isinstance(callbacks, list):
+            callbacks.append(web.agent_connected)
 
 
 async def _serve(settings: Settings) -> int:
@@ -125,7 +135,8 @@ async def _serve(settings: Settings) -> int:
             pass
     web = settings.web
     print(f"voicegw is running. Web chat: http://{web.host}:{web.port}/chat  "
-          f"agent desktop: http://{web.host}:{web.port}/agent  (Ctrl-C stops)", flush=True)
+          f"agent desktop: http://{web.host}:{web.port}/agent  SMS outbox: http://{web.host}:{web.port}/outbox  "
+          "(Ctrl-C stops)", flush=True)
     await stop.wait()
     await running.close()
     return 0
