@@ -27,8 +27,8 @@ from gateway.integrations.crm import Crm
 log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is cut here
-GLOBAL_INTENT_CONFIDENCE = 0.6  # a global intent must be this sure to interrupt slot filling
-SWITCH_INTENT_CONFIDENCE = 0.7  # a new topic must be this sure to leave the current journey
+GLOBAL_INTENT_CONFIDENCE = 0.5  # a global intent must be this sure to interrupt slot filling
+SWITCH_INTENT_CONFIDENCE = 0.6  # a new topic must be this sure to leave the current journey
 TERMINATORS = "#"
 CLEAR_LEAD_FLOOR = 0.3   # below the threshold, a topic this likely that leads the rest
 CLEAR_LEAD_RATIO = 3.0   # by this factor is still taken (one clear candidate, not a guess)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
@@ -161,8 +161,9 @@ async def latest_invoice(ctx: LookupContext) -> Outcome:
 
 
 async def assess_billing_complaint(ctx: LookupContext) -> Outcome:
-    complaint = str(ctx.slots.get("complaint", "")).lower()
-    score = frustration_score(complaint)
+    raw = str(ctx.slots.get("complaint", ""))
+    score = frustration_score(raw)
+    complaint = raw.lower()
     ctx.state["frustration"] = max(float(ctx.state.get("frustration", 0.0)), score)
     if score >= 0.5:
         return Outcome("frustrated", {"frustration": round(score, 2)})
