@@ -57,7 +57,7 @@ class RunningGateway:
                 await item.close()
             except Exception:  # shutting down: report and go on closing the rest
                 log.exception("error while closing %r", item)
-        await self.core.store.close()
+        await self.core.close()
 
 
 async def start_gateway(settings: Settings) -> RunningGateway:

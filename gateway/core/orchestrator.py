@@ -52,6 +52,13 @@ class Orchestrator:
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = {}
 
+    async def close(self) -> None:
+        """Close the store and the Rasa client (if any)."""
+        rasa = getattr(self.engine, "rasa", None)
+        if rasa is not None:
+            await rasa.close()
+        await self.store.close()
+
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self._sinks[action_type].append(sink)
 

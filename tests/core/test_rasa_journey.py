@@ -52,7 +52,7 @@ async def test_journey_runs_a_rasa_custom_action(tmp_path):
         said = [a.text for a in acts if isinstance(a, Say)]
         assert any("standing desk" in text for text in said)  # the action server's own response
         assert "Status noted: delayed." in said and any(isinstance(a, Hangup) for a in acts)
-        await core.store.close()
+        await core.close()
     finally:
         await server.close()
 
@@ -62,4 +62,4 @@ async def test_unreachable_rasa_server_takes_the_error_outcome(tmp_path):
     opened = await core.open("chat", journey="rasa_order", event=ChatStarted())
     acts = await core.handle(opened.conversation_id, ChatMessage("20001"))
     assert "The assistant service is unavailable." in [a.text for a in acts if isinstance(a, Say)]
-    await core.store.close()
+    await core.close()
