@@ -39,7 +39,7 @@ def test_simultaneous_calls_with_audio_both_ways(start_gateway, tmp_path) -> Non
     for r in results:
         assert r["answered"] and r["codec"] == "PCMU", r
         assert r["voiced_rx"] >= 200, r  # about 6 s of the bot's tone heard by every caller
-        assert r["gaps"] <= 15, r  # clean audio; a few frames of slack for a loaded CI machine
+        assert r["gaps"] <= 25, r  # clean audio; a few frames of slack for a loaded CI machine
     stopped = [gw.expect("session_stopped", timeout=30) for _ in range(n)]
     assert len({s["call_id"] for s in stopped}) == n
     for s in stopped:
@@ -85,7 +85,7 @@ def test_ten_simultaneous_calls_across_three_gateway_nodes(start_gateway, tmp_pa
         results += softphone_results(proc.communicate(timeout=120)[0])
     assert len(results) == 10
     for r in results:
-        assert r["answered"] and r["voiced_rx"] >= 200 and r["gaps"] <= 15, r
+        assert r["answered"] and r["voiced_rx"] >= 200 and r["gaps"] <= 25, r
     for gw, k in zip(nodes, spread):
         for _ in range(k):
             assert gw.expect("session_stopped", timeout=30)["voiced_in"] >= 100
