@@ -67,7 +67,7 @@ def test_a_failing_call_does_not_disturb_the_others(start_gateway, tmp_path) -> 
     (r1,) = softphone_results(first.communicate(timeout=60)[0])
     (r2,) = softphone_results(second.communicate(timeout=60)[0])
     assert r1["answered"] and r1["voiced_rx"] < 150, r1  # hung up by the gateway after about 1 s
-    assert r2["answered"] and r2["voiced_rx"] >= 200 and r2["gaps"] <= 15, r2  # untouched
+    assert r2["answered"] and r2["voiced_rx"] >= 200 and r2["gaps"] <= 25, r2  # untouched
     assert "pull_frame failed" in gw.tail(200)
     assert gw.alive()
 
