@@ -32,6 +32,8 @@ WINDOW_MARGIN_SECONDS = 1.0
 """An utterance gets the short window only if it leaves at least this much padding."""
 MAX_NEW_TOKENS = 200
 """Decoding limit per window (30 s of fast speech is about 150 tokens)."""
+TOKENS_PER_SECOND = 8
+"""Token budget per second of audio (fast speech is about 4-5): bounds a hallucination loop."""
 INSTALL_HINT = "python -m gateway.voice.model_install"
 
 
@@ -146,13 +148,15 @@ class WhisperDecoder:
         import ctranslate2
 
         start = time.perf_counter()
+        longest = max(len(p) for p in pieces) / ENGINE_RATE
+        budget = min(MAX_NEW_TOKENS, int(10 + TOKENS_PER_SECOND * longest))
         feats = np.stack([self.mel(p, window) for p in pieces])
         storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats))
         results = self.model.generate(
             storage,
             [self.prompt] * len(pieces),
             beam_size=self.beam_size,
-            max_length=len(self.prompt) + MAX_NEW_TOKENS,
+            max_length=len(self.prompt) + budget,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
