@@ -33,6 +33,7 @@ from gateway.digital.outbox import OUTBOX_FILE, Outbox
 from gateway.digital.outbox_page import OutboxPage
 from gateway.digital.outreach import Outreach
 from gateway.digital.sms import SmsInbound, SmsSender
+from gateway.telephony.twilio_media_server import add_twilio_media_routes
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/agent/ws", desktop.socket)
     app.router.add_get("/api/conversations/{conversation_id}/context", desktop.context_api)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    add_twilio_media_routes(app, settings)  # /media/twilio (Media Streams); voicegw serve attaches the pipeline
 
     async def on_startup(app: web.Application) -> None:
         await desktop.start()

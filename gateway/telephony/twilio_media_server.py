@@ -1,0 +1,414 @@
+"""Twilio Media Streams server: one :class:`VoiceSession` per bidirectional stream.
+
+TwiML for the number (Voice webhook of the Twilio number, or a TwiML Bin)::
+
+    <Response>
+      <Connect action="https://gateway.example.com/media/twilio/after">
+        <Stream url="wss://gateway.example.com/media/twilio">
+          <Parameter name="from" value="{{From}}"/>
+          <Parameter name="to" value="{{To}}"/>
+          <!-- optional: resume a conversation (callback, chat-to-voice pivot) -->
+          <Parameter name="conversation_id" value="..."/>
+        </Stream>
+      </Connect>
+    </Response>
+
+Per stream (a thin layer around :mod:`gateway.telephony.twilio_media`):
+
+* ``connected`` then ``start`` must arrive within ``start_timeout_seconds``; the session is
+  created with the caller id from ``customParameters.from``, the dialed number from ``to`` and
+  the conversation from ``conversation_id`` (resumed when it exists);
+* caller audio (base64 mu-law, 8 kHz) is decoded to PCM16 and pushed to the session; ``dtmf``
+  goes to ``push_dtmf``; ``stop`` or a WebSocket close ends the call;
+* one shared 20 ms tick (:mod:`media_pacer`) pulls ``session.pull_frame()`` and sends each
+  frame of bot audio as one ``media`` message of 160 mu-law bytes (frames of pure silence are
+  not sent: Twilio plays silence by itself);
+* when the session records a barge-in (``session.barge_ins`` grows) a ``clear`` drops what Twilio
+  still buffers. A key press that cuts a prompt is not exposed by the session and sends no
+  ``clear``; since audio is sent in real time, Twilio holds at most a few frames then;
+* when the session ends (goodbye played, or a transfer), the gateway closes the WebSocket and
+  Twilio goes on with the ``<Connect action>`` URL: ``/media/twilio/after`` answers with
+  ``<Dial>`` to the number configured for the transfer's queue, else ``<Hangup/>``.
+
+Every stream is bounded: message size (a larger one closes the stream with 1009), the schema
+(a message that is not a Media Streams message closes it with 1008), read timeouts (Twilio
+sends media every 20 ms for the whole call), and the send queue (a peer that stops reading is
+cut off). A failure ends its own stream with one log line carrying the call id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
+
+from aiohttp import WSMsgType, web
+
+from gateway.core.actions import Transfer
+from gateway.telephony import twilio_media as tm
+from gateway.telephony.media_pacer import MediaPacer
+from gateway.voice.audio import ulaw_decode, ulaw_encode
+
+log = logging.getLogger(__name__)
+
+PATH = "/media/twilio"
+MAX_REMEMBERED_TRANSFERS = 10_000
+FLOOD_BURST_SECONDS = 3.0
+FLOOD_SPEED = 4.0
+"""Caller audio may come in bursts (up to 6 s at once) but not, on average, faster than four
+times real time: a peer flooding audio would cost every call CPU (VAD)."""
+
+
+@dataclass(frozen=True)
+class TwilioMediaSettings:
+    """Settings of the Media Streams route (defaults serve a single gateway out of the box)."""
+
+    enabled: bool = True
+    path: str = PATH
+    max_message_bytes: int = tm.MAX_MESSAGE_BYTES
+    start_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 5.0
+    max_streams: int = 200
+    max_queued_frames: int = 250
+    """Bot frames waiting to be written (5 s): more means Twilio stopped reading."""
+    max_pending_frames: int = 800
+    """Caller audio held while the conversation is being opened (16 s)."""
+    transfer_numbers: dict[str, str] = field(default_factory=dict)
+    """Transfer queue -> number or SIP URI dialed after the stream (``"*"`` for any queue)."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TwilioMediaSettings":
+        """From ``settings.twilio_media`` when that section exists, else the defaults."""
+        section = getattr(settings, "twilio_media", None)
+        if section is None:
+            return cls()
+        data = section.model_dump() if hasattr(section, "model_dump") else dict(section)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class TwilioCallControl:
+    """Call control for a stream: transfers are carried out by ``<Connect action>`` after it."""
+
+    def __init__(self, server: "TwilioMediaServer", stream: "_Stream"):
+        self.server = server
+        self.stream = stream
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        numbers = self.server.cfg.transfer_numbers
+        target = numbers.get(action.queue) or numbers.get("*", "")
+        if not target:
+            log.warning("Twilio call %s: no transfer number for queue %r (twilio_media.transfer_numbers)",
+                        self.stream.call_id, action.queue)
+            return False
+        self.server.remember_transfer(self.stream.call_sid or self.stream.call_id, target)
+        return True
+
+    async def hangup(self, reason: str) -> None:
+        self.stream.hangup_requested = True
+
+
+class _Stream:
+    """One Media Streams WebSocket: codec in, session calls out, frames on each tick."""
+
+    def __init__(self, server: "TwilioMediaServer", ws: web.WebSocketResponse, peer: str):
+        self.server = server
+        self.ws = ws
+        self.peer = peer
+        self.parser = tm.TwilioMediaParser(server.cfg.max_message_bytes)
+        self.call_id = "-"
+        self.call_sid = ""
+        self.stream_sid = ""
+        self.session: Any = None
+        self.ready = False
+        self.pending: list[bytes] = []
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(server.cfg.max_queued_frames)
+        self.barge_ins = 0
+        self.frames_sent = 0
+        self.clears_sent = 0
+        self.hangup_requested = False
+        self.reason = ""
+        self.done = asyncio.Event()
+        self.silence = b""
+        self.credit = 0.0
+        self.credit_time = 0.0
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write(), name="twilio-writer")
+        try:
+            await self._read()
+        finally:
+            self.end(self.reason or "hangup")
+            try:
+                self.outbox.put_nowait(None)
+            except asyncio.QueueFull:
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            if not self.ws.closed:
+                await self.ws.close(code=self._close_code(), message=self.reason.encode()[:120])
+
+    def _close_code(self) -> int:
+        return {"protocol-error": 1008, "too-big": 1009, "error": 1011}.get(self.reason, 1000)
+
+    async def _read(self) -> None:
+        cfg = self.server.cfg
+        while not self.reason:
+            timeout = cfg.read_timeout_seconds if self.parser.started else cfg.start_timeout_seconds
+            try:
+                msg = await self.ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                log.warning("Twilio call %s from %s: nothing received for %.1f s; closing",
+                            self.call_id, self.peer, timeout)
+                self.reason = "timeout"
+                return
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    message = self.parser.receive_text(msg.data)
+                except tm.ProtocolError as exc:
+                    log.warning("Twilio call %s from %s: protocol error: %s; closing", self.call_id, self.peer, exc)
+                    self.reason = "protocol-error"
+                    return
+                await self._handle(message)
+            elif msg.type == WSMsgType.BINARY:
+                log.warning("Twilio call %s from %s: binary message (Media Streams send JSON text); closing",
+                            self.call_id, self.peer)
+                self.reason = "protocol-error"
+                return
+            elif msg.type == WSMsgType.ERROR:
+                exc = self.ws.exception()
+                too_big = "size" in str(exc).lower() or "too big" in str(exc).lower()
+                log.warning("Twilio call %s from %s: %s; closing", self.call_id, self.peer,
+                            f"message larger than {cfg.max_message_bytes} bytes" if too_big else exc)
+                self.reason = "too-big" if too_big else "protocol-error"
+                return
+            else:  # CLOSE, CLOSING, CLOSED
+                self.reason = self.reason or "hangup"
+                return
+
+    async def _handle(self, message: tm.Message) -> None:
+        if isinstance(message, tm.Media):
+            if message.track not in ("inbound", "inbound_track"):
+                return
+            if self._flooding(len(message.payload)):
+                log.warning("Twilio call %s from %s: audio arrives much faster than real time; closing",
+                            self.call_id, self.peer)
+                self.reason = "flood"
+                return
+            if not self.ready:
+                self.pending.append(message.payload)
+                if len(self.pending) > self.server.cfg.max_pending_frames:
+                    del self.pending[0]
+                return
+            self.session.push_audio(ulaw_decode(message.payload))
+        elif isinstance(message, tm.Start):
+            await self._begin(message)
+        elif isinstance(message, tm.Dtmf):
+            if self.ready:
+                self.session.push_dtmf(message.digit)
+        elif isinstance(message, tm.Stop):
+            log.info("Twilio call %s: stream stopped by Twilio", self.call_id)
+            self.reason = "hangup"
+        elif isinstance(message, tm.Mark):
+            log.debug("Twilio call %s: mark %s played", self.call_id, message.name)
+
+    def _flooding(self, nbytes: int) -> bool:
+        """Token bucket on caller audio: FLOOD_SPEED x real time, FLOOD_BURST_SECONDS deep."""
+        now = time.monotonic()
+        cap = FLOOD_BURST_SECONDS * tm.SAMPLE_RATE
+        if self.credit_time == 0.0:
+            self.credit, self.credit_time = cap, now
+        self.credit = min(cap, self.credit + (now - self.credit_time) * tm.SAMPLE_RATE * FLOOD_SPEED)
+        self.credit_time = now
+        self.credit -= nbytes
+        return self.credit < -cap
+
+    async def _begin(self, start: tm.Start) -> None:
+        server = self.server
+        self.stream_sid, self.call_sid = start.stream_sid, start.call_sid
+        self.call_id = start.call_sid or start.stream_sid
+        params = {k.lower(): v for k, v in start.custom_parameters.items()}
+        if len(server.streams) >= server.cfg.max_streams:
+            log.warning("Twilio call %s: %d streams already open; refused", self.call_id, len(server.streams))
+            self.reason = "busy"
+            return
+        control = TwilioCallControl(server, self)
+        try:
+            self.session = server.pipeline.session(
+                call_id=self.call_id, sample_rate=tm.SAMPLE_RATE,
+                caller_id=params.get("from", "") or params.get("caller_id", ""),
+                dialed=params.get("to", ""), conversation_id=params.get("conversation_id", ""),
+                control=control, outbound=params.get("outbound", "").lower() in ("1", "true", "yes"),
+            )
+        except Exception:  # the pipeline refused the call: end this stream only
+            log.exception("Twilio call %s: no voice session; closing", self.call_id)
+            self.reason = "error"
+            return
+        self.silence = bytes(self.session.frame_bytes)
+        server.streams[self.call_id] = self
+        server.pacer.add(self)
+        log.info("Twilio call %s started (stream %s, conversation %s)", self.call_id, self.stream_sid,
+                 params.get("conversation_id") or "new")
+        try:
+            await self.session.start()
+        except Exception:
+            log.exception("Twilio call %s: session start failed; closing", self.call_id)
+            self.reason = "error"
+            return
+        self.ready = True
+        pending, self.pending = self.pending, []
+        if pending:
+            self.session.push_audio(ulaw_decode(b"".join(pending)))
+
+    # --- the 20 ms tick ------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Send one frame of bot audio (if any); a ``clear`` after a barge-in; end when asked."""
+        if self.reason or not self.ready:
+            return
+        session = self.session
+        if session.ended.is_set() or self.hangup_requested:
+            self.end("ended")
+            return
+        barge_ins = len(getattr(session, "barge_ins", ()))
+        if barge_ins > self.barge_ins:
+            self.barge_ins = barge_ins
+            self._queue(tm.encode_clear(self.stream_sid))
+            self.clears_sent += 1
+        pcm = session.pull_frame()
+        if pcm and pcm != self.silence:
+            self._queue(tm.encode_media(self.stream_sid, ulaw_encode(pcm)))
+            self.frames_sent += 1
+
+    def _queue(self, text: str) -> None:
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("Twilio call %s: peer stopped reading (%d messages queued); closing",
+                        self.call_id, self.outbox.qsize())
+            self.end("stalled")
+
+    async def _write(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            if text is None or self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError) as exc:
+                log.info("Twilio call %s: send failed: %s", self.call_id, exc)
+                self.end("hangup")
+                return
+
+    # --- ending --------------------------------------------------------------------------------
+    def end(self, reason: str) -> None:
+        """End the call once: stop the tick, close the socket, stop the session."""
+        if self.done.is_set():
+            return
+        self.done.set()
+        self.reason = self.reason or reason
+        server = self.server
+        server.pacer.discard(self)
+        if server.streams.get(self.call_id) is self:
+            del server.streams[self.call_id]
+        if reason in ("ended", "stalled") and not self.ws.closed:
+            server.spawn(self.ws.close(code=1000 if reason == "ended" else 1011))
+        if self.session is None:
+            return
+        stop_reason = reason
+        if reason == "ended":
+            stop_reason = getattr(self.session, "end_reason", "") or "completed"
+        log.info("Twilio call %s ended: %s", self.call_id, stop_reason)
+        server.ended_calls += 1
+        server.spawn(self._stop(stop_reason))
+
+    async def _stop(self, reason: str) -> None:
+        try:
+            await self.session.stop(reason=reason)
+        except Exception:
+            log.exception("Twilio call %s: session stop failed", self.call_id)
+
+
+class TwilioMediaServer:
+    """The ``/media/twilio`` WebSocket route and its ``/after`` TwiML route."""
+
+    def __init__(self, settings: Any, pipeline: Any = None, cfg: TwilioMediaSettings | None = None):
+        self.settings = settings
+        self.cfg = cfg or TwilioMediaSettings.from_settings(settings)
+        self.pipeline = pipeline
+        self.pacer = MediaPacer("twilio")
+        self.streams: dict[str, _Stream] = {}
+        self.ended_calls = 0
+        self.transfers: dict[str, tuple[str, float]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register the routes on ``app`` and close the streams on its cleanup."""
+        app.router.add_get(self.cfg.path, self.handle_ws)
+        app.router.add_post(self.cfg.path.rstrip("/") + "/after", self.after_stream)
+        app.on_shutdown.append(lambda _app: self.close())
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def remember_transfer(self, call_sid: str, target: str) -> None:
+        self.transfers[call_sid] = (target, time.monotonic())
+        while len(self.transfers) > MAX_REMEMBERED_TRANSFERS:
+            del self.transfers[next(iter(self.transfers))]
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        """One Media Streams connection from Twilio."""
+        peer = request.remote or "-"
+        if self.pipeline is None or not self.cfg.enabled:
+            log.warning("Twilio stream from %s refused: no voice pipeline is running", peer)
+            raise web.HTTPServiceUnavailable(text="voice is not enabled on this gateway\n")
+        ws = web.WebSocketResponse(max_msg_size=self.cfg.max_message_bytes, autoping=True)
+        await ws.prepare(request)
+        stream = _Stream(self, ws, peer)
+        try:
+            await stream.run()
+        except Exception:  # one stream's failure must not reach aiohttp's error page or others
+            log.exception("Twilio call %s: stream failed", stream.call_id)
+            stream.end("error")
+        return ws
+
+    async def after_stream(self, request: web.Request) -> web.Response:
+        """``<Connect action>``: TwiML for what follows the stream (the transfer, or hang up)."""
+        form = await request.post()
+        call_sid = str(form.get("CallSid", ""))[:64]
+        target = self.transfers.pop(call_sid, ("", 0.0))[0]
+        if target:
+            log.info("Twilio call %s: transferred to %s", call_sid, target)
+            noun = f"<Sip>{escape(target)}</Sip>" if target.startswith("sip:") else f"<Number>{escape(target)}</Number>"
+            twiml = f"<Response><Dial>{noun}</Dial></Response>"
+        else:
+            twiml = "<Response><Hangup/></Response>"
+        return web.Response(text='<?xml version="1.0" encoding="UTF-8"?>' + twiml, content_type="text/xml")
+
+    async def close(self) -> None:
+        """End every live stream and wait for their sessions to stop."""
+        for stream in list(self.streams.values()):
+            stream.end("shutdown")
+            if not stream.ws.closed:
+                await stream.ws.close(code=1001)
+        await self.pacer.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+
+
+TWILIO_MEDIA: web.AppKey[TwilioMediaServer] = web.AppKey("voicegw_twilio_media", TwilioMediaServer)
+
+
+def add_twilio_media_routes(app: web.Application, settings: Any, pipeline: Any = None) -> TwilioMediaServer:
+    """Register ``/media/twilio`` on the gateway's web app; the pipeline may be attached later."""
+    server = TwilioMediaServer(settings, pipeline)
+    server.add_routes(app)
+    app[TWILIO_MEDIA] = server
+    return server
+
+
+def attach_pipeline(app: web.Application, pipeline: Any) -> None:
+    """Give the Media Streams route the process's voice pipeline (``voicegw serve`` does this)."""
+    app[TWILIO_MEDIA].pipeline = pipeline
