@@ -155,6 +155,20 @@ class AriSettings(Section):
     media_host: str = "127.0.0.1"
 
 
+class FreeSwitchSettings(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8084, ge=0, le=65535)
+    audio_host: str = "127.0.0.1"
+    audio_port: int = Field(8085, ge=0, le=65535)
+    audio_url: str = ""
+    sample_rate: Literal[8000, 16000] = 8000
+    agent_context: str = "voicegw-agents"
+    conversation_variable: str = "voicegw_conversation_id"
+    read_timeout_seconds: float = Field(5.0, gt=0)
+    command_timeout_seconds: float = Field(10.0, gt=0)
+
+
 class SipSettings(Section):
     enabled: bool = False
     mode: Literal["register", "trunk"] = "trunk"
@@ -222,6 +236,7 @@ class Settings(Section):
     ami: AmiSettings = AmiSettings()
     ari: AriSettings = AriSettings()
     sip: SipSettings = SipSettings()
+    freeswitch: FreeSwitchSettings = FreeSwitchSettings()
     twilio: TwilioSettings = TwilioSettings()
     links: LinkSettings = LinkSettings()
     chat: ChatSettings = ChatSettings()
