@@ -253,6 +253,25 @@ def bench_frame_access() -> None:
     for _ in range(n):
         frame.buf = pj.ByteVector(pcm)
     wslow = (time.perf_counter() - t0) / n
+    import asyncio as _asyncio
+
+    from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
+
+    loop = _asyncio.new_event_loop()
+    buffers = FrameBuffers("bench", 8000)
+    buffers.consumer = lambda pcm: None
+    port = CallAudioPort(buffers, FrameSink(loop))
+    small = pj.MediaFrame()
+    write_frame(small, bytes(320))
+    t0 = time.thread_time()
+    for _ in range(n * 10):
+        port.onFrameReceived(small)
+        buffers.outgoing.append(bytes(320))
+        port.onFrameRequested(small)
+    per_pair = (time.thread_time() - t0) / (n * 10)
+    loop.close()
+    print(f"port callbacks, tight loop: {per_pair * 1e6:.0f} us CPU per 20 ms (received + requested) = "
+          f"{per_pair / 0.02 * 100:.2f} % of a core per call")
     print(f"frame.buf (640 bytes): read bytes(buf) {slow * 1e6:.0f} us vs data pointer {fast * 1e6:.1f} us; "
           f"write ByteVector(pcm) {wslow * 1e6:.1f} us vs resize+memmove {wfast * 1e6:.1f} us "
           f"(fast path {'on' if FAST_FRAMES else 'OFF'})")

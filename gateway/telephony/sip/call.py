@@ -13,17 +13,23 @@ header of the INVITE).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
 from gateway.core.actions import Transfer
-from gateway.telephony.sip.runtime import guarded
+from gateway.telephony.sip.runtime import SipError, guarded
 
 if TYPE_CHECKING:
     from gateway.telephony.sip.endpoint import SipEndpoint
-    from gateway.telephony.sip.media import CallAudioPort, FrameBuffers
+    from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, MediaPacer
+
+log = logging.getLogger(__name__)
+
+SESSION_START_TIMEOUT_S = 15.0
+"""Opening the conversation and queueing the greeting; a stuck core ends that call only."""
 
 MAX_HEADER_SCAN = 8192
 """Only the start of an INVITE is searched for headers (the SDP body follows them)."""
@@ -109,6 +115,68 @@ class CallLeg:
     async def hangup(self, reason: str) -> None:
         """End the call (BYE, or CANCEL/final response before answer)."""
         await self.endpoint.hangup(self, reason)
+
+    # ---- session lifecycle (event loop) ----------------------------------------------------------
+    async def run_session(self, pipeline: Any, pacer: MediaPacer) -> None:
+        """Create and start the call's VoiceSession, feed its audio, hang up once it has ended."""
+        buffers = self.buffers
+        assert buffers is not None
+        try:
+            session = pipeline.session(
+                call_id=self.sip_call_id, sample_rate=buffers.sample_rate, caller_id=self.caller_id,
+                dialed=self.dialed, conversation_id=self.conversation_id, control=self,
+                outbound=self.outbound, channel="voice",
+            )
+            self.session = session
+            await asyncio.wait_for(session.start(), SESSION_START_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - this call fails alone
+            log.error("call %s: voice session failed to start: %s", self.label, exc)
+            if self.answered is not None and not self.answered.done():
+                self.answered.set_exception(SipError(f"voice session failed: {exc}"))
+            await self.hangup("session failed")
+            return
+        if self.closed.is_set():
+            return
+        self.conversation_id = getattr(session, "conversation_id", "") or self.conversation_id
+        buffers.consumer = session.push_audio
+        pacer.add(buffers, session.pull_frame, self._media_failed)
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_result(session)
+        ended = getattr(session, "ended", None)
+        if ended is None:
+            return
+        waiter = asyncio.ensure_future(ended.wait())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            closed.cancel()
+        if ended.is_set() and not self.closed.is_set():
+            await self.hangup("session ended")
+
+    def _media_failed(self) -> None:
+        task = asyncio.ensure_future(self.hangup("media error"))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def end(self, code: int, reason: str) -> None:
+        """The call is over (either side): stop the session (idempotent)."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.end_code, self.end_reason = code, reason
+        if self.buffers is not None:
+            self.buffers.active = False
+            self.buffers.consumer = None
+            log.info("call %s media stats %s", self.label, self.buffers.stats())
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_exception(SipError(f"call not answered: {code} {reason}"))
+        if self.session is not None:
+            try:
+                await asyncio.wait_for(self.session.stop("completed" if self.local_hangup else "hangup"), 10)
+            except Exception as exc:  # noqa: BLE001 - the call is gone either way
+                log.warning("call %s: session stop failed: %s", self.label, exc)
 
 
 class PjCall(pj.Call):

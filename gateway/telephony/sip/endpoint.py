@@ -22,20 +22,16 @@ import pjsua2 as pj
 from gateway.config import SipSettings
 from gateway.core.actions import Transfer
 from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_host, uri_user
-from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
+from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink, MediaPacer
 from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, PjRuntime, SipError, guarded
+from gateway.telephony.sip.ua_setup import account_config, create_transports, set_codec_priorities
 
 log = logging.getLogger(__name__)
 
-SESSION_START_TIMEOUT_S = 15.0
-"""Opening the conversation and queueing the greeting; a stuck core ends that call only."""
 TRANSFER_TIMEOUT_S = 15.0
 """How long a REFER may take to be accepted (202) and reported on (NOTIFY)."""
 UNREGISTER_WAIT_S = 2.0
 """How long close waits for the registrar to confirm the unregistration."""
-TICK_S = 0.02
-
-_TRANSPORTS = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
 
 
 class _Account(pj.Account):
@@ -77,7 +73,7 @@ class SipEndpoint:
         self.reg_code = 0
         self.rejected = 0
         self._sink: FrameSink | None = None
-        self._media: set[CallLeg] = set()
+        self.pacer = MediaPacer()
         self._ticker: asyncio.Task[None] | None = None
         # runtime-thread state
         self._account: _Account | None = None
@@ -96,7 +92,7 @@ class SipEndpoint:
         except BaseException:
             await self.loop.run_in_executor(None, self.runtime.stop)
             raise
-        self._ticker = asyncio.create_task(self._tick(), name="sip-media-ticker")
+        self._ticker = asyncio.create_task(self.pacer.run(), name="sip-media-pacer")
         if self.settings.max_calls > CALLS_PER_PROCESS:
             log.warning("sip.max_calls is %d but this pjsua2 build holds %d calls per process; "
                         "further calls get 486 Busy Here", self.settings.max_calls, CALLS_PER_PROCESS)
@@ -114,7 +110,7 @@ class SipEndpoint:
         if self.loop is not None:
             await self.loop.run_in_executor(None, self.runtime.stop)
         for leg in legs:
-            await self._end_leg(leg, 0, "gateway shutting down")
+            await leg.end(0, "gateway shutting down")
         pending = [task for leg in legs for task in leg.tasks]
         if pending:
             await asyncio.wait(pending, timeout=10)
@@ -124,57 +120,15 @@ class SipEndpoint:
         cfg.uaConfig.maxCalls = self.settings.max_calls + 8  # room to answer 486 ourselves
 
     def _pj_setup(self, ep: pj.Endpoint) -> None:
-        s = self.settings
-        wanted = [c.upper() for c in s.codecs]
-        for info in ep.codecEnum2():
-            name = info.codecId.split("/")[0].upper()
-            prio = 255 - wanted.index(name) if name in wanted else 0
-            ep.codecSetPriority(info.codecId, prio)
-        port = s.port
-        for name in s.transports:
-            cfg = pj.TransportConfig()
-            cfg.port = port + 1 if name == "tls" and port else port
-            if s.host not in ("", "0.0.0.0"):
-                cfg.boundAddress = s.host
-                cfg.publicAddress = s.host
-            if name == "tls":
-                cfg.tlsConfig.certFile = s.tls_cert_file
-                cfg.tlsConfig.privKeyFile = s.tls_key_file
-                cfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
-            tid = ep.transportCreate(_TRANSPORTS[name], cfg)
+        set_codec_priorities(ep, self.settings.codecs)
+        for name, (tid, bound) in create_transports(ep, self.settings).items():
             self.transports[name] = tid
-            bound = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
             self.ports[name] = bound
-            if not port:
-                port = bound  # udp and tcp share the first ephemeral port
-            if not self.port:
-                self.port = bound
+            self.port = self.port or bound
 
     def _pj_add_account(self) -> None:
-        s = self.settings
-        acfg = pj.AccountConfig()
-        host = s.host if s.host not in ("", "0.0.0.0") else "127.0.0.1"
-        if s.mode == "register":
-            if not s.registrar:
-                raise SipError("sip.mode is register but sip.registrar is empty")
-            domain = s.domain or uri_host(s.registrar).rsplit(":", 1)[0] or host
-            acfg.idUri = f"sip:{s.username}@{domain}"
-            acfg.regConfig.registrarUri = s.registrar
-            acfg.regConfig.timeoutSec = s.register_seconds
-            acfg.regConfig.retryIntervalSec = 30
-            acfg.regConfig.firstRetryIntervalSec = 5
-            cred = pj.AuthCredInfo("digest", s.domain or "*", s.username, 0, s.password)
-            acfg.sipConfig.authCreds.append(cred)
-        else:
-            acfg.idUri = f"sip:gateway@{host}:{self.port}"
-        tc = acfg.mediaConfig.transportConfig
-        tc.port = s.rtp_port
-        tc.portRange = 0 if not s.rtp_port else 10000
-        if s.host not in ("", "0.0.0.0"):
-            tc.boundAddress = s.host
-            tc.publicAddress = s.host
         self._account = _Account(self)
-        self._account.create(acfg, True)
+        self._account.create(account_config(self.settings, self.port), True)
 
     def _pj_teardown(self, ep: pj.Endpoint) -> None:
         self._closing = True
@@ -380,12 +334,12 @@ class SipEndpoint:
     def _on_confirmed(self, leg: CallLeg) -> None:
         leg.confirmed = True
         if leg.outbound and leg.buffers is not None and leg.session is None:
-            self._spawn(leg, self._start_session(leg))
+            self._spawn(leg, leg.run_session(self.pipeline, self.pacer))
 
     def _on_media_ready(self, leg: CallLeg, buffers: FrameBuffers) -> None:
         leg.buffers = buffers
         if leg.session is None and (not leg.outbound or leg.confirmed):
-            self._spawn(leg, self._start_session(leg))
+            self._spawn(leg, leg.run_session(self.pipeline, self.pacer))
 
     def _on_dtmf(self, leg: CallLeg, digit: str) -> None:
         log.info("call %s DTMF %s", leg.label, digit)
@@ -399,88 +353,13 @@ class SipEndpoint:
             pass
 
     def _on_disconnected(self, leg: CallLeg, code: int, reason: str) -> None:
-        self._spawn(leg, self._end_leg(leg, code, reason))
+        self.legs.pop(leg.key, None)
+        self._spawn(leg, leg.end(code, reason))
 
     def _spawn(self, leg: CallLeg, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         leg.tasks.add(task)
         task.add_done_callback(leg.tasks.discard)
-
-    async def _start_session(self, leg: CallLeg) -> None:
-        buffers = leg.buffers
-        assert buffers is not None
-        try:
-            session = self.pipeline.session(
-                call_id=leg.sip_call_id, sample_rate=buffers.sample_rate, caller_id=leg.caller_id,
-                dialed=leg.dialed, conversation_id=leg.conversation_id, control=leg,
-                outbound=leg.outbound, channel="voice",
-            )
-            leg.session = session
-            await asyncio.wait_for(session.start(), SESSION_START_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - this call fails alone
-            log.error("call %s: voice session failed to start: %s", leg.label, exc)
-            if leg.answered is not None and not leg.answered.done():
-                leg.answered.set_exception(SipError(f"voice session failed: {exc}"))
-            await self.hangup(leg, "session failed")
-            return
-        if leg.closed.is_set():
-            return
-        leg.conversation_id = getattr(session, "conversation_id", "") or leg.conversation_id
-        buffers.consumer = session.push_audio
-        self._media.add(leg)
-        if leg.answered is not None and not leg.answered.done():
-            leg.answered.set_result(session)
-        ended = getattr(session, "ended", None)
-        if ended is not None:
-            waiter = asyncio.ensure_future(ended.wait())
-            closed = asyncio.ensure_future(leg.closed.wait())
-            try:
-                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                closed.cancel()
-            if ended.is_set() and not leg.closed.is_set():
-                await self.hangup(leg, "session ended")
-
-    async def _end_leg(self, leg: CallLeg, code: int, reason: str) -> None:
-        if leg.closed.is_set():
-            return
-        leg.closed.set()
-        leg.end_code, leg.end_reason = code, reason
-        self._media.discard(leg)
-        self.legs.pop(leg.key, None)
-        if leg.buffers is not None:
-            leg.buffers.active = False
-            leg.buffers.consumer = None
-            log.info("call %s media stats %s", leg.label, leg.buffers.stats())
-        if leg.answered is not None and not leg.answered.done():
-            leg.answered.set_exception(SipError(f"call not answered: {code} {reason}"))
-        if leg.session is not None:
-            try:
-                await asyncio.wait_for(leg.session.stop("completed" if leg.local_hangup else "hangup"), 10)
-            except Exception as exc:  # noqa: BLE001 - the call is gone either way
-                log.warning("call %s: session stop failed: %s", leg.label, exc)
-
-    async def _tick(self) -> None:
-        """Keep every call's outgoing queue topped up from its session, every 20 ms."""
-        next_at = time.monotonic()
-        while True:
-            for leg in list(self._media):
-                buffers, session = leg.buffers, leg.session
-                if buffers is None or not buffers.active:
-                    continue
-                try:
-                    buffers.top_up(session.pull_frame)
-                except Exception:  # noqa: BLE001 - one broken session must not silence the others
-                    log.exception("call %s: pull_frame failed; hanging up", leg.label)
-                    self._media.discard(leg)
-                    self._spawn(leg, self.hangup(leg, "media error"))
-            next_at += TICK_S
-            delay = next_at - time.monotonic()
-            if delay < -0.2:  # far behind (a stalled loop): do not burst, restart the schedule
-                next_at = time.monotonic()
-                delay = 0
-            await asyncio.sleep(max(delay, 0))
 
     # ---- loop: public operations -------------------------------------------------------------
     def target_uri(self, target: str) -> str:

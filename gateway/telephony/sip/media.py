@@ -165,6 +165,47 @@ class FrameSink:
                     buffers.active = False
 
 
+class MediaPacer:
+    """Loop side: every 20 ms, tops up each call's outgoing queue from its session."""
+
+    TICK_S = 0.02
+
+    def __init__(self) -> None:
+        self._calls: dict[FrameBuffers, tuple[Callable[[], bytes], Callable[[], None]]] = {}
+
+    def add(self, buffers: FrameBuffers, pull: Callable[[], bytes], on_error: Callable[[], None]) -> None:
+        """Start pacing a call; ``on_error`` runs (once) if ``pull`` raises."""
+        self._calls[buffers] = (pull, on_error)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def tick(self) -> None:
+        """One round over the calls; a call whose session fails is dropped, the others go on."""
+        for buffers, (pull, on_error) in list(self._calls.items()):
+            if not buffers.active:
+                del self._calls[buffers]
+                continue
+            try:
+                buffers.top_up(pull)
+            except Exception:  # noqa: BLE001 - one broken session must not silence the others
+                log.exception("call %s: pull_frame failed; hanging up", buffers.call_id)
+                del self._calls[buffers]
+                on_error()
+
+    async def run(self) -> None:
+        """Tick on a fixed 20 ms schedule (no catch-up burst after a stall)."""
+        next_at = time.monotonic()
+        while True:
+            self.tick()
+            next_at += self.TICK_S
+            delay = next_at - time.monotonic()
+            if delay < -0.2:  # far behind (a stalled loop): restart the schedule
+                next_at = time.monotonic()
+                delay = 0.0
+            await asyncio.sleep(max(delay, 0.0))
+
+
 class CallAudioPort(pj.AudioMediaPort):
     """The conference-bridge port of one call: caller audio in, bot audio out."""
 
