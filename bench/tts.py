@@ -105,7 +105,8 @@ def intelligibility(texts: dict[str, list[str]]) -> None:
             result = decoder.transcribe([x16])[0]
             e, n = word_errors(text, result.text)
             errors, words = errors + e, words + n
-        print(f"  {engine:<7} intelligibility at 8 kHz (Whisper base WER over {words} words): {errors / words:.3f}")
+        print(f"  {engine:<7} intelligibility at 8 kHz (Whisper base WER over {words} words): {errors / words:.3f}"
+              "  (numbers Whisper writes as digits count as errors: '$25' for 'twenty five dollars')")
 
 
 def main() -> int:
