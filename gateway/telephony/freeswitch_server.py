@@ -1,0 +1,424 @@
+"""FreeSWITCH connector: outbound event socket for call control, mod_audio_stream for audio.
+
+The dialplan hands each call to the gateway with ``<action application="socket"
+data="127.0.0.1:8084 async full"/>`` (see ``dialplans/freeswitch/``). Per connection:
+
+1. ``connect``: the reply describes the channel (UUID, caller id, dialed number, and the
+   conversation id when the channel carries ``voicegw_conversation_id``, as a callback does);
+2. ``myevents plain``, ``linger`` and ``resume``: this channel's events (DTMF, hangup) come to
+   the socket, and closing the socket lets the dialplan go on (a transferred call is not dropped);
+3. ``answer``, then ``api uuid_audio_stream <uuid> start ws://<gateway>:8085/media/freeswitch/<uuid>
+   mono 8k <metadata>``: mod_audio_stream opens a WebSocket to the gateway and sends the
+   caller's audio as binary L16 frames; the gateway sends the bot's audio back on it as binary
+   L16 frames, paced at 20 ms by the shared clock (:mod:`media_pacer`). Playing what the
+   WebSocket returns needs the mod_audio_stream release with bi-directional streaming
+   (v1.0.3 and later); the open-source edition only streams the caller's audio out;
+4. the session opens (or resumes) the conversation; its id is written to the channel
+   (``uuid_setvar``), so the agent's leg and the CDR carry it;
+5. DTMF events go to the session; a transfer sets ``voicegw_transfer_queue`` and runs
+   ``uuid_transfer <uuid> <queue> XML <agent_context>``; when the session ends otherwise the
+   gateway hangs up (``sendmsg`` ``call-command: hangup``); a hangup event stops the session.
+
+Bounded everywhere: the ESL codec's header and body limits, a reply timeout per command,
+the audio WebSocket's message size and read timeout. A failing call is hung up and logged
+with its UUID; other calls go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.config import Settings
+from gateway.core.actions import Transfer
+from gateway.telephony import freeswitch as esl
+from gateway.telephony.media_pacer import MediaPacer
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 65536
+MAX_AUDIO_MESSAGE = 64 * 1024
+"""Largest WebSocket message from mod_audio_stream (it sends 20 ms frames: 320 or 640 bytes)."""
+AUDIO_PATH = "/media/freeswitch/{uuid}"
+MAX_PENDING_AUDIO = 256 * 1024
+
+
+class FreeSwitchCallControl:
+    """Transfer and hangup through the call's event socket."""
+
+    def __init__(self, call: "EslCall"):
+        self.call = call
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        call = self.call
+        cfg = call.server.cfg
+        queue = "".join(c for c in action.queue if c.isalnum() or c in "_-+") or "agents"
+        setvars = f"voicegw_transfer_queue={queue};{cfg.conversation_variable}={conversation_id}"
+        try:
+            await call.api(f"uuid_setvar_multi {call.uuid} {setvars}")
+            reply = await call.api(f"uuid_transfer {call.uuid} {queue} XML {cfg.agent_context}")
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            log.warning("FreeSWITCH call %s: transfer failed: %s", call.uuid, exc or "no reply")
+            return False
+        if not reply.ok:
+            log.warning("FreeSWITCH call %s: uuid_transfer refused: %s", call.uuid, reply.reply_text)
+            return False
+        call.transferred = True
+        log.info("FreeSWITCH call %s transferred to %s@%s", call.uuid, queue, cfg.agent_context)
+        return True
+
+    async def hangup(self, reason: str) -> None:
+        await self.call.hangup()
+
+
+class EslCall:
+    """One outbound event socket connection (one call) and its audio WebSocket."""
+
+    def __init__(self, server: "FreeSwitchServer", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server = server
+        self.reader, self.writer = reader, writer
+        self.parser = esl.EslParser()
+        self.peer = writer.get_extra_info("peername")
+        self.uuid = "-"
+        self.info: esl.ChannelInfo | None = None
+        self.replies: deque[asyncio.Future[esl.EslMessage]] = deque()
+        self.session: Any = None
+        self.ws: web.WebSocketResponse | None = None
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(250)
+        self.ready = False
+        self.transferred = False
+        self.hung_up = False
+        self.reason = ""
+        self.closed = asyncio.Event()
+        self.silence = b""
+
+    @property
+    def call_id(self) -> str:
+        return self.uuid
+
+    # --- event socket ------------------------------------------------------------------------
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read_esl(), name="esl-reader")
+        try:
+            await self._setup()
+            await self.closed.wait()
+        except (asyncio.TimeoutError, TimeoutError):
+            log.warning("FreeSWITCH call %s from %s: no reply within %.1f s; closing", self.uuid, self.peer,
+                        self.server.cfg.command_timeout_seconds)
+            self.end("timeout")
+        except (ConnectionError, esl.ProtocolError) as exc:
+            if not self.reason:
+                log.warning("FreeSWITCH call %s from %s: %s; closing", self.uuid, self.peer, exc)
+            self.end("error")
+        finally:
+            self.end(self.reason or "hangup")
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.writer.close()
+
+    async def _setup(self) -> None:
+        cfg = self.server.cfg
+        connect = await self.command(esl.encode_command("connect"))
+        self.info = esl.ChannelInfo.from_connect(connect, cfg.conversation_variable)
+        self.uuid = self.info.uuid
+        self.server.calls[self.uuid] = self
+        log.info("FreeSWITCH call %s from %s (caller %s, dialed %s)", self.uuid, self.peer,
+                 self.info.caller_id or "-", self.info.dialed or "-")
+        await self.command(esl.encode_command("myevents plain"))
+        await self.command(esl.encode_command("linger"))
+        await self.command(esl.encode_command("resume"))  # closing the socket never drops a transferred call
+        answer = await self.command(esl.encode_execute("answer"))
+        if not answer.ok:
+            raise esl.ProtocolError(f"answer refused: {answer.reply_text}")
+        meta = json.dumps({"uuid": self.uuid, "caller_id": self.info.caller_id})
+        rate = "16k" if cfg.sample_rate == 16000 else "8k"
+        url = self.server.audio_url(self.uuid)
+        reply = await self.api(f"uuid_audio_stream {self.uuid} start {url} mono {rate} {meta}")
+        if not reply.ok:
+            log.error("FreeSWITCH call %s: uuid_audio_stream failed (%s): is mod_audio_stream loaded? "
+                      "hanging up", self.uuid, reply.reply_text or "no reply")
+            await self.hangup("SERVICE_UNAVAILABLE")
+            self.end("no-audio")
+
+    async def command(self, data: bytes) -> esl.EslMessage:
+        """Send one command and wait for its reply (replies come in order)."""
+        if self.reason:
+            raise ConnectionError(f"call already ended ({self.reason})")
+        fut: asyncio.Future[esl.EslMessage] = asyncio.get_running_loop().create_future()
+        self.replies.append(fut)
+        self.writer.write(data)
+        return await asyncio.wait_for(fut, self.server.cfg.command_timeout_seconds)
+
+    async def api(self, command: str) -> esl.EslMessage:
+        return await self.command(esl.encode_api(command))
+
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        if self.hung_up or self.writer.is_closing():
+            return
+        self.hung_up = True
+        try:
+            await self.command(esl.encode_hangup(cause))
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            log.info("FreeSWITCH call %s: hangup not confirmed: %s", self.uuid, exc or "timeout")
+
+    async def _read_esl(self) -> None:
+        try:
+            while True:
+                data = await self.reader.read(READ_CHUNK)
+                if not data:
+                    self.parser.receive_eof()
+                    break
+                for msg in self.parser.receive_data(data):
+                    self._dispatch(msg)
+        except esl.ProtocolError as exc:
+            log.warning("FreeSWITCH call %s from %s: protocol error: %s; closing", self.uuid, self.peer, exc)
+            self.end("protocol-error")
+        except ConnectionError:
+            pass
+        self.end(self.reason or "hangup")
+
+    def _dispatch(self, msg: esl.EslMessage) -> None:
+        ctype = msg.content_type
+        if ctype in ("command/reply", "api/response"):
+            while self.replies:
+                fut = self.replies.popleft()
+                if not fut.done():
+                    fut.set_result(msg)
+                    return
+            log.debug("FreeSWITCH call %s: reply nobody waited for: %s", self.uuid, msg.reply_text)
+        elif ctype == "text/event-plain":
+            self._event(msg.event())
+        elif ctype == "text/disconnect-notice":
+            self.end("hangup")
+
+    def _event(self, event: esl.EslEvent) -> None:
+        name = event.name
+        if name == "DTMF":
+            digit = event.get("DTMF-Digit")
+            if self.ready and digit:
+                self.session.push_dtmf(digit)
+        elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            self.hung_up = True
+            self.end("hangup")
+
+    # --- audio WebSocket (mod_audio_stream) ----------------------------------------------------
+    async def serve_audio(self, ws: web.WebSocketResponse) -> None:
+        server = self.server
+        cfg = server.cfg
+        assert self.info is not None
+        self.ws = ws
+        try:
+            self.session = server.pipeline.session(
+                call_id=self.uuid, sample_rate=cfg.sample_rate, caller_id=self.info.caller_id,
+                dialed=self.info.dialed, conversation_id=self.info.conversation_id,
+                control=FreeSwitchCallControl(self))
+        except Exception:  # the pipeline refused the call: end this call only
+            log.exception("FreeSWITCH call %s: no voice session; hanging up", self.uuid)
+            self.end("error")
+            return
+        self.silence = bytes(self.session.frame_bytes)
+        writer = asyncio.create_task(self._write_audio(ws), name="fs-audio-writer")
+        reader = asyncio.create_task(self._read_audio(ws), name="fs-audio-reader")
+        try:
+            await self.session.start()
+            conv = getattr(self.session, "conversation_id", "")
+            if conv and not self.reason:
+                await self.api(f"uuid_setvar {self.uuid} {cfg.conversation_variable} {conv}")
+            self.ready = True
+            server.pacer.add(self)
+            await self.closed.wait()
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            log.warning("FreeSWITCH call %s: %s while starting; hanging up", self.uuid, exc or "timeout")
+            self.end("error")
+        finally:
+            reader.cancel()
+            try:
+                self.outbox.put_nowait(None)
+            except asyncio.QueueFull:
+                writer.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+
+    async def _read_audio(self, ws: web.WebSocketResponse) -> None:
+        timeout = self.server.cfg.read_timeout_seconds
+        pending = bytearray()
+        while not self.reason:
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                log.warning("FreeSWITCH call %s: no audio for %.1f s; hanging up", self.uuid, timeout)
+                self.end("timeout")
+                return
+            if msg.type == WSMsgType.BINARY:
+                if self.ready:
+                    if pending:
+                        self.session.push_audio(bytes(pending))
+                        pending.clear()
+                    self.session.push_audio(msg.data)
+                elif len(pending) < MAX_PENDING_AUDIO:
+                    pending += msg.data
+            elif msg.type == WSMsgType.TEXT:
+                log.debug("FreeSWITCH call %s: stream text %s", self.uuid, msg.data[:200])
+            elif msg.type == WSMsgType.ERROR:
+                log.warning("FreeSWITCH call %s: audio stream error: %s; hanging up", self.uuid, ws.exception())
+                self.end("protocol-error")
+                return
+            else:
+                log.info("FreeSWITCH call %s: audio stream closed", self.uuid)
+                self.end("audio-closed")
+                return
+
+    async def _write_audio(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            frame = await self.outbox.get()
+            if frame is None or ws.closed:
+                return
+            try:
+                await ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError):
+                self.end("audio-closed")
+                return
+
+    def tick(self, now: float) -> None:
+        """One 20 ms frame of bot audio to mod_audio_stream; end the call when the session asks."""
+        if self.reason or not self.ready:
+            return
+        if self.session.ended.is_set():
+            self.end("ended")
+            return
+        pcm = self.session.pull_frame()
+        if pcm and pcm != self.silence:
+            try:
+                self.outbox.put_nowait(pcm)
+            except asyncio.QueueFull:
+                log.warning("FreeSWITCH call %s: audio stream stopped reading; hanging up", self.uuid)
+                self.end("stalled")
+
+    # --- ending --------------------------------------------------------------------------------
+    def end(self, reason: str) -> None:
+        """End the call once: hang up (unless transferred or already gone), stop the session."""
+        if self.reason:
+            return
+        self.reason = reason
+        server = self.server
+        server.pacer.discard(self)
+        if server.calls.get(self.uuid) is self:
+            del server.calls[self.uuid]
+        self.closed.set()
+        for fut in self.replies:
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"call ended ({reason})"))
+        server.spawn(self._finish(reason))
+
+    async def _finish(self, reason: str) -> None:
+        if not self.transferred and not self.hung_up and reason not in ("protocol-error",):
+            self.hung_up = True
+            try:
+                self.writer.write(esl.encode_hangup())
+            except (ConnectionError, RuntimeError):
+                pass
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close()
+        if self.session is None:
+            return
+        stop_reason = reason
+        if reason == "ended":
+            stop_reason = "transferred" if self.transferred else (getattr(self.session, "end_reason", "") or "completed")
+        log.info("FreeSWITCH call %s ended: %s", self.uuid, stop_reason)
+        server = self.server
+        server.ended_calls += 1
+        try:
+            await self.session.stop(reason=stop_reason)
+        except Exception:
+            log.exception("FreeSWITCH call %s: session stop failed", self.uuid)
+
+
+class FreeSwitchServer:
+    """The outbound event socket server and the audio WebSocket server."""
+
+    def __init__(self, settings: Settings, pipeline: Any):
+        self.settings = settings
+        self.cfg = settings.freeswitch
+        self.pipeline = pipeline
+        self.calls: dict[str, EslCall] = {}
+        self.pacer = MediaPacer("freeswitch")
+        self.ended_calls = 0
+        self._esl: asyncio.base_events.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self.audio_port = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        if self._esl is None or not self._esl.sockets:
+            return 0
+        return int(self._esl.sockets[0].getsockname()[1])
+
+    def audio_url(self, uuid: str) -> str:
+        base = self.cfg.audio_url.rstrip("/") or f"ws://{self.cfg.audio_host}:{self.audio_port}"
+        return base + AUDIO_PATH.format(uuid=uuid)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> "FreeSwitchServer":
+        app = web.Application()
+        app.router.add_get(AUDIO_PATH, self._audio)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.audio_host, self.cfg.audio_port)
+        await site.start()
+        self.audio_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._esl = await asyncio.start_server(self._connection, self.cfg.host, self.cfg.port,
+                                               limit=esl.MAX_HEADER_BYTES)
+        log.info("FreeSWITCH event socket on %s:%d, audio WebSocket on %s", self.cfg.host, self.port,
+                 self.audio_url("<uuid>"))
+        return self
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        call = EslCall(self, reader, writer)
+        try:
+            await call.run()
+        except Exception:  # one call's failure must not reach the server
+            log.exception("FreeSWITCH call %s: failed", call.uuid)
+            call.end("error")
+
+    async def _audio(self, request: web.Request) -> web.StreamResponse:
+        uuid = request.match_info["uuid"]
+        call = self.calls.get(uuid)
+        if call is None or call.ws is not None:
+            log.warning("FreeSWITCH audio stream for unknown call %s from %s refused", uuid[:64], request.remote)
+            raise web.HTTPNotFound(text="no such call\n")
+        ws = web.WebSocketResponse(max_msg_size=MAX_AUDIO_MESSAGE)
+        await ws.prepare(request)
+        try:
+            await call.serve_audio(ws)
+        except Exception:
+            log.exception("FreeSWITCH call %s: audio stream failed", uuid)
+            call.end("error")
+        return ws
+
+    async def close(self) -> None:
+        """Stop listening, hang up every live call, wait for the sessions to stop."""
+        if self._esl is not None:
+            self._esl.close()
+        for call in list(self.calls.values()):
+            call.end("shutdown")
+        await self.pacer.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._esl = None
+
+
+async def start_freeswitch_channel(settings: Settings, core: Any, pipeline: Any) -> FreeSwitchServer:
+    """Start the FreeSWITCH connector for ``voicegw serve`` (``settings.freeswitch``)."""
+    return await FreeSwitchServer(settings, pipeline).start()
