@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -88,13 +89,18 @@ async def test_utterance_longer_than_the_window(router: AsrRouter) -> None:
     assert wer(reference, t.text) <= 0.2, t.text
 
 
-async def test_closed_set_falls_back_to_whisper_when_the_grammar_cannot_fit(router: AsrRouter) -> None:
+async def test_closed_set_falls_back_to_whisper_when_the_grammar_cannot_fit(
+    router: AsrRouter, caplog: pytest.LogCaptureFixture
+) -> None:
     # Eight digits expected, three spoken: the grammar cannot end on a full answer, Whisper is asked.
+    caplog.set_level(logging.INFO, logger="gateway.voice.asr")
     u = utterance("three three seven")
-    t = await router.recognize(u.pcm, 8000, Expect(kind="digits", min_digits=8, max_digits=8))
+    expect = Expect(kind="digits", min_digits=8, max_digits=8, sensitive=True)
+    t = await router.recognize(u.pcm, 8000, expect)
     assert t.engine == "whisper"
     assert spoken_digits(t.text) == "337"
     assert router.stats["fallbacks"] == 1
+    assert "asking whisper" in caplog.text and "three" not in caplog.text  # a PIN never reaches the log
 
 
 async def test_tts_prompts_are_intelligible(router: AsrRouter, tmp_path: Path) -> None:

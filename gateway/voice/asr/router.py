@@ -145,7 +145,7 @@ class AsrRouter:
                 return result
             self.stats["fallbacks"] += 1
             log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
-                     result.text, result.confidence, expect.kind)
+                     "<redacted>" if expect.sensitive else result.text, result.confidence, expect.kind)
             again = await self._run_whisper(pcm, sample_rate)
             self.stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
