@@ -296,3 +296,77 @@ async def test_without_a_pipeline_the_route_refuses(twilio):
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
         await http.ws_connect(ts.make_url("/media/twilio"))
     assert err.value.status == 503
+
+
+# --- one whole call through the real core and the real voice pipeline ---------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_a_twilio_call_through_the_real_gateway_asks_for_an_agent_and_is_transferred(tmp_path):
+    from gateway.app import build_core
+    from gateway.telephony.twilio_media_server import TWILIO_MEDIA, attach_pipeline
+    from gateway.voice.pipeline import VoicePipeline
+    from gateway.web.app import start_web
+    from tests.voice.speech_corpus import utterance
+
+    settings = load_settings(environ={}, overrides={
+        "data_dir": str(tmp_path), "web": {"port": 0}, "voice": {"asr": {"workers": 1}}})
+    core = await build_core(settings)
+    pipeline = VoicePipeline(settings, core)
+    await pipeline.start()
+    web_runner = await start_web(settings, core, store=core.store, crm=core.crm)
+    attach_pipeline(web_runner.app, pipeline)
+    server = web_runner.app[TWILIO_MEDIA]
+    server.cfg = TwilioMediaSettings(transfer_numbers={"*": "+15550123"})
+    loop = asyncio.get_running_loop()
+    got: list[tuple[float, dict]] = []
+    closed = asyncio.Event()
+    outgoing = bytearray()
+    http = aiohttp.ClientSession()
+    try:
+        ws = await http.ws_connect(f"{web_runner.url}/media/twilio")
+        await ws.send_str(connected())
+        await ws.send_str(start(params={"from": "+15550100", "to": "+15550199"}))
+
+        async def receive() -> None:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    got.append((loop.time(), json.loads(msg.data)))
+            closed.set()
+
+        async def send() -> None:  # the caller's line: 20 ms of mu-law every 20 ms, silence between words
+            t0, n = loop.time(), 0
+            while not closed.is_set():
+                pcm = bytes(outgoing[:320]).ljust(320, b"\x00")
+                del outgoing[:320]
+                n += 1
+                try:
+                    await ws.send_str(media(ulaw_encode(pcm), n))
+                except ConnectionError:
+                    return
+                await asyncio.sleep(max(0.0, t0 + n * 0.02 - loop.time()))
+
+        tasks = [asyncio.create_task(receive()), asyncio.create_task(send())]
+
+        def bot_talking_recently() -> bool:
+            return bool(got) and loop.time() - got[-1][0] < 0.5
+
+        await until(bot_talking_recently, 60)                # the greeting plays
+        await until(lambda: not bot_talking_recently(), 60)  # and ends
+        outgoing += utterance("I would like to speak to an agent", rate=8000).pcm
+        await asyncio.wait_for(closed.wait(), 120)           # transferred: the gateway ends the stream
+        for t in tasks:
+            t.cancel()
+        async with http.post(f"{web_runner.url}/media/twilio/after", data={"CallSid": CALL}) as resp:
+            twiml = await resp.text()
+    finally:
+        await http.close()
+        await web_runner.close()
+        await pipeline.close()
+        await core.store.close()
+    assert ws.close_code == 1000
+    assert "<Dial><Number>+15550123</Number></Dial>" in twiml
+    media_out = [(t, m) for t, m in got if m["event"] == "media"]
+    assert media_out and all(len(base64.b64decode(m["media"]["payload"])) == 160 for _, m in media_out)
+    # paced: the replies never arrive faster than real time (allowing for scheduling jitter)
+    span = media_out[-1][0] - media_out[0][0]
+    assert len(media_out) <= span / 0.02 * 1.25 + 10, (len(media_out), span)
