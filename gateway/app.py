@@ -78,7 +78,7 @@ async def start_gateway(settings: Settings) -> RunningGateway:
         return result
 
     pipeline = None
-    if settings.audiosocket.enabled or settings.sip.enabled or settings.fastagi.enabled:
+    if settings.audiosocket.enabled or settings.sip.enabled or settings.fastagi.enabled or settings.ari.enabled:
         from gateway.voice.pipeline import VoicePipeline
 
         async def start_voice() -> Any:
@@ -88,7 +88,8 @@ async def start_gateway(settings: Settings) -> RunningGateway:
             return pipeline
 
         await attempt("voice pipeline", start_voice)
-    if pipeline is not None and (settings.audiosocket.enabled or settings.fastagi.enabled or settings.ami.enabled):
+    if pipeline is not None and (settings.audiosocket.enabled or settings.fastagi.enabled or settings.ami.enabled
+                                 or settings.ari.enabled):
         from gateway.telephony.asterisk import start_asterisk_channels
 
         await attempt("asterisk channels", lambda: start_asterisk_channels(settings, core, pipeline))
