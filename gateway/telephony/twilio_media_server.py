@@ -30,6 +30,10 @@ Per stream (a thin layer around :mod:`gateway.telephony.twilio_media`):
   Twilio goes on with the ``<Connect action>`` URL: ``/media/twilio/after`` answers with
   ``<Dial>`` to the number configured for the transfer's queue, else ``<Hangup/>``.
 
+When ``twilio.auth_token`` is set, both routes require a valid ``X-Twilio-Signature`` computed
+over the public URL (``web.public_url`` with ``ws``/``wss`` for the stream); without a token
+(local tests, a private network) requests are not checked.
+
 Every stream is bounded: message size (a larger one closes the stream with 1009), the schema
 (a message that is not a Media Streams message closes it with 1008), read timeouts (Twilio
 sends media every 20 ms for the whole call), and the send queue (a peer that stops reading is
@@ -150,7 +154,7 @@ class _Stream:
                 await self.ws.close(code=self._close_code(), message=self.reason.encode()[:120])
 
     def _close_code(self) -> int:
-        return {"protocol-error": 1008, "too-big": 1009, "error": 1011}.get(self.reason, 1000)
+        return {"protocol-error": 1008, "too-big": 1009, "error": 1011, "busy": 1013}.get(self.reason, 1000)
 
     async def _read(self) -> None:
         cfg = self.server.cfg
@@ -358,9 +362,31 @@ class TwilioMediaServer:
         while len(self.transfers) > MAX_REMEMBERED_TRANSFERS:
             del self.transfers[next(iter(self.transfers))]
 
+    def signed(self, request: web.Request, url: str, params: dict[str, str]) -> bool:
+        """True when no auth token is configured or ``X-Twilio-Signature`` matches ``url``."""
+        token = getattr(getattr(self.settings, "twilio", None), "auth_token", "")
+        if not token:
+            return True
+        from twilio.request_validator import RequestValidator
+
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if signature and RequestValidator(token).validate(url, params, signature):
+            return True
+        log.warning("Twilio request to %s from %s refused: bad or missing X-Twilio-Signature", url,
+                    request.remote)
+        return False
+
+    def public_url(self, request: web.Request, websocket: bool = False) -> str:
+        base = self.settings.web.public_url.rstrip("/")
+        if websocket:
+            base = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:] if base.startswith("http") else base
+        return base + request.path_qs
+
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """One Media Streams connection from Twilio."""
         peer = request.remote or "-"
+        if not self.signed(request, self.public_url(request, websocket=True), {}):
+            raise web.HTTPForbidden(text="forbidden: request signature does not match\n")
         if self.pipeline is None or not self.cfg.enabled:
             log.warning("Twilio stream from %s refused: no voice pipeline is running", peer)
             raise web.HTTPServiceUnavailable(text="voice is not enabled on this gateway\n")
@@ -377,6 +403,8 @@ class TwilioMediaServer:
     async def after_stream(self, request: web.Request) -> web.Response:
         """``<Connect action>``: TwiML for what follows the stream (the transfer, or hang up)."""
         form = await request.post()
+        if not self.signed(request, self.public_url(request), {k: str(v) for k, v in form.items()}):
+            raise web.HTTPForbidden(text="forbidden: request signature does not match\n")
         call_sid = str(form.get("CallSid", ""))[:64]
         target = self.transfers.pop(call_sid, ("", 0.0))[0]
         if target:

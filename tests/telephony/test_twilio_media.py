@@ -122,8 +122,8 @@ def test_codec_rejects_bad_messages_within_a_stream(text, error):
 async def twilio():
     servers = []
 
-    async def make(pipeline, **cfg):
-        settings = load_settings(environ={}, overrides={})
+    async def make(pipeline, settings_overrides=None, **cfg):
+        settings = load_settings(environ={}, overrides=settings_overrides or {})
         server = TwilioMediaServer(settings, pipeline, TwilioMediaSettings(**cfg))
         app = web.Application()
         server.add_routes(app)
@@ -289,6 +289,33 @@ async def test_bad_streams_end_alone_while_a_good_call_runs(twilio, caplog):
     await good.close()
     text = caplog.text
     assert "CAunk" in text and "unknown event" in text and "CAquiet" in text and "nothing received" in text
+
+
+async def test_with_an_auth_token_only_requests_signed_by_twilio_are_served(twilio):
+    from twilio.request_validator import RequestValidator
+
+    pipeline = FakePipeline()
+    server, ts, http = await twilio(pipeline, settings_overrides={
+        "twilio": {"auth_token": "secret-token"}, "web": {"public_url": "https://gw.example.com"}})
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await http.ws_connect(ts.make_url("/media/twilio"))
+    assert err.value.status == 403
+    forged = RequestValidator("other-token").compute_signature("wss://gw.example.com/media/twilio", {})
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await http.ws_connect(ts.make_url("/media/twilio"), headers={"X-Twilio-Signature": forged})
+    assert err.value.status == 403
+    good = RequestValidator("secret-token").compute_signature("wss://gw.example.com/media/twilio", {})
+    ws = await http.ws_connect(ts.make_url("/media/twilio"), headers={"X-Twilio-Signature": good})
+    await ws.send_str(connected())
+    await ws.send_str(start())
+    await asyncio.wait_for(pipeline.created.wait(), 5)
+    await ws.close()
+    form = {"CallSid": CALL}
+    async with http.post(ts.make_url("/media/twilio/after"), data=form) as resp:
+        assert resp.status == 403
+    sig = RequestValidator("secret-token").compute_signature("https://gw.example.com/media/twilio/after", form)
+    async with http.post(ts.make_url("/media/twilio/after"), data=form, headers={"X-Twilio-Signature": sig}) as resp:
+        assert resp.status == 200 and "<Hangup/>" in await resp.text()
 
 
 async def test_without_a_pipeline_the_route_refuses(twilio):
