@@ -199,10 +199,14 @@ def utterance(
     if ulaw:
         out = audio.ulaw_decode(audio.ulaw_encode(out))
     start_s, end_s = lead / rate, (lead + len(speech)) / rate
-    tmp = wav.with_suffix(f".{os.getpid()}.tmp.wav")
+    # meta first, then the clip, each renamed into place: a reader that sees the clip sees both
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    tmp_meta = meta.with_suffix(f".{tag}.tmp")
+    tmp_meta.write_text(json.dumps({"text": text, "start": start_s, "end": end_s, "params": params}))
+    tmp_meta.replace(meta)
+    tmp = wav.with_suffix(f".{tag}.tmp.wav")
     audio.write_wav(tmp, out, rate)
     tmp.replace(wav)
-    meta.write_text(json.dumps({"text": text, "start": start_s, "end": end_s, "params": params}))
     return Utterance(out, rate, text, start_s, end_s)
 
 
