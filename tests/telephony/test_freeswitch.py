@@ -362,3 +362,66 @@ async def test_an_audio_stream_for_an_unknown_call_is_refused(freeswitch):
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
             await http.ws_connect(f"ws://127.0.0.1:{server.audio_port}/media/freeswitch/nobody")
     assert err.value.status == 404
+
+
+# --- one whole call through the real core and the real voice pipeline ---------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_a_freeswitch_call_through_the_real_gateway_asks_for_an_agent_and_is_transferred(tmp_path):
+    from gateway.app import build_core
+    from gateway.telephony.freeswitch_server import start_freeswitch_channel
+    from gateway.voice.pipeline import VoicePipeline
+    from tests.voice.speech_corpus import utterance
+
+    settings = load_settings(environ={}, overrides={
+        "data_dir": str(tmp_path), "voice": {"asr": {"workers": 1}},
+        "freeswitch": {"enabled": True, "port": 0, "audio_port": 0}})
+    core = await build_core(settings)
+    pipeline = VoicePipeline(settings, core)
+    await pipeline.start()
+    server = await start_freeswitch_channel(settings, core, pipeline)
+    fs = FakeFreeSwitch(uuid="c0ffee00-0000-4000-8000-000000000001")
+    loop = asyncio.get_running_loop()
+    outgoing = bytearray()
+    try:
+        await fs.call(server.port)
+        await asyncio.wait_for(fs.ws_ready.wait(), 30)
+
+        async def send() -> None:  # mod_audio_stream: 20 ms of L16 every 20 ms
+            t0, n = loop.time(), 0
+            while not fs.ws.closed:
+                frame = bytes(outgoing[:320]).ljust(320, b"\x00")
+                del outgoing[:320]
+                n += 1
+                try:
+                    await fs.ws.send_bytes(frame)
+                except ConnectionError:
+                    return
+                await asyncio.sleep(max(0.0, t0 + n * 0.02 - loop.time()))
+
+        sender = asyncio.create_task(send())
+
+        def bot_talking_recently() -> bool:
+            return bool(fs.received) and loop.time() - fs.received[-1][0] < 0.5
+
+        await until(bot_talking_recently, 60)
+        await until(lambda: not bot_talking_recently(), 60)
+        outgoing += utterance("I would like to speak to an agent", rate=8000).pcm
+        await until(lambda: any(c.startswith("api uuid_transfer ") for c in fs.commands), 120)
+        await until(lambda: fs.uuid not in server.calls, 30)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    finally:
+        await fs.close()
+        await server.close()
+        await pipeline.close()
+        await core.store.close()
+    conv = next(c.split()[-1] for c in fs.commands if c.startswith(f"api uuid_setvar {fs.uuid} voicegw_conversation_id "))
+    transfer = next(c for c in fs.commands if c.startswith("api uuid_transfer "))
+    assert transfer == f"api uuid_transfer {fs.uuid} support XML voicegw-agents"
+    assert f"api uuid_setvar_multi {fs.uuid} voicegw_transfer_queue=support;voicegw_conversation_id={conv}" in fs.commands
+    assert not any("call-command: hangup" in c for c in fs.commands)  # transferred, not dropped
+    # the reply came back as 20 ms L16 frames, paced
+    assert fs.received and all(len(f) == 320 for _, f in fs.received)
+    span = fs.received[-1][0] - fs.received[0][0]
+    assert len(fs.received) <= span / 0.02 * 1.25 + 10, (len(fs.received), span)
