@@ -46,6 +46,8 @@ MAX_AUDIO_MESSAGE = 64 * 1024
 """Largest WebSocket message from mod_audio_stream (it sends 20 ms frames: 320 or 640 bytes)."""
 AUDIO_PATH = "/media/freeswitch/{uuid}"
 MAX_PENDING_AUDIO = 256 * 1024
+END_GRACE_SECONDS = 0.3
+"""After the session's last frame, the wait before hanging up (the module's playback buffer)."""
 
 
 class FreeSwitchCallControl:
@@ -96,6 +98,7 @@ class EslCall:
         self.reason = ""
         self.closed = asyncio.Event()
         self.silence = b""
+        self.end_at = 0.0
 
     @property
     def call_id(self) -> str:
@@ -288,7 +291,11 @@ class EslCall:
         if self.reason or not self.ready:
             return
         if self.session.ended.is_set():
-            self.end("ended")
+            # a moment for mod_audio_stream to play what it holds before the hangup
+            if not self.end_at:
+                self.end_at = now + END_GRACE_SECONDS
+            elif now >= self.end_at:
+                self.end("ended")
             return
         pcm = self.session.pull_frame()
         if pcm and pcm != self.silence:

@@ -26,7 +26,8 @@ Per stream (a thin layer around :mod:`gateway.telephony.twilio_media`):
 * when the session records a barge-in (``session.barge_ins`` grows) a ``clear`` drops what Twilio
   still buffers. A key press that cuts a prompt is not exposed by the session and sends no
   ``clear``; since audio is sent in real time, Twilio holds at most a few frames then;
-* when the session ends (goodbye played, or a transfer), the gateway closes the WebSocket and
+* when the session ends (goodbye played, or a transfer), the gateway sends a ``mark`` and, once
+  Twilio echoes it (what Twilio buffered has played) or after 2 s, closes the WebSocket and
   Twilio goes on with the ``<Connect action>`` URL: ``/media/twilio/after`` answers with
   ``<Dial>`` to the number configured for the transfer's queue, else ``<Hangup/>``.
 
@@ -60,6 +61,10 @@ log = logging.getLogger(__name__)
 
 PATH = "/media/twilio"
 MAX_REMEMBERED_TRANSFERS = 10_000
+END_MARK = "voicegw-end"
+END_MARK_WAIT_SECONDS = 2.0
+"""At the end of the call the gateway sends this mark and closes once Twilio echoes it (the
+goodbye has played out of Twilio's buffer), or after this long."""
 FLOOD_BURST_SECONDS = 3.0
 FLOOD_SPEED = 4.0
 """Caller audio may come in bursts (up to 6 s at once) but not, on average, faster than four
@@ -132,6 +137,8 @@ class _Stream:
         self.barge_ins = 0
         self.frames_sent = 0
         self.clears_sent = 0
+        self.end_deadline = 0.0
+        self.end_mark_played = False
         self.hangup_requested = False
         self.reason = ""
         self.done = asyncio.Event()
@@ -215,6 +222,8 @@ class _Stream:
             log.info("Twilio call %s: stream stopped by Twilio", self.call_id)
             self.reason = "hangup"
         elif isinstance(message, tm.Mark):
+            if message.name == END_MARK:
+                self.end_mark_played = True
             log.debug("Twilio call %s: mark %s played", self.call_id, message.name)
 
     def _flooding(self, nbytes: int) -> bool:
@@ -272,7 +281,12 @@ class _Stream:
             return
         session = self.session
         if session.ended.is_set() or self.hangup_requested:
-            self.end("ended")
+            # let Twilio play what it still buffers (it echoes the mark), then close
+            if not self.end_deadline:
+                self.end_deadline = now + END_MARK_WAIT_SECONDS
+                self._queue(tm.encode_mark(self.stream_sid, END_MARK))
+            elif self.end_mark_played or now >= self.end_deadline:
+                self.end("ended")
             return
         barge_ins = len(getattr(session, "barge_ins", ()))
         if barge_ins > self.barge_ins:

@@ -215,10 +215,14 @@ async def test_barge_in_sends_clear_and_the_end_of_the_session_closes_the_stream
         events.append(json.loads((await asyncio.wait_for(ws.receive(), 5)).data)["event"])
     assert events[-1] == "clear"
     session.ended.set()
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), 5)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-            break
+    mark = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+    assert mark["event"] == "mark" and mark["streamSid"] == STREAM
+    await asyncio.sleep(0.5)
+    assert not ws.closed and session.stopped is None  # waits for Twilio to play out its buffer
+    await ws.send_str(json.dumps({"event": "mark", "sequenceNumber": "9", "streamSid": STREAM,
+                                  "mark": {"name": mark["mark"]["name"]}}))
+    msg = await asyncio.wait_for(ws.receive(), 5)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert ws.close_code == 1000
     await asyncio.wait_for(session.stopped_event.wait(), 5)
 
@@ -358,6 +362,9 @@ async def test_a_twilio_call_through_the_real_gateway_asks_for_an_agent_and_is_t
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     got.append((loop.time(), json.loads(msg.data)))
+                    if got[-1][1]["event"] == "mark":  # Twilio echoes a mark once the audio before it played
+                        await ws.send_str(json.dumps({"event": "mark", "sequenceNumber": "0", "streamSid": STREAM,
+                                                      "mark": got[-1][1]["mark"]}))
             closed.set()
 
         async def send() -> None:  # the caller's line: 20 ms of mu-law every 20 ms, silence between words
@@ -391,6 +398,7 @@ async def test_a_twilio_call_through_the_real_gateway_asks_for_an_agent_and_is_t
         await pipeline.close()
         await core.store.close()
     assert ws.close_code == 1000
+    assert got[-1][1]["event"] == "mark"  # the stream ended after Twilio had played everything
     assert "<Dial><Number>+15550123</Number></Dial>" in twiml
     media_out = [(t, m) for t, m in got if m["event"] == "media"]
     assert media_out and all(len(base64.b64decode(m["media"]["payload"])) == 160 for _, m in media_out)
