@@ -10,7 +10,7 @@ optionally mixed with white or pink noise at a given SNR (measured on the speech
     u = utterance("I want to check the status of my order", speed=1.1, snr_db=15)
     pcm, rate, text, start_s, end_s = u
 
-Generated clips are cached on disk (``VOICEGW_CORPUS_CACHE`` or a folder in the temp dir), so a
+Generated clips are cached on disk (``SPEECH_CORPUS_CACHE`` or a folder in the temp dir), so a
 test run after the first loads WAV files instead of synthesizing.
 """
 
@@ -83,7 +83,7 @@ class Utterance(NamedTuple):
 
 def cache_dir() -> Path:
     """Where generated clips are kept between test runs."""
-    path = Path(os.environ.get("VOICEGW_CORPUS_CACHE") or Path(tempfile.gettempdir()) / "voicegw-speech-corpus")
+    path = Path(os.environ.get("SPEECH_CORPUS_CACHE") or Path(tempfile.gettempdir()) / "voicegw-speech-corpus")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
