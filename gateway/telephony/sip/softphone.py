@@ -67,6 +67,7 @@ class PhoneCall:
     seconds: float = 10.0
     dtmf: str = ""
     dtmf_method: str = "rfc2833"
+    ring_seconds: float = 30.0
     # outcome
     status: int = 0
     reason: str = ""
@@ -296,13 +297,17 @@ class Softphone:
                     call.reason = f"not placed: {exc}"
                     call.done.set()
             deadline = time.monotonic() + timeout
+            started = time.perf_counter()
             pending = list(calls)
             while pending and time.monotonic() < deadline:
                 now = time.perf_counter()
                 for call in list(pending):
                     if call.done.is_set():
                         pending.remove(call)
-                    elif call.answered_at and not call.hangup_sent and now - call.answered_at >= call.seconds:
+                    elif not call.hangup_sent and (
+                        (call.answered_at and now - call.answered_at >= call.seconds)
+                        or (not call.answered_at and now - started >= call.ring_seconds)
+                    ):
                         self.runtime.submit(self._hangup, call)
                         call.hangup_sent = True
                 time.sleep(0.05)
@@ -334,6 +339,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pause", type=float, default=0.5, help="silence before each --play file")
     parser.add_argument("--quiet", type=float, default=0.0,
                         help="also wait until the far end has spoken and then been silent this long")
+    parser.add_argument("--ring-seconds", type=float, default=30.0, help="give up unanswered calls after this")
     parser.add_argument("--dtmf", default="", help="DTMF digits sent after the answer")
     parser.add_argument("--dtmf-method", choices=("rfc2833", "info"), default="rfc2833")
     parser.add_argument("--codecs", default="PCMU,PCMA,G722", help="codecs offered, preferred first")
@@ -350,11 +356,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     audio_s = sum(len(s) for s in segments) / (2 * seg_rate)
     seconds = args.seconds or audio_s + args.pause * max(len(segments), 1) + 8.0
     calls = [PhoneCall(uri=args.uri, segments=segments, segments_rate=seg_rate, pause=args.pause,
-                       quiet=args.quiet, seconds=seconds, dtmf=args.dtmf, dtmf_method=args.dtmf_method)
+                       quiet=args.quiet, seconds=seconds, dtmf=args.dtmf, dtmf_method=args.dtmf_method,
+                       ring_seconds=args.ring_seconds)
              for _ in range(max(args.calls, 1))]
     phone = Softphone(codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()),
                       transport=args.transport, max_calls=max(len(calls) + 2, 4))
-    phone.run(calls, timeout=seconds + 30.0 + max(args.quiet, 0) * len(segments))
+    phone.run(calls, timeout=seconds + args.ring_seconds + 15.0 + max(args.quiet, 0) * len(segments))
     for i, call in enumerate(calls):
         if args.record and call.rate:
             path = Path(args.record)
