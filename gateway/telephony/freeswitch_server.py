@@ -99,6 +99,7 @@ class EslCall:
         self.closed = asyncio.Event()
         self.silence = b""
         self.end_at = 0.0
+        self.finishing: asyncio.Task[None] | None = None
 
     @property
     def call_id(self) -> str:
@@ -120,6 +121,8 @@ class EslCall:
             self.end("error")
         finally:
             self.end(self.reason or "hangup")
+            if self.finishing is not None:  # the hangup is written before the socket closes
+                await asyncio.wait([self.finishing], timeout=10.0)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             self.writer.close()
@@ -319,7 +322,7 @@ class EslCall:
         for fut in self.replies:
             if not fut.done():
                 fut.set_exception(ConnectionError(f"call ended ({reason})"))
-        server.spawn(self._finish(reason))
+        self.finishing = server.spawn(self._finish(reason))
 
     async def _finish(self, reason: str) -> None:
         if not self.transferred and not self.hung_up and reason not in ("protocol-error",):
@@ -369,10 +372,11 @@ class FreeSwitchServer:
         base = self.cfg.audio_url.rstrip("/") or f"ws://{self.cfg.audio_host}:{self.audio_port}"
         return base + AUDIO_PATH.format(uuid=uuid)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def start(self) -> "FreeSwitchServer":
         app = web.Application()

@@ -46,21 +46,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import escape
 
 from aiohttp import WSMsgType, web
 
-from gateway.core.actions import Transfer
 from gateway.telephony import twilio_media as tm
 from gateway.telephony.media_pacer import MediaPacer
+from gateway.telephony.twilio_calls import TransferBook, TwilioCallControl, TwilioMediaSettings, after_stream_twiml
 from gateway.voice.audio import ulaw_decode, ulaw_encode
 
 log = logging.getLogger(__name__)
 
-PATH = "/media/twilio"
-MAX_REMEMBERED_TRANSFERS = 10_000
 END_MARK = "voicegw-end"
 END_MARK_WAIT_SECONDS = 2.0
 """At the end of the call the gateway sends this mark and closes once Twilio echoes it (the
@@ -69,54 +65,6 @@ FLOOD_BURST_SECONDS = 3.0
 FLOOD_SPEED = 4.0
 """Caller audio may come in bursts (up to 6 s at once) but not, on average, faster than four
 times real time: a peer flooding audio would cost every call CPU (VAD)."""
-
-
-@dataclass(frozen=True)
-class TwilioMediaSettings:
-    """Settings of the Media Streams route (defaults serve a single gateway out of the box)."""
-
-    enabled: bool = True
-    path: str = PATH
-    max_message_bytes: int = tm.MAX_MESSAGE_BYTES
-    start_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 5.0
-    max_streams: int = 200
-    max_queued_frames: int = 250
-    """Bot frames waiting to be written (5 s): more means Twilio stopped reading."""
-    max_pending_frames: int = 800
-    """Caller audio held while the conversation is being opened (16 s)."""
-    transfer_numbers: dict[str, str] = field(default_factory=dict)
-    """Transfer queue -> number or SIP URI dialed after the stream (``"*"`` for any queue)."""
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "TwilioMediaSettings":
-        """From ``settings.twilio_media`` when that section exists, else the defaults."""
-        section = getattr(settings, "twilio_media", None)
-        if section is None:
-            return cls()
-        data = section.model_dump() if hasattr(section, "model_dump") else dict(section)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-class TwilioCallControl:
-    """Call control for a stream: transfers are carried out by ``<Connect action>`` after it."""
-
-    def __init__(self, server: "TwilioMediaServer", stream: "_Stream"):
-        self.server = server
-        self.stream = stream
-
-    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
-        numbers = self.server.cfg.transfer_numbers
-        target = numbers.get(action.queue) or numbers.get("*", "")
-        if not target:
-            log.warning("Twilio call %s: no transfer number for queue %r (twilio_media.transfer_numbers)",
-                        self.stream.call_id, action.queue)
-            return False
-        self.server.remember_transfer(self.stream.call_sid or self.stream.call_id, target)
-        return True
-
-    async def hangup(self, reason: str) -> None:
-        self.stream.hangup_requested = True
 
 
 class _Stream:
@@ -246,7 +194,7 @@ class _Stream:
             log.warning("Twilio call %s: %d streams already open; refused", self.call_id, len(server.streams))
             self.reason = "busy"
             return
-        control = TwilioCallControl(server, self)
+        control = TwilioCallControl(server.cfg, server.transfers, self)
         try:
             self.session = server.pipeline.session(
                 call_id=self.call_id, sample_rate=tm.SAMPLE_RATE,
@@ -357,7 +305,7 @@ class TwilioMediaServer:
         self.pacer = MediaPacer("twilio")
         self.streams: dict[str, _Stream] = {}
         self.ended_calls = 0
-        self.transfers: dict[str, tuple[str, float]] = {}
+        self.transfers = TransferBook()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_routes(self, app: web.Application) -> None:
@@ -370,11 +318,6 @@ class TwilioMediaServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def remember_transfer(self, call_sid: str, target: str) -> None:
-        self.transfers[call_sid] = (target, time.monotonic())
-        while len(self.transfers) > MAX_REMEMBERED_TRANSFERS:
-            del self.transfers[next(iter(self.transfers))]
 
     def signed(self, request: web.Request, url: str, params: dict[str, str]) -> bool:
         """True when no auth token is configured or ``X-Twilio-Signature`` matches ``url``."""
@@ -420,14 +363,10 @@ class TwilioMediaServer:
         if not self.signed(request, self.public_url(request), {k: str(v) for k, v in form.items()}):
             raise web.HTTPForbidden(text="forbidden: request signature does not match\n")
         call_sid = str(form.get("CallSid", ""))[:64]
-        target = self.transfers.pop(call_sid, ("", 0.0))[0]
+        target = self.transfers.pop(call_sid)
         if target:
             log.info("Twilio call %s: transferred to %s", call_sid, target)
-            noun = f"<Sip>{escape(target)}</Sip>" if target.startswith("sip:") else f"<Number>{escape(target)}</Number>"
-            twiml = f"<Response><Dial>{noun}</Dial></Response>"
-        else:
-            twiml = "<Response><Hangup/></Response>"
-        return web.Response(text='<?xml version="1.0" encoding="UTF-8"?>' + twiml, content_type="text/xml")
+        return web.Response(text=after_stream_twiml(target), content_type="text/xml")
 
     async def close(self) -> None:
         """End every live stream and wait for their sessions to stop."""

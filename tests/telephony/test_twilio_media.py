@@ -322,6 +322,26 @@ async def test_with_an_auth_token_only_requests_signed_by_twilio_are_served(twil
         assert resp.status == 200 and "<Hangup/>" in await resp.text()
 
 
+async def test_streams_beyond_the_limit_are_refused_and_a_flood_is_cut_off(twilio):
+    pipeline = FakePipeline()
+    server, ts, http = await twilio(pipeline, max_streams=1)
+    first = await open_stream(ts, http, call="CAfirst")
+    await pipeline.created.wait()
+    second = await open_stream(ts, http, stream="MZsecond", call="CAsecond")
+    msg = await asyncio.wait_for(second.receive(), 5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and second.close_code == 1013
+    assert len(pipeline.sessions) == 1
+    # the first stream floods: 20 s of audio as fast as it can be sent
+    for n in range(1000):
+        if first.closed:
+            break
+        await first.send_str(media(b"\x55" * 160, n + 1))
+    msg = await asyncio.wait_for(first.receive(), 5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    await asyncio.wait_for(pipeline.sessions[0].stopped_event.wait(), 5)
+    assert pipeline.sessions[0].stopped == "flood"
+
+
 async def test_without_a_pipeline_the_route_refuses(twilio):
     server, ts, http = await twilio(None)
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
