@@ -141,7 +141,9 @@ class EslCall:
         answer = await self.command(esl.encode_execute("answer"))
         if not answer.ok:
             raise esl.ProtocolError(f"answer refused: {answer.reply_text}")
-        meta = json.dumps({"uuid": self.uuid, "caller_id": self.info.caller_id})
+        # no spaces: the module splits its arguments on spaces
+        meta = json.dumps({"uuid": self.uuid, "caller_id": self.info.caller_id.replace(" ", "")},
+                          separators=(",", ":"))
         rate = "16k" if cfg.sample_rate == 16000 else "8k"
         url = self.server.audio_url(self.uuid)
         reply = await self.api(f"uuid_audio_stream {self.uuid} start {url} mono {rate} {meta}")

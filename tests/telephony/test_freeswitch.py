@@ -250,7 +250,7 @@ async def test_a_call_is_answered_streamed_and_hung_up_when_the_session_ends(fre
     url = f"ws://127.0.0.1:{server.audio_port}/media/freeswitch/{UUID}"
     assert fs.commands[:6] == ["connect", "myevents plain", "linger", "resume",
                                "sendmsg\ncall-command: execute\nexecute-app-name: answer\nevent-lock: true",
-                               f'api uuid_audio_stream {UUID} start {url} mono 8k {{"uuid": "{UUID}", "caller_id": "5550100"}}']
+                               f'api uuid_audio_stream {UUID} start {url} mono 8k {{"uuid":"{UUID}","caller_id":"5550100"}}']
     assert f"api uuid_setvar {UUID} voicegw_conversation_id {session.conversation_id}" in fs.commands
 
 
