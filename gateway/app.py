@@ -78,7 +78,10 @@ async def start_gateway(settings: Settings) -> RunningGateway:
         return result
 
     pipeline = None
-    if settings.audiosocket.enabled or settings.sip.enabled or settings.fastagi.enabled or settings.ari.enabled:
+    voice_channels = (settings.audiosocket.enabled, settings.sip.enabled, settings.fastagi.enabled,
+                      settings.ari.enabled, settings.freeswitch.enabled,
+                      settings.twilio_media.enabled and settings.web.enabled)
+    if any(voice_channels):
         from gateway.voice.pipeline import VoicePipeline
 
         async def start_voice() -> Any:
@@ -97,10 +100,18 @@ async def start_gateway(settings: Settings) -> RunningGateway:
         from gateway.telephony.sip import start_sip_channel
 
         await attempt("sip endpoint", lambda: start_sip_channel(settings, core, pipeline))
+    if pipeline is not None and settings.freeswitch.enabled:
+        from gateway.telephony.freeswitch_server import start_freeswitch_channel
+
+        await attempt("freeswitch", lambda: start_freeswitch_channel(settings, core, pipeline))
     if settings.web.enabled:
         from gateway.web.app import start_web
 
-        await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm))
+        web = await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm))
+        if web is not None and pipeline is not None and settings.twilio_media.enabled:
+            from gateway.telephony.twilio_media_server import attach_pipeline
+
+            attach_pipeline(web.app, pipeline)
     _wire_agent_answered(running)
     if settings.rasa.serve_actions:
         from gateway.integrations.rasa_actions import start_action_server

@@ -169,6 +169,18 @@ class FreeSwitchSettings(Section):
     command_timeout_seconds: float = Field(10.0, gt=0)
 
 
+class TwilioMediaSettings(Section):
+    enabled: bool = True
+    path: str = "/media/twilio"
+    max_message_bytes: int = Field(65536, gt=0)
+    start_timeout_seconds: float = Field(10.0, gt=0)
+    read_timeout_seconds: float = Field(5.0, gt=0)
+    max_streams: int = Field(200, ge=1)
+    max_queued_frames: int = Field(250, ge=1)
+    max_pending_frames: int = Field(800, ge=1)
+    transfer_numbers: dict[str, str] = Field(default_factory=dict)
+
+
 class SipSettings(Section):
     enabled: bool = False
     mode: Literal["register", "trunk"] = "trunk"
@@ -238,6 +250,7 @@ class Settings(Section):
     sip: SipSettings = SipSettings()
     freeswitch: FreeSwitchSettings = FreeSwitchSettings()
     twilio: TwilioSettings = TwilioSettings()
+    twilio_media: TwilioMediaSettings = TwilioMediaSettings()
     links: LinkSettings = LinkSettings()
     chat: ChatSettings = ChatSettings()
     agents: AgentSettings = AgentSettings()

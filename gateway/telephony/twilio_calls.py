@@ -9,44 +9,16 @@ A stream cannot move the call itself: the gateway records where a transferred ca
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
 from gateway.core.actions import Transfer
-from gateway.telephony import twilio_media as tm
+from gateway.config import TwilioMediaSettings  # the twilio_media section of the settings tree
 
 log = logging.getLogger(__name__)
 
 PATH = "/media/twilio"
 MAX_REMEMBERED_TRANSFERS = 10_000
-
-
-@dataclass(frozen=True)
-class TwilioMediaSettings:
-    """Settings of the Media Streams route (defaults serve a single gateway out of the box)."""
-
-    enabled: bool = True
-    path: str = PATH
-    max_message_bytes: int = tm.MAX_MESSAGE_BYTES
-    start_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 5.0
-    max_streams: int = 200
-    max_queued_frames: int = 250
-    """Bot frames waiting to be written (5 s): more means Twilio stopped reading."""
-    max_pending_frames: int = 800
-    """Caller audio held while the conversation is being opened (16 s)."""
-    transfer_numbers: dict[str, str] = field(default_factory=dict)
-    """Transfer queue -> number or SIP URI dialed after the stream (``"*"`` for any queue)."""
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "TwilioMediaSettings":
-        """From ``settings.twilio_media`` when that section exists, else the defaults."""
-        section = getattr(settings, "twilio_media", None)
-        if section is None:
-            return cls()
-        data = section.model_dump() if hasattr(section, "model_dump") else dict(section)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 class TransferBook:

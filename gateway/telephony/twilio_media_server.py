@@ -300,7 +300,7 @@ class TwilioMediaServer:
 
     def __init__(self, settings: Any, pipeline: Any = None, cfg: TwilioMediaSettings | None = None):
         self.settings = settings
-        self.cfg = cfg or TwilioMediaSettings.from_settings(settings)
+        self.cfg = cfg or settings.twilio_media
         self.pipeline = pipeline
         self.pacer = MediaPacer("twilio")
         self.streams: dict[str, _Stream] = {}
