@@ -109,6 +109,9 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, pool: l
         out[f"{kind}_p50"] = pct(after, 0.5)
         out[f"{kind}_p95"] = pct(after, 0.95)
         out[f"{kind}_n"] = len(after)
+        for stage in ("recognition", "queue", "tts"):
+            vals = [t[stage] for t in turns if t["kind"] == kind and t[stage] is not None]
+            out[f"{kind}_{stage}_p95"] = pct(vals, 0.95)
     out["sustained"] = (out["max_late"] <= LATE_LIMIT and not (out["open_p95"] > 1.5)
                         and not (out["closed_p95"] > 0.5))
     return out
@@ -135,6 +138,9 @@ async def main_async(args: argparse.Namespace) -> None:
               f" {r['turns']:6d}  {r['open_p50']:6.2f} / {r['open_p95']:5.2f}     "
               f"{r['closed_p50']:6.2f} / {r['closed_p95']:5.2f}     {r['barge_ins']:6d}     "
               f"{'yes' if r['sustained'] else 'no'}")
+        print("        stage p95 (s): " + ", ".join(
+            f"{kind} {stage} {r[f'{kind}_{stage}_p95']:.2f}"
+            for kind in ("open", "closed") for stage in ("recognition", "queue", "tts")))
         if r["sustained"]:
             best = max(best, calls)
     print(f"sustained with every frame within {LATE_LIMIT * 1000:.0f} ms and turn latency held: "
