@@ -2,7 +2,7 @@
 
 Each ``*.jsonl`` line is one ``recv()`` or ``send()`` of the recording peer (``b64`` holds the
 exact bytes), or an ``event`` such as ``eof``. The fixtures live beside the repository
-(``<repo>/../shared/fixtures/asterisk``); ``VOICEGW_FIXTURES`` overrides the location.
+(``<repo>/../shared/fixtures/asterisk``); ``ASTERISK_FIXTURES_DIR`` overrides the location.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
 
 def fixtures_dir() -> Path:
-    """Where the Asterisk captures are (``VOICEGW_FIXTURES`` wins)."""
-    env = os.environ.get("VOICEGW_FIXTURES")
+    """Where the Asterisk captures are (``ASTERISK_FIXTURES_DIR`` wins)."""
+    env = os.environ.get("ASTERISK_FIXTURES_DIR")
     if env:
         path = Path(env)
         return path / "asterisk" if (path / "asterisk").is_dir() else path
@@ -51,7 +51,7 @@ def load(name: str) -> list[Chunk]:
     """
     path = fixtures_dir() / f"{name}.jsonl"
     if not path.exists():
-        pytest.skip(f"Asterisk fixture not found: {path} (set VOICEGW_FIXTURES)")
+        pytest.skip(f"Asterisk fixture not found: {path} (set ASTERISK_FIXTURES_DIR)")
     chunks = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -71,7 +71,7 @@ def raw_path(name: str) -> Path:
     """Path of a non-JSONL fixture file; skips the test when missing."""
     path = fixtures_dir() / name
     if not path.exists():
-        pytest.skip(f"Asterisk fixture not found: {path} (set VOICEGW_FIXTURES)")
+        pytest.skip(f"Asterisk fixture not found: {path} (set ASTERISK_FIXTURES_DIR)")
     return path
 
 
