@@ -9,8 +9,8 @@ A thin asyncio layer around :mod:`gateway.telephony.audiosocket`. Per connection
   ``AudioSocket()`` application always sends 8 kHz; the channel driver sends its first audio in
   the same read as the UUID. Other wideband rates are resampled to 16 kHz for the pipeline;
 * caller audio goes to ``session.push_audio``, DTMF (kind 0x03) to ``session.push_dtmf``;
-* one shared tick loop runs every 20 ms on a drift-free schedule (``start + n * 20 ms`` of
-  ``loop.time()``) and, for every call, sends ``session.pull_frame()``. Asterisk does not
+* the shared 20 ms clock (:mod:`media_pacer`, drift-free: ``start + n * 20 ms`` of
+  ``loop.time()``) ticks every connection, which sends ``session.pull_frame()``. Asterisk does not
   re-pace what it receives, and the application hangs up after 2 s without a frame either way,
   so the gateway sends silence whenever the bot has nothing to say (also while the
   conversation is still being opened);
@@ -33,15 +33,13 @@ from typing import Any, Callable
 from gateway.config import Settings
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.calls import CallRecord, CallRegistry
+from gateway.telephony.media_pacer import MediaPacer, PacingStats
 from gateway.voice.audio import Resampler
 
 log = logging.getLogger(__name__)
 
-FRAME_SECONDS = 0.020
 RATE_PROBE_SECONDS = 0.3
 """How long to wait after the UUID for the first audio message that tells the rate."""
-MAX_CATCH_UP_SECONDS = 0.2
-"""A tick loop later than this skips ahead instead of sending a burst of old frames."""
 MAX_WRITE_BUFFER = 64 * 1024
 """About 4 s of 8 kHz audio queued in the transport: the peer stopped reading."""
 MAX_PENDING_BYTES = 256 * 1024
@@ -69,24 +67,6 @@ class AudioSocketCall:
 
 
 ControlFactory = Callable[[AudioSocketCall], Any]
-
-
-@dataclass
-class PacingStats:
-    """Tick loop timing, for benches and tests."""
-
-    frames: int = 0
-    ticks: int = 0
-    max_late: float = 0.0
-    total_late: float = 0.0
-    skips: int = 0
-
-    def note(self, late: float, calls: int) -> None:
-        self.ticks += 1
-        self.frames += calls
-        self.total_late += late
-        if late > self.max_late:
-            self.max_late = late
 
 
 def session_rate(wire_rate: int) -> int:
@@ -123,6 +103,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
         self.server.connections.add(self)
+        self.server.pacer.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.reason:
@@ -161,6 +142,7 @@ class _Connection(asyncio.Protocol):
             log.info("AudioSocket call %s from %s: connection lost: %s", self.call_id, self.peer, exc)
         self.end("hangup")
         self.server.connections.discard(self)
+        self.server.pacer.discard(self)
 
     # --- call setup ----------------------------------------------------------------------------
     def _hold(self, msgs: list[asock.Message]) -> None:
@@ -352,11 +334,15 @@ class AudioSocketServer:
         self.control_factory = control_factory
         self.active: dict[str, AudioSocketCall] = {}
         self.connections: set[_Connection] = set()
-        self.pacing = PacingStats()
+        self.pacer = MediaPacer("AudioSocket")
         self.ended_calls = 0
         self._server: asyncio.base_events.Server | None = None
-        self._pacer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def pacing(self) -> PacingStats:
+        """Tick timing of the shared 20 ms clock, for benches and tests."""
+        return self.pacer.stats
 
     @property
     def port(self) -> int:
@@ -368,7 +354,6 @@ class AudioSocketServer:
     async def start(self) -> "AudioSocketServer":
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), self.cfg.host, self.cfg.port)
-        self._pacer = loop.create_task(self._pace(), name="audiosocket-pacer")
         log.info("AudioSocket server listening on %s:%d", self.cfg.host, self.port)
         return self
 
@@ -379,10 +364,7 @@ class AudioSocketServer:
             self._server = None
         for conn in list(self.connections):
             conn.end("shutdown")
-        if self._pacer is not None:
-            self._pacer.cancel()
-            await asyncio.gather(self._pacer, return_exceptions=True)
-            self._pacer = None
+        await self.pacer.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
 
@@ -390,29 +372,3 @@ class AudioSocketServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _pace(self) -> None:
-        """The shared 20 ms tick: drift-free, skipping ahead (not bursting) after a long stall."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        while True:
-            n += 1
-            due = start + n * FRAME_SECONDS
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            late = now - due
-            if late > MAX_CATCH_UP_SECONDS:
-                skipped = int(late / FRAME_SECONDS)
-                n += skipped
-                self.pacing.skips += skipped
-            conns = list(self.connections)
-            self.pacing.note(max(0.0, late), len(conns))
-            for conn in conns:
-                try:
-                    conn.tick(now)
-                except Exception:  # one call's failure ends that call only
-                    log.exception("AudioSocket call %s: tick failed; connection closed", conn.call_id)
-                    conn.end("error")

@@ -1,9 +1,9 @@
-"""One shared 20 ms clock for the WebSocket media connectors (Twilio Media Streams, FreeSWITCH).
+"""One shared 20 ms clock for the media connectors (AudioSocket, Twilio Media Streams, FreeSWITCH).
 
-The same schedule as the AudioSocket server's: tick ``n`` is due at ``start + n * 20 ms`` of
-``loop.time()`` (no drift), and a loop that fell more than ``MAX_CATCH_UP_SECONDS`` behind skips
-ahead instead of sending a burst of old frames. Each tick calls ``tick(now)`` on every
-registered stream; a stream whose tick raises is ended alone.
+Tick ``n`` is due at ``start + n * 20 ms`` of ``loop.time()`` (no drift), and a loop that fell
+more than ``MAX_CATCH_UP_SECONDS`` behind skips ahead instead of sending a burst of old frames.
+Each tick calls ``tick(now)`` on every registered stream; a stream whose tick raises is ended
+alone. The clock runs only while a stream is registered.
 """
 
 from __future__ import annotations
@@ -34,7 +34,22 @@ class PacingStats:
     ticks: int = 0
     frames: int = 0
     max_late: float = 0.0
+    total_late: float = 0.0
     skips: int = 0
+
+    def note(self, late: float, streams: int) -> None:
+        """Count one tick, ``late`` seconds after it was due, that sends ``streams`` frames."""
+        late = max(0.0, late)
+        self.ticks += 1
+        self.frames += streams
+        self.total_late += late
+        if late > self.max_late:
+            self.max_late = late
+
+    @property
+    def mean_late(self) -> float:
+        """Mean lateness of a tick, in seconds."""
+        return self.total_late / self.ticks if self.ticks else 0.0
 
 
 class MediaPacer:
@@ -76,10 +91,9 @@ class MediaPacer:
                 skipped = int(late / FRAME_SECONDS)
                 n += skipped
                 self.stats.skips += skipped
-            self.stats.ticks += 1
-            self.stats.max_late = max(self.stats.max_late, late)
-            for stream in list(self.streams):
-                self.stats.frames += 1
+            streams = list(self.streams)
+            self.stats.note(late, len(streams))
+            for stream in streams:
                 try:
                     stream.tick(now)
                 except Exception:  # one call's failure ends that call only
