@@ -103,7 +103,8 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, pool: l
     out: dict[str, Any] = {"calls": calls, "max_late": max(lateness, default=0.0),
                            "p99_late": pct(lateness, 0.99) if lateness else 0.0,
                            "cpu_share": cpu / wall / (os.cpu_count() or 1), "turns": len(turns),
-                           "barge_ins": sum(len(r["barge_ins"]) for r in results)}
+                           "barge_ins": sum(len(r["barge_ins"]) for r in results),
+                           "wasted": sum(r.get("speculative_discarded", 0) for r in results)}
     for kind in ("open", "closed"):
         after = [t["total"] - t["endpoint_wait"] for t in turns if t["kind"] == kind]
         out[f"{kind}_p50"] = pct(after, 0.5)
@@ -127,7 +128,7 @@ async def main_async(args: argparse.Namespace) -> None:
     await pipeline.vad_pool.prewarm(args.rate, max(args.calls))
     pool = caller_turns(12, args.rate, seed=3)
     print(f"{os.cpu_count()} cores, {args.rate} Hz, {args.seconds:.0f} s per load, {note}, "
-          f"VAD {pipeline.vad_pool.engine}, TTS {tts.engine_name}; caller speech ~{SPEECH_SHARE:.0%}; "
+          f"speculative {settings.voice.endpoint.speculative_ms or 'off'}, VAD {pipeline.vad_pool.engine}, TTS {tts.engine_name}; caller speech ~{SPEECH_SHARE:.0%}; "
           f"load average before start {os.getloadavg()[0]:.1f}")
     print(" calls  max-late  p99-late   cpu   turns  open p50/p95 (s)  closed p50/p95 (s)  barge-ins  sustained")
     best = 0
@@ -138,7 +139,7 @@ async def main_async(args: argparse.Namespace) -> None:
               f" {r['turns']:6d}  {r['open_p50']:6.2f} / {r['open_p95']:5.2f}     "
               f"{r['closed_p50']:6.2f} / {r['closed_p95']:5.2f}     {r['barge_ins']:6d}     "
               f"{'yes' if r['sustained'] else 'no'}")
-        print("        stage p95 (s): " + ", ".join(
+        print(f"        speculative decodes wasted: {r['wasted']}; stage p95 (s): " + ", ".join(
             f"{kind} {stage} {r[f'{kind}_{stage}_p95']:.2f}"
             for kind in ("open", "closed") for stage in ("recognition", "queue", "tts")))
         if r["sustained"]:

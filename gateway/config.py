@@ -85,7 +85,7 @@ class EndpointSettings(Section):
     barge_in: bool = True
     barge_in_min_ms: int = Field(120, ge=0)
     pre_roll_ms: int = Field(300, ge=0, le=1000)
-    speculative_ms: int = Field(0, ge=0)
+    speculative_ms: int = Field(250, ge=0)
 
 
 class AsrSettings(Section):

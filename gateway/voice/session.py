@@ -137,6 +137,8 @@ class VoiceSession:
         self._failed = False
         self._onset_tick: int | None = None
         self._interruptions = 0  # barge-ins and key presses that cut the bot short
+        self.speculative_discarded = 0  # speculative decodes wasted because the caller went on
+        self._speculative_spent = False
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -266,6 +268,7 @@ class VoiceSession:
             "frames_out": self.playback.ticks,
             "turns": [t.as_dict() for t in self.turns],
             "barge_ins": list(self.barge_ins),
+            "speculative_discarded": self.speculative_discarded,
             "ended": self.ended.is_set(),
             "end_reason": self.end_reason,
         }
@@ -318,13 +321,20 @@ class VoiceSession:
         return _Utterance(asyncio.create_task(run()), expect, timer)
 
     def _start_speculative(self, ev: SpeechPaused) -> None:
+        # One speculative decode per turn: a caller who pauses between sentences costs at most
+        # one wasted decode, and the common one-sentence answer still gets its head start.
+        if self._speculative_spent:
+            return
+        self._speculative_spent = True
         if self._speculative is not None:
             self._speculative[1].task.cancel()
+            self.speculative_discarded += 1
         timer = TurnTimer(self.expect)
         self._speculative = ((ev.started_at, len(ev.audio)), self._recognize_task(ev.audio, self.expect, timer))
 
     def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
         self.endpointer.disarm_no_input()
+        self._speculative_spent = False
         spec, self._speculative = self._speculative, None
         same_audio = spec is not None and spec[0] == (ev.started_at, len(ev.audio))
         if spec is not None and same_audio and not cut and spec[1].expect == self.expect:
@@ -333,6 +343,7 @@ class VoiceSession:
         else:
             if spec is not None:
                 spec[1].task.cancel()
+                self.speculative_discarded += 1
             utt = self._recognize_task(ev.audio, self.expect, TurnTimer(self.expect))
         utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
                            audio_seconds=len(ev.audio) / (2 * self.sample_rate))

@@ -350,6 +350,20 @@ async def test_bot_echo_at_lower_level_does_not_barge_in(tmp_path, tts, gain):
     await pipeline.close()
 
 
+async def test_speculative_decode_is_spent_once_per_turn(tmp_path, tts):
+    core = ScriptedCore([Ask("How can I help?")], {UserSaid: [Say("Sure.")]})
+    asr = ScriptedAsr(["wasted", "my account has a wrong charge"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=250)
+    a = utterance("I am calling about my account", snr_db=25, seed=7, lead_s=0.5, trail_s=0.2)
+    b = utterance("there is a wrong charge on my bill", snr_db=25, seed=8, lead_s=0.2, trail_s=1.0)
+    await run_call(session, concatenate([a, b], gap_s=0.0), wait=False)
+    assert len(asr.calls) == 2  # one speculative decode at the pause, one at the end
+    assert session.speculative_discarded == 1
+    assert [e.text for e in core.of(UserSaid)] == ["my account has a wrong charge"]
+    await session.stop()
+    await pipeline.close()
+
+
 async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, tts):
     core = ScriptedCore([Ask("How can I help?")], {UserSaid: [Say("Sure.")]})
     asr = ScriptedAsr(["my package never arrived"])
@@ -367,7 +381,7 @@ async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, t
 async def test_ten_minute_monologue_is_cut_at_max_utterance(tmp_path, tts):
     core = ScriptedCore([Ask("How can I help?")], {UserSaid: [Say("Let me stop you there.")]})
     asr = ScriptedAsr(["a very long story"])
-    pipeline, session = await make_session(tmp_path, tts, core, asr)
+    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=0)
     parts = [utterance(text, snr_db=25, seed=k, lead_s=0.1, trail_s=0.1)
              for k, text in enumerate(["I am calling about my account", "there is a wrong charge on my bill",
                                        "I was charged twice for the same order", "please cancel my subscription"])]
