@@ -30,11 +30,14 @@ from gateway.context.store import (
     ConversationRecord,
     LoggedEvent,
     StoreError,
-    check_record,
+    concurrent_update,
     dumps,
+    event_payload,
+    load_record,
     new_record,
-    record_from_dict,
+    not_stored,
     record_to_json,
+    saved_copy,
 )
 
 log = logging.getLogger(__name__)
@@ -119,10 +122,7 @@ class RedisStore:
             raise StoreError(f"Redis context store at {safe_url(self.url)} unreachable while {doing}: {exc}") from exc
 
     def _load(self, text: str) -> ConversationRecord:
-        try:
-            return record_from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"Redis context store holds an unreadable record: {exc}") from exc
+        return load_record(text, "Redis context store")
 
     # -- the ContextStore protocol -----------------------------------------------------
 
@@ -147,10 +147,9 @@ class RedisStore:
         return self._load(text) if text is not None else None
 
     async def save(self, record: ConversationRecord) -> None:
-        check_record(record)
         expected = record.version
-        updated_at = max(self.clock(), record.updated_at)
-        stored = ConversationRecord(**{**record.__dict__, "version": expected + 1, "updated_at": updated_at})
+        stored = saved_copy(record, self.clock())
+        updated_at = stored.updated_at
         text = record_to_json(stored, self.redactor)
         key = self._key("conv", record.id)
 
@@ -159,13 +158,10 @@ class RedisStore:
                 await pipe.watch(key)
                 current = await pipe.get(key)
                 if current is None:
-                    raise StoreError(f"conversation {record.id} is not in the store; create() it first")
+                    raise not_stored(record.id)
                 old = self._load(current)
                 if old.version != expected:
-                    raise ConcurrentUpdate(
-                        f"conversation {record.id} was saved by someone else (stored version "
-                        f"{old.version}, this copy has {expected}); get() it again and reapply the change"
-                    )
+                    raise concurrent_update(record.id, old.version, expected)
                 pipe.multi()
                 pipe.set(key, text)
                 for stale in set(self._index_keys(old)) - set(self._index_keys(stored)):
@@ -181,7 +177,7 @@ class RedisStore:
                 f"conversation {record.id} was saved by someone else while this save ran; "
                 "get() it again and reapply the change"
             ) from exc
-        record.version = expected + 1
+        record.version = stored.version
         record.updated_at = updated_at
 
     async def find_recent(
@@ -218,7 +214,7 @@ class RedisStore:
         payload: dict[str, Any],
         sensitive: Iterable[str] = (),
     ) -> LoggedEvent:
-        clean = self.redactor.redact_payload(payload, sensitive)
+        clean, _ = event_payload(self.redactor, conversation_id, payload, sensitive)
         at = self.clock()
         entry = {"conversation_id": conversation_id, "at": at, "channel": channel, "kind": kind, "payload": clean}
         text = dumps(entry, f"an event of conversation {conversation_id}")
@@ -231,9 +227,9 @@ class RedisStore:
             ),
         )
         if int(seq) < 0:
-            raise StoreError(f"cannot log an event: conversation {conversation_id} is not in the store")
+            raise not_stored(conversation_id, event=True)
         return LoggedEvent(seq=int(seq), conversation_id=conversation_id, at=at, channel=channel, kind=kind,
-                           payload=json.loads(text)["payload"])
+                           payload=clean)
 
     async def events(self, conversation_id: str, *, limit: int | None = None) -> list[LoggedEvent]:
         key = self._key("events", conversation_id)

@@ -20,15 +20,16 @@ from typing import Any, Callable, Iterable, TypeVar
 from gateway.config import RedactionSettings
 from gateway.context.redaction import Redactor
 from gateway.context.store import (
-    ConcurrentUpdate,
     ConversationRecord,
     LoggedEvent,
     StoreError,
-    check_record,
-    dumps,
+    concurrent_update,
+    event_payload,
+    load_record,
     new_record,
-    record_from_dict,
+    not_stored,
     record_to_json,
+    saved_copy,
 )
 
 log = logging.getLogger(__name__)
@@ -210,31 +211,27 @@ class SqliteStore:
         return self._load(text) if text is not None else None
 
     async def save(self, record: ConversationRecord) -> None:
-        check_record(record)
         expected = record.version
-        updated_at = max(self.clock(), record.updated_at)
-        stored = ConversationRecord(**{**record.__dict__, "version": expected + 1, "updated_at": updated_at})
+        stored = saved_copy(record, self.clock())
+        updated_at = stored.updated_at
         text = record_to_json(stored, self.redactor)
 
         def update(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
                 "UPDATE conversations SET updated_at = ?, customer_id = ?, caller_id = ?, status = ?,"
                 " version = ?, record = ? WHERE id = ? AND version = ?",
-                (updated_at, record.customer_id, record.caller_id, record.status, expected + 1,
+                (updated_at, record.customer_id, record.caller_id, record.status, stored.version,
                  text, record.id, expected),
             )
             if cur.rowcount == 1:
                 return
             row = conn.execute("SELECT version FROM conversations WHERE id = ?", (record.id,)).fetchone()
             if row is None:
-                raise StoreError(f"conversation {record.id} is not in the store; create() it first")
-            raise ConcurrentUpdate(
-                f"conversation {record.id} was saved by someone else (stored version {row[0]}, "
-                f"this copy has {expected}); get() it again and reapply the change"
-            )
+                raise not_stored(record.id)
+            raise concurrent_update(record.id, row[0], expected)
 
         await self._run("saving a conversation", lambda conn: self._write(conn, update))
-        record.version = expected + 1
+        record.version = stored.version
         record.updated_at = updated_at
 
     async def find_recent(
@@ -267,14 +264,12 @@ class SqliteStore:
         payload: dict[str, Any],
         sensitive: Iterable[str] = (),
     ) -> LoggedEvent:
-        clean = self.redactor.redact_payload(payload, sensitive)
-        text = dumps(clean, f"an event of conversation {conversation_id}")
-        clean = json.loads(text)
+        clean, text = event_payload(self.redactor, conversation_id, payload, sensitive)
         at = self.clock()
 
         def insert(conn: sqlite3.Connection) -> int:
             if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
-                raise StoreError(f"cannot log an event: conversation {conversation_id} is not in the store")
+                raise not_stored(conversation_id, event=True)
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()[0]
@@ -329,7 +324,4 @@ class SqliteStore:
         self._executor.shutdown(wait=False)
 
     def _load(self, text: str) -> ConversationRecord:
-        try:
-            return record_from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"conversation database {self.path} holds an unreadable record: {exc}") from exc
+        return load_record(text, f"conversation database {self.path}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
@@ -191,3 +191,42 @@ def check_record(record: ConversationRecord) -> None:
         raise StoreError(
             f"conversation {record.id}: status {record.status!r} is not one of {', '.join(STATUSES)}"
         )
+
+
+def load_record(text: str, where: str) -> ConversationRecord:
+    """Parse a stored record; unreadable text raises :class:`StoreError` naming ``where``."""
+    try:
+        return record_from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{where} holds an unreadable record: {exc}") from exc
+
+
+def saved_copy(record: ConversationRecord, now: float) -> ConversationRecord:
+    """What ``save()`` writes: ``record`` checked, one version on, ``updated_at`` never going back."""
+    check_record(record)
+    return replace(record, version=record.version + 1, updated_at=max(now, record.updated_at))
+
+
+def not_stored(conversation_id: str, *, event: bool = False) -> StoreError:
+    """The error for saving (or, with ``event``, logging an event of) a conversation that was
+    never created."""
+    if event:
+        return StoreError(f"cannot log an event: conversation {conversation_id} is not in the store")
+    return StoreError(f"conversation {conversation_id} is not in the store; create() it first")
+
+
+def concurrent_update(conversation_id: str, stored_version: int, expected: int) -> ConcurrentUpdate:
+    """The error for saving a copy older than the stored record."""
+    return ConcurrentUpdate(
+        f"conversation {conversation_id} was saved by someone else (stored version {stored_version}, "
+        f"this copy has {expected}); get() it again and reapply the change"
+    )
+
+
+def event_payload(
+    redactor: "Redactor", conversation_id: str, payload: dict[str, Any], sensitive: Iterable[str] = ()
+) -> tuple[dict[str, Any], str]:
+    """An event payload as the log keeps it: redacted, and as read back from its JSON text
+    (returned beside it), so ``append()`` answers what ``events()`` will read."""
+    text = dumps(redactor.redact_payload(payload, sensitive), f"an event of conversation {conversation_id}")
+    return json.loads(text), text
