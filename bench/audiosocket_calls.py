@@ -19,92 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import os
 import struct
-import tempfile
-import time
 import uuid
-from typing import Any
 
 import numpy as np
 
+from bench._common import WARMUP_SECONDS, caller_audio, run_callers, start_pipeline
+
 LATE_LIMIT = 0.100
-
-
-class NoopAsr:
-    """Answers every turn at once with an empty transcript."""
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Any) -> Any:
-        from gateway.voice.asr import Transcript
-
-        return Transcript(text="", confidence=0.0, engine="noop", audio_seconds=len(pcm) / (2 * sample_rate),
-                          decode_seconds=0.0)
-
-
-class ToneTts:
-    """0.8 s of a 440 Hz tone per prompt (no synthesis cost)."""
-
-    async def synthesize(self, text: str, sample_rate: int, prompt_id: str = "") -> bytes:
-        n = int(sample_rate * 0.8)
-        t = np.arange(n) / sample_rate
-        return (np.sin(2 * np.pi * 440 * t) * 3000).astype("<i2").tobytes()
-
-    async def stream(self, text: str, sample_rate: int, prompt_id: str = ""):
-        yield await self.synthesize(text, sample_rate, prompt_id)
-
-
-class EchoCore:
-    """A conversation core that greets and then asks again after every turn."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    async def open(self, channel: str, **kwargs: Any) -> Any:
-        from gateway.core.actions import Ask
-        from gateway.core.port import Opened
-
-        self.n += 1
-        return Opened(f"bench-{self.n}", False, [Ask("Hello, how can I help?")])
-
-    async def handle(self, conversation_id: str, event: Any) -> list[Any]:
-        from gateway.core.actions import Ask
-
-        if event.kind in ("UserSaid", "Silence", "RecognitionFailed", "DtmfPressed"):
-            return [Ask("Could you say that again?")]
-        return []
-
-    async def context(self, conversation_id: str) -> dict[str, Any]:
-        return {}
-
-    def register_sink(self, action_type: type, sink: Any) -> None:
-        return None
-
-
-def caller_audio(seconds: float, seed: int) -> bytes:
-    """Noise bursts of 0.6-1.5 s separated by 0.5-2 s of near silence, 8 kHz."""
-    rng = np.random.default_rng(seed)
-    out = []
-    total = 0
-    while total < seconds * 8000:
-        quiet = int(rng.uniform(0.5, 2.0) * 8000)
-        loud = int(rng.uniform(0.6, 1.5) * 8000)
-        out.append(rng.normal(0, 20, quiet))
-        env = np.sin(np.linspace(0, np.pi, loud)) * rng.uniform(1500, 4000)
-        out.append(rng.normal(0, 1, loud) * env)
-        total += quiet + loud
-    pcm = np.clip(np.concatenate(out)[: int(seconds * 8000)], -32768, 32767).astype("<i2")
-    return pcm.tobytes()
-
-
-WARMUP_SECONDS = 2.0
-"""Calls connect and settle before the measured period (VAD models are built beforehand)."""
 
 
 async def _one_caller(port: int, seconds: float, seed: int) -> dict[str, float]:
@@ -147,56 +70,23 @@ async def _one_caller(port: int, seconds: float, seed: int) -> dict[str, float]:
             "early": float(early)}
 
 
-def _callers(port: int, calls: int, seconds: float, out: Any) -> None:
-    async def run() -> list[dict[str, float]]:
-        return await asyncio.gather(*(_one_caller(port, seconds, i) for i in range(calls)))
-
-    out.put(asyncio.run(run()))
-
-
 async def run_load(calls: int, seconds: float, vad: str) -> dict[str, float]:
-    from gateway.config import load_settings
     from gateway.telephony.audiosocket_server import AudioSocketServer
-    from gateway.voice.pipeline import VoicePipeline
 
-    settings = load_settings(environ={}, overrides={
-        "data_dir": tempfile.mkdtemp(prefix="voicegw-bench-"),
-        "audiosocket": {"port": 0, "read_timeout_seconds": 10},
-        "voice": {"vad": {"engine": vad}},
-    })
-    pipeline = VoicePipeline(settings, EchoCore(), asr=NoopAsr(), tts=ToneTts())
-    await pipeline.start()
-    if vad == "silero":
-        await pipeline.vad_pool.prewarm(8000, calls)
+    settings, pipeline = await start_pipeline(
+        calls, vad, {"audiosocket": {"port": 0, "read_timeout_seconds": 10}})
     server = AudioSocketServer(settings, pipeline)
     await server.start()
-    queue: Any = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=_callers, args=(server.port, calls, seconds, queue))
-    proc.start()
-    loop = asyncio.get_running_loop()
-    results_future = loop.run_in_executor(None, queue.get)
-    while len(server.active) < calls and not results_future.done():
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(WARMUP_SECONDS)
-    server.pacer.stats = type(server.pacer.stats)()
-    cpu0, t0 = os.times(), time.perf_counter()
-    await asyncio.sleep(seconds - 0.5)
-    cpu1, wall = os.times(), time.perf_counter() - t0
-    results = await results_future
-    await loop.run_in_executor(None, proc.join)
+    run = await run_callers(_one_caller, server.port, calls, seconds, connected=lambda: len(server.active),
+                            pacer=server.pacer)
     await server.close()
     await pipeline.close()
-    cpu = cpu1.user - cpu0.user + cpu1.system - cpu0.system
+    results = run.results
     return {
-        "calls": calls,
-        "cpu_pct": 100 * cpu / wall,
-        "cpu_ms_per_call_s": 1000 * cpu / wall / calls,
-        "tick_max_late_ms": 1000 * server.pacing.max_late,
-        "tick_mean_late_ms": 1000 * server.pacing.mean_late,
+        **run.figures(),
         "rx_max_gap_ms": 1000 * max(r["max_gap"] for r in results),
         "rx_ratio": sum(r["received"] for r in results) / max(1, sum(r["expected"] for r in results)),
         "ended_early": sum(r["early"] for r in results),
-        "skipped_ticks": server.pacing.skips,
     }
 
 

@@ -5,7 +5,7 @@
 The gateway side runs in this process: the real ``/media/twilio`` route (aiohttp WebSocket,
 JSON + base64 + mu-law both ways, the shared 20 ms clock) and the real voice pipeline (VAD,
 endpointing, playback), with the recognizer replaced by a no-op and the synthesizer by a tone
-(see ``bench.audiosocket_calls``), so the figures are the cost of the Media Streams path. The
+(see ``bench._common``), so the figures are the cost of the Media Streams path. The
 callers run in another process: each plays Twilio (``connected``, ``start``, then a ``media``
 message of 20 ms of speech-like noise every 20 ms) and timestamps the ``media`` it receives.
 
@@ -20,17 +20,12 @@ import argparse
 import asyncio
 import base64
 import json
-import multiprocessing as mp
 import os
-import tempfile
-import time
-from typing import Any
 
 import numpy as np
 
-from bench.audiosocket_calls import EchoCore, NoopAsr, ToneTts, caller_audio
+from bench._common import WARMUP_SECONDS, caller_audio, run_callers, start_pipeline
 
-WARMUP_SECONDS = 2.0
 PROMPT_GAP = 0.1
 """Two received frames closer than this belong to one prompt (for the in-prompt gap figure)."""
 
@@ -79,26 +74,12 @@ async def _one_caller(url: str, seconds: float, seed: int) -> dict[str, float]:
             "early": float(early)}
 
 
-def _callers(url: str, calls: int, seconds: float, out: Any) -> None:
-    async def run() -> list[dict[str, float]]:
-        return await asyncio.gather(*(_one_caller(url, seconds, i) for i in range(calls)))
-
-    out.put(asyncio.run(run()))
-
-
 async def run_load(calls: int, seconds: float, vad: str) -> dict[str, float]:
     from aiohttp import web
 
-    from gateway.config import load_settings
     from gateway.telephony.twilio_media_server import TwilioMediaServer
-    from gateway.voice.pipeline import VoicePipeline
 
-    settings = load_settings(environ={}, overrides={
-        "data_dir": tempfile.mkdtemp(prefix="voicegw-bench-"), "voice": {"vad": {"engine": vad}}})
-    pipeline = VoicePipeline(settings, EchoCore(), asr=NoopAsr(), tts=ToneTts())
-    await pipeline.start()
-    if vad == "silero":
-        await pipeline.vad_pool.prewarm(8000, calls)
+    settings, pipeline = await start_pipeline(calls, vad)
     server = TwilioMediaServer(settings, pipeline)
     app = web.Application()
     server.add_routes(app)
@@ -107,34 +88,17 @@ async def run_load(calls: int, seconds: float, vad: str) -> dict[str, float]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    ctx = mp.get_context("spawn")
-    queue: Any = ctx.Queue()
-    proc = ctx.Process(target=_callers, args=(f"ws://127.0.0.1:{port}/media/twilio", calls, seconds, queue))
-    proc.start()
-    loop = asyncio.get_running_loop()
-    results_future = loop.run_in_executor(None, queue.get)
-    while len(server.streams) < calls and not results_future.done():
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(WARMUP_SECONDS)
-    server.pacer.stats = type(server.pacer.stats)()
-    cpu0, t0 = os.times(), time.perf_counter()
-    await asyncio.sleep(seconds - 0.5)
-    cpu1, wall = os.times(), time.perf_counter() - t0
-    results = await results_future
-    await loop.run_in_executor(None, proc.join)
+    run = await run_callers(_one_caller, f"ws://127.0.0.1:{port}/media/twilio", calls, seconds,
+                            connected=lambda: len(server.streams), pacer=server.pacer)
     await server.close()
     await runner.cleanup()
     await pipeline.close()
-    cpu = cpu1.user - cpu0.user + cpu1.system - cpu0.system
+    results = run.results
     return {
-        "calls": calls,
-        "cpu_pct": 100 * cpu / wall,
-        "cpu_ms_per_call_s": 1000 * cpu / wall / calls,
-        "tick_max_late_ms": 1000 * server.pacer.stats.max_late,
+        **run.figures(),
         "media_per_call_s": sum(r["received"] for r in results) / calls / seconds,
         "prompt_max_gap_ms": 1000 * max(r["max_gap"] for r in results),
         "ended_early": sum(r["early"] for r in results),
-        "skipped_ticks": server.pacer.stats.skips,
     }
 
 
