@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.agents.registry import AgentRegistry, clean_labels
 from gateway.config import Settings
-from gateway.context.fanout import Fanout
+from gateway.context.fanout import Fanout, listen
 from gateway.context.store import StoreError
 from gateway.core.actions import Action, ScreenPop, Transfer
 from gateway.core.port import ConversationPort
@@ -48,7 +48,6 @@ MAX_FRAME_BYTES = 4096
 PRESENCE, SCREENPOP = "agents", "screenpop"
 TOKEN_FILE = "agent-token"
 DEFAULT_AGENT = "agent"
-RESUBSCRIBE_SECONDS = 2.0
 SIGN_IN_FORM = ("<form method=\"post\" action=\"/agent/login\"><label>Agent token"
                 "<input name=\"token\" type=\"password\" required autocomplete=\"off\"></label>"
                 "<button type=\"submit\">Sign in</button></form>")
@@ -280,28 +279,6 @@ class AgentDesktop:
         elif message.get("type") == "gone" and node != self.node:
             self.registry.remove(str(message.get("agent_id", "")))
 
-    async def _listen(self, channel: str, handler: Any, ready: asyncio.Event) -> None:
-        """Deliver the channel's messages to ``handler``; resubscribe when the fan-out breaks."""
-        while True:
-            sub = self._fanout.subscribe(channel)
-            try:
-                try:
-                    await sub.start()
-                finally:
-                    ready.set()
-                async for message in sub:
-                    try:
-                        await handler(message)
-                    except (KeyError, TypeError, ValueError, ConnectionError) as exc:
-                        log.warning("fan-out message on %s not handled: %s", channel, exc)
-                return  # the subscription was closed: shutting down
-            except StoreError as exc:
-                log.warning("agent desktop fan-out on %s lost: %s; subscribing again in %.0f s",
-                            channel, exc, RESUBSCRIBE_SECONDS)
-            finally:
-                await sub.aclose()
-            await asyncio.sleep(RESUBSCRIBE_SECONDS)
-
     async def _publish(self, channel: str, message: dict[str, Any]) -> None:
         try:
             await self._fanout.publish(channel, message)
@@ -315,7 +292,9 @@ class AgentDesktop:
         the rest of the web server starts anyway."""
         for channel, handler in ((SCREENPOP, self._deliver), (PRESENCE, self._on_presence)):
             ready = asyncio.Event()
-            self._tasks.append(asyncio.create_task(self._listen(channel, handler, ready), name=f"agents-{channel}"))
+            listener = listen(self._fanout, channel, handler, ready, what="agent desktop",
+                              handler_errors=(KeyError, TypeError, ValueError, ConnectionError))
+            self._tasks.append(asyncio.create_task(listener, name=f"agents-{channel}"))
             await ready.wait()
         await self._publish(PRESENCE, {"type": "hello", "node": self.node})
 

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import weakref
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from redis.exceptions import RedisError
 
@@ -29,6 +29,7 @@ from gateway.context.store import StoreError
 
 log = logging.getLogger(__name__)
 
+RESUBSCRIBE_SECONDS = 2.0  # a listener whose fan-out broke (Redis down) subscribes again after this
 MAX_MESSAGE_BYTES = 64 * 1024  # a screen-pop is a few hundred bytes; refuse anything huge
 QUEUE_DEPTH = 1000  # per subscriber; a subscriber this far behind loses its oldest messages
 
@@ -55,6 +56,43 @@ class Fanout(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def listen(
+    fanout: Fanout,
+    channel: str,
+    handler: Callable[[dict[str, Any]], Awaitable[None]],
+    ready: asyncio.Event,
+    *,
+    what: str,
+    handler_errors: tuple[type[BaseException], ...],
+    resubscribe_seconds: float = RESUBSCRIBE_SECONDS,
+) -> None:
+    """Deliver ``channel``'s messages to ``handler`` until the subscription is closed.
+
+    ``ready`` is set once the first subscription has started (or failed). A handler error of
+    ``handler_errors`` is logged and the next message handled; a lost fan-out
+    (:class:`StoreError`) is logged and subscribed to again after ``resubscribe_seconds``.
+    ``what`` names the listener in log lines."""
+    while True:
+        sub = fanout.subscribe(channel)
+        try:
+            try:
+                await sub.start()
+            finally:
+                ready.set()
+            async for message in sub:
+                try:
+                    await handler(message)
+                except handler_errors as exc:
+                    log.warning("%s: fan-out message on %s not handled: %s", what, channel, exc)
+            return  # the subscription was closed: shutting down
+        except StoreError as exc:
+            log.warning("%s fan-out on %s lost: %s; subscribing again in %.0f s", what, channel, exc,
+                        resubscribe_seconds)
+        finally:
+            await sub.aclose()
+        await asyncio.sleep(resubscribe_seconds)
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -15,14 +15,13 @@ import logging
 import secrets
 from typing import Any
 
-from gateway.context.fanout import Fanout
+from gateway.context.fanout import Fanout, listen
 from gateway.context.store import StoreError
 from gateway.digital.chat import ChatChannel
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "chat"
-RESUBSCRIBE_SECONDS = 2.0
 
 
 class ChatRelay:
@@ -59,30 +58,12 @@ class ChatRelay:
         elif message.get("type") == "delivered":
             self._chat.forget(cid, str(message.get("id", "")))
 
-    async def _listen(self, ready: asyncio.Event) -> None:
-        while True:
-            sub = self._fanout.subscribe(CHANNEL)
-            try:
-                try:
-                    await sub.start()
-                finally:
-                    ready.set()
-                async for message in sub:
-                    try:
-                        await self._on_message(message)
-                    except (StoreError, ConnectionError, TypeError, ValueError) as exc:
-                        log.warning("chat relay message not handled: %s", exc)
-                return
-            except StoreError as exc:
-                log.warning("chat relay fan-out lost: %s; subscribing again in %.0f s", exc, RESUBSCRIBE_SECONDS)
-            finally:
-                await sub.aclose()
-            await asyncio.sleep(RESUBSCRIBE_SECONDS)
-
     async def start(self) -> None:
         """Listen for frames relayed by other nodes."""
         ready = asyncio.Event()
-        self._task = asyncio.create_task(self._listen(ready), name="chat-relay")
+        listener = listen(self._fanout, CHANNEL, self._on_message, ready, what="chat relay",
+                          handler_errors=(StoreError, ConnectionError, TypeError, ValueError))
+        self._task = asyncio.create_task(listener, name="chat-relay")
         await ready.wait()
 
     async def close(self) -> None:
