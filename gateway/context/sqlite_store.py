@@ -31,6 +31,7 @@ from gateway.context.store import (
     record_to_json,
     saved_copy,
 )
+from gateway.sqlite_tx import immediate, run_script, write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,16 +127,9 @@ class SqliteStore:
                 "context.sqlite_path at another file"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _MIGRATIONS[target].split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
+            with immediate(conn):
+                run_script(conn, _MIGRATIONS[target])
                 conn.execute(f"PRAGMA user_version = {target}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             log.info("conversation database %s migrated to schema %d", self.path, target)
 
     def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
@@ -170,17 +164,6 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call)
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
     # -- the ContextStore protocol -----------------------------------------------------
 
     async def create(
@@ -197,7 +180,7 @@ class SqliteStore:
                  record.caller_id, record.status, record.version, text),
             )
 
-        await self._run("creating a conversation", lambda conn: self._write(conn, insert))
+        await self._run("creating a conversation", lambda conn: write(conn, insert))
         return record
 
     async def get(self, conversation_id: str) -> ConversationRecord | None:
@@ -230,7 +213,7 @@ class SqliteStore:
                 raise not_stored(record.id)
             raise concurrent_update(record.id, row[0], expected)
 
-        await self._run("saving a conversation", lambda conn: self._write(conn, update))
+        await self._run("saving a conversation", lambda conn: write(conn, update))
         record.version = stored.version
         record.updated_at = updated_at
 
@@ -279,7 +262,7 @@ class SqliteStore:
             )
             return int(seq)
 
-        seq = await self._run("appending to the event log", lambda conn: self._write(conn, insert))
+        seq = await self._run("appending to the event log", lambda conn: write(conn, insert))
         return LoggedEvent(seq=seq, conversation_id=conversation_id, at=at, channel=channel, kind=kind, payload=clean)
 
     async def events(self, conversation_id: str, *, limit: int | None = None) -> list[LoggedEvent]:

@@ -34,6 +34,7 @@ from gateway.integrations.crm import (
     Order,
     phone_digits,
 )
+from gateway.sqlite_tx import immediate, run_script, write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,18 +194,11 @@ class SampleCrm:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(conn):
                     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                        for statement in _SCHEMA.split(";\n"):
-                            if statement.strip():
-                                conn.execute(statement)
+                        run_script(conn, _SCHEMA)
                         _seed(conn, seed_file, self.now())
                         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
                 log.info("sample CRM %s created and seeded from %s", self.path, seed_file.name)
             return conn
         except (OSError, sqlite3.Error, yaml.YAMLError, KeyError, ValueError) as exc:
@@ -232,16 +226,6 @@ class SampleCrm:
             return fn(self._conn)
         except sqlite3.Error as exc:
             raise CrmError(f"sample CRM failed while {what}: {exc}") from exc
-
-    def _write(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
 
     async def _one(self, what: str, sql: str, args: tuple[Any, ...]) -> sqlite3.Row | None:
         return await self._call(what, lambda conn: conn.execute(sql, args).fetchone())
@@ -289,7 +273,7 @@ class SampleCrm:
                          (reference, customer_id, self.now().isoformat(timespec="seconds")))
             return reference
 
-        return await self._call("sending a password reset", lambda conn: self._write(conn, insert))
+        return await self._call("sending a password reset", lambda conn: write(conn, insert))
 
     # -- orders and invoices ----------------------------------------------------------
 
@@ -319,7 +303,7 @@ class SampleCrm:
             conn.execute("UPDATE invoices SET disputed = 1 WHERE id = ?", (invoice_id,))
             return str(cur.lastrowid)
 
-        return await self._call("opening a dispute", lambda conn: self._write(conn, dispute))
+        return await self._call("opening a dispute", lambda conn: write(conn, dispute))
 
     # -- appointments -----------------------------------------------------------------
 
@@ -334,7 +318,7 @@ class SampleCrm:
                 raise CrmError(f"no appointment {appointment_id!r}")
             return conn.execute("SELECT * FROM appointments WHERE id = ?", (appointment_id,)).fetchone()
 
-        return _appointment(await self._call(what, lambda conn: self._write(conn, update)))
+        return _appointment(await self._call(what, lambda conn: write(conn, update)))
 
     async def reschedule_appointment(self, appointment_id: str, new_at: datetime) -> Appointment:
         return await self._update_appointment(
@@ -393,7 +377,7 @@ class SampleCrm:
                 raise CrmError(f"no loan application {app_id!r}")
             return conn.execute("SELECT * FROM loan_applications WHERE id = ?", (app_id,)).fetchone()
 
-        return _loan(await self._call("updating a loan application", lambda conn: self._write(conn, update)))
+        return _loan(await self._call("updating a loan application", lambda conn: write(conn, update)))
 
     async def close(self) -> None:
         """Release the database and the worker thread."""
