@@ -15,7 +15,7 @@ from gateway.agents.registry import AgentRegistry
 from gateway.context.fanout import InProcessFanout, RedisFanout
 from gateway.core.events import ChatMessage
 from tests.digital.fake_core import FakeCore
-from tests.digital.helpers import start
+from tests.digital.helpers import recv_until, start
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
 
 TIMEOUT = 20
@@ -25,20 +25,11 @@ def jar() -> aiohttp.CookieJar:
     return aiohttp.CookieJar(unsafe=True)  # keep cookies from 127.0.0.1 as a browser does
 
 
-async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data)
-        frame = json.loads(msg.data)
-        if frame["type"] == kind:
-            return frame
-
-
 async def desk(http: aiohttp.ClientSession, url: str, token: str, skills: list[str], languages: list[str]) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(f"{url}/agent/ws?token={token}")
-    await next_frame(ws, "welcome")
+    await recv_until(ws, "welcome")
     await ws.send_json({"type": "ready", "skills": skills, "languages": languages})
-    await next_frame(ws, "ready")
+    await recv_until(ws, "ready")
     return ws
 
 
@@ -133,7 +124,7 @@ async def test_screen_pop_goes_to_the_agent_with_the_skill(tmp_path):
             await core.handle(cid, ChatMessage(text="verify me"))
             await core.handle(cid, ChatMessage(text="1234"))
             await core.handle(cid, ChatMessage(text="I want an agent"))
-            pop = await next_frame(alice, "screen_pop")
+            pop = await recv_until(alice, "screen_pop")
             assert pop["conversation_id"] == cid
             ctx = pop["context"]
             assert ctx["customer"]["name"] == "Dana Example" and "identity" in ctx["verified"]
@@ -142,7 +133,7 @@ async def test_screen_pop_goes_to_the_agent_with_the_skill(tmp_path):
             assert "I want an agent" in texts and "[redacted]" in texts and "1234" not in texts
             # bob (no billing skill) got nothing; the hook pops the agent who really answered
             await runner.parts.desktop.agent_connected(cid, "bob")
-            pop_b = await next_frame(bob, "screen_pop")
+            pop_b = await recv_until(bob, "screen_pop")
             assert pop_b["conversation_id"] == cid
             assert runner.parts.metrics.value("voicegw_screenpops_total") == 2
             await alice.close()
@@ -174,7 +165,7 @@ async def _two_nodes(tmp_path: Any, fanout_a: Any, fanout_b: Any) -> None:
             await wait_for_agents(node_a, 1)
             cid = (await core_a.open("chat")).conversation_id
             await core_a.handle(cid, ChatMessage(text="agent"))  # transferred on node A
-            pop = await next_frame(alice, "screen_pop")           # popped on node B
+            pop = await recv_until(alice, "screen_pop")           # popped on node B
             assert pop["conversation_id"] == cid and pop["context"]["transcript"]
             await alice.close()
         assert node_b.parts.metrics.value("voicegw_screenpops_total") == 1
@@ -214,7 +205,7 @@ async def test_unreachable_redis_fanout_does_not_stop_the_desktop(tmp_path, capl
             alice = await desk(http, runner.url, "tok-alice", ["billing"], ["en"])
             cid = (await core.open("chat")).conversation_id
             await core.handle(cid, ChatMessage(text="agent"))
-            pop = await next_frame(alice, "screen_pop")  # delivered on this node without Redis
+            pop = await recv_until(alice, "screen_pop")  # delivered on this node without Redis
             assert pop["conversation_id"] == cid
             await alice.close()
         assert any("fan-out" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
@@ -230,7 +221,7 @@ async def test_bad_desktop_frames_close_that_desktop_only(tmp_path):
         async with aiohttp.ClientSession() as http:
             good = await desk(http, runner.url, "tok-alice", ["billing"], ["en"])
             bad = await http.ws_connect(f"{runner.url}/agent/ws?token=tok-bob")
-            await next_frame(bad, "welcome")
+            await recv_until(bad, "welcome")
             for raw in ["nope", "[]", '{"type":"ready","skills":"all"}', '{"type":"ready","skills":[1]}',
                         '{"type":"admin"}', "{}", "null"]:
                 await bad.send_str(raw)
@@ -242,13 +233,13 @@ async def test_bad_desktop_frames_close_that_desktop_only(tmp_path):
                 refusals += json.loads(msg.data)["type"] == "refused"
             assert refusals == 6 and bad.closed
             big = await http.ws_connect(f"{runner.url}/agent/ws?token=tok-bob")
-            await next_frame(big, "welcome")
+            await recv_until(big, "welcome")
             await big.send_str('{"type":"ready","skills":["' + "x" * 10_000 + '"]}')
             msg = await asyncio.wait_for(big.receive(), TIMEOUT)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and big.close_code == 1009
             cid = (await core.open("chat")).conversation_id
             await core.handle(cid, ChatMessage(text="agent"))
-            assert (await next_frame(good, "screen_pop"))["conversation_id"] == cid
+            assert (await recv_until(good, "screen_pop"))["conversation_id"] == cid
             await good.close()
     finally:
         await runner.close()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from gateway.config import Settings, load_settings
 from gateway.web.app import WebRunner, start_web
 
 AGENT_TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
+FRAME_TIMEOUT = 20
 
 
 def web_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -31,3 +36,16 @@ async def start(tmp_path: Path, core: Any, **overrides: Any) -> WebRunner:
     """The web server around ``core`` (``overrides``: settings sections; ``deps``: see build_web_app)."""
     deps = overrides.pop("deps", {})
     return await start_web(web_settings(tmp_path, **overrides), core, **deps)
+
+
+async def recv_until(ws: aiohttp.ClientWebSocketResponse, kind: str, frames: list[dict[str, Any]] | None = None,
+                     timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
+    """Read JSON frames until one of ``kind`` arrives (collecting everything into ``frames``)."""
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
+        frame = json.loads(msg.data)
+        if frames is not None:
+            frames.append(frame)
+        if frame["type"] == kind:
+            return frame

@@ -13,21 +13,9 @@ from gateway.core.actions import Originate
 from gateway.core.events import CallAccepted, ChatMessage
 from gateway.digital.chat_protocol import ChatProtocolError, RateLimiter, parse_client_frame
 from tests.digital.fake_core import PHONE, FakeCore
-from tests.digital.helpers import start
+from tests.digital.helpers import recv_until, start
 
 TIMEOUT = 20
-
-
-async def recv_until(ws: aiohttp.ClientWebSocketResponse, kind: str, frames: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Read frames until one of ``kind`` arrives (collecting everything into ``frames``)."""
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
-        frame = json.loads(msg.data)
-        if frames is not None:
-            frames.append(frame)
-        if frame["type"] == kind:
-            return frame
 
 
 def test_parse_client_frames():

@@ -3,29 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from gateway.app import build_core
-from tests.digital.helpers import start, web_settings
-
-
-async def _until(ws: aiohttp.ClientWebSocketResponse, kind: str, seen: list[dict[str, Any]]) -> dict[str, Any]:
-    while True:
-        frame = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
-        seen.append(frame)
-        if frame["type"] == kind:
-            return frame
+from tests.digital.helpers import recv_until, start, web_settings
 
 
 async def _say(ws: aiohttp.ClientWebSocketResponse, text: str) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     await ws.send_json({"type": "message", "text": text})
-    await _until(ws, "ask", seen)
+    await recv_until(ws, "ask", seen, timeout=30)
     return seen
 
 
@@ -38,8 +28,8 @@ async def test_returning_customer_through_the_real_core(tmp_path):
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
                 seen: list[dict[str, Any]] = []
-                cid = (await _until(ws, "session", seen))["conversation_id"]
-                await _until(ws, "ask", seen)
+                cid = (await recv_until(ws, "session", seen, timeout=30))["conversation_id"]
+                await recv_until(ws, "ask", seen, timeout=30)
                 await _say(ws, "I want to dispute my bill")
                 await _say(ws, "12345678")
                 frames = await _say(ws, "1985-03-14")
@@ -51,8 +41,8 @@ async def test_returning_customer_through_the_real_core(tmp_path):
             assert "identity" in (await core.context(cid))["verified"]
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
                 seen = []
-                session = await _until(ws, "session", seen)
-                ask = await _until(ws, "ask", seen)
+                session = await recv_until(ws, "session", seen, timeout=30)
+                ask = await recv_until(ws, "ask", seen, timeout=30)
                 assert session["conversation_id"] == cid and session["resumed"] is True
                 assert any("already verified" in f.get("text", "") for f in seen)
                 assert "identity" not in ask["text"]
@@ -65,14 +55,14 @@ async def test_returning_customer_through_the_real_core(tmp_path):
         async with aiohttp.ClientSession(cookie_jar=jar2) as http:
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
                 seen = []
-                session = await _until(ws, "session", seen)
-                await _until(ws, "ask", seen)
+                session = await recv_until(ws, "session", seen, timeout=30)
+                await recv_until(ws, "ask", seen, timeout=30)
         ctx = await core.context(session["conversation_id"])
         assert ctx["customer"]["id"] == "C001"
         # a forged customer cookie names nobody
         async with aiohttp.ClientSession(cookies={"voicegw_customer": "x.y"}) as http:
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
-                other = await _until(ws, "session", [])
+                other = await recv_until(ws, "session", [], timeout=30)
         assert (await core.context(other["conversation_id"]))["customer"]["id"] == ""
     finally:
         await runner.close()

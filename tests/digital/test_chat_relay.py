@@ -10,8 +10,7 @@ import aiohttp
 from gateway.context.fanout import InProcessFanout
 from gateway.core.events import ChatMessage
 from tests.digital.fake_core import FakeCore
-from tests.digital.helpers import start
-from tests.digital.test_chat import recv_until
+from tests.digital.helpers import recv_until, start
 
 
 async def test_followup_reaches_chat_on_another_node(tmp_path):

@@ -3,8 +3,6 @@ SMS first, escalation to a call when unanswered, answers by SMS or by switching 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -14,7 +12,7 @@ import aiohttp
 from gateway.app import build_core
 from gateway.core.actions import Originate
 from gateway.digital.outreach import as_reminder
-from tests.digital.helpers import start, web_settings
+from tests.digital.helpers import recv_until, start, web_settings
 
 EMMA = "+15556667777"      # sample CRM: device pickup in 3 hours (always within the horizon)
 REMINDER = "A-5001"
@@ -97,17 +95,12 @@ async def test_customer_switches_to_chat_midway(tmp_path):
         cid = outreach.state(REMINDER)["conversation_id"]
         link = re.search(r"http://\S+/chat\?c=(\S+)", runner.parts.outbox.messages(to=EMMA)[0].body)
         async with aiohttp.ClientSession() as http, http.ws_connect(f"{runner.url}/chat/ws?c={link.group(1)}") as ws:
-            frames = []
-            while True:
-                frame = json.loads((await asyncio.wait_for(ws.receive(), 20)).data)
-                frames.append(frame)
-                if frame["type"] == "ask":
-                    break
+            frames: list[dict] = []
+            await recv_until(ws, "ask", frames)
             assert frames[0]["conversation_id"] == cid and frames[0]["resumed"] is True
             assert "device pickup" in frames[-1]["text"] and frames[-1]["expect"]["kind"] == "yesno"
             await ws.send_json({"type": "message", "text": "no"})
-            while (frame := json.loads((await asyncio.wait_for(ws.receive(), 20)).data))["type"] != "ask":
-                pass
+            frame = await recv_until(ws, "ask")
             assert "What day" in frame["text"]
         await outreach.run_once(T0 + timedelta(minutes=31))
         assert outreach.state(REMINDER)["state"] == "answered" and placed == []
