@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -15,6 +14,7 @@ from gateway.telephony.audiosocket_server import AudioSocketCall
 from gateway.telephony.calls import CallRecord, CallRegistry
 from tests.telephony import fixtures
 from tests.telephony.fake_ami import ReplayAmi, exchanges
+from tests.telephony.helpers import until
 
 PARK = "Local/park@fixtures-ami-00000017;2"
 
@@ -23,14 +23,6 @@ def ami_settings(tmp_path, port, **ami):
     cfg = {"enabled": True, "port": port, "secret": "gatewaysecret", "outbound_channel": "Local/{number}@test",
            "outbound_context": "voicegw-outbound", "agent_context": "voicegw-agents", **ami}
     return load_settings(environ={}, overrides={"data_dir": str(tmp_path), "ami": cfg})
-
-
-async def until(cond, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 def recorded_action(name: str, action: str) -> dict:

@@ -16,6 +16,7 @@ from gateway.telephony.audiosocket_server import AudioSocketServer
 from gateway.telephony.calls import CallRecord, CallRegistry
 from tests.telephony import fixtures
 from tests.telephony.fakes import FakePipeline
+from tests.telephony.helpers import until
 
 HOST = "127.0.0.1"
 
@@ -40,14 +41,6 @@ async def server_factory(tmp_path):
         await srv.close()
 
 
-async def wait_for(cond, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 async def drain_until_eof(reader, timeout=10.0) -> bytes:
     out = bytearray()
     while True:
@@ -65,7 +58,7 @@ async def test_as_a_call_gives_a_session_with_exactly_the_audio(server_factory, 
     expected_audio = fixtures.raw_path("audiosocket/as_a_app_hello_world.from_asterisk.bin").read_bytes()
     uuid_msg = [m for m in fixtures.annotated_messages(chunks) if m["name"] == "uuid"][0]
     reader, writer = await fixtures.replay_to_server(HOST, srv.port, chunks, split=split)
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     session = pipeline.sessions[0]
     assert session.call_id == uuid_msg["uuid"]
     assert session.kwargs["conversation_id"] == uuid_msg["uuid"]  # offered to the core as is
@@ -83,7 +76,7 @@ async def test_merged_reads_uuid_and_audio_in_one_write(server_factory):
     reader, writer = await asyncio.open_connection(HOST, srv.port)
     writer.write(data)
     writer.write_eof()
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     assert len(pipeline.sessions[0].audio) == 22424
     writer.close()
 
@@ -97,7 +90,7 @@ async def test_slin16_capture_gives_a_16k_session(server_factory):
     head = await asyncio.wait_for(reader.readexactly(3), 5)
     assert head == b"\x12\x02\x80"
     writer.write_eof()
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     session = pipeline.sessions[0]
     assert session.sample_rate == 16000
     assert len(session.audio) == sum(m["len"] for m in fixtures.annotated_messages(chunks) if m["name"] == "slin16")
@@ -109,7 +102,7 @@ async def test_dtmf_digits_arrive_in_order_with_recorded_timing(server_factory):
     srv = await server_factory(pipeline)
     chunks = fixtures.load("audiosocket/as_c1_dtmf_sip_rfc4733_app")
     reader, writer = await fixtures.replay_to_server(HOST, srv.port, chunks, speed=4.0)
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     assert pipeline.sessions[0].dtmf == list("123#*0")
     writer.close()
 
@@ -153,13 +146,13 @@ async def test_session_end_sends_hangup_then_closes(server_factory):
     srv = await server_factory(pipeline)
     reader, writer = await asyncio.open_connection(HOST, srv.port)
     writer.write(asock.encode_uuid(uuid.uuid4()) + asock.encode_audio(bytes(320)))
-    await wait_for(lambda: pipeline.sessions)
+    await until(lambda: pipeline.sessions)
     pipeline.sessions[0].ended.set()
     data = await drain_until_eof(reader)
     frames = parse_frames(data)
     assert frames[-1] == (0x00, b"")
     assert all(k == 0x10 for k, _ in frames[:-1])
-    await wait_for(lambda: pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions[0].stopped)
     writer.close()
 
 
@@ -173,7 +166,7 @@ async def test_call_started_by_the_voicebot_route_continues_its_conversation(ser
     reader, writer = await asyncio.open_connection(HOST, srv.port)
     writer.write(asock.encode_uuid(conv) + asock.encode_audio(bytes(320)))
     writer.write_eof()
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     kw = pipeline.sessions[0].kwargs
     assert kw["conversation_id"] == conv and kw["caller_id"] == "5551234" and kw["dialed"] == "700"
     writer.close()
@@ -188,7 +181,7 @@ async def test_route_registered_call_learns_the_conversation_the_session_opened(
     reader, writer = await asyncio.open_connection(HOST, srv.port)
     writer.write(asock.encode_uuid(call_uuid) + asock.encode_audio(bytes(320)))
     writer.write_eof()
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     session = pipeline.sessions[0]
     assert session.kwargs["conversation_id"] == "" and session.kwargs["caller_id"] == "5559876"
     assert record.conversation_id == session.conversation_id
@@ -239,7 +232,7 @@ async def test_bad_connections_end_alone_while_a_good_call_runs(server_factory, 
     assert "nothing received for 1.0 s" in text
     assert "first message must be the UUID" in text
     good_w.write_eof()
-    await wait_for(lambda: good.stopped == "hangup")
+    await until(lambda: good.stopped == "hangup")
     good_w.close()
 
 
@@ -257,7 +250,7 @@ async def test_every_recorded_session_gives_its_audio_and_digits(server_factory,
     # every capture is replayed with an EOF at its end, as Asterisk's close
     reader, writer = await fixtures.replay_to_server(HOST, srv.port, chunks, close=False)
     writer.write_eof()
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     session = pipeline.sessions[0]
     assert session.call_id == msgs[0]["uuid"]
     assert len(session.audio) == sum(m["len"] for m in msgs if m["name"].startswith("slin"))
@@ -284,7 +277,7 @@ async def test_silent_channel_never_reaches_asterisks_idle_timeout(server_factor
         last = now
     assert max(gaps) < 1.0  # far below the 2 s idle timeout, even on a loaded machine
     writer.write_eof()
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].stopped)
     writer.close()
 
 
@@ -293,7 +286,7 @@ async def test_a_peer_flooding_audio_is_cut_off(server_factory, caplog):
     srv = await server_factory(pipeline)
     reader, writer = await asyncio.open_connection(HOST, srv.port)
     writer.write(asock.encode_uuid(uuid.uuid4()) + asock.encode_audio(bytes(320)))
-    await wait_for(lambda: pipeline.sessions and pipeline.sessions[0].started)
+    await until(lambda: pipeline.sessions and pipeline.sessions[0].started)
     await asyncio.sleep(0.1)
     frame = asock.encode_audio(bytes(320))
     try:
@@ -302,7 +295,7 @@ async def test_a_peer_flooding_audio_is_cut_off(server_factory, caplog):
             await writer.drain()
     except ConnectionError:
         pass
-    await wait_for(lambda: pipeline.sessions[0].stopped == "flood")
+    await until(lambda: pipeline.sessions[0].stopped == "flood")
     assert len(pipeline.sessions[0].audio) < 8 * 16000  # cut off well before all of it
     assert "faster than real time" in caplog.text
     writer.close()

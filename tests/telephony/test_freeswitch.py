@@ -22,6 +22,7 @@ from gateway.core.actions import Transfer
 from gateway.telephony import freeswitch as esl
 from gateway.telephony.freeswitch_server import FreeSwitchServer
 from tests.telephony.fakes import FakePipeline
+from tests.telephony.helpers import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -206,14 +207,6 @@ async def freeswitch(tmp_path):
     yield make
     for server in made:
         await server.close()
-
-
-async def until(cond, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def frames(n: int, value: int = 1000) -> list[bytes]:

@@ -22,6 +22,7 @@ from gateway.telephony.asterisk import start_asterisk_channels
 from gateway.telephony.calls import CallRegistry
 from tests.telephony import fixtures
 from tests.telephony.fake_ami import ReplayAmi
+from tests.telephony.helpers import until
 from tests.telephony.test_agi_routes import AsteriskPeer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -66,14 +67,6 @@ class Caller:
     def bot_talking_recently(self, window: int = 25) -> bool:
         recent = [p for _, k, p in self.frames[-window:] if k == 0x10]
         return any(any(p) for p in recent)
-
-
-async def until(cond, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_id(tmp_path):

@@ -24,6 +24,7 @@ from gateway.telephony import twilio_media as tm
 from gateway.telephony.twilio_media_server import TwilioMediaServer, TwilioMediaSettings
 from gateway.voice.audio import ulaw_decode, ulaw_encode
 from tests.telephony.fakes import FakePipeline
+from tests.telephony.helpers import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,14 +145,6 @@ async def open_stream(ts, http, *, params=None, stream=STREAM, call=CALL):
     await ws.send_str(connected())
     await ws.send_str(start(stream, call, params))
     return ws
-
-
-async def until(cond, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_stream_is_a_session_with_the_callers_audio_digits_and_parameters(twilio):
