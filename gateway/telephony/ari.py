@@ -27,13 +27,13 @@ import aiohttp
 from gateway.config import Settings
 from gateway.core.actions import Transfer
 from gateway.telephony.ami import agent_extension
+from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.audio import ulaw_decode, ulaw_encode
 
 log = logging.getLogger(__name__)
 
 RTP_HEADER = 12
 PT_PCMU = 0
-FRAME_SECONDS = 0.020
 MAX_EVENT_BYTES = 1 << 20
 REQUEST_TIMEOUT = 5.0
 
@@ -165,6 +165,30 @@ class AriCall:
     rtp: RtpPacketizer = field(default_factory=RtpPacketizer)
 
 
+class _AriTicker:
+    """An ARI call on the shared 20 ms pacer: one RTP packet of the bot's audio per tick."""
+
+    def __init__(self, app: "AriApp", call: AriCall):
+        self.app = app
+        self.call = call
+        self.call_id = call.channel_id
+
+    def tick(self, now: float) -> None:
+        call = self.call
+        if not call.ready or call.transport is None or call.remote is None:
+            self.app.pacer.discard(self)
+            return
+        if call.session.ended.is_set():
+            self.end("completed")
+            return
+        call.transport.sendto(call.rtp.packet(ulaw_encode(call.session.pull_frame())), call.remote)
+
+    def end(self, reason: str) -> None:
+        self.app.pacer.discard(self)
+        self.call.ready = False
+        self.app.spawn(self.app.end_call(self.call, reason))
+
+
 class AriCallControl:
     """CallControl for an ARI call: variables, then ``continue`` into the agents' context."""
 
@@ -205,20 +229,19 @@ class AriApp:
         self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
-        self._pacer: asyncio.Task[None] | None = None
+        self.pacer = MediaPacer("ARI")
 
     async def start(self) -> "AriApp":
         loop = asyncio.get_running_loop()
         self._runner = loop.create_task(self._events_forever(), name="ari-events")
-        self._pacer = loop.create_task(self._pace(), name="ari-pacer")
         return self
 
     async def close(self) -> None:
         """Stop listening, end every call (its channel hung up), close the REST session."""
-        for task in (self._runner, self._pacer):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        await self.pacer.close()
         for call in list(self.calls.values()):
             self.spawn(self.end_call(call, "shutdown"))
         if self._tasks:
@@ -301,6 +324,7 @@ class AriApp:
             return
         if not call.ended:
             call.ready = True
+            self.pacer.add(_AriTicker(self, call))
             log.info("ARI call %s started (caller %s, media %s:%d)", cid, call.caller_id or "unknown", *call.remote)
 
     async def end_call(self, call: AriCall, reason: str) -> None:
@@ -329,22 +353,3 @@ class AriApp:
                 log.debug("ARI call %s: DELETE %s: %s", call.channel_id, path, exc)
         self.media_channels.discard(call.media_id)
         log.info("ARI call %s ended: %s", call.channel_id, "transferred" if call.transferred else reason)
-
-    async def _pace(self) -> None:
-        loop = asyncio.get_running_loop()
-        start, n = loop.time(), 0
-        while True:
-            n += 1
-            delay = start + n * FRAME_SECONDS - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif -delay > 0.2:
-                n += int(-delay / FRAME_SECONDS)
-            for call in list(self.calls.values()):
-                if not call.ready or call.transport is None or call.remote is None:
-                    continue
-                if call.session.ended.is_set():
-                    call.ready = False
-                    self.spawn(self.end_call(call, "completed"))
-                    continue
-                call.transport.sendto(call.rtp.packet(ulaw_encode(call.session.pull_frame())), call.remote)

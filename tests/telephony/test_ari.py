@@ -216,3 +216,45 @@ async def test_stasis_app_bridges_external_media_to_a_voice_session(tmp_path):
     assert "/ari/channels/gwfix-local-1-media" in deletes and "/ari/bridges/gwfix-bridge-1" in deletes
     assert "/ari/channels/gwfix-local-1" not in deletes  # transferred: the caller stays up
     assert session.stopped == "transferred"
+
+
+async def test_one_failing_ari_call_does_not_silence_the_others(tmp_path):
+    from gateway.telephony.ari import AriCall, _AriTicker
+
+    class Session:
+        def __init__(self, broken: bool):
+            self.broken = broken
+            self.ended = asyncio.Event()
+
+        def pull_frame(self) -> bytes:
+            if self.broken:
+                raise RuntimeError("synthesis exploded")
+            return b"\x00\x00" * 160
+
+        async def stop(self, reason: str = "hangup") -> None:
+            self.stopped = reason
+
+    received: list[bytes] = []
+
+    class Sink(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            received.append(data)
+
+    loop = asyncio.get_running_loop()
+    sink, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+    remote = sink.get_extra_info("sockname")
+    settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path)})
+    app = AriApp(settings, FakePipeline())
+    calls = []
+    for name, broken in (("good", False), ("bad", True)):
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        call = AriCall(name, remote=remote, transport=transport, session=Session(broken), ready=True)
+        app.calls[name] = call
+        calls.append(call)
+        app.pacer.add(_AriTicker(app, call))
+    await asyncio.sleep(0.3)
+    good, bad = calls
+    assert bad.ready is False and good.ready is True
+    assert len(received) >= 5  # the good call keeps getting its 20 ms packets
+    await app.close()
+    sink.close()
