@@ -21,7 +21,7 @@ from twilio.request_validator import RequestValidator
 from gateway.app import build_core
 from gateway.config import load_settings
 from gateway.core.events import ChatMessage
-from gateway.digital.links import LinkSigner
+from gateway.links import LinkSigner
 from gateway.web.app import start_web
 
 CHAT_TURNS = 40

@@ -36,7 +36,7 @@ from gateway.context.fanout import Fanout, listen
 from gateway.context.store import StoreError
 from gateway.core.actions import Action, ScreenPop, Transfer
 from gateway.core.port import ConversationPort
-from gateway.digital.links import LinkRefused, LinkSigner
+from gateway.links import LinkRefused, LinkSigner
 from gateway.web.html import page, refusal
 from gateway.web.metrics import Metrics
 

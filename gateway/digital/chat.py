@@ -35,7 +35,7 @@ from gateway.digital.chat_protocol import (
     encode_action,
     parse_client_frame,
 )
-from gateway.digital.links import LinkRefused, LinkSigner
+from gateway.links import LinkRefused, LinkSigner
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)

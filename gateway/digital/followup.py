@@ -16,7 +16,7 @@ from gateway.core.actions import Action, SendFollowUp
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
 from gateway.digital.chat_relay import ChatRelay
-from gateway.digital.links import LinkSigner
+from gateway.links import LinkSigner
 from gateway.digital.sms import SmsSender, SmsSendError
 from gateway.web.metrics import Metrics
 

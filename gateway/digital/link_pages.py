@@ -28,7 +28,7 @@ from gateway.config import Settings
 from gateway.core.actions import Ask, Say
 from gateway.core.events import FormSubmitted, LinkOpened
 from gateway.core.port import ConversationPort
-from gateway.digital.links import LinkClaims, LinkRefused, LinkSigner
+from gateway.links import LinkClaims, LinkRefused, LinkSigner
 from gateway.web.html import escape, page, refusal
 from gateway.web.metrics import Metrics
 

@@ -28,7 +28,7 @@ from gateway.digital.chat import ChatChannel
 from gateway.digital.chat_relay import ChatRelay
 from gateway.digital.followup import FollowUps
 from gateway.digital.link_pages import LinkPages
-from gateway.digital.links import LinkSigner, load_or_create_secret
+from gateway.links import LinkSigner, load_or_create_secret
 from gateway.digital.outbox import OUTBOX_FILE, Outbox
 from gateway.digital.outbox_page import OutboxPage
 from gateway.digital.outreach import Outreach

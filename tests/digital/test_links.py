@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from gateway.core.events import FormSubmitted, LinkOpened
-from gateway.digital.links import LinkRefused, LinkSigner, load_or_create_secret
+from gateway.links import LinkRefused, LinkSigner, load_or_create_secret
 from tests.digital.fake_core import FakeCore
 from tests.digital.helpers import start
 
