@@ -149,13 +149,21 @@ async def order_status(ctx: LookupContext) -> Outcome:
     return Outcome("found", _order_slots(order))
 
 
+def _month_name(period: str) -> str:
+    """``"2026-10"`` -> ``"October 2026"`` (other forms are kept as they are)."""
+    try:
+        return datetime.strptime(period, "%Y-%m").strftime("%B %Y")
+    except ValueError:
+        return period
+
+
 async def latest_invoice(ctx: LookupContext) -> Outcome:
     invoices = await ctx.crm.invoices(ctx.customer_id) if ctx.customer_id else []
     if not invoices:
         return Outcome("not_found")
     invoice = max(invoices, key=lambda inv: inv.period)
     return Outcome("found", {
-        "invoice_id": invoice.id, "invoice_period": invoice.period,
+        "invoice_id": invoice.id, "invoice_period": _month_name(invoice.period),
         "invoice_amount": money(invoice.amount), "invoice_amount_spoken": spoken_amount(invoice.amount),
     })
 
