@@ -34,7 +34,7 @@ def _port(host: str, port: int, what: str) -> Check:
             sock.bind((host, port))
         except OSError as exc:
             return Check(f"{what} port {host}:{port}", False, f"cannot bind: {exc.strerror}",
-                         f"stop what uses it or set another port (see config/gateway.yaml)")
+                         "stop what uses it or set another port (see config/gateway.yaml)")
     return Check(f"{what} port {host}:{port}", True, "free")
 
 

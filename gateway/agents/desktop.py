@@ -37,7 +37,7 @@ from gateway.context.store import StoreError
 from gateway.core.actions import Action, ScreenPop, Transfer
 from gateway.core.port import ConversationPort
 from gateway.links import LinkRefused, LinkSigner
-from gateway.web.html import page, refusal
+from gateway.web.html import page
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)

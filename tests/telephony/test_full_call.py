@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import uuid
 
 import pytest
 

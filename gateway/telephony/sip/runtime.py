@@ -200,7 +200,6 @@ class PjRuntime:
 
     # ---- the thread --------------------------------------------------------------------------
     def _run(self) -> None:
-        global _active
         ep = pj.Endpoint()
         try:
             _quietly(ep.libCreate)
