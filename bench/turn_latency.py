@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import statistics
 import tempfile
 import time
 from typing import Any
 
 from gateway.config import load_settings
 from gateway.core.actions import Ask, Expect
-from gateway.core.events import UserSaid
 from gateway.core.port import Opened
 
 OPEN_PROMPT = "Thanks. Turn {n}: is there anything else I can help you with today?"

@@ -300,7 +300,6 @@ async def talk_over_prompt(session, caller_pcm: bytes, *, start_after: float, ec
                            echo_delay_frames: int = 3, seconds: float = 12.0):
     """Tick the call: caller audio from ``start_after`` on, plus the bot's own audio leaking
     back ``echo_gain`` down after ``echo_delay_frames``. Returns per-tick (time, talking, paused)."""
-    driver = CallDriver(session)
     played: list[np.ndarray] = []
     trace = []
     begin = int(start_after * 50)
