@@ -83,6 +83,11 @@ class TurnTimer:
             return None
         return round(max(0.0, b - a), 4)
 
+    def _ready(self, decided: float | None) -> float | None:
+        """When the event could have gone to the core: decision and transcript both in hand."""
+        marks = [m for m in (decided, self._rec_done) if m is not None]
+        return max(marks) if marks else None
+
     def as_dict(self) -> dict[str, Any]:
         decided = self._decided
         rec_from = None
@@ -102,7 +107,7 @@ class TurnTimer:
             "endpoint_wait": round(self.endpoint_wait, 4),
             "recognition": self._span(rec_from, self._rec_done),
             "recognition_cpu_wall": self._span(self._rec_start, self._rec_done),
-            "queue": self._span(self._rec_done or decided, self._dialog_start),
+            "queue": self._span(self._ready(decided), self._dialog_start),
             "dialog": self._span(self._dialog_start, self._dialog_done),
             "tts": self._span(self._dialog_done, self._tts_first),
             "total": total,
