@@ -46,6 +46,8 @@ def caller_script(turns: list[bytes], seconds: float, rate: int, rng: random.Ran
 
 def worker_pids(pipeline: Any) -> list[int]:
     """Recognizer worker processes (their CPU counts too)."""
+    if hasattr(pipeline.asr, "worker_pids"):
+        return list(pipeline.asr.worker_pids())
     pool = getattr(pipeline.asr, "_whisper", None)
     try:
         return list(pool.worker_pids()) if pool is not None else []

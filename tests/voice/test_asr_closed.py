@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +157,58 @@ async def test_router_with_vosk_configured_fails_at_start_naming_the_path(tmp_pa
     with pytest.raises(AsrError, match="vosk_model_dir is empty"):
         await relative.start()
     await relative.close()
+
+
+async def test_invalid_vosk_model_fails_the_router_start_from_its_worker(tmp_path: Path) -> None:
+    bogus = tmp_path / "vosk-bogus"
+    (bogus / "am").mkdir(parents=True)
+    (bogus / "am" / "final.mdl").write_bytes(b"not a kaldi model")
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", vosk_model_dir=str(bogus)), fallback=False)
+    with pytest.raises(AsrError, match=f"Vosk could not load the model in {bogus}"):
+        await router.start()
+    await router.close()
+
+
+async def test_closed_sets_decode_in_a_worker_process_that_is_replaced_when_it_dies() -> None:
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx"), fallback=False)
+    await router.start()
+    try:
+        [pid] = router.worker_pids()
+        assert pid != os.getpid()
+        yes = utterance("yes")
+        assert _meaning((await router.recognize(yes.pcm, 8000, Expect(kind="yesno"))).text) == "yes"
+        os.kill(pid, signal.SIGKILL)
+        again = await router.recognize(yes.pcm, 8000, Expect(kind="yesno"))
+        assert _meaning(again.text) == "yes" and again.engine == "pocketsphinx"
+        [fresh] = router.worker_pids()
+        assert fresh != pid
+    finally:
+        await router.close()
+    assert not _running(fresh)
+
+
+async def test_stalled_worker_is_an_asr_error_and_restarted() -> None:
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx"), fallback=False, timeout_seconds=3.0)
+    await router.start()
+    try:
+        [pid] = router.worker_pids()
+        os.kill(pid, signal.SIGSTOP)  # alive but never answers
+        yes = utterance("yes")
+        with pytest.raises(AsrError, match="pocketsphinx"):
+            await router.recognize(yes.pcm, 8000, Expect(kind="yesno"))
+        deadline = time.monotonic() + 60
+        while router.worker_pids() in ([], [pid]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # the overrun worker is killed and replaced in the background
+        assert router.worker_pids() and router.worker_pids() != [pid]
+        assert not _running(pid)
+        assert _meaning((await router.recognize(yes.pcm, 8000, Expect(kind="yesno"))).text) == "yes"
+    finally:
+        await router.close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -49,28 +49,32 @@ class _Request:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-class _Worker:
-    """One worker process (``python -m gateway.voice.asr.worker``) and the socket to it.
+class WorkerProcess:
+    """One recognizer worker process (``python -m MODULE FD CONFIG_JSON``) and the socket to it.
 
     Started as a plain subprocess rather than through ``multiprocessing`` so that embedding the
-    gateway in any script works (spawn would re-import the caller's ``__main__``).
+    gateway in any script works (spawn would re-import the caller's ``__main__``). The worker
+    answers ``("ready", pid)`` once loaded, or ``("failed", message)``.
     """
 
-    def __init__(self, config: dict[str, Any], index: int) -> None:
+    def __init__(
+        self, config: dict[str, Any], index: int, *, module: str = "gateway.voice.asr.worker", label: str = "Whisper"
+    ) -> None:
         self.index = index
+        self.label = label
         parent, child = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.voice.asr.worker", str(child.fileno()), json.dumps(config)],
+                [sys.executable, "-m", module, str(child.fileno()), json.dumps(config)],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
         except OSError as exc:
             parent.close()
-            raise AsrError(f"cannot start a Whisper worker process: {exc}") from exc
+            raise AsrError(f"cannot start a {label} worker process: {exc}") from exc
         finally:
             child.close()
         self.conn = Connection(parent.detach())
@@ -85,12 +89,12 @@ class _Worker:
     def wait_ready(self, timeout: float) -> None:
         if not self.conn.poll(timeout):
             self.kill()
-            raise AsrError(f"Whisper worker {self.index} did not start within {timeout:.0f} s")
+            raise AsrError(f"{self.label} worker {self.index} did not start within {timeout:.0f} s")
         try:
             status, detail = self.conn.recv()
         except (EOFError, OSError) as exc:
             self.kill()
-            raise AsrError(f"Whisper worker {self.index} died while loading the model") from exc
+            raise AsrError(f"{self.label} worker {self.index} died while loading the model") from exc
         if status != "ready":
             self.kill()
             raise AsrError(str(detail))
@@ -101,7 +105,7 @@ class _Worker:
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            log.error("whisper worker %d (pid %d) did not exit after kill", self.index, self.pid)
+            log.error("%s worker %d (pid %d) did not exit after kill", self.label, self.index, self.pid)
         self.conn.close()
 
     def stop(self) -> None:
@@ -148,7 +152,7 @@ class WhisperPool:
         self._pending: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._workers: list[_Worker | None] = []
+        self._workers: list[WorkerProcess | None] = []
         self._closed = False
         self.stats = {"batches": 0, "utterances": 0, "restarts": 0, "max_batch_seen": 0}
 
@@ -162,7 +166,7 @@ class WhisperPool:
         check_model_dir(self.model_dir)
         if self._threads:
             return
-        workers = [_Worker(self._config, i) for i in range(self.size)]
+        workers = [WorkerProcess(self._config, i) for i in range(self.size)]
         try:
             for worker in workers:
                 worker.wait_ready(START_TIMEOUT_SECONDS)
@@ -295,7 +299,7 @@ class WhisperPool:
         except AsrError as exc:
             log.error("whisper worker %d could not be restarted: %s", index, exc)
 
-    def _restart(self, index: int, reason: str) -> _Worker:
+    def _restart(self, index: int, reason: str) -> WorkerProcess:
         old = self._workers[index]
         if old is not None:
             old.kill()
@@ -304,7 +308,7 @@ class WhisperPool:
             raise AsrError("recognizer is shutting down")
         log.warning("restarting whisper worker %d: %s", index, reason)
         self.stats["restarts"] += 1
-        worker = _Worker(self._config, index)
+        worker = WorkerProcess(self._config, index)
         worker.wait_ready(START_TIMEOUT_SECONDS)
         self._workers[index] = worker
         return worker

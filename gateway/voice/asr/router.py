@@ -4,7 +4,9 @@ Closed sets (``expect.closed``: digits, yes/no, a few options) go to the fast cl
 engine (pocketsphinx by default, Vosk when a Vosk model is configured); everything else goes to
 the accurate open engine (Whisper in worker processes). A closed-set answer that is empty, does
 not fit (wrong digit count) or falls under ``fallback_confidence`` is decoded again by Whisper
-when it runs. Every call is bounded by a timeout and every failure is one ``AsrError``.
+when it runs. Both engines decode in worker processes (``closed.ClosedSetProcess``,
+``pool.WhisperPool``): the gateway's threads only wait on sockets, so no decode holds the event
+loop's GIL. Every call is bounded by a timeout and every failure is one ``AsrError``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
+from gateway.voice.asr.closed import ClosedSetProcess
 from gateway.voice.asr.grammar import plausible
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.whisper import check_model_dir
@@ -29,6 +32,8 @@ MAX_AUDIO_SECONDS = 60.0
 """Longest utterance accepted; the endpointer cuts turns well before (20 s by default)."""
 TIMEOUT_SECONDS = 30.0
 """Upper bound on one recognition, queueing included (generous for a loaded 2-core host)."""
+MIN_WORKER_TIMEOUT_SECONDS = 5.0
+"""A closed-set worker silent for this long (or the timeout above, if longer) is restarted."""
 NO_SPEECH_PROB = 0.6
 """Whisper's own no-speech threshold: above it, with low confidence, the turn is silence."""
 LOW_CONFIDENCE = 0.35
@@ -69,6 +74,7 @@ class AsrRouter:
         self._whisper = whisper
         self._own_whisper = whisper is None
         self._engines: dict[str, Engine] = dict(engines or {})
+        self._own_engines: list[ClosedSetProcess] = []
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr")
         self.closed_engine = settings.closed_engine
         self.open_engine = settings.open_engine
@@ -90,8 +96,8 @@ class AsrRouter:
         for name in {self.open_engine, self.closed_engine} - {"whisper"}:
             if name not in self._engines:
                 self._engines[name] = await loop.run_in_executor(self._executor, self._load, name)
-        if self.closed_engine != "whisper":
-            await loop.run_in_executor(
+        if self.closed_engine != "whisper" and not isinstance(self._engines[self.closed_engine], ClosedSetProcess):
+            await loop.run_in_executor(  # an engine passed in is warmed here; worker processes warm themselves
                 self._executor, self._engines[self.closed_engine].recognize, b"\x00\x00" * 8000, 8000,
                 Expect(kind="yesno"),
             )
@@ -111,22 +117,44 @@ class AsrRouter:
         self._started = True
 
     def _load(self, name: str) -> Engine:
+        """Start engine ``name`` in its own worker process (blocking)."""
         if name == "pocketsphinx":
-            from gateway.voice.asr.sphinx import PocketsphinxEngine
-
-            return PocketsphinxEngine()
-        if name == "vosk":
-            from gateway.voice.asr.vosk_engine import VoskEngine
+            engine = ClosedSetProcess(name, request_timeout=self._worker_timeout())
+        elif name == "vosk":
+            from gateway.voice.asr.vosk_engine import check_vosk_dir
 
             if not self.settings.vosk_model_dir:
                 raise AsrError("Vosk is selected but voice.asr.vosk_model_dir is empty: set it to a Vosk model directory")
-            return VoskEngine(resolve_path(self.settings.vosk_model_dir, self.data_dir))
-        raise AsrError(f"unknown recognizer {name!r}")
+            model_dir = resolve_path(self.settings.vosk_model_dir, self.data_dir)
+            check_vosk_dir(model_dir)
+            engine = ClosedSetProcess(name, model_dir=str(model_dir), request_timeout=self._worker_timeout())
+        else:
+            raise AsrError(f"unknown recognizer {name!r}")
+        engine.start()
+        self._own_engines.append(engine)
+        return engine
+
+    def _worker_timeout(self) -> float:
+        """How long a closed-set worker may take before it is killed and restarted (callers give up
+        after ``timeout_seconds`` either way; a short caller timeout must not kill healthy workers)."""
+        return max(self.timeout_seconds, MIN_WORKER_TIMEOUT_SECONDS)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of every recognizer worker (closed-set and Whisper), for diagnostics."""
+        pids = [pid for engine in self._own_engines for pid in engine.worker_pids()]
+        if self._whisper is not None and self._whisper.started:
+            pids += self._whisper.worker_pids()
+        return pids
 
     async def close(self) -> None:
         """Stop worker processes and threads."""
+        loop = asyncio.get_running_loop()
         if self._whisper is not None and self._own_whisper:
-            await asyncio.get_running_loop().run_in_executor(None, self._whisper.close)
+            await loop.run_in_executor(None, self._whisper.close)
+        for engine in self._own_engines:
+            await loop.run_in_executor(None, engine.close)
+            self._engines = {k: v for k, v in self._engines.items() if v is not engine}
+        self._own_engines.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False
 

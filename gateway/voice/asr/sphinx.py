@@ -6,7 +6,8 @@ faint telephone-band noise floor before decoding: digitally silent frames (what 
 between words on a clean line) throw the wideband model off, and the floor halves the errors on
 the synthesized 8 kHz corpus (bench/asr.py). Each closed ``Expect`` becomes
 a JSGF grammar, compiled once and kept as a named search. A decoder is not thread-safe, so
-decoding is serialized by a lock; it is fast enough (a few tenths of real time) to share.
+decoding is serialized by a lock; it is fast enough (a few tenths of real time) to share. The
+gateway runs it in a worker process (``closed.ClosedSetProcess``): it decodes with the GIL held.
 """
 
 from __future__ import annotations
