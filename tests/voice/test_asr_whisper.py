@@ -72,6 +72,20 @@ async def test_open_sentences_recognized(router: AsrRouter) -> None:
     assert errors / words <= 0.15
 
 
+async def test_queued_utterances_are_shared_out_not_batched_on_one_worker(pool: WhisperPool) -> None:
+    """Four answers waiting at once: the first free worker takes two, the other one, the rest waits
+    for whichever frees first (one worker taking all four would make every caller wait for four)."""
+    cases = [utterance(OPEN_SENTENCES[k], rate=16000, telephone=False, ulaw=False) for k in range(4)]
+    before = dict(pool.stats)
+    with pool._cond:  # the workers see all four only once the last is queued
+        futures = [pool.submit(u.pcm) for u in cases]
+    results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    assert pool.stats["utterances"] - before["utterances"] == 4
+    assert pool.stats["batches"] - before["batches"] == 3
+    for u, (result, _queued) in zip(cases, results):
+        assert wer(u.text, result.text) <= 0.25, (u.text, result.text)
+
+
 async def test_wideband_input_and_short_window(pool: WhisperPool) -> None:
     u = utterance("please cancel my subscription", rate=16000, telephone=False, ulaw=False)
     result, queue_seconds = await asyncio.wrap_future(pool.submit(u.pcm))

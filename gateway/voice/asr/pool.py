@@ -1,13 +1,15 @@
 """Whisper worker processes: one model per process, requests batched, crashes contained.
 
 The gateway's event loop never decodes. ``WhisperPool.submit`` queues an utterance and returns a
-``concurrent.futures.Future``; one feeder thread per worker process takes everything waiting
-(up to ``max_batch`` utterances sharing an encoder window), sends it over a pipe, and waits for
-the answer with a deadline. Nothing waits to fill a batch: a batch forms only from utterances
-that would otherwise queue behind a busy worker, and on this CPU a batch of 2-4 costs 15-25 %
-less CPU than the same utterances one by one (bench/asr.py). A worker that dies or overruns the
-deadline is killed and replaced; the utterances it held fail with ``AsrError`` and every other
-call goes on.
+``concurrent.futures.Future``; one feeder thread per worker process takes its share of what is
+waiting (half of the utterances sharing an encoder window, rounded up, at most ``max_batch``),
+sends it over a pipe, and waits for the answer with a deadline. Nothing waits to fill a batch: a
+batch forms only from utterances that would otherwise queue behind a busy worker, and on this
+CPU a batch of 2-4 costs 15-25 % less CPU than the same utterances one by one (bench/asr.py).
+Every utterance of a batch waits for the whole batch (one thread decodes four 2 s answers in
+1.5 s, two in 0.75 s), which is why a worker coming free does not take the whole queue but
+leaves the rest to the next worker to come free. A worker that dies or overruns the deadline is
+killed and replaced; the utterances it held fail with ``AsrError`` and every other call goes on.
 """
 
 from __future__ import annotations
@@ -219,19 +221,22 @@ class WhisperPool:
                 return None
             batch: list[_Request] = []
             keep: deque[_Request] = deque()
-            window = None
+            live = [r for r in self._pending if not r.future.cancelled()]
+            window = live[0].window if live else None
+            same = sum(1 for r in live if r.window == window)
+            share = min(self.max_batch, -(-same // 2) if self.size > 1 else same)  # half, rounded up
             while self._pending:
                 req = self._pending.popleft()
                 if req.future.cancelled():
                     continue  # the caller gave up (timeout) before decoding started
-                if window is None:
-                    window = req.window
-                if req.window == window and len(batch) < self.max_batch:
+                if req.window == window and len(batch) < share:
                     if req.future.set_running_or_notify_cancel():
                         batch.append(req)
                 else:
                     keep.append(req)
             self._pending.extendleft(reversed(keep))  # other windows wait for the next round
+            if self._pending:
+                self._cond.notify()  # what is left is another worker's share
             return batch
 
     def _feed(self, index: int) -> None:
