@@ -12,14 +12,21 @@ Reported per load: the worst and p99 frame lateness (how late a tick ran against
 schedule; a connector's audio breaks up when this passes ~100 ms), turn latency p50/p95 for open
 and closed turns, and CPU use. A load is "sustained" when no frame was later than 100 ms and
 the turn latency stayed within 1.5 s (open) / 0.5 s (closed) p95 after the end-of-turn window.
+
+Watchdog: a load that has not finished ``HANG_MARGIN_S`` after its calls should have ended is
+reported as hung, with the stack of every asyncio task and every thread, and the bench stops
+there instead of waiting forever; a process-wide ``faulthandler`` deadline dumps the threads and
+exits if the event loop itself is blocked so that the first watchdog cannot run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import random
+import sys
 import tempfile
 import time
 from typing import Any
@@ -29,6 +36,40 @@ from gateway.config import load_settings
 
 LATE_LIMIT = 0.100
 SPEECH_SHARE = 0.4
+HANG_MARGIN_S = 60.0
+"""A load (or the shutdown) still running this long after it should have ended is reported as hung."""
+STARTUP_S = 300.0
+"""Engine start-up allowance in the process-wide deadline."""
+
+
+class LoadHung(RuntimeError):
+    """A load or the shutdown overran the watchdog; the stacks were printed."""
+
+
+def dump_stacks(reason: str) -> None:
+    """Print every asyncio task's stack and every thread's stack to stdout."""
+    print(f"WATCHDOG: {reason}; asyncio tasks and threads follow", flush=True)
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            print(f"--- task {task.get_name()}", flush=True)
+            task.print_stack(limit=10, file=sys.stdout)
+    sys.stdout.flush()
+    faulthandler.dump_traceback(file=sys.stdout, all_threads=True)
+    sys.stdout.flush()
+
+
+async def bounded(aw: Any, seconds: float, what: str) -> Any:
+    """Await ``aw``; after ``seconds`` print the stacks, cancel it and raise ``LoadHung``."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        dump_stacks(f"{what} did not finish within {seconds:.0f} s")
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the hang is what gets reported
+        raise LoadHung(what)
+    return task.result()
 
 
 def caller_script(turns: list[bytes], seconds: float, rate: int, rng: random.Random) -> bytes:
@@ -99,7 +140,8 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, pool: l
     lateness: list[float] = []
     pids = worker_pids(pipeline)
     cpu0, t0 = cpu_seconds(pids), time.perf_counter()
-    results = await asyncio.gather(*(one_call(pipeline, c, scripts[c], rate, lateness) for c in range(calls)))
+    results = await bounded(asyncio.gather(*(one_call(pipeline, c, scripts[c], rate, lateness) for c in range(calls))),
+                            seconds + HANG_MARGIN_S, f"the {calls}-call load")
     cpu, wall = cpu_seconds(pids) - cpu0, time.perf_counter() - t0
     turns = [t for r in results for t in r["turns"] if t["total"] is not None]
     out: dict[str, Any] = {"calls": calls, "max_late": max(lateness, default=0.0),
@@ -136,7 +178,11 @@ async def main_async(args: argparse.Namespace) -> None:
     best = 0
     for calls in args.calls:
         pipeline.core = AlternatingCore()
-        r = await run_load(pipeline, calls, args.seconds, args.rate, pool)
+        try:
+            r = await run_load(pipeline, calls, args.seconds, args.rate, pool)
+        except LoadHung:
+            print(f"{calls:6d}  HUNG (stacks above); later loads skipped")
+            break
         print(f"{calls:6d} {r['max_late'] * 1000:7.0f}ms {r['p99_late'] * 1000:7.0f}ms {r['cpu_share']:5.0%}"
               f" {r['turns']:6d}  {r['open_p50']:6.2f} / {r['open_p95']:5.2f}     "
               f"{r['closed_p50']:6.2f} / {r['closed_p95']:5.2f}     {r['barge_ins']:6d}     "
@@ -148,9 +194,12 @@ async def main_async(args: argparse.Namespace) -> None:
             best = max(best, calls)
     print(f"sustained with every frame within {LATE_LIMIT * 1000:.0f} ms and turn latency held: "
           f"{best} calls (loads tried: {args.calls})")
-    await pipeline.close()
-    await asr.close()
-    await tts.close()
+    for closing, what in ((pipeline.close(), "the sessions"), (asr.close(), "the recognizer"),
+                          (tts.close(), "the synthesizer")):
+        try:
+            await bounded(closing, HANG_MARGIN_S, f"closing {what}")
+        except LoadHung:
+            print(f"closing {what} HUNG (stacks above)")
 
 
 def main() -> None:
@@ -158,7 +207,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=8000, choices=(8000, 16000))
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    # Last resort if the event loop itself is blocked: dump every thread and exit.
+    deadline = STARTUP_S + sum(args.seconds + 2 * HANG_MARGIN_S for _ in args.calls) + 3 * HANG_MARGIN_S
+    faulthandler.dump_traceback_later(deadline, exit=True, file=sys.stdout)
+    try:
+        asyncio.run(main_async(args))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":

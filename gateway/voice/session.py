@@ -59,6 +59,10 @@ RECOGNITION_TIMEOUT = 30.0
 """A recognizer that does not answer within this is treated as failed for the turn."""
 CORE_TIMEOUT = 15.0
 """Longest wait for the conversation core to answer one event."""
+STOP_GRACE_SECONDS = 2.0
+"""How long ``stop`` waits for the cancelled worker before cancelling it again."""
+STOP_CANCEL_ATTEMPTS = 5
+"""Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
 
@@ -175,8 +179,7 @@ class VoiceSession(BotReplies):
         self._listening = False
         self.end_reason = self.end_reason or reason
         if self._worker is not None and self._worker is not asyncio.current_task():
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await self._cancel_worker(self._worker)
         if self._speculative is not None:
             self._speculative[1].task.cancel()
         self.playback.clear()
@@ -195,6 +198,18 @@ class VoiceSession(BotReplies):
         self._progress.set()
         if self.on_closed is not None:
             self.on_closed(self)
+
+    async def _cancel_worker(self, worker: asyncio.Task) -> None:
+        """Cancel the worker and wait for it, bounded. Python 3.11's ``asyncio.wait_for`` drops a
+        cancellation that lands in the loop iteration where the awaited work finishes, so one
+        cancel may not stop the worker: it is repeated, and the worker also checks ``_stopped``."""
+        for _ in range(STOP_CANCEL_ATTEMPTS):
+            worker.cancel()
+            done, _pending = await asyncio.wait({worker}, timeout=STOP_GRACE_SECONDS)
+            if done:
+                return
+        log.error("call %s: the session worker did not stop after %d cancellations; left behind",
+                  self.call_id, STOP_CANCEL_ATTEMPTS)
 
     # -- connector side ------------------------------------------------------------------
     def push_audio(self, pcm: bytes) -> None:
@@ -354,7 +369,7 @@ class VoiceSession(BotReplies):
 
     # -- worker --------------------------------------------------------------------------
     async def _work(self) -> None:
-        while True:
+        while not self._stopped:
             kind, item = await self._inbox.get()
             self._busy = True
             try:

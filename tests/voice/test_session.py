@@ -465,3 +465,37 @@ def test_playback_queue_paces_pauses_clears_and_bounds():
     big = pb.start_prompt("three")
     assert not pb.append(big, bytes(FB * 80))  # more than 1 s queued: refused past the bound
     assert pb.queued_seconds == pytest.approx(1.0)
+
+
+class StopRacingCore(ScriptedCore):
+    """Answers with an already finished future and, on the first UserSaid, starts ``session.stop()``
+    so that its cancellation reaches the worker in the loop iteration where the answer arrives."""
+
+    session = None
+    stopping: asyncio.Task | None = None
+
+    def handle(self, conversation_id, event):  # not async on purpose: the answer is ready at once
+        self.events.append(event)
+        if isinstance(event, UserSaid) and self.stopping is None:
+            self.stopping = asyncio.ensure_future(self.session.stop())
+        answer = asyncio.get_running_loop().create_future()
+        answer.set_result([])
+        return answer
+
+
+async def test_stop_ends_the_call_even_when_its_cancel_meets_a_finished_answer(tmp_path, tts):
+    """Python 3.11's wait_for returns a finished result and drops a cancellation arriving in the
+    same loop iteration; stop() must still end the session instead of waiting forever."""
+    core = StopRacingCore([Ask("Hello. How can I help?", expect=Expect(kind="open"))])
+    asr = ScriptedAsr(["I want to check my order"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr)
+    core.session = session
+    caller = utterance("I want to check the status of my order", snr_db=20, seed=1)
+    await run_call(session, caller.pcm, wait=False)
+    deadline = asyncio.get_running_loop().time() + 60
+    while core.stopping is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert core.stopping is not None, "the caller's turn never reached the core"
+    await asyncio.wait_for(core.stopping, 30)
+    assert session.ended.is_set() and isinstance(core.events[-1], ChannelClosed)
+    await pipeline.close()
