@@ -11,13 +11,13 @@ compiled here and cached per grammar text by the engine itself.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import AsrError, Engine
+from gateway.voice.asr.worker_loop import serve_requests
 
 
 def load_engine(config: dict[str, Any]) -> Engine:
@@ -34,30 +34,16 @@ def load_engine(config: dict[str, Any]) -> Engine:
     raise AsrError(f"unknown closed-set recognizer {name!r}")
 
 
+def _load_warm(config: dict[str, Any]) -> Engine:
+    engine = load_engine(config)
+    engine.recognize(b"\x00\x00" * 8000, 8000, Expect(kind="yesno"))  # warm up before saying ready
+    return engine
+
+
 def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
     """Load, warm, then decode requests one at a time until told to stop."""
-    try:
-        engine = load_engine(config)
-        engine.recognize(b"\x00\x00" * 8000, 8000, Expect(kind="yesno"))
-    except AsrError as exc:
-        conn.send(("failed", str(exc)))
-        return
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        pcm, sample_rate, expect = message
-        try:
-            reply: tuple[str, Any] = ("ok", engine.recognize(pcm, sample_rate, expect))
-        except AsrError as exc:
-            reply = ("error", str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported to the gateway as this request's failure
-            reply = ("error", f"{engine.name} failed: {type(exc).__name__}: {exc}")
-        conn.send(reply)
+    serve_requests(conn, lambda: _load_warm(config), lambda engine, message: engine.recognize(*message),
+                   lambda engine: engine.name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""The request loop every recognizer worker process runs (Whisper and closed-set alike).
+
+The parent talks over a ``multiprocessing`` connection: the worker answers ``("ready", pid)``
+once its engine is loaded and warm (or ``("failed", message)``), then exactly one ``("ok",
+result)`` or ``("error", message)`` per request, and exits on ``None`` or a closed socket.
+"""
+
+from __future__ import annotations
+
+import os
+from multiprocessing.connection import Connection
+from typing import Any, Callable, TypeVar
+
+from gateway.voice.asr.base import AsrError
+
+T = TypeVar("T")
+
+
+def serve_requests(conn: Connection, load: Callable[[], T], handle: Callable[[T, Any], Any],
+                   name: Callable[[T], str]) -> None:
+    """Load (``AsrError`` refuses to start), then answer requests one at a time until told to stop."""
+    try:
+        engine = load()
+    except AsrError as exc:
+        conn.send(("failed", str(exc)))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", handle(engine, message))
+        except AsrError as exc:
+            reply = ("error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the gateway as this request's failure
+            reply = ("error", f"{name(engine)} failed: {type(exc).__name__}: {exc}")
+        conn.send(reply)
