@@ -196,6 +196,7 @@ class SipSettings(Section):
     transfer_uri: str = ""
     conversation_header: str = "X-Conversation-ID"
     max_calls: int = Field(32, ge=1)
+    workers: int = Field(0, ge=0, le=64)
     codecs: tuple[Literal["G722", "PCMU", "PCMA"], ...] = ("G722", "PCMU", "PCMA")
     outbound_uri: str = ""
     rtp_port: int = Field(0, ge=0, le=65535)

@@ -56,8 +56,7 @@ async def main(spec: dict[str, Any]) -> None:
             if cmd["cmd"] == "quit":
                 break
             if cmd["cmd"] == "stats":
-                emit("stats", calls=len(channel.endpoint.legs), rejected=channel.endpoint.rejected,
-                     media=channel.endpoint.media_stats(), registered=channel.endpoint.registered.is_set())
+                emit("stats", **await channel.stats())
             elif cmd["cmd"] == "originate":
                 if isinstance(core, FakeCore):
                     await core.sinks[Originate](cmd.get("conversation_id", ""),

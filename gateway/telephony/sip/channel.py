@@ -9,15 +9,17 @@ from typing import Any
 from gateway.config import Settings
 from gateway.core.actions import Action, Originate
 from gateway.telephony.sip.endpoint import SipEndpoint
+from gateway.telephony.sip.pool import SipWorkerPool
 from gateway.telephony.sip.runtime import SipError
 
 log = logging.getLogger(__name__)
 
 
 class SipChannel:
-    """A started SIP endpoint; ``port`` is the bound SIP port, ``close()`` stops it."""
+    """A started SIP endpoint (in process) or worker pool (``sip.workers``); ``port`` is the
+    bound SIP port, ``close()`` stops it."""
 
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    def __init__(self, endpoint: SipEndpoint | SipWorkerPool) -> None:
         self.endpoint = endpoint
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -40,6 +42,17 @@ class SipChannel:
         except (SipError, asyncio.TimeoutError) as exc:
             log.warning("outbound call to %s for conversation %s failed: %s", number, conversation_id, exc)
 
+    async def stats(self) -> dict[str, Any]:
+        """Calls in progress, calls refused, registration and per-call media counters."""
+        ep = self.endpoint
+        media = await ep.media_stats() if isinstance(ep, SipWorkerPool) else ep.media_stats()
+        out = {"calls": len(ep.legs), "rejected": ep.rejected, "registered": ep.registered.is_set(),
+               "media": media}
+        if isinstance(ep, SipWorkerPool):
+            out["workers"] = ep.worker_stats()
+            out["front"] = dict(ep.front.counters)
+        return out
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -47,9 +60,14 @@ class SipChannel:
 
 
 async def start_sip_channel(settings: Settings, core: Any, pipeline: Any) -> SipChannel:
-    """Start the SIP user agent (``settings.sip``) with calls bridged to ``pipeline`` sessions,
-    and carry out the core's ``Originate`` actions over it."""
-    endpoint = SipEndpoint(settings.sip, pipeline)
+    """Start the SIP user agent (``settings.sip``; behind the SIP front with ``sip.workers``
+    processes) with calls bridged to ``pipeline`` sessions, and carry out the core's
+    ``Originate`` actions over it."""
+    endpoint: SipEndpoint | SipWorkerPool
+    if settings.sip.workers:
+        endpoint = SipWorkerPool(settings.sip, pipeline)
+    else:
+        endpoint = SipEndpoint(settings.sip, pipeline)
     await endpoint.start()
     channel = SipChannel(endpoint)
     if core is not None:

@@ -59,9 +59,11 @@ def peer_allowed(source: str, peers: tuple[str, ...]) -> bool:
 class SipEndpoint:
     """The gateway's SIP user agent; ``pipeline`` provides ``session(...)`` (a VoicePipeline)."""
 
-    def __init__(self, settings: SipSettings, pipeline: Any) -> None:
+    def __init__(self, settings: SipSettings, pipeline: Any, *, front: str = "", register: bool = True) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.front = front  # behind the SIP front (a worker): its ``host:port``, already peer-checked
+        self.register = register
         self.runtime = PjRuntime("gateway", configure=self._pj_configure, setup=self._pj_setup,
                                  teardown=self._pj_teardown)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +97,8 @@ class SipEndpoint:
         self._ticker = asyncio.create_task(self.pacer.run(), name="sip-media-pacer")
         if self.settings.max_calls > CALLS_PER_PROCESS:
             log.warning("sip.max_calls is %d but this pjsua2 build holds %d calls per process; "
-                        "further calls get 486 Busy Here", self.settings.max_calls, CALLS_PER_PROCESS)
+                        "further calls get 486 Busy Here (sip.workers runs more processes)",
+                        self.settings.max_calls, CALLS_PER_PROCESS)
         log.info("SIP %s mode on %s:%d (%s)", self.settings.mode, self.settings.host, self.port,
                  ", ".join(self.transports))
 
@@ -128,7 +131,11 @@ class SipEndpoint:
 
     def _pj_add_account(self) -> None:
         self._account = _Account(self)
-        self._account.create(account_config(self.settings, self.port), True)
+        contact = ""
+        if self.front and self.settings.mode == "register":
+            contact = f"<sip:{self.settings.username}@{self.front}>"
+        self._account.create(account_config(self.settings, self.port, register=self.register, contact=contact),
+                             True)
 
     def _pj_teardown(self, ep: pj.Endpoint) -> None:
         self._closing = True
@@ -141,7 +148,7 @@ class SipEndpoint:
         self._calls.clear()
         acc = self._account
         if acc is not None:
-            if self.settings.mode == "register" and self.reg_code // 100 == 2:
+            if self.settings.mode == "register" and self.register and self.reg_code // 100 == 2:
                 try:
                     acc.setRegistration(False)
                     self.runtime.pump(UNREGISTER_WAIT_S, until=lambda: self._unregistered)
@@ -174,7 +181,8 @@ class SipEndpoint:
         reject = 0
         if self._closing:
             reject = 503
-        elif self.settings.mode == "trunk" and not peer_allowed(source, self.settings.peers):
+        elif (self.settings.mode == "trunk" and source != self.front
+              and not peer_allowed(source, self.settings.peers)):
             reject = 403
         elif len(self._calls) >= self.settings.max_calls:
             reject = 486

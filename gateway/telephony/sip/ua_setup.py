@@ -51,9 +51,13 @@ def create_transports(ep: pj.Endpoint, s: SipSettings) -> dict[str, tuple[int, i
     return out
 
 
-def account_config(s: SipSettings, sip_port: int) -> pj.AccountConfig:
+def account_config(s: SipSettings, sip_port: int, *, register: bool = True, contact: str = "") -> pj.AccountConfig:
     """The account: registration with digest credentials (register mode) or a local identity
-    that only receives calls (trunk mode); RTP on ``s.rtp_port`` upwards (any port when 0)."""
+    that only receives calls (trunk mode); RTP on ``s.rtp_port`` upwards (any port when 0).
+
+    Behind the SIP front (``front.py``) one worker registers, with ``contact`` (the front's
+    address) as its Contact, and the others (``register=False``) keep the identity and the
+    credentials for their calls without registering."""
     acfg = pj.AccountConfig()
     host = s.host if _bound(s.host) else "127.0.0.1"
     if s.mode == "register":
@@ -61,7 +65,10 @@ def account_config(s: SipSettings, sip_port: int) -> pj.AccountConfig:
             raise SipError("sip.mode is register but sip.registrar is empty")
         domain = s.domain or uri_host(s.registrar).rsplit(":", 1)[0] or host
         acfg.idUri = f"sip:{s.username}@{domain}"
-        acfg.regConfig.registrarUri = s.registrar
+        if register:
+            acfg.regConfig.registrarUri = s.registrar
+        if contact:
+            acfg.sipConfig.contactForced = contact
         acfg.regConfig.timeoutSec = s.register_seconds
         acfg.regConfig.retryIntervalSec = 30
         acfg.regConfig.firstRetryIntervalSec = 5
