@@ -38,6 +38,8 @@ ROUTE_TTL_S = 4 * 3600.0
 """A Call-ID's route is forgotten after this long even if no worker reported its end."""
 PENDING_S = 10.0
 """A dispatched INVITE counts against its worker for this long before the worker reports it."""
+ACK_WAIT_S = 32.0
+"""How long the ACK of a worker's non-2xx final response is still sent to it (RFC 3261 Timer H)."""
 
 COMPACT = {"i": "call-id", "v": "via", "f": "from", "t": "to", "m": "contact", "l": "content-length",
            "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding"}
@@ -245,6 +247,7 @@ class SipFront(asyncio.DatagramProtocol):
         self.peer_allowed = peer_allowed
         self.workers: dict[int, WorkerSlot] = {}
         self.routes: dict[str, tuple[int, float]] = {}  # Call-ID -> (worker, since)
+        self.failed: dict[str, tuple[int, float]] = {}  # Call-ID -> (worker, since): awaits its ACK
         self.transport: asyncio.DatagramTransport | None = None
         self.counters = {"forwarded": 0, "responses": 0, "busy": 0, "forbidden": 0, "malformed": 0,
                          "unroutable": 0}
@@ -340,7 +343,13 @@ class SipFront(asyncio.DatagramProtocol):
 
     def _request(self, msg: SipMessage, addr: tuple[str, int]) -> None:
         cid = msg.call_id
+        forwards = msg.get("max-forwards")
+        if forwards.isdigit() and int(forwards) <= 0:
+            self._reply(msg, addr, 483, "Too Many Hops")
+            return
         route = self.routes.get(cid)
+        if route is None and msg.method == "ACK":
+            route = self.failed.get(cid)  # the ACK of a worker's non-2xx final response
         slot = self.workers.get(route[0]) if route else None
         if slot is None or slot.address is None:
             if msg.method == "ACK":
@@ -367,11 +376,7 @@ class SipFront(asyncio.DatagramProtocol):
                 now = time.monotonic()
                 self.routes[cid] = (slot.index, now)
                 slot.pending[cid] = now
-        forwards = msg.get("max-forwards")
         if forwards.isdigit():
-            if int(forwards) <= 0:
-                self._reply(msg, addr, 483, "Too Many Hops")
-                return
             msg.headers = [(k, str(int(v) - 1) if k.lower() == "max-forwards" else v) for k, v in msg.headers]
         # stamp the caller's Via, then push ours on top
         stamped = False
@@ -417,6 +422,7 @@ class SipFront(asyncio.DatagramProtocol):
             route = self.routes.pop(msg.call_id, None)
             if route is not None:
                 self.workers[route[0]].pending.pop(msg.call_id, None)
+                self.failed[msg.call_id] = (route[0], time.monotonic())
         self.counters["responses"] += 1
         self._send(msg, response_target(vias[1]))
 
@@ -428,3 +434,6 @@ class SipFront(asyncio.DatagramProtocol):
         for cid, (_, since) in list(self.routes.items()):
             if now - since > ROUTE_TTL_S:
                 del self.routes[cid]
+        for cid, (_, since) in list(self.failed.items()):
+            if now - since > ACK_WAIT_S:
+                del self.failed[cid]
