@@ -1,16 +1,18 @@
 """SIP leg figures: mouth-to-ear turn latency, simultaneous calls with clean audio, media CPU.
 
-    .venv/bin/python -m bench.sip_calls [--calls 2] [--skip-latency]
+    .venv/bin/python -m bench.sip_calls [--calls 2] [--skip-latency] [--workers 4]
 
-Everything runs on loopback with real SIP and RTP: the gateway's SIP channel in one process, the
-softphone (pjsua2, its own endpoint) in another.
+Everything runs on loopback with real SIP and RTP: the gateway's SIP channel in one process (or
+with ``sip.workers``: the gateway process and its SIP worker processes behind the SIP front), the
+softphone (pjsua2, its own endpoint; 4 calls per process) in others, on the same cores.
 
 1. Turn latency: the gateway runs the real core and voice pipeline; the softphone waits for each
    prompt to end, says a turn (synthesized speech), and measures from its last voiced frame sent
    to the first voiced frame of the reply received (everything a caller waits through:
    endpointing, recognition, the journey, synthesis, both jitter buffers). p50/p95 over turns.
-2. Simultaneous calls: the gateway's sessions play a tone; 1..N calls at once; per call the
-   caller counts silent frames inside the tone (gaps) and the gateway counts underruns.
+2. Simultaneous calls: the gateway's sessions play a tone; 1..4 calls at once on one process,
+   then 4, 8, ... on one node with workers; per call the caller counts silent frames inside the
+   tone (gaps) and the gateway counts underruns.
 3. Media-path CPU: time inside the call's AudioMediaPort callbacks per second of call, and the
    gateway process's whole CPU per call (pjsip RTP, codecs and bridge included).
 4. ``frame.buf`` access: the slow SWIG path against the data-pointer copy the port uses.
@@ -72,11 +74,12 @@ class _TonePipeline:
         return _ToneSession(**kwargs)
 
 
-async def _serve(real: bool, data_dir: str) -> None:
+async def _serve(real: bool, data_dir: str, workers: int) -> None:
     from gateway.config import load_settings
     from gateway.telephony.sip.channel import start_sip_channel
 
-    settings = load_settings(overrides={"data_dir": data_dir, "sip": {"enabled": True, "port": 0}})
+    settings = load_settings(overrides={"data_dir": data_dir, "sip": {"enabled": True, "port": 0,
+                                                                      "workers": workers, "max_calls": 64}})
     core: Any = None
     pipeline: Any = _TonePipeline()
     if real:
@@ -87,7 +90,8 @@ async def _serve(real: bool, data_dir: str) -> None:
         pipeline = VoicePipeline(settings, core)
         await pipeline.start()
     channel = await start_sip_channel(settings, core, pipeline)
-    print(json.dumps({"port": channel.port, "pid": os.getpid()}), flush=True)
+    pids = [os.getpid()] + [w["pid"] for w in (await channel.stats()).get("workers", [])]
+    print(json.dumps({"port": channel.port, "pids": pids}), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -96,7 +100,7 @@ async def _serve(real: bool, data_dir: str) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 0.5)
         except asyncio.TimeoutError:
-            stats = channel.endpoint.media_stats()
+            stats = (await channel.stats())["media"]
             if stats:
                 last = stats
             continue
@@ -113,13 +117,14 @@ async def _serve(real: bool, data_dir: str) -> None:
 
 # ---- the measuring side -----------------------------------------------------------------------
 class Gateway:
-    def __init__(self, real: bool, data_dir: str) -> None:
+    def __init__(self, real: bool, data_dir: str, workers: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sip_calls", "--serve", "--data-dir", data_dir] + (["--real"] if real else []),
+            [sys.executable, "-m", "bench.sip_calls", "--serve", "--data-dir", data_dir, "--workers", str(workers)]
+            + (["--real"] if real else []),
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         info = self._read_json()
-        self.port, self.pid = info["port"], info["pid"]
+        self.port, self.pids = info["port"], info["pids"]
 
     def _read_json(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -131,8 +136,12 @@ class Gateway:
                 return json.loads(line)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU of the gateway process and its SIP workers."""
+        total = 0.0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def media_stats(self) -> list[dict[str, float]]:
         assert self.proc.stdin is not None
@@ -156,12 +165,27 @@ def softphone(uri: str, *args: str, timeout: float = 180) -> list[dict[str, Any]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+def softphones(uri: str, calls: int, *args: str, timeout: float = 180) -> list[dict[str, Any]]:
+    """``calls`` calls at once from as many softphone processes as their call tables need."""
+    from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
+
+    cmd = [sys.executable, "-m", "gateway.telephony.sip.softphone", uri, "--json", *args]
+    spread = [min(CALLS_PER_PROCESS, calls - k) for k in range(0, calls, CALLS_PER_PROCESS)]
+    procs = [subprocess.Popen(cmd + ["--calls", str(k)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for k in spread]
+    out: list[dict[str, Any]] = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=timeout)
+        out += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bench_latency(tmp: Path, calls: int) -> None:
+def bench_latency(tmp: Path, calls: int, workers: int = 0) -> None:
     from gateway.config import load_settings
     from gateway.voice.audio import write_wav
     from gateway.voice.tts import Synthesizer
@@ -174,7 +198,7 @@ def bench_latency(tmp: Path, calls: int) -> None:
         path = tmp / f"turn{i}.wav"
         write_wav(path, pcm, 8000)
         files += ["--play", str(path)]
-    gw = Gateway(real=True, data_dir=str(tmp / "gw"))
+    gw = Gateway(real=True, data_dir=str(tmp / "gw"), workers=workers)
     latencies: list[float] = []
     try:
         for i in range(calls):
@@ -188,26 +212,27 @@ def bench_latency(tmp: Path, calls: int) -> None:
     finally:
         gw.close()
     if latencies:
-        print(f"mouth-to-ear turn latency over SIP: n={len(latencies)} p50={pct(latencies, 0.5) * 1000:.0f} ms "
+        where = f"{workers} SIP workers" if workers else "SIP in the gateway process"
+        print(f"mouth-to-ear turn latency over SIP ({where}): n={len(latencies)} p50={pct(latencies, 0.5) * 1000:.0f} ms "
               f"p95={pct(latencies, 0.95) * 1000:.0f} ms (end-of-turn silence {settings.voice.endpoint.end_of_turn_ms} ms"
               " included)")
     else:
         print("mouth-to-ear turn latency: no reply measured")
 
 
-def bench_concurrency(tmp: Path, max_calls: int) -> None:
+def bench_concurrency(tmp: Path, steps: list[int], workers: int = 0) -> None:
     from gateway.voice.audio import write_wav
 
     t = np.arange(8000 * 4) / 8000
     tone = tmp / "tone.wav"
     write_wav(tone, (np.sin(2 * np.pi * 700 * t) * 9000).astype("<i2").tobytes(), 8000)
     seconds = 10.0
-    for n in range(1, max_calls + 1):
-        gw = Gateway(real=False, data_dir=str(tmp / "gw-tone"))
+    for n in steps:
+        gw = Gateway(real=False, data_dir=str(tmp / "gw-tone"), workers=workers)
         try:
             cpu0, t0 = gw.cpu_seconds(), time.monotonic()
-            results = softphone(f"sip:bot@127.0.0.1:{gw.port}", "--calls", str(n), "--play", str(tone),
-                                "--seconds", str(seconds), timeout=120)
+            results = softphones(f"sip:bot@127.0.0.1:{gw.port}", n, "--play", str(tone),
+                                 "--seconds", str(seconds), timeout=120)
             cpu = gw.cpu_seconds() - cpu0
             wall = time.monotonic() - t0
             media = gw.media_stats()
@@ -219,13 +244,14 @@ def bench_concurrency(tmp: Path, max_calls: int) -> None:
         port_cpu = statistics.mean(m["media_cpu"] for m in media) * 100 if media else float("nan")
         underruns = sum(m["underruns"] for m in media)
         per_call = cpu / wall / max(len(answered), 1)
-        if n == max_calls and per_call > 0:
+        if n == steps[-1] and per_call > 0:
             estimate = f"; CPU alone would allow about {1 / per_call:.0f} such calls per core"
         else:
             estimate = ""
         print(f"  {n} simultaneous call(s): answered {len(answered)}/{n}, bot audio heard {heard:.1f} s, "
               f"gaps {gaps} frames, gateway underruns {underruns}; media port {port_cpu:.2f} % of a core per call; "
-              f"gateway process {per_call * 100:.1f} % of a core per call{estimate}")
+              f"gateway {'and workers ' if workers else 'process '}{per_call * 100:.1f} % of a core per call"
+              f"{estimate}")
 
 
 def bench_frame_access() -> None:
@@ -289,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=2, help="calls for the latency figure (2 turns each)")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--workers", type=int, default=4, help="SIP worker processes for the one-node figures")
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(_serve(args.real, args.data_dir))
+        asyncio.run(_serve(args.real, args.data_dir, args.workers))
         return 0
     from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
 
@@ -299,10 +326,17 @@ def main(argv: list[str] | None = None) -> int:
         bench_frame_access()
         with tempfile.TemporaryDirectory(prefix="sip-bench-") as tmp:
             print(f"simultaneous SIP calls, one gateway process (the pjsua2 wheel holds {CALLS_PER_PROCESS}):")
-            bench_concurrency(Path(tmp), CALLS_PER_PROCESS)
+            bench_concurrency(Path(tmp), list(range(1, CALLS_PER_PROCESS + 1)))
+            if args.workers:
+                print(f"simultaneous SIP calls, one gateway node with {args.workers} SIP workers "
+                      f"(callers: {CALLS_PER_PROCESS} calls per softphone process, on the same cores):")
+                bench_concurrency(Path(tmp), list(range(CALLS_PER_PROCESS, args.workers * CALLS_PER_PROCESS + 1,
+                                                        CALLS_PER_PROCESS)), args.workers)
             if not args.skip_latency:
                 print("turn latency through the real core and voice pipeline:")
                 bench_latency(Path(tmp), args.calls)
+                if args.workers:
+                    bench_latency(Path(tmp), args.calls, workers=2)
     except Exception:  # noqa: BLE001 - a bench reports, it never fails the run
         import traceback
 

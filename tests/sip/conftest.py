@@ -147,6 +147,22 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProc]]:
         gw.close()
 
 
+@pytest.fixture(params=[0, 2], ids=["in-process", "2-workers"])
+def start_any_gateway(request: pytest.FixtureRequest, start_gateway: Callable[..., GatewayProc]
+                      ) -> Callable[..., GatewayProc]:
+    """``start_gateway`` twice over: the SIP endpoint in the gateway process, then two SIP worker
+    processes behind the SIP front (``sip.workers``); ``.workers`` tells which."""
+    workers: int = request.param
+
+    def start(**spec: Any) -> GatewayProc:
+        if workers:
+            spec["sip"] = {**spec.get("sip", {}), "workers": workers}
+        return start_gateway(**spec)
+
+    start.workers = workers  # type: ignore[attr-defined]
+    return start
+
+
 def run_sipp(scenario: str, target: str, tmp_path: Path, *, timeout: float = 40, uas: bool = False,
              port: int = 0, extra: list[str] | None = None, subst: dict[str, str] | None = None,
              background: bool = False) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:

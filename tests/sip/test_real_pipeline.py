@@ -30,10 +30,12 @@ def transcribe(path: Path) -> str:
     return " ".join(s.text for s in segments).lower()
 
 
-def test_call_through_real_pipeline_and_core(start_gateway, tmp_path) -> None:
+def test_call_through_real_pipeline_and_core(start_any_gateway, tmp_path) -> None:
+    """Run with the SIP endpoint in the gateway process, and with SIP workers (the session runs
+    in the gateway, the call in a worker)."""
     from tests.voice.speech_corpus import utterance
 
-    gw = start_gateway(real=True)
+    gw = start_any_gateway(real=True)
     said = utterance("I want to check the status of my order", lead_s=0.3, trail_s=0.3)
     caller = tmp_path / "caller.wav"
     write_wav(caller, said.pcm, said.rate)

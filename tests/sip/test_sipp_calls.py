@@ -2,7 +2,8 @@
 
 The gateway runs in its own process with a fake voice pipeline that plays a tone and counts the
 caller's voiced frames (see ``fakes.py``); each test checks both the SIP outcome (SIPp's exit
-status: the scenario's every expected message arrived) and what the voice side saw.
+status: the scenario's every expected message arrived) and what the voice side saw. Every test
+runs twice: the SIP endpoint in the gateway process, and two SIP workers behind the SIP front.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _ok(result, tmp_path: Path, scenario: str) -> None:
                                    f"{sipp_log(tmp_path, scenario)}"
 
 
-def test_normal_call_with_rtp_and_bye_from_caller(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone")
+def test_normal_call_with_rtp_and_bye_from_caller(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone")
     result = run_sipp("uac_call.xml", f"127.0.0.1:{gw.port}", tmp_path)
     _ok(result, tmp_path, "uac_call.xml")
     started = gw.expect("session_started")
@@ -40,8 +41,8 @@ def test_normal_call_with_rtp_and_bye_from_caller(start_gateway, tmp_path, media
     assert stopped["pulled"] >= 50
 
 
-def test_cancel_before_answer(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone", sip={"answer_delay_ms": 3000})
+def test_cancel_before_answer(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone", sip={"answer_delay_ms": 3000})
     result = run_sipp("uac_cancel.xml", f"127.0.0.1:{gw.port}", tmp_path)
     _ok(result, tmp_path, "uac_cancel.xml")
     time.sleep(3.5)  # past the answer delay: the cancelled call must not be answered
@@ -49,16 +50,16 @@ def test_cancel_before_answer(start_gateway, tmp_path, media) -> None:
     assert gw.alive() and gw.stats()["calls"] == 0
 
 
-def test_bye_from_gateway_when_session_ends(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone", end_after=1.5)
+def test_bye_from_gateway_when_session_ends(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone", end_after=1.5)
     result = run_sipp("uac_wait_bye.xml", f"127.0.0.1:{gw.port}", tmp_path)
     _ok(result, tmp_path, "uac_wait_bye.xml")
     stopped = gw.expect("session_stopped")
     assert stopped["reason"] == "completed"
 
 
-def test_reinvite_keeps_the_call(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone")
+def test_reinvite_keeps_the_call(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone")
     result = run_sipp("uac_reinvite.xml", f"127.0.0.1:{gw.port}", tmp_path)
     _ok(result, tmp_path, "uac_reinvite.xml")
     assert gw.expect("session_started")["conversation_id"] == "conv-from-pbx"
@@ -66,22 +67,22 @@ def test_reinvite_keeps_the_call(start_gateway, tmp_path, media) -> None:
     assert gw.all_events("session_started") == []  # the re-INVITEs did not start another session
 
 
-def test_no_common_codec_gets_488(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone")
+def test_no_common_codec_gets_488(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone")
     result = run_sipp("uac_no_codec.xml", f"127.0.0.1:{gw.port}", tmp_path)
     _ok(result, tmp_path, "uac_no_codec.xml")
     assert gw.all_events("session_started") == []
 
 
-def test_unknown_peer_gets_403_in_trunk_mode(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone", sip={"mode": "trunk", "peers": ["192.0.2.77"]})
+def test_unknown_peer_gets_403_in_trunk_mode(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone", sip={"mode": "trunk", "peers": ["192.0.2.77"]})
     result = run_sipp("uac_rejected.xml", f"127.0.0.1:{gw.port}", tmp_path, subst={"EXPECTED_STATUS": "403"})
     _ok(result, tmp_path, "uac_rejected.xml")
     assert gw.stats()["rejected"] == 1
 
 
-def test_dtmf_by_sip_info_and_blind_transfer(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone", sip={"transfer_uri": "sip:agents@127.0.0.1:5999"})
+def test_dtmf_by_sip_info_and_blind_transfer(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone", sip={"transfer_uri": "sip:agents@127.0.0.1:5999"})
     result = run_sipp("uac_dtmf_info_refer.xml", f"127.0.0.1:{gw.port}", tmp_path)
     _ok(result, tmp_path, "uac_dtmf_info_refer.xml")
     assert gw.expect("dtmf")["digit"] == "5"
@@ -94,8 +95,8 @@ def test_dtmf_by_sip_info_and_blind_transfer(start_gateway, tmp_path, media) -> 
     assert f"value {conv}" in logged  # the REFER carried this call's conversation id
 
 
-def test_malformed_messages_leave_the_gateway_up(start_gateway, tmp_path, media) -> None:
-    gw = start_gateway(mode="tone", sip={"transports": ["udp", "tcp"]})
+def test_malformed_messages_leave_the_gateway_up(start_any_gateway, tmp_path, media) -> None:
+    gw = start_any_gateway(mode="tone", sip={"transports": ["udp", "tcp"]})
     garbage = [
         b"\x00\xff\xfe garbage \x01" * 10,
         b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: nonsense\r\n\r\n",
@@ -110,8 +111,9 @@ def test_malformed_messages_leave_the_gateway_up(start_gateway, tmp_path, media)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for datagram in garbage:
             s.sendto(datagram, ("127.0.0.1", gw.port))
+    tcp_port = gw.stats()["workers"][0]["port"] if start_any_gateway.workers else gw.port  # the front is UDP
     for chunk in (b"\x16\x03\x01 not sip at all\r\n\r\n", b"INVITE x\r\nContent-Length: -5\r\n\r\n"):
-        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as t:
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as t:
             t.sendall(chunk)
     time.sleep(0.5)
     assert gw.alive()
@@ -120,11 +122,11 @@ def test_malformed_messages_leave_the_gateway_up(start_gateway, tmp_path, media)
     assert gw.expect("session_stopped")["voiced_in"] >= 50
 
 
-def test_outbound_call_carries_the_conversation(start_gateway, tmp_path, media) -> None:
+def test_outbound_call_carries_the_conversation(start_any_gateway, tmp_path, media) -> None:
     from tests.sip.conftest import free_port
 
     uas_port = free_port()
-    gw = start_gateway(mode="tone")
+    gw = start_any_gateway(mode="tone")
     uas = run_sipp("uas_answer.xml", "", tmp_path, uas=True, port=uas_port, background=True)
     time.sleep(0.5)
     gw.send(cmd="originate", target=f"sip:customer@127.0.0.1:{uas_port}", conversation_id="conv-42")
