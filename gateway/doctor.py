@@ -127,7 +127,25 @@ def checks(settings: Settings) -> list[Check]:
     if settings.sip.enabled and settings.sip.mode == "register" and not settings.sip.registrar:
         out.append(Check("SIP registrar", False, "sip.mode is register but sip.registrar is empty",
                          "set sip.registrar, sip.username and sip.password"))
+    if settings.sip.enabled and importlib.util.find_spec("pjsua2") is not None:
+        out.append(_sip_capacity(settings))
     return out
+
+
+def _sip_capacity(settings: Settings) -> Check:
+    """How many SIP calls the configuration can hold against what ``sip.max_calls`` promises."""
+    from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
+
+    sip = settings.sip
+    held = CALLS_PER_PROCESS * max(sip.workers, 1)
+    where = f"{sip.workers} SIP workers" if sip.workers else "the gateway process"
+    if held >= sip.max_calls:
+        return Check("SIP capacity", True, f"{min(held, sip.max_calls)} simultaneous calls ({where})")
+    need = -(-sip.max_calls // CALLS_PER_PROCESS)
+    return Check("SIP capacity", False,
+                 f"sip.max_calls is {sip.max_calls} but {where} hold {held} calls "
+                 f"({CALLS_PER_PROCESS} per pjsua2 process)",
+                 f"set sip.workers to {need}, or sip.max_calls to {held}", False)
 
 
 def run_doctor(settings: Settings) -> int:

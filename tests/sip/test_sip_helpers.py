@@ -73,3 +73,14 @@ def test_outgoing_queue_depth_grows_after_underruns() -> None:
     buffers.underruns = 10
     buffers.top_up(lambda: b"\x01" * 320)
     assert len(buffers.outgoing) == 5
+
+
+def test_doctor_weighs_sip_max_calls_against_the_workers() -> None:
+    from gateway.config import load_settings
+    from gateway.doctor import _sip_capacity
+    from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
+
+    short = _sip_capacity(load_settings(overrides={"sip": {"enabled": True, "max_calls": 12}}))
+    assert not short.ok and "sip.workers to 3" in short.fix and f"hold {CALLS_PER_PROCESS} calls" in short.detail
+    enough = _sip_capacity(load_settings(overrides={"sip": {"enabled": True, "max_calls": 12, "workers": 3}}))
+    assert enough.ok and "12 simultaneous calls (3 SIP workers)" in enough.detail

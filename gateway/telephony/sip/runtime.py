@@ -48,6 +48,7 @@ CALLS_PER_PROCESS = 4
 """Simultaneous calls one pjsua2 endpoint holds with the ``pjsua2-python`` 2.15.1 wheel: it is
 built with ``PJSUA_MAX_CALLS`` = 4 (a compile-time table size), so a fifth call fails with
 ``PJ_ETOOMANY`` (outbound) or gets 486 from pjsua (inbound) whatever ``UaConfig.maxCalls`` says.
+``sip.workers`` runs that many endpoints in worker processes behind the SIP front (``pool.py``).
 ``tests/sip`` checks this figure, so a wheel built with a larger table shows up there."""
 
 _GUARD = threading.Lock()
