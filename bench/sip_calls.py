@@ -239,6 +239,7 @@ def bench_concurrency(tmp: Path, steps: list[int], workers: int = 0) -> None:
         finally:
             gw.close()
         answered = [r for r in results if r["answered"]]
+        refused = sorted(f"{r['status']} {r['reason']}" for r in results if not r["answered"])
         gaps = sum(r["gaps"] for r in answered)
         heard = sum(r["voiced_rx"] for r in answered) * 0.02
         port_cpu = statistics.mean(m["media_cpu"] for m in media) * 100 if media else float("nan")
@@ -248,7 +249,8 @@ def bench_concurrency(tmp: Path, steps: list[int], workers: int = 0) -> None:
             estimate = f"; CPU alone would allow about {1 / per_call:.0f} such calls per core"
         else:
             estimate = ""
-        print(f"  {n} simultaneous call(s): answered {len(answered)}/{n}, bot audio heard {heard:.1f} s, "
+        print(f"  {n} simultaneous call(s): answered {len(answered)}/{n}"
+              f"{' (not answered: ' + ', '.join(refused) + ')' if refused else ''}, bot audio heard {heard:.1f} s, "
               f"gaps {gaps} frames, gateway underruns {underruns}; media port {port_cpu:.2f} % of a core per call; "
               f"gateway {'and workers ' if workers else 'process '}{per_call * 100:.1f} % of a core per call"
               f"{estimate}")
