@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,10 @@ def test_digest_registration_refresh_and_unregister(start_any_gateway, tmp_path)
         assert time.monotonic() < deadline, gw.tail()
         time.sleep(0.3)
     time.sleep(7.5)  # granted 10 s: pjsip refreshes 5 s before expiry (at 5 s, then at 10 s)
-    assert gw.stats()["registered"]
+    stats = gw.stats()
+    assert stats["registered"]
+    for worker in stats.get("workers", []):  # the password reaches a worker over its link, not argv
+        assert b"s3cret" not in Path(f"/proc/{worker['pid']}/cmdline").read_bytes()
     assert gw.close() == 0  # close unregisters
     out, _ = registrar.communicate(timeout=30)
     assert registrar.returncode == 0, f"{out[-1500:]}\n{sipp_log(tmp_path, 'uas_registrar.xml')}"

@@ -26,6 +26,9 @@ KIND_PULL = 3
 
 MAX_MESSAGE = 1 << 16
 """Largest message either side accepts (a 20 ms G.722 frame is 640 bytes)."""
+MAX_BUFFERED = 4 << 20
+"""Bytes waiting to be written beyond which audio is dropped (a stalled peer cannot make this
+side grow memory without bound); control messages are still queued."""
 _HEAD = struct.Struct("!IB")
 _CALL = struct.Struct("!I")
 _PULL = struct.Struct("!IH")
@@ -90,9 +93,16 @@ class Link:
         self._out = bytearray()
         self._scheduled = False
         self.closed = False
+        self.dropped = 0
 
     def send(self, kind: int, payload: bytes) -> None:
         if self.closed:
+            return
+        if kind != KIND_JSON and self.writer.transport.get_write_buffer_size() > MAX_BUFFERED:
+            self.dropped += 1
+            if self.dropped in (1, 1000) or self.dropped % 50000 == 0:
+                log.warning("SIP worker link: the other side is not reading; %d audio messages dropped",
+                            self.dropped)
             return
         self._out += encode(kind, payload)
         if not self._scheduled:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import logging
 import socket
 import sys
@@ -307,12 +306,13 @@ class SipWorkerPool:
         parent, child = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.telephony.sip.worker", str(child.fileno()),
-                json.dumps(self._worker_spec(index)), pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+                sys.executable, "-m", "gateway.telephony.sip.worker", str(child.fileno()), str(index),
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL)
         finally:
             child.close()
         reader, writer = await asyncio.open_connection(sock=parent, limit=ipc.MAX_MESSAGE * 2)
         link = WorkerLink(index, self.pipeline, ipc.Link(reader, writer), proc)
+        link.link.send_json(t="config", **self._worker_spec(index))
         link.on_calls = self._on_calls
         self.links[index] = link
         link.serving = asyncio.create_task(link.serve(), name=f"sip-worker-link-{index}")

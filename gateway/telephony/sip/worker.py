@@ -12,8 +12,9 @@ for one frame each time pjmedia's clock takes one (``KIND_PULL``), with ``PREFIL
 asked ahead, so the queue between the two processes stays ``PREFILL`` frames deep and a
 barge-in cuts the bot within a few frames.
 
-Run by the pool as ``python -m gateway.telephony.sip.worker FD SPEC`` (FD: its end of the
-link; SPEC: JSON with ``settings`` (``sip`` settings), ``index``, ``front``, ``register``).
+Run by the pool as ``python -m gateway.telephony.sip.worker FD INDEX`` (FD: its end of the
+link). The first message on the link is its spec: ``settings`` (``sip`` settings, credentials
+included, which is why they are not on the command line), ``index``, ``front``, ``register``.
 The worker ends when the link closes: a gateway that dies takes its workers' calls down with
 it instead of leaving them mute.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import socket
 import sys
@@ -236,21 +236,29 @@ class WorkerSide:
             await asyncio.sleep(REPORT_S)
 
 
-async def run_worker(fd: int, spec: dict[str, Any]) -> None:
-    """The worker's life: start the endpoint, report ready, serve until the link closes."""
+async def run_worker(fd: int) -> None:
+    """The worker's life: read its spec, start the endpoint, report ready, serve until the link closes."""
     from gateway.telephony.sip.endpoint import SipEndpoint
 
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock, limit=ipc.MAX_MESSAGE * 2)
     link = ipc.Link(reader, writer)
+    try:  # the spec comes over the link, not the command line: it holds the SIP password
+        kind, payload = await asyncio.wait_for(link.read(), OPEN_TIMEOUT_S)
+        spec = ipc.decode_json(payload) if kind == ipc.KIND_JSON else {}
+    except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ipc.LinkError) as exc:
+        log.error("SIP worker: no spec from the gateway: %s", exc or type(exc).__name__)
+        link.close()
+        return
+    logging.getLogger().setLevel(spec.get("log_level", "INFO"))
     side = WorkerSide(link)
-    settings = SipSettings(**spec["settings"])
-    endpoint = SipEndpoint(settings, RemotePipeline(side), front=spec.get("front", ""),
-                           register=bool(spec.get("register", True)))
-    side.endpoint = endpoint
     try:
+        settings = SipSettings(**spec["settings"])
+        endpoint = SipEndpoint(settings, RemotePipeline(side), front=spec.get("front", ""),
+                               register=bool(spec.get("register", True)))
+        side.endpoint = endpoint
         await endpoint.start()
-    except (SipError, OSError) as exc:
+    except (SipError, OSError, ValueError, KeyError) as exc:
         link.send_json(t="failed", error=str(exc))
         await link.drain()
         link.close()
@@ -270,14 +278,11 @@ async def run_worker(fd: int, spec: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    index = json.loads(sys.argv[2]).get("index", 0) if len(sys.argv) > 2 else 0
-    logging.basicConfig(
-        level=json.loads(sys.argv[2]).get("log_level", "INFO") if len(sys.argv) > 2 else "INFO",
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s sip-worker-{index} %(name)s: %(message)s")
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m gateway.telephony.sip.worker FD SPEC_JSON")
-    asyncio.run(run_worker(int(sys.argv[1]), json.loads(sys.argv[2])))
+    if len(sys.argv) != 3 or not sys.argv[1].isdigit():
+        sys.exit("usage: python -m gateway.telephony.sip.worker FD INDEX (started by the gateway)")
+    logging.basicConfig(level="INFO", stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s sip-worker-{sys.argv[2]} %(name)s: %(message)s")
+    asyncio.run(run_worker(int(sys.argv[1])))
 
 
 if __name__ == "__main__":
