@@ -8,7 +8,8 @@ encoded, followed by an HMAC-SHA256 of that text under the gateway's link secret
 Verification is constant-time (``hmac.compare_digest``). A token is refused when it is
 malformed, its signature does not match (forged or altered), it has expired, or its nonce was
 already used. Use is recorded in a small SQLite table in the data directory, so a used link
-stays used across restarts.
+stays used across restarts; with the Redis context backend it is recorded in Redis instead
+(``SET NX`` until the link's expiry), so a link used on one gateway node is used on all.
 
 The same signer also makes long-lived, reusable *references* (``kind="ref"``): the chat's
 returning-customer cookie carries one.
@@ -40,8 +41,15 @@ SECRET_FILE = "link-secret"
 """Name of the generated secret kept in the data directory when none is configured."""
 
 
+REDIS_KEY_PREFIX = "voicegw:link-used:"
+REDIS_TIMEOUT_S = 2.0
+"""A Redis that does not answer in this time refuses the link (``unavailable``) rather than
+letting a link be used twice."""
+
+
 class LinkRefused(Exception):
-    """A token cannot be honoured. ``reason`` is one of forged, expired, used, malformed."""
+    """A token cannot be honoured. ``reason`` is one of forged, expired, used, malformed,
+    unavailable (the shared record of used links cannot be reached)."""
 
     def __init__(self, reason: str, detail: str = "", token_id: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -51,7 +59,10 @@ class LinkRefused(Exception):
 
     @property
     def status(self) -> int:
-        """HTTP status for the refusal page: 410 Gone for expired or used, 403 otherwise."""
+        """HTTP status for the refusal page: 410 Gone for expired or used, 503 when the record
+        of used links is unreachable, 403 otherwise."""
+        if self.reason == "unavailable":
+            return 503
         return 410 if self.reason in ("expired", "used") else 403
 
 
@@ -102,8 +113,38 @@ def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
     return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
 
+class RedisUsedLinks:
+    """Used nonces in Redis, shared by every gateway node; each key expires with its link."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        self._redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
+                                           socket_connect_timeout=REDIS_TIMEOUT_S)
+
+    def is_used(self, nonce: str) -> bool:
+        try:
+            return bool(self._redis.exists(REDIS_KEY_PREFIX + nonce))
+        except self._errors as exc:
+            raise LinkRefused("unavailable", f"used-link record unreachable ({type(exc).__name__})") from None
+
+    def mark(self, claims: "LinkClaims", now: float) -> bool:
+        """Record the nonce; False when it was already recorded."""
+        ttl = max(int(claims.expires_at - now) + 60, 60)
+        try:
+            return bool(self._redis.set(REDIS_KEY_PREFIX + claims.nonce,
+                                        f"{claims.conversation_id}|{claims.purpose}|{now:.0f}", nx=True, ex=ttl))
+        except self._errors as exc:
+            raise LinkRefused("unavailable", f"used-link record unreachable ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        self._redis.close()
+
+
 class LinkSigner:
-    """Issues and verifies tokens; remembers used nonces in ``used_db`` (SQLite)."""
+    """Issues and verifies tokens; remembers used nonces in ``used_db`` (SQLite) or, given
+    ``used_redis_url``, in Redis for every node."""
 
     def __init__(
         self,
@@ -111,6 +152,7 @@ class LinkSigner:
         *,
         ttl_seconds: float,
         used_db: Path | None = None,
+        used_redis_url: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if len(secret) < 16:
@@ -120,7 +162,8 @@ class LinkSigner:
         self._clock = clock
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        if used_db is not None:
+        self._redis = RedisUsedLinks(used_redis_url) if used_redis_url else None
+        if used_db is not None and self._redis is None:
             used_db.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(used_db), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -179,6 +222,8 @@ class LinkSigner:
 
     def is_used(self, nonce: str) -> bool:
         """True once :meth:`consume` recorded ``nonce``."""
+        if self._redis is not None:
+            return self._redis.is_used(nonce)
         with self._lock:
             if self._db is None:
                 return nonce in self._used_memory
@@ -188,6 +233,10 @@ class LinkSigner:
     def consume(self, token: str, *, kind: str = "link") -> LinkClaims:
         """Verify and mark used in one step; a second call for the same token is refused."""
         claims = self.verify(token, kind=kind, check_used=False)
+        if self._redis is not None:
+            if not self._redis.mark(claims, self._clock()):
+                raise LinkRefused("used", "link was already used", claims.nonce)
+            return claims
         with self._lock:
             if self._db is None:
                 if claims.nonce in self._used_memory:
@@ -205,6 +254,8 @@ class LinkSigner:
 
     def close(self) -> None:
         """Close the used-nonce database."""
+        if self._redis is not None:
+            self._redis.close()
         with self._lock:
             if self._db is not None:
                 self._db.close()

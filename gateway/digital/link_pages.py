@@ -87,6 +87,7 @@ class LinkPages:
             "used": "This link was already used. Each link works once; please ask us for a new one if needed.",
             "forged": "This link is not valid. Please use the link exactly as we sent it.",
             "malformed": "This link is not valid. Please use the link exactly as we sent it.",
+            "unavailable": "We cannot open this link right now. Please try again in a minute.",
         }
         return refusal("Link not accepted", messages.get(exc.reason, "This link cannot be used."), status=exc.status)
 

@@ -91,7 +91,9 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     data_dir = settings.data_path(".")
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = load_or_create_secret(settings.links.secret, data_dir)
-    signer = LinkSigner(secret, ttl_seconds=settings.links.ttl_minutes * 60, used_db=data_dir / "links.db", clock=clock)
+    redis_url = settings.context.redis_url if settings.context.backend == "redis" else ""
+    signer = LinkSigner(secret, ttl_seconds=settings.links.ttl_minutes * 60, used_db=data_dir / "links.db",
+                        used_redis_url=redis_url, clock=clock)
     outbox = Outbox(data_dir / OUTBOX_FILE, clock=clock)
     sms = SmsSender(settings, outbox, metrics)
     sms_inbound = SmsInbound(settings, core, outbox, metrics)
