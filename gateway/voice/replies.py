@@ -50,6 +50,8 @@ class BotReplies:
     _failed: bool
     _progress: asyncio.Event
     _drained: asyncio.Event
+    _pending_turn: Any
+    superseded_replies: int
 
     async def _perform(self, actions: list[Action], timer: TurnTimer | None) -> None:
         asks = [a for a in actions if isinstance(a, Ask)]
@@ -61,6 +63,13 @@ class BotReplies:
             if isinstance(action, (Say, Ask)):
                 if self._interruptions != interruptions:
                     continue  # the caller cut in: the rest of this answer is not spoken
+                if self._pending_turn is not None:
+                    # The caller finished another turn while this answer was being worked out:
+                    # it answers what they said before, so it is not spoken; the next answer is.
+                    self.superseded_replies += 1
+                    log.info("call %s: answer to an earlier turn not spoken (the caller spoke again): %r",
+                             self.call_id, action.text[:60])
+                    continue
                 last = await self._speak(action.text, action.barge_in, action.prompt_id, timer)
                 timer = None  # the turn's latency ends at the reply's first prompt
             elif isinstance(action, Transfer):

@@ -137,6 +137,7 @@ class VoiceSession(BotReplies):
         self._onset_tick: int | None = None
         self._interruptions = 0  # barge-ins and key presses that cut the bot short
         self.speculative_discarded = 0  # speculative decodes wasted because the caller went on
+        self.superseded_replies = 0  # prompts not spoken because the caller had already spoken again
         self._speculative_spent = False
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
@@ -279,6 +280,7 @@ class VoiceSession(BotReplies):
             "turns": [t.as_dict() for t in self.turns],
             "barge_ins": list(self.barge_ins),
             "speculative_discarded": self.speculative_discarded,
+            "superseded_replies": self.superseded_replies,
             "ended": self.ended.is_set(),
             "end_reason": self.end_reason,
         }

@@ -499,3 +499,40 @@ async def test_stop_ends_the_call_even_when_its_cancel_meets_a_finished_answer(t
     await asyncio.wait_for(core.stopping, 30)
     assert session.ended.is_set() and isinstance(core.events[-1], ChannelClosed)
     await pipeline.close()
+
+
+class GatedCore(ScriptedCore):
+    """Holds its answer to the first caller turn until ``gate`` is set (a slow dialog backend)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def handle(self, conversation_id, event):
+        if isinstance(event, UserSaid) and len(self.of(UserSaid)) == 0:
+            self.events.append(event)
+            await self.gate.wait()
+            return [Ask("Which order do you mean?", expect=Expect(kind="open"))]
+        return await super().handle(conversation_id, event)
+
+
+async def test_an_answer_overtaken_by_the_callers_next_turn_is_not_spoken(tmp_path, tts):
+    """The caller speaks again while the answer to their first turn is still being worked out:
+    that answer is stale and stays unsaid; the answer to their latest turn is spoken."""
+    core = GatedCore([Say("Hello.")], {UserSaid: [Ask("Thanks, got it.", expect=Expect(kind="open"))]})
+    asr = ScriptedAsr(["check my order", "the blue headphones"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr)
+    driver = CallDriver(session, realtime=True)
+    await driver.wait_for_bot(5)
+    await driver.feed(utterance("I want to check my order", seed=3).pcm + silence(1.0))
+    assert len(core.of(UserSaid)) == 1  # the first turn is with the (slow) core
+    await driver.feed(utterance("the blue headphones", seed=4).pcm + silence(1.0))
+    assert session._pending_turn is not None  # the second turn has ended and waits
+    core.gate.set()
+    await driver.wait_for_bot(10)
+    bot = [text for who, text in session.transcript if who == "bot"]
+    assert bot == ["Hello.", "Thanks, got it."], session.transcript
+    assert [e.text for e in core.of(UserSaid)] == ["check my order", "the blue headphones"]
+    assert session.stats["superseded_replies"] == 1
+    await session.stop()
+    await pipeline.close()
