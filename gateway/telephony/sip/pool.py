@@ -346,8 +346,9 @@ class SipWorkerPool:
                 try:
                     await self._start_worker(index)
                     break
-                except SipError as exc:
-                    log.error("%s; retrying in %.0f s", exc, RESTART_DELAY_S * 5)
+                except (SipError, OSError) as exc:
+                    log.error("SIP worker %d did not restart: %s; retrying in %.0f s", index, exc,
+                              RESTART_DELAY_S * 5)
                     await asyncio.sleep(RESTART_DELAY_S * 5)
 
     async def _kill(self, link: WorkerLink) -> None:
