@@ -113,12 +113,21 @@ async def start_gateway(settings: Settings) -> RunningGateway:
 
             attach_pipeline(web.app, pipeline)
     _wire_agent_answered(running)
+    _wire_sip_metrics(running)
     if settings.rasa.serve_actions:
         from gateway.integrations.rasa_actions import start_action_server
 
         await attempt("rasa action server", lambda: start_action_server(
             settings, core.crm, settings.web.host, settings.rasa.actions_port))
     return running
+
+
+def _wire_sip_metrics(running: RunningGateway) -> None:
+    """The SIP channel's gauges on the web server's ``/metrics``."""
+    web = next((c for c in running.closeables if hasattr(c, "parts")), None)
+    for item in running.closeables:
+        if web is not None and hasattr(item, "register_metrics"):
+            item.register_metrics(web.parts.metrics)
 
 
 def _wire_agent_answered(running: RunningGateway) -> None:

@@ -26,6 +26,10 @@ HELP: dict[str, str] = {
     "voicegw_screenpops_total": "Screen-pops delivered to an agent desktop",
     "voicegw_screenpops_unrouted_total": "Screen-pops with no signed-in agent to receive them",
     "voicegw_agents_online": "Agent desktops connected now",
+    "voicegw_sip_calls": "SIP calls in progress",
+    "voicegw_sip_refused_total": "SIP calls refused (403, 486 and 503 at the gateway or its front)",
+    "voicegw_sip_workers_alive": "SIP worker processes running",
+    "voicegw_sip_worker_restarts_total": "SIP worker processes restarted after they died",
     "voicegw_outreach_total": "Outreach steps, by step (sms, answered, escalated)",
 }
 

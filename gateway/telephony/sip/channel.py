@@ -53,6 +53,16 @@ class SipChannel:
             out["front"] = dict(ep.front.counters)
         return out
 
+    def register_metrics(self, metrics: Any) -> None:
+        """Gauges on ``/metrics``: calls in progress, calls refused, and the workers' health."""
+        ep = self.endpoint
+        metrics.gauge("voicegw_sip_calls", lambda: float(len(ep.legs)))
+        metrics.gauge("voicegw_sip_refused_total", lambda: float(ep.rejected))
+        if isinstance(ep, SipWorkerPool):
+            metrics.gauge("voicegw_sip_workers_alive",
+                          lambda: float(sum(1 for w in ep.worker_stats() if w["alive"])))
+            metrics.gauge("voicegw_sip_worker_restarts_total", lambda: float(ep.restarts))
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
