@@ -12,8 +12,9 @@ from tests.sip.conftest import write_tone
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(120)]
 
 
-def test_baresip_call_audio_both_ways(start_gateway, tmp_path) -> None:
-    gw = start_gateway(mode="echo")  # the session sends back what it hears
+def test_baresip_call_audio_both_ways(start_any_gateway, tmp_path) -> None:
+    """In process and through the SIP front to a worker."""
+    gw = start_any_gateway(mode="echo")  # the session sends back what it hears
     wav = write_tone(tmp_path / "caller.wav", 3.0, freq=700.0)
     received, log = call_with_baresip(f"sip:bot@127.0.0.1:{gw.port}", wav, tmp_path, seconds=10)
     assert "Call established" in log, log[-2000:]
