@@ -63,6 +63,8 @@ class VoicePipeline:
             self.tts = Synthesizer(voice.tts, cache_dir=self.settings.data_path(voice.tts.cache_dir))
         if self._own_tts and hasattr(self.tts, "start"):
             await self.tts.start()
+        if self._own_tts and hasattr(self.tts, "warm_up"):
+            await self.tts.warm_up()  # the first caller does not wait for the engine's first inference
         await self.vad_pool.prewarm(voice.sample_rate, PREWARM_VAD_MODELS)
         self._started = True
         log.info("voice pipeline ready (vad %s, %d Hz)", self.vad_pool.engine, voice.sample_rate)

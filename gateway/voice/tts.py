@@ -186,8 +186,21 @@ class Synthesizer:
         return self._espeak_pcm(text, sample_rate)
 
     async def warm_up(self) -> None:
-        """Load the engine (and its G2P) before the first call needs it."""
-        await self.synthesize("Hello.", 8000)
+        """Load the engine (and its G2P) and run it once, before the first call needs it.
+
+        The warm-up sentence bypasses the prompt cache: a cached sentence would leave the engine
+        cold, and the first caller would wait for its first inference (about half a second)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._warm_engine)
+
+    def _warm_engine(self) -> None:
+        engine = self._engine()
+        if isinstance(engine, HibariEngine):
+            try:
+                for _chunk in engine.sentences("Thanks for calling, one moment please.", self.settings.speed):
+                    pass
+            except (RuntimeError, ValueError, KeyError) as exc:
+                log.warning("hibari warm-up failed: %s", exc)
 
     async def close(self) -> None:
         """Stop the worker threads."""

@@ -135,3 +135,13 @@ async def test_espeak_engine_when_configured(tmp_path: Path) -> None:
 async def test_empty_text_is_silence(tmp_path: Path) -> None:
     synth = Synthesizer(TtsSettings(), cache_dir=tmp_path)
     assert await synth.synthesize("   ", 8000) == b""
+
+
+async def test_warm_up_runs_the_engine_without_touching_the_cache(tmp_path: Path) -> None:
+    """A cached warm-up sentence would leave the engine cold for the first caller."""
+    synth = Synthesizer(TtsSettings(), cache_dir=tmp_path)
+    for _ in range(2):  # every start warms the engine, not only the first one
+        await synth.warm_up()
+    assert synth._hibari is not None, synth._hibari_error
+    assert synth.stats["synthesized"] == 0 and synth.stats["memory_hits"] == 0
+    assert not list(tmp_path.rglob("*.wav"))
