@@ -170,7 +170,11 @@ async def test_crashed_worker_is_replaced_and_its_request_retried(router: AsrRou
 
 
 async def _kill_workers_while_decoding(pool: WhisperPool) -> None:
-    await asyncio.sleep(0.5)  # the request reaches a worker
+    for _ in range(500):  # until the request has reached a worker
+        if pool.decoding:
+            break
+        await asyncio.sleep(0.01)
+    assert pool.decoding, "the utterance never reached a Whisper worker"
     for pid in pool.worker_pids():
         os.kill(pid, signal.SIGKILL)
 

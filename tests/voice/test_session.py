@@ -47,14 +47,21 @@ class FakeTranscript:
 class ScriptedAsr:
     """Answers each utterance with the next scripted text (or raises what is scripted)."""
 
-    def __init__(self, answers: list[object]):
+    def __init__(self, answers: list[object], *, by_call_order: bool = False):
         self.answers = list(answers)
         self.calls: list[tuple[bytes, int, Expect]] = []
+        # by_call_order: the n-th call gets the n-th answer even if an earlier call is cancelled
+        # before it finishes (otherwise a cancelled call leaves its answer to the next one).
+        self.by_call_order = by_call_order
+
+    def _next(self) -> object:
+        return self.answers.pop(0) if self.answers else ""
 
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> FakeTranscript:
         self.calls.append((pcm, sample_rate, expect))
+        early = self._next() if self.by_call_order else None
         await asyncio.sleep(0.01)
-        answer = self.answers.pop(0) if self.answers else ""
+        answer = early if self.by_call_order else self._next()
         if isinstance(answer, BaseException):
             raise answer
         return FakeTranscript(str(answer), audio_seconds=len(pcm) / (2 * sample_rate))
@@ -351,7 +358,9 @@ async def test_bot_echo_at_lower_level_does_not_barge_in(tmp_path, tts, gain):
 
 async def test_speculative_decode_is_spent_once_per_turn(tmp_path, tts):
     core = ScriptedCore([Ask("How can I help?")], {UserSaid: [Say("Sure.")]})
-    asr = ScriptedAsr(["wasted", "my account has a wrong charge"])
+    # By call order: whether the speculative decode is cancelled before it finishes depends on how
+    # fast the driver's virtual time runs; either way it must not be the turn's transcript.
+    asr = ScriptedAsr(["wasted", "my account has a wrong charge"], by_call_order=True)
     pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=250)
     a = utterance("I am calling about my account", snr_db=25, seed=7, lead_s=0.5, trail_s=0.2)
     b = utterance("there is a wrong charge on my bill", snr_db=25, seed=8, lead_s=0.2, trail_s=1.0)

@@ -157,6 +157,7 @@ class WhisperPool:
         self._workers: list[WorkerProcess | None] = []
         self._closed = False
         self.stats = {"batches": 0, "utterances": 0, "restarts": 0, "max_batch_seen": 0}
+        self.decoding = 0  # batches sent to a worker and not yet answered
 
     @property
     def started(self) -> bool:
@@ -253,7 +254,7 @@ class WhisperPool:
         message = (batch[0].window, [r.samples for r in batch])
         for attempt in (1, 2):
             try:
-                status, payload = self._exchange(index, message)
+                status, payload = self._exchange_counted(index, message)
                 break
             except (EOFError, OSError) as exc:
                 # The worker died (killed, out of memory, or a signal before it was reaped): the
@@ -277,6 +278,15 @@ class WhisperPool:
         results: list[WhisperResult] = payload
         for req, result in zip(batch, results):
             req.future.set_result((result, started - req.queued_at))
+
+    def _exchange_counted(self, index: int, message: tuple[float, list[np.ndarray]]) -> tuple[str, Any]:
+        with self._cond:
+            self.decoding += 1
+        try:
+            return self._exchange(index, message)
+        finally:
+            with self._cond:
+                self.decoding -= 1
 
     def _exchange(self, index: int, message: tuple[float, list[np.ndarray]]) -> tuple[str, Any]:
         """Send one batch to worker ``index`` and wait for its answer (bounded)."""
