@@ -27,3 +27,23 @@ def test_baresip_call_audio_both_ways(start_any_gateway, tmp_path) -> None:
     assert np.sqrt(np.mean(samples**2)) > 500, "the reply baresip recorded is silent"
     spectrum = np.abs(np.fft.rfft(samples))
     assert abs(np.argmax(spectrum) * rate / len(samples) - 700) < 20  # the echoed tone
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_baresip_speaks_and_the_journeys_reply_is_recognized(start_gateway, tmp_path) -> None:
+    """baresip says a caller's turn after the greeting into the real voice pipeline and core; what
+    it recorded of the call is read back by Whisper: the greeting, then the order journey's question."""
+    from gateway.voice.audio import write_wav
+    from tests.sip.test_real_pipeline import transcribe
+    from tests.voice.speech_corpus import utterance
+
+    gw = start_gateway(real=True)
+    said = utterance("I want to check the status of my order", lead_s=11.0, trail_s=14.0)
+    wav = tmp_path / "caller.wav"
+    write_wav(wav, said.pcm, said.rate)
+    received, log = call_with_baresip(f"sip:bot@127.0.0.1:{gw.port}", wav, tmp_path, seconds=40)
+    assert "Call established" in log, log[-2000:]
+    text = transcribe(received)
+    assert "thanks for calling" in text, (text, gw.tail())  # the greeting
+    assert "order number" in text, (text, gw.tail())  # the order journey's question after the turn
