@@ -231,3 +231,22 @@ def write_ulaw_tone(path: Path, seconds: float, freq: float = 700.0) -> Path:
     t = np.arange(int(seconds * 8000)) / 8000
     path.write_bytes(ulaw_encode((np.sin(2 * np.pi * freq * t) * 9000).astype("<i2").tobytes()))
     return path
+
+
+def check_tone_calls(procs: list[subprocess.Popen[str]], gw: GatewayProc, n: int, *, min_voiced_rx: int) -> None:
+    """The ``n`` calls the softphone processes ``procs`` placed to a tone gateway: each answered
+    (PCMU), the bot's tone heard with clean audio, and the caller's tone reached each session."""
+    results: list[dict[str, Any]] = []
+    err = ""
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results += softphone_results(out)
+    assert len(results) == n, err[-3000:]
+    for r in results:
+        assert r["answered"] and r["codec"] == "PCMU", r
+        assert r["voiced_rx"] >= min_voiced_rx, r  # the bot's tone heard by every caller
+        assert r["gaps"] <= 25, r  # clean audio; a few frames of slack for a loaded CI machine
+    stopped = [gw.expect("session_stopped", timeout=30) for _ in range(n)]
+    assert len({s["call_id"] for s in stopped}) == n
+    for s in stopped:
+        assert s["voiced_in"] >= 100, s  # the caller's 3 s tone reached each session
