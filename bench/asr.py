@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"closed sets: {len(digits8)} digit strings (3-8 digits) and {len(yesno8)} yes/no answers; "
           "'right' = the digit string / the yes-no meaning recovered exactly; WER here is over digits / the yes-no meaning")
     bench_closed("pocketsphinx digits 8k->16k", ps, digits8, expect_digits, digits_right)
+    bench_closed("pocketsphinx digits 8k, any length", ps, digits8, lambda _d: Expect(kind="digits"), digits_right)
     bench_closed("pocketsphinx yes/no 8k->16k", ps, yesno8, expect_yesno, yesno_right)
     bench_closed("pocketsphinx digits 16k wideband", ps, digits16, expect_digits, digits_right)
     bench_closed("pocketsphinx yes/no 16k wideband", ps, yesno16, expect_yesno, yesno_right)

@@ -42,6 +42,19 @@ def digit_bounds(expect: Expect) -> tuple[int, int]:
     return min(low, high), high
 
 
+def digit_sequence(low: int, high: int) -> str:
+    """JSGF for ``low`` to ``high`` digits, the optional ones nested: ``<digit> [<digit> [<digit>]]``.
+
+    The same language as ``<digit> [<digit>] [<digit>]``, but pocketsphinx turns a row of
+    optionals into a grammar whose every state can skip to every later one, and its search slows
+    with the square of their number: measured on 8 kHz digit strings, 1-24 digits took 38 s per
+    utterance in a row and 0.24 s nested; 3-8 digits 0.48 s and 0.14 s, equally accurate."""
+    tail = ""
+    for _ in range(high - low):
+        tail = f"[<digit> {tail}]" if tail else "[<digit>]"
+    return " ".join(["<digit>"] * low + ([tail] if tail else []))
+
+
 def option_phrases(expect: Expect) -> list[str]:
     """The spoken forms of ``choice`` options (empty ones dropped, duplicates removed)."""
     seen: list[str] = []
@@ -55,9 +68,7 @@ def option_phrases(expect: Expect) -> list[str]:
 def jsgf_for(expect: Expect, known: Callable[[str], bool] = lambda _w: True) -> str:
     """A JSGF grammar for a closed ``Expect``; words failing ``known`` (not in the dictionary) are left out."""
     if expect.kind == "digits":
-        low, high = digit_bounds(expect)
-        body = " ".join(["<digit>"] * low + ["[<digit>]"] * (high - low))
-        rules = f"public <answer> = {body};\n<digit> = {' | '.join(DIGIT_WORDS)};\n"
+        rules = f"public <answer> = {digit_sequence(*digit_bounds(expect))};\n<digit> = {' | '.join(DIGIT_WORDS)};\n"
     elif expect.kind == "yesno":
         alternatives = [p for p in (*YES_PHRASES, *NO_PHRASES) if all(known(w) for w in p.split())]
         rules = f"public <answer> = {' | '.join(alternatives)};\n"
