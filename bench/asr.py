@@ -25,7 +25,7 @@ from gateway.config import AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice import audio
 from gateway.voice.asr.base import ENGINE_RATE, word_errors
-from gateway.voice.asr.grammar import NO_PHRASES, YES_PHRASES, plausible, spoken_digits
+from gateway.voice.asr.grammar import answer_of, plausible, prefer_open_engine, spoken_digits, yes_no_meaning
 from gateway.voice.asr.router import resolve_path
 from gateway.voice.asr.sphinx import PocketsphinxEngine
 from gateway.voice.asr.whisper import WhisperDecoder
@@ -63,20 +63,6 @@ def closed_corpus(rate: int, telephone: bool) -> tuple[list[tuple[Utterance, str
     yesno = [(utterance(t, voice=v, rate=rate, telephone=telephone, ulaw=telephone), a)
              for t, a in YES_NO for v in VOICES]
     return digits, yesno
-
-
-def yes_or_no(text: str) -> str:
-    """'yes', 'no' or '' for a transcript."""
-    words = " ".join(text.lower().replace(",", " ").replace(".", " ").split())
-    for phrase in sorted(NO_PHRASES, key=len, reverse=True):
-        if words.startswith(phrase):
-            return "no"
-    for phrase in sorted(YES_PHRASES, key=len, reverse=True):
-        if words.startswith(phrase):
-            return "yes"
-    return ""
-
-
 
 
 def timed(fn, *args):  # type: ignore[no-untyped-def]
@@ -117,7 +103,7 @@ def bench_closed(name: str, recognize, cases: list[tuple[Utterance, str]], expec
         texts.append(text)
         right += judge(text, answer)
         e, n = word_errors(" ".join(answer) if answer.isdigit() else answer,
-                           " ".join(spoken_digits(text)) if answer.isdigit() else yes_or_no(text))
+                           " ".join(spoken_digits(text)) if answer.isdigit() else yes_no_meaning(text))
         errors, words = errors + e, words + n
         walls.append(wall)
         cpus.append(cpu)
@@ -155,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return spoken_digits(text) == d
 
     def yesno_right(text: str, a: str) -> bool:
-        return yes_or_no(text) == a
+        return yes_no_meaning(text) == a
 
     sphinx = PocketsphinxEngine()
     fallbacks: list[int] = []
@@ -190,6 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     bench_closed("pocketsphinx->whisper digits 8k", routed, digits8, expect_digits, digits_right)
     bench_closed("pocketsphinx->whisper yes/no 8k", routed, yesno8, expect_yesno, yesno_right)
     print(f"  fallbacks to whisper: {len(fallbacks)} of {len(digits8) + len(yesno8)} closed-set answers")
+    preferred: list[int] = []
+
+    def cross_checked(pcm: bytes, rate: int, expect: Expect) -> tuple[str, float]:
+        # What the router does with voice.asr.cross_check: both engines, Whisper's answer if it fits.
+        closed = sphinx.recognize(pcm, rate, expect)
+        text, conf = wh(pcm, rate, expect)
+        if prefer_open_engine(closed.text, text, expect):
+            preferred.append(answer_of(text, expect) != answer_of(closed.text, expect))
+            return text, conf
+        return closed.text, closed.confidence
+
+    bench_closed("pocketsphinx+whisper digits 8k", cross_checked, digits8, expect_digits, digits_right)
+    bench_closed("pocketsphinx+whisper yes/no 8k", cross_checked, yesno8, expect_yesno, yesno_right)
+    print(f"  cross-check (cost: both engines, run at once by the router): whisper changed the grammar's "
+          f"answer {sum(preferred)} times of {len(digits8) + len(yesno8)}")
     return 0
 
 

@@ -94,6 +94,8 @@ class AsrSettings(Section):
     whisper_model_dir: str = "models/whisper-base"
     whisper_window_seconds: float = Field(10.0, gt=0, le=30)
     whisper_beam_size: int = Field(1, ge=1)
+    cross_check: bool = True
+    cross_check_wait_ms: int = Field(300, ge=0, le=10000)
     workers: int = Field(0, ge=0)
     vosk_model_dir: str = ""
     language: str = "en"

@@ -104,16 +104,22 @@ async def test_utterance_longer_than_the_window(router: AsrRouter) -> None:
 
 
 async def test_closed_set_falls_back_to_whisper_when_the_grammar_cannot_fit(
-    router: AsrRouter, caplog: pytest.LogCaptureFixture
+    pool: WhisperPool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Eight digits expected, three spoken: the grammar cannot end on a full answer, Whisper is asked.
+    # Without the cross-check: eight digits expected, three spoken: the grammar cannot end on a
+    # full answer, Whisper is asked.
+    router = AsrRouter(AsrSettings(cross_check=False), whisper=pool, timeout_seconds=90.0)
+    await router.start()
     caplog.set_level(logging.INFO, logger="gateway.voice.asr")
     u = utterance("three three seven")
     expect = Expect(kind="digits", min_digits=8, max_digits=8, sensitive=True)
-    t = await router.recognize(u.pcm, 8000, expect)
+    try:
+        t = await router.recognize(u.pcm, 8000, expect)
+    finally:
+        await router.close()
     assert t.engine == "whisper"
     assert spoken_digits(t.text) == "337"
-    assert router.stats["fallbacks"] == 1
+    assert router.stats["fallbacks"] == 1 and router.stats["cross_checks"] == 0
     assert "asking whisper" in caplog.text and "three" not in caplog.text  # a PIN never reaches the log
 
 

@@ -127,3 +127,52 @@ def spoken_digits(text: str) -> str:
         elif token in _DIGIT_VALUE:
             out.append(_DIGIT_VALUE[token])
     return "".join(out)
+
+
+def yes_no_meaning(text: str) -> str:
+    """"yes", "no" or "" for a transcript that starts with one of the yes/no phrases."""
+    words = " ".join(_CLEAN.sub(" ", text.lower().replace(",", " ")).split())
+    for phrase in sorted(NO_PHRASES, key=len, reverse=True):
+        if words == phrase or words.startswith(phrase + " "):
+            return "no"
+    for phrase in sorted(YES_PHRASES, key=len, reverse=True):
+        if words == phrase or words.startswith(phrase + " "):
+            return "yes"
+    return ""
+
+
+def answer_of(text: str, expect: Expect) -> str:
+    """What a transcript answers to a closed ``expect``: its digits, "yes"/"no", or the options named."""
+    if expect.kind == "digits":
+        return spoken_digits(text)
+    if expect.kind == "yesno":
+        return yes_no_meaning(text)
+    said = " ".join(_CLEAN.sub(" ", text.lower()).split())
+    return "|".join(o for o in option_phrases(expect) if re.search(rf"\b{re.escape(o)}\b", said))
+
+
+def prefer_open_engine(closed_text: str, open_text: str, expect: Expect) -> bool:
+    """Whether the accurate engine's transcript (Whisper) answers a closed ``expect`` better than
+    the closed grammar's own (pocketsphinx, Vosk), when both decoded the same turn.
+
+    The grammar always returns something of the right shape, right or not; Whisper is the more
+    accurate listener at 8 kHz but writes "oh" as nothing ("one oh two three" -> "103"). So
+    Whisper's answer is taken when it fits the question (a digit count within bounds, a yes/no
+    meaning, one of the options), unless it is short of the digits the grammar heard with an "oh"
+    among them; otherwise the grammar's answer stands if it fits, and Whisper's if nothing fits.
+    """
+    closed_fits = plausible(closed_text, expect)
+    if expect.kind == "digits":
+        low, high = digit_bounds(expect)
+        heard = spoken_digits(open_text)
+        if not low <= len(heard) <= high:
+            return not closed_fits
+        words = closed_text.split()
+        return not (closed_fits and "oh" in words and len(heard) < len(words))
+    if expect.kind == "yesno":
+        return bool(yes_no_meaning(open_text)) or not closed_fits
+    if expect.kind == "choice":
+        named = answer_of(open_text, expect)
+        return (bool(named) and "|" not in named) or not closed_fits
+    return True
+

@@ -2,9 +2,15 @@
 
 Closed sets (``expect.closed``: digits, yes/no, a few options) go to the fast closed-grammar
 engine (pocketsphinx by default, Vosk when a Vosk model is configured); everything else goes to
-the accurate open engine (Whisper in worker processes). A closed-set answer that is empty, does
-not fit (wrong digit count) or falls under ``fallback_confidence`` is decoded again by Whisper
-when it runs. Both engines decode in worker processes (``closed.ClosedSetProcess``,
+the accurate open engine (Whisper in worker processes).
+
+With ``cross_check`` (the default) Whisper decodes a closed-set turn too, at the same time, and
+its answer is taken when it fits the question (``grammar.prefer_open_engine``): on 8 kHz audio
+the grammar always returns an answer of the right shape, right or wrong, and Whisper is the
+better listener except for "oh". Once the grammar has answered, Whisper gets at most
+``cross_check_wait_ms`` more, so a loaded gateway answers closed sets as fast as before. Without
+it, a closed-set answer that is empty, does not fit (wrong digit count) or falls under
+``fallback_confidence`` is decoded again by Whisper when it runs. Both engines decode in worker processes (``closed.ClosedSetProcess``,
 ``pool.WhisperPool``): the gateway's threads only wait on sockets, so no decode holds the event
 loop's GIL. Every call is bounded by a timeout and every failure is one ``AsrError``.
 """
@@ -21,7 +27,7 @@ from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
 from gateway.voice.asr.closed import ClosedSetProcess
-from gateway.voice.asr.grammar import plausible
+from gateway.voice.asr.grammar import answer_of, plausible, prefer_open_engine
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.whisper import check_model_dir
 from gateway.voice.audio import SAMPLE_WIDTH, resample
@@ -80,7 +86,10 @@ class AsrRouter:
         self.open_engine = settings.open_engine
         if settings.vosk_model_dir and "vosk" not in (self.open_engine, self.closed_engine):
             self.closed_engine = "vosk"  # a configured Vosk model takes the closed sets
-        self.stats = {"fallbacks": 0, "fallback_seconds": 0.0}
+        self.cross_check = settings.cross_check and fallback
+        self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
+        self.stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
+                      "open_engine_preferred": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -167,6 +176,8 @@ class AsrRouter:
         self._check(pcm, sample_rate)
         if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
+        if expect.closed and self.closed_engine != "whisper" and self.cross_check and self._whisper is not None:
+            return await self._cross_checked(pcm, sample_rate, expect)
         if expect.closed and self.closed_engine != "whisper":
             result = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
             if not self._needs_fallback(result, expect):
@@ -181,6 +192,37 @@ class AsrRouter:
         if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
             return await self._run_whisper(pcm, sample_rate)
         return await self._run_engine(self.open_engine, pcm, sample_rate, expect)
+
+    async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
+        """A closed-set turn decoded by the closed engine and Whisper at once (module docstring)."""
+        self.stats["cross_checks"] += 1
+        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate))
+        try:
+            closed: Transcript | None = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
+        except AsrError as exc:
+            log.warning("%s failed on a %s turn (%s); whisper answers alone", self.closed_engine, expect.kind, exc)
+            closed = None
+        except BaseException:
+            heard.cancel()
+            raise
+        if closed is not None and plausible(closed.text, expect):
+            done, _ = await asyncio.wait({heard}, timeout=self.cross_check_wait)
+            if not done:
+                heard.cancel()  # still queued: it never reaches a worker; decoding: its result is dropped
+                self.stats["cross_check_late"] += 1
+                return closed
+        try:
+            whisper = await heard
+        except AsrError as exc:
+            if closed is None:
+                raise
+            log.warning("whisper failed on a %s turn (%s); the %s answer stands", expect.kind, exc, self.closed_engine)
+            return closed
+        if closed is None or prefer_open_engine(closed.text, whisper.text, expect):
+            if closed is not None and answer_of(whisper.text, expect) != answer_of(closed.text, expect):
+                self.stats["open_engine_preferred"] += 1  # whisper changed the answer
+            return whisper
+        return closed
 
     def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
         if not self.fallback or self._whisper is None:

@@ -1,0 +1,111 @@
+"""Closed-set turns decoded by the grammar and by Whisper at once (``voice.asr.cross_check``)."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from gateway.config import AsrSettings
+from gateway.core.actions import Expect
+from gateway.voice.asr import AsrRouter
+from gateway.voice.asr.grammar import answer_of, prefer_open_engine, spoken_digits, yes_no_meaning
+from gateway.voice.asr.pool import WhisperPool
+from gateway.voice.asr.router import resolve_path
+from gateway.voice.audio import resample
+from tests.voice.speech_corpus import DIGIT_STRINGS, OPEN_SENTENCES, YES_NO, concatenate, utterance
+
+MODEL_DIR = resolve_path(AsrSettings().whisper_model_dir, None)
+VOICES = ("heart", "heart-low", "heart-high")
+
+
+def digits(low: int, high: int) -> Expect:
+    return Expect(kind="digits", min_digits=low, max_digits=high)
+
+
+def test_whisper_wins_when_it_fits_the_question() -> None:
+    # Whisper heard the digits the grammar got wrong.
+    assert prefer_open_engine("four five eight one two", "4-5-6-1-2.", digits(5, 5))
+    # Whisper writes "oh" as nothing: fewer digits than asked for, or fewer than the grammar heard
+    # with an "oh" among them.
+    assert not prefer_open_engine("one oh two three", "103.", digits(4, 4))
+    assert not prefer_open_engine("eight two zero oh one", "8201", digits(4, 8))
+    # Neither fits: Whisper's words go on to the core (the NLU asks again).
+    assert prefer_open_engine("", "I don't know it", digits(8, 8))
+    assert prefer_open_engine("yes", "No, it isn't.", Expect(kind="yesno"))
+    assert not prefer_open_engine("no", "Hello", Expect(kind="yesno"))
+    options = Expect(kind="choice", options=("billing", "sales"))
+    assert prefer_open_engine("sales", "Billing, please.", options)
+    assert not prefer_open_engine("sales", "billing or sales", options)  # two options named
+
+
+def test_answers_are_compared_by_meaning() -> None:
+    assert answer_of("4-5-6", digits(3, 3)) == answer_of("four five six", digits(3, 3)) == "456"
+    assert yes_no_meaning("Yes, that's right.") == "yes" and yes_no_meaning("Nope.") == "no"
+    assert yes_no_meaning("nobody knows") == "" and yes_no_meaning("") == ""
+    assert answer_of("the billing please", Expect(kind="choice", options=("billing", "sales"))) == "billing"
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WhisperPool]:
+    whisper = WhisperPool(MODEL_DIR, workers=2, window_seconds=10.0, decode_timeout=90.0)
+    whisper.start()
+    yield whisper
+    whisper.close()
+
+
+async def _router(pool: WhisperPool, **settings: object) -> AsrRouter:
+    router = AsrRouter(AsrSettings(**settings), whisper=pool, timeout_seconds=90.0)
+    await router.start()
+    return router
+
+
+@pytest.mark.slow
+async def test_narrowband_closed_sets_are_at_least_as_right_as_the_grammar_alone(pool: WhisperPool) -> None:
+    """8 kHz telephone audio, three voices: digit strings and yes/no answers through the router
+    with and without the cross-check (generous wait, so every turn is cross-checked)."""
+    both = await _router(pool, cross_check=True, cross_check_wait_ms=10000)
+    grammar = await _router(pool, cross_check=False)
+    grammar.fallback = False
+    right = {"both": [0, 0], "grammar": [0, 0]}
+    try:
+        for voice in VOICES:
+            for text, answer in DIGIT_STRINGS:
+                u = utterance(text, voice=voice)
+                expect = digits(len(answer), len(answer))
+                right["both"][0] += spoken_digits((await both.recognize(u.pcm, 8000, expect)).text) == answer
+                right["grammar"][0] += spoken_digits((await grammar.recognize(u.pcm, 8000, expect)).text) == answer
+            for text, answer in YES_NO:
+                u = utterance(text, voice=voice)
+                expect = Expect(kind="yesno")
+                right["both"][1] += yes_no_meaning((await both.recognize(u.pcm, 8000, expect)).text) == answer
+                right["grammar"][1] += yes_no_meaning((await grammar.recognize(u.pcm, 8000, expect)).text) == answer
+    finally:
+        await both.close()
+        await grammar.close()
+    n_digits, n_yes = len(VOICES) * len(DIGIT_STRINGS), len(VOICES) * len(YES_NO)
+    assert both.stats["cross_checks"] == n_digits + n_yes and both.stats["cross_check_late"] == 0
+    assert right["both"][0] >= right["grammar"][0] and right["both"][1] >= right["grammar"][1], right
+    assert right["both"][0] >= n_digits - 3 and right["both"][1] >= n_yes - 1, right
+
+
+@pytest.mark.slow
+async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
+    """One Whisper worker, busy with a long utterance: the grammar's answer is taken once the
+    wait is over, and the queued Whisper request is dropped before it reaches the worker."""
+    solo = WhisperPool(MODEL_DIR, workers=1, window_seconds=10.0, decode_timeout=90.0)
+    solo.start()
+    router = await _router(solo, cross_check=True, cross_check_wait_ms=0)
+    try:
+        long_turn = concatenate([utterance(s) for s in OPEN_SENTENCES[:6]], gap_s=1.0)
+        busy = solo.submit(resample(long_turn, 8000, 16000))
+        u = utterance("yes")
+        t = await router.recognize(u.pcm, 8000, Expect(kind="yesno"))
+        assert t.engine == "pocketsphinx" and yes_no_meaning(t.text) == "yes", t
+        assert router.stats["cross_check_late"] == 1
+        busy.result(timeout=90)
+        batches = solo.stats["utterances"]
+        assert batches == 1  # the cancelled cross-check never reached the worker
+    finally:
+        await router.close()
+        solo.close()
