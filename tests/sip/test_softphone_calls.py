@@ -35,6 +35,19 @@ def test_simultaneous_calls_with_audio_both_ways(start_gateway, tmp_path) -> Non
     assert gw.alive()
 
 
+def test_ended_calls_leave_their_bridge_ports_to_the_next_calls(start_gateway, tmp_path) -> None:
+    """Three rounds of two calls, one after the other: the gateway makes two conference-bridge
+    ports and hands them on (a port taken apart while pjmedia's clock still calls it killed the
+    process), and every call still has audio both ways."""
+    gw = start_gateway(mode="tone")
+    tone = write_tone(tmp_path / "caller.wav", 3.0)
+    for _ in range(3):
+        proc = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--calls", "2", "--play", str(tone),
+                             "--seconds", "4", background=True)
+        check_tone_calls([proc], gw, 2, min_voiced_rx=150)  # about 4 s of the bot's tone each
+    assert gw.stats()["ports_created"] == 2 and gw.alive()
+
+
 def test_the_wheels_call_table_size_is_as_documented() -> None:
     """The softphone's own endpoint refuses the call past ``CALLS_PER_PROCESS`` locally."""
     code = (

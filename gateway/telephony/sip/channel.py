@@ -51,6 +51,8 @@ class SipChannel:
         if isinstance(ep, SipWorkerPool):
             out["workers"] = ep.worker_stats()
             out["front"] = dict(ep.front.counters)
+        else:
+            out["ports_created"] = ep.ports_created
         return out
 
     def register_metrics(self, metrics: Any) -> None:

@@ -75,6 +75,12 @@ class SipEndpoint:
         self.reg_code = 0
         self.rejected = 0
         self._sink: FrameSink | None = None
+        # Conference-bridge ports of ended calls, by sample rate, for the next calls: a port is
+        # never destroyed while the endpoint runs, because pjmedia's clock thread can still be
+        # inside its callbacks while Python takes the object apart (seen: a callback on a port
+        # whose attributes were already gone, then the process died).
+        self._spare_ports: dict[int, list[CallAudioPort]] = {}
+        self.ports_created = 0
         self.pacer = MediaPacer()
         self._ticker: asyncio.Task[None] | None = None
         # runtime-thread state
@@ -146,6 +152,10 @@ class SipEndpoint:
             if call.port is not None:
                 call.port.buffers.active = False
         self._calls.clear()
+        for ports in self._spare_ports.values():
+            for port in ports:
+                self.runtime.retire(port)  # released before libDestroy, with the calls
+        self._spare_ports.clear()
         acc = self._account
         if acc is not None:
             if self.settings.mode == "register" and self.register and self.reg_code // 100 == 2:
@@ -263,7 +273,7 @@ class SipEndpoint:
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if call.port is not None:
                 call.port.buffers.active = False
-                self.runtime.retire(call.port)
+                self._spare_ports.setdefault(call.port.buffers.sample_rate, []).append(call.port)
                 call.port = None
             self._calls.pop(info.id, None)
             self.runtime.retire(call)
@@ -281,8 +291,14 @@ class SipEndpoint:
             rate = 16000 if stream.codecClockRate >= 16000 else 8000
             if call.port is None:
                 buffers = FrameBuffers(leg.label if leg else str(info.id), rate)
-                port = CallAudioPort(buffers, self._sink)
-                port.create()
+                spare = self._spare_ports.get(rate)
+                if spare:
+                    port = spare.pop()
+                    port.buffers = buffers  # the clock thread reads it afresh at every frame
+                else:
+                    port = CallAudioPort(buffers, self._sink)
+                    port.create()
+                    self.ports_created += 1
                 call.port = port
                 log.info("call %s media: %s/%d", buffers.call_id, stream.codecName, stream.codecClockRate)
                 if leg is not None:

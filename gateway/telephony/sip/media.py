@@ -223,7 +223,9 @@ class CallAudioPort(pj.AudioMediaPort):
     @guarded
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
         t0 = time.thread_time()
-        b = self.buffers
+        b = self.__dict__.get("buffers")
+        if b is None:
+            return  # the port is being taken apart (endpoint shutdown)
         if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and b.active:
             pcm = read_frame(frame)
             if len(pcm) == b.frame_bytes:
@@ -235,7 +237,9 @@ class CallAudioPort(pj.AudioMediaPort):
     @guarded
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
         t0 = time.thread_time()
-        b = self.buffers
+        b = self.__dict__.get("buffers")
+        if b is None:
+            return
         try:
             pcm = b.outgoing.popleft()
             b.frames_out += 1

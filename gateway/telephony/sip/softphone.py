@@ -233,6 +233,7 @@ class Softphone:
                                  teardown=self._teardown)
         self._account: pj.Account | None = None
         self._calls: dict[int, _PhoneCallObj] = {}
+        self._spent_ports: list[_PhonePort] = []  # kept until teardown (see SipEndpoint._spare_ports)
 
     def _configure(self, cfg: pj.EpConfig) -> None:
         cfg.uaConfig.maxCalls = self.max_calls
@@ -260,6 +261,9 @@ class Softphone:
             ep.hangupAllCalls()
             self.runtime.pump(2.0, until=lambda: not self._calls)
         self._calls.clear()
+        for port in self._spent_ports:
+            self.runtime.retire(port)
+        self._spent_ports.clear()
         if self._account is not None:
             self._account.shutdown()
             self._account = None
@@ -276,7 +280,7 @@ class Softphone:
     def _ended(self, obj: _PhoneCallObj) -> None:
         self._calls = {k: v for k, v in self._calls.items() if v is not obj}
         if obj.port is not None:
-            self.runtime.retire(obj.port)
+            self._spent_ports.append(obj.port)
         self.runtime.retire(obj)
         obj.call.done.set()
 
