@@ -23,6 +23,16 @@ PREWARM_VAD_MODELS = 2
 """Silero models built at start for the configured rate (about 10 MB and 110 ms each)."""
 
 
+ASR_METRICS = {
+    "voicegw_asr_cross_checks_total": "cross_checks",
+    "voicegw_asr_cross_check_late_total": "cross_check_late",
+    "voicegw_asr_open_engine_preferred_total": "open_engine_preferred",
+    "voicegw_asr_fallbacks_total": "fallbacks",
+    "voicegw_asr_whisper_restarts_total": "whisper_restarts",
+}
+"""``/metrics`` name -> ``AsrRouter.stats`` key."""
+
+
 class VoicePipeline:
     """Shared ASR, TTS and VAD for every call of this process."""
 
@@ -109,6 +119,12 @@ class VoicePipeline:
         self.sessions[call_id] = session
         session.on_closed = self._forget
         return session
+
+    def register_metrics(self, metrics: Any) -> None:
+        """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did."""
+        metrics.gauge("voicegw_voice_calls", lambda: float(len(self.sessions)))
+        for name, key in ASR_METRICS.items():
+            metrics.gauge(name, lambda key=key: float(getattr(self.asr, "stats", {}).get(key, 0)))
 
     def _forget(self, session: VoiceSession) -> None:
         if self.sessions.get(session.call_id) is session:

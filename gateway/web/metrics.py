@@ -31,6 +31,12 @@ HELP: dict[str, str] = {
     "voicegw_sip_workers_alive": "SIP worker processes running",
     "voicegw_sip_worker_restarts_total": "SIP worker processes restarted after they died",
     "voicegw_outreach_total": "Outreach steps, by step (sms, answered, escalated)",
+    "voicegw_voice_calls": "Calls in the voice pipeline now (every audio channel)",
+    "voicegw_asr_cross_checks_total": "Closed-set turns decoded by the grammar and Whisper at once",
+    "voicegw_asr_cross_check_late_total": "Cross-checked turns answered by the grammar alone (Whisper too late)",
+    "voicegw_asr_open_engine_preferred_total": "Cross-checked turns where Whisper's answer replaced the grammar's",
+    "voicegw_asr_fallbacks_total": "Closed-set answers decoded again by Whisper (cross-check off)",
+    "voicegw_asr_whisper_restarts_total": "Whisper worker processes restarted",
 }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterator
+import asyncio
+from typing import Iterator
 
 import pytest
 
@@ -97,15 +98,26 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
     solo.start()
     router = await _router(solo, cross_check=True, cross_check_wait_ms=0)
     try:
-        long_turn = concatenate([utterance(s) for s in OPEN_SENTENCES[:6]], gap_s=1.0)
+        long_turn = concatenate([utterance(s) for s in OPEN_SENTENCES], gap_s=1.0)  # ~40 s: busy > 1 s
         busy = solo.submit(resample(long_turn, 8000, 16000))
         u = utterance("yes")
         t = await router.recognize(u.pcm, 8000, Expect(kind="yesno"))
         assert t.engine == "pocketsphinx" and yes_no_meaning(t.text) == "yes", t
         assert router.stats["cross_check_late"] == 1
-        busy.result(timeout=90)
-        batches = solo.stats["utterances"]
-        assert batches == 1  # the cancelled cross-check never reached the worker
+        # A turn dropped while its cross-check waits (the caller went on speaking) takes its
+        # queued Whisper request with it.
+        router.cross_check_wait = 60.0
+        dropped = asyncio.ensure_future(router.recognize(u.pcm, 8000, Expect(kind="yesno")))
+        while router.stats["cross_checks"] < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the grammar has answered; the turn waits on Whisper
+        assert not dropped.done()
+        dropped.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+        await asyncio.wait_for(asyncio.wrap_future(busy), 90)  # the loop runs on meanwhile
+        await asyncio.sleep(0.5)
+        assert solo.stats["utterances"] == 1  # neither cross-check reached the worker
     finally:
         await router.close()
         solo.close()

@@ -88,11 +88,17 @@ class AsrRouter:
             self.closed_engine = "vosk"  # a configured Vosk model takes the closed sets
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
-        self.stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
+        self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
                       "open_engine_preferred": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Counters of what the router did, with the Whisper pool's restarts."""
+        restarts = self._whisper.stats["restarts"] if self._whisper is not None else 0
+        return {**self._stats, "whisper_restarts": restarts}
 
     def _needs_whisper(self) -> bool:
         if "whisper" in (self.open_engine, self.closed_engine):
@@ -182,11 +188,11 @@ class AsrRouter:
             result = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
             if not self._needs_fallback(result, expect):
                 return result
-            self.stats["fallbacks"] += 1
+            self._stats["fallbacks"] += 1
             log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
                      "<redacted>" if expect.sensitive else result.text, result.confidence, expect.kind)
             again = await self._run_whisper(pcm, sample_rate)
-            self.stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
+            self._stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
                               again.decode_seconds + result.decode_seconds, again.queue_seconds)
         if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
@@ -195,21 +201,24 @@ class AsrRouter:
 
     async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
         """A closed-set turn decoded by the closed engine and Whisper at once (module docstring)."""
-        self.stats["cross_checks"] += 1
+        self._stats["cross_checks"] += 1
         heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate))
+        try:
+            return await self._choose(heard, pcm, sample_rate, expect)
+        finally:
+            heard.cancel()  # a no-op once it finished; queued, it never reaches a worker (turn cancelled, or late)
+
+    async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
+                      expect: Expect) -> Transcript:
         try:
             closed: Transcript | None = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
         except AsrError as exc:
             log.warning("%s failed on a %s turn (%s); whisper answers alone", self.closed_engine, expect.kind, exc)
             closed = None
-        except BaseException:
-            heard.cancel()
-            raise
         if closed is not None and plausible(closed.text, expect):
             done, _ = await asyncio.wait({heard}, timeout=self.cross_check_wait)
             if not done:
-                heard.cancel()  # still queued: it never reaches a worker; decoding: its result is dropped
-                self.stats["cross_check_late"] += 1
+                self._stats["cross_check_late"] += 1
                 return closed
         try:
             whisper = await heard
@@ -220,7 +229,7 @@ class AsrRouter:
             return closed
         if closed is None or prefer_open_engine(closed.text, whisper.text, expect):
             if closed is not None and answer_of(whisper.text, expect) != answer_of(closed.text, expect):
-                self.stats["open_engine_preferred"] += 1  # whisper changed the answer
+                self._stats["open_engine_preferred"] += 1  # whisper changed the answer
             return whisper
         return closed
 
