@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.config import PACKAGE_ROOT, AsrSettings
@@ -202,11 +202,15 @@ class AsrRouter:
     async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
         """A closed-set turn decoded by the closed engine and Whisper at once (module docstring)."""
         self._stats["cross_checks"] += 1
-        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate))
+        queued: list[Future] = []
+        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate, queued))
         try:
             return await self._choose(heard, pcm, sample_rate, expect)
         finally:
-            heard.cancel()  # a no-op once it finished; queued, it never reaches a worker (turn cancelled, or late)
+            # Answered late, or the turn was dropped: a request still queued never reaches a worker.
+            for request in queued:
+                request.cancel()
+            heard.cancel()
 
     async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
                       expect: Expect) -> Transcript:
@@ -274,11 +278,16 @@ class AsrRouter:
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
             raise AsrError(f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _run_whisper(self, pcm: bytes, sample_rate: int) -> Transcript:
+    async def _run_whisper(self, pcm: bytes, sample_rate: int, queued: list[Future] | None = None) -> Transcript:
+        """Whisper's transcript; ``queued`` receives the pool's request, so that a caller can
+        withdraw it at once (``Future.cancel`` is a no-op once decoding has started)."""
         if self._whisper is None:
             raise AsrError("Whisper is not running")
         pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
-        future = asyncio.wrap_future(self._whisper.submit(pcm16k))
+        request = self._whisper.submit(pcm16k)
+        if queued is not None:
+            queued.append(request)
+        future = asyncio.wrap_future(request)
         try:
             result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
         except asyncio.TimeoutError as exc:
