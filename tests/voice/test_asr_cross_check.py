@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
 
 import pytest
 
@@ -12,11 +11,10 @@ from gateway.core.actions import Expect
 from gateway.voice.asr import AsrRouter
 from gateway.voice.asr.grammar import answer_of, prefer_open_engine, spoken_digits, yes_no_meaning
 from gateway.voice.asr.pool import WhisperPool
-from gateway.voice.asr.router import resolve_path
+from tests.voice.conftest import MODEL_DIR
 from gateway.voice.audio import resample
 from tests.voice.speech_corpus import DIGIT_STRINGS, OPEN_SENTENCES, YES_NO, concatenate, utterance
 
-MODEL_DIR = resolve_path(AsrSettings().whisper_model_dir, None)
 VOICES = ("heart", "heart-low", "heart-high")
 
 
@@ -45,14 +43,6 @@ def test_answers_are_compared_by_meaning() -> None:
     assert yes_no_meaning("Yes, that's right.") == "yes" and yes_no_meaning("Nope.") == "no"
     assert yes_no_meaning("nobody knows") == "" and yes_no_meaning("") == ""
     assert answer_of("the billing please", Expect(kind="choice", options=("billing", "sales"))) == "billing"
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[WhisperPool]:
-    whisper = WhisperPool(MODEL_DIR, workers=2, window_seconds=10.0, decode_timeout=90.0)
-    whisper.start()
-    yield whisper
-    whisper.close()
 
 
 async def _router(pool: WhisperPool, **settings: object) -> AsrRouter:

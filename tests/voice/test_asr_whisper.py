@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import pytest
 
@@ -18,22 +18,13 @@ from gateway.voice.asr import AsrError, AsrRouter
 from gateway.voice.asr.base import wer, word_errors
 from gateway.voice.asr.grammar import spoken_digits
 from gateway.voice.asr.pool import WhisperPool
-from gateway.voice.asr.router import resolve_path
+from tests.voice.conftest import MODEL_DIR
 from gateway.voice.asr.whisper import window_for
 from gateway.voice.audio import resample
 from gateway.voice.tts import Synthesizer
 from tests.voice.speech_corpus import OPEN_SENTENCES, concatenate, utterance
 
 pytestmark = pytest.mark.slow
-MODEL_DIR = resolve_path(AsrSettings().whisper_model_dir, None)
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[WhisperPool]:
-    whisper = WhisperPool(MODEL_DIR, workers=2, window_seconds=10.0, decode_timeout=90.0)
-    whisper.start()
-    yield whisper
-    whisper.close()
 
 
 @pytest.fixture
