@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Settings
-from gateway.context import open_store
+from gateway.context import open_counters, open_store
+from gateway.core.outbound import OutboundPolicy
+from gateway.core.verification import TrustServices
 from gateway.core.dialog import DialogEngine
 from gateway.core.journeys import load_journeys
 from gateway.core.nlu import Nlu
@@ -38,7 +40,9 @@ async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, 
 
         rasa = RasaActionClient(settings.rasa.action_server_url, settings.rasa.timeout_seconds)
     kwargs = {"today": today} if today is not None else {}
-    engine = DialogEngine(journeys, nlu, crm, settings, rasa=rasa, **kwargs)
+    counters = open_counters(settings)
+    services = TrustServices(settings.trust, counters, OutboundPolicy(settings.outbound, counters))
+    engine = DialogEngine(journeys, nlu, crm, settings, services, rasa=rasa, **kwargs)
     core = Orchestrator(settings, store, engine)
     core.crm = crm  # type: ignore[attr-defined]
     return core

@@ -228,6 +228,28 @@ class AgentSettings(Section):
     tokens: dict[str, str] = Field(default_factory=dict)
 
 
+class TrustSettings(Section):
+    verified_minutes: float = Field(30.0, gt=0)
+    resume_on_caller_id: bool = True
+    stir_shaken: Literal["claim", "possession"] = "claim"
+    max_failed_checks: int = Field(5, ge=1)
+    failed_checks_window_minutes: float = Field(60.0, gt=0)
+    lockout_minutes: float = Field(30.0, gt=0)
+    code_minutes: float = Field(10.0, gt=0)
+    code_attempts: int = Field(3, ge=1)
+    offer_minutes: float = Field(10.0, gt=0)
+
+
+class OutboundSettings(Section):
+    allow_prefixes: tuple[str, ...] = ()
+    deny_prefixes: tuple[str, ...] = ("+1900", "+4487", "+449", "+4470", "+338", "+49900", "+49137",
+                                      "+61190", "+979", "+881", "+882", "+883")
+    calls_per_conversation_per_hour: int = Field(3, ge=0)
+    sms_per_conversation_per_hour: int = Field(6, ge=0)
+    calls_per_minute: int = Field(30, ge=0)
+    sms_per_minute: int = Field(120, ge=0)
+
+
 class OutreachSettings(Section):
     enabled: bool = True
     escalate_after_minutes: float = Field(30.0, gt=0)
@@ -258,6 +280,8 @@ class Settings(Section):
     chat: ChatSettings = ChatSettings()
     agents: AgentSettings = AgentSettings()
     outreach: OutreachSettings = OutreachSettings()
+    trust: TrustSettings = TrustSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     def data_path(self, name: str) -> Path:
         """A path inside the data directory (absolute paths are kept as given)."""

@@ -1,12 +1,14 @@
 """Where conversations live: the context store (SQLite or Redis), redaction and fan-out.
 
 ``open_store(settings)`` gives the configured :class:`ContextStore`; ``open_fanout(settings)``
-the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis).
+the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis);
+``open_counters(settings)`` the counters shared by every node (failed checks, outbound limits).
 """
 
 from __future__ import annotations
 
 from gateway.config import Settings
+from gateway.context.counters import COUNTERS_FILE, Counters, RedisCounters, SqliteCounters
 from gateway.context.fanout import Fanout, InProcessFanout, RedisFanout
 from gateway.context.redaction import Redactor
 from gateway.context.store import (
@@ -20,11 +22,13 @@ from gateway.context.store import (
 __all__ = [
     "ConcurrentUpdate",
     "ContextStore",
+    "Counters",
     "ConversationRecord",
     "Fanout",
     "LoggedEvent",
     "Redactor",
     "StoreError",
+    "open_counters",
     "open_fanout",
     "open_store",
 ]
@@ -53,3 +57,10 @@ def open_fanout(settings: Settings) -> Fanout:
     if settings.context.backend == "redis":
         return RedisFanout(settings.context.redis_url)
     return InProcessFanout()
+
+
+def open_counters(settings: Settings) -> Counters:
+    """Counters shared like the store: a SQLite file beside it, or the same Redis."""
+    if settings.context.backend == "redis":
+        return RedisCounters(settings.context.redis_url)
+    return SqliteCounters(settings.data_path(COUNTERS_FILE), busy_timeout_ms=settings.context.busy_timeout_ms)

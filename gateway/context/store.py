@@ -47,8 +47,11 @@ class ConversationRecord:
     step: str = ""
     slots: dict[str, Any] = field(default_factory=dict)
     verified: dict[str, float] = field(default_factory=dict)
+    """Facts some session of this conversation proved, and when (history for reports); what
+    the party on a channel may do is decided by ``trust`` (per-session grants), never by this."""
     status: str = "active"
     state: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
     version: int = 0
 
     def add_channel(self, channel: str) -> None:
@@ -181,6 +184,7 @@ def record_from_dict(data: dict[str, Any]) -> ConversationRecord:
         verified={str(k): float(v) for k, v in dict(data.get("verified", {})).items()},
         status=str(data.get("status", "active")),
         state=dict(data.get("state", {})),
+        trust=dict(data.get("trust", {})),
         version=int(data.get("version", 0)),
     )
 

@@ -86,6 +86,8 @@ class SendFollowUp(Action):
     link_purpose: str = ""
     link_url: str = ""
     conversation_id: str = ""
+    secret: bool = False
+    """The text is a secret (a one-time code): the log keeps it masked; it goes to ``to`` only."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,16 @@ class OfferCall(Action):
 
 @dataclass(frozen=True)
 class Originate(Action):
-    """Place an outbound call to ``number`` that continues ``conversation_id``."""
+    """Place an outbound call to ``number`` that continues ``conversation_id``.
+
+    ``callback`` is a single-use nonce: the channel hands it back when the call is answered
+    (``ConversationPort.open(callback=...)``), which is how the core knows the call is the one
+    it placed, to the number it chose, and not a caller claiming so."""
 
     number: str
     conversation_id: str = ""
     reason: str = ""
+    callback: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,17 @@ from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
-from gateway.core.actions import Action, Ask, Hangup, OfferCall, Originate, Say
+from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core.events import (AgentConnected, CallAccepted, ChannelClosed, ChatMessage, DtmfPressed, Event,
                                  FormSubmitted, RecognitionFailed, Silence, UserSaid)
 from gateway.core.interpret import interpret
-from gateway.core.journeys import GLOBAL_INTENTS, JourneySet, Step, as_prompt
+from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
 from gateway.core.nlu import Nlu
+from gateway.core.nlu.entities import parse_yes_no
+from gateway.core.outbound import e164
 from gateway.core.steps import JourneyRunner
-from gateway.integrations.crm import Crm
+from gateway.core.trust import Assurance, same_number
+from gateway.core.turn import Turn
 
 log = logging.getLogger(__name__)
 
@@ -30,87 +33,161 @@ SWITCH_INTENT_CONFIDENCE = 0.6  # a new topic must be this sure to leave the cur
 TERMINATORS = "#"
 CLEAR_LEAD_FLOOR = 0.3   # below the threshold, a topic this likely that leads the rest
 CLEAR_LEAD_RATIO = 3.0   # by this factor is still taken (one clear candidate, not a guess)
+CALLBACK_ANSWER_SECONDS = 600.0
+"""A call the gateway places must be answered (and its session opened) within this time for the
+answered call to be recognised as that call."""
+CALLBACK_JOURNEY = "callback"
 
 
 class DialogEngine(JourneyRunner):
-    """Runs journeys. ``handle`` mutates the record and returns the actions for the channel."""
+    """Runs journeys. ``start`` and ``handle`` change the turn's record and fill ``turn.out``."""
 
-    def __init__(self, journeys: JourneySet, nlu: Nlu, crm: Crm, settings: Settings,
+    def __init__(self, journeys: Any, nlu: Nlu, crm: Any, settings: Settings, services: Any,
                  rasa: Any = None, today: Callable[[], date] = date.today):
-        super().__init__(journeys, crm, settings, rasa=rasa, today=today)
+        super().__init__(journeys, crm, settings, services, rasa=rasa, today=today)
         self.nlu = nlu
 
     # ----------------------------------------------------------------- entry points
-    async def start(self, record: ConversationRecord, channel: str, *, resumed: bool,
-                    journey: str = "", outbound: bool = False) -> list[Action]:
-        """Begin (or resume on ``channel``) the conversation and return the opening actions."""
-        out: list[Action] = []
+    async def start(self, turn: Turn, *, resumed: bool, journey: str = "") -> None:
+        """Begin (or resume on the turn's channel) the conversation; the opening actions go to ``turn.out``."""
+        record, out = turn.record, turn.out
         if resumed and record.step and record.status == "active":
-            name = record.slots.get("customer_first_name", "")
+            name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
-                           + (" You're already verified." if "identity" in record.verified else "")))
+                           + (" You're already verified." if turn.party.verified else "")))
             step = self._current_step(record)
+            needed = self.required_level(record)
+            if turn.party.level < needed:
+                # a claim brought the caller back: context follows, account data waits for a check
+                record.state.setdefault("stack", []).append([record.journey, record.step])
+                record.state.pop("confirming", None)
+                await self._enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
+                return
             if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, channel))
-                return out
-            await self._goto(record, f"journey:{self.settings.journeys.default}", channel, out)
-            return out
+                out.append(self._ask(record, step, turn.channel))
+                return
+            await self._goto(turn, f"journey:{self.settings.journeys.default}")
+            return
         record.status = "active"
         record.state.setdefault("stack", [])
         if record.customer_id and "customer_name" not in record.slots:
             await self._load_customer(record)
-        if outbound:
-            record.state["outbound"] = True
-        await self._enter(record, journey or self.settings.journeys.default, channel, out)
-        return out
+        await self._enter(turn, journey or self.settings.journeys.default)
 
-    async def handle(self, record: ConversationRecord, event: Event, channel: str) -> list[Action]:
+    async def handle(self, turn: Turn, event: Event) -> None:
         try:
-            return await self._handle(record, event, channel)
+            await self._handle(turn, event)
         finally:
-            record.state.pop("last_text", None)  # raw text is never persisted (the log holds it redacted)
+            turn.record.state.pop("last_text", None)  # raw text is never persisted (the log holds it redacted)
 
-    async def _handle(self, record: ConversationRecord, event: Event, channel: str) -> list[Action]:
-        out: list[Action] = []
+    async def _handle(self, turn: Turn, event: Event) -> None:
+        record = turn.record
         if isinstance(event, (UserSaid, ChatMessage)):
-            await self._answer(record, event.text, channel, out)
+            await self._answer(turn, event.text)
         elif isinstance(event, DtmfPressed):
-            await self._dtmf(record, event.digit, channel, out)
+            await self._dtmf(turn, event.digit)
         elif isinstance(event, (Silence, RecognitionFailed)):
-            await self._retry(record, channel, out, "no_input" if isinstance(event, Silence) else "no_match")
+            await self._retry(turn, "no_input" if isinstance(event, Silence) else "no_match")
         elif isinstance(event, CallAccepted):
-            number = event.number or record.slots.get("customer_phone", "")
-            if number:
-                out.append(Say(f"Calling you now at the number ending in {number[-4:]}."))
-                out.append(Originate(number=number, conversation_id=record.id, reason="chat-to-voice"))
-            else:
-                out.append(Say("I don't have a number to call. Please type the number you'd like us to call."))
+            await self._accept_call(turn, event.number)
         elif isinstance(event, FormSubmitted):
             record.slots[f"form_{event.purpose}"] = dict(event.fields)
             record.state.setdefault("forms", []).append(event.purpose)
-            out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
+            turn.out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
         elif isinstance(event, AgentConnected):
             record.status = "transferred"
             record.state["agent"] = event.agent_id
         elif isinstance(event, ChannelClosed):
             record.state["pending_dtmf"] = ""
-        return out
+
+    # ----------------------------------------------------------------- calls the customer asked for
+    async def _offer_call(self, turn: Turn) -> None:
+        """The customer asked (in a digital channel) to be called: a verified party is offered a
+        call to the number on file; anyone else is verified first. The conversation then goes
+        back to where it was."""
+        record = turn.record
+        if record.journey and record.step and record.journey != CALLBACK_JOURNEY:
+            record.state.setdefault("stack", []).append([record.journey, record.step])
+        await self._enter(turn, CALLBACK_JOURNEY)
+
+    async def _accept_call(self, turn: Turn, requested: str) -> None:
+        """Place the call the core offered: to the number on file, or to a number a verified
+        customer typed and confirmed. Nothing is dialled without an offer to this session."""
+        record, ledger, out = turn.record, turn.ledger, turn.out
+        phone = await self._phone_on_file(record)
+        if turn.channel == "outreach":
+            # the gateway's own reminder escalation: only ever the number on file
+            if phone:
+                await self._place_call(turn, phone, carries=Assurance.PHONE, reason="reminder")
+            return
+        offer = ledger.take_offer(turn.party.session_id, turn.now)
+        if offer is None or not phone:
+            turn.note("CallRefused", reason="no_offer", channel=turn.channel)
+            log.warning("conversation %s: call request without an offer on %s refused", record.id, turn.channel)
+            out.append(Say("There's no call offer to accept right now. If you'd like us to call you, just ask."))
+            return
+        number = e164(requested) if requested else phone
+        if requested and not number:
+            ledger.hold_offer(offer)
+            out.append(Say("I can only call a full international number, like +1 555 123 4567."))
+            return
+        if same_number(number, phone):
+            carries = Assurance.IDENTITY if turn.party.verified else Assurance.PHONE
+            await self._place_call(turn, phone, carries=carries, reason="chat-to-voice")
+            return
+        if not turn.party.verified:
+            ledger.hold_offer(offer)
+            turn.note("CallRefused", reason="unverified_number", channel=turn.channel)
+            out.append(Say(f"For your security, I can only call the number on your account, ending in {phone[-4:]}."))
+            return
+        ledger.hold_offer(offer)
+        ledger.data["confirm_call"] = {"session": turn.party.session_id, "number": number}
+        out.append(Ask(f"Just to confirm: shall I call you at {' '.join(number)}, a number that is not on your "
+                       "account?", expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+
+    async def _confirm_call(self, turn: Turn, text: str) -> bool:
+        """A verified customer's answer to "shall I call this other number?"; False when the
+        text is not an answer to it (the pending confirmation is dropped)."""
+        pending = turn.ledger.data.pop("confirm_call", None)
+        if not pending or pending.get("session") != turn.party.session_id:
+            return False
+        answer = parse_yes_no(text)
+        if answer is None:
+            return False
+        offer = turn.ledger.take_offer(turn.party.session_id, turn.now)
+        if not answer or offer is None:
+            turn.out.append(Say("All right, I won't call that number."))
+            return True
+        await self._place_call(turn, str(pending["number"]), carries=Assurance.CLAIM, reason="chat-to-voice")
+        return True
+
+    async def _place_call(self, turn: Turn, number: str, *, carries: Assurance, reason: str) -> None:
+        record = turn.record
+        refusal = await self.services.policy.authorize("call", record.id, number)
+        if refusal is not None:
+            turn.note("CallRefused", reason=refusal.reason, channel=turn.channel)
+            turn.out.append(Say(refusal.text))
+            return
+        nonce = turn.ledger.expect_callback(number, carries=carries, now=turn.now, ttl_seconds=CALLBACK_ANSWER_SECONDS)
+        turn.out.append(Say(f"Calling you now at the number ending in {number[-4:]}."))
+        turn.out.append(Originate(number=number, conversation_id=record.id, reason=reason, callback=nonce))
 
     # ----------------------------------------------------------------- answers
-    async def _dtmf(self, record: ConversationRecord, digit: str, channel: str, out: list[Action]) -> None:
+    async def _dtmf(self, turn: Turn, digit: str) -> None:
+        record = turn.record
         step = self._current_step(record)
         if step is None or step.ask is None:
             return
         if step.expect in ("yesno", "choice") or (step.expect == "open" and digit == "0"):
             if step.expect == "open":
-                await self._global(record, "agent", channel, out)
+                await self._global(turn, "agent")
             else:
-                await self._fill(record, step, digit, channel, out, from_dtmf=True)
+                await self._fill(turn, step, digit, from_dtmf=True)
             return
         buffer = record.state.get("pending_dtmf", "")
         if digit in TERMINATORS:
             record.state["pending_dtmf"] = ""
-            await self._fill(record, step, buffer, channel, out, from_dtmf=True)
+            await self._fill(turn, step, buffer, from_dtmf=True)
             return
         buffer += digit
         hi = (step.digits or (0, 4 if step.expect == "dob_or_pin" else 32))[1]
@@ -118,18 +195,21 @@ class DialogEngine(JourneyRunner):
             hi = 4
         if len(buffer) >= hi:
             record.state["pending_dtmf"] = ""
-            await self._fill(record, step, buffer, channel, out, from_dtmf=True)
+            await self._fill(turn, step, buffer, from_dtmf=True)
         else:
             record.state["pending_dtmf"] = buffer
 
-    async def _answer(self, record: ConversationRecord, text: str, channel: str, out: list[Action]) -> None:
+    async def _answer(self, turn: Turn, text: str) -> None:
+        record, channel = turn.record, turn.channel
         record.state["last_text"] = text
+        if "confirm_call" in turn.ledger.data and await self._confirm_call(turn, text):
+            return
         step = self._current_step(record)
         if record.state.get("confirming"):
-            await self._confirmation(record, text, channel, out)
+            await self._confirmation(turn, text)
             return
         if step is None or step.ask is None:
-            await self._goto(record, f"journey:{self.settings.journeys.default}", channel, out)
+            await self._goto(turn, f"journey:{self.settings.journeys.default}")
             return
         parsed = self.nlu.parse(text)
         intent, confidence = self._journey_intent(parsed)
@@ -137,28 +217,28 @@ class DialogEngine(JourneyRunner):
             record.state["frustration"] = parsed.entities["frustration"]
         routing = step.expect == "open" and not step.slot
         if intent == "call_me" and channel != "voice" and confidence >= self.settings.nlu.threshold:
-            await self._route(record, intent, channel, out)
+            await self._offer_call(turn)
             return
         if routing or step.expect == "open":
             if intent in GLOBAL_INTENTS and confidence >= GLOBAL_INTENT_CONFIDENCE:
-                await self._global(record, intent, channel, out)
+                await self._global(turn, intent)
                 return
             if routing:
-                await self._route(record, intent, channel, out)
+                await self._route(turn, intent)
                 return
-            await self._fill(record, step, text, channel, out)
+            await self._fill(turn, step, text)
             return
         value = interpret(step, text, today=self.today())
         if value is not None:
-            await self._fill_value(record, step, value, channel, out)
+            await self._fill_value(turn, step, value)
             return
         if intent in GLOBAL_INTENTS and confidence >= GLOBAL_INTENT_CONFIDENCE:
-            await self._global(record, intent, channel, out)
+            await self._global(turn, intent)
         elif intent and confidence >= SWITCH_INTENT_CONFIDENCE and self.journeys.for_intent(intent) \
                 and self.journeys.for_intent(intent).journey != record.journey:
-            await self._route(record, intent, channel, out)
+            await self._route(turn, intent)
         else:
-            await self._retry(record, channel, out, "no_match")
+            await self._retry(turn, "no_match")
 
     def _journey_intent(self, parsed: Any) -> tuple[str | None, float]:
         """The intent, with the scores of intents that start the same journey added up
@@ -182,64 +262,63 @@ class DialogEngine(JourneyRunner):
             return first[key], totals[key]
         return None, parsed.confidence
 
-    async def _route(self, record: ConversationRecord, intent: str | None, channel: str, out: list[Action]) -> None:
-        if intent == "call_me" and channel not in ("voice",):
-            phone = record.slots.get("customer_phone", "")
-            text = (f"Would you like us to call you now at the number ending in {phone[-4:]}?" if phone
-                    else "Would you like us to call you? Tell me the number to call.")
-            out.append(OfferCall(text=text, number=phone))
+    async def _route(self, turn: Turn, intent: str | None) -> None:
+        record = turn.record
+        if intent == "call_me" and turn.channel != "voice":
+            await self._offer_call(turn)
             return
         if intent in GLOBAL_INTENTS:
-            await self._global(record, intent, channel, out)
+            await self._global(turn, intent)
             return
         journey = self.journeys.for_intent(intent) if intent else None
         if journey is None:
-            await self._retry(record, channel, out, "no_match")
+            await self._retry(turn, "no_match")
             return
         record.state["intent"] = intent
         record.state["stack"] = []
-        await self._enter(record, journey.journey, channel, out)
+        await self._enter(turn, journey.journey)
 
-    async def _fill(self, record: ConversationRecord, step: Step, text: str, channel: str, out: list[Action],
-                    from_dtmf: bool = False) -> None:
+    async def _fill(self, turn: Turn, step: Step, text: str, from_dtmf: bool = False) -> None:
         value = interpret(step, text, today=self.today(), from_dtmf=from_dtmf)
         if value is None:
-            await self._retry(record, channel, out, "no_match")
+            await self._retry(turn, "no_match")
         else:
-            await self._fill_value(record, step, value, channel, out)
+            await self._fill_value(turn, step, value)
 
-    async def _fill_value(self, record: ConversationRecord, step: Step, value: Any, channel: str,
-                          out: list[Action]) -> None:
+    async def _fill_value(self, turn: Turn, step: Step, value: Any) -> None:
+        record = turn.record
         if step.slot:
             record.slots[step.slot] = value
         record.state["retries"] = {}
         record.state.setdefault("history", []).append([record.journey, step.id])
         if step.confirm is not None:
             record.state["confirming"] = step.id
-            out.append(Ask(self._render(record, as_prompt(step.confirm), channel),
-                           expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+            turn.out.append(Ask(self._render(record, as_prompt(step.confirm), turn.channel),
+                                expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
             return
-        await self._goto(record, step.next or self._after(record, step), channel, out)
+        await self._goto(turn, step.next or self._after(record, step))
 
-    async def _confirmation(self, record: ConversationRecord, text: str, channel: str, out: list[Action]) -> None:
+    async def _confirmation(self, turn: Turn, text: str) -> None:
+        record = turn.record
         step = self._current_step(record)
         answer = interpret(Step(id="confirm", ask="?", expect="yesno", slot="c"), text, today=self.today())
         if answer is None or step is None:
-            await self._retry(record, channel, out, "no_match")
+            await self._retry(turn, "no_match")
             return
         record.state.pop("confirming", None)
         if answer == "yes":
-            await self._goto(record, step.next or self._after(record, step), channel, out)
+            await self._goto(turn, step.next or self._after(record, step))
         else:
             if step.slot:
                 record.slots.pop(step.slot, None)
-            out.append(self._ask(record, step, channel))
+            turn.out.append(self._ask(record, step, turn.channel))
 
     # ----------------------------------------------------------------- global intents and retries
-    async def _global(self, record: ConversationRecord, intent: str, channel: str, out: list[Action]) -> None:
+    async def _global(self, turn: Turn, intent: str) -> None:
+        record, channel, out = turn.record, turn.channel, turn.out
         step = self._current_step(record)
         if intent == "agent":
-            await self._transfer(record, None, channel, out, reason="customer asked for an agent")
+            await self._transfer(turn, None, reason="customer asked for an agent")
         elif intent == "repeat":
             if step is not None and step.ask is not None:
                 out.append(self._ask(record, step, channel))
@@ -268,7 +347,8 @@ class DialogEngine(JourneyRunner):
             out.append(Hangup(reason="caller said goodbye"))
             record.status = "closed"
 
-    async def _retry(self, record: ConversationRecord, channel: str, out: list[Action], kind: str) -> None:
+    async def _retry(self, turn: Turn, kind: str) -> None:
+        record, out = turn.record, turn.out
         step = self._current_step(record)
         if step is None or step.ask is None:
             return
@@ -278,12 +358,13 @@ class DialogEngine(JourneyRunner):
         if retries[kind] >= limit:
             out.append(Say("I'm sorry, I'm having trouble understanding." if kind == "no_match"
                            else "I'm sorry, I can't hear you."))
-            await self._transfer(record, None, channel, out, reason=f"repeated {kind.replace('_', '-')}")
+            await self._transfer(turn, None, reason=f"repeated {kind.replace('_', '-')}")
             return
         custom = as_prompt(getattr(step, kind))
         if custom is not None:
-            out.append(Ask(self._render(record, custom, channel), expect=self._expect(step), prompt_id=f"{step.id}.{kind}"))
+            out.append(Ask(self._render(record, custom, turn.channel), expect=self._expect(step),
+                           prompt_id=f"{step.id}.{kind}"))
             return
         lead = "Sorry, I didn't get that." if kind == "no_match" else "Are you still there?"
         out.append(Say(lead))
-        out.append(self._ask(record, step, channel))
+        out.append(self._ask(record, step, turn.channel))

@@ -11,14 +11,19 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gateway.core.nlu.entities import frustration_score
+from gateway.core.trust import Assurance
 from gateway.integrations.crm import Crm, CrmError, CrmTimeout, Customer
+
+if TYPE_CHECKING:
+    from gateway.core.actions import Action
+    from gateway.core.turn import Turn
+    from gateway.core.verification import TrustServices
 
 log = logging.getLogger(__name__)
 
-MAX_VERIFY_ATTEMPTS = 3
 COMPLEX_WORDS = ("lawyer", "legal", "fraud", "several", "multiple", "months", "cancel my account", "ombudsman")
 DUPLICATE_WORDS = ("twice", "double", "duplicate", "two times", "charged again", "same charge")
 
@@ -29,7 +34,9 @@ class Outcome:
     slots: dict[str, Any] = field(default_factory=dict)
     clear: tuple[str, ...] = ()
     verified: tuple[str, ...] = ()
+    method: str = ""               # how ``verified`` was proven: knowledge, one_time_code, ...
     customer_id: str = ""
+    actions: tuple["Action", ...] = ()   # actions the lookup asks for (a one-time code by SMS)
 
 
 @dataclass
@@ -42,6 +49,13 @@ class LookupContext:
     channel: str
     args: dict[str, Any]
     today: date
+    turn: "Turn | None" = None
+    services: "TrustServices | None" = None
+
+    @property
+    def assurance(self) -> Assurance:
+        """The level the party on this channel session holds (NONE outside a turn)."""
+        return self.turn.party.level if self.turn is not None else Assurance.NONE
 
 
 Lookup = Callable[[LookupContext], Awaitable[Outcome]]
@@ -99,25 +113,6 @@ async def identify_caller(ctx: LookupContext) -> Outcome:
     return Outcome("known", customer_slots(customer), customer_id=customer.id)
 
 
-async def verify_identity(ctx: LookupContext) -> Outcome:
-    account = str(ctx.slots.get("account_number", ""))
-    secret = ctx.slots.get("secret") or {}
-    dob = secret.get("date") if isinstance(secret, dict) else None
-    pin = secret.get("pin") if isinstance(secret, dict) else None
-    customer = await ctx.crm.verify_identity(
-        account, date_of_birth=date.fromisoformat(dob) if dob else None, pin=pin
-    )
-    if customer is not None and (not ctx.customer_id or customer.id == ctx.customer_id):
-        ctx.state["verify_failures"] = 0
-        return Outcome("verified", customer_slots(customer), clear=("secret",),
-                       verified=("identity",), customer_id=customer.id)
-    failures = int(ctx.state.get("verify_failures", 0)) + 1
-    ctx.state["verify_failures"] = failures
-    log.info("identity verification failed (attempt %d of %d)", failures, MAX_VERIFY_ATTEMPTS)
-    outcome = "locked" if failures >= MAX_VERIFY_ATTEMPTS else "failed"
-    return Outcome(outcome, clear=("account_number", "secret"))
-
-
 def _order_slots(order: Any) -> dict[str, Any]:
     status = order.status.lower()
     if status == "delivered":
@@ -133,7 +128,9 @@ def _order_slots(order: Any) -> dict[str, Any]:
 
 
 async def recent_order(ctx: LookupContext) -> Outcome:
-    if ctx.slots.get("order_id") or not ctx.customer_id:
+    # a caller ID is only a claim: the orders of the customer it names are told to a party
+    # that proved at least the phone on file; anyone else gives the order number
+    if ctx.slots.get("order_id") or not ctx.customer_id or ctx.assurance < Assurance.PHONE:
         return Outcome("not_found")
     orders = [o for o in await ctx.crm.orders(ctx.customer_id) if o.status.lower() != "delivered"]
     if len(orders) != 1:
@@ -244,7 +241,6 @@ async def reschedule_appointment(ctx: LookupContext) -> Outcome:
 
 LOOKUPS: dict[str, Lookup] = {
     "identify_caller": identify_caller,
-    "verify_identity": verify_identity,
     "recent_order": recent_order,
     "order_status": order_status,
     "latest_invoice": latest_invoice,
@@ -260,7 +256,9 @@ LOOKUPS: dict[str, Lookup] = {
 
 async def run_lookup(name: str, ctx: LookupContext) -> Outcome:
     """Run lookup ``name``; CRM failures and timeouts become the ``error`` outcome."""
-    lookup = LOOKUPS[name]
+    from gateway.core.verification import VERIFICATION_LOOKUPS
+
+    lookup = LOOKUPS.get(name) or VERIFICATION_LOOKUPS[name]
     try:
         return await lookup(ctx)
     except (CrmTimeout, CrmError, TimeoutError) as exc:

@@ -14,21 +14,26 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from gateway.config import Settings
-from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord
-from gateway.core.actions import Action, ScreenPop, Transfer
+from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord, StoreError
+from gateway.core.actions import Action, Originate, ScreenPop, SendFollowUp, Transfer
 from gateway.core.dialog import DialogEngine
-from gateway.core.events import DtmfPressed, Event, UserSaid, ChatMessage
+from gateway.core.events import CallStarted, ChatMessage, DtmfPressed, Event, UserSaid
 from gateway.core.port import ActionSink, Opened
 from gateway.core.suggestions import suggest_next_steps
+from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
+from gateway.core.turn import Turn
 
 log = logging.getLogger(__name__)
 
 SINK_TIMEOUT_SECONDS = 10.0
 TRANSCRIPT_LIMIT = 500
-PRIVATE_SLOTS = {"secret", "account_number", "customer_phone"}
+PRIVATE_SLOTS = {"secret", "account_number", "customer_phone", "one_time_code"}
+SMS_REMINDER_OFFER_SECONDS = 24 * 3600.0
+"""A reminder SMS says "reply CALL": that offer of a call to the number on file holds this long."""
+MASK = "[redacted]"
 
 
 class UnknownConversation(KeyError):
@@ -42,21 +47,37 @@ def _payload(obj: Any) -> dict[str, Any]:
     return data
 
 
+def _action_payload(action: Action) -> dict[str, Any]:
+    """An action as the log keeps it: secrets the core sends (a one-time code, a callback
+    nonce) never reach the log."""
+    if isinstance(action, ScreenPop):
+        return {"conversation_id": action.conversation_id}
+    data = _payload(action)
+    if isinstance(action, SendFollowUp) and action.secret:
+        data["text"] = MASK
+    if isinstance(action, Originate):
+        data.pop("callback", None)
+    return data
+
+
 class Orchestrator:
     """Implements ``gateway.core.port.ConversationPort`` over a store and a dialog engine."""
 
-    def __init__(self, settings: Settings, store: ContextStore, engine: DialogEngine):
+    def __init__(self, settings: Settings, store: ContextStore, engine: DialogEngine,
+                 clock: Callable[[], float] = time.time):
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.clock = clock
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def close(self) -> None:
-        """Close the store and the Rasa client (if any)."""
+        """Close the store, the shared counters and the Rasa client (if any)."""
         rasa = getattr(self.engine, "rasa", None)
         if rasa is not None:
             await rasa.close()
+        await self.engine.services.counters.close()
         await self.store.close()
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
@@ -73,42 +94,53 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ ConversationPort
     async def open(self, channel: str, *, caller_id: str = "", customer_id: str = "", conversation_id: str = "",
-                   journey: str = "", event: Event | None = None) -> Opened:
+                   journey: str = "", event: Event | None = None, session_id: str = "", callback: str = "",
+                   attestation: str = "", link_proof: str = "") -> Opened:
+        claim = caller_claim(caller_id)
+        by_caller_id = bool(claim and not customer_id)
+        if by_caller_id:
+            customer_id = await self._customer_for(claim)
         record: ConversationRecord | None = None
-        if caller_id and not customer_id:
-            customer_id = await self._customer_for(caller_id)
         if conversation_id:
             record = await self.store.get(conversation_id)
             if record is None:
                 log.info("conversation %s not found; starting a new one", conversation_id)
-        if record is None and (customer_id or caller_id) and not journey:
+        may_resume = (customer_id or claim) and not journey and (
+            not by_caller_id or self.settings.trust.resume_on_caller_id)
+        if record is None and may_resume:
             record = await self.store.find_recent(
-                customer_id=customer_id, caller_id=caller_id,
+                customer_id=customer_id, caller_id=claim,
                 within_seconds=self.settings.context.resume_window_minutes * 60)
             if record is not None and record.status == "closed":
                 record = None
         resumed = record is not None and bool(record.step)
         if record is None:
-            record = await self.store.create(caller_id=caller_id, customer_id=customer_id, channel=channel)
+            record = await self.store.create(caller_id=claim, customer_id=customer_id, channel=channel)
         async with self._lock(record.id):
             record = await self.store.get(record.id) or record
             if channel not in record.channels:
                 record.channels.append(channel)
-            if caller_id and not record.caller_id:
-                record.caller_id = caller_id
+            if claim and not record.caller_id:
+                record.caller_id = claim
             if customer_id and not record.customer_id:
                 record.customer_id = customer_id
             if event is not None:
                 await self.store.append(record.id, channel=channel, kind=event.kind, payload=_payload(event))
-            outbound = bool(getattr(event, "outbound", False))
             if resumed and record.status == "transferred":
                 record.status = "active"
-            actions = await self.engine.start(record, channel, resumed=resumed, journey=journey, outbound=outbound)
-            actions = await self._finish(record, channel, actions)
-        log.info("conversation %s %s on %s", record.id, "resumed" if resumed else "started", channel)
-        return Opened(record.id, resumed, actions)
+            now = self.clock()
+            sid = session_id or new_session_id()
+            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now)
+            await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
+                                       link_proof=link_proof, event=event)
+            turn.ledger.touch(sid)
+            await self.engine.start(turn, resumed=resumed, journey=journey)
+            actions = await self._finish(turn)
+        log.info("conversation %s %s on %s (%s)", record.id, "resumed" if resumed else "started", channel,
+                 turn.party.level.name.lower())
+        return Opened(record.id, resumed, actions, session_id=sid)
 
-    async def handle(self, conversation_id: str, event: Event) -> list[Action]:
+    async def handle(self, conversation_id: str, event: Event, *, session_id: str = "") -> list[Action]:
         async with self._lock(conversation_id):
             for attempt in (1, 2):
                 record = await self.store.get(conversation_id)
@@ -120,9 +152,13 @@ class Orchestrator:
                                             payload=self._event_payload(record, event))
                 if channel not in record.channels:
                     record.channels.append(channel)
-                actions = await self.engine.handle(record, event, channel)
+                now = self.clock()
+                ledger = Ledger(record)
+                turn = Turn(record, channel, ledger.party(session_id, channel, now), now)
+                ledger.touch(session_id)
+                await self.engine.handle(turn, event)
                 try:
-                    return await self._finish(record, channel, actions)
+                    return await self._finish(turn)
                 except ConcurrentUpdate:
                     if attempt == 2:
                         raise
@@ -135,11 +171,53 @@ class Orchestrator:
         if record is None:
             raise UnknownConversation(f"no conversation {conversation_id!r}")
         events = await self.store.events(conversation_id)
-        return build_context(record, events[-TRANSCRIPT_LIMIT:])
+        return build_context(record, events[-TRANSCRIPT_LIMIT:], now=self.clock(),
+                             locked_until=await self._locked_until(record))
 
     # ------------------------------------------------------------------ internals
+    async def _proofs_at_open(self, turn: Turn, *, claim: str, callback: str, attestation: str, link_proof: str,
+                              event: Event | None) -> None:
+        """Grant the new session what the way it arrived proves (docs/trust.md)."""
+        record, ledger = turn.record, turn.ledger
+        ttl = self.settings.trust.verified_minutes * 60
+        if not (callback or link_proof or attestation or (isinstance(event, CallStarted) and event.outbound)):
+            return
+        phone = await self.engine._phone_on_file(record)
+        if callback:
+            taken = ledger.take_callback(callback, turn.now)
+            if taken is None:
+                log.warning("conversation %s: a call presented an unknown or used callback; treated as a claim",
+                            record.id)
+                turn.note("CallbackRefused", channel=turn.channel)
+            else:
+                number, carries = taken
+                if carries >= Assurance.PHONE and phone and same_number(number, phone):
+                    method = "carried" if carries >= Assurance.IDENTITY else "callback"
+                    turn.party = ledger.grant(turn.party, carries, method, turn.now, ttl)
+                turn.note("CallbackAnswered", channel=turn.channel, level=turn.party.level.name.lower())
+        if link_proof == "phone" and phone:
+            turn.party = ledger.grant(turn.party, Assurance.IDENTITY, "link", turn.now, ttl)
+        if (attestation.upper() == "A" and self.settings.trust.stir_shaken == "possession" and phone
+                and same_number(claim, phone)):
+            turn.party = ledger.grant(turn.party, Assurance.PHONE, "attestation", turn.now, ttl)
+        if (isinstance(event, CallStarted) and event.outbound and turn.channel == "sms" and phone
+                and same_number(claim, phone)):
+            # the gateway's own reminder SMS to the number on file: its replies come from that
+            # phone (or from a spoofer who never sees what the gateway sends back)
+            turn.party = ledger.grant(turn.party, Assurance.PHONE, "outbound_sms", turn.now, ttl)
+            ledger.offer_call(turn.party.session_id, phone, turn.now, SMS_REMINDER_OFFER_SECONDS)
+
+    async def _locked_until(self, record: ConversationRecord) -> float:
+        if not record.customer_id:
+            return 0.0
+        try:
+            return await self.engine.services.counters.locked_until(f"verify:{record.customer_id}")
+        except StoreError as exc:
+            log.warning("conversation %s: verification lock unknown: %s", record.id, exc)
+            return 0.0
+
     async def _customer_for(self, caller_id: str) -> str:
-        """The CRM customer id of a caller id, or "" (a failing CRM only costs the shortcut)."""
+        """The CRM customer id a caller id claims, or "" (a failing CRM only costs the shortcut)."""
         try:
             customer = await self.engine.crm.find_customer_by_phone(caller_id)
         except Exception as exc:  # CrmTimeout/CrmError: identify later in the journey instead
@@ -153,17 +231,20 @@ class Orchestrator:
         if step is not None and step.sensitive and isinstance(event, (UserSaid, ChatMessage, DtmfPressed)):
             for key in ("text", "digit"):
                 if key in payload:
-                    payload[key] = "[redacted]"
+                    payload[key] = MASK
         return payload
 
-    async def _finish(self, record: ConversationRecord, channel: str, actions: list[Action]) -> list[Action]:
+    async def _finish(self, turn: Turn) -> list[Action]:
+        record, actions = turn.record, turn.out
         if any(isinstance(a, Transfer) for a in actions):
             events = await self.store.events(record.id)
-            actions = actions + [ScreenPop(conversation_id=record.id, context=build_context(record, events))]
+            context = build_context(record, events, now=turn.now, session_id=turn.party.session_id,
+                                    locked_until=await self._locked_until(record))
+            actions = actions + [ScreenPop(conversation_id=record.id, context=context)]
+        for note in turn.notes:
+            await self.store.append(record.id, channel="system", kind=note.kind, payload=dict(note.payload))
         for action in actions:
-            await self.store.append(record.id, channel="bot", kind=action.kind,
-                                    payload=_payload(action) if not isinstance(action, ScreenPop) else
-                                    {"conversation_id": record.id})
+            await self.store.append(record.id, channel="bot", kind=action.kind, payload=_action_payload(action))
         await self.store.save(record)
         for action in actions:
             for sink in self._sinks.get(type(action), ()):
@@ -182,6 +263,10 @@ def _transcript_line(event: Any) -> dict[str, Any] | None:
     payload = event.payload
     who = "bot" if event.channel == "bot" else "customer"
     text = payload.get("text") or ""
+    if event.channel == "system":  # what the core noted itself: a lock, a refused call
+        reason = payload.get("reason") or ""
+        return {"at": _iso(event.at), "channel": "system", "who": "system", "kind": event.kind,
+                "text": event.kind + (f" ({reason})" if reason else "")}
     if event.kind == "DtmfPressed":
         text = f"[DTMF {payload.get('digit', '')}]"
     elif event.kind in ("CallStarted", "ChatStarted", "ChannelClosed", "LinkOpened", "FormSubmitted",
@@ -197,11 +282,30 @@ def _transcript_line(event: Any) -> dict[str, Any] | None:
     return {"at": _iso(event.at), "channel": event.channel, "who": who, "kind": event.kind, "text": text}
 
 
-def build_context(record: ConversationRecord, events: list[Any]) -> dict[str, Any]:
-    """The screen-pop: who, what is verified, intent and slots, the cross-channel transcript."""
+def _assurance(record: ConversationRecord, now: float, session_id: str, locked_until: float) -> dict[str, Any]:
+    ledger = Ledger(record)
+    party: Party = ledger.party(session_id or ledger.last_session, "", now)
+    return {
+        "level": party.level.name.lower(),
+        "method": party.grant.method if party.grant else "",
+        "channel": party.grant.channel if party.grant else "",
+        "at": _iso(party.grant.at) if party.grant else "",
+        "sessions": ledger.sessions(now),
+        "locked_until": _iso(locked_until) if locked_until else "",
+    }
+
+
+def build_context(record: ConversationRecord, events: list[Any], *, now: float | None = None, session_id: str = "",
+                  locked_until: float = 0.0) -> dict[str, Any]:
+    """The screen-pop: who, what the party on the channel proved, intent and slots, the
+    cross-channel transcript. ``verified`` lists what the session handing over (by default the
+    one that spoke last) holds now, not what some other session once proved."""
+    now = time.time() if now is None else now
     customer_channels = [c for c in record.channels if c != "bot"]
     slots = {k: v for k, v in record.slots.items() if k not in PRIVATE_SLOTS and not k.startswith("form_")}
     transcript = [line for line in (_transcript_line(e) for e in events) if line]
+    assurance = _assurance(record, now, session_id, locked_until)
+    verified = {"identity": assurance["at"]} if assurance["level"] == "identity" else {}
     return {
         "conversation_id": record.id,
         "status": record.status,
@@ -213,7 +317,8 @@ def build_context(record: ConversationRecord, events: list[Any]) -> dict[str, An
             "language": record.slots.get("customer_language", "en"),
         },
         "channels": customer_channels,
-        "verified": {fact: _iso(at) for fact, at in record.verified.items()},
+        "verified": verified,
+        "assurance": assurance,
         "intent": record.state.get("intent", ""),
         "journey": record.journey,
         "step": record.step,
@@ -222,6 +327,6 @@ def build_context(record: ConversationRecord, events: list[Any]) -> dict[str, An
         "frustration": round(float(record.state.get("frustration", 0.0)), 2),
         "transfer": record.state.get("transfer", {}),
         "transcript": transcript,
-        "suggested_next_steps": suggest_next_steps(record),
+        "suggested_next_steps": suggest_next_steps(record, verified=bool(verified), locked=bool(locked_until)),
         "updated_at": _iso(record.updated_at or time.time()),
     }

@@ -26,6 +26,9 @@ class Opened:
     conversation_id: str
     resumed: bool
     actions: list[Action] = field(default_factory=list)
+    session_id: str = ""
+    """This channel session's id: pass it with every event of the session. What the session
+    proves (a check passed, a callback answered) is bound to it, not to the conversation."""
 
 
 class ConversationPort(Protocol):
@@ -38,14 +41,26 @@ class ConversationPort(Protocol):
         conversation_id: str = "",
         journey: str = "",
         event: Event | None = None,
+        session_id: str = "",
+        callback: str = "",
+        attestation: str = "",
+        link_proof: str = "",
     ) -> Opened:
         """Start a conversation, or resume the customer's recent one (found by caller id,
-        customer id or an explicit conversation id). ``event`` (CallStarted, ChatStarted) is
-        logged and answered; the greeting or the resumed step's prompt is in ``actions``."""
+        customer id or an explicit conversation id: claims, which bring back the journey's place
+        but no verification). ``event`` (CallStarted, ChatStarted) is logged and answered; the
+        greeting or the resumed step's prompt is in ``actions``.
+
+        Proofs a channel can present (docs/trust.md): ``session_id`` of an earlier session of
+        this conversation that the channel holds under its own signature (a chat cookie);
+        ``callback``, the nonce of an ``Originate`` the core issued, for the call it placed;
+        ``attestation``, the STIR/SHAKEN level the PBX verified; ``link_proof="phone"`` for a
+        signed link that was sent to the phone on file."""
         ...
 
-    async def handle(self, conversation_id: str, event: Event) -> list[Action]:
-        """Feed one event; returns the actions for the channel that sent it."""
+    async def handle(self, conversation_id: str, event: Event, *, session_id: str = "") -> list[Action]:
+        """Feed one event of the session ``session_id``; returns the actions for the channel
+        that sent it. An event without a session id is treated as from an unproven party."""
         ...
 
     async def context(self, conversation_id: str) -> dict[str, Any]:

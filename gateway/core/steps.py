@@ -14,15 +14,29 @@ from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
-from gateway.core.actions import Action, Ask, Expect, Hangup, OfferCall, Say, SendFollowUp, Transfer
+from gateway.core.actions import Ask, Expect, Hangup, OfferCall, Say, SendFollowUp, Transfer
 from gateway.core.interpret import expect_for
 from gateway.core.journeys import Journey, JourneySet, Prompt, Step, as_prompt
 from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, customer_slots, run_lookup
+from gateway.core.trust import REQUIREMENTS, Assurance
+from gateway.core.turn import Turn
+from gateway.core.verification import VERIFICATION_LOOKUPS, TrustServices
 from gateway.integrations.crm import Crm
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is cut here
+CHANNEL_BRANCH = "channel"
+"""``branch: channel`` branches on the channel the customer is on now: voice, chat or sms."""
+
+
+def channel_family(channel: str) -> str:
+    """``voice`` for calls, ``chat`` for the web chat and pages, else the channel's own name."""
+    if channel in ("voice", "sip", "phone"):
+        return "voice"
+    if channel in ("chat", "web"):
+        return "chat"
+    return channel
 
 
 class _Slots(dict):
@@ -33,71 +47,87 @@ class _Slots(dict):
 class JourneyRunner:
     """Moves a record through journey steps; the record holds all state, the runner none."""
 
-    def __init__(self, journeys: JourneySet, crm: Crm, settings: Settings, rasa: Any = None,
-                 today: Callable[[], date] = date.today):
+    def __init__(self, journeys: JourneySet, crm: Crm, settings: Settings, services: TrustServices,
+                 rasa: Any = None, today: Callable[[], date] = date.today):
         self.journeys = journeys
         self.crm = crm
         self.settings = settings
+        self.services = services
         self.rasa = rasa
         self.today = today
 
     # ----------------------------------------------------------------- running steps
-    async def _enter(self, record: ConversationRecord, name: str, channel: str, out: list[Action]) -> None:
+    def required_level(self, record: ConversationRecord) -> Assurance:
+        """What the party must hold to continue where the conversation stands: the strictest
+        ``requires:`` of the current journey and the journeys waiting on the call stack."""
+        names = [record.journey] + [frame[0] for frame in record.state.get("stack", [])]
+        levels = [REQUIREMENTS.get(self.journeys.journeys[n].requires or "", Assurance.NONE)
+                  for n in names if n in self.journeys.journeys]
+        return max(levels, default=Assurance.NONE)
+
+    async def _enter(self, turn: Turn, name: str) -> None:
+        record = turn.record
         journey = self.journeys.journeys[name]
-        skip_check = record.state.get("outbound") and name == record.state.get("outbound_journey", name)
-        if journey.requires and journey.requires not in record.verified and not skip_check:
+        if journey.requires and not turn.party.holds(journey.requires):
             record.state.setdefault("stack", []).append([name, journey.steps[0].id])
             name = f"verify_{journey.requires}"
             journey = self.journeys.journeys[name]
-        if record.state.get("outbound") and "outbound_journey" not in record.state:
-            record.state["outbound_journey"] = name
         record.journey = journey.journey
-        await self._run_from(record, journey.steps[0].id, channel, out)
+        await self._run_from(turn, journey.steps[0].id)
 
-    async def _goto(self, record: ConversationRecord, target: str | None, channel: str, out: list[Action]) -> None:
+    async def _goto(self, turn: Turn, target: str | None) -> None:
         if target and target.startswith("journey:"):
-            record.state["stack"] = []
-            await self._enter(record, target[8:], channel, out)
+            turn.record.state["stack"] = []
+            await self._enter(turn, target[8:])
         elif target and target != "END":
-            await self._run_from(record, target, channel, out)
+            await self._run_from(turn, target)
         else:
-            await self._return(record, channel, out)
+            await self._return(turn)
 
-    async def _return(self, record: ConversationRecord, channel: str, out: list[Action]) -> None:
+    async def _return(self, turn: Turn) -> None:
+        record = turn.record
         stack = record.state.setdefault("stack", [])
         if stack:
             journey, step_id = stack.pop()
+            required = self.journeys.journeys[journey].requires if journey in self.journeys.journeys else None
+            if required and not turn.party.holds(required):
+                # back into a journey this party has not proven enough for (a failed or
+                # abandoned check): never continue it unverified
+                stack.append([journey, step_id])
+                await self._enter(turn, f"verify_{required}")
+                return
             record.journey = journey
-            await self._goto(record, step_id or "END", channel, out)
+            await self._goto(turn, step_id or "END")
         else:
             record.journey = self.settings.journeys.default
             default = self.journeys.journeys[record.journey]
             routing = [s for s in default.steps if s.ask is not None and s.expect == "open" and not s.slot]
-            await self._run_from(record, (routing or default.steps)[-1].id, channel, out)
+            await self._run_from(turn, (routing or default.steps)[-1].id)
 
     def _after(self, record: ConversationRecord, step: Step) -> str:
         return self.journeys.journeys[record.journey].after(step.id) or "END"
 
-    async def _run_from(self, record: ConversationRecord, step_id: str, channel: str, out: list[Action]) -> None:
+    async def _run_from(self, turn: Turn, step_id: str) -> None:
+        record = turn.record
         journey = self.journeys.journeys[record.journey]
         for _ in range(MAX_STEPS_PER_TURN):
             step = journey.step(step_id)
             record.step = step.id
-            target = await self._run_step(record, journey, step, channel, out)
+            target = await self._run_step(turn, journey, step)
             if target is None:
                 return
             if target == "END" or target.startswith("journey:"):
-                await self._goto(record, target, channel, out)
+                await self._goto(turn, target)
                 return
             step_id = target
         log.error("journey %s loops without asking anything; escalating", journey.journey)
-        await self._transfer(record, None, channel, out, reason="journey error")
+        await self._transfer(turn, None, reason="journey error")
 
-    async def _run_step(self, record: ConversationRecord, journey: Journey, step: Step, channel: str,
-                        out: list[Action]) -> str | None:
+    async def _run_step(self, turn: Turn, journey: Journey, step: Step) -> str | None:
         """Run one step; returns the next step id, or None when waiting for the customer."""
+        record, channel, out = turn.record, turn.channel, turn.out
         after = step.next or journey.after(step.id) or "END"
-        if step.skip_if_verified and step.skip_if_verified in record.verified:
+        if step.skip_if_verified and turn.party.holds(step.skip_if_verified):
             return "END"
         kind = step.kind
         if kind == "ask":
@@ -109,26 +139,30 @@ class JourneyRunner:
             out.append(Say(self._render(record, as_prompt(step.say), channel), prompt_id=step.id))
             return after
         if kind == "run":
-            outcome = await self._lookup(record, step, channel, out)
-            self._apply(record, outcome, journey)
+            outcome = await self._lookup(turn, step)
+            self._apply(turn, outcome, journey)
             return step.outcomes.get(outcome.name) or step.outcomes.get("default") or after
         if kind == "branch":
-            value = str(record.slots.get(step.branch or "", "")).lower()
+            if step.branch == CHANNEL_BRANCH:
+                value = channel_family(channel)
+            else:
+                value = str(record.slots.get(step.branch or "", "")).lower()
             return step.cases.get(value) or step.cases.get("default") or after
         if kind == "transfer":
-            await self._transfer(record, step, channel, out, reason=step.reason)
+            await self._transfer(turn, step, reason=step.reason)
             return None
         if kind == "follow_up":
-            self._follow_up(record, step, channel, out)
+            await self._follow_up(turn, step)
             return after
         if kind == "offer_call":
-            if channel != "voice":
-                out.append(OfferCall(text=self._render(record, as_prompt(step.offer_call), channel),
-                                     number=record.slots.get("customer_phone", "")))
+            phone = record.slots.get("customer_phone", "")
+            if channel != "voice" and phone:
+                turn.ledger.offer_call(turn.party.session_id, phone, turn.now, self.settings.trust.offer_minutes * 60)
+                out.append(OfferCall(text=self._render(record, as_prompt(step.offer_call), channel), number=phone))
             return after
         if kind == "call":
             record.state.setdefault("stack", []).append([journey.journey, step.next or journey.after(step.id)])
-            await self._enter(record, step.call or "", channel, out)
+            await self._enter(turn, step.call or "")
             return None
         if kind == "end":
             out.append(Say(self._render(record, as_prompt(step.end), channel), barge_in=False, prompt_id=step.id))
@@ -137,15 +171,17 @@ class JourneyRunner:
             return None
         raise ValueError(f"step {step.id!r} has no kind")
 
-    async def _lookup(self, record: ConversationRecord, step: Step, channel: str, out: list[Action]) -> Outcome:
+    async def _lookup(self, turn: Turn, step: Step) -> Outcome:
+        record = turn.record
         name = step.run or ""
         if name.startswith("rasa:"):
-            return await self._rasa(record, name[5:], out)
+            return await self._rasa(record, name[5:], turn.out)
         ctx = LookupContext(crm=self.crm, slots=record.slots, state=record.state, customer_id=record.customer_id,
-                            caller_id=record.caller_id, channel=channel, args=dict(step.args), today=self.today())
+                            caller_id=record.caller_id, channel=turn.channel, args=dict(step.args),
+                            today=self.today(), turn=turn, services=self.services)
         return await run_lookup(name, ctx)
 
-    async def _rasa(self, record: ConversationRecord, action: str, out: list[Action]) -> Outcome:
+    async def _rasa(self, record: ConversationRecord, action: str, out: list[Any]) -> Outcome:
         if self.rasa is None:
             log.warning("journey step runs rasa:%s but no Rasa action server is configured", action)
             return Outcome("error")
@@ -161,21 +197,25 @@ class JourneyRunner:
                 out.append(Say(response["text"]))
         return Outcome(str(slots.pop("outcome", None) or "done"), slots)
 
-    def _apply(self, record: ConversationRecord, outcome: Outcome, journey: Journey) -> None:
+    def _apply(self, turn: Turn, outcome: Outcome, journey: Journey) -> None:
+        record = turn.record
         record.slots.update(outcome.slots)
         for name in outcome.clear:
             record.slots.pop(name, None)
-        now = time.time()
-        for fact in outcome.verified:
-            record.verified[fact] = now
         if outcome.customer_id:
             record.customer_id = outcome.customer_id
+        for fact in outcome.verified:
+            level = REQUIREMENTS.get(fact)
+            if level is not None:
+                turn.party = turn.ledger.grant(turn.party, level, outcome.method or "knowledge", turn.now,
+                                               self.settings.trust.verified_minutes * 60)
+        turn.out.extend(outcome.actions)
         for step in journey.steps:
             if step.sensitive and step.slot:
                 record.slots.pop(step.slot, None)
 
-    async def _transfer(self, record: ConversationRecord, step: Step | None, channel: str, out: list[Action],
-                        reason: str) -> None:
+    async def _transfer(self, turn: Turn, step: Step | None, reason: str) -> None:
+        record, channel, out = turn.record, turn.channel, turn.out
         journey = self.journeys.journeys.get(record.journey)
         queue = (step.transfer if step else "") or (journey.queue if journey else "") or self.settings.journeys.agent_queue
         skills = (step.skills if step else ()) or (journey.skills if journey else ())
@@ -186,19 +226,44 @@ class JourneyRunner:
         out.append(Transfer(queue=queue, skills=tuple(skills), language=record.slots.get("customer_language", "en"),
                             reason=reason, conversation_id=record.id))
         record.status = "transferred"
-        record.state["transfer"] = {"queue": queue, "reason": reason, "at": time.time()}
+        record.state["transfer"] = {"queue": queue, "reason": reason, "at": time.time(),
+                                    "channel": channel}
+        turn.ledger.touch(turn.party.session_id)
 
-    def _follow_up(self, record: ConversationRecord, step: Step, channel: str, out: list[Action]) -> None:
-        target = "chat" if channel in ("chat", "web") else (step.follow_up or "sms")
-        phone = record.slots.get("customer_phone", "")
-        if target == "sms" and not phone:
-            log.info("follow-up %s skipped: no phone number on file", step.template)
-            return
+    async def _follow_up(self, turn: Turn, step: Step) -> None:
+        """A follow-up goes where the journey says: ``sms`` to the phone on file only (never into
+        the chat, never to a number the party gave), ``chat`` into the conversation's chat."""
+        record, channel, out = turn.record, turn.channel, turn.out
         text = self._render(record, Prompt(text=step.message), channel) if step.message else ""
-        out.append(SendFollowUp(channel=target, template=step.template or step.id, text=text, to=phone,
-                                link_purpose=step.link, conversation_id=record.id))
+        if step.follow_up == "chat":
+            out.append(SendFollowUp(channel="chat", template=step.template or step.id, text=text,
+                                    link_purpose=step.link, conversation_id=record.id))
+        else:
+            phone = await self._phone_on_file(record)
+            if not phone:
+                log.info("conversation %s: follow-up %s skipped: no phone number on file", record.id, step.template)
+                out.append(Say("I don't have a phone number on file to send that to."))
+                return
+            refusal = await self.services.policy.authorize("sms", record.id, phone)
+            if refusal is not None:
+                turn.note("FollowUpRefused", template=step.template or step.id, reason=refusal.reason)
+                out.append(Say(refusal.text))
+                return
+            out.append(SendFollowUp(channel="sms", template=step.template or step.id, text=text, to=phone,
+                                    link_purpose=step.link, conversation_id=record.id))
         if step.prompt is not None:
             out.append(Say(self._render(record, as_prompt(step.prompt), channel)))
+
+    async def _phone_on_file(self, record: ConversationRecord) -> str:
+        """The customer's phone number as the CRM has it now ('' when unknown or unreachable)."""
+        if not record.customer_id:
+            return ""
+        try:
+            customer = await self.crm.get_customer(record.customer_id)
+        except Exception as exc:  # CrmTimeout/CrmError: nothing is sent to a number not confirmed on file
+            log.warning("conversation %s: phone on file unavailable: %s", record.id, exc)
+            return ""
+        return customer.phone if customer is not None else ""
 
     # ----------------------------------------------------------------- helpers
     async def _load_customer(self, record: ConversationRecord) -> None:
@@ -237,5 +302,5 @@ class JourneyRunner:
 
     @staticmethod
     def known_lookups() -> set[str]:
-        return set(LOOKUPS)
+        return set(LOOKUPS) | set(VERIFICATION_LOOKUPS)
 

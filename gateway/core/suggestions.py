@@ -17,15 +17,18 @@ BY_INTENT = {
 }
 
 
-def suggest_next_steps(record: ConversationRecord) -> list[str]:
-    """Plain-language suggestions for the agent who picks the conversation up."""
+def suggest_next_steps(record: ConversationRecord, *, verified: bool, locked: bool = False) -> list[str]:
+    """Plain-language suggestions for the agent who picks the conversation up. ``verified``:
+    the party handing over holds a verified identity now (not some other channel's session)."""
     steps: list[str] = []
     reason = str(record.state.get("transfer", {}).get("reason", ""))
-    if "identity" not in record.verified:
-        steps.append("Verify the customer's identity (not verified by the assistant)")
+    if not verified:
+        steps.append("Verify the customer's identity (not verified by the assistant on this channel)")
     else:
         steps.append("Identity already verified: do not ask again")
-    if "verification failed" in reason:
+    if locked:
+        steps.append("Identity checks are locked after repeated failures: follow the security procedure")
+    elif "verification failed" in reason or "checks locked" in reason:
         steps.append("Verification failed repeatedly: follow the security procedure")
     if float(record.state.get("frustration", 0.0)) >= 0.5:
         steps.append("The customer is frustrated: acknowledge the problem first")

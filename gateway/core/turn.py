@@ -1,0 +1,40 @@
+"""One turn of the dialog engine: the conversation, the party who spoke, and what comes out.
+
+The orchestrator makes a :class:`Turn` for each event (and for opening a conversation on a
+channel), the engine fills ``out`` with the actions for the channel and ``notes`` with events
+the core writes to the conversation's log beside them (a verification lock, a refused call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.context.store import ConversationRecord
+from gateway.core.actions import Action
+from gateway.core.trust import Ledger, Party
+
+
+@dataclass(frozen=True)
+class Note:
+    """An event the core itself logs (``kind``, ``payload``): audit facts, not customer input."""
+
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Turn:
+    record: ConversationRecord
+    channel: str
+    party: Party
+    now: float
+    out: list[Action] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.record)
+
+    def note(self, kind: str, **payload: Any) -> None:
+        self.notes.append(Note(kind, payload))
