@@ -76,6 +76,10 @@ class LinkClaims:
     expires_at: float
     kind: str = "link"
     customer_id: str = ""
+    session: str = ""
+    """The channel session a reference belongs to (the chat cookie): what it proved stays with it."""
+    proof: str = ""
+    """``phone`` when the link was sent by SMS to the phone on file: opening it proves that phone."""
 
     @property
     def token_id(self) -> str:
@@ -178,8 +182,9 @@ class LinkSigner:
         return _b64(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())
 
     def issue(self, conversation_id: str, purpose: str, *, ttl_seconds: float | None = None,
-              kind: str = "link", customer_id: str = "") -> str:
-        """A new token for ``purpose`` in ``conversation_id`` (naming the customer when known)."""
+              kind: str = "link", customer_id: str = "", session: str = "", proof: str = "") -> str:
+        """A new token for ``purpose`` in ``conversation_id`` (naming the customer when known,
+        the channel session it belongs to, and what delivering it proves)."""
         ttl = self._ttl if ttl_seconds is None else ttl_seconds
         payload = {
             "c": conversation_id,
@@ -190,6 +195,10 @@ class LinkSigner:
         }
         if customer_id:
             payload["u"] = customer_id
+        if session:
+            payload["s"] = session
+        if proof:
+            payload["x"] = proof
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         return f"{body}.{self._mac(body)}"
 
@@ -209,6 +218,8 @@ class LinkSigner:
                 expires_at=float(payload["e"]),
                 kind=str(payload.get("k", "link")),
                 customer_id=str(payload.get("u", "")),
+                session=str(payload.get("s", "")),
+                proof=str(payload.get("x", "")),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise LinkRefused("malformed", f"payload unreadable ({type(exc).__name__})") from None

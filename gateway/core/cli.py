@@ -22,11 +22,13 @@ def _show(actions: list, out=sys.stdout) -> bool:
             print(f"[transfer to queue {action.queue!r}, skills {list(action.skills)}: {action.reason}]", file=out)
             alive = False
         elif isinstance(action, SendFollowUp):
-            print(f"[{action.channel} follow-up {action.template!r} to {action.to or 'this chat'}]", file=out)
+            # the terminal is not the customer's phone: it shows where a message went, never its text
+            where = f"the phone ending in {action.to[-4:]}" if action.to else "the chat"
+            print(f"[{action.channel} follow-up {action.template!r} sent to {where}]", file=out)
         elif isinstance(action, OfferCall):
             print(f"bot> {action.text}  (type /call to accept)", file=out)
         elif isinstance(action, Originate):
-            print(f"[calling {action.number}]", file=out)
+            print(f"[calling the number ending in {action.number[-4:]}]", file=out)
         elif isinstance(action, Hangup):
             alive = False
         elif isinstance(action, ScreenPop):
@@ -43,6 +45,7 @@ async def _chat(args: argparse.Namespace) -> int:
     channel = "voice" if args.voice else "chat"
     opened = await core.open(channel, caller_id=args.caller_id, conversation_id=args.conversation or "",
                              journey=args.journey or "", event=ChatStarted(channel=channel))
+    session = opened.session_id
     print(f"[conversation {opened.conversation_id}{' resumed' if opened.resumed else ''}; "
           "/quit to leave, /dtmf 123# to key digits, /call to accept a call offer]")
     alive = _show(opened.actions)
@@ -59,15 +62,16 @@ async def _chat(args: argparse.Namespace) -> int:
         if text.startswith("/dtmf"):
             actions = []
             for digit in text[5:].strip():
-                actions += await core.handle(opened.conversation_id, DtmfPressed(digit, channel=channel))
+                actions += await core.handle(opened.conversation_id, DtmfPressed(digit, channel=channel),
+                                             session_id=session)
         elif text == "/call":
-            actions = await core.handle(opened.conversation_id, CallAccepted(channel=channel))
+            actions = await core.handle(opened.conversation_id, CallAccepted(channel=channel), session_id=session)
         elif channel == "voice":
-            actions = await core.handle(opened.conversation_id, UserSaid(text))
+            actions = await core.handle(opened.conversation_id, UserSaid(text), session_id=session)
         else:
-            actions = await core.handle(opened.conversation_id, ChatMessage(text))
+            actions = await core.handle(opened.conversation_id, ChatMessage(text), session_id=session)
         alive = _show(actions)
-    await core.store.close()
+    await core.close()
     return 0
 
 

@@ -2,8 +2,11 @@
 
 One socket is one chat session on one conversation. The session is opened (or resumed) during
 the WebSocket handshake, so the gateway can set the returning-customer cookie (a signed
-reference to the conversation and, once identified, the customer) on the handshake response. A customer returns by that cookie or
-by a signed link ``?c=<token>`` that a follow-up message carried.
+reference to the conversation, to this browser's core session, and once identified, the
+customer) on the handshake response. A customer returns by that cookie or by a signed link
+``?c=<token>`` that a follow-up message carried. What the chat proved (a passed check) is bound
+to the core session the cookie names, so it survives a page reload in the same browser and
+nowhere else; a link that was texted to the phone on file proves that phone when opened.
 
 Bounds: new chats per client are limited like messages (HTTP 429 before any conversation is
 created); frames larger than the WebSocket limit close the socket (code 1009); messages longer
@@ -22,7 +25,7 @@ from typing import Any, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.config import Settings
-from gateway.core.actions import Action, OfferCall
+from gateway.core.actions import Action
 from gateway.core.events import CallAccepted, ChannelClosed, ChatMessage, ChatStarted
 from gateway.core.port import ConversationPort
 from gateway.digital.chat_protocol import (
@@ -116,15 +119,16 @@ class ChatChannel:
             if not pending:
                 del self._pending[conversation_id]
 
-    def _resume_from(self, request: web.Request) -> tuple[str, str, str]:
-        """(conversation id, customer id, notice for the customer) from ``?c=`` or the cookie."""
+    def _resume_from(self, request: web.Request) -> tuple[str, str, str, str, str]:
+        """(conversation id, customer id, core session id, link proof, notice for the customer)
+        from ``?c=`` or the cookies."""
         notice = ""
         link = request.query.get("c", "")
         if link:
             try:
                 claims = self._signer.consume(link)
                 log.info("chat resumed by link %s for conversation %s", claims.token_id, claims.conversation_id)
-                return claims.conversation_id, claims.customer_id, ""
+                return claims.conversation_id, claims.customer_id, "", claims.proof, ""
             except LinkRefused as exc:
                 self._metrics.inc("voicegw_links_refused_total", reason=exc.reason)
                 log.warning("chat link refused (%s) token %s from %s", exc.reason, exc.token_id or "-",
@@ -143,8 +147,9 @@ class ChatChannel:
                 log.info("chat cookie %s ignored (%s) from %s", name, exc.reason, request.remote)
                 continue
             found.setdefault("conversation", claims.conversation_id if name == COOKIE else "")
+            found.setdefault("session", claims.session if name == COOKIE else "")
             found["customer"] = found.get("customer") or claims.customer_id
-        return found.get("conversation", ""), found.get("customer", ""), notice
+        return found.get("conversation", ""), found.get("customer", ""), found.get("session", ""), "", notice
 
     async def _customer_of(self, conversation_id: str, known: str) -> str:
         """The customer the conversation has identified (for the returning-customer cookie)."""
@@ -164,16 +169,17 @@ class ChatChannel:
             log.warning("chat session refused: too many new chats from %s", request.remote)
             return web.Response(status=429, text="too many new chats from this address; try again in a minute\n",
                                 headers={"Retry-After": str(int(self._opens.retry_after(request.remote or "unknown")) + 1)})
-        resume_id, customer_id, notice = self._resume_from(request)
+        resume_id, customer_id, session_id, link_proof, notice = self._resume_from(request)
         opened = await self._core.open(
             "chat", conversation_id=resume_id, customer_id=customer_id,
             event=ChatStarted(channel="chat", customer_ref=customer_id),
+            session_id=session_id, link_proof=link_proof,
         )
         cid = opened.conversation_id
         customer_id = await self._customer_of(cid, customer_id) if opened.resumed else customer_id
         window = max(60, int(self._settings.context.resume_window_minutes * 60))
         ws.set_cookie(COOKIE, self._signer.issue(cid, "chat", ttl_seconds=window, kind="ref",
-                                                 customer_id=customer_id),
+                                                 customer_id=customer_id, session=opened.session_id),
                       max_age=window, httponly=True, samesite="Lax", path="/")
         if customer_id:
             ws.set_cookie(CUSTOMER_COOKIE, self._signer.issue("", "customer", ttl_seconds=CUSTOMER_COOKIE_SECONDS,
@@ -191,7 +197,7 @@ class ChatChannel:
                 await ws.send_str(dumps({"type": "notice", "text": notice}))
             for _frame_id, frame in self._pending.pop(cid, []):
                 await ws.send_str(dumps(frame))
-            session = _Session(cid)
+            session = _Session(cid, opened.session_id)
             await self._send_actions(ws, session, opened.actions)
             reason = await self._serve(ws, request, session)
         finally:
@@ -205,7 +211,8 @@ class ChatChannel:
             log.info("chat closed conversation %s: %s", cid, reason)
             if not self.is_open(cid):
                 try:
-                    await self._core.handle(cid, ChannelClosed(reason=reason, channel="chat"))
+                    await self._core.handle(cid, ChannelClosed(reason=reason, channel="chat"),
+                                            session_id=opened.session_id)
                 except Exception as exc:  # the chat is gone either way; the core logs its own failures
                     log.warning("chat conversation %s: could not record the close: %s", cid, exc)
         return ws
@@ -262,16 +269,16 @@ class ChatChannel:
         if isinstance(frame, ClientText):
             event: Any = ChatMessage(text=frame.text, channel="chat")
         else:
-            event = CallAccepted(number=frame.number or session.offered_number, channel="chat")
-        actions = await self._core.handle(session.cid, event)
+            # only a number the customer typed; without one the core calls the number on file
+            # it offered (and refuses a call it never offered)
+            event = CallAccepted(number=frame.number, channel="chat")
+        actions = await self._core.handle(session.cid, event, session_id=session.session_id)
         self._metrics.inc("voicegw_chat_messages_total")
         await ws.send_str(dumps({"type": "accepted", "id": session.seq}))
         await self._send_actions(ws, session, actions)
 
     async def _send_actions(self, ws: web.WebSocketResponse, session: "_Session", actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, OfferCall):
-                session.offered_number = action.number
             frame = encode_action(action)
             if frame is not None:
                 await ws.send_str(dumps(frame))
@@ -287,11 +294,11 @@ def _text_of(raw: str) -> str:
 
 
 class _Session:
-    """Per-socket state."""
+    """Per-socket state: the conversation, the core session (what the chat proved), a counter."""
 
-    __slots__ = ("cid", "seq", "offered_number")
+    __slots__ = ("cid", "session_id", "seq")
 
-    def __init__(self, cid: str) -> None:
+    def __init__(self, cid: str, session_id: str) -> None:
         self.cid = cid
+        self.session_id = session_id
         self.seq = 0
-        self.offered_number = ""

@@ -3,7 +3,7 @@
 Client to gateway (one JSON object per WebSocket text frame)::
 
     {"type": "message", "text": "I want to pay my bill"}
-    {"type": "accept_call", "number": "+15551234567"}     # number optional: the offered one
+    {"type": "accept_call", "number": "+15551234567"}     # number optional: empty = the offered one
     {"type": "ping"}
 
 Gateway to client::
@@ -11,7 +11,7 @@ Gateway to client::
     {"type": "session", "conversation_id": "...", "resumed": false}
     {"type": "say", "text": "..."}
     {"type": "ask", "text": "...", "expect": {"kind": "yesno", "options": [], "sensitive": false}}
-    {"type": "offer_call", "text": "...", "number": "..."}
+    {"type": "offer_call", "text": "...", "number": "***4567"}   # the number on file, masked
     {"type": "followup", "text": "...", "url": "..."}
     {"type": "transfer", "queue": "...", "text": "..."}
     {"type": "hangup", "reason": "..."}
@@ -135,7 +135,9 @@ def encode_action(action: Action) -> dict[str, Any] | None:
     if isinstance(action, Say):
         return {"type": "say", "text": action.text}
     if isinstance(action, OfferCall):
-        return {"type": "offer_call", "text": action.text, "number": action.number}
+        # the page needs to know a number is on file, not the number itself
+        return {"type": "offer_call", "text": action.text,
+                "number": ("***" + action.number[-4:]) if action.number else ""}
     if isinstance(action, Transfer):
         return {"type": "transfer", "queue": action.queue,
                 "text": "Connecting you with an agent who can see this conversation."}

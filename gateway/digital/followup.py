@@ -74,9 +74,11 @@ class FollowUps:
         self._metrics = metrics
         self.relay: ChatRelay | None = None
 
-    def link_for(self, conversation_id: str, purpose: str) -> str:
-        """A signed, expiring, single-use URL for ``purpose`` in the conversation."""
-        token = self._signer.issue(conversation_id, purpose)
+    def link_for(self, conversation_id: str, purpose: str, *, to_phone_on_file: bool = False) -> str:
+        """A signed, expiring, single-use URL for ``purpose`` in the conversation.
+        ``to_phone_on_file``: the link goes by SMS to the customer's phone on file, so opening it
+        proves that phone (docs/trust.md); never set it for a number the customer gave."""
+        token = self._signer.issue(conversation_id, purpose, proof="phone" if to_phone_on_file else "")
         self._metrics.inc("voicegw_links_issued_total")
         base = self._settings.web.public_url.rstrip("/")
         if purpose == "chat":
@@ -88,7 +90,10 @@ class FollowUps:
         if not isinstance(action, SendFollowUp):
             return
         cid = action.conversation_id or conversation_id
-        url = action.link_url or (self.link_for(cid, action.link_purpose) if action.link_purpose else "")
+        # the core sends an sms follow-up only to the phone on file (gateway.core.steps._follow_up)
+        by_sms_on_file = action.channel == "sms" and bool(action.to)
+        url = action.link_url or (self.link_for(cid, action.link_purpose, to_phone_on_file=by_sms_on_file)
+                                  if action.link_purpose else "")
         context: dict[str, Any] = {}
         if not action.text or not action.to:
             try:

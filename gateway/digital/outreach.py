@@ -33,7 +33,7 @@ from gateway.core.actions import Ask, Say
 from gateway.core.events import CallAccepted, CallStarted
 from gateway.core.port import ConversationPort
 from gateway.digital.followup import FollowUps
-from gateway.digital.sms import SmsSender, SmsSendError
+from gateway.digital.sms import SmsSender, SmsSendError, sms_session
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class Outreach:
         # the gateway starts this contact: an outbound start, so the journey skips the identity
         # check it would ask of an inbound stranger (it addresses the CRM's own number)
         opened = await self._core.open("sms", customer_id=reminder.customer_id, caller_id=number,
-                                       journey=reminder.journey,
+                                       journey=reminder.journey, session_id=sms_session(number),
                                        event=CallStarted(channel="sms", caller_id=number, outbound=True,
                                                          call_id=f"outreach-{reminder_id}"))
         cid = opened.conversation_id
@@ -189,7 +189,7 @@ class Outreach:
         # the journey's own words when it has them (it knows the appointment), else the CRM's
         prompt = " ".join(a.text for a in opened.actions if isinstance(a, (Say, Ask)))
         text = prompt or reminder.text
-        link = self._followups.link_for(cid, reminder.link_purpose)
+        link = self._followups.link_for(cid, reminder.link_purpose, to_phone_on_file=True)
         body = f"{text} Reply YES to confirm, NO to change, or CALL to talk to us. Or continue in chat: {link}".strip()
         try:
             await self._sms.send(number, body, conversation_id=cid)

@@ -112,6 +112,12 @@ class SmsSender:
         return sid
 
 
+def sms_session(number: str) -> str:
+    """The core session of an SMS thread: one per phone number. A sender number is only a
+    claim (it can be spoofed), but what the gateway texts back reaches the real number only."""
+    return f"sms:{number}"
+
+
 class SmsInbound:
     """Feeds inbound SMS to conversations; serves the Twilio webhook and the local reply form."""
 
@@ -134,7 +140,8 @@ class SmsInbound:
         replies: list[str] = []
         if not cid:
             opened = await self._core.open(
-                "sms", caller_id=number, event=ChatStarted(channel="sms", customer_ref=number)
+                "sms", caller_id=number, event=ChatStarted(channel="sms", customer_ref=number),
+                session_id=sms_session(number),
             )
             cid = opened.conversation_id
             if not opened.resumed:
@@ -144,7 +151,7 @@ class SmsInbound:
             event: Any = CallAccepted(number=number, channel="sms")
         else:
             event = ChatMessage(text=text, channel="sms")
-        actions = await self._core.handle(cid, event)
+        actions = await self._core.handle(cid, event, session_id=sms_session(number))
         replies.extend(t for t in map(action_text, actions) if t)
         self._metrics.inc("voicegw_sms_received_total")
         for listener in list(self.listeners):

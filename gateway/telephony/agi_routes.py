@@ -71,10 +71,13 @@ class VoicebotRoute:
         conversation_id = await agi.get_variable("VOICEGW_CONVERSATION") or ""
         outbound = env.query.get("outbound", "") in ("1", "yes", "true") or bool(
             await agi.get_variable("VOICEGW_OUTBOUND"))
+        callback = await agi.get_variable("VOICEGW_CALLBACK") or ""
+        attestation = await agi.get_variable("VOICEGW_ATTESTATION") or ""
         call_uuid = audiosocket_uuid(conversation_id)
         record = self.calls.add(CallRecord(
             call_uuid=call_uuid, conversation_id=conversation_id, channel=env.channel,
-            caller_id=env.caller_id, dialed=env.dialed, uniqueid=env.uniqueid, outbound=outbound))
+            caller_id=env.caller_id, dialed=env.dialed, uniqueid=env.uniqueid, outbound=outbound,
+            callback=callback, attestation=attestation))
         status = "hangup"
         try:
             await agi.set_variable("VOICEGW_CALL", call_uuid)
@@ -154,19 +157,22 @@ class FallbackRoute:
         event = CallStarted(caller_id=env.caller_id, dialed=env.dialed, channel="voice",
                             call_id=env.uniqueid, outbound=outbound)
         opened = await self.core.open("voice", caller_id=env.caller_id, conversation_id=known,
-                                      journey=env.query.get("journey", ""), event=event)
+                                      journey=env.query.get("journey", ""), event=event,
+                                      callback=await agi.get_variable("VOICEGW_CALLBACK") or "",
+                                      attestation=await agi.get_variable("VOICEGW_ATTESTATION") or "")
         conversation_id = opened.conversation_id
+        session = opened.session_id
         reason = "hangup"
         try:
             await agi.set_variable("VOICEGW_CONVERSATION", conversation_id)
-            reason = await self._converse(agi, conversation_id, opened.actions)
+            reason = await self._converse(agi, conversation_id, session, opened.actions)
             await agi.set_variable("VOICEGW_STATUS", reason)
         except ChannelHungUp:
             log.info("FastAGI %s: caller hung up (conversation %s)", env.channel, conversation_id)
         finally:
-            await self.core.handle(conversation_id, ChannelClosed(reason=reason, channel="voice"))
+            await self.core.handle(conversation_id, ChannelClosed(reason=reason, channel="voice"), session_id=session)
 
-    async def _converse(self, agi: AgiSession, conversation_id: str, actions: list[Action]) -> str:
+    async def _converse(self, agi: AgiSession, conversation_id: str, session: str, actions: list[Action]) -> str:
         for _ in range(MAX_TURNS):
             ask: Ask | None = None
             for action in actions:
@@ -185,7 +191,7 @@ class FallbackRoute:
                     return "completed"
             if ask is None:
                 return "completed"
-            actions = await self._answer(agi, conversation_id, ask)
+            actions = await self._answer(agi, conversation_id, session, ask)
         log.warning("FastAGI %s: conversation %s passed %d turns; ending", agi.env.channel, conversation_id, MAX_TURNS)
         return "completed"
 
@@ -198,7 +204,7 @@ class FallbackRoute:
         log.error("FastAGI %s: Asterisk could not play %s: can it read fastagi.prompts_dir (see "
                   "fastagi.asterisk_prompts_dir)?", agi.env.channel, prompt)
 
-    async def _answer(self, agi: AgiSession, conversation_id: str, ask: Ask) -> list[Action]:
+    async def _answer(self, agi: AgiSession, conversation_id: str, session: str, ask: Ask) -> list[Action]:
         expect = ask.expect
         if expect.kind in ("yesno", "choice", "open", "none"):
             max_digits = 1
@@ -208,16 +214,19 @@ class FallbackRoute:
         timeout_ms = max(1000, int(expect.no_input_seconds * 1000))
         digits, _timed_out = await agi.get_data(prompt, timeout_ms, max_digits)
         if not digits:
-            return await self.core.handle(conversation_id, Silence(seconds=expect.no_input_seconds))
-        return await self.digits_to_core(conversation_id, digits)
+            return await self.core.handle(conversation_id, Silence(seconds=expect.no_input_seconds),
+                                          session_id=session)
+        return await self.digits_to_core(conversation_id, session, digits)
 
-    async def digits_to_core(self, conversation_id: str, digits: str) -> list[Action]:
+    async def digits_to_core(self, conversation_id: str, session: str, digits: str) -> list[Action]:
         """Feed keyed digits one by one (as a phone would); ``#`` closes an open digit string."""
         for digit in digits:
-            actions = await self.core.handle(conversation_id, DtmfPressed(digit=digit, channel="voice"))
+            actions = await self.core.handle(conversation_id, DtmfPressed(digit=digit, channel="voice"),
+                                             session_id=session)
             if actions:
                 return actions
-        actions = await self.core.handle(conversation_id, DtmfPressed(digit="#", channel="voice"))
+        actions = await self.core.handle(conversation_id, DtmfPressed(digit="#", channel="voice"), session_id=session)
         if actions:
             return actions
-        return await self.core.handle(conversation_id, RecognitionFailed(reason="keyed answer not understood"))
+        return await self.core.handle(conversation_id, RecognitionFailed(reason="keyed answer not understood"),
+                                      session_id=session)

@@ -193,9 +193,12 @@ class AmiClient:
     async def hangup(self, channel: str, cause: int = 16) -> None:
         await self._ok({"Action": "Hangup", "Channel": channel, "Cause": str(cause)})
 
-    async def originate(self, number: str, conversation_id: str, *, caller_id: str = "",
+    async def originate(self, number: str, conversation_id: str, *, caller_id: str = "", callback: str = "",
                         ring_seconds: int = ORIGINATE_RING_SECONDS) -> bool:
-        """Call ``number`` into the outbound context; True when answered (OriginateResponse)."""
+        """Call ``number`` into the outbound context; True when answered (OriginateResponse).
+
+        ``callback`` (the core's nonce for this call) rides on the channel as ``VOICEGW_CALLBACK``;
+        the voicebot route hands it back to the core, which so knows the answered call is its own."""
         if not _NUMBER.match(number):
             raise AmiError(f"refusing to originate to {number!r}: not a phone number")
         action = {
@@ -206,7 +209,8 @@ class AmiClient:
             "Priority": "1",
             "Async": "true",
             "Timeout": str(ring_seconds * 1000),
-            "Variable": [f"{CONVERSATION_VAR}={conversation_id}", "VOICEGW_OUTBOUND=1"],
+            "Variable": [f"{CONVERSATION_VAR}={conversation_id}", "VOICEGW_OUTBOUND=1"]
+            + ([f"VOICEGW_CALLBACK={callback}"] if callback else []),
         }
         if caller_id:
             action["CallerID"] = caller_id
@@ -234,7 +238,7 @@ class AmiClient:
     async def originate_sink(self, conversation_id: str, action: Originate) -> None:
         """The core's sink for :class:`Originate` (errors are logged: the core goes on)."""
         try:
-            await self.originate(action.number, action.conversation_id or conversation_id)
+            await self.originate(action.number, action.conversation_id or conversation_id, callback=action.callback)
         except AmiError as exc:
             log.warning("conversation %s: outbound call to %s failed: %s", conversation_id, action.number, exc)
 

@@ -186,6 +186,7 @@ class _Connection(asyncio.Protocol):
                 caller_id=record.caller_id if record else "", dialed=record.dialed if record else "",
                 conversation_id=self.call.conversation_id, control=control,
                 outbound=bool(record and record.outbound),
+                callback=record.callback if record else "", attestation=record.attestation if record else "",
             )
         except Exception:  # the pipeline refused the call: end this connection only
             log.exception("AudioSocket call %s: no voice session; connection closed", self.call_id)

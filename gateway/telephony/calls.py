@@ -37,6 +37,8 @@ class CallRecord:
     dialed: str = ""
     uniqueid: str = ""
     outbound: bool = False
+    callback: str = ""       # nonce of a call the core placed (VOICEGW_CALLBACK): proves that call
+    attestation: str = ""    # STIR/SHAKEN attestation the PBX verified (VOICEGW_ATTESTATION)
     transfer: Transfer | None = None
     end_reason: str = ""
     connected: bool = False

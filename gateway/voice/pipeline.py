@@ -101,6 +101,8 @@ class VoicePipeline:
         control: CallControl | None = None,
         outbound: bool = False,
         channel: str = "voice",
+        callback: str = "",
+        attestation: str = "",
     ) -> VoiceSession:
         """A new call's session (``await session.start()`` opens the conversation)."""
         if self.asr is None or self.tts is None:
@@ -115,6 +117,8 @@ class VoicePipeline:
             control=control,
             outbound=outbound,
             channel=channel,
+            callback=callback,
+            attestation=attestation,
         )
         self.sessions[call_id] = session
         session.on_closed = self._forget

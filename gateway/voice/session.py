@@ -97,6 +97,8 @@ class VoiceSession(BotReplies):
         control: CallControl | None = None,
         outbound: bool = False,
         channel: str = "voice",
+        callback: str = "",
+        attestation: str = "",
     ):
         self.pipeline = pipeline
         self.core = pipeline.core
@@ -109,6 +111,9 @@ class VoiceSession(BotReplies):
         self.control = control
         self.outbound = outbound
         self.channel = channel
+        self.callback = callback  # the nonce of a call the core itself placed (proves that call)
+        self.attestation = attestation  # STIR/SHAKEN level the PBX verified, if it says
+        self.session_id = ""  # the core's id for this call's session: what the caller proves is bound to it
         self.journey = ""
         voice = pipeline.settings.voice
         self.no_input_default = float(voice.endpoint.no_input_seconds)
@@ -161,6 +166,8 @@ class VoiceSession(BotReplies):
                     conversation_id=self.conversation_id,
                     journey=self.journey,
                     event=event,
+                    callback=self.callback,
+                    attestation=self.attestation,
                 ),
                 CORE_TIMEOUT,
             )
@@ -168,6 +175,7 @@ class VoiceSession(BotReplies):
             self._fail(exc)
             return
         self.conversation_id = opened.conversation_id
+        self.session_id = opened.session_id
         log.info("call %s: conversation %s (%s)", self.call_id, self.conversation_id,
                  "resumed" if opened.resumed else "new")
         self._inbox.put_nowait(("actions", (opened.actions, None)))
@@ -187,7 +195,8 @@ class VoiceSession(BotReplies):
         if self.conversation_id:
             try:
                 await asyncio.wait_for(
-                    self.core.handle(self.conversation_id, ChannelClosed(reason=reason, channel=self.channel)),
+                    self.core.handle(self.conversation_id, ChannelClosed(reason=reason, channel=self.channel),
+                                     session_id=self.session_id),
                     CORE_TIMEOUT,
                 )
             except Exception as exc:  # noqa: BLE001 - the call is over either way
@@ -432,7 +441,8 @@ class VoiceSession(BotReplies):
     async def _send(self, event: Event, timer: TurnTimer | None) -> None:
         if timer is not None:
             timer.dialog_started()
-        actions = await asyncio.wait_for(self.core.handle(self.conversation_id, event), CORE_TIMEOUT)
+        actions = await asyncio.wait_for(self.core.handle(self.conversation_id, event, session_id=self.session_id),
+                                         CORE_TIMEOUT)
         if timer is not None:
             timer.dialog_done()
         await self._perform(actions, timer)

@@ -9,7 +9,7 @@ from gateway.app import build_core
 from gateway.config import load_settings
 from gateway.context.redis_store import RedisStore
 from gateway.core.actions import Ask, Say, SendFollowUp
-from gateway.core.events import CallStarted, ChatMessage, ChatStarted, UserSaid
+from gateway.core.events import CallStarted, ChatMessage, ChatStarted, DtmfPressed, UserSaid
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
 
 
@@ -24,16 +24,21 @@ async def test_a_chat_on_one_node_resumes_as_a_call_on_another(redis_url: str, t
     try:
         assert isinstance(node_a.store, RedisStore) and isinstance(node_b.store, RedisStore)
         opened = await node_a.open("chat", event=ChatStarted())
-        cid = opened.conversation_id
-        await node_a.handle(cid, ChatMessage("I started a loan application and got stuck"))
-        await node_a.handle(cid, ChatMessage("my account number is 11223344"))
-        acts = await node_a.handle(cid, ChatMessage("30/11/1978"))
+        cid, chat = opened.conversation_id, opened.session_id
+        await node_a.handle(cid, ChatMessage("I started a loan application and got stuck"), session_id=chat)
+        await node_a.handle(cid, ChatMessage("my account number is 11223344"), session_id=chat)
+        acts = await node_a.handle(cid, ChatMessage("30/11/1978"), session_id=chat)
         assert "proof of income" in _texts(acts)
 
+        # the caller ID brings the journey's place to the other node, not the chat's verification
         call = await node_b.open("voice", caller_id="+15552223333", event=CallStarted(caller_id="+15552223333"))
         assert call.resumed and call.conversation_id == cid
-        assert "already verified" in _texts(call.actions) and "account number" not in _texts(call.actions)
-        acts = await node_b.handle(cid, UserSaid("yes please", confidence=0.9))
+        assert "already verified" not in _texts(call.actions) and "account number" not in _texts(call.actions)
+        await node_b.handle(cid, UserSaid("my PIN", confidence=0.9), session_id=call.session_id)
+        for digit in "2468":
+            acts = await node_b.handle(cid, DtmfPressed(digit), session_id=call.session_id)
+        assert "you're verified" in _texts(acts) and "text message" in _texts(acts)
+        acts = await node_b.handle(cid, UserSaid("yes please", confidence=0.9), session_id=call.session_id)
         assert any(isinstance(a, SendFollowUp) for a in acts)
 
         context = await node_a.context(cid)  # either node sees the whole conversation

@@ -21,11 +21,14 @@ def test_chat_in_the_terminal_runs_a_journey(tmp_path):
 
 
 def test_chat_voice_wording_and_dtmf(tmp_path):
+    # the caller ID names Alice (a claim): she is greeted, then chooses a PIN check over a code
     result = run(["chat", "--voice", "--caller-id", "+15551234567"], tmp_path,
-                 stdin="reset my password\n/dtmf 12345678\n/dtmf 4321\nno\n")
+                 stdin="reset my password\nPIN\n/dtmf 4321\nno\n")
     assert result.returncode == 0, result.stderr
     assert "Hello Alice, thanks for calling." in result.stdout
-    assert "[sms follow-up 'password_reset' to +15551234567]" in result.stdout
+    assert "say code, or pin" in result.stdout.lower() and "account number" not in result.stdout
+    assert "[sms follow-up 'password_reset' sent to the phone ending in 4567]" in result.stdout
+    assert "+15551234567" not in result.stdout
 
 
 def test_doctor_reports_checks_and_fixes(tmp_path):

@@ -39,7 +39,7 @@ def test_unknown_step_target_reports_line(tmp_path):
     directory = _copy(tmp_path)
     path = directory / "order_status.yaml"
     lines = path.read_text().splitlines()
-    index = next(i for i, line in enumerate(lines) if "cases: {\"yes\": send_tracking" in line)
+    index = next(i for i, line in enumerate(lines) if "default: send_tracking" in line)
     lines[index] = lines[index].replace("send_tracking", "send_trackin")
     path.write_text("\n".join(lines) + "\n")
     problems = _problems(directory)

@@ -39,7 +39,8 @@ class FakeCore:
              "kind": kind, "text": text})
 
     async def open(self, channel: str, *, caller_id: str = "", customer_id: str = "", conversation_id: str = "",
-                   journey: str = "", event: Event | None = None) -> Opened:
+                   journey: str = "", event: Event | None = None, session_id: str = "", callback: str = "",
+                   attestation: str = "", link_proof: str = "") -> Opened:
         resumed = conversation_id in self.conversations
         if not resumed:
             for cid, conv in self.conversations.items():
@@ -62,14 +63,15 @@ class FakeCore:
             actions: list[Action] = [Say("Welcome back."), self._prompt(conv)]
         else:
             actions = [Say("Welcome."), self._prompt(conv)]
-        return Opened(conversation_id, resumed, await self._finish(conversation_id, actions))
+        return Opened(conversation_id, resumed, await self._finish(conversation_id, actions),
+                      session_id=session_id or uuid.uuid4().hex)
 
     def _prompt(self, conv: dict[str, Any]) -> Ask:
         if conv["step"] == "pin":
             return Ask("What is your PIN?", expect=Expect(kind="digits", min_digits=4, max_digits=4, sensitive=True))
         return Ask("How can I help?", expect=Expect(kind="open"))
 
-    async def handle(self, conversation_id: str, event: Event) -> list[Action]:
+    async def handle(self, conversation_id: str, event: Event, *, session_id: str = "") -> list[Action]:
         if conversation_id not in self.conversations:
             raise KeyError(conversation_id)
         conv = self.conversations[conversation_id]

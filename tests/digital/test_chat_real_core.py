@@ -1,5 +1,5 @@
 """The web chat through the real conversation core: verification, the returning customer
-(conversation cookie, then customer cookie), follow-ups pushed into the chat."""
+(conversation cookie, then customer cookie), SMS follow-ups to the phone on file."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ async def test_returning_customer_through_the_real_core(tmp_path):
                 assert any("you're verified" in f.get("text", "") for f in frames)
                 frames = await _say(ws, "I was charged twice for the same month")
                 frames = await _say(ws, "yes")
-                followups = [f for f in frames if f["type"] == "followup"]
-                assert followups and "700001" in followups[0]["text"]  # the case number, from the slots
+                # follow_up: sms goes to the phone on file, never into the chat
+                assert not [f for f in frames if f["type"] == "followup"]
+                sms = runner.parts.outbox.messages(to="+15551234567")
+                assert sms and "700001" in sms[-1].body  # the case number, from the slots
             assert "identity" in (await core.context(cid))["verified"]
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
                 seen = []

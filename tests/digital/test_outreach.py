@@ -65,7 +65,9 @@ async def test_unanswered_sms_escalates_to_a_call(tmp_path):
         assert len(runner.parts.outbox.messages(to=EMMA)) == 1  # not sent twice
         await outreach.run_once(T0 + timedelta(minutes=31))
         assert outreach.state(REMINDER)["state"] == "escalated"
-        assert placed == [Originate(number=EMMA, conversation_id=state["conversation_id"], reason="chat-to-voice")]
+        assert [(p.number, p.conversation_id, p.reason) for p in placed] == [
+            (EMMA, state["conversation_id"], "reminder")]
+        assert placed[0].callback  # the answered call will prove it is the one the gateway placed
         await outreach.run_once(T0 + timedelta(minutes=90))
         assert len(placed) == 1  # escalated once
     finally:

@@ -83,6 +83,8 @@ class CallLeg:
         dialed: str = "",
         outbound: bool = False,
         conversation_id: str = "",
+        callback: str = "",
+        attestation: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.key = -1  # pjsua call id, set on the runtime thread
@@ -92,6 +94,8 @@ class CallLeg:
         self.dialed = dialed
         self.outbound = outbound
         self.conversation_id = conversation_id
+        self.callback = callback  # the core's nonce for a call it placed (handed back on answer)
+        self.attestation = attestation  # STIR/SHAKEN level a listed peer says it verified
         self.session: Any = None
         self.buffers: FrameBuffers | None = None
         self.confirmed = False
@@ -125,7 +129,7 @@ class CallLeg:
             session = pipeline.session(
                 call_id=self.sip_call_id, sample_rate=buffers.sample_rate, caller_id=self.caller_id,
                 dialed=self.dialed, conversation_id=self.conversation_id, control=self,
-                outbound=self.outbound, channel="voice",
+                outbound=self.outbound, channel="voice", callback=self.callback, attestation=self.attestation,
             )
             self.session = session
             await asyncio.wait_for(session.start(), SESSION_START_TIMEOUT_S)

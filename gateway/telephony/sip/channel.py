@@ -32,13 +32,13 @@ class SipChannel:
         if not isinstance(action, Originate):
             return
         conv = action.conversation_id or conversation_id
-        task = asyncio.create_task(self._originate(action.number, conv))
+        task = asyncio.create_task(self._originate(action.number, conv, action.callback))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _originate(self, number: str, conversation_id: str) -> None:
+    async def _originate(self, number: str, conversation_id: str, callback: str) -> None:
         try:
-            await self.endpoint.originate(number, conversation_id)
+            await self.endpoint.originate(number, conversation_id, callback=callback)
         except (SipError, asyncio.TimeoutError) as exc:
             log.warning("outbound call to %s for conversation %s failed: %s", number, conversation_id, exc)
 

@@ -32,6 +32,9 @@ TRANSFER_TIMEOUT_S = 15.0
 """How long a REFER may take to be accepted (202) and reported on (NOTIFY)."""
 UNREGISTER_WAIT_S = 2.0
 """How long close waits for the registrar to confirm the unregistration."""
+ATTESTATION_HEADER = "X-Attestation"
+"""The STIR/SHAKEN attestation (A, B or C) a PBX in sip.peers verified for the call; see
+dialplans/asterisk and docs/trust.md (believed only with trust.stir_shaken: possession)."""
 
 
 class _Account(pj.Account):
@@ -212,6 +215,8 @@ class SipEndpoint:
             caller_id=uri_user(info.remoteUri),
             dialed=uri_user(info.localUri),
             conversation_id=header_value(prm.rdata.wholeMsg, self.settings.conversation_header),
+            # a STIR/SHAKEN verdict is believed only from the peers listed in sip.peers (the PBX)
+            attestation=header_value(prm.rdata.wholeMsg, ATTESTATION_HEADER) if self.settings.peers else "",
         )
         leg.key = info.id
         call.leg = leg
@@ -401,11 +406,13 @@ class SipEndpoint:
             return f"sip:{target}@{s.peers[0]}"
         raise SipError(f"no route for {target!r}: set sip.outbound_uri, e.g. sip:{{number}}@pbx")
 
-    async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0) -> Any:
-        """Place a call that continues ``conversation_id``; returns its started VoiceSession."""
+    async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0,
+                        callback: str = "") -> Any:
+        """Place a call that continues ``conversation_id``; returns its started VoiceSession.
+        ``callback`` is the core's nonce for this call, handed back when the session opens."""
         uri = self.target_uri(target)
         leg = CallLeg(self, remote_uri=uri, caller_id=uri_user(uri) or target, outbound=True,
-                      conversation_id=conversation_id)
+                      conversation_id=conversation_id, callback=callback)
         assert self.loop is not None
         leg.answered = self.loop.create_future()
         key = await self.runtime.call(self._pj_make_call, uri, leg)

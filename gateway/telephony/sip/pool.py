@@ -191,7 +191,8 @@ class WorkerLink:
                 call_id=str(msg["call_id"]), sample_rate=int(msg.get("rate", 8000)),
                 caller_id=str(msg.get("caller_id", "")), dialed=str(msg.get("dialed", "")),
                 conversation_id=str(msg.get("conversation_id", "")), control=RemoteControl(self, sid),
-                outbound=bool(msg.get("outbound", False)), channel=str(msg.get("channel", "voice")))
+                outbound=bool(msg.get("outbound", False)), channel=str(msg.get("channel", "voice")),
+                callback=str(msg.get("callback", "")), attestation=str(msg.get("attestation", "")))
             self.sessions[sid] = session
             await session.start()
         except Exception as exc:  # noqa: BLE001 - this call fails alone
@@ -376,7 +377,8 @@ class SipWorkerPool:
         self.front.close()
 
     # ---- calls ----------------------------------------------------------------------------------
-    async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0) -> Any:
+    async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0,
+                        callback: str = "") -> Any:
         """Place a call on the least loaded worker; returns its started VoiceSession."""
         ready = [link for link in self.links.values() if not link.link.closed and link.ready.done()
                  and not link.ready.exception()]
@@ -384,7 +386,7 @@ class SipWorkerPool:
             raise SipError("no SIP worker is running")
         link = min(ready, key=lambda lk: (len(lk.calls) + len(lk.sessions), lk.index))
         sid = await link.request("originate", target=target, conversation_id=conversation_id, timeout=timeout + 5,
-                                 **{"timeout_s": timeout})
+                                 callback=callback, **{"timeout_s": timeout})
         session = link.sessions.get(int(sid))
         if session is None:
             raise SipError("the call ended as soon as it was answered")

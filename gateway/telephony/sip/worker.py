@@ -70,7 +70,7 @@ class RemoteSession:
         self.worker.link.send_json(t="open", sid=self.sid, call_id=self.call_id, rate=self.sample_rate,
                                    caller_id=f["caller_id"], dialed=f["dialed"],
                                    conversation_id=self.conversation_id, outbound=f["outbound"],
-                                   channel=f["channel"])
+                                   channel=f["channel"], callback=f["callback"], attestation=f["attestation"])
         try:
             reply = await asyncio.wait_for(fut, OPEN_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -129,11 +129,12 @@ class RemotePipeline:
 
     def session(self, *, call_id: str, sample_rate: int = 8000, caller_id: str = "", dialed: str = "",
                 conversation_id: str = "", control: Any = None, outbound: bool = False,
-                channel: str = "voice") -> RemoteSession:
+                channel: str = "voice", callback: str = "", attestation: str = "") -> RemoteSession:
         self.worker.next_sid += 1
         session = RemoteSession(self.worker, self.worker.next_sid, call_id=call_id, sample_rate=sample_rate,
                                 caller_id=caller_id, dialed=dialed, conversation_id=conversation_id,
-                                control=control, outbound=outbound, channel=channel)
+                                control=control, outbound=outbound, channel=channel, callback=callback,
+                                attestation=attestation)
         self.worker.sessions[session.sid] = session
         return session
 
@@ -203,7 +204,8 @@ class WorkerSide:
         op = msg.get("op")
         if op == "originate":
             session = await self.endpoint.originate(msg["target"], msg.get("conversation_id", ""),
-                                                    timeout=float(msg.get("timeout_s", 60.0)))
+                                                    timeout=float(msg.get("timeout_s", 60.0)),
+                                                    callback=str(msg.get("callback", "")))
             return session.sid
         if op == "stats":
             return self.report()
