@@ -66,7 +66,7 @@ class EchoCore:
         self.n += 1
         return Opened(f"bench-{self.n}", False, [Ask("Hello, how can I help?")])
 
-    async def handle(self, conversation_id: str, event: Any) -> list[Any]:
+    async def handle(self, conversation_id: str, event: Any, *, session_id: str = "") -> list[Any]:
         from gateway.core.actions import Ask
 
         if event.kind in ("UserSaid", "Silence", "RecognitionFailed", "DtmfPressed"):

@@ -51,7 +51,7 @@ class AlternatingCore:
         self.next_closed = True  # the greeting asks an open question; the next one is yes/no
         return Opened("bench-" + str(id(self)), False, [Ask("Welcome. How can I help you today?")])
 
-    async def handle(self, conversation_id: str, event: Any) -> list[Any]:
+    async def handle(self, conversation_id: str, event: Any, *, session_id: str = "") -> list[Any]:
         self.events.append(event)
         if type(event).__name__ in ("ChannelClosed", "Silence"):
             return []

@@ -2,7 +2,9 @@
 
 ``voicebot`` (``AGI(agi://gateway:4573/voicebot)``): answers, registers the call (channel,
 caller id, dialed number, and the conversation id when the channel already carries
-``VOICEGW_CONVERSATION``, as an originated callback does) and hands the call's audio to the
+``VOICEGW_CONVERSATION``, as an originated callback does; the script's query may carry
+``callback=${VOICEGW_CALLBACK}``, the core's nonce for a call it placed, and
+``attestation=``, a STIR/SHAKEN level the PBX verified: see docs/trust.md) and hands the call's audio to the
 gateway with ``EXEC AudioSocket <uuid>,<fastagi.audiosocket_address>``. The voice session opens
 or resumes the conversation by caller id. When ``AudioSocket()`` returns, the route tags the
 channel with ``VOICEGW_CONVERSATION`` and, when the journey chose an agent and AMI did not
@@ -71,8 +73,7 @@ class VoicebotRoute:
         conversation_id = await agi.get_variable("VOICEGW_CONVERSATION") or ""
         outbound = env.query.get("outbound", "") in ("1", "yes", "true") or bool(
             await agi.get_variable("VOICEGW_OUTBOUND"))
-        callback = await agi.get_variable("VOICEGW_CALLBACK") or ""
-        attestation = await agi.get_variable("VOICEGW_ATTESTATION") or ""
+        callback, attestation = env.query.get("callback", ""), env.query.get("attestation", "")
         call_uuid = audiosocket_uuid(conversation_id)
         record = self.calls.add(CallRecord(
             call_uuid=call_uuid, conversation_id=conversation_id, channel=env.channel,
@@ -158,8 +159,8 @@ class FallbackRoute:
                             call_id=env.uniqueid, outbound=outbound)
         opened = await self.core.open("voice", caller_id=env.caller_id, conversation_id=known,
                                       journey=env.query.get("journey", ""), event=event,
-                                      callback=await agi.get_variable("VOICEGW_CALLBACK") or "",
-                                      attestation=await agi.get_variable("VOICEGW_ATTESTATION") or "")
+                                      callback=env.query.get("callback", ""),
+                                      attestation=env.query.get("attestation", ""))
         conversation_id = opened.conversation_id
         session = opened.session_id
         reason = "hangup"

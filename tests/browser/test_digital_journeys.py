@@ -99,8 +99,9 @@ async def test_chat_verified_then_call_arrives_over_audiosocket(tmp_path, browse
 
     async def originate_sink(cid: str, action: Any) -> None:
         placed.append(action)
+        # what the voicegw-outbound dialplan does: the channel carries the core's callback nonce back
         calls.add(CallRecord(call_uuid=audiosocket_uuid(cid), conversation_id=cid, caller_id=action.number,
-                             outbound=True))
+                             outbound=True, callback=action.callback))
         call_tasks.append(asyncio.create_task(asterisk_answers(cid, action.number)))
 
     core.register_sink(Originate, originate_sink)
@@ -110,7 +111,7 @@ async def test_chat_verified_then_call_arrives_over_audiosocket(tmp_path, browse
         cid = await page.get_attribute("body", "data-conversation")
         await _chat(page, "I was charged twice for the same month", "Shall I open a dispute")
         await page.get_by_role("button", name="yes").last.click()
-        await expect(page.locator("#log")).to_contain_text("Your dispute case", timeout=WAIT_MS)
+        await expect(page.locator("#log")).to_contain_text("I've opened dispute case", timeout=WAIT_MS)
         await _chat(page, "can you call me please", "call you now")
         await page.click("#call-me")
         await expect(page.locator("#log")).to_contain_text("Calling you now", timeout=WAIT_MS)
@@ -178,8 +179,9 @@ async def test_sms_link_opened_completes_upload_step(tmp_path, browser):
         # a phone call (as the voice channel feeds it) reaches the loan journey's link step
         opened = await core.open("voice", caller_id="+15552223333", event=CallStarted(caller_id="+15552223333"))
         cid = opened.conversation_id
-        for said in ("I want to continue my loan application", "11223344", "2468", "yes"):
-            await core.handle(cid, UserSaid(text=said))
+        # the caller ID names Carmen (a claim): she chooses the PIN check, then asks for the link
+        for said in ("I want to continue my loan application", "PIN", "2468", "yes"):
+            await core.handle(cid, UserSaid(text=said), session_id=opened.session_id)
         sms = runner.parts.outbox.messages(to="+15552223333")
         assert len(sms) == 1 and "personal loan" in sms[0].body
 

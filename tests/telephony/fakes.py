@@ -87,7 +87,7 @@ class ScriptedCore:
         conv = kwargs.get("conversation_id") or str(uuid.uuid4())
         return Opened(conv, bool(kwargs.get("conversation_id")), list(self.greeting))
 
-    async def handle(self, conversation_id: str, event: Any) -> list[Action]:
+    async def handle(self, conversation_id: str, event: Any, *, session_id: str = "") -> list[Action]:
         self.events.append((conversation_id, event))
         return self.script.pop(0) if self.script else []
 

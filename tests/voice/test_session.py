@@ -77,12 +77,13 @@ class ScriptedCore:
         self.events: list = []
         self.opened: dict = {}
 
-    async def open(self, channel, *, caller_id="", customer_id="", conversation_id="", journey="", event=None):
+    async def open(self, channel, *, caller_id="", customer_id="", conversation_id="", journey="", event=None,
+                   **proofs):
         self.opened = {"channel": channel, "caller_id": caller_id, "journey": journey}
         self.events.append(event)
         return Opened(conversation_id or "conv-1", False, list(self.greeting))
 
-    async def handle(self, conversation_id, event):
+    async def handle(self, conversation_id, event, *, session_id=""):
         self.events.append(event)
         if self.fail_on is not None and isinstance(event, self.fail_on):
             raise RuntimeError("dialog store unavailable")
@@ -483,7 +484,7 @@ class StopRacingCore(ScriptedCore):
     session = None
     stopping: asyncio.Task | None = None
 
-    def handle(self, conversation_id, event):  # not async on purpose: the answer is ready at once
+    def handle(self, conversation_id, event, *, session_id=""):  # not async on purpose: the answer is ready at once
         self.events.append(event)
         if isinstance(event, UserSaid) and self.stopping is None:
             self.stopping = asyncio.ensure_future(self.session.stop())
@@ -517,7 +518,7 @@ class GatedCore(ScriptedCore):
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Event()
 
-    async def handle(self, conversation_id, event):
+    async def handle(self, conversation_id, event, *, session_id=""):
         if isinstance(event, UserSaid) and len(self.of(UserSaid)) == 0:
             self.events.append(event)
             await self.gate.wait()
