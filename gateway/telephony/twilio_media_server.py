@@ -318,7 +318,7 @@ class TwilioMediaServer:
         self.ended_calls = 0
         self.transfers = TransferBook()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.gate = ts.TwilioGate(settings, self.cfg, signer, self.metrics)
+        self.gate = ts.TwilioGate(settings, signer, self.metrics)
 
     def add_routes(self, app: web.Application) -> None:
         """Register the routes on ``app`` and close the streams on its cleanup."""
@@ -334,7 +334,7 @@ class TwilioMediaServer:
 
     async def voice_webhook(self, request: web.Request) -> web.Response:
         """Twilio's incoming-call webhook: ``<Connect><Stream>`` with signed parameters."""
-        return await self.gate.voice_webhook(request, ready=self.pipeline is not None and self.cfg.enabled)
+        return await self.gate.voice_webhook(request, self.cfg, ready=self.pipeline is not None and self.cfg.enabled)
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """One Media Streams connection from Twilio."""

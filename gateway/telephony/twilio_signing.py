@@ -63,9 +63,14 @@ MAX_NUMBER_CHARS = 128
 ``client:`` address a few dozen; longer is not a caller id."""
 
 REFUSED_METRIC = "voicegw_twilio_refused_total"
-REFUSAL_REASONS = {"forged": "forged", "malformed": "malformed", "expired": "expired", "used": "replayed",
-                   "unavailable": "unavailable"}
-""":class:`LinkRefused` reason -> stream refusal reason (a used nonce is a replay)."""
+REFUSAL_REASONS = {
+    "forged": ("forged", "voicegw_sig does not match the links secret (forged, or another kind of token)"),
+    "malformed": ("malformed", "voicegw_sig is not a gateway token"),
+    "expired": ("expired", "the signed parameters have expired"),
+    "used": ("replayed", "these signed parameters already opened a stream"),
+    "unavailable": ("unavailable", "the record of used parameters cannot be reached"),
+}
+""":class:`LinkRefused` reason -> stream refusal reason and log detail (a used nonce is a replay)."""
 
 
 class StreamRefused(Exception):
@@ -190,7 +195,8 @@ def check_stream_parameters(signer: LinkSigner | None, params: Mapping[str, str]
             raise StreamRefused("other-call", f"parameters signed for call {claims.call_sid!r}")
         signer.consume(token, kind=STREAM_KIND)
     except LinkRefused as exc:
-        raise StreamRefused(REFUSAL_REASONS.get(exc.reason, "forged"), str(exc)) from None
+        reason, detail = REFUSAL_REASONS.get(exc.reason, REFUSAL_REASONS["forged"])
+        raise StreamRefused(reason, f"{detail} (token {exc.token_id or '-'})") from None
     return claims
 
 
@@ -213,15 +219,13 @@ class TwilioGate:
     """Applies exposure, Twilio's signature and signed parameters to the Twilio routes;
     refusals are logged and counted in ``voicegw_twilio_refused_total{reason}``."""
 
-    def __init__(self, settings: Any, cfg: "TwilioMediaSettings", signer: LinkSigner | None,
-                 metrics: "Metrics") -> None:
+    def __init__(self, settings: Any, signer: LinkSigner | None, metrics: "Metrics") -> None:
         self.settings = settings
-        self.cfg = cfg
         self.signer = signer
         self.metrics = metrics
         self.token = auth_token(settings)
         self.exposed = exposure(settings)
-        if self.exposed and not self.token:
+        if self.exposed and not self.token and settings.twilio_media.enabled:
             log.warning("Twilio routes refuse every request: %s (beyond loopback) and twilio.auth_token is "
                         "empty; set twilio.auth_token (VOICEGW_TWILIO__AUTH_TOKEN)", self.exposed)
 
@@ -251,7 +255,7 @@ class TwilioGate:
             raise self._refuse(request, what, "bad-signature")
         return True
 
-    async def voice_webhook(self, request: web.Request, *, ready: bool) -> web.Response:
+    async def voice_webhook(self, request: web.Request, cfg: "TwilioMediaSettings", *, ready: bool) -> web.Response:
         """Twilio's incoming-call webhook: TwiML connecting the call to a stream whose
         parameters the gateway signed; the caller number only when Twilio's signature vouched."""
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
@@ -269,9 +273,9 @@ class TwilioGate:
                      call_sid)
             caller = ""
         params = sign_stream_parameters(self.signer, call_sid=call_sid, caller=caller, dialed=dialed,
-                                        ttl_seconds=self.cfg.parameters_ttl_seconds)
+                                        ttl_seconds=cfg.parameters_ttl_seconds)
         base = self.settings.web.public_url.rstrip("/")
-        twiml = stream_twiml(websocket_url(base) + self.cfg.path, base + self.cfg.path.rstrip("/") + "/after", params)
+        twiml = stream_twiml(websocket_url(base) + cfg.path, base + cfg.path.rstrip("/") + "/after", params)
         log.info("Twilio call %s: connecting to a media stream", call_sid)
         return web.Response(text=twiml, content_type="text/xml")
 

@@ -295,6 +295,17 @@ async def test_beyond_loopback_without_a_token_every_twilio_route_refuses(gatewa
     assert "set twilio.auth_token (VOICEGW_TWILIO__AUTH_TOKEN)" in caplog.text
 
 
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.0.0.53", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("", False), ("::", False), ("10.0.0.5", False), ("gw.example.com", False),
+    ("localhost.example.com", False),
+])
+def test_what_counts_as_loopback(host, loopback):
+    from gateway.telephony.twilio_signing import is_loopback_host
+
+    assert is_loopback_host(host) is loopback
+
+
 def test_doctor_reports_a_twilio_route_beyond_loopback_without_a_token(tmp_path):
     from gateway.doctor import checks
 
