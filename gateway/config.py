@@ -174,6 +174,8 @@ class FreeSwitchSettings(Section):
 class TwilioMediaSettings(Section):
     enabled: bool = True
     path: str = "/media/twilio"
+    voice_path: str = "/twilio/voice"
+    parameters_ttl_seconds: float = Field(60.0, gt=0)
     max_message_bytes: int = Field(65536, gt=0)
     start_timeout_seconds: float = Field(10.0, gt=0)
     read_timeout_seconds: float = Field(5.0, gt=0)

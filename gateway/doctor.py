@@ -129,7 +129,26 @@ def checks(settings: Settings) -> list[Check]:
                          "set sip.registrar, sip.username and sip.password"))
     if settings.sip.enabled and importlib.util.find_spec("pjsua2") is not None:
         out.append(_sip_capacity(settings))
+    if settings.web.enabled and settings.twilio_media.enabled:
+        out.append(_twilio_streams(settings))
     return out
+
+
+def _twilio_streams(settings: Settings) -> Check:
+    """Beyond loopback, Twilio's routes need the auth token (else every stream is refused)."""
+    from gateway.telephony.twilio_signing import exposure
+
+    name = "Twilio Media Streams signature"
+    exposed = exposure(settings)
+    if not exposed:
+        return Check(name, True, "web server on loopback: unsigned streams are served as anonymous callers "
+                                 "(local development)")
+    if settings.twilio.auth_token:
+        return Check(name, True, f"{exposed}: X-Twilio-Signature and gateway-signed stream parameters required")
+    return Check(name, False, f"{exposed} (beyond loopback) and twilio.auth_token is empty: "
+                              "every Twilio call and stream is refused (403)",
+                 "set twilio.auth_token (VOICEGW_TWILIO__AUTH_TOKEN) to the account's auth token, "
+                 "or bind web.host to 127.0.0.1", required=bool(settings.twilio.account_sid))
 
 
 def _sip_capacity(settings: Settings) -> Check:

@@ -1,5 +1,8 @@
 """What a Twilio Media Stream needs besides its audio: settings, transfers, the after-stream TwiML.
 
+(The TwiML before the stream, whose parameters the gateway signs, and who may open a stream at
+all: :mod:`gateway.telephony.twilio_signing`.)
+
 A stream cannot move the call itself: the gateway records where a transferred caller goes
 (by CallSid), ends the stream, and Twilio asks the ``<Connect action>`` URL what to do next;
 :func:`after_stream_twiml` answers ``<Dial>`` to the recorded number or SIP URI, else

@@ -22,7 +22,9 @@ To Twilio: ``media`` (``{"event": "media", "streamSid": ..., "media": {"payload"
 (drops the audio Twilio has buffered, for barge-in).
 
 :class:`TwilioMediaParser` checks each message against these shapes and raises one
-:class:`ProtocolError` on anything else; the parser then stays in an error state.
+:class:`ProtocolError` on anything else; the parser then stays in an error state. It only
+parses ``customParameters``; which of them the gateway believes (those it signed itself) is
+:mod:`gateway.telephony.twilio_signing`.
 """
 
 from __future__ import annotations

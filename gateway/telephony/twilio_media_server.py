@@ -1,23 +1,31 @@
 """Twilio Media Streams server: one :class:`VoiceSession` per bidirectional stream.
 
-TwiML for the number (Voice webhook of the Twilio number, or a TwiML Bin)::
+Give the Twilio number's Voice webhook ``POST https://gateway.example.com/twilio/voice``
+(``twilio_media.voice_path``). The gateway checks ``X-Twilio-Signature`` and answers::
 
     <Response>
       <Connect action="https://gateway.example.com/media/twilio/after">
         <Stream url="wss://gateway.example.com/media/twilio">
-          <Parameter name="from" value="{{From}}"/>
-          <Parameter name="to" value="{{To}}"/>
-          <!-- optional: resume a conversation (callback, chat-to-voice pivot) -->
-          <Parameter name="conversation_id" value="..."/>
+          <Parameter name="from" value="+15551234567"/>
+          <Parameter name="to" value="+15550199"/>
+          <Parameter name="call_sid" value="CA..."/>
+          <Parameter name="voicegw_sig" value="...signed expiry, nonce and hash of the above..."/>
         </Stream>
       </Connect>
     </Response>
 
+Who may open a stream and which parameters count is :mod:`twilio_signing`: beyond loopback
+every Twilio route needs ``twilio.auth_token`` (else 403), and a stream's ``from``/``to``/
+``conversation_id``/``outbound`` reach the session only when the gateway signed them for this
+CallSid, once, before they expired. Unsigned parameters are refused, except on loopback without
+a token (local development), where the stream is served as an anonymous caller.
+
 Per stream (a thin layer around :mod:`gateway.telephony.twilio_media`):
 
-* ``connected`` then ``start`` must arrive within ``start_timeout_seconds``; the session is
-  created with the caller id from ``customParameters.from``, the dialed number from ``to`` and
-  the conversation from ``conversation_id`` (resumed when it exists);
+* ``connected`` then ``start`` must arrive within ``start_timeout_seconds``; the parameters are
+  checked (a refusal closes the stream with 1008, one log line with the CallSid and the reason,
+  and ``voicegw_twilio_refused_total{reason}``), then the session is created with the
+  signed caller id, dialed number and conversation (resumed when it exists);
 * caller audio (base64 mu-law, 8 kHz) is decoded to PCM16 and pushed to the session; ``dtmf``
   goes to ``push_dtmf``; ``stop`` or a WebSocket close ends the call;
 * one shared 20 ms tick (:mod:`media_pacer`) pulls ``session.pull_frame()`` and sends each
@@ -30,10 +38,6 @@ Per stream (a thin layer around :mod:`gateway.telephony.twilio_media`):
   Twilio echoes it (what Twilio buffered has played) or after 2 s, closes the WebSocket and
   Twilio goes on with the ``<Connect action>`` URL: ``/media/twilio/after`` answers with
   ``<Dial>`` to the number configured for the transfer's queue, else ``<Hangup/>``.
-
-When ``twilio.auth_token`` is set, both routes require a valid ``X-Twilio-Signature`` computed
-over the public URL (``web.public_url`` with ``ws``/``wss`` for the stream); without a token
-(local tests, a private network) requests are not checked.
 
 Every stream is bounded: message size (a larger one closes the stream with 1009), the schema
 (a message that is not a Media Streams message closes it with 1008), read timeouts (Twilio
@@ -50,10 +54,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.links import LinkSigner
 from gateway.telephony import twilio_media as tm
+from gateway.telephony import twilio_signing as ts
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.twilio_calls import TransferBook, TwilioCallControl, TwilioMediaSettings, after_stream_twiml
 from gateway.voice.audio import ulaw_decode, ulaw_encode
+from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +116,8 @@ class _Stream:
                 await self.ws.close(code=self._close_code(), message=self.reason.encode()[:120])
 
     def _close_code(self) -> int:
-        return {"protocol-error": 1008, "too-big": 1009, "error": 1011, "busy": 1013}.get(self.reason, 1000)
+        return {"protocol-error": 1008, "refused": 1008, "too-big": 1009, "error": 1011,
+                "busy": 1013}.get(self.reason, 1000)
 
     async def _read(self) -> None:
         cfg = self.server.cfg
@@ -189,18 +197,19 @@ class _Stream:
         server = self.server
         self.stream_sid, self.call_sid = start.stream_sid, start.call_sid
         self.call_id = start.call_sid or start.stream_sid
-        params = {k.lower(): v for k, v in start.custom_parameters.items()}
         if len(server.streams) >= server.cfg.max_streams:
             log.warning("Twilio call %s: %d streams already open; refused", self.call_id, len(server.streams))
             self.reason = "busy"
             return
+        claims = await server.gate.check(start, self.call_id, self.peer)
+        if claims is None:
+            self.reason = "refused"
+            return
         control = TwilioCallControl(server.cfg, server.transfers, self)
         try:
             self.session = server.pipeline.session(
-                call_id=self.call_id, sample_rate=tm.SAMPLE_RATE,
-                caller_id=params.get("from", "") or params.get("caller_id", ""),
-                dialed=params.get("to", ""), conversation_id=params.get("conversation_id", ""),
-                control=control, outbound=params.get("outbound", "").lower() in ("1", "true", "yes"),
+                call_id=self.call_id, sample_rate=tm.SAMPLE_RATE, caller_id=claims.caller, dialed=claims.dialed,
+                conversation_id=claims.conversation_id, control=control, outbound=claims.outbound,
             )
         except Exception:  # the pipeline refused the call: end this stream only
             log.exception("Twilio call %s: no voice session; closing", self.call_id)
@@ -209,8 +218,8 @@ class _Stream:
         self.silence = bytes(self.session.frame_bytes)
         server.streams[self.call_id] = self
         server.pacer.add(self)
-        log.info("Twilio call %s started (stream %s, conversation %s)", self.call_id, self.stream_sid,
-                 params.get("conversation_id") or "new")
+        log.info("Twilio call %s started (stream %s, %s parameters, conversation %s)", self.call_id,
+                 self.stream_sid, "signed" if claims.signed else "anonymous", claims.conversation_id or "new")
         try:
             await self.session.start()
         except Exception:
@@ -296,20 +305,24 @@ class _Stream:
 
 
 class TwilioMediaServer:
-    """The ``/media/twilio`` WebSocket route and its ``/after`` TwiML route."""
+    """The voice webhook, the ``/media/twilio`` WebSocket route and its ``/after`` TwiML route."""
 
-    def __init__(self, settings: Any, pipeline: Any = None, cfg: TwilioMediaSettings | None = None):
+    def __init__(self, settings: Any, pipeline: Any = None, cfg: TwilioMediaSettings | None = None, *,
+                 signer: LinkSigner | None = None, metrics: Metrics | None = None):
         self.settings = settings
         self.cfg = cfg or settings.twilio_media
         self.pipeline = pipeline
+        self.metrics = metrics or Metrics()
         self.pacer = MediaPacer("twilio")
         self.streams: dict[str, _Stream] = {}
         self.ended_calls = 0
         self.transfers = TransferBook()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.gate = ts.TwilioGate(settings, signer, self.metrics)
 
     def add_routes(self, app: web.Application) -> None:
         """Register the routes on ``app`` and close the streams on its cleanup."""
+        app.router.add_post(self.cfg.voice_path, self.voice_webhook)
         app.router.add_get(self.cfg.path, self.handle_ws)
         app.router.add_post(self.cfg.path.rstrip("/") + "/after", self.after_stream)
         app.on_shutdown.append(lambda _app: self.close())
@@ -319,31 +332,14 @@ class TwilioMediaServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def signed(self, request: web.Request, url: str, params: dict[str, str]) -> bool:
-        """True when no auth token is configured or ``X-Twilio-Signature`` matches ``url``."""
-        token = getattr(getattr(self.settings, "twilio", None), "auth_token", "")
-        if not token:
-            return True
-        from twilio.request_validator import RequestValidator
-
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if signature and RequestValidator(token).validate(url, params, signature):
-            return True
-        log.warning("Twilio request to %s from %s refused: bad or missing X-Twilio-Signature", url,
-                    request.remote)
-        return False
-
-    def public_url(self, request: web.Request, websocket: bool = False) -> str:
-        base = self.settings.web.public_url.rstrip("/")
-        if websocket:
-            base = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:] if base.startswith("http") else base
-        return base + request.path_qs
+    async def voice_webhook(self, request: web.Request) -> web.Response:
+        """Twilio's incoming-call webhook: ``<Connect><Stream>`` with signed parameters."""
+        return await self.gate.voice_webhook(request, self.cfg, ready=self.pipeline is not None and self.cfg.enabled)
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """One Media Streams connection from Twilio."""
         peer = request.remote or "-"
-        if not self.signed(request, self.public_url(request, websocket=True), {}):
-            raise web.HTTPForbidden(text="forbidden: request signature does not match\n")
+        self.gate.authorize(request, "stream", ts.public_url(self.settings, request, websocket=True), {})
         if self.pipeline is None or not self.cfg.enabled:
             log.warning("Twilio stream from %s refused: no voice pipeline is running", peer)
             raise web.HTTPServiceUnavailable(text="voice is not enabled on this gateway\n")
@@ -359,10 +355,9 @@ class TwilioMediaServer:
 
     async def after_stream(self, request: web.Request) -> web.Response:
         """``<Connect action>``: TwiML for what follows the stream (the transfer, or hang up)."""
-        form = await request.post()
-        if not self.signed(request, self.public_url(request), {k: str(v) for k, v in form.items()}):
-            raise web.HTTPForbidden(text="forbidden: request signature does not match\n")
-        call_sid = str(form.get("CallSid", ""))[:64]
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.gate.authorize(request, "after-stream callback", ts.public_url(self.settings, request), form)
+        call_sid = form.get("CallSid", "")[:64]
         target = self.transfers.pop(call_sid)
         if target:
             log.info("Twilio call %s: transferred to %s", call_sid, target)
@@ -382,9 +377,11 @@ class TwilioMediaServer:
 TWILIO_MEDIA: web.AppKey[TwilioMediaServer] = web.AppKey("voicegw_twilio_media", TwilioMediaServer)
 
 
-def add_twilio_media_routes(app: web.Application, settings: Any, pipeline: Any = None) -> TwilioMediaServer:
-    """Register ``/media/twilio`` on the gateway's web app; the pipeline may be attached later."""
-    server = TwilioMediaServer(settings, pipeline)
+def add_twilio_media_routes(app: web.Application, settings: Any, pipeline: Any = None, *,
+                            signer: LinkSigner | None = None, metrics: Metrics | None = None) -> TwilioMediaServer:
+    """Register ``/twilio/voice`` and ``/media/twilio`` on the gateway's web app (``signer``: the
+    links signer, which signs and checks stream parameters); the pipeline may be attached later."""
+    server = TwilioMediaServer(settings, pipeline, signer=signer, metrics=metrics)
     server.add_routes(app)
     app[TWILIO_MEDIA] = server
     return server

@@ -149,7 +149,8 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/agent/ws", desktop.socket)
     app.router.add_get("/api/conversations/{conversation_id}/context", desktop.context_api)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
-    add_twilio_media_routes(app, settings)  # /media/twilio (Media Streams); voicegw serve attaches the pipeline
+    # /twilio/voice and /media/twilio (Media Streams); voicegw serve attaches the pipeline
+    add_twilio_media_routes(app, settings, signer=signer, metrics=metrics)
 
     async def on_startup(app: web.Application) -> None:
         await desktop.start()

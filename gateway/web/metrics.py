@@ -19,6 +19,7 @@ HELP: dict[str, str] = {
     "voicegw_sms_failed_total": "SMS the provider refused or could not take",
     "voicegw_sms_received_total": "Inbound SMS delivered to a conversation",
     "voicegw_sms_webhook_refused_total": "Inbound SMS webhooks refused for a bad signature",
+    "voicegw_twilio_refused_total": "Twilio voice webhooks, stream upgrades and stream parameters refused, by reason",
     "voicegw_links_issued_total": "Follow-up links issued",
     "voicegw_links_refused_total": "Follow-up links refused, by reason",
     "voicegw_links_completed_total": "Follow-up link pages completed",
