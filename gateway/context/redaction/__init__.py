@@ -90,6 +90,8 @@ def _cards(text: str, runs: list[Run]) -> list[Span]:
     """Luhn-valid card numbers; and 13-19 digits right after "card number" (or "my card is")
     in a run where no valid number was found: a misheard digit must not leave the rest."""
     spans = numbers.cards(runs)
+    if not runs or "card" not in text.lower():
+        return spans
     done = {span.start for span in spans}
     by_start = {run.start: run for run in runs}
     for match in _CARD_KEYS.finditer(text):

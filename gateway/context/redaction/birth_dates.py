@@ -6,10 +6,11 @@ words that introduce it make it a date of birth. After the keyword and a few fil
 ("is", "was", ":", "on", "the", "would be"), the first date form below that matches is masked,
 the longest when several do:
 
-- numbers: ``14/03/1985``, ``3/14/85``, ``1985-03-14``, ``14.03.1985``, ``14 03 1985``;
+- numbers: ``14/03/1985``, ``3/14/85``, ``1985-03-14``, ``14.03.1985``, ``14 03 1985``, ``3/4``;
 - words: ``March 14 1985``, ``14th March 1985``, ``the fourteenth of March, nineteen eighty
   five``, ``March fourteenth``, ``Tuesday, March 14, 1985``, ``March 1985``, ``Mar. 14 '85``;
-- after "born in" a year alone: ``1985``, ``nineteen eighty five``, ``two thousand and three``;
+- after "born" (or "year of birth") a year alone: ``1985``, ``nineteen eighty five``, ``two
+  thousand and three``;
 - digits read one by one ("one four oh three one nine eight five"): a run of 4 to 8 digits.
 """
 
@@ -19,10 +20,11 @@ import re
 
 from gateway.context.redaction.digits import Run
 from gateway.context.redaction.numbers import Span
-from gateway.context.redaction.phrases import HESITATIONS
+from gateway.context.redaction.phrases import HESITATIONS, mentions
 
 DOB_MASK = "[dob]"
 SPOKEN_DIGITS = (4, 8)  # a year to a full DDMMYYYY read digit by digit
+DOB_WORDS = ("born", "birth", "dob", "d.o", "d o b", "bday", "b-day")
 
 _UNIT = r"(?:one|two|three|four|five|six|seven|eight|nine)"
 _TEEN = r"(?:ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
@@ -45,14 +47,16 @@ _YEAR_WORDS = (
 )
 _YEAR = rf"(?:(?:1[89]|20)\d\d(?!\d)|['’]\d\d(?!\d)|{_YEAR_WORDS}(?![a-z]))"
 _YEAR_AFTER_DAY = rf"(?:{_YEAR}|\d\d(?!\d))"
-_THEN_YEAR = r"\s*,?\s*(?:of\s+|in\s+)?"
+_THEN_YEAR = r"(?:\s*[,/.-]?\s*)(?:of\s+|in\s+)?"
+_PART = r"(?:\s*[/.-]\s*|\s+)"  # "14 March", "14-Mar-1985", "Mar/14"
 
 DATE_FORMS = tuple(re.compile("(?i)" + form) for form in (
     r"\d{1,4}\s?[-/.]\s?\d{1,2}\s?[-/.]\s?\d{2,4}(?!\d)",
     r"[0-3]?\d\s[01]?\d\s(?:1[89]|20)\d\d(?!\d)",
-    rf"{_WEEKDAY}?{_DAY}\s+(?:of\s+)?{_MONTH}(?:{_THEN_YEAR}{_YEAR_AFTER_DAY})?",
-    rf"{_WEEKDAY}?{_MONTH}\s+{_DAY}(?:{_THEN_YEAR}{_YEAR_AFTER_DAY})?",
+    rf"{_WEEKDAY}?{_DAY}{_PART}(?:of\s+)?{_MONTH}(?:{_THEN_YEAR}{_YEAR_AFTER_DAY})?",
+    rf"{_WEEKDAY}?{_MONTH}{_PART}{_DAY}(?:{_THEN_YEAR}{_YEAR_AFTER_DAY})?",
     rf"{_MONTH}\s*,?\s*(?:of\s+)?{_YEAR}",
+    r"[0-3]?\d\s?[-/.]\s?[0-3]?\d(?![\d/.-])",  # day and month without the year: "born on 3/4"
 ))
 YEAR_ALONE = re.compile("(?i)" + _YEAR)
 
@@ -84,12 +88,14 @@ def _longest_date(text: str, pos: int, year_alone: bool) -> int:
 
 def dates_of_birth(text: str, runs: list[Run]) -> list[Span]:
     """Dates introduced as a date of birth (see the module docstring)."""
+    if not mentions(text, DOB_WORDS):
+        return []
     spans: list[Span] = []
     by_start = {run.start: run for run in runs}
     for match in _KEYED.finditer(text):
         pos = match.end()
         key = match.group("key").lower()
-        year_alone = key.startswith("born") and "in" in match.group("fill").lower().split() or "year" in key
+        year_alone = key.startswith("born") or "year" in key  # "born in 1985", "year of birth 1972"
         end = _longest_date(text, pos, year_alone)
         if end > pos:
             spans.append(Span(pos, end, DOB_MASK, "dob"))

@@ -8,8 +8,9 @@ separators people put between digit groups. Every recognizer in this package rea
 so "any separator" and "spoken digits" are handled once, here.
 
 What joins two tokens (``GAP``): up to two spaces, optionally around one dash, dot or slash
-(``4111 - 1111``, ``4111/1111``). A comma joins only spoken-style tokens (single digits or
-words: "four, one, one, one"), never two written groups: ``$1,234`` and
+(``4111 - 1111``, ``4111/1111``). A comma joins spoken-style tokens (single digits or words:
+"four, one, one, one") and two written groups of four ("4111, 1111", as Whisper writes the
+pauses between card groups), never other written groups: ``$1,234`` and
 ``555-123-4567, 555-987-6543`` are not one number. A line break never joins.
 """
 
@@ -36,7 +37,7 @@ REPEATS = {"double": 2, "triple": 3}
 _UNIT = "|".join(sorted(UNITS, key=len, reverse=True))
 _NONZERO = "one|two|three|four|five|six|seven|eight|nine"
 _TOKEN = re.compile(
-    r"(?i)(?<!\w)(?:"
+    r"(?i)(?<!\w)(?=[\dzotfsned])(?:"  # the lookahead (first letters of the words) halves the scan
     r"(?P<num>\d+)"
     rf"|(?P<rep>double|triple)[ \t-]+(?P<rep_of>{_UNIT}|\d)"
     rf"|(?P<tens>{'|'.join(TENS)})(?:[ \t-]+(?P<tens_unit>{_NONZERO}))?"
@@ -101,8 +102,10 @@ def _joins(gap: str, left: Token, right: Token) -> bool:
     if not gap or len(gap) > MAX_GAP_CHARS or not GAP.fullmatch(gap):
         return False
     if "," in gap:
-        # "four, one, one": spoken digits; never "1,234" or "555-123-4567, 555-..."
-        return all(not t.written or len(t.digits) == 1 for t in (left, right))
+        # "four, one, one" (spoken digits) and "4111, 1111, ..." (a recognizer's pauses between
+        # card groups); never "1,234" or "555-123-4567, 555-..."
+        return (all(not t.written or len(t.digits) == 1 for t in (left, right))
+                or len(left.digits) == len(right.digits) == 4 and left.written and right.written)
     return True
 
 

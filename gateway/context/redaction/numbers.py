@@ -36,6 +36,7 @@ IBAN_MASK = "[iban]"
 CARD_FIRST_DIGITS = frozenset("23456")
 MAX_CARD_GROUP = 6  # Amex groups 4-6-5; longer groups are one unbroken number or something else
 CURRENCY_BEFORE = re.compile(r"[$€£¥]\s*$")
+_HAS_DIGIT = re.compile(r"\d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ def _ssn_ok(area: str, group: str, serial: str) -> bool:
 def national_ids(text: str, runs: Iterable[Run]) -> list[Span]:
     """SSN- and SIN-shaped runs, and UK National Insurance numbers."""
     spans: list[Span] = []
+    if not _HAS_DIGIT.search(text):
+        return spans
     for run in runs:
         if len(run.tokens) != 3 or not all(t.written for t in run.tokens):
             continue
@@ -145,6 +148,8 @@ def _mod97(iban: str) -> bool:
 def ibans(text: str) -> list[Span]:
     """IBANs of a known country with valid check digits, spaced or not."""
     spans: list[Span] = []
+    if not _HAS_DIGIT.search(text):
+        return spans
     pos = 0
     while (match := _IBAN.search(text, pos)) is not None:
         # a failed candidate may swallow the start of a real IBAN ("ab12 GB82 WEST ..."):

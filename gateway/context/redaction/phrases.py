@@ -37,12 +37,12 @@ MAX_PASSWORD_CHARS = 64
 _CARD = r"(?:the|my|this|that|your)\s+card"
 HESITATIONS = r"(?:uh+|um+|er+m?|ah+|hmm+)\b"
 """What a recognizer writes for a hesitation ("my pin is uh 4321"): filler like "is"."""
+_BACK = r"(?:on|at)\s+the\s+(?:back|reverse)(?:\s+of\s+" + _CARD + r")?"
 _FILL = (
-    r"(?:\s*(?:[:=#,-]|is\b|was\b|are\b|were\b|['’]s\b|would\s+be\b|should\s+be\b|will\s+be\b|it['’]?s\b"
-    r"|it\s+is\b|which\s+is\b|that\s+is\b|number\b|no\.|i\s+(?:use|used|set|chose|picked|have|entered|typed)\b"
-    r"|that\s+i\s+(?:use|used|set)\b|(?:for|on|of)\s+" + _CARD + r"\b"
-    r"|on\s+the\s+back(?:\s+of\s+" + _CARD + r")?\b|just\b|then\b|again\b|now\b|here\b|reads\b|says\b"
-    r"|" + HESITATIONS + r"))"
+    r"(?:\s*(?:[:=#,?-]|is\b|was\b|are\b|were\b|['’]s\b|would\s+be\b|should\s+be\b|will\s+be\b|it['’]?s\b"
+    r"|it\s+is\b|which\s+is\b|that\s+is\b|number\b|code\b|no\.|(?:set|changed|reset)\s+to\b"
+    r"|(?:that\s+)?i\s+(?:use|used|set|chose|picked|have|entered|typed)\b|(?:for|on|of)\s+" + _CARD + r"\b"
+    r"|" + _BACK + r"\b|just\b|then\b|again\b|now\b|here\b|reads\b|says\b|" + HESITATIONS + r"))"
     rf"{{0,{MAX_FILLER_WORDS}}}"
 )
 PIN_KEYS = (
@@ -53,8 +53,8 @@ CODE_KEYS = (
     r"|(?:security|verification)\s+(?:code|number|value|digits)"
     r"|one[\s-]time\s+(?:pass)?(?:code|pin)|otp"
     r"|(?:three|four|3|4)[\s-]digit\s+(?:security\s+)?(?:code|number)"
-    r"|(?:the\s+)?(?:last\s+)?(?:three|four|3|4)\s+(?:digits|numbers)\s+on\s+the\s+back(?:\s+of\s+" + _CARD + ")?"
-    r"|(?:code|digits|numbers)\s+on\s+the\s+back(?:\s+of\s+" + _CARD + ")?"
+    r"|(?:the\s+)?(?:last\s+)?(?:three|four|3|4)\s+(?:digits|numbers)\s+" + _BACK
+    + r"|(?:code|digits|numbers)\s+" + _BACK
 )
 ID_KEYS = (
     r"social\s+security(?:\s+(?:card\s+)?(?:number|no\.?|#))?|ssn|social\s+insurance(?:\s+(?:number|no\.?|#))?"
@@ -71,11 +71,14 @@ def _keyed(keys: str) -> re.Pattern[str]:
 def _trailing(keys: str) -> re.Pattern[str]:
     """What follows a value that the words after it introduce: "4321 is my pin"."""
     return re.compile(
-        r"(?i)\s*,?\s*(?:(?:is|was|=|that['’]s|that\s+is|being|as)\s+)?(?:my|the|your|our|his|her|their)\s+"
+        r"(?i)\s*[,-]?\s*(?:(?:is|was|=|that['’]s|that\s+is|being|as)\s+)?(?:my|the|your|our|his|her|their)\s+"
         r"(?:new\s+|old\s+|current\s+|card['’]?s?\s+)?(?:" + keys + r")(?![a-z])"
     )
 
 
+LAST_FOUR_DIGITS = (4, 4)
+_LAST_FOUR = _keyed(r"last\s+(?:four|4)(?:\s+digits)?\s+(?:of|from)\s+(?:my|the|your)\s+(?:" + ID_KEYS + ")")
+"""US callers are asked for "the last four of your social": four digits that verify a person."""
 _PIN = _keyed(PIN_KEYS)
 _CODE = _keyed(CODE_KEYS)
 _ID = _keyed(ID_KEYS)
@@ -87,6 +90,19 @@ def _run_at(runs_by_start: dict[int, Run], text: str, pos: int) -> Run | None:
     while pos < len(text) and text[pos] in _VALUE_LEAD:
         pos += 1
     return runs_by_start.get(pos)
+
+
+def mentions(text: str, words: tuple[str, ...]) -> bool:
+    """Whether ``text`` contains one of ``words`` (lowercase) anywhere: a cheap test that spares
+    the keyword patterns on the many messages that cannot match them."""
+    lowered = text.lower()
+    return any(word in lowered for word in words)
+
+
+PIN_WORDS = ("pin", "pass", "personal")
+CODE_WORDS = ("cvv", "cvc", "csc", "cvn", "code", "digit", "number", "otp", "security", "verification", "pin")
+ID_WORDS = ("soc", "ssn", "sin", "insurance", "nino", "ni ", "national")
+PASSWORD_WORDS = ("pass", "pwd")
 
 
 def _keyed_runs(pattern: re.Pattern[str], text: str, runs: list[Run], bounds: tuple[int, int],
@@ -102,18 +118,25 @@ def _keyed_runs(pattern: re.Pattern[str], text: str, runs: list[Run], bounds: tu
 
 def pins(text: str, runs: list[Run]) -> list[Span]:
     """PIN values introduced as such, before or after the value."""
+    if not runs or not mentions(text, PIN_WORDS + CODE_WORDS):
+        return []
     spans = _keyed_runs(_PIN, text, runs, PIN_DIGITS, PIN_MASK, "pin")
     return spans + _runs_before(_PIN_AFTER, text, runs, PIN_DIGITS, "pin")
 
 
 def security_codes(text: str, runs: list[Run]) -> list[Span]:
     """CVV/CVC, "the code on the back", security and one-time codes."""
+    if not runs or not mentions(text, CODE_WORDS):
+        return []
     return _keyed_runs(_CODE, text, runs, PIN_DIGITS, PIN_MASK, "security_code")
 
 
 def keyed_ids(text: str, runs: list[Run]) -> list[Span]:
-    """National id numbers introduced by their name."""
-    return _keyed_runs(_ID, text, runs, ID_DIGITS, ID_MASK, "national_id")
+    """National id numbers introduced by their name, and "the last four of my social"."""
+    if not runs or not mentions(text, ID_WORDS):
+        return []
+    return (_keyed_runs(_ID, text, runs, ID_DIGITS, ID_MASK, "national_id")
+            + _keyed_runs(_LAST_FOUR, text, runs, LAST_FOUR_DIGITS, ID_MASK, "national_id"))
 
 
 def _runs_before(pattern: re.Pattern[str], text: str, runs: list[Run], bounds: tuple[int, int],
@@ -128,13 +151,14 @@ PASSWORD_KEYS = r"pass(?:word|wd|phrase)|pass\s+(?:word|phrase)|pwd|pass[\s-]?co
 _PW_FILL = (
     r"(?:\s*(?:[:=,-]|is\b|was\b|['’]s\b|would\s+be\b|should\s+be\b|will\s+be\b|used\s+to\s+be\b|it['’]?s\b"
     r"|it\s+is\b|which\s+is\b|that\s+is\b|(?:set|changed)\s+to\b|i['’]ve\s+(?:used|set|got)\b"
-    r"|(?:that\s+)?i\s+(?:use|used|set|chose|picked|typed|entered|tried|have)\b"
+    r"|(?:that\s+)?i(?:['’]ve|\s+have)?\s+(?:been\s+)?(?:using|use|used|set|chose|picked|typed|entered|tried|have)\b"
     r"|for\s+(?:my|the|this)\s+(?:account|login|email|app|online\s+banking|portal|wi-?fi)\b"
     r"|(?:still|currently|now|then|just|probably|always|again)\b|" + HESITATIONS + r"))"
     rf"{{0,{MAX_FILLER_WORDS}}}"
 )
 _PASSWORD = re.compile(r"(?i)(?<![a-z])(?:" + PASSWORD_KEYS + r")(?![a-z])" + _PW_FILL + r"\s*")
-_INTRO = re.compile(r"(?i)[:=]|['’]s\b|\b(?:is|was|be|to|use|used|set|typed|entered|tried|chose|picked|have|got)\b")
+_INTRO = re.compile(
+    r"(?i)[:=]|['’]s\b|\b(?:is|was|be|to|use|used|using|set|typed|entered|tried|chose|picked|have|got)\b")
 _QUOTED = re.compile(r"([\"'“‘])(.{1,%d}?)([\"'”’])" % MAX_PASSWORD_CHARS)
 _TOKEN = re.compile(r"\S{1,%d}" % MAX_PASSWORD_CHARS)
 _TRAILING_PUNCT = ".,;:?)\"'”’"
@@ -166,6 +190,8 @@ def _password_value(text: str, pos: int) -> tuple[int, int] | None:
 
 def passwords(text: str) -> list[Span]:
     """Passwords introduced as such (see the module docstring for what is not one)."""
+    if not mentions(text, PASSWORD_WORDS):
+        return []
     spans = []
     for match in _PASSWORD.finditer(text):
         found = _password_value(text, match.end())
