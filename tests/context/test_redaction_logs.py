@@ -56,6 +56,15 @@ def test_exception_text_and_a_broken_format_are_redacted_too() -> None:
     assert "4111-1111" not in text and "5555 5555" not in text
 
 
+def test_a_url_encoded_secret_in_a_logged_url_is_found() -> None:
+    log, out = _logger("voicegw.test.redaction.url")
+    log.warning("refused (url %s)", "http://gw/sms/twilio?note=card%204111%201111%201111%201111+pin+is+4321")
+    log.info("plain %s", "http://gw/chat?x=1%202")  # nothing secret: left encoded as it came
+    text = out.getvalue()
+    assert "refused (url http://gw/sms/twilio?note=card [card ****1111] pin is [pin])" in text
+    assert "plain http://gw/chat?x=1%202" in text and "4321" not in text
+
+
 def test_the_filter_is_installed_once_per_handler() -> None:
     log, _ = _logger("voicegw.test.redaction.once")
     first = install(log)
