@@ -23,7 +23,8 @@ Values under keys that name a secret (``pin``, ``cvv``, ``password``, ``dob``, `
 
 The modules: :mod:`.digits` (digit runs, spoken and written), :mod:`.numbers` (cards, ids,
 IBANs by shape and check digits), :mod:`.phrases` (PINs, codes, passwords, ids by keyword),
-:mod:`.birth_dates`, :mod:`.logs` (the logging filter).
+:mod:`.birth_dates`, :mod:`.spans` (what a rule found, which finding wins), :mod:`.logs` (the
+logging filter).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from gateway.config import RedactionSettings
 from gateway.context.redaction import birth_dates, numbers, phrases
 from gateway.context.redaction.birth_dates import DOB_MASK
 from gateway.context.redaction.digits import Run, digit_runs, luhn_ok
-from gateway.context.redaction.numbers import CARD_MASK, IBAN_MASK, ID_MASK, Span
+from gateway.context.redaction.numbers import CARD_MASK, IBAN_MASK, ID_MASK
 from gateway.context.redaction.phrases import PASSWORD_MASK, PIN_MASK
+from gateway.context.redaction.spans import Span, choose
 
 __all__ = [
     "CARD_MASK", "DOB_MASK", "IBAN_MASK", "ID_MASK", "KINDS", "PASSWORD_MASK", "PIN_MASK", "VALUE_MASK",
@@ -106,18 +108,6 @@ def _cards(text: str, runs: list[Run]) -> list[Span]:
     return spans
 
 
-def _choose(spans: list[Span]) -> list[Span]:
-    """Non-overlapping spans, the longest first (an IBAN over the card-like digits inside it);
-    among equal lengths the earlier rule in the list wins."""
-    order = sorted(range(len(spans)), key=lambda i: (spans[i].start - spans[i].end, i))
-    taken: list[Span] = []
-    for i in order:
-        span = spans[i]
-        if all(span.end <= t.start or span.start >= t.end for t in taken):
-            taken.append(span)
-    return sorted(taken, key=lambda s: s.start)
-
-
 class Redactor:
     """Masks secrets in free text and in (nested) payloads, as ``settings.redaction`` says."""
 
@@ -146,7 +136,7 @@ class Redactor:
             runs = digit_runs(text)
             for rule in self._rules:
                 found += rule(text, runs)
-        return _choose(found)
+        return choose(found)
 
     def redact_text(self, text: str, sensitive: Iterable[str] = ()) -> str:
         """``text`` with sensitive values and every enabled kind of secret masked."""

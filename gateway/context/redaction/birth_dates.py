@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 
 from gateway.context.redaction.digits import Run
-from gateway.context.redaction.numbers import Span
 from gateway.context.redaction.phrases import HESITATIONS, mentions
+from gateway.context.redaction.spans import Span
 
 DOB_MASK = "[dob]"
 SPOKEN_DIGITS = (4, 8)  # a year to a full DDMMYYYY read digit by digit

@@ -1,8 +1,8 @@
 """Numbers recognized by their shape and check digits: payment cards, national ids, IBANs.
 
-Each function returns :class:`Span` objects (where, and what to write instead); the
-:class:`~gateway.context.redaction.Redactor` picks among overlapping spans and rewrites the
-text once.
+Each function returns :class:`~gateway.context.redaction.spans.Span` objects (where, and what
+to write instead); the :class:`~gateway.context.redaction.Redactor` picks among overlapping
+spans and rewrites the text once.
 
 - **Cards**: 13 to 19 digits in one run (any separator, spoken or written, see
   :mod:`.digits`), passing Luhn, starting with 2-6 (ISO/IEC 7812 major industry identifiers of
@@ -24,10 +24,10 @@ text once.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Iterable
 
 from gateway.context.redaction.digits import Run, luhn_ok
+from gateway.context.redaction.spans import Span
 
 CARD_MASK = "[card ****{last4}]"
 ID_MASK = "[id]"
@@ -37,16 +37,6 @@ CARD_FIRST_DIGITS = frozenset("23456")
 MAX_CARD_GROUP = 6  # Amex groups 4-6-5; longer groups are one unbroken number or something else
 CURRENCY_BEFORE = re.compile(r"[$€£¥]\s*$")
 _HAS_DIGIT = re.compile(r"\d")
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Characters ``start:end`` of the text are replaced by ``mask``; ``kind`` names the rule."""
-
-    start: int
-    end: int
-    mask: str
-    kind: str
 
 
 def card_mask(digits: str) -> str:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import re
 
 from gateway.context.redaction.digits import Run
-from gateway.context.redaction.numbers import ID_MASK, Span
+from gateway.context.redaction.numbers import ID_MASK
+from gateway.context.redaction.spans import Span
 
 PIN_MASK = "[pin]"
 PASSWORD_MASK = "[password]"
