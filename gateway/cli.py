@@ -2,7 +2,8 @@
 
 Each area of the gateway contributes its own subcommands through a ``register(subparsers)``
 function in its ``cli`` module (``gateway.voice.cli``, ``gateway.telephony.cli``, ...), so this
-file only assembles them and handles what every command shares: ``--config`` and logging.
+file only assembles them and handles what every command shares: ``--config`` and logging
+(every log line goes through :class:`~gateway.context.redaction.logs.RedactingFilter`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import Callable
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.context.redaction.logs import install as install_log_redaction
 
 AREA_CLIS = (
     "gateway.core.cli",
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()  # card numbers, PINs, passwords ... never reach a log line
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

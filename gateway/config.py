@@ -69,6 +69,10 @@ class RedactionSettings(Section):
     card_numbers: bool = True
     national_ids: bool = True
     pins: bool = True
+    security_codes: bool = True
+    ibans: bool = True
+    passwords: bool = True
+    dates_of_birth: bool = True
 
 
 class VadSettings(Section):

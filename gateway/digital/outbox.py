@@ -5,6 +5,13 @@ the outbox instead of being sent, and shown at ``/outbox`` and by ``voicegw outb
 journey then works on a laptop. Messages sent through Twilio are recorded too (with their
 Twilio SID), so the outbox is also the audit of what the gateway sent.
 
+Bodies and redaction: a message of any real transport (``twilio``, ``twiml``, inbound from
+Twilio) is a *record* of what went over the network, so its body is redacted before it is
+written (card numbers, PINs, one-time codes, passwords ... as ``settings.redaction`` says);
+the customer's phone got the real text. With the local ``outbox`` transport the outbox IS the
+simulated handset: nothing was sent anywhere, the body is the only copy and the demo needs it
+whole (the link in it is what the "customer" opens), so it is kept as written.
+
 The thread map remembers which conversation last wrote to a phone number, so an SMS reply lands
 in that conversation.
 """
@@ -18,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from gateway.config import RedactionSettings
+from gateway.context.redaction import Redactor
+
 OUTBOX_FILE = "sms.db"
+LOCAL_TRANSPORT = "outbox"
+"""The simulated handset: bodies of this transport are kept as written (see the module docstring)."""
 MAX_LISTED = 500
 """Most messages one listing returns (newest first)."""
 
@@ -42,10 +54,12 @@ class OutboxMessage:
 class Outbox:
     """Records SMS messages and the number-to-conversation thread map."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time,
+                 redaction: RedactionSettings | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
+        self._redactor = Redactor(redaction)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -73,7 +87,10 @@ class Outbox:
         status: str,
         provider_id: str = "",
     ) -> int:
-        """Store one message; returns its row id."""
+        """Store one message; returns its row id. The body of a message that went over a real
+        transport is stored redacted; a local outbox message is stored as written."""
+        if transport != LOCAL_TRANSPORT:
+            body = self._redactor.redact_text(body)
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO messages (created_at, direction, to_number, sender, body, conversation_id,"

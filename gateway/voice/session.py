@@ -246,7 +246,7 @@ class VoiceSession(BotReplies):
             return
         digit = digit.strip().upper()
         if digit not in DTMF_DIGITS:
-            log.warning("call %s: ignoring DTMF %r", self.call_id, digit)
+            log.warning("call %s: ignoring a DTMF event that is not one key (%d characters)", self.call_id, len(digit))
             return
         if self.playback.talking and self.playback.barge_in_allowed:
             self.playback.clear()

@@ -94,7 +94,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     redis_url = settings.context.redis_url if settings.context.backend == "redis" else ""
     signer = LinkSigner(secret, ttl_seconds=settings.links.ttl_minutes * 60, used_db=data_dir / "links.db",
                         used_redis_url=redis_url, clock=clock)
-    outbox = Outbox(data_dir / OUTBOX_FILE, clock=clock)
+    outbox = Outbox(data_dir / OUTBOX_FILE, clock=clock, redaction=settings.redaction)
     sms = SmsSender(settings, outbox, metrics)
     sms_inbound = SmsInbound(settings, core, outbox, metrics)
     chat = ChatChannel(settings, core, signer, metrics)

@@ -22,7 +22,7 @@ from gateway.context.redaction import Redactor, luhn_ok
         ("phone 555-123-4567", "phone 555-123-4567"),
         ("my PIN is 4321.", "my PIN is [pin]."),
         ("pin code: 4 3 2 1", "pin code: [pin]"),
-        ("the password was 998877", "the password was [pin]"),
+        ("the password was 998877", "the password was [password]"),
         ("pinned 4321 items", "pinned 4321 items"),
     ],
 )
@@ -57,7 +57,7 @@ def test_payloads_are_redacted_recursively_without_touching_the_original() -> No
     out = r.redact_payload(payload, sensitive=["4321"])
     assert out == {
         "text": "my ssn [id]",
-        "slots": {"pin": "[pin]", "dob": "1985-03-14", "code": "[redacted]", "ok": True},
+        "slots": {"pin": "[pin]", "dob": "[dob]", "code": "[redacted]", "ok": True},
         "history": ["said [redacted]", {"passcode": "[pin]"}],
         "sensitive": False,
     }
@@ -74,3 +74,47 @@ def test_each_kind_can_be_switched_off() -> None:
     assert r.redact_text(text) == text
     assert r.redact_payload({"pin": "4321"}) == {"pin": "4321"}
     assert r.redact_text(text, ["4321"]).endswith("pin is [redacted]")  # explicit values still masked
+
+
+SAID = {
+    "card_numbers": ("card 4111 1111 1111 1111", "[card ****1111]"),
+    "national_ids": ("ssn 078-05-1120", "[id]"),
+    "pins": ("my pin is 4321", "[pin]"),
+    "security_codes": ("cvv 737", "[pin]"),
+    "ibans": ("iban GB82 WEST 1234 5698 7654 32", "[iban]"),
+    "passwords": ("my password is hunter2", "[password]"),
+    "dates_of_birth": ("born on March 14 1985", "[dob]"),
+}
+
+
+@pytest.mark.parametrize("switch", sorted(SAID))
+def test_one_switch_turns_off_one_kind_only(switch: str) -> None:
+    text = "; ".join(said for said, _ in SAID.values())
+    out = Redactor(RedactionSettings(**{switch: False})).redact_text(text)
+    assert SAID[switch][0] in out
+    for other, (said, mask) in SAID.items():
+        if other != switch:
+            assert said not in out and mask in out, other
+
+
+def test_keys_that_name_a_secret_mask_their_value_whatever_it_looks_like() -> None:
+    payload = {"cvv": "737", "password": "correct horse", "date_of_birth": "1985-03-14", "ssn": 78051120,
+               "iban": "GB82WEST12345698765432", "otp": "482913", "note": "nothing here 1234"}
+    assert Redactor().redact_payload(payload) == {
+        "cvv": "[pin]", "password": "[password]", "date_of_birth": "[dob]", "ssn": "[id]", "iban": "[iban]",
+        "otp": "[pin]", "note": "nothing here 1234"}
+    off = Redactor(RedactionSettings(passwords=False, dates_of_birth=False)).redact_payload(payload)
+    assert off["password"] == "correct horse" and off["date_of_birth"] == "1985-03-14" and off["cvv"] == "[pin]"
+
+
+def test_an_iban_wins_over_the_card_like_digits_inside_it() -> None:
+    # DE89 3704 0044 0532 0130 00: its digit groups alone would be read as a run of numbers
+    assert Redactor().redact_text("DE89 3704 0044 0532 0130 00 and 4111 1111 1111 1111") == (
+        "[iban] and [card ****1111]")
+
+
+def test_a_card_number_after_its_name_is_masked_even_when_a_digit_was_misheard() -> None:
+    r = Redactor()
+    assert r.redact_text("my card number is four one one one one one one one one one one one one one one two") == (
+        "my card number is [card ****1112]")
+    assert r.redact_text("account number 4111 1111 1111 1112") == "account number 4111 1111 1111 1112"

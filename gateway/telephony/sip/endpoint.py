@@ -371,7 +371,7 @@ class SipEndpoint:
             self._spawn(leg, leg.run_session(self.pipeline, self.pacer))
 
     def _on_dtmf(self, leg: CallLeg, digit: str) -> None:
-        log.info("call %s DTMF %s", leg.label, digit)
+        log.info("call %s: DTMF key pressed", leg.label)  # never which: it may be a PIN
         if leg.session is not None:
             leg.session.push_dtmf(digit)
 

@@ -29,6 +29,7 @@ import sys
 from typing import Any
 
 from gateway.config import SipSettings
+from gateway.context.redaction.logs import install as install_log_redaction
 from gateway.core.actions import Transfer
 from gateway.telephony.sip import ipc
 from gateway.telephony.sip.runtime import SipError
@@ -284,6 +285,7 @@ def main() -> None:
         sys.exit("usage: python -m gateway.telephony.sip.worker FD INDEX (started by the gateway)")
     logging.basicConfig(level="INFO", stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s sip-worker-{sys.argv[2]} %(name)s: %(message)s")
+    install_log_redaction()
     asyncio.run(run_worker(int(sys.argv[1])))
 
 
