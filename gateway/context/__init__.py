@@ -1,12 +1,14 @@
 """Where conversations live: the context store (SQLite or Redis), redaction and fan-out.
 
 ``open_store(settings)`` gives the configured :class:`ContextStore`; ``open_fanout(settings)``
-the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis).
+the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis);
+``open_audit(settings)`` the matching append-only audit log (:mod:`gateway.context.audit`).
 """
 
 from __future__ import annotations
 
 from gateway.config import Settings
+from gateway.context.audit import AUDIT_FILE, AuditEntry, AuditLog
 from gateway.context.fanout import Fanout, InProcessFanout, RedisFanout
 from gateway.context.redaction import Redactor
 from gateway.context.store import (
@@ -18,6 +20,8 @@ from gateway.context.store import (
 )
 
 __all__ = [
+    "AuditEntry",
+    "AuditLog",
     "ConcurrentUpdate",
     "ContextStore",
     "ConversationRecord",
@@ -25,6 +29,7 @@ __all__ = [
     "LoggedEvent",
     "Redactor",
     "StoreError",
+    "open_audit",
     "open_fanout",
     "open_store",
 ]
@@ -53,3 +58,16 @@ def open_fanout(settings: Settings) -> Fanout:
     if settings.context.backend == "redis":
         return RedisFanout(settings.context.redis_url)
     return InProcessFanout()
+
+
+def open_audit(settings: Settings) -> AuditLog:
+    """The audit log beside the configured store: ``<data_dir>/audit.db`` for SQLite (opened at
+    once, so an unusable file fails here with :class:`StoreError`), streams in the same Redis
+    for Redis."""
+    if settings.context.backend == "redis":
+        from gateway.context.audit import RedisAuditLog
+
+        return RedisAuditLog(settings.context.redis_url)
+    from gateway.context.audit import SqliteAuditLog
+
+    return SqliteAuditLog(settings.data_path(AUDIT_FILE), busy_timeout_ms=settings.context.busy_timeout_ms)
