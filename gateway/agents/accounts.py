@@ -71,6 +71,10 @@ MAX_VERIFIED = 1024
 MAX_CONCURRENT_CHECKS = 2
 """scrypt checks running at once: a flood of sign-ins costs at most these two cores."""
 
+MAX_WAITING_CHECKS = 32
+"""Checks waiting for a turn at most (about 0.6 s of work); more are turned away at once
+(:class:`SignInBusy`, a 503) rather than queued without end."""
+
 MAX_QUEUES = 64
 """Queues one account may serve."""
 
@@ -111,6 +115,10 @@ class Account:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.token_hash)
+
+
+class SignInBusy(Exception):
+    """Too many tokens are being checked right now; try again in a moment."""
 
 
 class AccountError(ConfigError):
@@ -231,6 +239,7 @@ class AccountBook:
         self._digest_key = secrets.token_bytes(32)  # per process: remembered digests mean nothing elsewhere
         self._verified: OrderedDict[bytes, tuple[str, str, float]] = OrderedDict()
         self._checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
+        self._waiting = 0
         self._load_legacy(settings.agents.tokens)
         self._from_file = self._file.accounts()
         self._file_stamp = self._stamp()
@@ -331,7 +340,8 @@ class AccountBook:
         return hmac.new(self._digest_key, token.encode("utf-8"), hashlib.sha256).digest()
 
     async def check(self, token: str) -> Account | None:
-        """The account ``token`` signs in, or None. Slow for a token not seen recently."""
+        """The account ``token`` signs in, or None. Slow for a token not seen recently;
+        :class:`SignInBusy` when too many checks are already waiting."""
         if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS:
             return None
         digest = self._digest(token)
@@ -349,8 +359,14 @@ class AccountBook:
         if account is None or account.token_hash.startswith("legacy$"):
             return None
         stored = parse_hash(account.token_hash, account.name)
-        async with self._checks:
-            ok = await asyncio.to_thread(token_matches, token, stored)
+        if self._waiting >= MAX_WAITING_CHECKS:
+            raise SignInBusy()
+        self._waiting += 1
+        try:
+            async with self._checks:
+                ok = await asyncio.to_thread(token_matches, token, stored)
+        finally:
+            self._waiting -= 1
         if not ok:
             return None
         self._verified[digest] = (account.name, account.fingerprint, self._clock() + VERIFIED_SECONDS)

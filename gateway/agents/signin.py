@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.agents.accounts import AccountBook, Principal
+from gateway.agents.accounts import AccountBook, Principal, SignInBusy
 from gateway.agents.throttle import SignInThrottle
 from gateway.agents.tokens import MAX_TOKEN_CHARS
 from gateway.config import Settings
@@ -122,7 +122,12 @@ class DeskAuth:
         if not verdict.allowed:
             self._metrics.inc("voicegw_agent_signins_throttled_total", why=verdict.why)
             return Attempt(None, 429, "too many failed sign-ins; try again later", verdict.retry_after)
-        account = await self.book.check(token)
+        try:
+            account = await self.book.check(token)
+        except SignInBusy:
+            self._metrics.inc("voicegw_agent_signins_throttled_total", why="busy")
+            log.warning("agent sign-in from %s turned away: too many sign-ins being checked", address)
+            return Attempt(None, 503, "too many sign-ins at once; try again in a second", 1.0)
         if account is None:
             after = self.throttle.failed(address, claimed)
             self._metrics.inc("voicegw_agent_signins_refused_total", via=via)
@@ -133,7 +138,6 @@ class DeskAuth:
                                     {"via": via, "address": address, "reason": "token not valid",
                                      "closed": after.why if not after.allowed else ""})
             return Attempt(None, 403, "that agent token is not valid")
-        self.throttle.succeeded(address)
         if via != "bearer":  # REST calls are audited as reads; a sign-in per call would drown them
             log.info("agent %s (%s) signed in from %s", account.name, account.role.value, address)
             await self._write_audit(account.name, account.role.value, "signin", {"via": via, "address": address})
@@ -147,7 +151,7 @@ class DeskAuth:
 
     # ------------------------------------------------------------------ pages
     def sign_in_page(self, status: int, message: str, retry_after: float = 0.0) -> web.Response:
-        headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if status == 429 else None
+        headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if status in (429, 503) else None
         return page("Agent sign-in", f"<p class=\"refused\" id=\"refusal\">{escape(message)}</p>{SIGN_IN_FORM}",
                     status=status, headers=headers)
 
@@ -156,16 +160,17 @@ class DeskAuth:
         if not same_origin(request, self._settings.web.public_url):
             log.warning("agent sign-in refused: foreign origin from %s", client_address(request))
             return self.sign_in_page(403, "Sign in from the gateway's own page.")
-        if (request.content_length or 0) > MAX_FORM_BYTES:
-            return self.sign_in_page(413, "That sign-in form is too large.")
+        if request.content_length is None or request.content_length > MAX_FORM_BYTES:
+            return self.sign_in_page(413, "Send the sign-in form with a length of at most 4 KiB.")
         form = await request.post()
         token = form.get("token")
         if not isinstance(token, str) or not token.strip():
             return self.sign_in_page(400, "Enter your agent token.")
         result = await self.attempt(request, token.strip(), via="form")
         if result.principal is None:
-            text = ("That agent token is not valid." if result.status == 403 else
-                    "Too many failed sign-ins from here or for this account; try again in a minute.")
+            text = {403: "That agent token is not valid.",
+                    503: "Too many sign-ins at once; try again in a second."}.get(
+                result.status, "Too many failed sign-ins from here or for this account; try again later.")
             return self.sign_in_page(result.status, text, result.retry_after)
         response = web.HTTPSeeOther("/agent")
         cookie = self._signer.issue(result.principal.name, result.fingerprint, ttl_seconds=self._session_seconds,

@@ -3,21 +3,23 @@
 Sans-IO, with an injected clock. Two counters of failed sign-ins, both over a sliding window
 (``agents.signin_address_window_seconds``):
 
-- **per client address**: after ``signin_failures_per_address`` failures in the window the
-  address is refused until its oldest failure leaves the window. A guesser gets 10 tries per
-  10 minutes by default; everyone else is untouched.
+- **per client address** (an IPv6 address counts by its /64, what one host usually holds):
+  after ``signin_failures_per_address`` failures in the window the address is refused until its
+  oldest failure leaves the window. A guesser gets 20 tries per 10 minutes by default; everyone
+  else is untouched. A success does not wipe the count (an insider signing in as themselves
+  between guesses gains nothing), it only stops adding to it.
 - **per account** (the account a token names): after ``signin_failures_per_account`` failures
   in the window from any addresses, sign-in to that account pauses for
   ``signin_account_pause_seconds`` (a minute by default), even with the right token, so a
   guesser spread over many addresses learns nothing and the real agent waits one minute at most.
 
-A success clears the address's failures. Counters are per gateway node (in memory), bounded
-to :data:`MAX_TRACKED` keys each; behind a proxy the address is the proxy's unless the web
-server resolves the forwarded address.
+Counters are per gateway node (in memory), bounded to :data:`MAX_TRACKED` keys each; behind a
+proxy the address is the proxy's unless the web server resolves the forwarded address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ MAX_TRACKED = 10_000
 
 @dataclass(frozen=True)
 class ThrottleLimits:
-    per_address: int = 10
+    per_address: int = 20
     window_seconds: float = 600.0
     per_account: int = 20
     account_pause_seconds: float = 60.0
@@ -49,6 +51,19 @@ class Verdict:
     allowed: bool
     retry_after: float = 0.0
     why: str = ""
+
+
+def address_key(address: str) -> str:
+    """What failures are counted under: the address, or an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class SignInThrottle:
@@ -72,7 +87,7 @@ class SignInThrottle:
     def check(self, address: str, account: str = "") -> Verdict:
         """May an attempt from ``address`` (naming ``account``) be checked now?"""
         now = self._clock()
-        times = self._recent(self._by_address, address, now)
+        times = self._recent(self._by_address, address_key(address), now)
         if len(times) >= self.limits.per_address:
             return Verdict(False, times[0] + self.limits.window_seconds - now, "address")
         until = self._paused_until.get(account, 0.0) if account else 0.0
@@ -83,7 +98,7 @@ class SignInThrottle:
     def failed(self, address: str, account: str = "") -> Verdict:
         """Record a failure; the verdict says whether this one closed the address or account."""
         now = self._clock()
-        self._push(self._by_address, address, now)
+        self._push(self._by_address, address_key(address), now)
         if account:
             times = self._push(self._by_account, account, now)
             if len(times) >= self.limits.per_account:
@@ -93,10 +108,6 @@ class SignInThrottle:
                 while len(self._paused_until) > MAX_TRACKED:
                     self._paused_until.popitem(last=False)
         return self.check(address, account)
-
-    def succeeded(self, address: str) -> None:
-        """The address signed in: its earlier typos are forgiven."""
-        self._by_address.pop(address, None)
 
     def _push(self, table: OrderedDict[str, deque[float]], key: str, now: float) -> deque[float]:
         times = self._recent(table, key, now)

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from gateway.agents.access import ConversationFacts, Permission, authorize
-from gateway.agents.accounts import AccountBook, AccountError, AccountsFile, Principal, Role
+from gateway.agents.accounts import (
+    MAX_WAITING_CHECKS,
+    AccountBook,
+    AccountError,
+    AccountsFile,
+    Principal,
+    Role,
+    SignInBusy,
+)
 from gateway.agents.registry import AgentRegistry
 from gateway.agents.throttle import SignInThrottle, ThrottleLimits
 from gateway.agents.tokens import (
@@ -132,6 +140,14 @@ def test_accounts_file_is_private_reloaded_and_rotation_ends_the_old_token(tmp_p
         file.add("bob", Role.AGENT, frozenset()) and file.add("bob", Role.AGENT, frozenset())
 
 
+async def test_a_flood_of_checks_is_turned_away_not_queued_without_end(tmp_path):
+    book = AccountBook(settings(tmp_path, accounts={"alice": {"token_hash": hash_token(new_token("alice"))}}))
+    results = await asyncio.gather(*[book.check(f"alice.{i:040d}") for i in range(MAX_WAITING_CHECKS + 8)],
+                                   return_exceptions=True)
+    assert sum(isinstance(r, SignInBusy) for r in results) == 8
+    assert all(r is None for r in results if not isinstance(r, SignInBusy))
+
+
 def test_a_name_in_the_configuration_and_the_file_refuses_the_start(tmp_path):
     AccountsFile(tmp_path / "agents.json").add("alice", Role.AGENT, frozenset())
     with pytest.raises(AccountError, match="both"):
@@ -198,8 +214,7 @@ def test_throttle_closes_a_guessing_address_and_pauses_an_account_briefly():
     assert not throttle.check("10.0.0.1").allowed  # the guesser's address stays closed ...
     clock.now += 540
     assert throttle.check("10.0.0.1").allowed  # ... until its failures leave the window
-    throttle.failed("10.0.0.4")
-    throttle.failed("10.0.0.4")
-    throttle.succeeded("10.0.0.4")
-    throttle.failed("10.0.0.4")
-    assert throttle.check("10.0.0.4").allowed  # a typo before a good sign-in is forgiven
+    for host in ("2001:db8::1", "2001:db8::2"):  # one IPv6 /64 is one address
+        throttle.failed(host)
+    assert throttle.failed("2001:db8::ffff").why == "address" and not throttle.check("2001:db8::9").allowed
+    assert throttle.check("2001:db8:0:1::1").allowed and throttle.check("::ffff:10.0.0.7").allowed
