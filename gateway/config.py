@@ -242,7 +242,7 @@ class AgentSettings(Section):
     session_hours: float = Field(12.0, gt=0, le=720)
     signin_failures_per_address: int = Field(20, ge=1)
     signin_address_window_seconds: float = Field(600.0, gt=0)
-    signin_failures_per_account: int = Field(20, ge=1)
+    signin_failures_per_account: int = Field(50, ge=1)
     signin_account_pause_seconds: float = Field(60.0, gt=0)
 
 

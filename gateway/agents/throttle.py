@@ -9,9 +9,10 @@ Sans-IO, with an injected clock. Two counters of failed sign-ins, both over a sl
   else is untouched. A success does not wipe the count (an insider signing in as themselves
   between guesses gains nothing), it only stops adding to it.
 - **per account** (the account a token names): after ``signin_failures_per_account`` failures
-  in the window from any addresses, sign-in to that account pauses for
-  ``signin_account_pause_seconds`` (a minute by default), even with the right token, so a
-  guesser spread over many addresses learns nothing and the real agent waits one minute at most.
+  in the window from any addresses (50: more than one address may make), sign-in to that
+  account pauses for ``signin_account_pause_seconds`` (a minute by default), even with the right
+  token, so a guesser spread over many addresses learns nothing and the real agent waits one
+  minute at most.
 
 Counters are per gateway node (in memory), bounded to :data:`MAX_TRACKED` keys each; behind a
 proxy the address is the proxy's unless the web server resolves the forwarded address.
@@ -35,7 +36,7 @@ MAX_TRACKED = 10_000
 class ThrottleLimits:
     per_address: int = 20
     window_seconds: float = 600.0
-    per_account: int = 20
+    per_account: int = 50
     account_pause_seconds: float = 60.0
 
     @classmethod

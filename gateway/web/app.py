@@ -218,7 +218,8 @@ class WebRunner:
         return f"http://{self.host}:{self.port}"
 
     async def agent_connected(self, conversation_id: str, agent_id: str) -> None:
-        """For call control (AMI): ``agent_id`` answered the transferred call; pop their screen."""
+        """For call control (AMI): ``agent_id`` (an account name, or an interface an account lists)
+        answered the transferred call; record that it was routed to them and pop their screen."""
         await self.parts.desktop.agent_connected(conversation_id, agent_id)
 
     async def close(self) -> None:
