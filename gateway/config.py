@@ -236,7 +236,7 @@ class AgentAccountSettings(Section):
 class AgentSettings(Section):
     # plain-text {token: agent_id}, kept for old configurations; values are checked by
     # gateway.agents.accounts so that no error message ever repeats a token
-    tokens: dict[str, Any] = Field(default_factory=dict)
+    tokens: dict[Any, Any] = Field(default_factory=dict)
     accounts: dict[str, AgentAccountSettings] = Field(default_factory=dict)
     accounts_file: str = "agents.json"
     session_hours: float = Field(12.0, gt=0, le=720)
