@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 from twilio.request_validator import RequestValidator
 
+from gateway.agents.tokens import hash_token, new_token
 from gateway.app import build_core
 from gateway.config import load_settings
 from gateway.core.events import ChatMessage
@@ -58,10 +59,14 @@ async def _chat_turns(url: str, turns: int) -> list[float]:
     return samples
 
 
+BENCH_TOKEN = new_token("bench")
+
+
 async def bench_chat(tmp: Path) -> None:
     settings = load_settings(environ={}, overrides={
         "data_dir": str(tmp), "web": {"port": 0}, "outreach": {"enabled": False},
-        "chat": {"messages_per_minute": 100000}, "agents": {"tokens": {"bench-token": "bench"}}})
+        "chat": {"messages_per_minute": 100000},
+        "agents": {"accounts": {"bench": {"role": "supervisor", "token_hash": hash_token(BENCH_TOKEN)}}}})
     core = await build_core(settings)
     runner = await start_web(settings, core, store=core.store, crm=core.crm)
     try:
@@ -73,7 +78,7 @@ async def bench_chat(tmp: Path) -> None:
         flat = [x for r in results for x in r]
         print(f"{CONCURRENT_CHATS} chats at once: {_ms(flat)}; {len(flat) / wall:.1f} turns/s overall")
         async with aiohttp.ClientSession() as http:
-            desk = await http.ws_connect(runner.url + "/agent/ws?token=bench-token")
+            desk = await http.ws_connect(runner.url + "/agent/ws", headers={"Authorization": f"Bearer {BENCH_TOKEN}"})
             await desk.receive(timeout=10)
             await desk.send_json({"type": "ready", "skills": ["billing", "support"], "languages": ["en"]})
             await desk.receive(timeout=10)

@@ -230,8 +230,26 @@ class ChatSettings(Section):
     messages_per_minute: int = Field(30, gt=0)
 
 
+class AgentAccountSettings(Section):
+    """One desktop account (``voicegw agents add NAME ... --print-config`` prints the entry)."""
+
+    role: Literal["agent", "supervisor", "admin"] = "agent"
+    queues: tuple[str, ...] = ()
+    token_hash: str = ""
+    interfaces: tuple[str, ...] = ()
+
+
 class AgentSettings(Section):
-    tokens: dict[str, str] = Field(default_factory=dict)
+    # plain-text {token: agent_id}, kept for old configurations; values are checked by
+    # gateway.agents.accounts so that no error message ever repeats a token
+    tokens: dict[Any, Any] = Field(default_factory=dict)
+    accounts: dict[str, AgentAccountSettings] = Field(default_factory=dict)
+    accounts_file: str = "agents.json"
+    session_hours: float = Field(12.0, gt=0, le=720)
+    signin_failures_per_address: int = Field(20, ge=1)
+    signin_address_window_seconds: float = Field(600.0, gt=0)
+    signin_failures_per_account: int = Field(50, ge=1)
+    signin_account_pause_seconds: float = Field(60.0, gt=0)
 
 
 class TrustSettings(Section):

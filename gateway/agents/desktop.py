@@ -1,189 +1,123 @@
-"""The agent desktop: sign-in, presence over WebSocket, screen-pops, and the REST context API.
+"""The agent desktop: its page, presence over WebSocket, and screen-pops.
 
-- ``GET /agent``: the desktop page, for a signed-in agent only (session cookie, or
-  ``?token=`` once); anyone else gets a 401 sign-in page, a wrong token a 403 page.
-- ``POST /agent/login``: form sign-in with the token from ``settings.agents.tokens``. With no
-  tokens configured (the embedded default) one token for the agent ``agent`` is generated once,
-  kept in ``<data_dir>/agent-token`` and logged with the desktop's URL, so a laptop user can
-  sign in; nobody gets in without a token.
-- ``GET /agent/ws``: the desktop's socket. The agent states skills and languages
-  (``{"type": "ready", "skills": [...], "languages": [...], "available": true}``) and receives
-  ``{"type": "screen_pop", "conversation_id": ..., "context": {...}}`` on transfer.
-- ``GET /api/conversations/{id}/context`` with ``Authorization: Bearer <agent token>``: the
-  same context as JSON for third-party desktops and CRMs.
+- ``GET /agent``: the desktop page for a signed-in person (session cookie, see
+  :mod:`gateway.agents.signin`); anyone else gets the sign-in form (401). A ``?token=`` in the
+  URL is not accepted.
+- ``GET /agent/ws``: the desktop's socket (session cookie, or ``Authorization: Bearer`` for a
+  third-party desktop; a foreign Origin is refused). The desktop states skills and languages
+  (``{"type": "ready", "skills": [...], "languages": [...], "available": true}``); role and
+  queues come from the account. It receives ``{"type": "screen_pop", "conversation_id": ...,
+  "context": {...}}`` for conversations routed to it.
 
-Routing across nodes goes through the context store's fan-out: presence is announced on
-``agents``, screen-pops on ``screenpop`` naming the chosen agent; the node holding that agent's
-socket fetches the context from the (shared) store and delivers it.
+Routing: a Transfer names a queue; the router picks, among available people whom
+:func:`~gateway.agents.access.authorize` lets take that queue, by skills and language, records
+the choice in the shared assignments (so any node lets that agent read the conversation) and
+fans the pop out on ``screenpop``. The node holding the agent's socket reads the context
+through :class:`~gateway.agents.reads.ConversationReader` (authorized and audited) and delivers
+it. AMI's report of the agent who answered (``agent_connected``) is recorded the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import os
 import secrets
-from pathlib import Path
+import time
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from gateway.agents.access import Via
+from gateway.agents.accounts import AccountBook, Role
+from gateway.agents.reads import ConversationReader, ReadRefused
 from gateway.agents.registry import AgentRegistry, clean_labels
+from gateway.agents.signin import DeskAuth, client_address, same_origin
 from gateway.config import Settings
 from gateway.context.fanout import Fanout, listen
 from gateway.context.store import StoreError
 from gateway.core.actions import Action, ScreenPop, Transfer
-from gateway.core.port import ConversationPort
-from gateway.links import LinkRefused, LinkSigner
-from gateway.web.html import page
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-COOKIE = "voicegw_agent"
-SESSION_SECONDS = 12 * 3600
 MAX_FRAME_BYTES = 4096
 PRESENCE, SCREENPOP = "agents", "screenpop"
-TOKEN_FILE = "agent-token"
-DEFAULT_AGENT = "agent"
-SIGN_IN_FORM = ("<form method=\"post\" action=\"/agent/login\"><label>Agent token"
-                "<input name=\"token\" type=\"password\" required autocomplete=\"off\"></label>"
-                "<button type=\"submit\">Sign in</button></form>")
+MAX_BAD_FRAMES = 5
+"""Malformed frames a desktop may send before its socket is closed."""
+MAX_ROUTING = 10_000
+"""Transfers remembered between the Transfer and its ScreenPop (the oldest are forgotten)."""
 
 
-def load_or_create_token(path: Path) -> str:
-    """The generated agent token kept at ``path`` (created once, mode 0600)."""
-    try:
-        token = path.read_text(encoding="ascii").strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(token)
-    return token
+@dataclass(frozen=True)
+class DeskSocket:
+    """One open desktop socket: whose, signed in with which token hash, until when, from where."""
+
+    ws: web.WebSocketResponse
+    agent: str
+    fingerprint: str
+    until: float
+    address: str
 
 
 class AgentDesktop:
     """Serves agent desktops and carries out ScreenPop for them."""
 
-    def __init__(self, settings: Settings, core: ConversationPort, signer: LinkSigner,
-                 fanout: Fanout, metrics: Metrics, static_dir: Any) -> None:
+    def __init__(self, settings: Settings, auth: DeskAuth, reader: ConversationReader, fanout: Fanout,
+                 metrics: Metrics, static_dir: Any) -> None:
         self._settings = settings
-        self._core = core
-        self._signer = signer
+        self.auth = auth
+        self.book: AccountBook = auth.book
+        self.reader = reader
         self._fanout = fanout
         self._metrics = metrics
         self._static_dir = static_dir
         self.node = secrets.token_hex(4)
         self.registry = AgentRegistry()
-        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
-        self._routing: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._sockets: dict[str, set[DeskSocket]] = {}
+        self._routing: dict[str, tuple[str, tuple[str, ...], str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.tokens: dict[str, str] = dict(settings.agents.tokens) or {
-            load_or_create_token(settings.data_path(TOKEN_FILE)): DEFAULT_AGENT}
-        self.generated_token = "" if settings.agents.tokens else next(iter(self.tokens))
         metrics.gauge("voicegw_agents_online", lambda: float(len(self._sockets)))
 
-    # ------------------------------------------------------------------ authentication
-    def agent_for_token(self, token: str) -> str:
-        """The agent id a sign-in token belongs to, or '' (constant-time comparison)."""
-        found = ""
-        for known, agent_id in self.tokens.items():
-            if token and hmac.compare_digest(known.encode(), token.encode()):
-                found = agent_id
-        return found
-
-    def session_agent(self, request: web.Request) -> str:
-        """The signed-in agent of the request's session cookie, or ''."""
-        cookie = request.cookies.get(COOKIE, "")
-        if not cookie:
-            return ""
-        try:
-            agent_id = self._signer.verify(cookie, kind="agent", check_used=False).conversation_id
-        except LinkRefused:
-            return ""
-        return agent_id if agent_id in self.tokens.values() else ""
-
-    def _set_session(self, response: web.StreamResponse, agent_id: str) -> None:
-        response.set_cookie(COOKIE, self._signer.issue(agent_id, "agent", ttl_seconds=SESSION_SECONDS, kind="agent"),
-                            max_age=SESSION_SECONDS, httponly=True, samesite="Strict", path="/")
-
-    def _refuse(self, request: web.Request, status: int, why: str) -> web.Response:
-        log.warning("agent desktop refused (%s) from %s", why, request.remote)
-        if status == 401:
-            return page("Agent sign-in", f"<p class=\"refused\" id=\"refusal\">Sign in with your agent token to "
-                                         f"open the desktop.</p>{SIGN_IN_FORM}", status=401)
-        return page("Agent sign-in", f"<p class=\"refused\" id=\"refusal\">That agent token is not valid.</p>"
-                                     f"{SIGN_IN_FORM}", status=403)
-
-    # ------------------------------------------------------------------ pages and REST
+    # ------------------------------------------------------------------ the page
     async def desk(self, request: web.Request) -> web.StreamResponse:
         """GET /agent."""
-        token = request.query.get("token", "")
-        agent_id = self.agent_for_token(token) if token else self.session_agent(request)
-        if not agent_id:
-            return self._refuse(request, 403 if token else 401, "bad token" if token else "no token")
-        response = web.FileResponse(self._static_dir / "agent.html", headers={"Cache-Control": "no-store"})
-        if token:
-            self._set_session(response, agent_id)
-        return response
-
-    async def login(self, request: web.Request) -> web.Response:
-        """POST /agent/login."""
-        form = await request.post()
-        token = form.get("token")
-        agent_id = self.agent_for_token(token) if isinstance(token, str) else ""
-        if not agent_id:
-            return self._refuse(request, 403, "bad token")
-        response = web.HTTPSeeOther("/agent")
-        self._set_session(response, agent_id)
-        log.info("agent %s signed in from %s", agent_id, request.remote)
-        raise response
-
-    async def context_api(self, request: web.Request) -> web.Response:
-        """GET /api/conversations/{id}/context (Bearer agent token)."""
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return web.json_response({"error": "agent token required (Authorization: Bearer ...)"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
-        agent_id = self.agent_for_token(auth[len("Bearer "):].strip())
-        if not agent_id:
-            log.warning("context API refused: bad agent token from %s", request.remote)
-            return web.json_response({"error": "agent token not valid"}, status=403)
-        cid = request.match_info["conversation_id"]
-        try:
-            context = await self._core.context(cid)
-        except LookupError:
-            return web.json_response({"error": f"no conversation {cid}"}, status=404)
-        log.info("context of conversation %s read by agent %s over REST", cid, agent_id)
-        return web.json_response(context)
+        principal = self.auth.session(request)
+        if principal is None:
+            message = "Sign in with your agent token to open the desktop."
+            if "token" in request.query:
+                message = "Tokens in links are not accepted any more. " + message
+                log.warning("agent desktop: a token in the URL refused from %s", client_address(request))
+            return self.auth.sign_in_page(401, message)
+        return web.FileResponse(self._static_dir / "agent.html",
+                                headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
     # ------------------------------------------------------------------ the desktop socket
     async def socket(self, request: web.Request) -> web.StreamResponse:
         """GET /agent/ws."""
-        token = request.query.get("token", "")
-        agent_id = self.agent_for_token(token) if token else self.session_agent(request)
-        if not agent_id:
-            return web.json_response({"error": "agent sign-in required"}, status=403)
-        origin = request.headers.get("Origin", "")
-        if origin and urlsplit(origin).netloc not in (request.host, urlsplit(self._settings.web.public_url).netloc):
-            log.warning("agent %s desktop socket refused: foreign origin %s", agent_id, origin)
+        if "token" in request.query:
+            return web.json_response({"error": "tokens in URLs are not accepted; sign in at /agent or send "
+                                               "Authorization: Bearer <agent token>"}, status=400)
+        attempt = await self.auth.principal(request)
+        if attempt.principal is None:
+            headers = {"Retry-After": str(int(attempt.retry_after) + 1)} if attempt.status == 429 else None
+            return web.json_response({"error": attempt.message}, status=attempt.status, headers=headers)
+        principal = attempt.principal
+        if not same_origin(request, self._settings.web.public_url):
+            log.warning("agent %s desktop socket refused: foreign origin %s", principal.name,
+                        request.headers.get("Origin", ""))
             return web.json_response({"error": "foreign origin"}, status=403)
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
         await ws.prepare(request)
-        self._sockets.setdefault(agent_id, set()).add(ws)
-        log.info("agent %s desktop connected", agent_id)
-        await ws.send_json({"type": "welcome", "agent_id": agent_id})
+        desk = DeskSocket(ws, principal.name, attempt.fingerprint, attempt.until, client_address(request))
+        self._sockets.setdefault(principal.name, set()).add(desk)
+        log.info("agent %s (%s) desktop connected from %s", principal.name, principal.role.value, desk.address)
+        await ws.send_json({"type": "welcome", "agent_id": principal.name, "role": principal.role.value,
+                            "queues": sorted(principal.queues)})
         bad = 0
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
+                if msg.type != WSMsgType.TEXT or not self._still_signed_in(desk):
                     break
                 try:
                     data = msg.json()
@@ -195,53 +129,73 @@ class AgentDesktop:
                 except ValueError as exc:
                     bad += 1
                     await ws.send_json({"type": "refused", "message": str(exc)})
-                    if bad > 5:
-                        log.warning("agent %s desktop closed: too many bad frames", agent_id)
+                    if bad > MAX_BAD_FRAMES:
+                        log.warning("agent %s desktop closed: too many bad frames", principal.name)
                         break
                     continue
-                presence = self.registry.update(agent_id, node=self.node, skills=skills, languages=languages,
-                                                available=available)
+                presence = self.registry.update(principal.name, node=self.node, skills=skills, languages=languages,
+                                                available=available, role=principal.role, queues=principal.queues)
                 await self._publish(PRESENCE, {"type": "presence", **presence.as_message()})
                 await ws.send_json({"type": "ready", "skills": sorted(skills), "languages": sorted(languages),
                                     "available": available})
         finally:
-            sockets = self._sockets.get(agent_id, set())
-            sockets.discard(ws)
+            sockets = self._sockets.get(principal.name, set())
+            sockets.discard(desk)
             if not sockets:
-                self._sockets.pop(agent_id, None)
-                self.registry.remove(agent_id)
-                await self._publish(PRESENCE, {"type": "gone", "agent_id": agent_id, "node": self.node})
-            log.info("agent %s desktop disconnected", agent_id)
+                self._sockets.pop(principal.name, None)
+                self.registry.remove(principal.name)
+                await self._publish(PRESENCE, {"type": "gone", "agent_id": principal.name, "node": self.node})
+            log.info("agent %s desktop disconnected", principal.name)
         return ws
+
+    def _still_signed_in(self, desk: DeskSocket) -> bool:
+        """The account still exists with the same token and the sign-in has not expired."""
+        account = self.book.get(desk.agent)
+        return account is not None and account.fingerprint == desk.fingerprint and time.time() < desk.until
 
     # ------------------------------------------------------------------ screen-pops
     async def on_transfer(self, conversation_id: str, action: Action) -> None:
-        """Sink for Transfer: remember the skills and language the next ScreenPop routes by."""
+        """Sink for Transfer: remember the queue, skills and language the next ScreenPop routes by."""
         if isinstance(action, Transfer):
-            self._routing[action.conversation_id or conversation_id] = (tuple(action.skills), action.language)
-            while len(self._routing) > 10_000:
+            self._routing[action.conversation_id or conversation_id] = (action.queue, tuple(action.skills),
+                                                                        action.language)
+            while len(self._routing) > MAX_ROUTING:
                 self._routing.pop(next(iter(self._routing)))
 
     async def on_screen_pop(self, conversation_id: str, action: Action) -> None:
-        """Sink for ScreenPop: choose the agent by skills and language, fan the pop out."""
+        """Sink for ScreenPop: choose who may take the queue by skills and language, record it, fan it out."""
         if not isinstance(action, ScreenPop):
             return
         cid = action.conversation_id or conversation_id
         customer = action.context.get("customer") or {}
-        skills, language = self._routing.pop(cid, ((), str(customer.get("language", "")) if isinstance(customer, dict) else ""))
-        agent_id = self.registry.choose(skills, language)
+        transfer = action.context.get("transfer") or {}
+        default = (str(transfer.get("queue", "")) if isinstance(transfer, dict) else "", (),
+                   str(customer.get("language", "")) if isinstance(customer, dict) else "")
+        queue, skills, language = self._routing.pop(cid, default)
+        agent_id = self.registry.choose(queue, skills, language)
         if not agent_id:
             self._metrics.inc("voicegw_screenpops_unrouted_total")
-            log.warning("screen-pop for conversation %s: no available agent (skills %s, language %s)",
-                        cid, ",".join(skills) or "-", language or "-")
+            log.warning("screen-pop for conversation %s: nobody available for queue %s (skills %s, language %s)",
+                        cid, queue or "-", ",".join(skills) or "-", language or "-")
             return
-        await self._pop(cid, agent_id)
+        await self._route(cid, agent_id, how="screen-pop")
 
-    async def agent_connected(self, conversation_id: str, agent_id: str) -> None:
-        """Hook for the telephony side: ``agent_id`` really answered; pop their screen (any node)."""
-        await self._pop(conversation_id, agent_id)
+    async def agent_connected(self, conversation_id: str, agent_interface: str) -> None:
+        """Hook for the telephony side: the agent on ``agent_interface`` (an account name or one of
+        an account's ``interfaces``) really answered; record it and pop their screen (any node)."""
+        account = self.book.by_interface(agent_interface)
+        if account is None:
+            log.warning("conversation %s answered by %s, which is no agent account: no screen-pop",
+                        conversation_id, agent_interface)
+            return
+        await self._route(conversation_id, account.name, how="answered")
 
-    async def _pop(self, conversation_id: str, agent_id: str) -> None:
+    async def _route(self, conversation_id: str, agent_id: str, *, how: str) -> None:
+        try:
+            await self.reader.assign(conversation_id, agent_id, how=how)
+        except StoreError as exc:
+            log.error("conversation %s: routing to %s not recorded (%s); no screen-pop", conversation_id, agent_id, exc)
+            return
         message = {"conversation_id": conversation_id, "agent_id": agent_id}
         try:
             await self._fanout.publish(SCREENPOP, message)
@@ -254,16 +208,28 @@ class AgentDesktop:
     async def _deliver(self, message: dict[str, Any]) -> None:
         agent_id = str(message.get("agent_id", ""))
         cid = str(message.get("conversation_id", ""))
-        sockets = [ws for ws in self._sockets.get(agent_id, ()) if not ws.closed]
-        if not sockets:
+        desks = [d for d in self._sockets.get(agent_id, ()) if not d.ws.closed]
+        if not desks:
+            return
+        for desk in [d for d in desks if not self._still_signed_in(d)]:
+            desks.remove(desk)
+            await desk.ws.close(message=b"signed out")
+        account = self.book.get(agent_id)
+        if not desks or account is None:
             return
         try:
-            context = await self._core.context(cid)
+            context = await self.reader.read(account.principal, cid, via=Via.SCREEN_POP,
+                                             address=",".join(sorted({d.address for d in desks})))
         except LookupError:
             log.warning("screen-pop for unknown conversation %s dropped", cid)
             return
-        for ws in sockets:
-            await ws.send_json({"type": "screen_pop", "conversation_id": cid, "context": context})
+        except ReadRefused:
+            return  # logged and audited by the reader
+        except StoreError as exc:
+            log.error("screen-pop of conversation %s to %s not delivered: %s", cid, agent_id, exc)
+            return
+        for desk in desks:
+            await desk.ws.send_json({"type": "screen_pop", "conversation_id": cid, "context": context})
         self._metrics.inc("voicegw_screenpops_total")
         log.info("screen-pop of conversation %s delivered to agent %s", cid, agent_id)
 
@@ -275,7 +241,8 @@ class AgentDesktop:
                     await self._publish(PRESENCE, {"type": "presence", **presence.as_message()})
         elif message.get("type") == "presence" and node != self.node:
             self.registry.update(str(message["agent_id"]), node=node, skills=message.get("skills", []),
-                                 languages=message.get("languages", []), available=bool(message.get("available")))
+                                 languages=message.get("languages", []), available=bool(message.get("available")),
+                                 role=Role(str(message.get("role", "agent"))), queues=message.get("queues", []))
         elif message.get("type") == "gone" and node != self.node:
             self.registry.remove(str(message.get("agent_id", "")))
 
@@ -309,6 +276,6 @@ class AgentDesktop:
                 pass
             except Exception:  # shutting down: report and go on closing
                 log.exception("agent desktop listener ended with an error")
-        for sockets in list(self._sockets.values()):
-            for ws in list(sockets):
-                await ws.close()
+        for desks in list(self._sockets.values()):
+            for desk in list(desks):
+                await desk.ws.close()

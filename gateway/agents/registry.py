@@ -2,7 +2,9 @@
 
 Sans-IO: plain data and a chooser, no sockets. Each gateway node announces its own agents over
 the fan-out, so every node's registry holds the agents of all nodes (``node`` says where the
-agent's desktop is connected) and any node can route a transfer.
+agent's desktop is connected) and any node can route a transfer. Role and queues come from the
+agent's account (never from the desktop); a transfer goes only to someone
+:func:`~gateway.agents.access.authorize` lets take it, agents of its queue first.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+from gateway.agents.access import ConversationFacts, Permission, authorize, serves
+from gateway.agents.accounts import Principal, Role
 
 MAX_SKILLS = 32
 MAX_LABEL_CHARS = 40
@@ -40,11 +45,18 @@ class AgentPresence:
     available: bool = True
     assigned: int = 0
     idle_since: float = field(default_factory=time.time)
+    role: Role = Role.AGENT
+    queues: frozenset[str] = frozenset()
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.agent_id, self.role, self.queues)
 
     def as_message(self) -> dict[str, Any]:
         """The fan-out announcement of this presence."""
         return {"agent_id": self.agent_id, "node": self.node, "skills": sorted(self.skills),
-                "languages": sorted(self.languages), "available": self.available}
+                "languages": sorted(self.languages), "available": self.available, "role": self.role.value,
+                "queues": sorted(self.queues)}
 
 
 class AgentRegistry:
@@ -55,12 +67,14 @@ class AgentRegistry:
         self._agents: dict[str, AgentPresence] = {}
 
     def update(self, agent_id: str, *, node: str, skills: Iterable[str], languages: Iterable[str],
-               available: bool) -> AgentPresence:
-        """Record an agent's (new) skills, languages and availability."""
+               available: bool, role: Role = Role.AGENT, queues: Iterable[str] = ()) -> AgentPresence:
+        """Record an agent's (new) skills, languages and availability, and their account's role and queues."""
         presence = self._agents.get(agent_id)
         if presence is None:
             presence = self._agents[agent_id] = AgentPresence(agent_id, node, idle_since=self._clock())
         presence.node = node
+        presence.role = role
+        presence.queues = frozenset(queues)
         presence.skills = frozenset(skills)
         presence.languages = frozenset(languages)
         if available and not presence.available:
@@ -79,25 +93,30 @@ class AgentRegistry:
         """Everyone known, sorted by id."""
         return sorted(self._agents.values(), key=lambda a: a.agent_id)
 
-    def choose(self, skills: Iterable[str] = (), language: str = "") -> str:
-        """The agent for a transfer needing ``skills`` in ``language``, or '' when nobody is available.
+    def choose(self, queue: str, skills: Iterable[str] = (), language: str = "") -> str:
+        """The agent for a transfer to ``queue`` needing ``skills`` in ``language``, or '' when
+        nobody who may take it is available.
 
-        Available agents are ranked by speaking the language (when one is given), then by how
-        many of the needed skills they have, then fewest assignments, then the longest idle. An
-        agent lacking the language or every skill still beats nobody: the customer reaches a
-        person, who sees the whole context.
+        Only those :func:`~gateway.agents.access.authorize` lets take a conversation of ``queue``
+        are candidates. They are ranked: agents of the queue before supervisors and admins, then
+        speaking the language (when one is given), then how many of the needed skills they have,
+        then fewest assignments, then the longest idle. Within the queue, an agent lacking the
+        language or every skill still beats nobody: the customer reaches a person, who sees the
+        whole context.
         """
         need = {s.lower() for s in skills}
         lang = language.lower().split("-")[0] if language else ""
-        candidates = [a for a in self._agents.values() if a.available]
+        facts = ConversationFacts("", queue.strip().lower())
+        candidates = [a for a in self._agents.values()
+                      if a.available and authorize(a.principal, Permission.TAKE_CONVERSATION, facts)]
         if not candidates:
             return ""
 
         def speaks(agent: AgentPresence) -> bool:
             return not lang or not agent.languages or lang in {x.split("-")[0] for x in agent.languages}
 
-        best = min(candidates, key=lambda a: (not speaks(a), -len(need & a.skills), a.assigned, a.idle_since,
-                                              a.agent_id))
+        best = min(candidates, key=lambda a: (not serves(a.principal, facts.queue), not speaks(a),
+                                              -len(need & a.skills), a.assigned, a.idle_since, a.agent_id))
         best.assigned += 1
         best.idle_since = self._clock()
         return best.agent_id

@@ -3,12 +3,14 @@
 ``open_store(settings)`` gives the configured :class:`ContextStore`; ``open_fanout(settings)``
 the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis);
 ``open_counters(settings)`` the counters shared by every node (failed checks, outbound limits).
+``open_audit(settings)`` the matching append-only audit log (:mod:`gateway.context.audit`).
 """
 
 from __future__ import annotations
 
 from gateway.config import Settings
 from gateway.context.counters import COUNTERS_FILE, Counters, RedisCounters, SqliteCounters
+from gateway.context.audit import AUDIT_FILE, AuditEntry, AuditLog
 from gateway.context.fanout import Fanout, InProcessFanout, RedisFanout
 from gateway.context.redaction import Redactor
 from gateway.context.store import (
@@ -20,6 +22,8 @@ from gateway.context.store import (
 )
 
 __all__ = [
+    "AuditEntry",
+    "AuditLog",
     "ConcurrentUpdate",
     "ContextStore",
     "Counters",
@@ -29,6 +33,7 @@ __all__ = [
     "Redactor",
     "StoreError",
     "open_counters",
+    "open_audit",
     "open_fanout",
     "open_store",
 ]
@@ -64,3 +69,14 @@ def open_counters(settings: Settings) -> Counters:
     if settings.context.backend == "redis":
         return RedisCounters(settings.context.redis_url)
     return SqliteCounters(settings.data_path(COUNTERS_FILE), busy_timeout_ms=settings.context.busy_timeout_ms)
+def open_audit(settings: Settings) -> AuditLog:
+    """The audit log beside the configured store: ``<data_dir>/audit.db`` for SQLite (opened at
+    once, so an unusable file fails here with :class:`StoreError`), streams in the same Redis
+    for Redis."""
+    if settings.context.backend == "redis":
+        from gateway.context.audit import RedisAuditLog
+
+        return RedisAuditLog(settings.context.redis_url)
+    from gateway.context.audit import SqliteAuditLog
+
+    return SqliteAuditLog(settings.data_path(AUDIT_FILE), busy_timeout_ms=settings.context.busy_timeout_ms)

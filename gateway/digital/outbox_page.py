@@ -1,9 +1,9 @@
 """``/outbox``: the SMS the gateway sent and received, and (without Twilio) a reply form.
 
 With no Twilio credentials the outbox is where SMS go, so this page is how a laptop user reads
-them and answers as the customer would (``POST /outbox/reply``). When agent tokens are
-configured the page needs a signed-in agent (it shows customers' messages); with none
-configured (the embedded default) it is open, as the gateway listens on 127.0.0.1.
+them and answers as the customer would (``POST /outbox/reply``). It shows every customer's
+messages (and their follow-up links), so it needs a signed-in supervisor or admin (the desktop's
+session cookie; the embedded default's generated admin token signs in); each view is audited.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from gateway.agents.desktop import AgentDesktop
+from gateway.agents.access import Permission, Via, authorize
+from gateway.agents.accounts import Principal
+from gateway.agents.signin import DeskAuth, client_address
 from gateway.config import Settings
+from gateway.context.audit import AuditLog
+from gateway.context.store import StoreError
 from gateway.digital.outbox import Outbox
 from gateway.digital.sms import SmsInbound
 from gateway.web.html import escape, page, refusal
@@ -33,20 +37,36 @@ def _linkify(text: str) -> str:
 class OutboxPage:
     """Handlers for the outbox page and the local reply form."""
 
-    def __init__(self, settings: Settings, outbox: Outbox, inbound: SmsInbound, desktop: AgentDesktop) -> None:
+    def __init__(self, settings: Settings, outbox: Outbox, inbound: SmsInbound, auth: DeskAuth,
+                 audit: AuditLog) -> None:
         self._settings = settings
         self._outbox = outbox
         self._inbound = inbound
-        self._desktop = desktop
+        self._auth = auth
+        self._audit = audit
 
-    def _allowed(self, request: web.Request) -> bool:
-        token = request.query.get("token", "")
-        return bool(self._desktop.agent_for_token(token) if token else self._desktop.session_agent(request))
+    def _allowed(self, request: web.Request) -> tuple[Principal | None, web.Response | None]:
+        principal = self._auth.session(request)
+        if principal is None:
+            return None, refusal("Outbox", "Sign in to the agent desktop first (/agent).", status=401)
+        decision = authorize(principal, Permission.READ_OUTBOX)
+        if not decision:
+            log.warning("outbox refused to %s %s from %s", principal.role.value, principal.name, client_address(request))
+            return None, refusal("Outbox", decision.reason, status=403)
+        return principal, None
 
     async def show(self, request: web.Request) -> web.Response:
         """GET /outbox[?to=+1555...]."""
-        if not self._allowed(request):
-            return refusal("Outbox", "Sign in to the agent desktop first (/agent).", status=401)
+        principal, refused = self._allowed(request)
+        if principal is None:
+            assert refused is not None
+            return refused
+        try:
+            await self._audit.write(actor=principal.name, role=principal.role.value, action="read_outbox",
+                                    detail={"via": Via.PAGE.value, "address": client_address(request)})
+        except StoreError as exc:
+            log.error("outbox not shown: %s", exc)
+            return refusal("Outbox", "The audit log cannot be written; nothing is shown.", status=503)
         to = request.query.get("to", "")
         rows = []
         for m in self._outbox.messages(to=to, limit=200):
@@ -67,7 +87,7 @@ class OutboxPage:
 
     async def reply(self, request: web.Request) -> web.Response:
         """POST /outbox/reply: an inbound SMS typed on the laptop (outbox mode only)."""
-        if not self._allowed(request) or self._inbound.transport_name != "outbox":
+        if self._allowed(request)[0] is None or self._inbound.transport_name != "outbox":
             return refusal("Outbox", "Replies are taken from Twilio's webhook when Twilio is configured.", status=403)
         form = await request.post()
         number, body = str(form.get("from", "")).strip(), str(form.get("body", ""))

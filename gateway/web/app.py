@@ -18,9 +18,15 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.agents.accounts import AccountBook
+from gateway.agents.api import AgentApi
+from gateway.agents.assignments import open_assignments
 from gateway.agents.desktop import AgentDesktop
+from gateway.agents.reads import ConversationReader
+from gateway.agents.signin import DeskAuth
+from gateway.agents.throttle import SignInThrottle, ThrottleLimits
 from gateway.config import Settings
-from gateway.context import open_fanout
+from gateway.context import AuditLog, open_audit, open_fanout
 from gateway.context.fanout import Fanout
 from gateway.core.actions import ScreenPop, SendFollowUp, Transfer
 from gateway.core.port import ConversationPort
@@ -60,6 +66,7 @@ class DigitalParts:
     desktop: AgentDesktop
     fanout: Fanout
     outreach: Outreach | None
+    audit: AuditLog
 
 
 PARTS: web.AppKey[DigitalParts] = web.AppKey("voicegw_parts", DigitalParts)
@@ -85,11 +92,16 @@ def _metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamR
 
 
 def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = None, crm: Any = None,
-                  fanout: Fanout | None = None, clock: Callable[[], float] = time.time) -> web.Application:
-    """The aiohttp application serving every web surface of the gateway around ``core``."""
+                  fanout: Fanout | None = None, audit: AuditLog | None = None,
+                  clock: Callable[[], float] = time.time) -> web.Application:
+    """The aiohttp application serving every web surface of the gateway around ``core``.
+
+    Agent accounts that cannot be used (a short configured token, a malformed hash) raise
+    :class:`~gateway.agents.accounts.AccountError` here, before anything listens."""
     metrics = Metrics()
     data_dir = settings.data_path(".")
     data_dir.mkdir(parents=True, exist_ok=True)
+    book = AccountBook(settings)  # first: unusable accounts stop the start before any file is opened
     secret = load_or_create_secret(settings.links.secret, data_dir)
     redis_url = settings.context.redis_url if settings.context.backend == "redis" else ""
     signer = LinkSigner(secret, ttl_seconds=settings.links.ttl_minutes * 60, used_db=data_dir / "links.db",
@@ -102,14 +114,21 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     links = LinkPages(settings, core, signer, metrics)
     own_fanout = fanout is None
     fanout = fanout if fanout is not None else open_fanout(settings)
-    desktop = AgentDesktop(settings, core, signer, fanout, metrics, STATIC_DIR)
+    own_audit = audit is None
+    audit = audit if audit is not None else open_audit(settings)
+    assignments = open_assignments(settings)
+    auth = DeskAuth(settings, book, signer, SignInThrottle(ThrottleLimits.from_settings(settings.agents)), audit,
+                    metrics)
+    reader = ConversationReader(core, assignments, audit, metrics)
+    desktop = AgentDesktop(settings, auth, reader, fanout, metrics, STATIC_DIR)
+    api = AgentApi(auth, reader)
     relay = followups.relay = ChatRelay(chat, fanout)
     outreach = None
     if crm is not None and hasattr(crm, "due_reminders"):
         outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE)
         sms_inbound.listeners.append(outreach.on_sms_reply)
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
-                         desktop, fanout, outreach)
+                         desktop, fanout, outreach, audit)
 
     core.register_sink(SendFollowUp, followups.sink)
     core.register_sink(Transfer, desktop.on_transfer)
@@ -118,7 +137,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app = web.Application(client_max_size=settings.web.max_request_bytes + MULTIPART_OVERHEAD,
                           middlewares=[_metrics_middleware(metrics)])
     app[PARTS] = parts
-    outbox_page = OutboxPage(settings, outbox, sms_inbound, desktop)
+    outbox_page = OutboxPage(settings, outbox, sms_inbound, auth, audit)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "sms": sms.transport,
@@ -145,9 +164,11 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/outbox", outbox_page.show)
     app.router.add_post("/outbox/reply", outbox_page.reply)
     app.router.add_get("/agent", desktop.desk)
-    app.router.add_post("/agent/login", desktop.login)
+    app.router.add_post("/agent/login", auth.login)
+    app.router.add_post("/agent/logout", auth.logout)
     app.router.add_get("/agent/ws", desktop.socket)
-    app.router.add_get("/api/conversations/{conversation_id}/context", desktop.context_api)
+    app.router.add_get("/api/conversations/{conversation_id}/context", api.context)
+    app.router.add_get("/api/audit", api.audit)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     # /twilio/voice and /media/twilio (Media Streams); voicegw serve attaches the pipeline
     add_twilio_media_routes(app, settings, signer=signer, metrics=metrics)
@@ -165,6 +186,9 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
             await outreach.close()
         if own_fanout:
             await fanout.close()
+        await assignments.close()
+        if own_audit:
+            await audit.close()
         signer.close()
         outbox.close()
 
@@ -195,7 +219,8 @@ class WebRunner:
         return f"http://{self.host}:{self.port}"
 
     async def agent_connected(self, conversation_id: str, agent_id: str) -> None:
-        """For call control (AMI): ``agent_id`` answered the transferred call; pop their screen."""
+        """For call control (AMI): ``agent_id`` (an account name, or an interface an account lists)
+        answered the transferred call; record that it was routed to them and pop their screen."""
         await self.parts.desktop.agent_connected(conversation_id, agent_id)
 
     async def close(self) -> None:
@@ -221,16 +246,19 @@ async def start_web(settings: Settings, core: ConversationPort, **deps: Any) -> 
     if settings.web.port == 0:
         web_settings = settings.web.model_copy(update={"public_url": f"http://{host}:{port}"})
         settings = settings.model_copy(update={"web": web_settings})
-    app = build_web_app(settings, core, **deps)
+    try:
+        app = build_web_app(settings, core, **deps)
+    except BaseException:
+        sock.close()
+        raise
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
     web_runner = WebRunner(runner, app, host, port)
     log.info("web server on http://%s:%d (chat /chat, agent desktop /agent, metrics /metrics)", host, port)
-    generated = web_runner.parts.desktop.generated_token
-    if generated:
-        log.info("no agent tokens configured: sign in to the agent desktop at %s/agent?token=%s "
-                 "(kept in %s)", settings.web.public_url.rstrip("/"), generated,
-                 settings.data_path("agent-token"))
+    generated = web_runner.parts.desktop.book.generated_token_path
+    if generated is not None:
+        log.info("agent desktop: sign in at %s/agent with the admin token in %s",
+                 settings.web.public_url.rstrip("/"), generated)
     return web_runner

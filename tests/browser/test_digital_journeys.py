@@ -2,7 +2,8 @@
 
 - a customer chats, gets verified, asks for a call; the call arrives over a real AudioSocket
   connection and continues the same conversation without asking to verify again;
-- the agent desktop shows the screen-pop on transfer (and refuses a visitor without a token);
+- the agent desktop signs in by form (HttpOnly cookie, clean URL), shows the screen-pop on transfer
+  (audited) and refuses a visitor without a token;
 - a follow-up SMS link (from the local outbox) is opened and completes the upload step.
 """
 
@@ -23,7 +24,7 @@ from gateway.telephony.audiosocket_server import AudioSocketServer
 from gateway.telephony.calls import CallRecord, CallRegistry, audiosocket_uuid
 from gateway.voice.pipeline import VoicePipeline
 from gateway.voice.vad import VadPool
-from tests.digital.helpers import start, web_settings
+from tests.digital.helpers import AGENT_TOKENS, start, web_settings
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000
@@ -140,14 +141,21 @@ async def test_agent_desktop_shows_screen_pop_on_transfer(tmp_path, browser):
         response = await visitor.goto(runner.url + "/agent")
         assert response.status == 401
         await expect(visitor.locator("#refusal")).to_contain_text("Sign in with your agent token")
-        await visitor.fill("input[name=token]", "wrong-token")
+        await visitor.fill("input[name=token]", "alice.wrong-token-0123456789abcdef0123456789")
         await visitor.click("button[type=submit]")
         await expect(visitor.locator("#refusal")).to_contain_text("not valid")
         assert await visitor.locator("#pops").count() == 0
 
         agent = await browser.new_page()
-        await agent.goto(runner.url + "/agent?token=tok-alice")
+        await agent.goto(runner.url + "/agent")
+        await agent.fill("input[name=token]", AGENT_TOKENS["alice"])
+        await agent.click("#signin button[type=submit]")
         await expect(agent.locator("#agent-id")).to_have_text("alice", timeout=WAIT_MS)
+        assert agent.url == runner.url + "/agent"  # a clean URL, the session in an HttpOnly cookie
+        session = [c for c in await browser.cookies(runner.url) if c["name"] == "voicegw_agent"]
+        assert len(session) == 1 and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
+        assert await agent.evaluate("document.cookie") == ""  # the page's scripts cannot read it
+        await expect(agent.locator("#role")).to_contain_text("billing")
         await agent.fill("#skills", "billing, disputes")
         await agent.fill("#languages", "en")
         await agent.click("#presence button[type=submit]")
@@ -168,6 +176,12 @@ async def test_agent_desktop_shows_screen_pop_on_transfer(tmp_path, browser):
         await expect(transcript).to_contain_text("[redacted]")
         assert "1985-03-14" not in await transcript.inner_text()
         assert runner.parts.metrics.value("voicegw_screenpops_total") == 1
+        reads = [(e.actor, e.action, e.detail["via"]) for e in await runner.parts.audit.entries(conversation_id=cid)
+                 if e.action == "read"]
+        assert reads == [("alice", "read", "screen-pop")]
+
+        await agent.click("#signout button[type=submit]")  # signing out returns to the form
+        await expect(agent.locator("#refusal")).to_contain_text("Sign in with your agent token")
     finally:
         await runner.close()
         await core.store.close()
@@ -186,7 +200,11 @@ async def test_sms_link_opened_completes_upload_step(tmp_path, browser):
         assert len(sms) == 1 and "personal loan" in sms[0].body
 
         page = await browser.new_page()
-        await page.goto(runner.url + "/outbox?token=tok-alice")
+        await page.goto(runner.url + "/agent")  # the outbox is for supervisors: sam signs in first
+        await page.fill("input[name=token]", AGENT_TOKENS["sam"])
+        await page.click("#signin button[type=submit]")
+        await expect(page.locator("#agent-id")).to_have_text("sam", timeout=WAIT_MS)
+        await page.goto(runner.url + "/outbox")
         link = page.locator("#outbox a").first
         href = await link.get_attribute("href")
         assert href.startswith(runner.url + "/l/")

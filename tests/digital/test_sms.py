@@ -11,7 +11,7 @@ from twilio.request_validator import RequestValidator
 from gateway.cli import main as voicegw
 from gateway.core.events import CallAccepted, ChatMessage, FormSubmitted
 from tests.digital.fake_core import FakeCore
-from tests.digital.helpers import start
+from tests.digital.helpers import AGENT_TOKENS, sign_in, start
 
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
 TWILIO = {"account_sid": "AC" + "0" * 32, "auth_token": AUTH_TOKEN, "from_number": "+15557654321"}
@@ -29,12 +29,19 @@ async def test_voice_followup_goes_to_outbox_and_link_completes(tmp_path, monkey
         assert len(messages) == 1 and messages[0].to == "+15550003333"
         url = re.search(r"https?://\S+", messages[0].body).group(0)
         assert url.startswith(runner.url + "/l/")
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             async with http.get(runner.url + "/outbox") as resp:
-                assert resp.status == 401  # the outbox shows customer data: agents only
-            async with http.get(runner.url + "/outbox?token=tok-alice") as resp:
+                assert resp.status == 401  # the outbox shows every customer's SMS: supervisors and admins only
+            async with http.get(runner.url + "/outbox?token=" + AGENT_TOKENS["sam"]) as resp:
+                assert resp.status == 401  # never a token in a URL
+            await sign_in(http, runner.url, "alice")
+            async with http.get(runner.url + "/outbox") as resp:
+                assert resp.status == 403  # an agent of two queues does not read everyone's messages
+            await sign_in(http, runner.url, "sam")
+            async with http.get(runner.url + "/outbox") as resp:
                 page = await resp.text()
                 assert resp.status == 200 and url in page
+            assert [e.actor for e in await runner.parts.audit.entries() if e.action == "read_outbox"] == ["sam"]
             form = aiohttp.FormData()
             form.add_field("document", b"scan", filename="id.png")
             async with http.post(url, data=form) as resp:
@@ -51,19 +58,22 @@ async def test_voice_followup_goes_to_outbox_and_link_completes(tmp_path, monkey
 async def test_local_reply_form_feeds_the_thread(tmp_path, caplog):
     core = FakeCore()
     with caplog.at_level(logging.INFO, logger="gateway.web.app"):
-        runner = await start(tmp_path, core, agents={"tokens": {}})
+        runner = await start(tmp_path, core, agents={"accounts": {}})
     try:
-        # no tokens configured: one is generated, kept in the data dir and logged with the URL
-        token = (tmp_path / "agent-token").read_text()
-        assert runner.parts.desktop.generated_token == token and len(token) >= 24
-        assert any(f"/agent?token={token}" in r.getMessage() for r in caplog.records)
+        # no accounts configured: an admin token is generated and kept in the data dir; the log
+        # names the file, never the token
+        path = tmp_path / "agent-token"
+        token = path.read_text()
+        assert token.startswith("admin.") and len(token) >= 32 and path.stat().st_mode & 0o777 == 0o600
+        assert any(str(path) in r.getMessage() for r in caplog.records)
+        assert not any(token.split(".")[1] in r.getMessage() for r in caplog.records)
         opened = await core.open("voice", caller_id="+15550004444")
         await core.handle(opened.conversation_id, ChatMessage(text="send me a link", channel="voice"))
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             async with http.post(runner.url + "/outbox/reply", data={"from": "+15550004444", "body": "x"}) as resp:
                 assert resp.status == 403  # not signed in
-            async with http.get(f"{runner.url}/agent?token={token}") as resp:
-                assert resp.status == 200  # signs in (session cookie)
+            async with http.post(f"{runner.url}/agent/login", data={"token": token}) as resp:
+                assert resp.status == 200 and str(resp.url) == runner.url + "/agent"  # signed in (session cookie)
             async with http.post(runner.url + "/outbox/reply", data={"from": "+15550004444", "body": "thanks!"}) as resp:
                 assert resp.status == 200  # after the redirect to /outbox
                 assert "You said: thanks!" in await resp.text()

@@ -1,4 +1,6 @@
 // Agent desktop: states skills and languages over /agent/ws and shows screen-pops.
+// The page is served only after sign-in (POST /agent/login sets an HttpOnly cookie the socket
+// sends); when the sign-in ends (expired, account removed or rotated) it goes back to the form.
 (function () {
   "use strict";
   var ws = null;
@@ -60,7 +62,11 @@
     ws.onopen = function () { retry = 500; document.getElementById("conn").textContent = "connected"; ready(); };
     ws.onmessage = function (ev) {
       var frame = JSON.parse(ev.data);
-      if (frame.type === "welcome") { document.getElementById("agent-id").textContent = frame.agent_id; }
+      if (frame.type === "welcome") {
+        document.getElementById("agent-id").textContent = frame.agent_id;
+        document.getElementById("role").textContent = "(" + frame.role + (frame.queues && frame.queues.length ?
+          "; queues " + frame.queues.join(", ") : "") + ")";
+      }
       else if (frame.type === "ready") {
         document.getElementById("presence-state").textContent = (frame.available ? "Available" : "Away") +
           " \u2014 skills: " + frame.skills.join(", ") + "; languages: " + frame.languages.join(", ");
@@ -72,7 +78,10 @@
     ws.onclose = function () {
       document.body.dataset.ready = "no";
       document.getElementById("conn").textContent = "disconnected, reconnecting\u2026";
-      setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
+      fetch("/agent", { credentials: "same-origin", cache: "no-store" }).then(function (r) {
+        if (r.status === 401) { window.location.assign("/agent"); return; }  // signed out: show the form
+        setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
+      }, function () { setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); });
     };
   }
   document.getElementById("presence").addEventListener("submit", function (ev) { ev.preventDefault(); ready(); });

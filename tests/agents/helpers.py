@@ -1,0 +1,86 @@
+"""A real gateway for agent-side tests: the real core (SQLite in tmp_path, or Redis) behind the
+real web server on a free port, plus conversations transferred to a given queue."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+
+from gateway.app import build_core
+from gateway.core.events import ChatMessage
+from gateway.core.orchestrator import Orchestrator
+from gateway.web.app import WebRunner, start_web
+from tests.digital.helpers import AGENT_TOKENS, recv_until, web_settings
+
+TO_QUEUE = {
+    "billing": ["I want to dispute my bill", "12345678", "1985-03-14", "I want to talk to an agent"],
+    "orders": ["where is my order", "I want to talk to an agent"],
+    "support": ["I want to talk to an agent"],
+}
+"""What a customer writes, in the real journeys, to be transferred to each queue."""
+
+
+@asynccontextmanager
+async def real_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Orchestrator, WebRunner]]:
+    """The real core and web server (``overrides``: settings sections; ``deps``: see build_web_app)."""
+    deps = overrides.pop("deps", {})
+    settings = web_settings(tmp_path, **overrides)
+    core = await build_core(settings)
+    try:
+        runner = await start_web(settings, core, store=core.store, crm=core.crm, **deps)
+    except BaseException:
+        await core.close()
+        raise
+    try:
+        yield core, runner
+    finally:
+        await runner.close()
+        await core.close()
+
+
+async def transferred(core: Orchestrator, queue: str) -> str:
+    """A new chat conversation, transferred by the real journeys to ``queue``."""
+    cid = (await core.open("chat")).conversation_id
+    for text in TO_QUEUE[queue]:
+        await core.handle(cid, ChatMessage(text=text))
+    assert (await core.context(cid))["transfer"]["queue"] == queue
+    return cid
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {AGENT_TOKENS[name]}"}
+
+
+def jar() -> aiohttp.CookieJar:
+    return aiohttp.CookieJar(unsafe=True)  # keep cookies from 127.0.0.1 as a browser does
+
+
+async def desk(http: aiohttp.ClientSession, url: str, name: str, skills: list[str],
+               languages: list[str] = ["en"]) -> aiohttp.ClientWebSocketResponse:  # noqa: B006
+    """``name``'s desktop socket (Bearer token), ready with ``skills`` and ``languages``."""
+    ws = await http.ws_connect(f"{url}/agent/ws", headers=bearer(name))
+    await recv_until(ws, "welcome")
+    await ws.send_json({"type": "ready", "skills": skills, "languages": languages})
+    await recv_until(ws, "ready")
+    return ws
+
+
+async def no_frame(ws: aiohttp.ClientWebSocketResponse, seconds: float = 1.0) -> None:
+    """Assert nothing arrives on ``ws`` for ``seconds``."""
+    try:
+        msg = await asyncio.wait_for(ws.receive(), seconds)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"unexpected frame {msg.type} {msg.data!r}")
+
+
+async def wait_for_agents(runner: WebRunner, count: int) -> None:
+    for _ in range(200):
+        if len(runner.parts.desktop.registry.agents()) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("agents did not appear in the registry")
