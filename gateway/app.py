@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Settings
-from gateway.context import open_counters, open_store
+from gateway.context import open_audit, open_counters, open_store
 from gateway.core.outbound import OutboundPolicy
 from gateway.core.verification import TrustServices
 from gateway.core.dialog import DialogEngine
@@ -43,7 +43,7 @@ async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, 
     counters = open_counters(settings)
     services = TrustServices(settings.trust, counters, OutboundPolicy(settings.outbound, counters))
     engine = DialogEngine(journeys, nlu, crm, settings, services, rasa=rasa, **kwargs)
-    core = Orchestrator(settings, store, engine)
+    core = Orchestrator(settings, store, engine, audit=open_audit(settings))
     core.crm = crm  # type: ignore[attr-defined]
     return core
 
@@ -111,7 +111,8 @@ async def start_gateway(settings: Settings) -> RunningGateway:
     if settings.web.enabled:
         from gateway.web.app import start_web
 
-        web = await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm))
+        web = await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm,
+                                                                   audit=core.audit))
         if web is not None and pipeline is not None and settings.twilio_media.enabled:
             from gateway.telephony.twilio_media_server import attach_pipeline
 

@@ -2,7 +2,7 @@
 
 ``open_store(settings)`` gives the configured :class:`ContextStore`; ``open_fanout(settings)``
 the matching screen-pop fan-out (in-process for SQLite, Redis pub/sub for Redis);
-``open_counters(settings)`` the counters shared by every node (failed checks, outbound limits).
+``open_counters(settings)`` the counters shared by every node (failed checks, outbound limits);
 ``open_audit(settings)`` the matching append-only audit log (:mod:`gateway.context.audit`).
 """
 

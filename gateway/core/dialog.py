@@ -23,7 +23,7 @@ from gateway.core.nlu import Nlu
 from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
 from gateway.core.steps import JourneyRunner
-from gateway.core.trust import Assurance, same_number
+from gateway.core.trust import REQUIREMENTS, Assurance, same_number
 from gateway.core.turn import Turn
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,7 @@ class DialogEngine(JourneyRunner):
             needed = self.required_level(record)
             if turn.party.level < needed:
                 # a claim brought the caller back: context follows, account data waits for a check
-                record.state.setdefault("stack", []).append([record.journey, record.step])
-                record.state.pop("confirming", None)
-                await self._enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
+                await self._step_up(turn, needed)
                 return
             if step is not None and step.ask is not None:
                 out.append(self._ask(record, step, turn.channel))
@@ -82,6 +80,9 @@ class DialogEngine(JourneyRunner):
 
     async def _handle(self, turn: Turn, event: Event) -> None:
         record = turn.record
+        if isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed)) and \
+                await self._gate(turn):
+            return
         if isinstance(event, (UserSaid, ChatMessage)):
             await self._answer(turn, event.text)
         elif isinstance(event, DtmfPressed):
@@ -99,6 +100,47 @@ class DialogEngine(JourneyRunner):
             record.state["agent"] = event.agent_id
         elif isinstance(event, ChannelClosed):
             record.state["pending_dtmf"] = ""
+            turn.keyed = ""
+
+    # ----------------------------------------------------------------- who may speak where
+    async def _step_up(self, turn: Turn, needed: Assurance) -> None:
+        """Send this party through the identity check before it goes on where the conversation
+        stands; the place is kept (``step_up``) so that a session already verified, speaking in
+        the same conversation meanwhile, is put back there instead of answering the check."""
+        record = turn.record
+        frame = [record.journey, record.step]
+        record.state.setdefault("stack", []).append(frame)
+        record.state["step_up"] = {"session": turn.party.session_id, "frame": frame}
+        record.state.pop("confirming", None)
+        await self._enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
+
+    async def _gate(self, turn: Turn) -> bool:
+        """Checked before every answer: a party never acts inside a journey it has not proven
+        enough for (True: the turn went to a check instead). A check another session is taking
+        does not hold up a party that needs none."""
+        record = turn.record
+        in_check = record.journey.startswith("verify_")
+        detour = record.state.get("step_up")
+        if in_check and detour and detour.get("session") != turn.party.session_id:
+            journey, step = detour["frame"]
+            need = REQUIREMENTS.get(self.journeys.journeys[journey].requires or "", Assurance.NONE) \
+                if journey in self.journeys.journeys else Assurance.IDENTITY
+            if turn.party.level >= need:
+                stack = record.state.get("stack", [])
+                if stack and stack[-1] == detour["frame"]:
+                    stack.pop()
+                record.journey, record.step = journey, step
+                record.state.pop("step_up", None)
+                record.state.pop("confirming", None)
+                return False
+        if not in_check and record.step:
+            needed = self.required_level(record)
+            if turn.party.level < needed:
+                log.info("conversation %s: a %s session spoke inside a journey needing %s; checking first",
+                         record.id, turn.party.level.name.lower(), needed.name.lower())
+                await self._step_up(turn, needed)
+                return True
+        return False
 
     # ----------------------------------------------------------------- calls the customer asked for
     async def _offer_call(self, turn: Turn) -> None:
@@ -184,9 +226,11 @@ class DialogEngine(JourneyRunner):
             else:
                 await self._fill(turn, step, digit, from_dtmf=True)
             return
-        buffer = record.state.get("pending_dtmf", "")
+        # keys of a sensitive step (PIN, one-time code) stay in memory, others in the record
+        buffer = turn.keyed if step.sensitive else record.state.get("pending_dtmf", "")
+        turn.keyed = ""
+        record.state["pending_dtmf"] = ""
         if digit in TERMINATORS:
-            record.state["pending_dtmf"] = ""
             await self._fill(turn, step, buffer, from_dtmf=True)
             return
         buffer += digit
@@ -194,8 +238,9 @@ class DialogEngine(JourneyRunner):
         if step.expect == "dob_or_pin":
             hi = 4
         if len(buffer) >= hi:
-            record.state["pending_dtmf"] = ""
             await self._fill(turn, step, buffer, from_dtmf=True)
+        elif step.sensitive:
+            turn.keyed = buffer
         else:
             record.state["pending_dtmf"] = buffer
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from gateway.config import Settings
+from gateway.context.audit import AuditLog
 from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord, StoreError
 from gateway.core.actions import Action, Originate, ScreenPop, SendFollowUp, Transfer
 from gateway.core.dialog import DialogEngine
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 SINK_TIMEOUT_SECONDS = 10.0
 TRANSCRIPT_LIMIT = 500
 PRIVATE_SLOTS = {"secret", "account_number", "customer_phone", "one_time_code"}
+AUDITED_NOTES = {"VerificationLocked": "verification_locked", "CallRefused": "outbound_call_refused",
+                  "FollowUpRefused": "outbound_sms_refused", "CallbackRefused": "callback_refused"}
+"""Notes the core also writes to the audit log (beside the conversation's own event log)."""
+MAX_KEYED_BUFFERS = 10_000
+"""Digits keyed into sensitive steps, held in memory per session until the entry completes."""
 SMS_REMINDER_OFFER_SECONDS = 24 * 3600.0
 """A reminder SMS says "reply CALL": that offer of a call to the number on file holds this long."""
 MASK = "[redacted]"
@@ -64,20 +70,26 @@ class Orchestrator:
     """Implements ``gateway.core.port.ConversationPort`` over a store and a dialog engine."""
 
     def __init__(self, settings: Settings, store: ContextStore, engine: DialogEngine,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, audit: AuditLog | None = None):
         self.settings = settings
         self.store = store
         self.engine = engine
         self.clock = clock
+        self.audit = audit
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = {}
+        # digits keyed into a sensitive step (a PIN) are never written to the store, even
+        # half-entered: they wait here, on the node that holds the call, until the entry completes
+        self._keyed: dict[str, str] = {}
 
     async def close(self) -> None:
-        """Close the store, the shared counters and the Rasa client (if any)."""
+        """Close the store, the shared counters, the audit log and the Rasa client (if any)."""
         rasa = getattr(self.engine, "rasa", None)
         if rasa is not None:
             await rasa.close()
         await self.engine.services.counters.close()
+        if self.audit is not None:
+            await self.audit.close()
         await self.store.close()
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
@@ -155,8 +167,11 @@ class Orchestrator:
                 now = self.clock()
                 ledger = Ledger(record)
                 turn = Turn(record, channel, ledger.party(session_id, channel, now), now)
+                key = f"{conversation_id}|{session_id}"
+                turn.keyed = self._keyed.get(key, "")
                 ledger.touch(session_id)
                 await self.engine.handle(turn, event)
+                self._keep_keyed(key, turn.keyed)
                 try:
                     return await self._finish(turn)
                 except ConcurrentUpdate:
@@ -207,14 +222,23 @@ class Orchestrator:
             turn.party = ledger.grant(turn.party, Assurance.PHONE, "outbound_sms", turn.now, ttl)
             ledger.offer_call(turn.party.session_id, phone, turn.now, SMS_REMINDER_OFFER_SECONDS)
 
+    def _keep_keyed(self, key: str, keyed: str) -> None:
+        self._keyed.pop(key, None)
+        if keyed:
+            if len(self._keyed) >= MAX_KEYED_BUFFERS:
+                self._keyed.pop(next(iter(self._keyed)))
+            self._keyed[key] = keyed
+
     async def _locked_until(self, record: ConversationRecord) -> float:
-        if not record.customer_id:
-            return 0.0
-        try:
-            return await self.engine.services.counters.locked_until(f"verify:{record.customer_id}")
-        except StoreError as exc:
-            log.warning("conversation %s: verification lock unknown: %s", record.id, exc)
-            return 0.0
+        """Until when identity checks are locked for this conversation's customer, or for the
+        account someone tried in it (0.0: not locked)."""
+        until = 0.0
+        for customer_id in {record.customer_id, str(record.trust.get("locked_account", ""))} - {""}:
+            try:
+                until = max(until, await self.engine.services.counters.locked_until(f"verify:{customer_id}"))
+            except StoreError as exc:
+                log.warning("conversation %s: verification lock unknown: %s", record.id, exc)
+        return until
 
     async def _customer_for(self, caller_id: str) -> str:
         """The CRM customer id a caller id claims, or "" (a failing CRM only costs the shortcut)."""
@@ -243,6 +267,12 @@ class Orchestrator:
             actions = actions + [ScreenPop(conversation_id=record.id, context=context)]
         for note in turn.notes:
             await self.store.append(record.id, channel="system", kind=note.kind, payload=dict(note.payload))
+            if self.audit is not None and note.kind in AUDITED_NOTES:
+                try:
+                    await self.audit.write(actor="system", role="system", action=AUDITED_NOTES[note.kind],
+                                           conversation_id=record.id, detail=dict(note.payload))
+                except (StoreError, ValueError) as exc:  # the event log above holds it too
+                    log.error("conversation %s: audit entry %s not written: %s", record.id, note.kind, exc)
         for action in actions:
             await self.store.append(record.id, channel="bot", kind=action.kind, payload=_action_payload(action))
         await self.store.save(record)

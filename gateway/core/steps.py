@@ -89,6 +89,9 @@ class JourneyRunner:
         stack = record.state.setdefault("stack", [])
         if stack:
             journey, step_id = stack.pop()
+            detour = record.state.get("step_up")
+            if detour and detour.get("frame") == [journey, step_id]:
+                record.state.pop("step_up", None)
             required = self.journeys.journeys[journey].requires if journey in self.journeys.journeys else None
             if required and not turn.party.holds(required):
                 # back into a journey this party has not proven enough for (a failed or

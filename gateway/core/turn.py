@@ -31,6 +31,9 @@ class Turn:
     now: float
     out: list[Action] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    keyed: str = ""
+    """Digits keyed so far into a sensitive step by this session: held by the orchestrator in
+    memory, never in the record (a half-entered PIN is a secret too)."""
 
     @property
     def ledger(self) -> Ledger:

@@ -94,6 +94,7 @@ async def verify_identity(ctx: LookupContext) -> Outcome:
     target = await ctx.crm.find_customer_by_account(account) if account else claimed
     if target is not None and await _locked(services, target.id):
         log.info("identity check refused: customer %s is locked", target.id)
+        turn.ledger.data["locked_account"] = target.id
         return Outcome("locked", clear=("account_number", "secret"))
     customer = await ctx.crm.verify_identity(
         target.account_number if target is not None else account,
@@ -117,7 +118,7 @@ async def verify_identity(ctx: LookupContext) -> Outcome:
         if count >= cfg.max_failed_checks:
             until = turn.now + cfg.lockout_minutes * 60
             await services.counters.lock(_lock_key(target.id), until)
-            turn.ledger.data["locked_until"] = until
+            turn.ledger.data["locked_account"] = target.id
             turn.note("VerificationLocked", customer_id=target.id, failures=count, until=until,
                       session_channel=turn.channel)
             log.warning("customer %s: identity checks locked for %.0f minutes after %d failures",

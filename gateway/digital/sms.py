@@ -138,20 +138,28 @@ class SmsInbound:
                             body=text, conversation_id=cid, transport=self.transport_name,
                             status="received")
         replies: list[str] = []
-        if not cid:
-            opened = await self._core.open(
-                "sms", caller_id=number, event=ChatStarted(channel="sms", customer_ref=number),
-                session_id=sms_session(number),
-            )
-            cid = opened.conversation_id
-            if not opened.resumed:
-                replies.extend(t for t in map(action_text, opened.actions) if t)
-        self._outbox.remember_thread(number, cid)
         if text.strip().upper() == "CALL":
             event: Any = CallAccepted(number=number, channel="sms")
         else:
             event = ChatMessage(text=text, channel="sms")
-        actions = await self._core.handle(cid, event, session_id=sms_session(number))
+        actions: list[Any] | None = None
+        for _ in range(2):
+            if not cid:
+                opened = await self._core.open(
+                    "sms", caller_id=number, event=ChatStarted(channel="sms", customer_ref=number),
+                    session_id=sms_session(number),
+                )
+                cid = opened.conversation_id
+                if not opened.resumed:
+                    replies.extend(t for t in map(action_text, opened.actions) if t)
+            self._outbox.remember_thread(number, cid)
+            try:
+                actions = await self._core.handle(cid, event, session_id=sms_session(number))
+                break
+            except LookupError:  # the thread's conversation is gone (erased): start a new one
+                log.info("sms thread of %s named a conversation no longer stored; starting a new one", number)
+                cid = ""
+        actions = actions or []
         replies.extend(t for t in map(action_text, actions) if t)
         self._metrics.inc("voicegw_sms_received_total")
         for listener in list(self.listeners):
