@@ -44,9 +44,10 @@ async def real_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[
 
 async def transferred(core: Orchestrator, queue: str) -> str:
     """A new chat conversation, transferred by the real journeys to ``queue``."""
-    cid = (await core.open("chat")).conversation_id
+    opened = await core.open("chat")
+    cid = opened.conversation_id
     for text in TO_QUEUE[queue]:
-        await core.handle(cid, ChatMessage(text=text))
+        await core.handle(cid, ChatMessage(text=text), session_id=opened.session_id)
     assert (await core.context(cid))["transfer"]["queue"] == queue
     return cid
 

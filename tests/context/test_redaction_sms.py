@@ -15,7 +15,7 @@ from twilio.request_validator import RequestValidator
 
 from gateway.app import build_core
 from gateway.digital.outbox import OUTBOX_FILE
-from tests.digital.helpers import start, web_settings
+from tests.digital.helpers import sign_in, start, web_settings
 
 ACCOUNT = "AC" + "0" * 32
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -79,7 +79,7 @@ async def test_twilio_records_are_redacted_and_the_customer_gets_the_real_text(t
         assert any(m.transport == "twiml" for m in runner.parts.outbox.messages())  # the replies, recorded
         raw = _raw_outbox(tmp_path)
         assert b"[card ****1111]" in raw
-        for secret in (b"482913", b"4111 1111 1111 1111", b"737"):
+        for secret in (b"482913", b"4111 1111 1111 1111", b"code 737"):
             assert secret not in raw, secret
         events = await core.store.events(inbound[0].conversation_id)
         said: list[Any] = [e.payload.get("text") for e in events if e.kind == "ChatMessage"]
@@ -98,9 +98,10 @@ async def test_the_local_outbox_keeps_the_body_it_is_the_simulated_handset(tmp_p
         opened = await core.open("sms", caller_id="+15550002222")
         await runner.parts.sms.send("+15550002222", CODE_SMS, conversation_id=opened.conversation_id)
         assert runner.parts.outbox.messages()[0].body == CODE_SMS  # the "phone" shows the code
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await sign_in(http, runner.url, "sam")  # the outbox is for supervisors
             async with http.post(runner.url + "/outbox/reply", data={"from": "+15550002222", "body": CARD_SMS},
-                                 params={"token": "tok-alice"}, allow_redirects=False) as resp:
+                                 allow_redirects=False) as resp:
                 assert resp.status == 303, await resp.text()
         inbound = [m for m in runner.parts.outbox.messages() if m.direction == "in"]
         assert [m.body for m in inbound] == [CARD_SMS]  # typed on the simulated handset, shown as typed
