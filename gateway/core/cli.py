@@ -24,7 +24,8 @@ def _show(actions: list, out=sys.stdout) -> bool:
         elif isinstance(action, SendFollowUp):
             # the terminal is not the customer's phone: it shows where a message went, never its text
             where = f"the phone ending in {action.to[-4:]}" if action.to else "the chat"
-            print(f"[{action.channel} follow-up {action.template!r} sent to {where}]", file=out)
+            print(f"[{action.channel} follow-up {action.template!r} sent to {where}; voicegw outbox shows it]",
+                  file=out)
         elif isinstance(action, OfferCall):
             print(f"bot> {action.text}  (type /call to accept)", file=out)
         elif isinstance(action, Originate):
@@ -42,6 +43,7 @@ async def _chat(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     core = await build_core(settings)
+    closers = _send_sms_like_the_gateway(settings, core)
     channel = "voice" if args.voice else "chat"
     opened = await core.open(channel, caller_id=args.caller_id, conversation_id=args.conversation or "",
                              journey=args.journey or "", event=ChatStarted(channel=channel))
@@ -71,8 +73,31 @@ async def _chat(args: argparse.Namespace) -> int:
         else:
             actions = await core.handle(opened.conversation_id, ChatMessage(text), session_id=session)
         alive = _show(actions)
+    for close in closers:
+        close()
     await core.close()
     return 0
+
+
+def _send_sms_like_the_gateway(settings, core) -> list:
+    """SMS follow-ups (one-time codes, links) go where ``voicegw serve`` sends them: Twilio when
+    configured, else the local outbox (``voicegw outbox``), which stands in for the customer's
+    phone. The terminal never shows their text: it is not the customer's phone."""
+    from gateway.core.actions import SendFollowUp as Action
+    from gateway.digital.followup import FollowUps
+    from gateway.digital.outbox import OUTBOX_FILE, Outbox
+    from gateway.digital.sms import SmsSender
+    from gateway.links import LinkSigner, load_or_create_secret
+    from gateway.web.metrics import Metrics
+
+    data = settings.data_path(".")
+    metrics = Metrics()
+    outbox = Outbox(data / OUTBOX_FILE, redaction=settings.redaction)
+    signer = LinkSigner(load_or_create_secret(settings.links.secret, data),
+                        ttl_seconds=settings.links.ttl_minutes * 60, used_db=data / "links.db")
+    followups = FollowUps(settings, core, signer, SmsSender(settings, outbox, metrics), None, metrics)
+    core.register_sink(Action, followups.sink)
+    return [outbox.close, signer.close]
 
 
 def _validate(args: argparse.Namespace) -> int:

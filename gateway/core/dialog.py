@@ -46,6 +46,8 @@ class DialogEngine(JourneyRunner):
                  rasa: Any = None, today: Callable[[], date] = date.today):
         super().__init__(journeys, crm, settings, services, rasa=rasa, today=today)
         self.nlu = nlu
+        self.can_place_calls: Callable[[], bool] = lambda: True
+        """Whether a telephony channel carries out ``Originate`` here (the orchestrator knows)."""
 
     # ----------------------------------------------------------------- entry points
     async def start(self, turn: Turn, *, resumed: bool, journey: str = "") -> None:
@@ -148,6 +150,13 @@ class DialogEngine(JourneyRunner):
         call to the number on file; anyone else is verified first. The conversation then goes
         back to where it was."""
         record = turn.record
+        if not self.can_place_calls():
+            turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
+                                "right where we left off."))
+            step = self._current_step(record)
+            if step is not None and step.ask is not None:
+                turn.out.append(self._ask(record, step, turn.channel))
+            return
         if record.journey and record.step and record.journey != CALLBACK_JOURNEY:
             record.state.setdefault("stack", []).append([record.journey, record.step])
         await self._enter(turn, CALLBACK_JOURNEY)
@@ -205,6 +214,11 @@ class DialogEngine(JourneyRunner):
 
     async def _place_call(self, turn: Turn, number: str, *, carries: Assurance, reason: str) -> None:
         record = turn.record
+        if not self.can_place_calls():
+            turn.note("CallRefused", reason="no_telephony", channel=turn.channel)
+            turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
+                                "right where we left off."))
+            return
         refusal = await self.services.policy.authorize("call", record.id, number)
         if refusal is not None:
             turn.note("CallRefused", reason=refusal.reason, channel=turn.channel)

@@ -78,6 +78,7 @@ class Orchestrator:
         self.audit = audit
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self._locks: dict[str, asyncio.Lock] = {}
+        engine.can_place_calls = lambda: bool(self._sinks.get(Originate))
         # digits keyed into a sensitive step (a PIN) are never written to the store, even
         # half-entered: they wait here, on the node that holds the call, until the entry completes
         self._keyed: dict[str, str] = {}

@@ -65,7 +65,7 @@ class FollowUps:
     """Signs follow-up links and delivers follow-up messages."""
 
     def __init__(self, settings: Settings, core: ConversationPort, signer: LinkSigner,
-                 sms: SmsSender, chat: ChatChannel, metrics: Metrics) -> None:
+                 sms: SmsSender, chat: ChatChannel | None, metrics: Metrics) -> None:
         self._settings = settings
         self._core = core
         self._signer = signer
@@ -102,6 +102,9 @@ class FollowUps:
                 context = {}
         text = action.text or render_template(action.template, dict(context.get("slots") or {}))
         if action.channel == "chat":
+            if self._chat is None:  # no web chat here (the terminal): nothing to push into
+                log.info("chat follow-up %s for conversation %s not delivered: no web chat", action.template, cid)
+                return
             frame = {"type": "followup", "text": text, "url": url}
             delivered = await (self.relay.deliver(cid, frame) if self.relay else self._chat.push(cid, frame))
             self._metrics.inc("voicegw_followups_total", channel="chat")

@@ -27,7 +27,7 @@ def test_chat_voice_wording_and_dtmf(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Hello Alice, thanks for calling." in result.stdout
     assert "say code, or pin" in result.stdout.lower() and "account number" not in result.stdout
-    assert "[sms follow-up 'password_reset' sent to the phone ending in 4567]" in result.stdout
+    assert "[sms follow-up 'password_reset' sent to the phone ending in 4567" in result.stdout
     assert "+15551234567" not in result.stdout
 
 

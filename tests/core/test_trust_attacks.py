@@ -18,6 +18,7 @@ from gateway.config import load_settings
 from gateway.core.actions import Ask, OfferCall, Originate, Say, ScreenPop, SendFollowUp, Transfer
 from gateway.core.events import CallAccepted, CallStarted, ChatMessage, ChatStarted, DtmfPressed, UserSaid
 from gateway.core.trust import caller_claim
+from gateway.digital.outbox import OUTBOX_FILE, Outbox
 from tests.digital.helpers import recv_until, start
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
 
@@ -30,9 +31,14 @@ def settings_for(tmp_path: Path, **overrides: Any):
     return load_settings(environ={}, overrides={"data_dir": str(tmp_path), **overrides})
 
 
+async def _telephony(conversation_id, action):
+    """A telephony channel is there to carry out Originate (the core offers calls only then)."""
+
+
 @pytest.fixture
 async def core(tmp_path):
     core = await build_core(settings_for(tmp_path))
+    core.register_sink(Originate, _telephony)
     yield core
     await core.close()
 
@@ -291,6 +297,7 @@ async def test_a_typed_number_needs_verification_confirmation_and_an_allowed_ran
 
 async def test_outbound_calls_are_limited_per_conversation(tmp_path):
     core = await build_core(settings_for(tmp_path, outbound={"calls_per_conversation_per_hour": 2}))
+    core.register_sink(Originate, _telephony)
     try:
         alice = await verified_alice_in_billing(core)
         results = []
@@ -339,3 +346,35 @@ def test_spoofed_caller_id_in_the_terminal(tmp_path):
     assert "Welcome back, Alice" in out and "already verified" not in out
     assert not any(x in out for x in ALICE_BILL)
     assert "sent to the phone ending in 4567" in out and "code is" not in out
+    # the code went to Alice's phone (the local outbox stands in for it), never to the terminal
+    code = Outbox(tmp_path / OUTBOX_FILE).messages(to=ALICE_PHONE)[0].body.split("code is ")[1][:6]
+    assert code not in out
+
+
+def test_the_honest_caller_in_the_terminal_reads_the_code_on_her_phone(tmp_path):
+    _voicegw_chat(tmp_path, [], f"my bill is wrong\n{ALICE_ACCOUNT}\n{ALICE_PIN}\n")
+    env = dict(os.environ, VOICEGW_DATA_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "chat", "--voice", "--caller-id", ALICE_PHONE],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
+    try:
+        def read_until(marker: str) -> str:
+            seen = ""
+            while marker not in seen:
+                line = proc.stdout.readline()
+                assert line, f"the terminal ended before {marker!r}: {seen}"
+                seen += line
+            return seen
+
+        read_until("Say code, or PIN")
+        proc.stdin.write("code\n")
+        proc.stdin.flush()
+        read_until("six digit code")
+        code = Outbox(tmp_path / OUTBOX_FILE).messages(to=ALICE_PHONE)[0].body.split("code is ")[1][:6]
+        proc.stdin.write(f"/dtmf {code}\n")
+        proc.stdin.flush()
+        out = read_until("What seems to be wrong")
+        assert "you're verified" in out
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
