@@ -5,10 +5,17 @@ the WebSocket handshake, so the gateway can set the returning-customer cookie (a
 reference to the conversation and, once identified, the customer) on the handshake response. A customer returns by that cookie or
 by a signed link ``?c=<token>`` that a follow-up message carried.
 
-Bounds: new chats per client are limited like messages (HTTP 429 before any conversation is
-created); frames larger than the WebSocket limit close the socket (code 1009); messages longer
-than ``settings.chat.max_message_chars`` and messages over ``settings.chat.messages_per_minute``
-per client are refused with a frame saying why (the text is echoed back, nothing is lost);
+Bounds, so that one client flooding never refuses the customer next to it (same office, same
+NAT, same proxy): messages are limited per conversation, across all its sockets
+(``chat.messages_per_minute``, a token bucket), and per client address only as a coarse outer
+bound several times higher (``chat.ip_messages_per_minute``). The client address is the TCP
+peer, or what ``X-Forwarded-For`` says when the peer is one of ``web.trusted_proxies``
+(:mod:`gateway.web.client_address`). Before the upgrade (nothing created yet): at most
+``chat.max_sessions`` open chats on the node (HTTP 503), ``chat.ip_max_sessions`` open and
+``chat.ip_new_chats_per_minute`` opened per client address (HTTP 429); reopening a
+conversation spends one of its message tokens. Frames larger than the WebSocket limit close
+the socket (code 1009); messages longer than ``chat.max_message_chars`` or over a rate are
+refused with a frame saying why and when to retry (the text is echoed back, nothing is lost);
 a client that keeps breaking the rules is closed with code 1008. Each failure ends that one
 socket only, with a log line carrying the conversation id.
 """
@@ -30,12 +37,13 @@ from gateway.digital.chat_protocol import (
     ClientAcceptCall,
     ClientPing,
     ClientText,
-    RateLimiter,
     dumps,
     encode_action,
     parse_client_frame,
 )
+from gateway.limits import KeyedCap, SessionCap, TokenBuckets
 from gateway.links import LinkRefused, LinkSigner
+from gateway.web.client_address import ClientAddresses
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ MAX_BAD_FRAMES = 5
 """Protocol violations tolerated on one socket before it is closed."""
 MAX_PENDING_PER_CONVERSATION = 50
 """Chat follow-ups kept for a conversation with no open chat, delivered when it returns."""
+FULL_RETRY_SECONDS = 5
+"""Retry-After of the 503 when the node holds ``chat.max_sessions`` chats (the page retries)."""
 
 
 class ChatChannel:
@@ -68,9 +78,16 @@ class ChatChannel:
         self._core = core
         self._signer = signer
         self._metrics = metrics
-        self._limiter = RateLimiter(settings.chat.messages_per_minute, clock=clock)
-        # new chats per client are bounded by the same figure: each one is a stored conversation
-        self._opens = RateLimiter(settings.chat.messages_per_minute, clock=clock)
+        limits = settings.chat
+        self._addresses = ClientAddresses(settings.web.trusted_proxies)
+        # what one customer may send: per conversation, whichever of its sockets it comes from
+        self._messages = TokenBuckets(limits.messages_per_minute, clock=clock)
+        # per client address only coarse outer bounds: a whole office may share one address
+        self._ip_messages = TokenBuckets(limits.ip_messages_per_minute, clock=clock)
+        self._ip_opens = TokenBuckets(limits.ip_new_chats_per_minute, clock=clock)
+        self._cap = SessionCap("chat", limits.max_sessions)
+        self._ip_cap = KeyedCap(limits.ip_max_sessions)
+        self._cap.register_metrics(metrics)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
@@ -159,12 +176,45 @@ class ChatChannel:
         ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=30.0)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="this endpoint speaks WebSocket\n")
-        if not self._opens.allow(request.remote or "unknown"):
-            self._metrics.inc("voicegw_chat_refused_total", reason="too_many_sessions")
-            log.warning("chat session refused: too many new chats from %s", request.remote)
-            return web.Response(status=429, text="too many new chats from this address; try again in a minute\n",
-                                headers={"Retry-After": str(int(self._opens.retry_after(request.remote or "unknown")) + 1)})
+        client = self._addresses.of(request)
+        refused = self._admit(client)
+        if refused is not None:
+            return refused
+        try:
+            return await self._open_session(ws, request, client)
+        finally:
+            self._cap.release()
+            self._ip_cap.release(client)
+
+    def _admit(self, client: str) -> web.Response | None:
+        """Take this node's and this address's slots for a new chat, or the HTTP refusal."""
+        if not self._cap.admit():
+            log.warning("chat session from %s refused: %d chats open (chat.max_sessions)", client, self._cap.active)
+            return web.Response(status=503, text="the chat is busy; try again in a moment\n",
+                                headers={"Retry-After": str(FULL_RETRY_SECONDS)})
+        why, retry = "", 0.0
+        if not self._ip_cap.admit(client):
+            why, retry = "too_many_open_chats", float(FULL_RETRY_SECONDS)
+        elif not self._ip_opens.take(client):
+            why, retry = "too_many_new_chats", self._ip_opens.wait(client)
+            self._ip_cap.release(client)
+        if not why:
+            return None
+        self._cap.release()
+        self._metrics.inc("voicegw_chat_refused_total", reason=why)
+        log.warning("chat session refused: %s from %s", why.replace("_", " "), client)
+        return web.Response(status=429, text="too many chats from this address; try again shortly\n",
+                            headers={"Retry-After": str(int(retry) + 1)})
+
+    async def _open_session(self, ws: web.WebSocketResponse, request: web.Request,
+                            client: str) -> web.StreamResponse:
         resume_id, customer_id, notice = self._resume_from(request)
+        if resume_id and not self._messages.take(resume_id):  # reopening costs what a message does
+            wait = self._messages.wait(resume_id)
+            self._metrics.inc("voicegw_chat_refused_total", reason="reopened_too_fast")
+            log.warning("chat session for conversation %s refused: reopened too fast from %s", resume_id, client)
+            return web.Response(status=429, text="this chat is sending too fast; try again shortly\n",
+                                headers={"Retry-After": str(int(wait) + 1)})
         opened = await self._core.open(
             "chat", conversation_id=resume_id, customer_id=customer_id,
             event=ChatStarted(channel="chat", customer_ref=customer_id),
@@ -182,7 +232,7 @@ class ChatChannel:
         await ws.prepare(request)
         self._sockets.setdefault(cid, set()).add(ws)
         self._metrics.inc("voicegw_chat_sessions_total", resumed=str(opened.resumed).lower())
-        log.info("chat open conversation %s resumed=%s from %s", cid, opened.resumed, request.remote)
+        log.info("chat open conversation %s resumed=%s from %s", cid, opened.resumed, client)
         reason = "closed"
         try:
             await ws.send_str(dumps({"type": "session", "conversation_id": cid, "resumed": opened.resumed,
@@ -211,9 +261,10 @@ class ChatChannel:
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request, session: "_Session") -> str:
-        client = request.remote or "unknown"
+        client = self._addresses.of(request)
         bad = 0
-        flooded = 0
+        flooded = 0  # refused by the conversation's own rate
+        crowded = 0  # refused by the address's outer bound (other clients may have spent it)
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
                 log.warning("chat socket error conversation %s: %s", session.cid, ws.exception())
@@ -221,12 +272,15 @@ class ChatChannel:
             if msg.type != WSMsgType.TEXT:
                 bad += 1
                 await self._refuse(ws, "bad_frame", "only JSON text frames are accepted")
-            elif not self._limiter.allow(client):
-                flooded += 1
-                wait = self._limiter.retry_after(client)
-                await self._refuse(ws, "rate_limited",
-                                   f"too many messages: the limit is {self._limiter.per_minute} a minute; "
-                                   f"try again in {int(wait) + 1} s", _text_of(msg.data),
+            elif (limited := self._take_message(session.cid, client)) is not None:
+                code, wait = limited
+                if code == "rate_limited":
+                    flooded += 1
+                    message = f"too many messages: the limit is {self._settings.chat.messages_per_minute} a minute"
+                else:
+                    crowded += 1
+                    message = "too many messages from your network right now"
+                await self._refuse(ws, code, f"{message}; try again in {int(wait) + 1} s", _text_of(msg.data),
                                    retry_after=round(wait, 1))
             else:
                 try:
@@ -239,7 +293,8 @@ class ChatChannel:
                         await ws.send_str(dumps({"type": "pong"}))
                     else:
                         await self._deliver(ws, session, frame)
-            if bad > MAX_BAD_FRAMES or flooded > self._limiter.per_minute:
+            if (bad > MAX_BAD_FRAMES or flooded > self._settings.chat.messages_per_minute
+                    or crowded > self._settings.chat.ip_messages_per_minute):
                 why = "too many malformed frames" if bad > MAX_BAD_FRAMES else "message flood"
                 log.warning("chat conversation %s closed: %s from %s", session.cid, why, client)
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=why.encode())
@@ -250,6 +305,17 @@ class ChatChannel:
             self._metrics.inc("voicegw_chat_refused_total", reason="frame_too_big")
             return "frame too big"
         return "closed by client"
+
+    def _take_message(self, cid: str, client: str) -> tuple[str, float] | None:
+        """Spend one message of the conversation and of the client address; when either has none
+        left, (refusal code, seconds to wait) and nothing spent."""
+        wait = self._messages.wait(cid)
+        if wait > 0:
+            return "rate_limited", wait
+        if not self._ip_messages.take(client):
+            return "address_rate_limited", self._ip_messages.wait(client)
+        self._messages.take(cid)
+        return None
 
     async def _refuse(self, ws: web.WebSocketResponse, code: str, message: str, text: str = "",
                       **extra: Any) -> None:
