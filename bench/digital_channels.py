@@ -61,7 +61,8 @@ async def _chat_turns(url: str, turns: int) -> list[float]:
 async def bench_chat(tmp: Path) -> None:
     settings = load_settings(environ={}, overrides={
         "data_dir": str(tmp), "web": {"port": 0}, "outreach": {"enabled": False},
-        "chat": {"messages_per_minute": 100000}, "agents": {"tokens": {"bench-token": "bench"}}})
+        "chat": {"messages_per_minute": 100000, "ip_messages_per_minute": 100000, "ip_new_chats_per_minute": 100000},
+        "agents": {"tokens": {"bench-token": "bench"}}})
     core = await build_core(settings)
     runner = await start_web(settings, core, store=core.store, crm=core.crm)
     try:

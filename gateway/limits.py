@@ -70,6 +70,12 @@ class TokenBuckets:
             bucket.tokens, bucket.stamp = level - 1.0, now
         return True
 
+    def empty(self, key: str) -> None:
+        """Spend every token of ``key`` now: from here it earns them back at the steady rate."""
+        if key not in self._buckets and len(self._buckets) >= self._max_keys:
+            self._evict(self._clock())
+        self._buckets[key] = _Bucket(0.0, self._clock())
+
     def __len__(self) -> int:
         return len(self._buckets)
 

@@ -6,23 +6,23 @@ reference to the conversation and, once identified, the customer) on the handsha
 by a signed link ``?c=<token>`` that a follow-up message carried.
 
 Bounds, so that one client flooding never refuses the customer next to it (same office, same
-NAT, same proxy): messages are limited per conversation, across all its sockets
-(``chat.messages_per_minute``, a token bucket), and per client address only as a coarse outer
-bound several times higher (``chat.ip_messages_per_minute``). The client address is the TCP
-peer, or what ``X-Forwarded-For`` says when the peer is one of ``web.trusted_proxies``
-(:mod:`gateway.web.client_address`). Before the upgrade (nothing created yet): at most
-``chat.max_sessions`` open chats on the node (HTTP 503), ``chat.ip_max_sessions`` open and
-``chat.ip_new_chats_per_minute`` opened per client address (HTTP 429); reopening a
-conversation spends one of its message tokens. Frames larger than the WebSocket limit close
-the socket (code 1009); messages longer than ``chat.max_message_chars`` or over a rate are
-refused with a frame saying why and when to retry (the text is echoed back, nothing is lost);
-a client that keeps breaking the rules is closed with code 1008. Each failure ends that one
-socket only, with a log line carrying the conversation id.
+NAT, same proxy): messages are limited per conversation across its sockets, and per client
+address only as a coarse outer bound that a quiet conversation never feels
+(:mod:`gateway.digital.chat_limits`). The client address is the TCP peer, or what
+``X-Forwarded-For`` says when the peer is one of ``web.trusted_proxies``
+(:mod:`gateway.web.client_address`). A chat over the node's or the address's open chats, or
+opened too fast, is refused before the upgrade (HTTP 503 or 429 with Retry-After; nothing is
+created). Frames larger than the WebSocket limit close the socket (code 1009); messages longer
+than ``chat.max_message_chars`` or over a rate are refused with a frame saying why and when to
+retry (the text is echoed back, nothing is lost); a client that keeps breaking the rules is
+closed with code 1008. Each failure ends that one socket only, with a log line carrying the
+conversation id.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -41,7 +41,7 @@ from gateway.digital.chat_protocol import (
     encode_action,
     parse_client_frame,
 )
-from gateway.limits import KeyedCap, SessionCap, TokenBuckets
+from gateway.digital.chat_limits import ChatLimits, Refusal
 from gateway.links import LinkRefused, LinkSigner
 from gateway.web.client_address import ClientAddresses
 from gateway.web.metrics import Metrics
@@ -58,8 +58,6 @@ MAX_BAD_FRAMES = 5
 """Protocol violations tolerated on one socket before it is closed."""
 MAX_PENDING_PER_CONVERSATION = 50
 """Chat follow-ups kept for a conversation with no open chat, delivered when it returns."""
-FULL_RETRY_SECONDS = 5
-"""Retry-After of the 503 when the node holds ``chat.max_sessions`` chats (the page retries)."""
 
 
 class ChatChannel:
@@ -78,16 +76,8 @@ class ChatChannel:
         self._core = core
         self._signer = signer
         self._metrics = metrics
-        limits = settings.chat
         self._addresses = ClientAddresses(settings.web.trusted_proxies)
-        # what one customer may send: per conversation, whichever of its sockets it comes from
-        self._messages = TokenBuckets(limits.messages_per_minute, clock=clock)
-        # per client address only coarse outer bounds: a whole office may share one address
-        self._ip_messages = TokenBuckets(limits.ip_messages_per_minute, clock=clock)
-        self._ip_opens = TokenBuckets(limits.ip_new_chats_per_minute, clock=clock)
-        self._cap = SessionCap("chat", limits.max_sessions)
-        self._ip_cap = KeyedCap(limits.ip_max_sessions)
-        self._cap.register_metrics(metrics)
+        self._limits = ChatLimits(settings.chat, clock=clock, metrics=metrics)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
@@ -177,49 +167,38 @@ class ChatChannel:
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="this endpoint speaks WebSocket\n")
         client = self._addresses.of(request)
-        refused = self._admit(client)
-        if refused is not None:
-            return refused
+        refusal = self._limits.admit(client)
+        if refusal is not None:
+            return self._refuse_open(refusal, client)
         try:
             return await self._open_session(ws, request, client)
         finally:
-            self._cap.release()
-            self._ip_cap.release(client)
+            self._limits.release(client)
 
-    def _admit(self, client: str) -> web.Response | None:
-        """Take this node's and this address's slots for a new chat, or the HTTP refusal."""
-        if not self._cap.admit():
-            log.warning("chat session from %s refused: %d chats open (chat.max_sessions)", client, self._cap.active)
-            return web.Response(status=503, text="the chat is busy; try again in a moment\n",
-                                headers={"Retry-After": str(FULL_RETRY_SECONDS)})
-        why, retry = "", 0.0
-        if not self._ip_cap.admit(client):
-            why, retry = "too_many_open_chats", float(FULL_RETRY_SECONDS)
-        elif not self._ip_opens.take(client):
-            why, retry = "too_many_new_chats", self._ip_opens.wait(client)
-            self._ip_cap.release(client)
-        if not why:
-            return None
-        self._cap.release()
-        self._metrics.inc("voicegw_chat_refused_total", reason=why)
-        log.warning("chat session refused: %s from %s", why.replace("_", " "), client)
-        return web.Response(status=429, text="too many chats from this address; try again shortly\n",
-                            headers={"Retry-After": str(int(retry) + 1)})
+    def _refuse_open(self, refusal: Refusal, client: str, conversation_id: str = "") -> web.Response:
+        """The HTTP answer to a chat that is not opened (nothing was created for it)."""
+        if refusal.code != "node_full":  # that one is voicegw_sessions_refused_total{server="chat"}
+            self._metrics.inc("voicegw_chat_refused_total", reason=refusal.code)
+        log.warning("chat session%s refused from %s: %s", f" for conversation {conversation_id}" if conversation_id
+                    else "", client, refusal.code.replace("_", " "))
+        text = ("the chat is busy; try again in a moment\n" if refusal.status == 503
+                else "too many chats opened; try again shortly\n")
+        return web.Response(status=refusal.status, text=text,
+                            headers={"Retry-After": str(max(1, math.ceil(refusal.retry_after)))})
 
     async def _open_session(self, ws: web.WebSocketResponse, request: web.Request,
                             client: str) -> web.StreamResponse:
         resume_id, customer_id, notice = self._resume_from(request)
-        if resume_id and not self._messages.take(resume_id):  # reopening costs what a message does
-            wait = self._messages.wait(resume_id)
-            self._metrics.inc("voicegw_chat_refused_total", reason="reopened_too_fast")
-            log.warning("chat session for conversation %s refused: reopened too fast from %s", resume_id, client)
-            return web.Response(status=429, text="this chat is sending too fast; try again shortly\n",
-                                headers={"Retry-After": str(int(wait) + 1)})
+        refusal = self._limits.open(resume_id, client)
+        if refusal is not None:
+            return self._refuse_open(refusal, client, resume_id)
         opened = await self._core.open(
             "chat", conversation_id=resume_id, customer_id=customer_id,
             event=ChatStarted(channel="chat", customer_ref=customer_id),
         )
         cid = opened.conversation_id
+        if not opened.resumed:
+            self._limits.started(cid, client)
         customer_id = await self._customer_of(cid, customer_id) if opened.resumed else customer_id
         window = max(60, int(self._settings.context.resume_window_minutes * 60))
         ws.set_cookie(COOKIE, self._signer.issue(cid, "chat", ttl_seconds=window, kind="ref",
@@ -272,16 +251,15 @@ class ChatChannel:
             if msg.type != WSMsgType.TEXT:
                 bad += 1
                 await self._refuse(ws, "bad_frame", "only JSON text frames are accepted")
-            elif (limited := self._take_message(session.cid, client)) is not None:
-                code, wait = limited
-                if code == "rate_limited":
+            elif (limited := self._limits.message(session.cid, client)) is not None:
+                if limited.code == "rate_limited":
                     flooded += 1
                     message = f"too many messages: the limit is {self._settings.chat.messages_per_minute} a minute"
                 else:
                     crowded += 1
                     message = "too many messages from your network right now"
-                await self._refuse(ws, code, f"{message}; try again in {int(wait) + 1} s", _text_of(msg.data),
-                                   retry_after=round(wait, 1))
+                await self._refuse(ws, limited.code, f"{message}; try again in {int(limited.retry_after) + 1} s",
+                                   _text_of(msg.data), retry_after=round(limited.retry_after, 1))
             else:
                 try:
                     frame = parse_client_frame(msg.data, max_message_chars=self._settings.chat.max_message_chars)
@@ -305,17 +283,6 @@ class ChatChannel:
             self._metrics.inc("voicegw_chat_refused_total", reason="frame_too_big")
             return "frame too big"
         return "closed by client"
-
-    def _take_message(self, cid: str, client: str) -> tuple[str, float] | None:
-        """Spend one message of the conversation and of the client address; when either has none
-        left, (refusal code, seconds to wait) and nothing spent."""
-        wait = self._messages.wait(cid)
-        if wait > 0:
-            return "rate_limited", wait
-        if not self._ip_messages.take(client):
-            return "address_rate_limited", self._ip_messages.wait(client)
-        self._messages.take(cid)
-        return None
 
     async def _refuse(self, ws: web.WebSocketResponse, code: str, message: str, text: str = "",
                       **extra: Any) -> None:
