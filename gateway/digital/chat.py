@@ -179,8 +179,9 @@ class ChatChannel:
         """The HTTP answer to a chat that is not opened (nothing was created for it)."""
         if refusal.code != "node_full":  # that one is voicegw_sessions_refused_total{server="chat"}
             self._metrics.inc("voicegw_chat_refused_total", reason=refusal.code)
-        log.warning("chat session%s refused from %s: %s", f" for conversation {conversation_id}" if conversation_id
-                    else "", client, refusal.code.replace("_", " "))
+        if self._limits.worth_logging(refusal, client):
+            log.warning("chat session%s refused from %s: %s", f" for conversation {conversation_id}"
+                        if conversation_id else "", client, refusal.code.replace("_", " "))
         text = ("the chat is busy; try again in a moment\n" if refusal.status == 503
                 else "too many chats opened; try again shortly\n")
         return web.Response(status=refusal.status, text=text,

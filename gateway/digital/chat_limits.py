@@ -8,12 +8,13 @@ coarse outer bound that never refuses a quiet customer for what others at its ad
   ``chat.ip_new_chats_per_minute`` open tokens, and may hold ``chat.ip_max_sessions`` open chats;
   the node holds at most ``chat.max_sessions``.
 * When the address's tokens are spent (someone at it floods), a conversation that is itself
-  quiet (it has sent under ``QUIET_MESSAGES_PER_MINUTE`` lately) still gets through, on a
-  reserve as large as the address's own allowance that busy conversations cannot touch. An
-  address therefore never gets more than twice its figures, and a flooder, busy by definition,
-  cannot spend the quiet customer's share. A conversation started while its address is over
-  its bound starts unproven (it earns quietness at the human pace): a flood script that
-  reconnects for fresh conversations gains nothing from the reserve.
+  quiet (it has *tried* to send under ``QUIET_MESSAGES_PER_MINUTE`` lately, refused attempts
+  included) still gets through, on a reserve as large as the address's own allowance that busy
+  conversations cannot touch. An address therefore never gets more than twice its figures,
+  and a flooder, busy by definition for as long as it floods, cannot spend the quiet
+  customer's share. A conversation started while its address is over its bound starts
+  unproven (it earns quietness at the human pace): a flood script that reconnects for fresh
+  conversations gains nothing from the reserve either.
 * What remains: a brand-new chat has no identity to tell it from the flooder's next one, so it
   is bounded by the address alone (HTTP 429 while an attacker spends the address's new chats);
   and many long-lived chats at the address each keeping to a human pace are indistinguishable
@@ -31,9 +32,13 @@ from typing import Any, Callable
 from gateway.config import ChatSettings
 from gateway.limits import KeyedCap, SessionCap, TokenBuckets
 
-QUIET_MESSAGES_PER_MINUTE = 10
-"""A person typing sends a message every few seconds at most, and rarely ten in a minute. A
-conversation below this pace is quiet: what others at its address send never refuses it."""
+QUIET_MESSAGES_PER_MINUTE = 20
+"""One message every 3 s for a minute is faster than a person types to a bot (short answers
+come in bursts, which the bucket's minute-deep burst absorbs). A conversation below this pace
+is quiet: what others at its address send never refuses it."""
+REFUSAL_LOGS_PER_MINUTE = 6
+"""Log lines about refused chats per client address and reason: a flood of refusals must not
+become a flood of log lines (``voicegw_chat_refused_total`` counts every one)."""
 FULL_RETRY_SECONDS = 5.0
 """Retry-After when the node or the address holds its most open chats (the page retries)."""
 
@@ -59,10 +64,15 @@ class ChatLimits:
         self._ip_messages_reserve = TokenBuckets(chat.ip_messages_per_minute, clock=clock)
         self._ip_opens = TokenBuckets(chat.ip_new_chats_per_minute, clock=clock)
         self._ip_opens_reserve = TokenBuckets(chat.ip_new_chats_per_minute, clock=clock)
+        self._logs = TokenBuckets(REFUSAL_LOGS_PER_MINUTE, clock=clock)
         self.sessions = SessionCap("chat", chat.max_sessions)
         self._ip_sessions = KeyedCap(chat.ip_max_sessions)
         if metrics is not None:
             self.sessions.register_metrics(metrics)
+
+    def worth_logging(self, refusal: Refusal, client: str) -> bool:
+        """Whether this refusal gets a log line (a few a minute per address and reason)."""
+        return self._logs.take(f"{client} {refusal.code}")
 
     # --- open chats ----------------------------------------------------------------------------
     def admit(self, client: str) -> Refusal | None:
@@ -91,26 +101,28 @@ class ChatLimits:
             if self._ip_opens.take(client):
                 return None
             return Refusal("too_many_new_chats", self._ip_opens.wait(client))
+        quiet = self._quiet.take(conversation_id)
         if self._messages.wait(conversation_id) > 0:
             return Refusal("reopened_too_fast", self._messages.wait(conversation_id))
-        if not self._spend(conversation_id, client, self._ip_opens, self._ip_opens_reserve):
+        if not self._spend(conversation_id, client, quiet, self._ip_opens, self._ip_opens_reserve):
             return Refusal("too_many_new_chats", self._ip_opens.wait(client))
         return None
 
     # --- messages ------------------------------------------------------------------------------
     def message(self, conversation_id: str, client: str) -> Refusal | None:
-        """Spend one message of the conversation and of its address; a refusal spends nothing."""
+        """Spend one message of the conversation and of its address. A refusal spends neither
+        (it still counts towards the conversation's pace)."""
+        quiet = self._quiet.take(conversation_id)
         wait = self._messages.wait(conversation_id)
         if wait > 0:
             return Refusal("rate_limited", wait)
-        if not self._spend(conversation_id, client, self._ip_messages, self._ip_messages_reserve):
+        if not self._spend(conversation_id, client, quiet, self._ip_messages, self._ip_messages_reserve):
             return Refusal("address_rate_limited", self._ip_messages.wait(client))
         return None
 
-    def _spend(self, conversation_id: str, client: str, address: TokenBuckets, reserve: TokenBuckets) -> bool:
-        quiet = self._quiet.wait(conversation_id) == 0
+    def _spend(self, conversation_id: str, client: str, quiet: bool, address: TokenBuckets,
+               reserve: TokenBuckets) -> bool:
         if not address.take(client) and not (quiet and reserve.take(client)):
             return False
         self._messages.take(conversation_id)
-        self._quiet.take(conversation_id)
         return True

@@ -22,9 +22,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+
+from gateway.limits import TokenBuckets
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,10 @@ bound this caps a head at about 512 KiB, and the header deadline caps how long i
 _TIMEOUT_TEXT = b"request head not received in time\n"
 TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
                     b"Content-Length: %d\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
+
+TIMEOUT_LOGS_PER_MINUTE = 6
+"""Log lines about cut connections per peer address: a thousand slow connections must not
+become a thousand log lines (``voicegw_http_header_timeouts_total`` counts every one)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -124,8 +131,10 @@ class _GuardedConnection(asyncio.Protocol):
         self.guard.timed_out += 1
         if self.guard.metrics is not None:
             self.guard.metrics.inc("voicegw_http_header_timeouts_total")
-        log.warning("web connection from %s: no complete request head within %.1f s (%d bytes received); closed",
-                    self.peer, self.guard.header_timeout, self.received)
+        host = str(self.peer[0]) if isinstance(self.peer, tuple) and self.peer else str(self.peer)
+        if self.guard.logs.take(host):
+            log.warning("web connection from %s: no complete request head within %.1f s (%d bytes received); "
+                        "closed", self.peer, self.guard.header_timeout, self.received)
         if self.received:
             transport.write(TIMEOUT_RESPONSE)
         transport.close()
@@ -139,6 +148,7 @@ class HeaderDeadlines:
         self.metrics = metrics
         self.connections: dict[asyncio.BaseTransport | None, _GuardedConnection] = {}
         self.timed_out = 0
+        self.logs = TokenBuckets(TIMEOUT_LOGS_PER_MINUTE, clock=time.monotonic)
 
     def wrap(self, protocol: asyncio.Protocol) -> asyncio.Protocol:
         """Put the deadline around one connection's protocol."""
