@@ -102,10 +102,6 @@ class SessionCap:
         self.refused = 0
         self._metrics: Any = None
 
-    @property
-    def full(self) -> bool:
-        return self.active >= self.limit
-
     def admit(self) -> bool:
         """Take a slot; when none is free, count the refusal and return False."""
         if self.active >= self.limit:

@@ -32,6 +32,7 @@ from gateway.config import Settings
 from gateway.core.actions import Action, OfferCall
 from gateway.core.events import CallAccepted, ChannelClosed, ChatMessage, ChatStarted
 from gateway.core.port import ConversationPort
+from gateway.digital.chat_limits import ChatLimits, Refusal
 from gateway.digital.chat_protocol import (
     ChatProtocolError,
     ClientAcceptCall,
@@ -41,7 +42,6 @@ from gateway.digital.chat_protocol import (
     encode_action,
     parse_client_frame,
 )
-from gateway.digital.chat_limits import ChatLimits, Refusal
 from gateway.links import LinkRefused, LinkSigner
 from gateway.web.client_address import ClientAddresses
 from gateway.web.metrics import Metrics
