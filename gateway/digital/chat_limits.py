@@ -12,9 +12,10 @@ coarse outer bound that never refuses a quiet customer for what others at its ad
   included) still gets through, on a reserve as large as the address's own allowance that busy
   conversations cannot touch. An address therefore never gets more than twice its figures,
   and a flooder, busy by definition for as long as it floods, cannot spend the quiet
-  customer's share. A conversation started while its address is over its bound starts
-  unproven (it earns quietness at the human pace): a flood script that reconnects for fresh
-  conversations gains nothing from the reserve either.
+  customer's share. A conversation started while its address is under pressure (over its
+  bound now, or refused for it within ``PRESSURE_SECONDS``) starts unproven: it earns its
+  quietness at the human pace, so a flood script that reconnects for fresh conversations
+  gains nothing from the reserve either.
 * What remains: a brand-new chat has no identity to tell it from the flooder's next one, so it
   is bounded by the address alone (HTTP 429 while an attacker spends the address's new chats);
   and many long-lived chats at the address each keeping to a human pace are indistinguishable
@@ -39,6 +40,9 @@ is quiet: what others at its address send never refuses it."""
 REFUSAL_LOGS_PER_MINUTE = 6
 """Log lines about refused chats per client address and reason: a flood of refusals must not
 become a flood of log lines (``voicegw_chat_refused_total`` counts every one)."""
+PRESSURE_SECONDS = 60.0
+"""An address refused for its bound stays under pressure this long: conversations started at it
+meanwhile start unproven. A flood that pauses between waves is still the same flood."""
 FULL_RETRY_SECONDS = 5.0
 """Retry-After when the node or the address holds its most open chats (the page retries)."""
 
@@ -65,6 +69,8 @@ class ChatLimits:
         self._ip_opens = TokenBuckets(chat.ip_new_chats_per_minute, clock=clock)
         self._ip_opens_reserve = TokenBuckets(chat.ip_new_chats_per_minute, clock=clock)
         self._logs = TokenBuckets(REFUSAL_LOGS_PER_MINUTE, clock=clock)
+        # one token refilled over PRESSURE_SECONDS: empty while the address was refused lately
+        self._pressure = TokenBuckets(60.0 / PRESSURE_SECONDS, capacity=1.0, clock=clock)
         self.sessions = SessionCap("chat", chat.max_sessions)
         self._ip_sessions = KeyedCap(chat.ip_max_sessions)
         if metrics is not None:
@@ -90,7 +96,7 @@ class ChatLimits:
 
     def started(self, conversation_id: str, client: str) -> None:
         """A new conversation was created for ``client``: under pressure it starts unproven."""
-        if self._ip_messages.wait(client) > 0:
+        if self._pressure.wait(client) > 0 or self._ip_messages.wait(client) > 0:
             self._quiet.empty(conversation_id)
 
     def open(self, conversation_id: str, client: str) -> Refusal | None:
@@ -100,11 +106,13 @@ class ChatLimits:
         if not conversation_id:
             if self._ip_opens.take(client):
                 return None
+            self._pressure.empty(client)
             return Refusal("too_many_new_chats", self._ip_opens.wait(client))
         quiet = self._quiet.take(conversation_id)
         if self._messages.wait(conversation_id) > 0:
             return Refusal("reopened_too_fast", self._messages.wait(conversation_id))
         if not self._spend(conversation_id, client, quiet, self._ip_opens, self._ip_opens_reserve):
+            self._pressure.empty(client)
             return Refusal("too_many_new_chats", self._ip_opens.wait(client))
         return None
 
@@ -117,6 +125,7 @@ class ChatLimits:
         if wait > 0:
             return Refusal("rate_limited", wait)
         if not self._spend(conversation_id, client, quiet, self._ip_messages, self._ip_messages_reserve):
+            self._pressure.empty(client)
             return Refusal("address_rate_limited", self._ip_messages.wait(client))
         return None
 

@@ -212,6 +212,15 @@ def test_an_address_never_gets_more_than_twice_its_bound():
     assert refusal is not None and refusal.code == "address_rate_limited" and refusal.retry_after > 0
     now[0] += 60.0 / QUIET_MESSAGES_PER_MINUTE * 2  # a person's pace later (the address refills too)
     assert limits.message("late", "10.1.1.1") is None
+    # half a minute on the address has refilled, but it was refused lately: still under pressure
+    now[0] += 30.0
+    for n in range(3):  # a flood script opens fresh conversations while the address has refilled
+        limits.started(f"script{n}", "10.1.1.1")
+    for n in range(3):  # they spend what the address has...
+        while limits.message(f"script{n}", "10.1.1.1") is None:
+            pass
+        assert limits.message(f"script{n}", "10.1.1.1").code == "address_rate_limited"
+    assert limits.message("c1", "10.1.1.1") is None  # ...but not the reserve of the quiet ones
     # a conversation's own rate comes first, whatever its address has left
     roomy = ChatLimits(ChatSettings(messages_per_minute=30, ip_messages_per_minute=300), clock=lambda: now[0])
     assert all(roomy.message("own", "10.9.9.9") is None for _ in range(30))
