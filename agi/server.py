@@ -10,6 +10,15 @@ unless the call says otherwise (``EXEC AudioSocket`` lasts as long as the call: 
 
 When a route returns, the server half-closes the socket and reads what Asterisk still sends
 (a ``HANGUP`` line, then EOF) for at most one second, as a recorded real session does.
+
+At most ``max_sessions`` routes run at once. A connection past it is refused: its environment
+is read (bounded as above: Asterisk sends it before it reads any command, and it names the
+channel in the log line), ``busy_route`` runs if one is given (the gateway's sets
+``VOICEGW_STATUS=busy`` for the dialplan), and the server closes as after a route, so
+``AGI()`` returns and the dialplan goes on. As many connections again may wait to be refused;
+past that they are closed without a word. Refusals are counted (``sessions_refused``, and
+``voicegw_sessions_refused_total{server="fastagi"}`` once :meth:`FastAgiServer.register_metrics`
+has attached the gateway's metrics).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from agi.protocol import (
     MAX_ENV_BYTES,
@@ -34,6 +43,8 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 4096
 CLOSE_GRACE_SECONDS = 1.0
 DEFAULT_COMMAND_TIMEOUT = 120.0
+DEFAULT_MAX_SESSIONS = 100
+"""Routes running at once; each voicebot call holds one for its whole length."""
 
 
 class AgiError(Exception):
@@ -163,6 +174,8 @@ class FastAgiServer:
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         max_env_lines: int = MAX_ENV_LINES,
         max_env_bytes: int = MAX_ENV_BYTES,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        busy_route: Route | None = None,
     ):
         self.routes: dict[str, Route] = dict(routes or {})
         self.host = host
@@ -171,10 +184,21 @@ class FastAgiServer:
         self.command_timeout = command_timeout
         self.max_env_lines = max_env_lines
         self.max_env_bytes = max_env_bytes
+        self.max_sessions = max_sessions
+        self.busy_route = busy_route
         self.sessions_started = 0
         self.sessions_failed = 0
+        self.sessions_refused = 0
+        self.active = 0
+        self.refusing = 0
+        self._metrics: Any = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def register_metrics(self, metrics: Any) -> None:
+        """``voicegw_sessions_refused_total{server="fastagi"}`` (``metrics.inc``) from now on."""
+        self._metrics = metrics
+        metrics.inc("voicegw_sessions_refused_total", float(self.sessions_refused), server="fastagi")
 
     def add_route(self, path: str, handler: Route) -> None:
         """Serve ``agi://host:port/<path>`` with ``handler``."""
@@ -237,6 +261,49 @@ class FastAgiServer:
         return self.routes.get(path) or self.routes.get(path.rsplit("/", 1)[-1])
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.active >= self.max_sessions:
+            await self._refuse(reader, writer)
+            return
+        self.active += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self.active -= 1
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``max_sessions`` routes run: tell this call the gateway is busy and let the dialplan go on."""
+        self.sessions_refused += 1
+        if self._metrics is not None:
+            self._metrics.inc("voicegw_sessions_refused_total", server="fastagi")
+        peer = writer.get_extra_info("peername")
+        if self.refusing >= self.max_sessions:  # a flood of connections: no time for any of them
+            log.warning("FastAGI connection from %s refused unread: %d sessions and %d refusals in progress",
+                        peer, self.active, self.refusing)
+            writer.close()
+            return
+        self.refusing += 1
+        conn = AgiConnection(self.max_env_lines, self.max_env_bytes)
+        channel = "-"
+        try:
+            env = await self._read_environment(conn, reader)
+            if env is None:
+                return
+            channel = env.channel or "-"
+            log.warning("FastAGI %s from %s refused: %d sessions in progress (max_sessions %d)", channel, peer,
+                        self.active, self.max_sessions)
+            if self.busy_route is not None:
+                await asyncio.wait_for(self.busy_route(AgiSession(env, conn, reader, writer, self.read_timeout)),
+                                       self.read_timeout)
+            await self._finish(reader, writer, conn)
+        except (asyncio.TimeoutError, ProtocolError, AgiError, ConnectionError, OSError) as exc:
+            log.info("FastAGI %s from %s: refusal cut short: %s", channel, peer, exc or "timeout")
+        finally:
+            self.refusing -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE_SECONDS)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         conn = AgiConnection(self.max_env_lines, self.max_env_bytes)
         channel = "-"

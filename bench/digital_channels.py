@@ -65,7 +65,7 @@ BENCH_TOKEN = new_token("bench")
 async def bench_chat(tmp: Path) -> None:
     settings = load_settings(environ={}, overrides={
         "data_dir": str(tmp), "web": {"port": 0}, "outreach": {"enabled": False},
-        "chat": {"messages_per_minute": 100000},
+        "chat": {"messages_per_minute": 100000, "ip_messages_per_minute": 100000, "ip_new_chats_per_minute": 100000},
         "agents": {"accounts": {"bench": {"role": "supervisor", "token_hash": hash_token(BENCH_TOKEN)}}}})
     core = await build_core(settings)
     runner = await start_web(settings, core, store=core.store, crm=core.crm)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.web.client_address import parse_networks
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "gateway.yaml"
@@ -30,6 +32,15 @@ class WebSettings(Section):
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8080"
     max_request_bytes: int = Field(1_048_576, gt=0)
+    trusted_proxies: tuple[str, ...] = ()
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    idle_timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)  # ValueError names the bad entry
+        return value
 
 
 class ContextSettings(Section):
@@ -127,6 +138,7 @@ class AudioSocketSettings(Section):
     port: int = Field(9092, ge=0, le=65535)
     read_timeout_seconds: float = Field(5.0, gt=0)
     max_payload_bytes: int = Field(4096, gt=0)
+    max_sessions: int = Field(50, ge=1)
 
 
 class FastAgiSettings(Section):
@@ -138,6 +150,7 @@ class FastAgiSettings(Section):
     command_timeout_seconds: float = Field(120.0, gt=0)
     prompts_dir: str = "agi-prompts"
     asterisk_prompts_dir: str = ""
+    max_sessions: int = Field(100, ge=1)
 
 
 class AmiSettings(Section):
@@ -159,6 +172,7 @@ class AriSettings(Section):
     password: str = ""
     app: str = "voicegw"
     media_host: str = "127.0.0.1"
+    max_sessions: int = Field(50, ge=1)
 
 
 class FreeSwitchSettings(Section):
@@ -173,6 +187,7 @@ class FreeSwitchSettings(Section):
     conversation_variable: str = "voicegw_conversation_id"
     read_timeout_seconds: float = Field(5.0, gt=0)
     command_timeout_seconds: float = Field(10.0, gt=0)
+    max_sessions: int = Field(50, ge=1)
 
 
 class TwilioMediaSettings(Section):
@@ -228,6 +243,10 @@ class LinkSettings(Section):
 class ChatSettings(Section):
     max_message_chars: int = Field(2000, gt=0)
     messages_per_minute: int = Field(30, gt=0)
+    ip_messages_per_minute: int = Field(300, gt=0)
+    ip_new_chats_per_minute: int = Field(60, gt=0)
+    max_sessions: int = Field(1000, ge=1)
+    ip_max_sessions: int = Field(100, ge=1)
 
 
 class AgentAccountSettings(Section):

@@ -8,17 +8,24 @@ customer) on the handshake response. A customer returns by that cookie or by a s
 to the core session the cookie names, so it survives a page reload in the same browser and
 nowhere else; a link that was texted to the phone on file proves that phone when opened.
 
-Bounds: new chats per client are limited like messages (HTTP 429 before any conversation is
-created); frames larger than the WebSocket limit close the socket (code 1009); messages longer
-than ``settings.chat.max_message_chars`` and messages over ``settings.chat.messages_per_minute``
-per client are refused with a frame saying why (the text is echoed back, nothing is lost);
-a client that keeps breaking the rules is closed with code 1008. Each failure ends that one
-socket only, with a log line carrying the conversation id.
+Bounds, so that one client flooding never refuses the customer next to it (same office, same
+NAT, same proxy): messages are limited per conversation across its sockets, and per client
+address only as a coarse outer bound that a quiet conversation never feels
+(:mod:`gateway.digital.chat_limits`). The client address is the TCP peer, or what
+``X-Forwarded-For`` says when the peer is one of ``web.trusted_proxies``
+(:mod:`gateway.web.client_address`). A chat over the node's or the address's open chats, or
+opened too fast, is refused before the upgrade (HTTP 503 or 429 with Retry-After; nothing is
+created). Frames larger than the WebSocket limit close the socket (code 1009); messages longer
+than ``chat.max_message_chars`` or over a rate are refused with a frame saying why and when to
+retry (the text is echoed back, nothing is lost); a client that keeps breaking the rules is
+closed with code 1008. Each failure ends that one socket only, with a log line carrying the
+conversation id.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -28,17 +35,18 @@ from gateway.config import Settings
 from gateway.core.actions import Action
 from gateway.core.events import CallAccepted, ChannelClosed, ChatMessage, ChatStarted
 from gateway.core.port import ConversationPort
+from gateway.digital.chat_limits import ChatLimits, Refusal
 from gateway.digital.chat_protocol import (
     ChatProtocolError,
     ClientAcceptCall,
     ClientPing,
     ClientText,
-    RateLimiter,
     dumps,
     encode_action,
     parse_client_frame,
 )
 from gateway.links import LinkRefused, LinkSigner
+from gateway.web.client_address import ClientAddresses
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -71,9 +79,8 @@ class ChatChannel:
         self._core = core
         self._signer = signer
         self._metrics = metrics
-        self._limiter = RateLimiter(settings.chat.messages_per_minute, clock=clock)
-        # new chats per client are bounded by the same figure: each one is a stored conversation
-        self._opens = RateLimiter(settings.chat.messages_per_minute, clock=clock)
+        self._addresses = ClientAddresses(settings.web.trusted_proxies)
+        self._limits = ChatLimits(settings.chat, clock=clock, metrics=metrics)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
@@ -164,18 +171,41 @@ class ChatChannel:
         ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes, heartbeat=30.0)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="this endpoint speaks WebSocket\n")
-        if not self._opens.allow(request.remote or "unknown"):
-            self._metrics.inc("voicegw_chat_refused_total", reason="too_many_sessions")
-            log.warning("chat session refused: too many new chats from %s", request.remote)
-            return web.Response(status=429, text="too many new chats from this address; try again in a minute\n",
-                                headers={"Retry-After": str(int(self._opens.retry_after(request.remote or "unknown")) + 1)})
+        client = self._addresses.of(request)
+        refusal = self._limits.admit(client)
+        if refusal is not None:
+            return self._refuse_open(refusal, client)
+        try:
+            return await self._open_session(ws, request, client)
+        finally:
+            self._limits.release(client)
+
+    def _refuse_open(self, refusal: Refusal, client: str, conversation_id: str = "") -> web.Response:
+        """The HTTP answer to a chat that is not opened (nothing was created for it)."""
+        if refusal.code != "node_full":  # that one is voicegw_sessions_refused_total{server="chat"}
+            self._metrics.inc("voicegw_chat_refused_total", reason=refusal.code)
+        if self._limits.worth_logging(refusal, client):
+            log.warning("chat session%s refused from %s: %s", f" for conversation {conversation_id}"
+                        if conversation_id else "", client, refusal.code.replace("_", " "))
+        text = ("the chat is busy; try again in a moment\n" if refusal.status == 503
+                else "too many chats opened; try again shortly\n")
+        return web.Response(status=refusal.status, text=text,
+                            headers={"Retry-After": str(max(1, math.ceil(refusal.retry_after)))})
+
+    async def _open_session(self, ws: web.WebSocketResponse, request: web.Request,
+                            client: str) -> web.StreamResponse:
         resume_id, customer_id, session_id, link_proof, notice = self._resume_from(request)
+        refusal = self._limits.open(resume_id, client)
+        if refusal is not None:
+            return self._refuse_open(refusal, client, resume_id)
         opened = await self._core.open(
             "chat", conversation_id=resume_id, customer_id=customer_id,
             event=ChatStarted(channel="chat", customer_ref=customer_id),
             session_id=session_id, link_proof=link_proof,
         )
         cid = opened.conversation_id
+        if not opened.resumed:
+            self._limits.started(cid, client)
         customer_id = await self._customer_of(cid, customer_id) if opened.resumed else customer_id
         window = max(60, int(self._settings.context.resume_window_minutes * 60))
         ws.set_cookie(COOKIE, self._signer.issue(cid, "chat", ttl_seconds=window, kind="ref",
@@ -188,7 +218,7 @@ class ChatChannel:
         await ws.prepare(request)
         self._sockets.setdefault(cid, set()).add(ws)
         self._metrics.inc("voicegw_chat_sessions_total", resumed=str(opened.resumed).lower())
-        log.info("chat open conversation %s resumed=%s from %s", cid, opened.resumed, request.remote)
+        log.info("chat open conversation %s resumed=%s from %s", cid, opened.resumed, client)
         reason = "closed"
         try:
             await ws.send_str(dumps({"type": "session", "conversation_id": cid, "resumed": opened.resumed,
@@ -218,9 +248,10 @@ class ChatChannel:
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request, session: "_Session") -> str:
-        client = request.remote or "unknown"
+        client = self._addresses.of(request)
         bad = 0
-        flooded = 0
+        flooded = 0  # refused by the conversation's own rate
+        crowded = 0  # refused by the address's outer bound (other clients may have spent it)
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
                 log.warning("chat socket error conversation %s: %s", session.cid, ws.exception())
@@ -228,13 +259,15 @@ class ChatChannel:
             if msg.type != WSMsgType.TEXT:
                 bad += 1
                 await self._refuse(ws, "bad_frame", "only JSON text frames are accepted")
-            elif not self._limiter.allow(client):
-                flooded += 1
-                wait = self._limiter.retry_after(client)
-                await self._refuse(ws, "rate_limited",
-                                   f"too many messages: the limit is {self._limiter.per_minute} a minute; "
-                                   f"try again in {int(wait) + 1} s", _text_of(msg.data),
-                                   retry_after=round(wait, 1))
+            elif (limited := self._limits.message(session.cid, client)) is not None:
+                if limited.code == "rate_limited":
+                    flooded += 1
+                    message = f"too many messages: the limit is {self._settings.chat.messages_per_minute} a minute"
+                else:
+                    crowded += 1
+                    message = "too many messages from your network right now"
+                await self._refuse(ws, limited.code, f"{message}; try again in {int(limited.retry_after) + 1} s",
+                                   _text_of(msg.data), retry_after=round(limited.retry_after, 1))
             else:
                 try:
                     frame = parse_client_frame(msg.data, max_message_chars=self._settings.chat.max_message_chars)
@@ -246,7 +279,8 @@ class ChatChannel:
                         await ws.send_str(dumps({"type": "pong"}))
                     else:
                         await self._deliver(ws, session, frame)
-            if bad > MAX_BAD_FRAMES or flooded > self._limiter.per_minute:
+            if (bad > MAX_BAD_FRAMES or flooded > self._settings.chat.messages_per_minute
+                    or crowded > self._settings.chat.ip_messages_per_minute):
                 why = "too many malformed frames" if bad > MAX_BAD_FRAMES else "message flood"
                 log.warning("chat conversation %s closed: %s from %s", session.cid, why, client)
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=why.encode())

@@ -16,11 +16,14 @@ Gateway to client::
     {"type": "transfer", "queue": "...", "text": "..."}
     {"type": "hangup", "reason": "..."}
     {"type": "accepted", "id": 3}                         # message 3 reached the conversation
-    {"type": "refused", "code": "too_long"|"rate_limited"|..., "message": "...", "text": "..."}
+    {"type": "refused", "code": "too_long"|"rate_limited"|..., "message": "...", "text": "...",
+     "retry_after": 1.5}                                  # retry_after: with the rate refusals
     {"type": "pong"}
 
 Anything that is not one of the client shapes above is refused with a ``refused`` frame naming
 the problem; a client that keeps sending bad frames or floods is closed (its socket only).
+A message over the conversation's rate is refused with ``rate_limited``, one over its client
+address's coarse bound with ``address_rate_limited``; both say in ``retry_after`` when to retry.
 Refused messages are echoed back in ``text`` so the page can keep them for the customer to
 send again: nothing typed is silently lost.
 """
@@ -28,9 +31,8 @@ send again: nothing typed is silently lost.
 from __future__ import annotations
 
 import json
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gateway.core.actions import (
     Action,
@@ -161,47 +163,3 @@ def action_text(action: Action) -> str:
 def dumps(frame: dict[str, Any]) -> str:
     """Serialize a gateway frame."""
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
-
-
-class RateLimiter:
-    """Sliding-window limit: at most ``per_minute`` events per key in any 60 seconds.
-
-    ``allow(key)`` records and returns True, or returns False (nothing recorded) when the key is
-    over its limit. Keys are dropped once idle, so memory stays bounded by active clients.
-    """
-
-    WINDOW_SECONDS = 60.0
-
-    def __init__(self, per_minute: int, *, clock: Callable[[], float], max_keys: int = 10_000) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._max_keys = max_keys
-        self._hits: dict[str, deque[float]] = {}
-
-    def allow(self, key: str) -> bool:
-        """Record one event for ``key`` if it is within the limit."""
-        now = self._clock()
-        hits = self._hits.get(key)
-        if hits is None:
-            if len(self._hits) >= self._max_keys:
-                self._evict(now)
-            hits = self._hits.setdefault(key, deque())
-        while hits and now - hits[0] >= self.WINDOW_SECONDS:
-            hits.popleft()
-        if len(hits) >= self.per_minute:
-            return False
-        hits.append(now)
-        return True
-
-    def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may send again (0 when it may now)."""
-        hits = self._hits.get(key)
-        if not hits or len(hits) < self.per_minute:
-            return 0.0
-        return max(0.0, self.WINDOW_SECONDS - (self._clock() - hits[0]))
-
-    def _evict(self, now: float) -> None:
-        for key in [k for k, v in self._hits.items() if not v or now - v[-1] >= self.WINDOW_SECONDS]:
-            del self._hits[key]
-        while len(self._hits) >= self._max_keys:
-            self._hits.pop(next(iter(self._hits)))

@@ -9,6 +9,11 @@ back as RTP to the address Asterisk gives in ``UNICASTRTP_LOCAL_ADDRESS``/``_POR
 ``ChannelDtmfReceived`` events become ``push_dtmf``. A transfer sets the ``VOICEGW_*``
 variables and sends the channel back to the dialplan (``continue`` into ``ami.agent_context``,
 extension = queue). externalMedia needs ``chan_rtp.so`` (without it Asterisk answers HTTP 500).
+
+At most ``ari.max_sessions`` calls at once: a channel entering the app past that is refused
+before anything is set up for it: ``VOICEGW_STATUS=busy`` is set on it and it is sent back to
+the dialplan (``continue``, the next priority), or hung up (``congestion``) if that fails; a log
+line names the channel and ``voicegw_sessions_refused_total{server="ari"}`` counts it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import aiohttp
 
 from gateway.config import Settings
 from gateway.core.actions import Transfer
+from gateway.limits import SessionCap
 from gateway.telephony.ami import agent_extension
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.audio import ulaw_decode, ulaw_encode
@@ -230,6 +236,11 @@ class AriApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self.pacer = MediaPacer("ARI")
+        self.cap = SessionCap("ari", self.cfg.max_sessions)
+
+    def register_metrics(self, metrics: Any) -> None:
+        """``voicegw_sessions_refused_total{server="ari"}`` on ``/metrics``."""
+        self.cap.register_metrics(metrics)
 
     async def start(self) -> "AriApp":
         loop = asyncio.get_running_loop()
@@ -285,6 +296,13 @@ class AriApp:
         if kind == "StasisStart":
             if cid in self.media_channels or str(channel.get("name", "")).startswith("UnicastRTP/"):
                 return
+            if cid in self.calls:
+                return
+            if not self.cap.admit():
+                log.warning("ARI call %s refused: %d calls in progress (ari.max_sessions); back to the dialplan",
+                            cid, self.cap.active)
+                self.spawn(self._refuse(cid))
+                return
             call = AriCall(cid, caller_id=(channel.get("caller") or {}).get("number", ""),
                            dialed=(channel.get("dialplan") or {}).get("exten", ""))
             self.calls[cid] = call
@@ -327,11 +345,26 @@ class AriApp:
             self.pacer.add(_AriTicker(self, call))
             log.info("ARI call %s started (caller %s, media %s:%d)", cid, call.caller_id or "unknown", *call.remote)
 
+    async def _refuse(self, cid: str) -> None:
+        """Tell the dialplan the gateway is busy and hand the channel back (else hang it up)."""
+        rest = self.rest
+        try:
+            await rest.request("POST", f"/channels/{cid}/variable", variable="VOICEGW_STATUS", value="busy")
+            await rest.request("POST", f"/channels/{cid}/continue")
+            return
+        except (AriError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("ARI call %s: could not hand the refused call back to the dialplan (%s); hanging up", cid, exc)
+        try:
+            await rest.request("DELETE", f"/channels/{cid}", reason="congestion")
+        except (AriError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("ARI call %s: could not hang up the refused call: %s", cid, exc)
+
     async def end_call(self, call: AriCall, reason: str) -> None:
         """Stop the session, tear down the media channel and bridge, hang up unless transferred."""
         if call.ended:
             return
         call.ended = True
+        self.cap.release()
         call.ready = False
         self.calls.pop(call.channel_id, None)
         if call.transport is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agi.server import FastAgiServer
+from agi.server import AgiSession, FastAgiServer
 from gateway.config import Settings
 from gateway.core.actions import Originate
 from gateway.core.events import AgentConnected
@@ -29,6 +29,11 @@ def screen_pop_to_core(core: Any):
         await core.handle(conversation_id, AgentConnected(agent_id=agent_interface, channel="agent"))
 
     return agent_connected
+
+
+async def busy_route(agi: AgiSession) -> None:
+    """A call FastAGI refused (``fastagi.max_sessions`` reached): say so to the dialplan."""
+    await agi.set_variable("VOICEGW_STATUS", "busy")
 
 
 async def start_asterisk_channels(
@@ -78,7 +83,8 @@ async def start_asterisk_channels(
             fallback = FallbackRoute(settings, core, PromptFiles(settings, tts))
             voicebot = VoicebotRoute(settings, calls, fallback, audiosocket_address=address)
             agi = FastAgiServer({"voicebot": voicebot, "fallback": fallback}, host=cfg.host, port=cfg.port,
-                                read_timeout=cfg.read_timeout_seconds, command_timeout=cfg.command_timeout_seconds)
+                                read_timeout=cfg.read_timeout_seconds, command_timeout=cfg.command_timeout_seconds,
+                                max_sessions=cfg.max_sessions, busy_route=busy_route)
             await agi.start()
             started.append(agi)
 

@@ -21,6 +21,11 @@ A thin asyncio layer around :mod:`gateway.telephony.audiosocket`. Per connection
 Connections are asyncio Protocols: no task per read and one timer for all calls, so the cost
 per call is the codec and the session's own work. A failure ends its own connection with one
 log line carrying the call id, never the server or another call.
+
+At most ``audiosocket.max_sessions`` connections are served at once. One past it is refused
+as soon as its UUID arrives (at most ``REFUSE_WAIT_SECONDS`` later): ``00 00 00`` (hangup),
+then close, so ``AudioSocket()`` returns and the dialplan goes on; no session is created, a
+log line names the call, and ``voicegw_sessions_refused_total{server="audiosocket"}`` counts it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.config import Settings
+from gateway.limits import SessionCap
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.calls import CallRecord, CallRegistry
 from gateway.telephony.media_pacer import MediaPacer, PacingStats
@@ -44,6 +50,9 @@ MAX_WRITE_BUFFER = 64 * 1024
 """About 4 s of 8 kHz audio queued in the transport: the peer stopped reading."""
 MAX_PENDING_BYTES = 256 * 1024
 """Caller audio held while the conversation is being opened (about 16 s at 8 kHz)."""
+REFUSE_WAIT_SECONDS = 1.0
+"""How long a connection past ``max_sessions`` may take to send its UUID (Asterisk sends it at
+once) before it is refused anyway; the UUID only names the call in the log line."""
 FLOOD_BURST_SECONDS = 3.0
 FLOOD_SPEED = 4.0
 """Caller audio may arrive in bursts (a network hiccup: up to 6 s at once, from a full bucket of
@@ -96,6 +105,8 @@ class _Connection(asyncio.Protocol):
         self.audio_credit = float("inf")  # full bucket: set at the first audio, when the rate is known
         self.credit_time = self.last_rx
         self.probe: asyncio.TimerHandle | None = None
+        self.admitted = False
+        self.refusal: asyncio.TimerHandle | None = None
         self.reason = ""
 
     # --- transport callbacks -----------------------------------------------------------------
@@ -103,10 +114,17 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
         self.server.connections.add(self)
+        self.admitted = self.server.cap.admit()
+        if not self.admitted:
+            self.refusal = self.loop.call_later(REFUSE_WAIT_SECONDS, self._refuse)
+            return
         self.server.pacer.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.reason:
+            return
+        if not self.admitted:
+            self._refuse(data)
             return
         self.last_rx = self.loop.time()
         try:
@@ -143,6 +161,30 @@ class _Connection(asyncio.Protocol):
         self.end("hangup")
         self.server.connections.discard(self)
         self.server.pacer.discard(self)
+        if self.admitted:
+            self.admitted = False
+            self.server.cap.release()
+
+    def _refuse(self, data: bytes = b"") -> None:
+        """The server holds ``max_sessions`` calls: hang this one up before it starts."""
+        if self.reason:
+            return
+        self.reason = "busy"
+        if self.refusal is not None:
+            self.refusal.cancel()
+            self.refusal = None
+        try:
+            first = self.parser.receive_data(data)[:1]
+        except asock.ProtocolError:
+            first = []
+        if first and isinstance(first[0], asock.Uuid):
+            self.call_id = str(first[0].uuid)
+        log.warning("AudioSocket call %s from %s refused: %d calls in progress (audiosocket.max_sessions); "
+                    "hangup sent", self.call_id, self.peer, self.server.cap.active)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(asock.encode_hangup())
+            transport.close()
 
     # --- call setup ----------------------------------------------------------------------------
     def _hold(self, msgs: list[asock.Message]) -> None:
@@ -289,9 +331,10 @@ class _Connection(asyncio.Protocol):
         if self.reason:
             return
         self.reason = reason
-        if self.probe is not None:
-            self.probe.cancel()
-            self.probe = None
+        for timer in (self.probe, self.refusal):
+            if timer is not None:
+                timer.cancel()
+        self.probe = self.refusal = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if reason in ("ended", "shutdown") and self.session is not None:
@@ -337,8 +380,13 @@ class AudioSocketServer:
         self.connections: set[_Connection] = set()
         self.pacer = MediaPacer("AudioSocket")
         self.ended_calls = 0
+        self.cap = SessionCap("audiosocket", self.cfg.max_sessions)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def register_metrics(self, metrics: Any) -> None:
+        """``voicegw_sessions_refused_total{server="audiosocket"}`` on ``/metrics``."""
+        self.cap.register_metrics(metrics)
 
     @property
     def pacing(self) -> PacingStats:

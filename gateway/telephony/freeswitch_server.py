@@ -20,8 +20,11 @@ data="127.0.0.1:8084 async full"/>`` (see ``dialplans/freeswitch/``). Per connec
    gateway hangs up (``sendmsg`` ``call-command: hangup``); a hangup event stops the session.
 
 Bounded everywhere: the ESL codec's header and body limits, a reply timeout per command,
-the audio WebSocket's message size and read timeout. A failing call is hung up and logged
-with its UUID; other calls go on.
+the audio WebSocket's message size and read timeout, and at most ``freeswitch.max_sessions``
+calls at once: the connection of one more is asked ``connect`` (its UUID, for the log line)
+and hung up with ``NORMAL_TEMPORARY_FAILURE`` (a SIP caller hears 503, which lets a carrier or
+a load balancer try another node), counted in ``voicegw_sessions_refused_total{server="freeswitch"}``.
+A failing call is hung up and logged with its UUID; other calls go on.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway.config import Settings
+from gateway.limits import SessionCap
 from gateway.core.actions import Transfer
 from gateway.telephony import freeswitch as esl
 from gateway.telephony.media_pacer import MediaPacer
@@ -48,6 +52,8 @@ AUDIO_PATH = "/media/freeswitch/{uuid}"
 MAX_PENDING_AUDIO = 256 * 1024
 END_GRACE_SECONDS = 0.3
 """After the session's last frame, the wait before hanging up (the module's playback buffer)."""
+BUSY_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+"""Hangup cause of a call refused because the server holds ``max_sessions`` calls (SIP 503)."""
 
 
 class FreeSwitchCallControl:
@@ -123,6 +129,25 @@ class EslCall:
             self.end(self.reason or "hangup")
             if self.finishing is not None:  # the hangup is written before the socket closes
                 await asyncio.wait([self.finishing], timeout=10.0)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.writer.close()
+
+    async def refuse(self) -> None:
+        """The server holds ``max_sessions`` calls: learn the UUID, hang up busy, close."""
+        reader = asyncio.create_task(self._read_esl(), name="esl-reader")
+        cfg = self.server.cfg
+        try:
+            connect = await self.command(esl.encode_command("connect"))
+            self.uuid = esl.ChannelInfo.from_connect(connect, cfg.conversation_variable).uuid
+            log.warning("FreeSWITCH call %s from %s refused: %d calls in progress (freeswitch.max_sessions); "
+                        "hanging up with %s", self.uuid, self.peer, self.server.cap.active, BUSY_CAUSE)
+            await self.hangup(BUSY_CAUSE)
+        except (asyncio.TimeoutError, ConnectionError, esl.ProtocolError) as exc:
+            log.info("FreeSWITCH call %s from %s: refusal cut short: %s", self.uuid, self.peer, exc or "timeout")
+        finally:
+            self.reason = self.reason or "busy"
+            self.closed.set()
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             self.writer.close()
@@ -358,6 +383,7 @@ class FreeSwitchServer:
         self.pipeline = pipeline
         self.calls: dict[str, EslCall] = {}
         self.pacer = MediaPacer("freeswitch")
+        self.cap = SessionCap("freeswitch", self.cfg.max_sessions)
         self.ended_calls = 0
         self._esl: asyncio.base_events.Server | None = None
         self._runner: web.AppRunner | None = None
@@ -394,13 +420,22 @@ class FreeSwitchServer:
                  self.audio_url("<uuid>"))
         return self
 
+    def register_metrics(self, metrics: Any) -> None:
+        """``voicegw_sessions_refused_total{server="freeswitch"}`` on ``/metrics``."""
+        self.cap.register_metrics(metrics)
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         call = EslCall(self, reader, writer)
+        if not self.cap.admit():
+            await call.refuse()
+            return
         try:
             await call.run()
         except Exception:  # one call's failure must not reach the server
             log.exception("FreeSWITCH call %s: failed", call.uuid)
             call.end("error")
+        finally:
+            self.cap.release()
 
     async def _audio(self, request: web.Request) -> web.StreamResponse:
         uuid = request.match_info["uuid"]

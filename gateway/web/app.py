@@ -4,7 +4,8 @@
 ``build_web_app(settings, core)`` assembles the aiohttp application around one conversation
 core and registers the sinks the digital channels own (SendFollowUp, Transfer, ScreenPop).
 ``start_web(settings, core, ...)`` runs it and returns a :class:`WebRunner` (``port``,
-``close()``) for ``voicegw serve``.
+``close()``) for ``voicegw serve``; its connections are bounded as :mod:`connection_guard`
+says (header deadline, idle timeout, header size and count).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gateway.digital.outbox_page import OutboxPage
 from gateway.digital.outreach import Outreach
 from gateway.digital.sms import SmsInbound, SmsSender
 from gateway.telephony.twilio_media_server import add_twilio_media_routes
+from gateway.web.connection_guard import GuardedSockSite, HeaderDeadlines, handler_options
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -251,9 +253,12 @@ async def start_web(settings: Settings, core: ConversationPort, **deps: Any) -> 
     except BaseException:
         sock.close()
         raise
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    deadlines = HeaderDeadlines(settings.web.header_timeout_seconds, metrics=app[PARTS].metrics)
+    app.middlewares.insert(0, deadlines.middleware())  # outermost: it sees each request head arrive
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0,
+                           **handler_options(settings.web.idle_timeout_seconds))
     await runner.setup()
-    site = web.SockSite(runner, sock)
+    site = GuardedSockSite(runner, sock, deadlines)
     await site.start()
     web_runner = WebRunner(runner, app, host, port)
     log.info("web server on http://%s:%d (chat /chat, agent desktop /agent, metrics /metrics)", host, port)

@@ -11,6 +11,8 @@ from typing import Callable
 
 HELP: dict[str, str] = {
     "voicegw_http_requests_total": "HTTP requests served by the web server, by route and status",
+    "voicegw_http_header_timeouts_total": "Web connections closed for a request head not received in time",
+    "voicegw_sessions_refused_total": "New sessions refused because the server held its max_sessions, by server",
     "voicegw_chat_sessions_total": "Web chat sessions opened (new or resumed)",
     "voicegw_chat_messages_total": "Chat messages delivered to a conversation",
     "voicegw_chat_refused_total": "Chat frames refused, by reason",
