@@ -24,8 +24,10 @@ VOICED_RMS = 300.0
 class FakeSession:
     def __init__(self, pipeline: "FakePipeline", *, call_id: str, sample_rate: int = 8000, caller_id: str = "",
                  dialed: str = "", conversation_id: str = "", control: Any = None, outbound: bool = False,
-                 channel: str = "voice") -> None:
+                 channel: str = "voice", callback: str = "", attestation: str = "") -> None:
         self.pipeline = pipeline
+        self.callback = callback  # what a real session hands the core when it opens
+        self.attestation = attestation
         self.call_id = call_id
         self.sample_rate = sample_rate
         self.frame_bytes = sample_rate // 50 * 2
@@ -49,7 +51,7 @@ class FakeSession:
     async def start(self) -> None:
         self.pipeline.emit("session_started", call_id=self.call_id, rate=self.sample_rate,
                            caller_id=self.caller_id, dialed=self.dialed, outbound=self.outbound,
-                           conversation_id=self.conversation_id)
+                           conversation_id=self.conversation_id, callback=self.callback)
         if self.pipeline.end_after:
             asyncio.get_running_loop().call_later(self.pipeline.end_after, self.ended.set)
 

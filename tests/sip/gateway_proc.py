@@ -61,9 +61,11 @@ async def main(spec: dict[str, Any]) -> None:
                 if isinstance(core, FakeCore):
                     await core.sinks[Originate](cmd.get("conversation_id", ""),
                                                 Originate(number=cmd["target"],
-                                                          conversation_id=cmd.get("conversation_id", "")))
+                                                          conversation_id=cmd.get("conversation_id", ""),
+                                                          callback=cmd.get("callback", "")))
                 else:
-                    asyncio.ensure_future(channel.endpoint.originate(cmd["target"], cmd.get("conversation_id", "")))
+                    asyncio.ensure_future(channel.endpoint.originate(cmd["target"], cmd.get("conversation_id", ""),
+                                                                     callback=cmd.get("callback", "")))
     finally:
         await channel.close()
         for closer in closers:

@@ -129,11 +129,13 @@ def test_outbound_call_carries_the_conversation(start_any_gateway, tmp_path, med
     gw = start_any_gateway(mode="tone")
     uas = run_sipp("uas_answer.xml", "", tmp_path, uas=True, port=uas_port, background=True)
     time.sleep(0.5)
-    gw.send(cmd="originate", target=f"sip:customer@127.0.0.1:{uas_port}", conversation_id="conv-42")
+    gw.send(cmd="originate", target=f"sip:customer@127.0.0.1:{uas_port}", conversation_id="conv-42",
+            callback="nonce-42")
     out, _ = uas.communicate(timeout=60)
     assert uas.returncode == 0, f"{out[-2000:]}\n{sipp_log(tmp_path, 'uas_answer.xml')}"
     started = gw.expect("session_started")
     assert started["outbound"] is True and started["conversation_id"] == "conv-42"
+    assert started["callback"] == "nonce-42"  # the core's nonce comes back with the answered call
     stopped = gw.expect("session_stopped")
     assert stopped["voiced_in"] >= 25
     assert "value conv-42" in (tmp_path / "uas_answer.xml.log").read_text()
