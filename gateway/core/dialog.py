@@ -165,7 +165,7 @@ class DialogEngine(JourneyRunner):
         """Place the call the core offered: to the number on file, or to a number a verified
         customer typed and confirmed. Nothing is dialled without an offer to this session."""
         record, ledger, out = turn.record, turn.ledger, turn.out
-        phone = await self._phone_on_file(record)
+        phone = await self.phone_on_file(record)
         if turn.channel == "outreach":
             # the gateway's own reminder escalation: only ever the number on file
             if phone:

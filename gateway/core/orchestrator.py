@@ -198,7 +198,7 @@ class Orchestrator:
         ttl = self.settings.trust.verified_minutes * 60
         if not (callback or link_proof or attestation or (isinstance(event, CallStarted) and event.outbound)):
             return
-        phone = await self.engine._phone_on_file(record)
+        phone = await self.engine.phone_on_file(record)
         if callback:
             taken = ledger.take_callback(callback, turn.now)
             if taken is None:

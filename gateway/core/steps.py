@@ -242,7 +242,7 @@ class JourneyRunner:
             out.append(SendFollowUp(channel="chat", template=step.template or step.id, text=text,
                                     link_purpose=step.link, conversation_id=record.id))
         else:
-            phone = await self._phone_on_file(record)
+            phone = await self.phone_on_file(record)
             if not phone:
                 log.info("conversation %s: follow-up %s skipped: no phone number on file", record.id, step.template)
                 out.append(Say("I don't have a phone number on file to send that to."))
@@ -257,7 +257,7 @@ class JourneyRunner:
         if step.prompt is not None:
             out.append(Say(self._render(record, as_prompt(step.prompt), channel)))
 
-    async def _phone_on_file(self, record: ConversationRecord) -> str:
+    async def phone_on_file(self, record: ConversationRecord) -> str:
         """The customer's phone number as the CRM has it now ('' when unknown or unreachable)."""
         if not record.customer_id:
             return ""
