@@ -26,6 +26,7 @@ AREA_CLIS = (
     "gateway.telephony.sip.cli",
     "gateway.digital.cli",
     "gateway.agents.cli",
+    "gateway.analytics.cli",
     "gateway.app",
 )
 
