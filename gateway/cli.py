@@ -27,6 +27,7 @@ AREA_CLIS = (
     "gateway.digital.cli",
     "gateway.agents.cli",
     "gateway.analytics.cli",
+    "gateway.events_out.cli",
     "gateway.app",
 )
 

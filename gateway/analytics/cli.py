@@ -2,7 +2,7 @@
 
     voicegw report                               # the last 7 days
     voicegw report --since 2026-01-01 --until 2026-02-01 --journey order_status --channel voice
-    voicegw report --since -24h --csv out/       # one file per table
+    voicegw report --since 24h --csv out/       # one file per table
     voicegw report --parquet out/ --json
 """
 
@@ -20,13 +20,13 @@ from pathlib import Path
 from gateway.analytics.report import ReportFilter
 from gateway.analytics.tables import export, render_text
 
-RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([mhd])$")
+RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)([mhd])$")
 UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0}
 DEFAULT_DAYS = 7
 
 
 def parse_time(text: str, now: float) -> float:
-    """``-7d``, ``-24h``, ``-30m``, an ISO date or date-time (UTC when no zone is given), or epoch seconds."""
+    """``7d``, ``24h``, ``30m`` ago (a leading minus is allowed), an ISO date or date-time (UTC when no zone is given), or epoch seconds."""
     text = text.strip()
     match = RELATIVE.match(text)
     if match:
@@ -38,7 +38,7 @@ def parse_time(text: str, now: float) -> float:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: give -7d, -24h, 2026-01-31 or 2026-01-31T08:00") from None
+        raise ValueError(f"{text!r} is not a time: give 7d, 24h, 2026-01-31 or 2026-01-31T08:00") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
@@ -88,7 +88,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="journey analytics: containment, transfers, funnel, effort, latency, frustration")
-    p.add_argument("--since", help="start of the range: -7d, -24h, an ISO date or date-time (default: 7 days ago)")
+    p.add_argument("--since", help="start of the range: 7d or 24h ago, an ISO date or date-time (default: 7 days ago)")
     p.add_argument("--until", help="end of the range (default: now)")
     p.add_argument("--journey", help="only conversations that entered this task journey")
     p.add_argument("--channel", help="only conversations that used this channel (voice, chat, sms, web)")

@@ -130,7 +130,8 @@ def build_report(paths: Sequence[ConversationPath], starts: Mapping[str, Sequenc
         "turns_per_conversation": _mean([p.turns for p in chosen]),
         "frustrated": _rate(sum(1 for p in chosen if p.max_frustration >= FRUSTRATED), len(chosen)),
     }
-    summary = table("summary", "Summary", [("measure", "text"), ("value", "float")], [
+    summary = table("summary", "Summary (rates are fractions of ended conversations)",
+                    [("measure", "text"), ("value", "number")], [
         (k, float(v)) for k, v in headline.items() if v is not None])
     tables = [summary, _outcomes_by_channel(chosen), _transfers(ended), _journeys(chosen, f, repeats),
               _funnel(chosen, jmap, f), _steps(chosen, low_confidence), _latency(chosen),

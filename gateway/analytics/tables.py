@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-ColumnType = Literal["text", "int", "float", "percent", "seconds"]
+ColumnType = Literal["text", "int", "float", "number", "percent", "seconds"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ def cell(value: Any, kind: ColumnType) -> str:
         return f"{value:.3f} s"
     if kind == "float":
         return f"{value:.2f}"
+    if kind == "number":
+        return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
     return str(value)
 
 
@@ -82,7 +84,8 @@ def to_csv(t: Table) -> str:
     return buffer.getvalue()
 
 
-_ARROW_TYPES = {"text": "string", "int": "int64", "float": "float64", "percent": "float64", "seconds": "float64"}
+_ARROW_TYPES = {"text": "string", "int": "int64", "float": "float64", "number": "float64", "percent": "float64",
+                "seconds": "float64"}
 
 
 def write_parquet(t: Table, path: Path) -> None:
