@@ -28,6 +28,7 @@ AREA_CLIS = (
     "gateway.agents.cli",
     "gateway.analytics.cli",
     "gateway.events_out.cli",
+    "gateway.governance.cli",
     "gateway.app",
 )
 

@@ -36,6 +36,42 @@ WATCH_RETRIES = 5
 """A conversation rewritten by retention while a node appends to it is retried this often."""
 
 
+# XDEL only marks a stream entry deleted: its bytes stay in the stream's node until every entry
+# of the node goes. After an erasure the stream is rebuilt, atomically, with the same entry ids,
+# its last id and its consumer groups (at their last delivered id; entries a consumer had read but
+# not acknowledged are delivered again to the group, since the pending lists cannot be carried).
+_COMPACT_SCRIPT = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+local entries = redis.call('XRANGE', key, '-', '+')
+local info = redis.call('XINFO', 'STREAM', key)
+local last = '0-0'
+for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i + 1] end end
+local groups = {}
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  local name, delivered = nil, '0-0'
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+  end
+  table.insert(groups, {name, delivered})
+end
+redis.call('DEL', key)
+for _, e in ipairs(entries) do redis.call('XADD', key, e[1], unpack(e[2])) end
+if #entries == 0 then
+  redis.call('XGROUP', 'CREATE', key, 'voicegw-compact', '0', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', key, 'voicegw-compact')
+end
+redis.call('XSETID', key, last)
+for _, g in ipairs(groups) do redis.call('XGROUP', 'CREATE', key, g[1], g[2]) end
+return #entries
+"""
+
+
+async def compact_stream(redis: Any, key: str) -> None:
+    """Rebuild ``key`` so that the bytes of entries deleted from it are gone."""
+    await redis.eval(_COMPACT_SCRIPT, 1, key)
+
+
 async def _delete_conversations(store: "RedisStore", ids: list[str], counts: PurgeCounts) -> None:
     r = store._redis
     for start in range(0, len(ids), SCAN_BATCH):
@@ -67,17 +103,20 @@ async def _drop_feed_entries(store: "RedisStore", ids: set[str], counts: PurgeCo
     """XDEL every feed entry of these conversations (one pass over the bounded stream)."""
     if not ids:
         return
-    r, key, start = store._redis, store._key("feed"), "-"
+    r, key, start, deleted = store._redis, store._key("feed"), "-", False
     while True:
         entries = await r.xrange(key, min=start, max="+", count=SCAN_BATCH)
         if not entries:
-            return
+            break
         doomed = [entry_id for entry_id, fields in entries if fields.get("conversation_id") in ids]
         if doomed:
             counts.add("feed", int(await r.xdel(key, *doomed)))
+            deleted = True
         if len(entries) < SCAN_BATCH:
-            return
+            break
         start = "(" + entries[-1][0]
+    if deleted:
+        await compact_stream(r, key)
 
 
 async def erase(store: "RedisStore", ids: list[str], *, actor: str, reason: str) -> PurgeCounts:
