@@ -4,6 +4,7 @@
     voicegw erase --customer C001 --actor admin --yes      # erase, and print what was done
     voicegw export --customer C001 --actor admin -o c001.json
     voicegw retention                                      # run the retention purge now
+    voicegw qa --since 30d                                 # score ended conversations now, and summarize
 
 ``--actor`` names the admin account doing it (checked against ``agents.accounts``, the accounts
 file, or the generated ``admin``); it is what the audit log records.
@@ -116,7 +117,43 @@ async def _retention(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _qa(args: argparse.Namespace) -> int:
+    from gateway.analytics.cli import parse_time
+    from gateway.analytics.source import journey_map
+    from gateway.cli import settings_from
+    from gateway.governance.qa_job import QaSweep
+    from gateway.governance.scorecards import load_scorecards
+
+    settings = settings_from(args)
+    now = time.time()
+    try:
+        since = parse_time(args.since, now)
+    except ValueError as exc:
+        print(f"voicegw qa: {exc}", file=sys.stderr)
+        return 2
+    store, audit, deliveries, qa = await _open(settings)
+    try:
+        sweep = QaSweep(settings, store, qa, load_scorecards(settings.project_path(settings.qa.scorecards_dir)),
+                        journey_map(settings))
+        scored = await sweep.score_range(since, now)
+        results = await qa.between(since, now + 1)
+    finally:
+        await _close(store, audit, deliveries, qa)
+    failing: dict[str, int] = {}
+    for result in results:
+        for item in result.failing:
+            failing[item["id"]] = failing.get(item["id"], 0) + 1
+    print(f"scored {scored} conversation(s) now; {len(results)} scored in the range, "
+          f"{sum(1 for r in results if r.passed)} passed")
+    for item, n in sorted(failing.items(), key=lambda kv: -kv[1]):
+        print(f"  {item}: {n} failing")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("qa", help="score ended conversations now (voicegw serve does it on schedule) and summarize")
+    p.add_argument("--since", default="7d", help="conversations updated since: 7d, 24h, an ISO date (default 7d)")
+    p.set_defaults(func=lambda a: asyncio.run(_qa(a)))
     p = sub.add_parser("erase", help="erase a customer's data from every store (admins)")
     p.add_argument("--customer", required=True, help="the customer id (as the CRM knows it)")
     p.add_argument("--phone", action="append", help="also a number of theirs (repeatable); the one on file is found")

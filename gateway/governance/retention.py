@@ -14,7 +14,7 @@
 Housekeeping with fixed reasons runs alongside: used follow-up links a day after any link
 expires, counter hits older than any window, agent assignments after their grant. Call
 recordings are not kept by the gateway yet (a later issue), so there is nothing of them to purge.
-Each run writes one audit entry with what it removed.
+Each run that removes something writes one audit entry saying how much, by store.
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ async def purge(settings: Settings, store: LifecycleStore, audit: AuditLog, *, n
     if policy.audit:
         done["audit log"] = {"entries": await audit.purge_before(policy.audit, actor=ACTOR)}  # type: ignore[attr-defined]
     done = {k: {n: c for n, c in v.items() if c} for k, v in done.items()}
-    await audit.write(actor=ACTOR, role="system", action="retention_purge",
-                      detail={k: sum(v.values()) for k, v in done.items()})
+    if any(done.values()):  # a run that removed nothing leaves no entry (it runs every hour)
+        await audit.write(actor=ACTOR, role="system", action="retention_purge",
+                          detail={k: sum(v.values()) for k, v in done.items() if v})
     return done
 
 
