@@ -237,7 +237,10 @@ class SqliteAuditLog:
                 conn.execute("INSERT INTO purge_guard (purge_id) VALUES (?)", (purge_id,))
                 n = work(conn)
                 conn.execute("DELETE FROM purge_guard")
-                conn.execute("UPDATE purges SET count = ? WHERE id = ?", (n, purge_id))
+                if n or reason != "retention":
+                    conn.execute("UPDATE purges SET count = ? WHERE id = ?", (n, purge_id))
+                else:  # an hourly run that found nothing leaves no row
+                    conn.execute("DELETE FROM purges WHERE id = ?", (purge_id,))
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return n
         return run

@@ -34,7 +34,10 @@ def guarded(conn: sqlite3.Connection, *, actor: str, reason: str, now: float,
         conn.execute("INSERT INTO purge_guard (purge_id) VALUES (?)", (purge_id,))
         yield purge_id
         conn.execute("DELETE FROM purge_guard")
-        conn.execute("UPDATE purges SET counts = ? WHERE id = ?", (json.dumps(counts.as_dict()), purge_id))
+        if counts.as_dict() or reason != "retention":
+            conn.execute("UPDATE purges SET counts = ? WHERE id = ?", (json.dumps(counts.as_dict()), purge_id))
+        else:  # an hourly run that found nothing leaves no row
+            conn.execute("DELETE FROM purges WHERE id = ?", (purge_id,))
     # the WAL still holds the pages as they were before: fold it into the file and empty it
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
