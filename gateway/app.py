@@ -124,7 +124,8 @@ async def start_gateway(settings: Settings) -> RunningGateway:
 
         await attempt("rasa action server", lambda: start_action_server(
             settings, core.crm, settings.web.host, settings.rasa.actions_port))
-    await attempt("governance", lambda: start_governance(settings, core))
+    if running.started:  # beside channels only: a gateway with none stops (see _serve)
+        await attempt("governance", lambda: start_governance(settings, core))
     return running
 
 

@@ -16,7 +16,13 @@ Like the conversation event log it is append-only, and ``open_audit(settings)``
   and ``{p}audit:conv:{id}``, a stream per conversation with the same entry (what the
   per-conversation read uses); both are written in one MULTI. Redis has no triggers: to make
   the log append-only there too, give the gateway's Redis user an ACL selector that allows only
-  XADD and XREVRANGE on ``{p}audit:*``.
+  XADD, XREVRANGE and XRANGE on ``{p}audit:*``, and run retention (``retention.enabled: false``
+  in serve, ``voicegw retention`` from cron) and ``voicegw erase`` as a user that may also XDEL,
+  XTRIM and DEL there.
+
+Its retention is its own (``retention.audit_days``, :meth:`purge_before`), and an erasure keeps
+its entries but replaces the customer's identifiers inside them (:meth:`scrub`); on SQLite both
+go through a guarded purge like the event log's.
 
 ``detail`` is the caller's: never put a token, a PIN or a card number there.
 """

@@ -3,7 +3,8 @@
 Every call runs on one dedicated worker thread that owns the connection, so a database locked
 by another process (waited on for ``busy_timeout_ms``) never stalls the event loop. Each write
 is one transaction: a failure leaves nothing half-written. The event log table refuses UPDATE
-and DELETE (triggers), so the log is append-only at the database level too.
+and DELETE (triggers), so the log is append-only at the database level too; retention and
+erasure go through the one guarded way around it (:mod:`gateway.context.sqlite_lifecycle`).
 """
 
 from __future__ import annotations

@@ -147,6 +147,10 @@ async def test_a_receiver_down_for_a_minute_misses_no_event(env: Env) -> None:
     assert waits[:7] == [1, 2, 4, 8, 16, 32, 64][: len(waits[:7])] and sum(waits) >= 60.0  # exponential backoff
     first = env.receiver.received[0]
     assert first["schema"] == SCHEMA and first["kind"] == "ChatStarted" and first["source"] == "customer"
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "events.schema.json").read_text())
+    for data in env.receiver.received:  # every event as the documented schema says
+        assert set(schema["required"]) <= set(data) and data["source"] in schema["properties"]["source"]["enum"]
+        assert data["id"] == f"{data['conversation_id']}:{data['seq']}" and data["at"].endswith("Z")
     for headers, body in zip(env.receiver.headers, env.receiver.bodies):
         assert verify(SECRET, headers[SIGNATURE_HEADER], body, now=env.clock.now, tolerance_seconds=3600)
         assert not verify("another-secret-of-some-length", headers[SIGNATURE_HEADER], body, now=env.clock.now,
