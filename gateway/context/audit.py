@@ -289,6 +289,19 @@ class SqliteAuditLog:
         self._executor.shutdown(wait=False)
 
 
+# One entry into the day stream and, under the same id, into the conversation's stream (so a
+# read by conversation returns the id the write did), atomically. A conversation stream whose
+# last id is already later (only after an erasure rebuilt it) gets a fresh one instead.
+_ADD_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
+if KEYS[2] ~= '' then
+  local ok = pcall(redis.call, 'XADD', KEYS[2], id, unpack(ARGV))
+  if not ok then redis.call('XADD', KEYS[2], '*', unpack(ARGV)) end
+end
+return id
+"""
+
+
 class RedisAuditLog:
     """:class:`AuditLog` in Redis streams: one per UTC day, one per conversation."""
 
@@ -299,6 +312,7 @@ class RedisAuditLog:
         self.prefix = prefix
         self.clock = clock
         self._redis = connect(url)
+        self._add = self._redis.register_script(_ADD_SCRIPT)
 
     def _day_key(self, at: float) -> str:
         return f"{self.prefix}audit:day:{datetime.fromtimestamp(at, tz=timezone.utc):%Y-%m-%d}"
@@ -323,15 +337,10 @@ class RedisAuditLog:
                   "action": _clip(action, "action"), "conversation_id": _clip(conversation_id, "conversation_id"),
                   "detail": _detail_json(detail)}
 
-        async def op() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.xadd(self._day_key(at), fields)
-            if fields["conversation_id"]:
-                pipe.xadd(self._conv_key(fields["conversation_id"]), fields)
-            return list(await pipe.execute())
-
-        ids = await self._call("writing an entry", op())
-        return self._entry(str(ids[0]), fields)
+        keys = [self._day_key(at), self._conv_key(fields["conversation_id"]) if fields["conversation_id"] else ""]
+        args = [item for pair in fields.items() for item in pair]
+        entry_id = await self._call("writing an entry", self._add(keys=keys, args=args))
+        return self._entry(str(entry_id), fields)
 
     @staticmethod
     def _entry(entry_id: str, fields: Mapping[str, str]) -> AuditEntry:
