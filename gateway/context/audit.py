@@ -364,8 +364,11 @@ class RedisAuditLog:
         return out
 
     async def purge_before(self, cutoff: float, *, actor: str) -> int:
-        """Delete the day streams of days wholly before ``cutoff`` and the older entries of the
-        per-conversation streams (stream ids are Redis' clock in milliseconds)."""
+        """Delete the day streams of days wholly before ``cutoff`` and, from each conversation's
+        stream, the entries written before it (by their ``at``); the streams trimmed are rebuilt
+        so the removed entries' bytes go too. How many day-stream entries went."""
+        from gateway.context.redis_lifecycle import compact_stream
+
         n = 0
         cutoff_day = f"{datetime.fromtimestamp(cutoff, tz=timezone.utc):%Y-%m-%d}"
         async for key in self._redis.scan_iter(match=f"{self.prefix}audit:day:*", count=500):
@@ -373,10 +376,19 @@ class RedisAuditLog:
                 n += int(await self._call("purging old entries", self._redis.xlen(key)))
                 await self._call("purging old entries", self._redis.delete(key))
         async for key in self._redis.scan_iter(match=f"{self.prefix}audit:conv:*", count=500):
-            await self._call("purging old entries", self._redis.xtrim(key, minid=str(int(cutoff * 1000)),
-                                                                      approximate=False))
-            if not await self._redis.xlen(key):
-                await self._redis.delete(key)
+            start, keep = "-", None
+            while keep is None:
+                rows = await self._call("purging old entries", self._redis.xrange(key, min=start, max="+", count=500))
+                keep = next((i for i, f in rows if float(f.get("at", 0)) >= cutoff), None)
+                if keep is None and len(rows) < 500:
+                    break
+                if rows:
+                    start = "(" + rows[-1][0]
+            if keep is None:
+                await self._call("purging old entries", self._redis.delete(key))
+            elif keep != (await self._call("purging old entries", self._redis.xrange(key, count=1)))[0][0]:
+                await self._call("purging old entries", self._redis.xtrim(key, minid=keep, approximate=False))
+                await self._call("purging old entries", compact_stream(self._redis, key))
         return n
 
     async def scrub(self, conversation_ids: list[str], needles: tuple[str, ...], *, actor: str) -> int:

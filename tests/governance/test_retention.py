@@ -18,6 +18,7 @@ from gateway.governance.qa_store import open_qa_store
 from gateway.governance.retention import purge
 from gateway.governance.scorecards import load_scorecards
 from tests.analytics.seed import SCRIPTS, Clock, run_script, settings_for, sqlite_core
+from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
 
 DAY = 86400.0
 
@@ -82,3 +83,28 @@ async def test_each_kind_of_data_goes_after_its_own_period(tmp_path: Path) -> No
     with sqlite3.connect(settings.data_path("conversations.db")) as conn:
         # day 30, day 70, day 100 (the day-30 chat grew old then); the empty last run left no row
         assert [r[0] for r in conn.execute("SELECT reason FROM purges")] == ["retention"] * 3
+
+
+async def test_the_redis_audit_log_keeps_its_own_period(request: pytest.FixtureRequest) -> None:
+    import redis as syncredis
+
+    from gateway.context.audit import RedisAuditLog
+
+    url = request.getfixturevalue("redis_url")
+    clock = Clock()
+    audit = RedisAuditLog(url, clock=clock)
+    try:
+        await audit.write(actor="sam", role="supervisor", action="read", conversation_id="c1",
+                          detail={"note": "old-entry-marker"})
+        clock.now += 100 * DAY
+        await audit.write(actor="sam", role="supervisor", action="read", conversation_id="c1")
+        await audit.write(actor="sam", role="supervisor", action="read", conversation_id="c2",
+                          detail={"note": "new-entry-marker"})
+        assert await audit.purge_before(clock.now - 90 * DAY, actor="retention") == 1
+        assert [e.at for e in await audit.entries(conversation_id="c1")] == [clock.now]
+        assert len(await audit.entries(conversation_id="c2")) == 1
+        client = syncredis.Redis.from_url(url)
+        raw = b"".join(client.dump(k) or b"" for k in client.scan_iter(match="voicegw:audit:*"))
+        assert b"old-entry-marker" not in raw and b"new-entry-marker" in raw
+    finally:
+        await audit.close()
