@@ -124,7 +124,43 @@ async def start_gateway(settings: Settings) -> RunningGateway:
 
         await attempt("rasa action server", lambda: start_action_server(
             settings, core.crm, settings.web.host, settings.rasa.actions_port))
+    if running.started:  # beside channels only: a gateway with none stops (see _serve)
+        await attempt("governance", lambda: start_governance(settings, core))
     return running
+
+
+async def start_governance(settings: Settings, core: Orchestrator) -> list[Any]:
+    """The jobs that run beside the channels: the retention purge, the QA sweep and, when webhooks
+    are configured, the event publisher (what each returns is closed on shutdown)."""
+    from gateway.analytics.source import journey_map
+    from gateway.events_out.deliveries import open_deliveries
+    from gateway.events_out.publisher import WebhookPublisher
+    from gateway.governance.qa_job import QaSweep
+    from gateway.governance.qa_store import open_qa_store
+    from gateway.governance.retention import RetentionJob
+    from gateway.governance.scorecards import load_scorecards
+
+    if core.audit is None:
+        raise ValueError("the core has no audit log")
+    store: Any = core.store
+    qa = open_qa_store(settings)
+    deliveries = open_deliveries(settings)
+    started: list[Any] = [qa, deliveries]
+    sweep = QaSweep(settings, store, qa, load_scorecards(settings.project_path(settings.qa.scorecards_dir)),
+                    journey_map(settings))
+    sweep.start()
+    started.append(sweep)  # closed in reverse: the jobs first, then the stores they use
+    if settings.retention.enabled:
+        retention = RetentionJob(settings, store, core.audit, deliveries=deliveries, qa=qa)
+        retention.start()
+        started.append(retention)
+    if settings.events_out.webhooks:
+        if settings.context.backend == "redis" and not settings.events_out.redis_stream_max_len:
+            raise ValueError("events_out.webhooks need the feed stream: set events_out.redis_stream_max_len above 0")
+        publisher = WebhookPublisher(settings.events_out, store, deliveries)
+        await publisher.start()
+        started.append(publisher)
+    return started
 
 
 def _wire_sip_metrics(running: RunningGateway) -> None:

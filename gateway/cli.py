@@ -26,6 +26,9 @@ AREA_CLIS = (
     "gateway.telephony.sip.cli",
     "gateway.digital.cli",
     "gateway.agents.cli",
+    "gateway.analytics.cli",
+    "gateway.events_out.cli",
+    "gateway.governance.cli",
     "gateway.app",
 )
 

@@ -300,6 +300,62 @@ class OutreachSettings(Section):
     horizon_hours: float = Field(24.0, gt=0)
 
 
+class AnalyticsSettings(Section):
+    idle_minutes: float = Field(30.0, gt=0)
+    repeat_contact_days: float = Field(7.0, gt=0)
+    max_conversations: int = Field(20000, ge=1, le=100000)
+    low_confidence: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class QaSettings(Section):
+    scorecards_dir: str = "config/scorecards"
+    sweep_seconds: float = Field(60.0, gt=0)
+
+
+class RetentionSettings(Section):
+    enabled: bool = True
+    run_minutes: float = Field(60.0, gt=0)
+    conversations_days: float = Field(365.0, ge=0)
+    transcripts_days: float = Field(90.0, ge=0)
+    slots_days: float = Field(30.0, ge=0)
+    sms_days: float = Field(30.0, ge=0)
+    audit_days: float = Field(400.0, ge=0)
+    delivery_days: float = Field(14.0, ge=0)
+
+
+class WebhookSettings(Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str = Field(min_length=1)
+    secret: str = Field(min_length=16)
+    kinds: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook url starts with http:// or https://")
+        return value
+
+
+class EventsOutSettings(Section):
+    webhooks: tuple[WebhookSettings, ...] = ()
+    redis_stream_max_len: int = Field(100000, ge=0)
+    timeout_seconds: float = Field(5.0, gt=0)
+    max_attempts: int = Field(20, ge=1)
+    backoff_base_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+    batch: int = Field(100, ge=1, le=1000)
+    poll_seconds: float = Field(0.5, gt=0)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique(cls, value: tuple[WebhookSettings, ...]) -> tuple[WebhookSettings, ...]:
+        names = [w.name for w in value]
+        if len(set(names)) != len(names):
+            raise ValueError("webhook names must be unique")
+        return value
+
+
 class Settings(Section):
     data_dir: str = "data"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -325,6 +381,10 @@ class Settings(Section):
     outreach: OutreachSettings = OutreachSettings()
     trust: TrustSettings = TrustSettings()
     outbound: OutboundSettings = OutboundSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    qa: QaSettings = QaSettings()
+    retention: RetentionSettings = RetentionSettings()
+    events_out: EventsOutSettings = EventsOutSettings()
 
     def data_path(self, name: str) -> Path:
         """A path inside the data directory (absolute paths are kept as given)."""

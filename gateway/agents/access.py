@@ -10,6 +10,9 @@ returns a :class:`Decision` with a reason fit for a 403 and the audit log.
   transferred to one of their queues (``*`` = every queue).
 - A **supervisor** reads and takes every conversation and the SMS outbox.
 - An **admin** does all that and reads the audit log.
+- The journey dashboard and QA review (reading and overriding scores) are for supervisors and
+  admins; erasing a customer's data and exporting it (``voicegw erase``, ``voicegw export``)
+  for admins only.
 
 New rights (issue 14: accept from the queue, steer, take over) are new :class:`Permission`
 members decided here, so every surface keeps asking the same function.
@@ -33,6 +36,14 @@ class Permission(str, enum.Enum):
     """See every SMS the gateway sent and received (the local outbox page)."""
     READ_AUDIT = "read_audit"
     """Read the audit log."""
+    READ_ANALYTICS = "read_analytics"
+    """See the journey dashboard (aggregates over every conversation)."""
+    REVIEW_QA = "review_qa"
+    """See QA scores of every conversation and override a score with a comment."""
+    ERASE_CUSTOMER = "erase_customer"
+    """Remove a customer's data from every store."""
+    EXPORT_CUSTOMER = "export_customer"
+    """Produce a customer's subject-access bundle."""
 
 
 class Via(str, enum.Enum):
@@ -81,6 +92,13 @@ def authorize(principal: Principal, permission: Permission,
     if permission is Permission.READ_AUDIT:
         return Decision(role is Role.ADMIN, "admins read the audit log" if role is Role.ADMIN
                         else "only an admin reads the audit log")
+    if permission in (Permission.ERASE_CUSTOMER, Permission.EXPORT_CUSTOMER):
+        return Decision(role is Role.ADMIN, "admins erase and export customers' data" if role is Role.ADMIN
+                        else "only an admin erases or exports a customer's data")
+    if permission in (Permission.READ_ANALYTICS, Permission.REVIEW_QA):
+        allowed = role in (Role.SUPERVISOR, Role.ADMIN)
+        return Decision(allowed, f"{role.value}s see journeys and QA across every conversation" if allowed
+                        else "journey analytics and QA review span every customer: supervisors and admins only")
     if permission is Permission.READ_OUTBOX:
         allowed = role in (Role.SUPERVISOR, Role.ADMIN)
         return Decision(allowed, f"{role.value}s see every SMS" if allowed

@@ -47,7 +47,8 @@ def open_store(settings: Settings) -> ContextStore:
     if ctx.backend == "redis":
         from gateway.context.redis_store import RedisStore
 
-        return RedisStore(ctx.redis_url, redaction=settings.redaction)
+        return RedisStore(ctx.redis_url, redaction=settings.redaction,
+                          feed_max_len=settings.events_out.redis_stream_max_len)
     from gateway.context.sqlite_store import SqliteStore
 
     return SqliteStore(

@@ -16,7 +16,13 @@ Like the conversation event log it is append-only, and ``open_audit(settings)``
   and ``{p}audit:conv:{id}``, a stream per conversation with the same entry (what the
   per-conversation read uses); both are written in one MULTI. Redis has no triggers: to make
   the log append-only there too, give the gateway's Redis user an ACL selector that allows only
-  XADD and XREVRANGE on ``{p}audit:*``.
+  XADD, XREVRANGE and XRANGE on ``{p}audit:*``, and run retention (``retention.enabled: false``
+  in serve, ``voicegw retention`` from cron) and ``voicegw erase`` as a user that may also XDEL,
+  XTRIM and DEL there.
+
+Its retention is its own (``retention.audit_days``, :meth:`purge_before`), and an erasure keeps
+its entries but replaces the customer's identifiers inside them (:meth:`scrub`); on SQLite both
+go through a guarded purge like the event log's.
 
 ``detail`` is the caller's: never put a token, a PIN or a card number there.
 """
@@ -55,7 +61,7 @@ MAX_DETAIL_BYTES = 4096
 REDIS_SCAN_DAYS = 31
 """Days of day-streams an unfiltered Redis read looks back through (the latest entries overall)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE audit (
@@ -73,7 +79,31 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 2: the audit log's own retention and the scrubbing of an erased customer's identifiers go
+    # through a guarded purge, like the conversation event log (gateway.context.lifecycle)
+    2: """
+    CREATE TABLE purge_guard (purge_id INTEGER NOT NULL);
+    CREATE TABLE purges (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 0);
+    DROP TRIGGER audit_no_update;
+    DROP TRIGGER audit_no_delete;
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit WHEN NOT EXISTS (SELECT 1 FROM purge_guard) BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (its retention goes through a guarded purge)'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit WHEN NOT EXISTS (SELECT 1 FROM purge_guard) BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (its retention goes through a guarded purge)'); END;
+    """,
 }
+
+ERASED = "[erased]"
+"""What an erased customer's identifier becomes inside an audit entry's detail."""
+
+
+def scrub_detail(detail: Any, needles: tuple[str, ...]) -> Any:
+    """``detail`` with every string that contains one of ``needles`` replaced by :data:`ERASED`."""
+    if isinstance(detail, dict):
+        return {k: scrub_detail(v, needles) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [scrub_detail(v, needles) for v in detail]
+    if isinstance(detail, str) and any(n and n in detail for n in needles):
+        return ERASED
+    return detail
 
 
 @dataclass(frozen=True)
@@ -149,6 +179,7 @@ class SqliteAuditLog:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL: survives a process crash
+            conn.execute("PRAGMA secure_delete = ON")  # purged entries are overwritten, not left in free pages
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"audit log {self.path} has schema version {version}, newer than this gateway "
@@ -203,6 +234,54 @@ class SqliteAuditLog:
         rows = await self._run("reading entries", select)
         return [AuditEntry(str(r[0]), float(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
+    def _guarded(self, actor: str, reason: str, work: Callable[[sqlite3.Connection], int]) -> Callable[
+            [sqlite3.Connection], int]:
+        def run(conn: sqlite3.Connection) -> int:
+            with immediate(conn):
+                purge_id = conn.execute("INSERT INTO purges (at, actor, reason) VALUES (?, ?, ?)",
+                                        (self.clock(), actor, reason)).lastrowid
+                conn.execute("INSERT INTO purge_guard (purge_id) VALUES (?)", (purge_id,))
+                n = work(conn)
+                conn.execute("DELETE FROM purge_guard")
+                if n or reason != "retention":
+                    conn.execute("UPDATE purges SET count = ? WHERE id = ?", (n, purge_id))
+                else:  # an hourly run that found nothing leaves no row
+                    conn.execute("DELETE FROM purges WHERE id = ?", (purge_id,))
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return n
+        return run
+
+    async def purge_before(self, cutoff: float, *, actor: str) -> int:
+        """Delete entries older than ``cutoff`` (the audit log's own retention); how many went."""
+        return await self._run("purging old entries", self._guarded(actor, "retention", lambda conn: conn.execute(
+            "DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount))
+
+    async def scrub(self, conversation_ids: list[str], needles: tuple[str, ...], *, actor: str) -> int:
+        """Keep the entries (who read what stays answerable) but replace the erased customer's
+        identifiers in their detail; how many entries changed."""
+        def work(conn: sqlite3.Connection) -> int:
+            n = 0
+            for seq, detail in conn.execute("SELECT seq, detail FROM audit").fetchall():
+                clean = json.dumps(scrub_detail(json.loads(detail), needles), separators=(",", ":"), sort_keys=True)
+                if clean != detail:
+                    conn.execute("UPDATE audit SET detail = ? WHERE seq = ?", (clean, seq))
+                    n += 1
+            return n
+
+        return await self._run("scrubbing entries", self._guarded(actor, "erasure", work))
+
+    async def entries_of(self, conversation_ids: list[str]) -> list[AuditEntry]:
+        """Every entry about these conversations, oldest first (subject access)."""
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            rows: list[tuple[Any, ...]] = []
+            for cid in conversation_ids:
+                rows += conn.execute("SELECT seq, at, actor, role, action, conversation_id, detail FROM audit"
+                                     " WHERE conversation_id = ? ORDER BY seq LIMIT ?", (cid, MAX_ENTRIES)).fetchall()
+            return rows
+
+        rows = await self._run("reading entries", select)
+        return [AuditEntry(str(r[0]), float(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -210,12 +289,12 @@ class SqliteAuditLog:
         self._executor.shutdown(wait=False)
 
 
-# One entry, one id: added to the day's stream, then to the conversation's under the same id
-# (so both read back as the same entry), atomically. A conversation stream whose last id is
-# ahead of the day's (a server clock set back) takes a fresh id rather than losing the entry.
+# One entry into the day stream and, under the same id, into the conversation's stream (so a
+# read by conversation returns the id the write did), atomically. A conversation stream whose
+# last id is already later (only after an erasure rebuilt it) gets a fresh one instead.
 _ADD_SCRIPT = """
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
-if KEYS[2] then
+if KEYS[2] ~= '' then
   local ok = pcall(redis.call, 'XADD', KEYS[2], id, unpack(ARGV))
   if not ok then redis.call('XADD', KEYS[2], '*', unpack(ARGV)) end
 end
@@ -258,7 +337,7 @@ class RedisAuditLog:
                   "action": _clip(action, "action"), "conversation_id": _clip(conversation_id, "conversation_id"),
                   "detail": _detail_json(detail)}
 
-        keys = [self._day_key(at)] + ([self._conv_key(fields["conversation_id"])] if fields["conversation_id"] else [])
+        keys = [self._day_key(at), self._conv_key(fields["conversation_id"]) if fields["conversation_id"] else ""]
         args = [item for pair in fields.items() for item in pair]
         entry_id = await self._call("writing an entry", self._add(keys=keys, args=args))
         return self._entry(str(entry_id), fields)
@@ -282,6 +361,71 @@ class RedisAuditLog:
             out.extend(self._entry(str(i), f) for i, f in rows)
             if len(out) >= count:
                 break
+        return out
+
+    async def purge_before(self, cutoff: float, *, actor: str) -> int:
+        """Delete the day streams of days wholly before ``cutoff`` and, from each conversation's
+        stream, the entries written before it (by their ``at``); the streams trimmed are rebuilt
+        so the removed entries' bytes go too. How many day-stream entries went."""
+        from gateway.context.redis_lifecycle import compact_stream
+
+        n = 0
+        cutoff_day = f"{datetime.fromtimestamp(cutoff, tz=timezone.utc):%Y-%m-%d}"
+        async for key in self._redis.scan_iter(match=f"{self.prefix}audit:day:*", count=500):
+            if key.rsplit(":", 1)[-1] < cutoff_day:
+                n += int(await self._call("purging old entries", self._redis.xlen(key)))
+                await self._call("purging old entries", self._redis.delete(key))
+        async for key in self._redis.scan_iter(match=f"{self.prefix}audit:conv:*", count=500):
+            start, keep = "-", None
+            while keep is None:
+                rows = await self._call("purging old entries", self._redis.xrange(key, min=start, max="+", count=500))
+                keep = next((i for i, f in rows if float(f.get("at", 0)) >= cutoff), None)
+                if keep is None and len(rows) < 500:
+                    break
+                if rows:
+                    start = "(" + rows[-1][0]
+            if keep is None:
+                await self._call("purging old entries", self._redis.delete(key))
+            elif keep != (await self._call("purging old entries", self._redis.xrange(key, count=1)))[0][0]:
+                await self._call("purging old entries", self._redis.xtrim(key, minid=keep, approximate=False))
+                await self._call("purging old entries", compact_stream(self._redis, key))
+        return n
+
+    async def scrub(self, conversation_ids: list[str], needles: tuple[str, ...], *, actor: str) -> int:
+        """Rewrite the entries whose detail names the erased customer: stream entries cannot be
+        edited, so each is deleted and added again scrubbed, with ``replaces`` naming its old id."""
+        from gateway.context.redis_lifecycle import compact_stream
+
+        n = 0
+        keys = [key async for key in self._redis.scan_iter(match=f"{self.prefix}audit:*", count=500)]
+        for key in keys:
+            start, changed = "-", False
+            while True:
+                rows = await self._call("scrubbing entries", self._redis.xrange(key, min=start, max="+", count=500))
+                for entry_id, fields in rows:
+                    detail = json.loads(fields.get("detail", "{}"))
+                    clean = scrub_detail(detail, needles)
+                    if clean != detail:
+                        copy = dict(fields, detail=json.dumps(clean, separators=(",", ":"), sort_keys=True),
+                                    replaces=entry_id)
+                        pipe = self._redis.pipeline(transaction=True)
+                        pipe.xdel(key, entry_id)
+                        pipe.xadd(key, copy)
+                        await self._call("scrubbing entries", pipe.execute())
+                        n += 1
+                        changed = True
+                if len(rows) < 500:
+                    break
+                start = "(" + rows[-1][0]
+            if changed:  # the deleted originals' bytes go too
+                await self._call("scrubbing entries", compact_stream(self._redis, key))
+        return n
+
+    async def entries_of(self, conversation_ids: list[str]) -> list[AuditEntry]:
+        out: list[AuditEntry] = []
+        for cid in conversation_ids:
+            rows = await self._call("reading entries", self._redis.xrange(self._conv_key(cid), count=MAX_ENTRIES))
+            out += [self._entry(str(i), f) for i, f in rows]
         return out
 
     async def close(self) -> None:

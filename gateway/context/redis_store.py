@@ -8,6 +8,9 @@ Layout (``{p}`` is the key prefix, ``voicegw:`` by default):
 - ``{p}customer:{cid}``     sorted set of conversation ids scored by ``updated_at``
 - ``{p}caller:{number}``    same, by caller id
 - ``{p}recent``             all conversations scored by ``updated_at`` (dashboards)
+- ``{p}feed``               every event in one global order, a Redis Stream (``feed_max_len``
+                            entries at most; 0 = no stream), read by the webhook publisher and by
+                            consumer groups (:mod:`gateway.context.redis_lifecycle`)
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
 from gateway.config import RedactionSettings
+from gateway.context import redis_lifecycle as lifecycle
+from gateway.context.lifecycle import MAX_FEED_BATCH, MAX_SCAN, Cutoffs, FeedEntry, PurgeCounts
 from gateway.context.redaction import Redactor
 from gateway.context.store import (
     ConcurrentUpdate,
@@ -49,10 +54,16 @@ _RECENT_SCAN = 20  # index entries examined per lookup (closed ones are skipped)
 
 # Increment the sequence and push the entry atomically, so list order equals seq order.
 # ARGV[1] is the entry's JSON object without "seq"; the script splices the number in.
+# With ARGV[2] > 0 the same step adds the event to the feed stream KEYS[4] (trimmed to about
+# that many entries): ARGV[3..7] are its conversation id, time, channel, kind and payload JSON.
 _APPEND_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('RPUSH', KEYS[3], '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2))
+if tonumber(ARGV[2]) > 0 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'conversation_id', ARGV[3], 'seq', seq,
+             'at', ARGV[4], 'channel', ARGV[5], 'kind', ARGV[6], 'payload', ARGV[7])
+end
 return seq
 """
 
@@ -87,9 +98,11 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         redaction: RedactionSettings | None = None,
         clock: Callable[[], float] = time.time,
+        feed_max_len: int = 0,
     ) -> None:
         self.url = url
         self.prefix = prefix
+        self.feed_max_len = max(0, int(feed_max_len))
         self.redactor = Redactor(redaction)
         self.clock = clock
         self._redis = connect(url)
@@ -214,7 +227,7 @@ class RedisStore:
         payload: dict[str, Any],
         sensitive: Iterable[str] = (),
     ) -> LoggedEvent:
-        clean, _ = event_payload(self.redactor, conversation_id, payload, sensitive)
+        clean, payload_text = event_payload(self.redactor, conversation_id, payload, sensitive)
         at = self.clock()
         entry = {"conversation_id": conversation_id, "at": at, "channel": channel, "kind": kind, "payload": clean}
         text = dumps(entry, f"an event of conversation {conversation_id}")
@@ -222,8 +235,8 @@ class RedisStore:
             "appending to the event log",
             self._append(
                 keys=[self._key("conv", conversation_id), self._key("seq", conversation_id),
-                      self._key("events", conversation_id)],
-                args=[text],
+                      self._key("events", conversation_id), self._key("feed")],
+                args=[text, self.feed_max_len, conversation_id, repr(at), channel, kind, payload_text],
             ),
         )
         if int(seq) < 0:
@@ -252,6 +265,45 @@ class RedisStore:
             return []
         texts = await self._call("listing recent conversations", self._redis.mget([self._key("conv", i) for i in ids]))
         return [self._load(t) for t in texts if t is not None]
+
+    # -- store-wide operations (gateway.context.lifecycle) -----------------------------
+
+    async def conversations_between(self, since: float, until: float, *,
+                                    limit: int = MAX_SCAN) -> list[ConversationRecord]:
+        count = max(0, min(limit, MAX_SCAN))
+        if count == 0:
+            return []
+        ids = await self._call("scanning conversations", self._redis.zrangebyscore(
+            self._key("recent"), repr(since), repr(until), start=0, num=count))
+        out: list[ConversationRecord] = []
+        for start in range(0, len(ids), lifecycle.SCAN_BATCH):
+            batch = ids[start:start + lifecycle.SCAN_BATCH]
+            texts = await self._call("scanning conversations", self._redis.mget([self._key("conv", i) for i in batch]))
+            out += [self._load(t) for t in texts if t is not None]
+        return out
+
+    async def conversation_ids(self, *, customer_id: str = "", caller_ids: Iterable[str] = ()) -> list[str]:
+        return await self._call("finding a customer's conversations",
+                                lifecycle.ids_for(self, customer_id, list(caller_ids)))
+
+    async def feed(self, after: str = "", *, limit: int = 100) -> list[FeedEntry]:
+        count = max(1, min(limit, MAX_FEED_BATCH))
+        entries = await self._call("reading the feed", self._redis.xrange(
+            self._key("feed"), min=f"({after}" if after else "-", max="+", count=count))
+        return [FeedEntry(entry_id, LoggedEvent(
+            seq=int(f["seq"]), conversation_id=f["conversation_id"], at=float(f["at"]), channel=f["channel"],
+            kind=f["kind"], payload=json.loads(f["payload"]))) for entry_id, f in entries]
+
+    async def feed_head(self) -> str:
+        last = await self._call("reading the feed", self._redis.xrevrange(self._key("feed"), count=1))
+        return str(last[0][0]) if last else ""
+
+    async def erase_conversations(self, ids: Iterable[str], *, actor: str, reason: str) -> PurgeCounts:
+        return await self._call("erasing conversations",
+                                lifecycle.erase(self, list(dict.fromkeys(ids)), actor=actor, reason=reason))
+
+    async def expire(self, cutoffs: Cutoffs, *, actor: str) -> PurgeCounts:
+        return await self._call("applying retention", lifecycle.expire(self, cutoffs, actor=actor))
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless Redis answers (for start-up checks and ``doctor``)."""

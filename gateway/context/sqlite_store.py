@@ -3,7 +3,8 @@
 Every call runs on one dedicated worker thread that owns the connection, so a database locked
 by another process (waited on for ``busy_timeout_ms``) never stalls the event loop. Each write
 is one transaction: a failure leaves nothing half-written. The event log table refuses UPDATE
-and DELETE (triggers), so the log is append-only at the database level too.
+and DELETE (triggers), so the log is append-only at the database level too; retention and
+erasure go through the one guarded way around it (:mod:`gateway.context.sqlite_lifecycle`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from gateway.config import RedactionSettings
+from gateway.context import sqlite_lifecycle as lifecycle
+from gateway.context.lifecycle import MAX_FEED_BATCH, MAX_SCAN, Cutoffs, FeedEntry, PurgeCounts
 from gateway.context.redaction import Redactor
 from gateway.context.store import (
     ConversationRecord,
@@ -36,7 +39,7 @@ from gateway.sqlite_tx import immediate, run_script, write
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE conversations (
@@ -65,6 +68,32 @@ _MIGRATIONS: dict[int, str] = {
         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    """,
+    # 2: the feed (every event in one global order, filled by a trigger in the event's own
+    # transaction) and the one guarded way around the append-only log (gateway.context.lifecycle)
+    2: """
+    CREATE TABLE feed (
+        pos             INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        at              REAL NOT NULL
+    );
+    CREATE INDEX feed_conversation ON feed (conversation_id);
+    INSERT INTO feed (conversation_id, seq, at) SELECT conversation_id, seq, at FROM events ORDER BY at, conversation_id, seq;
+    CREATE TRIGGER events_feed AFTER INSERT ON events BEGIN INSERT INTO feed (conversation_id, seq, at) VALUES (NEW.conversation_id, NEW.seq, NEW.at); END;
+    CREATE TABLE purge_guard (purge_id INTEGER NOT NULL);
+    CREATE TABLE purges (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     REAL NOT NULL,
+        actor  TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        counts TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE retention_marks (kind TEXT PRIMARY KEY, upto REAL NOT NULL);
+    DROP TRIGGER events_no_update;
+    DROP TRIGGER events_no_delete;
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events WHEN NOT EXISTS (SELECT 1 FROM purge_guard) BEGIN SELECT RAISE(ABORT, 'the event log is append-only (retention and erasure go through a guarded purge)'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events WHEN NOT EXISTS (SELECT 1 FROM purge_guard) BEGIN SELECT RAISE(ABORT, 'the event log is append-only (retention and erasure go through a guarded purge)'); END;
     """,
 }
 
@@ -112,6 +141,8 @@ class SqliteStore:
                 log.warning("conversation database %s runs in %s mode, not WAL", self.path, mode)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # what a purge deletes is overwritten with zeros, not left readable in free pages
+            conn.execute("PRAGMA secure_delete = ON")
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -293,6 +324,39 @@ class SqliteStore:
 
         rows = await self._run("listing recent conversations", select)
         return [self._load(row[0]) for row in rows]
+
+    # -- store-wide operations (gateway.context.lifecycle) -----------------------------
+
+    async def conversations_between(self, since: float, until: float, *,
+                                    limit: int = MAX_SCAN) -> list[ConversationRecord]:
+        texts = await self._run("scanning conversations",
+                                lambda conn: lifecycle.records_between(conn, since, until, min(limit, MAX_SCAN)))
+        return [self._load(t) for t in texts]
+
+    async def conversation_ids(self, *, customer_id: str = "", caller_ids: Iterable[str] = ()) -> list[str]:
+        numbers = list(caller_ids)
+        return await self._run("finding a customer's conversations",
+                               lambda conn: lifecycle.ids_for(conn, customer_id, numbers))
+
+    async def feed(self, after: str = "", *, limit: int = 100) -> list[FeedEntry]:
+        rows = await self._run("reading the feed",
+                               lambda conn: lifecycle.feed_after(conn, after, max(1, min(limit, MAX_FEED_BATCH))))
+        return [FeedEntry(str(pos), LoggedEvent(seq=int(seq), conversation_id=cid, at=float(at), channel=channel,
+                                                kind=kind, payload=json.loads(payload)))
+                for pos, cid, seq, at, channel, kind, payload in rows]
+
+    async def feed_head(self) -> str:
+        return await self._run("reading the feed", lifecycle.feed_head)
+
+    async def erase_conversations(self, ids: Iterable[str], *, actor: str, reason: str) -> PurgeCounts:
+        wanted = list(dict.fromkeys(ids))
+        now = self.clock()
+        return await self._run("erasing conversations",
+                               lambda conn: lifecycle.erase(conn, wanted, actor=actor, reason=reason, now=now))
+
+    async def expire(self, cutoffs: Cutoffs, *, actor: str) -> PurgeCounts:
+        now = self.clock()
+        return await self._run("applying retention", lambda conn: lifecycle.expire(conn, cutoffs, actor=actor, now=now))
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the database answers (start-up checks, ``doctor``)."""

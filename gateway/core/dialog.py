@@ -425,5 +425,5 @@ class DialogEngine(JourneyRunner):
                            prompt_id=f"{step.id}.{kind}"))
             return
         lead = "Sorry, I didn't get that." if kind == "no_match" else "Are you still there?"
-        out.append(Say(lead))
+        out.append(Say(lead, prompt_id=f"{step.id}.{kind}"))  # the log tells a retry from a repeat
         out.append(self._ask(record, step, turn.channel))

@@ -42,6 +42,7 @@ from gateway.digital.outreach import Outreach
 from gateway.digital.sms import SmsInbound, SmsSender
 from gateway.telephony.twilio_media_server import add_twilio_media_routes
 from gateway.web.connection_guard import GuardedSockSite, HeaderDeadlines, handler_options
+from gateway.web.governance_routes import add_governance_routes
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,9 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/api/conversations/{conversation_id}/context", api.context)
     app.router.add_get("/api/audit", api.audit)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    # /dashboard and /qa (supervisors): journey analytics and QA review over the core's store
+    governance = add_governance_routes(app, settings, store if store is not None else getattr(core, "store", None),
+                                       auth, audit, clock=clock)
     # /twilio/voice and /media/twilio (Media Streams); voicegw serve attaches the pipeline
     add_twilio_media_routes(app, settings, signer=signer, metrics=metrics)
 
@@ -189,6 +193,8 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
         if own_fanout:
             await fanout.close()
         await assignments.close()
+        if governance is not None:
+            await governance.close()
         if own_audit:
             await audit.close()
         signer.close()
