@@ -27,9 +27,11 @@ from gateway.agents.reads import ConversationReader
 from gateway.agents.signin import DeskAuth
 from gateway.agents.throttle import SignInThrottle, ThrottleLimits
 from gateway.config import Settings
-from gateway.context import AuditLog, open_audit, open_fanout
+from gateway.context import AuditLog, open_audit, open_counters, open_fanout
+from gateway.context.dnc import open_do_not_call
 from gateway.context.fanout import Fanout
 from gateway.core.actions import ScreenPop, SendFollowUp, Transfer
+from gateway.core.outbound import OutboundPolicy
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
 from gateway.digital.chat_relay import ChatRelay
@@ -125,9 +127,14 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     desktop = AgentDesktop(settings, auth, reader, fanout, metrics, STATIC_DIR)
     api = AgentApi(auth, reader)
     relay = followups.relay = ChatRelay(chat, fanout)
+    # the core's outbound policy over the same shared budgets and do-not-call list, for what the
+    # digital side sends on its own (reminder SMS)
+    counters = open_counters(settings)
+    policy = OutboundPolicy(settings.outbound, counters, open_do_not_call(settings))
     outreach = None
     if crm is not None and hasattr(crm, "due_reminders"):
-        outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE)
+        outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE,
+                            policy=policy)
         sms_inbound.listeners.append(outreach.on_sms_reply)
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
                          desktop, fanout, outreach, audit)
@@ -193,6 +200,8 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
             await audit.close()
         signer.close()
         outbox.close()
+        await policy.close()
+        await counters.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
