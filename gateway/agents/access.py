@@ -10,6 +10,8 @@ returns a :class:`Decision` with a reason fit for a 403 and the audit log.
   transferred to one of their queues (``*`` = every queue).
 - A **supervisor** reads and takes every conversation and the SMS outbox.
 - An **admin** does all that and reads the audit log.
+- Outbound campaigns and the do-not-call list are run by supervisors and admins; only an admin
+  takes a number off the list.
 
 New rights (issue 14: accept from the queue, steer, take over) are new :class:`Permission`
 members decided here, so every surface keeps asking the same function.
@@ -33,6 +35,12 @@ class Permission(str, enum.Enum):
     """See every SMS the gateway sent and received (the local outbox page)."""
     READ_AUDIT = "read_audit"
     """Read the audit log."""
+    MANAGE_CAMPAIGNS = "manage_campaigns"
+    """Create, fill, start and pause outbound campaigns, read their outcomes, and put a number on
+    the do-not-call list (a customer who asked an agent not to be called)."""
+    REMOVE_DO_NOT_CALL = "remove_do_not_call"
+    """Take a number off the do-not-call list (a mistaken entry): calls resume to someone who
+    may have said stop, so only an admin."""
 
 
 class Via(str, enum.Enum):
@@ -81,6 +89,13 @@ def authorize(principal: Principal, permission: Permission,
     if permission is Permission.READ_AUDIT:
         return Decision(role is Role.ADMIN, "admins read the audit log" if role is Role.ADMIN
                         else "only an admin reads the audit log")
+    if permission is Permission.MANAGE_CAMPAIGNS:
+        allowed = role in (Role.SUPERVISOR, Role.ADMIN)
+        return Decision(allowed, f"{role.value}s run campaigns" if allowed
+                        else "campaigns reach customers by phone: supervisors and admins only")
+    if permission is Permission.REMOVE_DO_NOT_CALL:
+        return Decision(role is Role.ADMIN, "admins correct the do-not-call list" if role is Role.ADMIN
+                        else "only an admin takes a number off the do-not-call list")
     if permission is Permission.READ_OUTBOX:
         allowed = role in (Role.SUPERVISOR, Role.ADMIN)
         return Decision(allowed, f"{role.value}s see every SMS" if allowed
