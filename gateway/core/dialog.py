@@ -62,7 +62,8 @@ class DialogEngine(JourneyRunner):
         if outbound:  # the gateway called (or texted): who is calling, that it is automated, how to stop
             compliance.mark_outbound(record, turn.party.session_id, self.settings.compliance)
             disclosure = self.journeys.journeys.get(compliance.OUTBOUND_START)
-            out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False, prompt_id=step.id)
+            out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False,
+                           prompt_id=f"{compliance.OUTBOUND_START}.{step.id}")
                        for step in (disclosure.steps if disclosure else ()) if step.say is not None)
         if resumed and record.step and record.status == "active":
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""

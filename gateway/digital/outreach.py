@@ -37,6 +37,7 @@ from typing import Any, Callable
 from gateway.config import Settings
 from gateway.context.store import StoreError
 from gateway.core.actions import Ask, Say
+from gateway.core.compliance import OUTBOUND_START
 from gateway.core.events import CallAccepted, CallStarted
 from gateway.core.outbound import OutboundPolicy
 from gateway.core.port import ConversationPort, Opened
@@ -105,17 +106,22 @@ async def open_reminder(core: ConversationPort, *, customer_id: str, number: str
 
 
 async def send_reminder(opened: Opened, *, number: str, text: str, link_purpose: str, sms: SmsSender,
-                        followups: FollowUps, policy: OutboundPolicy) -> str:
+                        followups: FollowUps, policy: OutboundPolicy, journey_words: bool = True) -> str:
     """Send the reminder SMS of ``opened``: the journey's own words when it has them (it knows
-    the appointment), else ``text``; a link that continues the conversation in the chat; how to
-    answer and to opt out. '' when sent, else why not (a policy refusal's reason, ``send_failed``)."""
+    the appointment) and ``journey_words``, else the disclosure and ``text``; a link that
+    continues the conversation in the chat; how to answer and to opt out. '' when sent, else why
+    not (a policy refusal's reason, ``send_failed``)."""
     cid = opened.conversation_id
     refusal = await policy.authorize("sms", cid, number)
     if refusal is not None:
         return refusal.reason
-    prompt = " ".join(a.text for a in opened.actions if isinstance(a, (Say, Ask)))
+    said = [a for a in opened.actions if isinstance(a, (Say, Ask))]
+    prompt = " ".join(a.text for a in said)
+    disclosure = [a.text for a in said if a.prompt_id.startswith(OUTBOUND_START + ".")]
+    if not journey_words or len(disclosure) == len(said):
+        prompt = " ".join(disclosure + [text])
     link = followups.link_for(cid, link_purpose, to_phone_on_file=True)
-    body = f"{prompt or text} {REPLY_HINT} Or continue in chat: {link} {OPT_OUT_HINT}".strip()
+    body = f"{prompt} {REPLY_HINT} Or continue in chat: {link} {OPT_OUT_HINT}".strip()
     try:
         await sms.send(number, body, conversation_id=cid)
     except SmsSendError:

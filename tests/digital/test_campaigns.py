@@ -222,3 +222,12 @@ async def test_pause_starts_nothing_new_and_settles_calls_in_progress(gw):
     await runner.parts.campaign_admin.start("hold")
     await tick(runner, T0 + timedelta(minutes=6))
     assert carrier.numbers() == [ALICE, BOB]
+
+
+async def test_a_contact_without_a_customer_gets_the_lists_words(gw):
+    core, runner, carrier = gw
+    await make(runner, "flu", csv_of([{"id": "x", "phone": "+15550001234", "text": "Your flu shot is due."}]))
+    await tick(runner, T0)
+    body = runner.parts.outbox.messages(to="+15550001234")[0].body
+    assert body.startswith("Example Services (automated message): Your flu shot is due. Reply YES")
+    assert "account number" not in body

@@ -113,6 +113,11 @@ class CampaignApi:
             decision = authorize(principal, permission)
             target = request.match_info.get("name") or (
                 "…" + number_key(request.match_info.get("number", ""))[-4:] if "number" in request.match_info else "")
+            if op == "create":
+                try:
+                    target = str((await _json(request)).get("name", ""))[:64]
+                except CampaignError:
+                    target = ""
             detail = {"op": op, "target": target, "address": address, "reason": decision.reason}
             foreign = request.method != "GET" and not same_origin(request, self._settings.web.public_url)
             action = "campaign_refused" if not decision or foreign else f"campaign_{op}"

@@ -189,7 +189,10 @@ class Campaigns:
     # ------------------------------------------------------------------ launching
     async def _launch(self, campaign: Campaign, moment: datetime) -> None:
         cfg, t = campaign.config, moment.timestamp()
+        started, calls = await self.store.pace(campaign.name, t)
         for contact in await self.store.due(campaign.name, t, cfg.calls_per_minute + DEFERRALS_PER_TICK):
+            if started >= cfg.calls_per_minute:
+                break  # the claim checks again, atomically; this only saves it the work
             until = quiet_until(moment, contact.tz, cfg)
             if until is not None:
                 await self.store.defer(campaign.name, contact.ref, until.timestamp())
@@ -199,10 +202,13 @@ class Campaigns:
                 log.info("campaign %s: %s is on the do-not-call list; not contacted", campaign.name, contact.ref)
                 continue
             kind = next_kind(cfg, contact)
+            if kind == "call" and calls >= cfg.max_concurrent:
+                continue
             attempt = await self.store.claim(contact, kind, t, self.node, rate=cfg.calls_per_minute,
                                              concurrency=cfg.max_concurrent)
             if attempt is None:
                 continue
+            started, calls = started + 1, calls + (kind == "call")
             try:
                 if kind == "sms":
                     await self._send_sms(campaign, contact, attempt, t)
@@ -227,8 +233,10 @@ class Campaigns:
         attempt = await self.store.attach(attempt, opened.conversation_id, await self._baseline(opened.conversation_id))
         organisation = self._settings.compliance.organisation
         text = contact.text or f"Hello{' ' + contact.name if contact.name else ''}, a reminder from {organisation}."
+        # without a customer on file the journey can only ask who they are: the list's words go instead
         why_not = await send_reminder(opened, number=contact.phone, text=text, link_purpose="chat", sms=self._sms,
-                                      followups=self._followups, policy=self._policy)
+                                      followups=self._followups, policy=self._policy,
+                                      journey_words=bool(contact.customer_id))
         if not why_not:
             await self.store.placed(attempt, now)
             log.info("campaign %s: reminder SMS %d to %s sent (conversation %s)", campaign.name, attempt.n,
@@ -262,6 +270,8 @@ class Campaigns:
                 await self.run_once()
             except (StoreError, OSError, ValueError) as exc:
                 log.warning("campaign tick failed: %s", exc)
+            except Exception:  # a bug in one tick must not stop every later one
+                log.exception("campaign tick failed")
             await asyncio.sleep(self._settings.campaigns.poll_seconds)
 
     def start(self) -> None:

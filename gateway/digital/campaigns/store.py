@@ -240,6 +240,16 @@ class CampaignStore:
             return attempt
         return await self._tx("claiming a contact", fn)
 
+    async def pace(self, name: str, now: float) -> tuple[int, int]:
+        """(attempts started in the last 60 s, calls open): what :meth:`claim` will check."""
+        def fn(db: sqlite3.Connection) -> tuple[int, int]:
+            started = db.execute("SELECT COUNT(*) FROM attempts WHERE campaign = ? AND started_at > ?",
+                                 (name, now - 60.0)).fetchone()[0]
+            calls = db.execute("SELECT COUNT(*) FROM attempts WHERE campaign = ? AND kind = 'call' AND state IN (?, ?)",
+                               (name, *OPEN_STATES)).fetchone()[0]
+            return int(started), int(calls)
+        return await self._tx("reading a campaign's pace", fn)
+
     async def attach(self, attempt: Attempt, conversation_id: str, baseline: int) -> Attempt:
         """The attempt's conversation and where its log stood before the attempt acted."""
         def fn(db: sqlite3.Connection) -> None:
