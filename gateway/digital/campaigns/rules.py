@@ -92,8 +92,8 @@ def read_log(events: Iterable[Any], baseline: int) -> LogFacts:
                                             and channel_family(channel) == "voice"):
             facts["answered"] = True
             voice_channel = voice_channel or (channel if channel != "system" else "")
-        elif kind == "ChannelClosed" and facts.get("answered") and channel_family(channel) == "voice" \
-                and channel in (voice_channel, ""):
+        elif kind == "ChannelClosed" and (facts.get("answered") or facts.get("machine")) \
+                and channel_family(channel) == "voice" and (not voice_channel or channel == voice_channel):
             facts["ended"] = True
         elif kind == "AnsweringMachine" and str(payload.get("verdict", "")) == "machine":
             facts["machine"] = True
@@ -121,7 +121,7 @@ def call_outcome(facts: LogFacts, *, placed_at: float, now: float, outcome_wait:
         return Outcome.OPTED_OUT
     if facts.failed:
         return Outcome(facts.failed) if facts.failed in {o.value for o in Outcome} else Outcome.FAILED
-    if facts.answered:
+    if facts.answered or facts.machine:
         if facts.ended or now - placed_at >= max_call:
             return Outcome.MACHINE if facts.machine and not facts.replied else Outcome.ANSWERED
         return None
