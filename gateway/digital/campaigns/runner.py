@@ -78,7 +78,6 @@ class Campaigns:
         self._metrics = metrics
         self._clock = clock
         self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._recovered = False
         self._held = False
         self._task: asyncio.Task[None] | None = None
 
@@ -92,11 +91,10 @@ class Campaigns:
             log.info("campaign runner lease %s by %s%s", "taken" if held else "held elsewhere:", self.node if held
                      else before, f" (from {before})" if held and before else "")
             self._held = held
+            if held:  # whoever held it before may have left attempts half done
+                await self.recover(t)
         if not held:
             return False
-        if not self._recovered:
-            await self.recover(t)
-            self._recovered = True
         for campaign in await self.store.campaigns():
             if campaign.state not in (CampaignState.RUNNING, CampaignState.PAUSED):
                 continue

@@ -266,8 +266,8 @@ class CampaignStore:
 
         def fn(db: sqlite3.Connection) -> None:
             db.execute("UPDATE attempts SET state = ?, outcome = ?, placed_at = ? WHERE campaign = ? AND ref = ? "
-                       "AND n = ?", (AttemptState.PLACED.value, outcome.value, now, attempt.campaign, attempt.ref,
-                                     attempt.n))
+                       "AND n = ? AND state = ?", (AttemptState.PLACED.value, outcome.value, now, attempt.campaign,
+                                                   attempt.ref, attempt.n, AttemptState.CLAIMED.value))
             db.execute("UPDATE contacts SET last_outcome = ?, sms_sent = sms_sent OR ? WHERE campaign = ? AND ref = ?",
                        (outcome.value, attempt.kind == "sms", attempt.campaign, attempt.ref))
         await self._tx("recording a placed attempt", fn)
