@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.context import open_audit, open_counters, open_store
+from gateway.context.dnc import open_do_not_call
 from gateway.core.outbound import OutboundPolicy
 from gateway.core.verification import TrustServices
 from gateway.core.dialog import DialogEngine
@@ -41,7 +42,8 @@ async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, 
         rasa = RasaActionClient(settings.rasa.action_server_url, settings.rasa.timeout_seconds)
     kwargs = {"today": today} if today is not None else {}
     counters = open_counters(settings)
-    services = TrustServices(settings.trust, counters, OutboundPolicy(settings.outbound, counters))
+    services = TrustServices(settings.trust, counters,
+                             OutboundPolicy(settings.outbound, counters, open_do_not_call(settings)))
     engine = DialogEngine(journeys, nlu, crm, settings, services, rasa=rasa, **kwargs)
     core = Orchestrator(settings, store, engine, audit=open_audit(settings))
     core.crm = crm  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ AREA_CLIS = (
     "gateway.telephony.cli",
     "gateway.telephony.sip.cli",
     "gateway.digital.cli",
+    "gateway.digital.campaigns.cli",
     "gateway.agents.cli",
     "gateway.analytics.cli",
     "gateway.events_out.cli",

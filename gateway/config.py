@@ -353,6 +353,43 @@ class EventsOutSettings(Section):
         names = [w.name for w in value]
         if len(set(names)) != len(names):
             raise ValueError("webhook names must be unique")
+class ComplianceSettings(Section):
+    organisation: str = Field("Example Services", min_length=1, max_length=80)
+    opt_out_key: Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*"] = "9"
+
+
+_CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class CampaignSettings(Section):
+    enabled: bool = True
+    poll_seconds: float = Field(5.0, gt=0)
+    lease_seconds: float = Field(30.0, ge=5)
+    calls_per_minute: int = Field(10, ge=1, le=600)
+    max_concurrent: int = Field(5, ge=1, le=500)
+    timezone: str = "UTC"
+    quiet_start: str = Field("21:00", pattern=_CLOCK_TIME)
+    quiet_end: str = Field("08:00", pattern=_CLOCK_TIME)
+    max_attempts: int = Field(4, ge=1, le=20)
+    retry_minutes: float = Field(30.0, gt=0)
+    retry_backoff: float = Field(2.0, ge=1.0, le=10.0)
+    max_retry_minutes: float = Field(24 * 60.0, gt=0)
+    sms_first: bool = True
+    escalate_after_minutes: float = Field(30.0, gt=0)
+    call_outcome_minutes: float = Field(5.0, gt=0)
+    max_call_minutes: float = Field(60.0, gt=0)
+    max_contacts: int = Field(100_000, ge=1)
+    max_campaigns: int = Field(1000, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
         return value
 
 
@@ -385,6 +422,8 @@ class Settings(Section):
     qa: QaSettings = QaSettings()
     retention: RetentionSettings = RetentionSettings()
     events_out: EventsOutSettings = EventsOutSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
+    campaigns: CampaignSettings = CampaignSettings()
 
     def data_path(self, name: str) -> Path:
         """A path inside the data directory (absolute paths are kept as given)."""

@@ -13,6 +13,8 @@ returns a :class:`Decision` with a reason fit for a 403 and the audit log.
 - The journey dashboard and QA review (reading and overriding scores) are for supervisors and
   admins; erasing a customer's data and exporting it (``voicegw erase``, ``voicegw export``)
   for admins only.
+- Outbound campaigns and the do-not-call list are run by supervisors and admins; only an admin
+  takes a number off the list.
 
 New rights (issue 14: accept from the queue, steer, take over) are new :class:`Permission`
 members decided here, so every surface keeps asking the same function.
@@ -44,6 +46,12 @@ class Permission(str, enum.Enum):
     """Remove a customer's data from every store."""
     EXPORT_CUSTOMER = "export_customer"
     """Produce a customer's subject-access bundle."""
+    MANAGE_CAMPAIGNS = "manage_campaigns"
+    """Create, fill, start and pause outbound campaigns, read their outcomes, and put a number on
+    the do-not-call list (a customer who asked an agent not to be called)."""
+    REMOVE_DO_NOT_CALL = "remove_do_not_call"
+    """Take a number off the do-not-call list (a mistaken entry): calls resume to someone who
+    may have said stop, so only an admin."""
 
 
 class Via(str, enum.Enum):
@@ -99,6 +107,13 @@ def authorize(principal: Principal, permission: Permission,
         allowed = role in (Role.SUPERVISOR, Role.ADMIN)
         return Decision(allowed, f"{role.value}s see journeys and QA across every conversation" if allowed
                         else "journey analytics and QA review span every customer: supervisors and admins only")
+    if permission is Permission.MANAGE_CAMPAIGNS:
+        allowed = role in (Role.SUPERVISOR, Role.ADMIN)
+        return Decision(allowed, f"{role.value}s run campaigns" if allowed
+                        else "campaigns reach customers by phone: supervisors and admins only")
+    if permission is Permission.REMOVE_DO_NOT_CALL:
+        return Decision(role is Role.ADMIN, "admins correct the do-not-call list" if role is Role.ADMIN
+                        else "only an admin takes a number off the do-not-call list")
     if permission is Permission.READ_OUTBOX:
         allowed = role in (Role.SUPERVISOR, Role.ADMIN)
         return Decision(allowed, f"{role.value}s see every SMS" if allowed

@@ -15,8 +15,9 @@ from typing import Any, Callable
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Hangup, Originate, Say
-from gateway.core.events import (AgentConnected, CallAccepted, ChannelClosed, ChatMessage, DtmfPressed, Event,
-                                 FormSubmitted, RecognitionFailed, Silence, UserSaid)
+from gateway.core import compliance
+from gateway.core.events import (AgentConnected, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
+                                 Event, FormSubmitted, OptOut, RecognitionFailed, Silence, UserSaid)
 from gateway.core.interpret import interpret
 from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
 from gateway.core.nlu import Nlu
@@ -50,9 +51,20 @@ class DialogEngine(JourneyRunner):
         """Whether a telephony channel carries out ``Originate`` here (the orchestrator knows)."""
 
     # ----------------------------------------------------------------- entry points
-    async def start(self, turn: Turn, *, resumed: bool, journey: str = "") -> None:
-        """Begin (or resume on the turn's channel) the conversation; the opening actions go to ``turn.out``."""
+    async def start(self, turn: Turn, *, resumed: bool, journey: str = "", outbound: bool = False) -> None:
+        """Begin (or resume on the turn's channel) the conversation; the opening actions go to ``turn.out``.
+        ``outbound``: the gateway started this session itself (it says who calls first)."""
         record, out = turn.record, turn.out
+        if turn.channel == compliance.DIALER_CHANNEL:  # the journey waits for the answered call
+            record.status = "active"
+            record.state["pending_journey"] = journey or self.settings.journeys.default
+            return
+        if outbound:  # the gateway called (or texted): who is calling, that it is automated, how to stop
+            compliance.mark_outbound(record, turn.party.session_id, self.settings.compliance)
+            disclosure = self.journeys.journeys.get(compliance.OUTBOUND_START)
+            out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False,
+                           prompt_id=f"{compliance.OUTBOUND_START}.{step.id}")
+                       for step in (disclosure.steps if disclosure else ()) if step.say is not None)
         if resumed and record.step and record.status == "active":
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
@@ -72,7 +84,7 @@ class DialogEngine(JourneyRunner):
         record.state.setdefault("stack", [])
         if record.customer_id and "customer_name" not in record.slots:
             await self._load_customer(record)
-        await self._enter(turn, journey or self.settings.journeys.default)
+        await self._enter(turn, journey or str(record.state.pop("pending_journey", "")) or self.settings.journeys.default)
 
     async def handle(self, turn: Turn, event: Event) -> None:
         try:
@@ -82,6 +94,16 @@ class DialogEngine(JourneyRunner):
 
     async def _handle(self, turn: Turn, event: Event) -> None:
         record = turn.record
+        via = compliance.opt_out_route(turn, event, self.nlu, self._current_step(record),
+                                       self.settings.compliance.opt_out_key)
+        if via:  # before any gate: whoever is on the line may ask not to be called again
+            await compliance.opt_out(turn, via=via, number=event.number if isinstance(event, OptOut) else "",
+                                     phone=await self.phone_on_file(record), dnc=self.services.policy.dnc,
+                                     organisation=self.settings.compliance.organisation)
+            return
+        if isinstance(event, CallFailed):
+            log.info("conversation %s: the call placed was not answered (%s)", record.id, event.reason)
+            return
         if isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed)) and \
                 await self._gate(turn):
             return

@@ -122,6 +122,36 @@ class RecognitionFailed(Event):
     channel: str = "voice"
 
 
+CALL_FAILURES = ("no_answer", "busy", "congestion", "failed")
+"""Why a call the gateway placed was not answered, as :class:`CallFailed` reports it."""
+
+
+@dataclass(frozen=True)
+class CallFailed(Event):
+    """A call the gateway placed (``Originate``) was not answered: ``reason`` is one of
+    :data:`CALL_FAILURES`; ``detail`` is what the PBX or the SIP peer said (an AMI Reason code,
+    a SIP status). An answered call shows as the voice channel's ``CallStarted`` instead."""
+
+    reason: str = "failed"
+    detail: str = ""
+    channel: str = "telephony"
+
+
+OPT_OUT_ROUTES = ("voice", "key", "sms", "chat", "agent")
+"""How a customer can ask to be called and texted no more."""
+
+
+@dataclass(frozen=True)
+class OptOut(Event):
+    """The customer asked not to be called or texted again: ``via`` says how (an SMS reply
+    STOP, a key on a call the gateway placed, the words on a call or in a chat)."""
+
+    via: str = "sms"
+    number: str = ""
+    """The number that asked (an SMS sender: a claim, honoured since it only means calling less)."""
+    channel: str = "sms"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -137,5 +167,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChannelClosed,
         AgentConnected,
         RecognitionFailed,
+        CallFailed,
+        OptOut,
     )
 }

@@ -33,7 +33,8 @@ SINK_TIMEOUT_SECONDS = 10.0
 TRANSCRIPT_LIMIT = 500
 PRIVATE_SLOTS = {"secret", "account_number", "customer_phone", "one_time_code"}
 AUDITED_NOTES = {"VerificationLocked": "verification_locked", "CallRefused": "outbound_call_refused",
-                  "FollowUpRefused": "outbound_sms_refused", "CallbackRefused": "callback_refused"}
+                  "FollowUpRefused": "outbound_sms_refused", "CallbackRefused": "callback_refused",
+                  "OptedOut": "opted_out", "OptOutFailed": "opt_out_failed"}
 """Notes the core also writes to the audit log (beside the conversation's own event log)."""
 MAX_KEYED_BUFFERS = 10_000
 """Digits keyed into sensitive steps, held in memory per session until the entry completes."""
@@ -89,6 +90,7 @@ class Orchestrator:
         if rasa is not None:
             await rasa.close()
         await self.engine.services.counters.close()
+        await self.engine.services.policy.close()
         if self.audit is not None:
             await self.audit.close()
         await self.store.close()
@@ -147,7 +149,8 @@ class Orchestrator:
             await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
                                        link_proof=link_proof, event=event)
             turn.ledger.touch(sid)
-            await self.engine.start(turn, resumed=resumed, journey=journey)
+            await self.engine.start(turn, resumed=resumed, journey=journey,
+                                    outbound=isinstance(event, CallStarted) and event.outbound)
             actions = await self._finish(turn)
         log.info("conversation %s %s on %s (%s)", record.id, "resumed" if resumed else "started", channel,
                  turn.party.level.name.lower())
@@ -301,7 +304,7 @@ def _transcript_line(event: Any) -> dict[str, Any] | None:
     if event.kind == "DtmfPressed":
         text = f"[DTMF {payload.get('digit', '')}]"
     elif event.kind in ("CallStarted", "ChatStarted", "ChannelClosed", "LinkOpened", "FormSubmitted",
-                        "CallAccepted", "AgentConnected"):
+                        "CallAccepted", "AgentConnected", "CallFailed", "OptOut"):
         who, text = "system", event.kind + (f" ({payload.get('reason') or payload.get('purpose') or ''})"
                                             if payload.get("reason") or payload.get("purpose") else "")
     elif event.kind in ("Transfer", "SendFollowUp", "Originate", "Hangup", "OfferCall"):

@@ -8,10 +8,13 @@ file, or a number a verified customer typed and confirmed), and only within the 
   set, inside one of them;
 - at most ``calls_per_conversation_per_hour`` calls and ``sms_per_conversation_per_hour`` SMS per
   conversation, and ``calls_per_minute`` / ``sms_per_minute`` across the gateway (every node,
-  with the Redis backend), so a flood of conversations cannot turn the gateway into a dialer.
+  with the Redis backend), so a flood of conversations cannot turn the gateway into a dialer;
+- the number is not on the do-not-call list (:mod:`gateway.context.dnc`): a customer who opted
+  out is never called or texted again, whatever path asks (a campaign, a reminder, a callback,
+  a follow-up, a one-time code).
 
-A limit that cannot be checked (the counters' store is down) refuses: an outbound action is
-never worth an unchecked bill.
+A limit or a list that cannot be checked (its store is down) refuses: an outbound action is
+never worth an unchecked bill, or a call to someone who said stop.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 from gateway.config import OutboundSettings
 from gateway.context.counters import Counters
+from gateway.context.dnc import DoNotCall
 from gateway.context.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -49,9 +53,20 @@ def e164(number: str) -> str:
 class OutboundPolicy:
     """Checks destinations and takes from the shared outbound budgets."""
 
-    def __init__(self, settings: OutboundSettings, counters: Counters) -> None:
+    def __init__(self, settings: OutboundSettings, counters: Counters, dnc: DoNotCall | None = None) -> None:
         self.settings = settings
         self.counters = counters
+        self.dnc = dnc
+        """The do-not-call list (None: none kept, as in tests of the budgets alone)."""
+
+    async def listed(self, number: str) -> bool:
+        """Whether ``number`` is on the do-not-call list; ``StoreError`` when that cannot be told."""
+        return self.dnc is not None and await self.dnc.contains(number)
+
+    async def close(self) -> None:
+        """Close the do-not-call list (the counters belong to whoever gave them)."""
+        if self.dnc is not None:
+            await self.dnc.close()
 
     def destination_refusal(self, number: str) -> Refusal | None:
         """None when ``number`` may be called or texted; else why not (no budget is taken)."""
@@ -67,6 +82,16 @@ class OutboundPolicy:
     async def authorize(self, kind: str, conversation_id: str, number: str) -> Refusal | None:
         """Check the destination and take one ``kind`` ("call" or "sms") from the budgets."""
         refusal = self.destination_refusal(number)
+        if refusal is not None:
+            log.warning("conversation %s: outbound %s refused (%s)", conversation_id, kind, refusal.reason)
+            return refusal
+        try:
+            if await self.listed(number):
+                refusal = Refusal("do_not_call", "That number asked us not to call or text it, so I won't.")
+        except StoreError as exc:
+            log.error("conversation %s: outbound %s refused: the do-not-call list cannot be read (%s)",
+                      conversation_id, kind, exc)
+            refusal = Refusal("dnc_unavailable", "I can't do that right now. Please try again shortly.")
         if refusal is not None:
             log.warning("conversation %s: outbound %s refused (%s)", conversation_id, kind, refusal.reason)
             return refusal

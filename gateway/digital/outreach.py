@@ -14,6 +14,12 @@ An answer is any customer activity on the conversation after the SMS, on any cha
 reply (YES, NO, CALL, anything), the link opened, a chat resumed. The customer can therefore
 switch channel midway; replying CALL asks for the call at once. State lives in the outbox
 database, so a restart neither repeats an SMS nor forgets an escalation.
+
+A number on the do-not-call list gets no reminder and no call (state ``dnc``); the reminder
+SMS takes from the core's outbound budgets like any other (:class:`OutboundPolicy`), starts with
+the disclosure (the ``outbound_start`` journey) and ends with "Reply STOP to opt out".
+:func:`open_reminder` and :func:`send_reminder` are shared with campaigns
+(:mod:`gateway.digital.campaigns`).
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gateway.config import Settings
+from gateway.context.store import StoreError
 from gateway.core.actions import Ask, Say
+from gateway.core.compliance import OUTBOUND_START
 from gateway.core.events import CallAccepted, CallStarted
-from gateway.core.port import ConversationPort
+from gateway.core.outbound import OutboundPolicy
+from gateway.core.port import ConversationPort, Opened
 from gateway.digital.followup import FollowUps
 from gateway.digital.sms import SmsSender, SmsSendError, sms_session
 from gateway.web.metrics import Metrics
@@ -39,6 +48,8 @@ from gateway.web.metrics import Metrics
 log = logging.getLogger(__name__)
 
 ANSWER_KINDS = {"ChatMessage", "UserSaid", "DtmfPressed", "LinkOpened", "FormSubmitted", "CallAccepted"}
+REPLY_HINT = "Reply YES to confirm, NO to change, or CALL to talk to us."
+OPT_OUT_HINT = "Reply STOP to opt out."
 
 
 def _field(item: Any, *names: str, default: Any = "") -> Any:
@@ -85,14 +96,48 @@ def _answers(context: dict[str, Any]) -> int:
                if line.get("kind") in ANSWER_KINDS and line.get("channel") not in ("bot", "outreach"))
 
 
+async def open_reminder(core: ConversationPort, *, customer_id: str, number: str, journey: str, ref: str) -> Opened:
+    """Open the outbound SMS conversation of one reminder (nothing is sent yet). The gateway
+    starts this contact: an outbound start, so the journey skips the identity check it would ask
+    of an inbound stranger (it addresses the CRM's own number) and opens with the disclosure."""
+    return await core.open("sms", customer_id=customer_id, caller_id=number, journey=journey,
+                           session_id=sms_session(number),
+                           event=CallStarted(channel="sms", caller_id=number, outbound=True, call_id=ref))
+
+
+async def send_reminder(opened: Opened, *, number: str, text: str, link_purpose: str, sms: SmsSender,
+                        followups: FollowUps, policy: OutboundPolicy, journey_words: bool = True) -> str:
+    """Send the reminder SMS of ``opened``: the journey's own words when it has them (it knows
+    the appointment) and ``journey_words``, else the disclosure and ``text``; a link that
+    continues the conversation in the chat; how to answer and to opt out. '' when sent, else why
+    not (a policy refusal's reason, ``send_failed``)."""
+    cid = opened.conversation_id
+    refusal = await policy.authorize("sms", cid, number)
+    if refusal is not None:
+        return refusal.reason
+    said = [a for a in opened.actions if isinstance(a, (Say, Ask))]
+    prompt = " ".join(a.text for a in said)
+    disclosure = [a.text for a in said if a.prompt_id.startswith(OUTBOUND_START + ".")]
+    if not journey_words or len(disclosure) == len(said):
+        prompt = " ".join(disclosure + [text])
+    link = followups.link_for(cid, link_purpose, to_phone_on_file=True)
+    body = f"{prompt} {REPLY_HINT} Or continue in chat: {link} {OPT_OUT_HINT}".strip()
+    try:
+        await sms.send(number, body, conversation_id=cid)
+    except SmsSendError:
+        return "send_failed"
+    return ""
+
+
 class Outreach:
     """Runs reminders; ``clock`` returns the current time as an aware ``datetime``."""
 
     def __init__(self, settings: Settings, core: ConversationPort, crm: Any, sms: SmsSender,
-                 followups: FollowUps, metrics: Metrics, *, db_path: Path,
+                 followups: FollowUps, metrics: Metrics, *, db_path: Path, policy: OutboundPolicy,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self._settings = settings
         self._core = core
+        self._policy = policy
         self._crm = crm
         self._sms = sms
         self._followups = followups
@@ -158,6 +203,8 @@ class Outreach:
 
     async def escalate(self, reminder_id: str, conversation_id: str, number: str) -> None:
         """Ask the core to call the customer now (the core emits Originate)."""
+        if await self._listed(reminder_id, number) is not False:
+            return
         self._set(reminder_id, state="escalated")
         await self._core.handle(conversation_id, CallAccepted(number=number, channel="outreach"))
         self._metrics.inc("voicegw_outreach_total", step="escalated")
@@ -178,28 +225,41 @@ class Outreach:
             self._set(reminder_id, state="no_number")
             log.warning("reminder %s skipped: no phone number", reminder_id)
             return
-        # the gateway starts this contact: an outbound start, so the journey skips the identity
-        # check it would ask of an inbound stranger (it addresses the CRM's own number)
-        opened = await self._core.open("sms", customer_id=reminder.customer_id, caller_id=number,
-                                       journey=reminder.journey, session_id=sms_session(number),
-                                       event=CallStarted(channel="sms", caller_id=number, outbound=True,
-                                                         call_id=f"outreach-{reminder_id}"))
+        listed = await self._listed(reminder_id, number)
+        if listed is None:
+            with self._lock:  # not started after all: the next poll starts it when the list answers
+                self._db.execute("DELETE FROM outreach WHERE reminder_id = ? AND state = 'starting'", (reminder_id,))
+            return
+        if listed:
+            return
+        opened = await open_reminder(self._core, customer_id=reminder.customer_id, number=number,
+                                     journey=reminder.journey, ref=f"outreach-{reminder_id}")
         cid = opened.conversation_id
         baseline = _answers(await self._core.context(cid))
-        # the journey's own words when it has them (it knows the appointment), else the CRM's
-        prompt = " ".join(a.text for a in opened.actions if isinstance(a, (Say, Ask)))
-        text = prompt or reminder.text
-        link = self._followups.link_for(cid, reminder.link_purpose, to_phone_on_file=True)
-        body = f"{text} Reply YES to confirm, NO to change, or CALL to talk to us. Or continue in chat: {link}".strip()
-        try:
-            await self._sms.send(number, body, conversation_id=cid)
-        except SmsSendError:
+        why_not = await send_reminder(opened, number=number, text=reminder.text, link_purpose=reminder.link_purpose,
+                                      sms=self._sms, followups=self._followups, policy=self._policy)
+        if why_not:
             self._set(reminder_id, state="failed", conversation_id=cid, number=number)
+            log.warning("reminder %s not sent (%s)", reminder_id, why_not)
             return
         self._set(reminder_id, state="sms_sent", conversation_id=cid, number=number,
                   sent_at=now.timestamp(), baseline=baseline)
         self._metrics.inc("voicegw_outreach_total", step="sms")
         log.info("reminder %s sent by sms to %s (conversation %s)", reminder_id, number, cid)
+
+    async def _listed(self, reminder_id: str, number: str) -> bool | None:
+        """True (and the reminder closed as ``dnc``) when ``number`` is on the do-not-call list;
+        None when the list cannot be read (nothing is sent; a later poll tries again)."""
+        try:
+            listed = await self._policy.listed(number)
+        except StoreError as exc:
+            log.warning("reminder %s held: the do-not-call list cannot be read (%s)", reminder_id, exc)
+            return None
+        if listed:
+            self._set(reminder_id, state="dnc")
+            self._metrics.inc("voicegw_outreach_total", step="dnc")
+            log.info("reminder %s: the number is on the do-not-call list; nothing sent", reminder_id)
+        return listed
 
     async def on_sms_reply(self, number: str, conversation_id: str, text: str) -> None:
         """Inbound SMS listener: CALL switches to a call at once."""

@@ -9,12 +9,20 @@ Inbound: Twilio POSTs ``From``, ``To``, ``Body`` to ``/sms/twilio`` signed with
 public URL of the webhook (``settings.web.public_url`` + path). A bad signature gets 403 and
 nothing reaches a conversation. A good one is fed to the customer's conversation as
 ``ChatMessage(channel="sms")`` and the core's answer goes back as TwiML.
+
+Opt-out: a message that is only one of :data:`STOP_WORDS` (STOP, UNSUBSCRIBE, CANCEL, END,
+QUIT, and the CTIA's STOPALL, REVOKE, OPTOUT) reaches the conversation as ``OptOut(via="sms")``:
+the core puts the number on the do-not-call list and confirms once (a repeated STOP gets no
+reply, and a STOP from an unknown number gets no greeting). Twilio's own Advanced Opt-Out, when
+enabled on the number, also answers STOP and blocks further messages at the carrier; the
+gateway's list then still stops its calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -25,7 +33,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.config import Settings
-from gateway.core.events import CallAccepted, ChatMessage, ChatStarted
+from gateway.core.events import CallAccepted, ChatMessage, ChatStarted, OptOut
 from gateway.core.port import ConversationPort
 from gateway.digital.chat_protocol import action_text
 from gateway.digital.outbox import Outbox
@@ -36,6 +44,10 @@ log = logging.getLogger(__name__)
 TWILIO_API_HOST = "https://api.twilio.com"
 MAX_SMS_CHARS = 1600
 """Twilio's limit for one message body (it splits into segments itself)."""
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT"})
+"""SMS replies that opt the number out (the carriers' standard keywords, case and punctuation aside)."""
+_NOT_LETTERS = re.compile(r"[^A-Z ]+")
 
 InboundListener = Callable[[str, str, str], Awaitable[None]]
 """Called with (number, conversation_id, text) after an inbound SMS reached its conversation."""
@@ -112,6 +124,11 @@ class SmsSender:
         return sid
 
 
+def is_stop(text: str) -> bool:
+    """Whether an SMS body is an opt-out keyword ("Stop", "STOP.", " unsubscribe ")."""
+    return " ".join(_NOT_LETTERS.sub(" ", text.upper()).split()) in STOP_WORDS
+
+
 def sms_session(number: str) -> str:
     """The core session of an SMS thread: one per phone number. A sender number is only a
     claim (it can be spoofed), but what the gateway texts back reaches the real number only."""
@@ -138,8 +155,11 @@ class SmsInbound:
                             body=text, conversation_id=cid, transport=self.transport_name,
                             status="received")
         replies: list[str] = []
-        if text.strip().upper() == "CALL":
-            event: Any = CallAccepted(number=number, channel="sms")
+        stop = is_stop(text)
+        if stop:
+            event: Any = OptOut(via="sms", number=number, channel="sms")
+        elif text.strip().upper() == "CALL":
+            event = CallAccepted(number=number, channel="sms")
         else:
             event = ChatMessage(text=text, channel="sms")
         actions: list[Any] | None = None
@@ -150,7 +170,7 @@ class SmsInbound:
                     session_id=sms_session(number),
                 )
                 cid = opened.conversation_id
-                if not opened.resumed:
+                if not opened.resumed and not stop:  # a STOP is answered with its confirmation only
                     replies.extend(t for t in map(action_text, opened.actions) if t)
             self._outbox.remember_thread(number, cid)
             try:

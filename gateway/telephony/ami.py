@@ -8,7 +8,9 @@ What it does for the gateway:
   there runs the ``voicebot`` route, which resumes that conversation. Registered as the core's
   sink for :class:`Originate`. Asterisk answers an async Originate with "successfully queued";
   the real outcome is the later ``OriginateResponse`` event with the same ActionID (Reason 4 =
-  answered), which panoramisk returns as ``[Response, OriginateResponse]``.
+  answered), which panoramisk returns as ``[Response, OriginateResponse]``. The sink lets the
+  call ring in the background and reports a call not answered to ``call_failed_callbacks``
+  (``CallFailed`` for the conversation, see :mod:`gateway.telephony.call_outcomes`).
 * **Transfer** of a live call: ``Setvar`` of ``VOICEGW_CONVERSATION`` (inherited by the agent's
   leg as ``__VOICEGW_CONVERSATION``), ``VOICEGW_QUEUE``, ``VOICEGW_SKILLS``, ``VOICEGW_LANGUAGE``
   first, then ``Redirect`` to ``ami.agent_context``, extension = queue name, priority 1. The
@@ -33,6 +35,7 @@ from panoramisk.message import Message
 
 from gateway.config import Settings
 from gateway.core.actions import Originate, Transfer
+from gateway.telephony.call_outcomes import CallFailedReport, OriginateOutcome, OutcomeTasks, ami_outcome
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,9 @@ class AmiClient:
         self.connect_failures = 0
         self.agent_callbacks: list[AgentCallback] = [on_agent_connected] if on_agent_connected else []
         """``async f(conversation_id, agent_interface)``, called when a queue member answers."""
+        self.call_failed_callbacks: list[CallFailedReport] = []
+        """``async f(conversation_id, reason, detail)``, called when a call the sink placed is not answered."""
+        self._outcomes = OutcomeTasks()
         self.channel_conversations: dict[str, str] = {}
         self.queue_of: dict[str, str] = {}
         self.logged_in = asyncio.Event()
@@ -133,6 +139,7 @@ class AmiClient:
     async def close(self) -> None:
         """Log off (bounded) and stop reconnecting."""
         self.closing = True
+        self._outcomes.cancel()
         if self.logged_in.is_set():
             try:
                 await asyncio.wait_for(self.manager.send_action({"Action": "Logoff"}), 2.0)
@@ -194,8 +201,9 @@ class AmiClient:
         await self._ok({"Action": "Hangup", "Channel": channel, "Cause": str(cause)})
 
     async def originate(self, number: str, conversation_id: str, *, caller_id: str = "", callback: str = "",
-                        ring_seconds: int = ORIGINATE_RING_SECONDS) -> bool:
-        """Call ``number`` into the outbound context; True when answered (OriginateResponse).
+                        ring_seconds: int = ORIGINATE_RING_SECONDS) -> OriginateOutcome:
+        """Call ``number`` into the outbound context; the outcome the OriginateResponse reports
+        (true when answered).
 
         ``callback`` (the core's nonce for this call) rides on the channel as ``VOICEGW_CALLBACK``;
         the voicebot route hands it back to the core, which so knows the answered call is its own."""
@@ -219,10 +227,13 @@ class AmiClient:
         if not messages[0].success:
             raise AmiError(f"AMI Originate refused: {messages[0].get('Message', '')}")
         final = messages[-1]
-        answered = final.get("Event") == "OriginateResponse" and final.get("Response") == "Success"
+        if final.get("Event") == "OriginateResponse":
+            outcome = ami_outcome(str(final.get("Response", "")), str(final.get("Reason", "")))
+        else:
+            outcome = OriginateOutcome(False, "failed", "no OriginateResponse")
         log.info("originate %s for conversation %s: %s (reason %s)", number, conversation_id,
-                 "answered" if answered else "not answered", final.get("Reason", "?"))
-        return answered
+                 "answered" if outcome else f"not answered: {outcome.reason}", final.get("Reason", "?"))
+        return outcome
 
     async def transfer(self, channel: str, conversation_id: str, transfer: Transfer) -> None:
         """Tag ``channel`` for the screen-pop, then redirect it to the agents' context."""
@@ -236,11 +247,30 @@ class AmiClient:
                  agent_extension(transfer), self.cfg.agent_context)
 
     async def originate_sink(self, conversation_id: str, action: Originate) -> None:
-        """The core's sink for :class:`Originate` (errors are logged: the core goes on)."""
+        """The core's sink for :class:`Originate`: the call rings in the background (longer than
+        a sink may hold its conversation); one not answered is reported as failed."""
+        conv = action.conversation_id or conversation_id
+        if not self.connected:
+            self._not_answered(conv, action.number, AmiError("AMI not connected; Originate not sent"))
+            return
+        self._outcomes.spawn(self._place(conv, action), f"originate-{conv}")
+
+    async def _place(self, conversation_id: str, action: Originate) -> None:
         try:
-            await self.originate(action.number, action.conversation_id or conversation_id, callback=action.callback)
+            outcome = await self.originate(action.number, conversation_id, callback=action.callback)
         except AmiError as exc:
-            log.warning("conversation %s: outbound call to %s failed: %s", conversation_id, action.number, exc)
+            self._not_answered(conversation_id, action.number, exc)
+            return
+        if not outcome:
+            self._report(conversation_id, outcome)
+
+    def _not_answered(self, conversation_id: str, number: str, exc: AmiError) -> None:
+        log.warning("conversation %s: outbound call to %s failed: %s", conversation_id, number, exc)
+        self._report(conversation_id, OriginateOutcome(False, "failed", str(exc)[:120]))
+
+    def _report(self, conversation_id: str, outcome: OriginateOutcome) -> None:
+        for callback in list(self.call_failed_callbacks):
+            self._outcomes.spawn(callback(conversation_id, outcome.reason, outcome.detail), f"outcome-{conversation_id}")
 
     # --- events ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from gateway.core.actions import Originate
 from gateway.core.events import AgentConnected
 from gateway.telephony.agi_routes import FallbackRoute, PromptFiles, VoicebotRoute
 from gateway.telephony.audiosocket_server import AudioSocketCall, AudioSocketServer
+from gateway.telephony.call_outcomes import report_to_core
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ async def start_asterisk_channels(
             await ami.start()
             started.append(ami)
             core.register_sink(Originate, ami.originate_sink)
+            ami.call_failed_callbacks.append(report_to_core(core))
 
         def control_factory(call: AudioSocketCall) -> Any:
             if ami is not None:

@@ -1,8 +1,9 @@
-"""``voicegw transcribe`` and ``voicegw say``: the speech engines from the command line.
+"""``voicegw transcribe``, ``voicegw say`` and ``voicegw amd``: the speech engines from the command line.
 
     voicegw transcribe call1.wav call2.wav --json
     voicegw transcribe digits.wav --engine pocketsphinx --expect digits
     voicegw say "Thanks for calling." -o hello.wav --rate 8000
+    voicegw amd greeting1.wav greeting2.wav      # human, machine or unknown, and how soon
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("-o", "--output", required=True, metavar="WAV", help="output file")
     s.add_argument("--rate", type=int, default=8000, choices=CALL_RATES, help="sample rate (default 8000)")
     s.set_defaults(func=say_command)
+    a = subparsers.add_parser("amd", help="answering-machine detection on recorded greetings (WAV, 8 or 16 kHz)")
+    a.add_argument("files", nargs="+", metavar="FILE", help="WAV recordings of answered calls, from the answer on")
+    a.add_argument("--vad", choices=("silero", "webrtc"), default="silero", help="voice activity detector")
+    a.add_argument("--bias", type=float, default=0.0, help="-1 (lean human) .. 1 (lean machine)")
+    a.add_argument("--json", action="store_true", help="print a JSON list")
+    a.set_defaults(func=amd_command)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -116,3 +123,38 @@ def say_command(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {args.output}: {len(pcm) / 2 / args.rate:.2f} s at {args.rate} Hz ({synth.engine_name})")
     return 0
+
+
+def amd_command(args: argparse.Namespace) -> int:
+    """Print the verdict, the time to it and the beep for each recording (a bad file is reported)."""
+    from gateway.voice.amd import AmdConfig, detect
+    from gateway.voice.vad import SileroVad, WebRtcVad
+
+    config = AmdConfig(bias=max(-1.0, min(1.0, args.bias)))
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for name in args.files:
+        try:
+            pcm, rate = read_wav(name)
+        except (OSError, AudioFormatError) as exc:
+            print(f"{name}: cannot read: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if rate not in CALL_RATES:
+            pcm, rate = resample(pcm, rate, 8000), 8000
+        vad = SileroVad(rate) if args.vad == "silero" else WebRtcVad(rate)
+        try:
+            found = detect(pcm, rate, lambda frame: vad.is_speech(frame) >= 0.5, config)
+        finally:
+            vad.close()
+        v = found.verdict
+        rows.append({"file": name, "verdict": v.verdict.value, "acts_as": "machine" if v.is_machine(config.bias)
+                     else "human", "seconds": v.at_seconds, "reason": v.reason,
+                     "greeting_seconds": v.greeting_seconds, "beep_ended_at": found.beep_ended_at})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            beep = f", beep ended at {r['beep_ended_at']:.2f} s" if r["beep_ended_at"] is not None else ""
+            print(f"{r['file']}: {r['verdict']} after {r['seconds']:.2f} s ({r['reason']}{beep})")
+    return 1 if failed else 0

@@ -2,7 +2,8 @@
 ``/healthz`` and ``/metrics``, all on ``settings.web`` (127.0.0.1:8080 by default).
 
 ``build_web_app(settings, core)`` assembles the aiohttp application around one conversation
-core and registers the sinks the digital channels own (SendFollowUp, Transfer, ScreenPop).
+core and registers the sinks the digital channels own (SendFollowUp, Transfer, ScreenPop); it
+runs the reminders (outreach) and the campaign runner, and serves the campaign API.
 ``start_web(settings, core, ...)`` runs it and returns a :class:`WebRunner` (``port``,
 ``close()``) for ``voicegw serve``; its connections are bounded as :mod:`connection_guard`
 says (header deadline, idle timeout, header size and count).
@@ -27,11 +28,17 @@ from gateway.agents.reads import ConversationReader
 from gateway.agents.signin import DeskAuth
 from gateway.agents.throttle import SignInThrottle, ThrottleLimits
 from gateway.config import Settings
-from gateway.context import AuditLog, open_audit, open_fanout
+from gateway.context import AuditLog, open_audit, open_counters, open_fanout
+from gateway.context.dnc import open_do_not_call
 from gateway.context.fanout import Fanout
 from gateway.core.actions import ScreenPop, SendFollowUp, Transfer
+from gateway.core.outbound import OutboundPolicy
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
+from gateway.digital.campaigns import CAMPAIGNS_FILE, CampaignAdmin, Campaigns, CampaignStore
+from gateway.digital.campaigns.api import CampaignApi
+from gateway.digital.campaigns.lease import open_lease
+from gateway.digital.campaigns.manage import journey_names
 from gateway.digital.chat_relay import ChatRelay
 from gateway.digital.followup import FollowUps
 from gateway.digital.link_pages import LinkPages
@@ -70,6 +77,9 @@ class DigitalParts:
     fanout: Fanout
     outreach: Outreach | None
     audit: AuditLog
+    campaigns: Campaigns | None = None
+    """The campaign runner (None without a context store); it ticks when ``campaigns.enabled``."""
+    campaign_admin: CampaignAdmin | None = None
 
 
 PARTS: web.AppKey[DigitalParts] = web.AppKey("voicegw_parts", DigitalParts)
@@ -126,12 +136,27 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     desktop = AgentDesktop(settings, auth, reader, fanout, metrics, STATIC_DIR)
     api = AgentApi(auth, reader)
     relay = followups.relay = ChatRelay(chat, fanout)
+    # the core's outbound policy over the same shared budgets and do-not-call list, for what the
+    # digital side sends on its own (reminder SMS)
+    counters = open_counters(settings)
+    dnc = open_do_not_call(settings)
+    policy = OutboundPolicy(settings.outbound, counters, dnc)
     outreach = None
     if crm is not None and hasattr(crm, "due_reminders"):
-        outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE)
+        outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE,
+                            policy=policy)
         sms_inbound.listeners.append(outreach.on_sms_reply)
+    campaign_store = CampaignStore(data_dir / CAMPAIGNS_FILE, busy_timeout_ms=settings.context.busy_timeout_ms)
+    lease = open_lease(settings, campaign_store)
+    campaign_admin = CampaignAdmin(settings, campaign_store, journey_names(settings))
+    campaigns = None
+    if store is not None:
+        campaigns = Campaigns(settings, core, store, campaign_store, lease, policy=policy, sms=sms, followups=followups,
+                              outbox=outbox, metrics=metrics)
+    campaign_api = CampaignApi(settings, auth, audit, campaign_admin, dnc, lease=lease,
+                               node=campaigns.node if campaigns is not None else "")
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
-                         desktop, fanout, outreach, audit)
+                         desktop, fanout, outreach, audit, campaigns, campaign_admin)
 
     core.register_sink(SendFollowUp, followups.sink)
     core.register_sink(Transfer, desktop.on_transfer)
@@ -172,6 +197,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/agent/ws", desktop.socket)
     app.router.add_get("/api/conversations/{conversation_id}/context", api.context)
     app.router.add_get("/api/audit", api.audit)
+    campaign_api.routes(app)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     # /dashboard and /qa (supervisors): journey analytics and QA review over the core's store
     governance = add_governance_routes(app, settings, store if store is not None else getattr(core, "store", None),
@@ -184,12 +210,18 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
         await relay.start()
         if outreach is not None and settings.outreach.enabled:
             outreach.start()
+        if campaigns is not None and settings.campaigns.enabled:
+            campaigns.start()
 
     async def on_cleanup(app: web.Application) -> None:
         await desktop.close()
         await relay.close()
         if outreach is not None:
             await outreach.close()
+        if campaigns is not None:
+            await campaigns.close()
+        await lease.close()
+        await campaign_store.close()
         if own_fanout:
             await fanout.close()
         await assignments.close()
@@ -199,6 +231,8 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
             await audit.close()
         signer.close()
         outbox.close()
+        await policy.close()
+        await counters.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

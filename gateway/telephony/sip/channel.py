@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.core.actions import Action, Originate
+from gateway.telephony.call_outcomes import CallFailedReport, report_to_core, sip_outcome
 from gateway.telephony.sip.endpoint import SipEndpoint
 from gateway.telephony.sip.pool import SipWorkerPool
 from gateway.telephony.sip.runtime import SipError
@@ -19,8 +20,10 @@ class SipChannel:
     """A started SIP endpoint (in process) or worker pool (``sip.workers``); ``port`` is the
     bound SIP port, ``close()`` stops it."""
 
-    def __init__(self, endpoint: SipEndpoint | SipWorkerPool) -> None:
+    def __init__(self, endpoint: SipEndpoint | SipWorkerPool, report: CallFailedReport | None = None) -> None:
         self.endpoint = endpoint
+        self.report = report
+        """Told of every call the sink placed that was not answered (``CallFailed`` to the core)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -41,6 +44,9 @@ class SipChannel:
             await self.endpoint.originate(number, conversation_id, callback=callback)
         except (SipError, asyncio.TimeoutError) as exc:
             log.warning("outbound call to %s for conversation %s failed: %s", number, conversation_id, exc)
+            if self.report is not None:
+                outcome = sip_outcome(str(exc))
+                await self.report(conversation_id, outcome.reason, outcome.detail)
 
     async def stats(self) -> dict[str, Any]:
         """Calls in progress, calls refused, registration and per-call media counters."""
@@ -81,7 +87,7 @@ async def start_sip_channel(settings: Settings, core: Any, pipeline: Any) -> Sip
     else:
         endpoint = SipEndpoint(settings.sip, pipeline)
     await endpoint.start()
-    channel = SipChannel(endpoint)
+    channel = SipChannel(endpoint, report_to_core(core) if core is not None else None)
     if core is not None:
         core.register_sink(Originate, channel.originate_sink)
     return channel
