@@ -353,6 +353,9 @@ class EventsOutSettings(Section):
         names = [w.name for w in value]
         if len(set(names)) != len(names):
             raise ValueError("webhook names must be unique")
+        return value
+
+
 class ComplianceSettings(Section):
     organisation: str = Field("Example Services", min_length=1, max_length=80)
     opt_out_key: Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*"] = "9"

@@ -71,7 +71,7 @@ async def test_outbound_starts_say_who_calls_and_that_it_is_automated(gateway):
                              "time, say stop calling me, or press 9.")
     assert "device pickup" in spoken and isinstance(call.actions[-1], Ask)  # then on where it stood
     inbound = await core.open("voice", event=CallStarted(caller_id="+15550000000"))
-    assert "automated" not in texts(inbound.actions)
+    assert "automated call from" not in texts(inbound.actions)  # an inbound caller hears the assistant greeting
 
 
 async def test_call_first_waits_for_the_answer_then_discloses_and_starts_the_journey(gateway):
