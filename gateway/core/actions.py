@@ -73,6 +73,8 @@ class Transfer(Action):
     language: str = "en"
     reason: str = ""
     conversation_id: str = ""
+    agent: str = ""
+    """A named agent to route it to now (a supervisor's take-over); '' = the queue decides."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,44 @@ class ScreenPop(Action):
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AgentSay(Action):
+    """Show the customer what the agent holding the conversation typed (``message_id``: the
+    desktop's id for it; ``seq``: where it stands in the conversation's log)."""
+
+    agent_id: str
+    name: str
+    text: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class AgentJoined(Action):
+    """Tell the customer that an agent (``name``) has joined the conversation."""
+
+    agent_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AgentLeft(Action):
+    """Tell the customer that the agent left: ``reason`` is ``handed_back``, ``closed`` or
+    ``dropped`` (back in the queue)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StaffNotice(Action):
+    """A word for the staff member whose event this answers (why something was not done); never
+    shown to the customer."""
+
+    text: str
+
+
 ACTION_TYPES: dict[str, type[Action]] = {
     cls.__name__: cls
-    for cls in (Say, Ask, Transfer, SendFollowUp, OfferCall, Originate, Hangup, ScreenPop)
+    for cls in (Say, Ask, Transfer, SendFollowUp, OfferCall, Originate, Hangup, ScreenPop, AgentSay, AgentJoined,
+                AgentLeft, StaffNotice)
 }

@@ -14,15 +14,16 @@ from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
-from gateway.core.actions import Ask, Hangup, Originate, Say
-from gateway.core.events import (AgentConnected, CallAccepted, ChannelClosed, ChatMessage, DtmfPressed, Event,
-                                 FormSubmitted, RecognitionFailed, Silence, UserSaid)
+from gateway.core.actions import AgentJoined, Ask, Hangup, Originate, Say
+from gateway.core.events import (CallAccepted, ChannelClosed, ChatMessage, DtmfPressed, Event, FormSubmitted,
+                                 QueueChoice, RecognitionFailed, Silence, StaffEvent, UserSaid)
+from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
 from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
 from gateway.core.nlu import Nlu
 from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
-from gateway.core.steps import JourneyRunner
+from gateway.core.staff import StaffTurns
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
 from gateway.core.turn import Turn
 
@@ -39,7 +40,7 @@ answered call to be recognised as that call."""
 CALLBACK_JOURNEY = "callback"
 
 
-class DialogEngine(JourneyRunner):
+class DialogEngine(StaffTurns):
     """Runs journeys. ``start`` and ``handle`` change the turn's record and fill ``turn.out``."""
 
     def __init__(self, journeys: Any, nlu: Nlu, crm: Any, settings: Settings, services: Any,
@@ -53,6 +54,12 @@ class DialogEngine(JourneyRunner):
     async def start(self, turn: Turn, *, resumed: bool, journey: str = "") -> None:
         """Begin (or resume on the turn's channel) the conversation; the opening actions go to ``turn.out``."""
         record, out = turn.record, turn.out
+        handoff = Handoff.of(record)
+        if resumed and handoff.engaged:
+            # back in a chat that people have: no bot, only who is there (or nothing while waiting)
+            if handoff.agent:
+                out.append(AgentJoined(agent_id=handoff.agent, name=handoff.agent_name or handoff.agent))
+            return
         if resumed and record.step and record.status == "active":
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
@@ -82,6 +89,14 @@ class DialogEngine(JourneyRunner):
 
     async def _handle(self, turn: Turn, event: Event) -> None:
         record = turn.record
+        if isinstance(event, StaffEvent):
+            await self.staff(turn, event)
+            return
+        handoff = Handoff.of(record)
+        if handoff.engaged and isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed,
+                                                  QueueChoice)):
+            await self.while_engaged(turn, handoff, event if isinstance(event, QueueChoice) else None)
+            return
         if isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed)) and \
                 await self._gate(turn):
             return
@@ -97,9 +112,6 @@ class DialogEngine(JourneyRunner):
             record.slots[f"form_{event.purpose}"] = dict(event.fields)
             record.state.setdefault("forms", []).append(event.purpose)
             turn.out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
-        elif isinstance(event, AgentConnected):
-            record.status = "transferred"
-            record.state["agent"] = event.agent_id
         elif isinstance(event, ChannelClosed):
             record.state["pending_dtmf"] = ""
             turn.keyed = ""
