@@ -134,7 +134,7 @@ def offer(agent: str, now: float, until: float) -> Transition:
             return None, Outcome(False, None, "gone")
         if entry.taken or entry.voice:
             return entry, Outcome(False, entry, "taken" if entry.taken else "voice")
-        if entry.offered(now) and entry.offered_to != agent:
+        if entry.offered(now):  # to another agent, or already to this one (by another node)
             return entry, Outcome(False, entry, "offered")
         if agent in entry.declined:
             return entry, Outcome(False, entry, "declined")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
-from gateway.core.actions import AgentJoined, Ask, Hangup, Originate, Say
+from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core.events import (CallAccepted, ChannelClosed, ChatMessage, DtmfPressed, Event, FormSubmitted,
                                  QueueChoice, RecognitionFailed, Silence, StaffEvent, UserSaid)
 from gateway.core.handoff import Handoff
@@ -56,10 +56,7 @@ class DialogEngine(StaffTurns):
         record, out = turn.record, turn.out
         handoff = Handoff.of(record)
         if resumed and handoff.engaged:
-            # back in a chat that people have: no bot, only who is there (or nothing while waiting)
-            if handoff.agent:
-                out.append(AgentJoined(agent_id=handoff.agent, name=handoff.agent_name or handoff.agent))
-            return
+            return  # back in a chat that people have: no bot (the chat replays what people sent)
         if resumed and record.step and record.status == "active":
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."

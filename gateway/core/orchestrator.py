@@ -162,7 +162,9 @@ class Orchestrator:
         return Opened(record.id, resumed, actions, session_id=sid)
 
     async def handle(self, conversation_id: str, event: Event, *, session_id: str = "") -> list[Action]:
-        message_id = event.message_id if isinstance(event, (ChatMessage, AgentMessage)) else ""
+        # the page's or the desktop's own id for a typed message: kept once (each side its own ids)
+        message_id = (f"{'agent' if isinstance(event, AgentMessage) else 'customer'}:{event.message_id}"
+                      if isinstance(event, (ChatMessage, AgentMessage)) and event.message_id else "")
         async with self._lock(conversation_id):
             logged: list[LoggedEvent] = []
             for attempt in (1, 2):

@@ -23,6 +23,7 @@ from gateway.agents.accounts import AccountBook
 from gateway.agents.api import AgentApi
 from gateway.agents.assignments import open_assignments
 from gateway.agents.desktop import AgentDesktop
+from gateway.agents.human_side import HumanSide
 from gateway.agents.reads import ConversationReader
 from gateway.agents.signin import DeskAuth
 from gateway.agents.throttle import SignInThrottle, ThrottleLimits
@@ -69,6 +70,7 @@ class DigitalParts:
     fanout: Fanout
     outreach: Outreach | None
     audit: AuditLog
+    human: HumanSide
 
 
 PARTS: web.AppKey[DigitalParts] = web.AppKey("voicegw_parts", DigitalParts)
@@ -129,8 +131,9 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     if crm is not None and hasattr(crm, "due_reminders"):
         outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE)
         sms_inbound.listeners.append(outreach.on_sms_reply)
+    human = HumanSide.build(settings, core, store, fanout, desktop, chat, audit, metrics, STATIC_DIR)
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
-                         desktop, fanout, outreach, audit)
+                         desktop, fanout, outreach, audit, human)
 
     core.register_sink(SendFollowUp, followups.sink)
     core.register_sink(Transfer, desktop.on_transfer)
@@ -171,6 +174,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/agent/ws", desktop.socket)
     app.router.add_get("/api/conversations/{conversation_id}/context", api.context)
     app.router.add_get("/api/audit", api.audit)
+    human.add_routes(app)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     # /twilio/voice and /media/twilio (Media Streams); voicegw serve attaches the pipeline
     add_twilio_media_routes(app, settings, signer=signer, metrics=metrics)
@@ -178,10 +182,12 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     async def on_startup(app: web.Application) -> None:
         await desktop.start()
         await relay.start()
+        await human.start()
         if outreach is not None and settings.outreach.enabled:
             outreach.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        await human.close()
         await desktop.close()
         await relay.close()
         if outreach is not None:
@@ -224,6 +230,10 @@ class WebRunner:
         """For call control (AMI): ``agent_id`` (an account name, or an interface an account lists)
         answered the transferred call; record that it was routed to them and pop their screen."""
         await self.parts.desktop.agent_connected(conversation_id, agent_id)
+
+    async def agent_called(self, conversation_id: str, agent_id: str) -> None:
+        """For call control (AMI): the PBX rings ``agent_id``'s phone for this call: pop their desktop."""
+        await self.parts.desktop.agent_called(conversation_id, agent_id)
 
     async def close(self) -> None:
         """Stop serving and release everything the app opened."""
