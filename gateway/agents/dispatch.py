@@ -63,7 +63,7 @@ class Dispatcher:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._views: dict[str, str] = {}
-        self._positions: dict[str, tuple[int, int]] = {}
+        self._positions: dict[str, tuple[int, int, str]] = {}
         metrics.gauge("voicegw_queue_waiting", lambda: float(self.waiting))
         self.waiting = 0
 
@@ -88,6 +88,13 @@ class Dispatcher:
     async def on_live(self, message: dict[str, Any]) -> None:
         if message.get("type") == "queue_changed" and message.get("node") != self._hub.node:
             self.kick()
+        elif message.get("type") == "turn" and message.get("node") == self._hub.node:
+            row = message.get("summary") or {}
+            if row.get("waiting") and row.get("choice"):  # the customer chose a message or a callback
+                done = await self.queue.apply(str(message.get("conversation_id", "")),
+                                              q.choose_mode(str(row["choice"])))
+                if done.ok:
+                    await self.changed()
 
     async def customer_opened(self, conversation_id: str) -> None:
         """A waiting customer's chat (re)opened here: tell them their place again."""
@@ -242,8 +249,8 @@ class Dispatcher:
                 typical[entry.queue] = (await self.queue.waits(entry.queue)).typical()
             seconds = typical[entry.queue]
             wait = int(seconds) if seconds is not None else -1
-            if self._positions.get(entry.conversation_id) != (position, wait):
-                self._positions[entry.conversation_id] = (position, wait)
+            if self._positions.get(entry.conversation_id) != (position, wait, entry.mode):
+                self._positions[entry.conversation_id] = (position, wait, entry.mode)
                 await self._hub.publish({"type": "queue_status", "conversation_id": entry.conversation_id,
                                          "position": position, "wait_seconds": wait, "queue": clip(entry.queue),
                                          "mode": entry.mode})
