@@ -251,8 +251,11 @@ class AgentDesktop:
             log.warning("conversation %s not given to %s: %s holds it", conversation_id, agent,
                         done.entry.taken_by if done.entry else "nobody (not queued)")
             return False
-        await self._route(conversation_id, agent, how=how, state="active")
-        await self.dispatcher.changed()
+        try:
+            await self.reader.assign(conversation_id, agent, how=how)
+        except StoreError as exc:
+            log.error("conversation %s: %s's assignment not recorded: %s", conversation_id, agent, exc)
+        await self.dispatcher.changed()  # the node of their desktop shows it as theirs (``active``)
         return True
 
     async def agent_called(self, conversation_id: str, agent_interface: str) -> None:

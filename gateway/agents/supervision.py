@@ -254,8 +254,7 @@ class Supervision:
         actions = await self._core.handle(cid, TakeOver(supervisor=sock.principal.name, agent=agent))
         refused = [a.text for a in actions if a.kind == "StaffNotice"]
         if refused:
-            await self._send(sock, {"type": "refused", "conversation_id": cid, "action": "take_over",
-                                    "message": refused[0]})
+            await self._refuse(sock, "take_over", cid, refused[0])
             return
         log.info("conversation %s taken over by supervisor %s for %s", cid, sock.principal.name, agent)
         await self._send(sock, {"type": "done", "conversation_id": cid, "action": "take_over", "agent": agent})
@@ -277,8 +276,7 @@ class Supervision:
                                                      step=command.step))
         refused = [a.text for a in actions if a.kind == "StaffNotice"]
         if refused:
-            await self._send(sock, {"type": "refused", "conversation_id": cid, "action": "steer",
-                                    "message": refused[0]})
+            await self._refuse(sock, "steer", cid, refused[0])
             return
         await self._send(sock, {"type": "done", "conversation_id": cid, "action": "steer"})
 

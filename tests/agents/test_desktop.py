@@ -97,13 +97,14 @@ async def test_screen_pop_goes_to_an_agent_of_the_queue_with_the_skill(tmp_path)
             texts = [line["text"] for line in ctx["transcript"]]
             assert "I want to talk to an agent" in texts and "1985-03-14" not in json.dumps(ctx)
             await no_frame(bob)
-            # the hook pops the agent who really answered (AMI), and records that it was routed to him
+            # the hook gives the conversation to the agent who really answered (AMI): his desktop
+            # shows it as his, and it is recorded that it was routed to him
             await runner.agent_connected(cid, "bob")
-            pop_b = await recv_until(bob, "screen_pop")
-            assert pop_b["conversation_id"] == cid
+            active = await recv_until(bob, "active")
+            assert active["conversation_id"] == cid and active["context"]["handoff"]["agent"] == "bob"
             async with http.get(f"{runner.url}/api/conversations/{cid}/context", headers=bearer("bob")) as resp:
                 assert resp.status == 200
-            assert runner.parts.metrics.value("voicegw_screenpops_total") == 2
+            assert runner.parts.metrics.value("voicegw_screenpops_total") == 1
             await runner.agent_connected(cid, "PJSIP/nobody")  # not an account: logged, nothing popped
             await no_frame(alice, 0.3, ignore=("queue",))  # her queue view shows it taken by bob
             await alice.close()
