@@ -255,6 +255,9 @@
     if (!entry) { return; }
     entry.art.querySelectorAll("button, input, select").forEach(function (x) { x.disabled = true; });
     entry.art.appendChild(el("p", "Released: " + reason.replace(/_/g, " "), "notice"));
+    entry.art.classList.add("released");
+    entry.art.removeAttribute("data-conversation");
+    entry.art.dataset.released = cid;
     delete held[cid];
     setTimeout(function () { entry.art.remove(); }, 8000);
   }
