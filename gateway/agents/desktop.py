@@ -36,7 +36,7 @@ from aiohttp import WSMsgType, web
 from gateway.agents import queue as q
 from gateway.agents.access import Via
 from gateway.agents.accounts import AccountBook, Principal, Role
-from gateway.agents.desk_protocol import DeskProtocolError, Ready, parse_desk_frame
+from gateway.agents.desk_protocol import DeskProtocolError, Ready, Send, Typing, parse_desk_frame
 from gateway.agents.dispatch import Dispatcher
 from gateway.agents.queue import QueueEntry, clip
 from gateway.agents.reads import ConversationReader, ReadRefused
@@ -48,6 +48,7 @@ from gateway.context.fanout import Fanout, listen
 from gateway.context.store import StoreError
 from gateway.core.actions import Action, ScreenPop, Transfer
 from gateway.core.events import AgentConnected
+from gateway.limits import TokenBuckets
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ MAX_BAD_FRAMES = 5
 """Malformed frames a desktop may send before its socket is closed."""
 MAX_ROUTING = 10_000
 """Transfers remembered between the Transfer and its ScreenPop (the oldest are forgotten)."""
+COMMANDS_PER_MINUTE = 120
+"""Desktop actions (messages, accepts, follow-ups...) one agent may send a minute, a minute's
+worth at once: a person types a message every few seconds; a stolen token scripting a flood
+of messages into customers' chats is held to this (typing signals are throttled apart)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class AgentDesktop:
         self.work: AgentWork | None = None
         self.core: Any = None
         """The conversation core (told which agent answered a call)."""
+        self._commands = TokenBuckets(COMMANDS_PER_MINUTE, clock=time.monotonic)
         self.journeys: dict[str, list[str]] = {}
         """Journey -> steps an agent may hand back to (shown on the desktop)."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,6 +156,15 @@ class AgentDesktop:
                         break
                     continue
                 if not isinstance(command, Ready):
+                    if not isinstance(command, Typing) and not self._commands.take(principal.name):
+                        self._metrics.inc("voicegw_agent_commands_refused_total")
+                        await ws.send_json({"type": "refused", "conversation_id": command.conversation_id,
+                                            "message": f"too many actions: at most {COMMANDS_PER_MINUTE} a minute; "
+                                                       "try again in a few seconds"})
+                        if isinstance(command, Send):
+                            await ws.send_json({"type": "unsent", "conversation_id": command.conversation_id,
+                                                "id": command.message_id})
+                        continue
                     if self.work is not None:
                         await self.work.command(principal, command, desk.address)
                     continue
@@ -240,8 +255,9 @@ class AgentDesktop:
         except StoreError as exc:
             log.error("conversation %s not queued: %s", cid, exc)
 
-    async def assign_now(self, conversation_id: str, agent: str, *, how: str) -> bool:
-        """Give ``conversation_id`` to ``agent`` now (a take-over, a call they answered)."""
+    async def assign_now(self, conversation_id: str, agent: str, *, how: str, tell_core: bool = False) -> bool:
+        """Give ``conversation_id`` to ``agent`` now (a take-over, a call they answered); with
+        ``tell_core``, the core learns who holds it before their desktop shows it."""
         if self.dispatcher is None:
             return False
         now = time.time()
@@ -251,6 +267,8 @@ class AgentDesktop:
             log.warning("conversation %s not given to %s: %s holds it", conversation_id, agent,
                         done.entry.taken_by if done.entry else "nobody (not queued)")
             return False
+        if tell_core:
+            await self._core_connected(conversation_id, agent)
         try:
             await self.reader.assign(conversation_id, agent, how=how)
         except StoreError as exc:
@@ -282,8 +300,7 @@ class AgentDesktop:
             return
         if self.dispatcher is not None:
             try:
-                if await self.assign_now(conversation_id, account.name, how="answered"):
-                    await self._core_connected(conversation_id, account.name)
+                if await self.assign_now(conversation_id, account.name, how="answered", tell_core=True):
                     return
             except StoreError as exc:
                 log.warning("conversation %s: answer by %s not queued: %s", conversation_id, account.name, exc)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_VIEW_ENTRIES = 200
 """Entries one desktop's queue view lists at most (the longest waiting)."""
+MAX_VOICE_WAIT_SECONDS = 3600.0
+"""A call still waiting in the PBX's queue after this long was abandoned there: its entry goes."""
 
 
 class Dispatcher:
@@ -90,7 +92,10 @@ class Dispatcher:
             self.kick()
         elif message.get("type") == "turn" and message.get("node") == self._hub.node:
             row = message.get("summary") or {}
-            if row.get("waiting") and row.get("choice"):  # the customer chose a message or a callback
+            if row.get("status") == "closed":  # closed by the bot or a supervisor while queued
+                if (await self.queue.apply(str(message.get("conversation_id", "")), q.remove())).ok:
+                    await self.changed()
+            elif row.get("waiting") and row.get("choice"):  # the customer chose a message or a callback
                 done = await self.queue.apply(str(message.get("conversation_id", "")),
                                               q.choose_mode(str(row["choice"])))
                 if done.ok:
@@ -117,7 +122,13 @@ class Dispatcher:
         local = self.desks.local_agents() if self.desks is not None else set()
         out = []
         for entry in entries:
-            if entry.taken and entry.taken_by in local and entry.lease_until - now < grace / 2:
+            if entry.voice:
+                # a call an agent answered stays theirs whatever their desktop does (the PBX bridged
+                # it); one never answered within the hour was abandoned in the PBX's queue
+                if not entry.taken and now - entry.since > MAX_VOICE_WAIT_SECONDS:
+                    await self.queue.apply(entry.conversation_id, q.remove())
+                    continue
+            elif entry.taken and entry.taken_by in local and entry.lease_until - now < grace / 2:
                 done = await self.queue.apply(entry.conversation_id, q.renew(entry.taken_by, now + grace))
                 entry = done.entry or entry
             elif entry.taken and entry.lease_until <= now:

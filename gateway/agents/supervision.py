@@ -38,6 +38,7 @@ from gateway.config import Settings
 from gateway.context.store import ContextStore, StoreError
 from gateway.core.events import Steer, TakeOver
 from gateway.core.port import ConversationPort
+from gateway.limits import TokenBuckets
 from gateway.web.html import refusal
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ REFRESH_SECONDS = 2.0
 """How often the queue and the agents online are looked at again for open supervisor pages."""
 MAX_WATCHED = 20
 """Conversations one page watches at once."""
+MAX_PAGES = 100
+"""Supervisor pages open at once on one node (a team's supervisors, several tabs each); more get 503."""
+COMMANDS_PER_MINUTE = 60
+"""Watches, take-overs, whispers and steerings one supervisor may send a minute."""
 
 
 @dataclass(eq=False)
@@ -78,6 +83,7 @@ class Supervision:
         self._journeys = journeys
         self._clock = clock
         self._sockets: set[SupervisorSocket] = set()
+        self._commands = TokenBuckets(COMMANDS_PER_MINUTE, clock=time.monotonic)
         self._last: str = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -108,6 +114,10 @@ class Supervision:
             return web.json_response({"error": decision.reason}, status=403)
         if not same_origin(request, self._settings.web.public_url):
             return web.json_response({"error": "foreign origin"}, status=403)
+        if len(self._sockets) >= MAX_PAGES:
+            log.warning("supervisor page of %s refused: %d pages open on this node", principal.name, MAX_PAGES)
+            return web.json_response({"error": "too many supervisor pages open; try again shortly"}, status=503,
+                                     headers={"Retry-After": "5"})
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
         await ws.prepare(request)
         sock = SupervisorSocket(ws, principal, client_address(request), set())
@@ -138,6 +148,10 @@ class Supervision:
                 if bad > MAX_BAD_FRAMES:
                     log.warning("supervisor %s page closed: too many bad frames", sock.principal.name)
                     break
+                continue
+            if not self._commands.take(sock.principal.name):
+                await sock.ws.send_json({"type": "refused", "conversation_id": command.conversation_id,
+                                         "message": f"too many actions: at most {COMMANDS_PER_MINUTE} a minute"})
                 continue
             await self.command(sock, command)
 

@@ -275,3 +275,32 @@ async def test_queue_entries_survive_a_restart(tmp_path):
             assert (await recv_until(alice, "screen_pop"))["conversation_id"] == cid
             await alice.close()
     assert q  # the module's transitions are what the stores above applied
+
+
+async def test_a_desktop_flooding_messages_is_held_to_its_rate(tmp_path):
+    """A stolen agent token scripting messages into a customer's chat: past a minute's worth at
+    once the desktop is refused (and told which messages were not sent), the customer is not flooded."""
+    from gateway.agents.desktop import COMMANDS_PER_MINUTE
+
+    async with real_gateway(tmp_path, **FAST) as (core, runner):
+        async with aiohttp.ClientSession(cookie_jar=jar()) as http, aiohttp.ClientSession() as desks:
+            chat, cid = await customer(http, runner.url)
+            await recv_until(chat, "ask")
+            await say(chat, "I want to talk to an agent", until="queue")
+            alice = await agent_desk(desks, runner.url, "alice")
+            await recv_until(alice, "screen_pop")
+            await alice.send_json({"type": "accept", "conversation_id": cid})
+            await recv_until(alice, "active")
+            total = COMMANDS_PER_MINUTE + 10
+            for i in range(total):
+                await alice.send_json({"type": "send", "conversation_id": cid, "text": f"spam {i}", "id": f"s-{i}"})
+            outcome: dict[str, int] = {"sent": 0, "unsent": 0}
+            while outcome["sent"] + outcome["unsent"] < total:
+                frame = (await asyncio.wait_for(alice.receive(), TIMEOUT)).json()
+                if frame["type"] in outcome:
+                    outcome[frame["type"]] += 1
+            assert outcome["unsent"] >= 9 and outcome["sent"] <= COMMANDS_PER_MINUTE + 1
+            said = [e for e in await core.store.events(cid) if e.kind == "AgentSay"]
+            assert len(said) == outcome["sent"]
+            await chat.close()
+            await alice.close()
