@@ -47,6 +47,7 @@ from gateway.digital.chat_protocol import (
     encode_action,
     parse_client_frame,
 )
+from gateway.limits import TokenBuckets
 from gateway.links import LinkRefused, LinkSigner
 from gateway.web.client_address import ClientAddresses
 from gateway.web.metrics import Metrics
@@ -63,6 +64,9 @@ MAX_BAD_FRAMES = 5
 """Protocol violations tolerated on one socket before it is closed."""
 TYPING_FRAME_CHARS = 64
 """A typing signal is a tiny frame; anything longer goes through the message path and its limits."""
+TYPING_PER_MINUTE = 60
+"""Typing signals a conversation sends free a minute (the page sends one every 2 s while the
+customer types: 30); past that each costs a message, so a typing flood is a message flood."""
 MAX_PENDING_PER_CONVERSATION = 50
 """Chat follow-ups kept for a conversation with no open chat, delivered when it returns."""
 
@@ -85,6 +89,7 @@ class ChatChannel:
         self._metrics = metrics
         self._addresses = ClientAddresses(settings.web.trusted_proxies)
         self._limits = ChatLimits(settings.chat, clock=clock, metrics=metrics)
+        self._typing = TokenBuckets(TYPING_PER_MINUTE, clock=clock)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.live: Any = None
@@ -267,7 +272,7 @@ class ChatChannel:
             if msg.type != WSMsgType.TEXT:
                 bad += 1
                 await self._refuse(ws, "bad_frame", "only JSON text frames are accepted")
-            elif _is_typing(msg.data):
+            elif _is_typing(msg.data) and self._typing.take(session.cid):
                 # typing costs no message: it is only relayed to an agent, a second apart at most
                 if self.live is not None:
                     await self.live.customer_typing(session.cid)

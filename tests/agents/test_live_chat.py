@@ -304,3 +304,19 @@ async def test_a_desktop_flooding_messages_is_held_to_its_rate(tmp_path):
             assert len(said) == outcome["sent"]
             await chat.close()
             await alice.close()
+
+
+async def test_a_typing_flood_is_a_message_flood(tmp_path):
+    async with real_gateway(tmp_path) as (core, runner):
+        async with aiohttp.ClientSession(cookie_jar=jar()) as http:
+            chat, cid = await customer(http, runner.url)
+            await recv_until(chat, "ask")
+            for _ in range(400):
+                if chat.closed:
+                    break
+                await chat.send_str('{"type":"typing"}')
+            while True:
+                msg = await asyncio.wait_for(chat.receive(), TIMEOUT)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+            assert chat.close_code == 1008
