@@ -93,8 +93,10 @@ class Dispatcher:
         elif message.get("type") == "turn" and message.get("node") == self._hub.node:
             row = message.get("summary") or {}
             if row.get("status") == "closed":  # closed by the bot or a supervisor while queued
-                if (await self.queue.apply(str(message.get("conversation_id", "")), q.remove())).ok:
-                    await self.changed()
+                cid = str(message.get("conversation_id", ""))
+                entry = await self.queue.get(cid)
+                if entry is not None and not entry.taken and (await self.queue.apply(cid, q.remove())).ok:
+                    await self.changed()  # (one an agent holds leaves with their disposition)
             elif row.get("waiting") and row.get("choice"):  # the customer chose a message or a callback
                 done = await self.queue.apply(str(message.get("conversation_id", "")),
                                               q.choose_mode(str(row["choice"])))

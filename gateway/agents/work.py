@@ -221,8 +221,8 @@ class AgentWork:
         await self._hub.publish({"type": "typing", "conversation_id": cid, "who": "agent", "name": principal.name})
 
     async def _release(self, principal: Principal, cid: str, reason: str) -> None:
+        self._holding.get(principal.name, set()).discard(cid)  # first: a dispatcher round now sees nothing to release
         await self.queue.apply(cid, q.remove(holder=principal.name))
-        self._holding.get(principal.name, set()).discard(cid)
         await self._send(principal.name, {"type": "released", "conversation_id": cid, "reason": reason})
         await self.dispatcher.changed()
 

@@ -320,3 +320,61 @@ async def test_a_typing_flood_is_a_message_flood(tmp_path):
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
             assert chat.close_code == 1008
+
+
+async def test_an_offer_not_taken_goes_to_the_next_agent_and_waits_are_told(tmp_path):
+    async with real_gateway(tmp_path, agents={"offer_seconds": 1.0, "dispatch_seconds": 0.2}) as (core, runner):
+        async with aiohttp.ClientSession(cookie_jar=jar()) as http, aiohttp.ClientSession(cookie_jar=jar()) as http2, \
+                aiohttp.ClientSession() as desks:
+            alice = await agent_desk(desks, runner.url, "alice")
+            sam = await agent_desk(desks, runner.url, "sam")
+            chat, cid = await customer(http, runner.url)
+            await recv_until(chat, "ask")
+            await say(chat, "I want to talk to an agent", until="queue")
+            first = await recv_until(alice, "screen_pop")  # an agent of the queue before a supervisor
+            assert first["conversation_id"] == cid and first["offer"]
+            second = await recv_until(sam, "screen_pop", timeout=10)  # alice let it lapse: the next one
+            assert second["conversation_id"] == cid
+            await sam.send_json({"type": "accept", "conversation_id": cid})
+            await recv_until(sam, "active")
+            # the next customer is told the typical wait, from the waits seen so far
+            other, other_cid = await customer(http2, runner.url)
+            await recv_until(other, "ask")
+            place = (await say(other, "I want to talk to an agent", until="queue"))[-1]
+            assert place["position"] == 1 and place["wait_seconds"] >= 1
+            for ws in (chat, other, alice, sam):
+                await ws.close()
+
+
+async def test_a_call_rings_an_agent_and_becomes_theirs_through_ami(tmp_path):
+    """AMI's AgentCalled and AgentConnect, as the telephony side reports them: the desktop of the
+    agent whose phone rings pops the call; the one who answers holds it (their desktop going away
+    does not put a call that is theirs back in the queue) and closes it with a disposition."""
+    from gateway.core.events import CallStarted, UserSaid
+    from tests.digital.helpers import AGENT_ACCOUNTS
+
+    accounts = {**AGENT_ACCOUNTS, "alice": {**AGENT_ACCOUNTS["alice"], "interfaces": ["PJSIP/1001"]}}
+    async with real_gateway(tmp_path, agents={"accounts": accounts, **FAST["agents"]}) as (core, runner):
+        opened = await core.open("voice", caller_id="+15550001111", event=CallStarted(caller_id="+15550001111"))
+        cid = opened.conversation_id
+        await core.handle(cid, UserSaid(text="I want to talk to an agent"), session_id=opened.session_id)
+        entry = await runner.parts.human.queue.get(cid)
+        assert entry is not None and entry.voice and entry.queue == "support"
+        async with aiohttp.ClientSession() as desks:
+            alice = await agent_desk(desks, runner.url, "alice")
+            await runner.agent_called(cid, "PJSIP/1001")
+            ringing = await recv_until(alice, "screen_pop")
+            assert ringing["state"] == "ringing" and ringing["conversation_id"] == cid and not ringing["offer"]
+            assert (await runner.parts.human.queue.get(cid)).ringing == "alice"
+            await runner.agent_connected(cid, "PJSIP/1001")
+            active = await recv_until(alice, "active")
+            assert active["context"]["handoff"]["agent"] == "alice"
+            await alice.close()
+            await asyncio.sleep(2.5)  # past the grace period: a call answered stays alice's
+            assert (await runner.parts.human.queue.get(cid)).taken_by == "alice"
+            alice = await agent_desk(desks, runner.url, "alice")
+            await alice.send_json({"type": "close", "conversation_id": cid, "code": "resolved", "notes": "by phone"})
+            assert (await recv_until(alice, "released"))["reason"] == "closed"
+            await alice.close()
+        ctx = await core.context(cid)
+        assert ctx["status"] == "closed" and ctx["handoff"]["closings"][0]["notes"] == "by phone"
