@@ -30,7 +30,7 @@ from gateway.context.fanout import Fanout, listen
 from gateway.context.store import ConversationRecord, LoggedEvent, StoreError
 from gateway.core.actions import Action, action_from_log
 from gateway.core.handoff import Handoff
-from gateway.core.orchestrator import transcript_line
+from gateway.core.transcript import transcript_line
 from gateway.core.staff import STAFF_CHANNELS
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from gateway.core.handoff import Handoff
 from gateway.core.port import ActionSink, Observer, Opened
 from gateway.core.staff import STAFF_CHANNELS
 from gateway.core.suggestions import suggest_next_steps
+from gateway.core.transcript import transcript_line
 from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
 from gateway.core.turn import Turn
 
@@ -313,67 +314,6 @@ class Orchestrator:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-STAFF_LINES = {
-    "AgentConnected": lambda p: f"{p.get('name') or p.get('agent_id', '')} joined",
-    "HandBack": lambda p: f"{p.get('agent_id', '')} handed back to the bot at {p.get('journey', '')}"
-                          f"{'/' + p['step'] if p.get('step') else ''}",
-    "Disposition": lambda p: f"{p.get('agent_id', '')} closed it: {p.get('code', '')}",
-    "AgentFollowUp": lambda p: f"{p.get('agent_id', '')} sent a follow-up ({p.get('via', '')}"
-                               f"{' ' + p['purpose'] if p.get('purpose') else ''})",
-    "AgentDropped": lambda p: f"{p.get('agent_id', '')} disconnected; back in the queue",
-    "TakeOver": lambda p: f"supervisor {p.get('supervisor', '')} took it over"
-                          f"{' for ' + p['agent'] if p.get('agent') else ''}",
-    "Steer": lambda p: f"supervisor {p.get('supervisor', '')} steered the bot: {p.get('instruction', '')}"
-                       f"{' ' + p['step'] if p.get('step') else ''}",
-    "QueueChoice": lambda p: f"the customer chose: {p.get('choice', '')}",
-}
-"""Transcript wording of what people did (never shown as the customer's words)."""
-NOT_IN_TRANSCRIPT = frozenset({"AgentSay", "AgentJoined", "AgentLeft", "StaffNotice", "ScreenPop"})
-"""Actions whose event is already in the transcript (an agent's message), or that are no line."""
-
-
-def transcript_line(event: LoggedEvent) -> dict[str, Any] | None:
-    """One line of the transcript an agent or supervisor reads (``seq``: its place in the log)."""
-    line = _transcript_line(event)
-    if line is not None:
-        line["seq"] = event.seq
-    return line
-
-
-def _transcript_line(event: Any) -> dict[str, Any] | None:
-    payload = event.payload
-    who = "bot" if event.channel == "bot" else "customer"
-    text = payload.get("text") or ""
-    if event.kind in NOT_IN_TRANSCRIPT:
-        return None
-    if event.kind == "AgentMessage":
-        return {"at": _iso(event.at), "channel": "agent", "who": "agent", "kind": event.kind,
-                "agent": payload.get("agent_id", ""), "text": text, "message_id": payload.get("message_id", "")}
-    if event.kind in STAFF_LINES:
-        return {"at": _iso(event.at), "channel": event.channel, "who": "system", "kind": event.kind,
-                "text": STAFF_LINES[event.kind](payload)}
-    if event.channel == "system":  # what the core noted itself: a lock, a refused call
-        reason = payload.get("reason") or ""
-        return {"at": _iso(event.at), "channel": "system", "who": "system", "kind": event.kind,
-                "text": event.kind + (f" ({reason})" if reason else "")}
-    if event.kind == "DtmfPressed":
-        text = f"[DTMF {payload.get('digit', '')}]"
-    elif event.kind in ("CallStarted", "ChatStarted", "ChannelClosed", "LinkOpened", "FormSubmitted",
-                        "CallAccepted"):
-        who, text = "system", event.kind + (f" ({payload.get('reason') or payload.get('purpose') or ''})"
-                                            if payload.get("reason") or payload.get("purpose") else "")
-    elif event.kind in ("Transfer", "SendFollowUp", "Originate", "Hangup", "OfferCall"):
-        who = "system"
-        detail = payload.get("queue") or payload.get("template") or payload.get("reason") or payload.get("text") or ""
-        text = f"{event.kind}: {detail}" if detail else event.kind
-    if not text:
-        return None
-    line = {"at": _iso(event.at), "channel": event.channel, "who": who, "kind": event.kind, "text": text}
-    if payload.get("message_id"):
-        line["message_id"] = payload["message_id"]
-    return line
 
 
 def _assurance(record: ConversationRecord, now: float, session_id: str, locked_until: float) -> dict[str, Any]:
