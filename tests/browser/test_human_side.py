@@ -171,6 +171,7 @@ async def test_three_pages_chat_and_call_through_voicegw_serve(tmp_path, chromiu
         offer = agent.locator(f"article.pop[data-conversation='{cid}']")
         await expect(offer).to_contain_text("Offered to you")
         await expect(agent.locator("#queue-list")).to_contain_text("support")
+        await agent.screenshot(path=str(tmp_path / "human-agent-offer.png"), full_page=True)
         await offer.locator("button.accept").click()
         held = agent.locator(f"article.conversation[data-conversation='{cid}']")
         await expect(held.locator(".transcript")).to_contain_text("I want to talk to an agent")
@@ -187,6 +188,8 @@ async def test_three_pages_chat_and_call_through_voicegw_serve(tmp_path, chromiu
         await expect(held.locator(".transcript")).to_contain_text("My parcel is late")
         await expect(customer.locator(".msg.me.seen")).to_contain_text("My parcel is late")
         await expect(held.locator(".transcript p.agent.delivered")).to_contain_text("Hi, I'm Alice")
+        await customer.screenshot(path=str(tmp_path / "human-customer-chat.png"))
+        await agent.screenshot(path=str(tmp_path / "human-agent-chat.png"), full_page=True)
 
         # a follow-up link into the chat, then back to the bot at the chosen step
         await held.locator("select.purpose").select_option("track_order")

@@ -126,9 +126,10 @@
     entries.forEach(function (e) {
       var tr = el("tr", null, e.state);
       tr.dataset.conversation = e.conversation_id;
-      tr.appendChild(el("td", (e.customer || "customer") + " \u00b7 " + e.channel + (e.mode ? " \u00b7 " + e.mode : "")));
-      tr.appendChild(el("td", e.queue + (e.reason ? " (" + e.reason + ")" : "")));
-      tr.appendChild(el("td", seconds(e.waiting_seconds)));
+      var who = el("td");
+      who.appendChild(el("strong", (e.customer || "Customer") + " \u00b7 " + e.channel + (e.mode ? " \u00b7 " + e.mode : "")));
+      who.appendChild(el("div", e.queue + " \u00b7 " + seconds(e.waiting_seconds) + (e.reason ? " \u00b7 " + e.reason : ""), "muted"));
+      tr.appendChild(who);
       var td = el("td");
       if (e.state === "taken") {
         td.textContent = e.taken_by === me ? "yours" : "with " + e.taken_by;
