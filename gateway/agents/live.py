@@ -40,6 +40,9 @@ PUSHED_BY = frozenset({"agent", "supervisor"})
 """Turns caused by these channels' events are carried out for the customer by the node holding them."""
 MAX_LINE_CHARS = 4000
 """A line longer than this is cut in the live message (the log keeps it whole)."""
+MAX_PENDING = 10_000
+"""Turn messages waiting for the fan-out at most: turns never wait for it (a slow Redis costs
+live views, not conversations); past this the oldest are dropped, with a log line."""
 
 
 class LiveListener(Protocol):
@@ -95,6 +98,7 @@ def turn_message(record: ConversationRecord, events: list[LoggedEvent], node: st
 class _Stats:
     published: int = 0
     failed: int = 0
+    dropped: int = 0
 
 
 class LiveHub:
@@ -105,14 +109,29 @@ class LiveHub:
         self.node = secrets.token_hex(4)
         self._listeners: list[LiveListener] = []
         self._task: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_PENDING)
         self.stats = _Stats()
 
     def add(self, listener: LiveListener) -> None:
         self._listeners.append(listener)
 
     async def observe(self, record: ConversationRecord, events: list[LoggedEvent]) -> None:
-        """The core's observer: one live message per saved turn."""
-        await self.publish(turn_message(record, events, self.node))
+        """The core's observer: one live message per saved turn, sent in order by the hub's own
+        task (the turn does not wait for the fan-out)."""
+        message = turn_message(record, events, self.node)
+        if self._sender is None:
+            await self.publish(message)
+            return
+        if self._pending.full():
+            self._pending.get_nowait()
+            self.stats.dropped += 1
+            log.warning("live feed behind by %d turns; the oldest dropped (the log keeps it)", MAX_PENDING)
+        self._pending.put_nowait(message)
+
+    async def _send(self) -> None:
+        while True:
+            await self.publish(await self._pending.get())
 
     async def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every node (this one included); without the fan-out, to this node."""
@@ -138,16 +157,18 @@ class LiveHub:
         listener = listen(self._fanout, CHANNEL, self._dispatch, ready, what="live conversations",
                           handler_errors=(KeyError, TypeError, ValueError))
         self._task = asyncio.create_task(listener, name="live-hub")
+        self._sender = asyncio.create_task(self._send(), name="live-hub-send")
         await ready.wait()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._sender, self._task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._sender = None
 
 
 VoiceDeliver = Callable[[str, list[Action]], Awaitable[bool]]
