@@ -77,6 +77,10 @@ class StaffTurns(JourneyRunner):
             if handoff.agent != event.agent_id or record.status == "closed":
                 self._refuse(turn, event, f"{event.agent_id} does not hold this conversation")
                 return
+            if channel_family(customer_channel(turn)) != "chat":
+                self._refuse(turn, event, f"the customer is on {customer_channel(turn)}, where typed messages do not "
+                                          "reach them; call them, or send an SMS follow-up")
+                return
             turn.out.append(AgentSay(agent_id=event.agent_id, name=handoff.agent_name or event.agent_id,
                                      text=event.text, message_id=event.message_id))
         elif isinstance(event, AgentFollowUp):

@@ -151,3 +151,14 @@ async def test_observers_see_every_turn_as_logged(core):
     cid, sid = await chat(core, "where is my order")
     assert seen[0][0] == (1, "ChatStarted") and seen[1][0] == (4, "ChatMessage")
     assert [kind for _, kind in seen[1]] == ["ChatMessage", "Ask"]
+
+
+async def test_an_agent_message_to_a_customer_not_in_a_chat_is_refused(core):
+    from gateway.core.events import CallStarted, UserSaid
+
+    opened = await core.open("voice", event=CallStarted(caller_id="+15550001111"))
+    cid = opened.conversation_id
+    await core.handle(cid, UserSaid(text="I want to talk to an agent"), session_id=opened.session_id)
+    await core.handle(cid, AgentConnected(agent_id="alice", name="Alice"))
+    out = await core.handle(cid, AgentMessage(agent_id="alice", text="hello"))
+    assert kinds(out) == ["StaffNotice"] and "on voice" in out[0].text
