@@ -119,7 +119,7 @@ async def start_gateway(settings: Settings) -> RunningGateway:
             from gateway.telephony.twilio_media_server import attach_pipeline
 
             attach_pipeline(web.app, pipeline)
-    _wire_agent_answered(running)
+    _wire_agent_answered(running, pipeline)
     _wire_sip_metrics(running)
     if settings.rasa.serve_actions:
         from gateway.integrations.rasa_actions import start_action_server
@@ -173,13 +173,23 @@ def _wire_sip_metrics(running: RunningGateway) -> None:
             item.register_metrics(web.parts.metrics)
 
 
-def _wire_agent_answered(running: RunningGateway) -> None:
-    """When AMI sees the agent who actually answered, the agent desktop pops that agent's screen."""
-    web = next((c for c in running.closeables if hasattr(c, "agent_connected")), None)
+def _wire_agent_answered(running: RunningGateway, pipeline: Any = None) -> None:
+    """When AMI sees the queue ring an agent, or the agent who actually answered, the agent
+    desktop pops that agent's screen; calls of ``pipeline`` hear what a supervisor decides."""
+    from gateway.web.app import WebRunner
+
+    web = next((c for c in running.closeables if isinstance(c, WebRunner)), None)
+    if web is None:
+        return
     for item in running.closeables:
         callbacks = getattr(item, "agent_callbacks", None)
-        if web is not None and isinstance(callbacks, list):
+        if isinstance(callbacks, list):
             callbacks.append(web.agent_connected)
+        called = getattr(item, "agent_called_callbacks", None)
+        if isinstance(called, list):
+            called.append(web.agent_called)
+    if pipeline is not None:
+        web.parts.human.voice(pipeline.deliver)
 
 
 async def _serve(settings: Settings) -> int:

@@ -269,6 +269,13 @@ class AgentSettings(Section):
     signin_address_window_seconds: float = Field(600.0, gt=0)
     signin_failures_per_account: int = Field(50, ge=1)
     signin_account_pause_seconds: float = Field(60.0, gt=0)
+    # the human side (gateway/agents/queue.py, dispatch.py, live.py)
+    offer_seconds: float = Field(20.0, gt=0, le=600)
+    reconnect_grace_seconds: float = Field(30.0, gt=0, le=3600)
+    max_chats: int = Field(3, ge=1, le=50)
+    dispositions: tuple[str, ...] = ("resolved", "follow_up", "callback", "escalated", "no_response")
+    live_minutes: float = Field(60.0, gt=0)
+    dispatch_seconds: float = Field(1.0, gt=0, le=60)
 
 
 class TrustSettings(Section):

@@ -16,8 +16,9 @@ returns a :class:`Decision` with a reason fit for a 403 and the audit log.
 - Outbound campaigns and the do-not-call list are run by supervisors and admins; only an admin
   takes a number off the list.
 
-New rights (issue 14: accept from the queue, steer, take over) are new :class:`Permission`
-members decided here, so every surface keeps asking the same function.
+- Supervising (the live view, taking over, whispering to an agent, steering the bot) is for
+  supervisors and admins; an agent accepts from the queue what they may take, and acts only in
+  the conversations they hold (the queue's record says who, :mod:`gateway.agents.work`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ class Permission(str, enum.Enum):
     REMOVE_DO_NOT_CALL = "remove_do_not_call"
     """Take a number off the do-not-call list (a mistaken entry): calls resume to someone who
     may have said stop, so only an admin."""
+    SUPERVISE = "supervise"
+    """See every live conversation on every channel and watch its transcript (the supervisor page)."""
+    TAKE_OVER = "take_over"
+    """Route a live conversation to an agent now, away from the bot or the queue."""
+    WHISPER = "whisper"
+    """Send the agent holding a conversation a private note."""
+    STEER = "steer"
+    """Tell the bot what to do next in a live conversation (a step, an agent offer, a polite end)."""
 
 
 class Via(str, enum.Enum):
@@ -118,6 +127,10 @@ def authorize(principal: Principal, permission: Permission,
         allowed = role in (Role.SUPERVISOR, Role.ADMIN)
         return Decision(allowed, f"{role.value}s see every SMS" if allowed
                         else "the outbox shows every customer's SMS: supervisors and admins only")
+    if permission in (Permission.SUPERVISE, Permission.TAKE_OVER, Permission.WHISPER, Permission.STEER):
+        allowed = role in (Role.SUPERVISOR, Role.ADMIN)
+        return Decision(allowed, f"{role.value}s supervise live conversations" if allowed
+                        else f"only a supervisor or an admin may {permission.value.replace('_', ' ')}")
     if permission in (Permission.READ_CONVERSATION, Permission.TAKE_CONVERSATION):
         if conversation is None:
             return Decision(False, "no conversation named")

@@ -93,6 +93,28 @@ class AgentRegistry:
         """Everyone known, sorted by id."""
         return sorted(self._agents.values(), key=lambda a: a.agent_id)
 
+    def candidates(self, queue: str, skills: Iterable[str] = (), language: str = "") -> list[AgentPresence]:
+        """Everyone available whom :func:`~gateway.agents.access.authorize` lets take a
+        conversation of ``queue``, best first (the ranking :meth:`choose` describes)."""
+        need = {s.lower() for s in skills}
+        lang = language.lower().split("-")[0] if language else ""
+        facts = ConversationFacts("", queue.strip().lower())
+        found = [a for a in self._agents.values()
+                 if a.available and authorize(a.principal, Permission.TAKE_CONVERSATION, facts)]
+
+        def speaks(agent: AgentPresence) -> bool:
+            return not lang or not agent.languages or lang in {x.split("-")[0] for x in agent.languages}
+
+        return sorted(found, key=lambda a: (not serves(a.principal, facts.queue), not speaks(a),
+                                            -len(need & a.skills), a.assigned, a.idle_since, a.agent_id))
+
+    def picked(self, agent_id: str) -> None:
+        """``agent_id`` was just given a conversation: others go first next time."""
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            agent.assigned += 1
+            agent.idle_since = self._clock()
+
     def choose(self, queue: str, skills: Iterable[str] = (), language: str = "") -> str:
         """The agent for a transfer to ``queue`` needing ``skills`` in ``language``, or '' when
         nobody who may take it is available.
@@ -104,19 +126,8 @@ class AgentRegistry:
         language or every skill still beats nobody: the customer reaches a person, who sees the
         whole context.
         """
-        need = {s.lower() for s in skills}
-        lang = language.lower().split("-")[0] if language else ""
-        facts = ConversationFacts("", queue.strip().lower())
-        candidates = [a for a in self._agents.values()
-                      if a.available and authorize(a.principal, Permission.TAKE_CONVERSATION, facts)]
-        if not candidates:
+        ranked = self.candidates(queue, skills, language)
+        if not ranked:
             return ""
-
-        def speaks(agent: AgentPresence) -> bool:
-            return not lang or not agent.languages or lang in {x.split("-")[0] for x in agent.languages}
-
-        best = min(candidates, key=lambda a: (not serves(a.principal, facts.queue), not speaks(a),
-                                              -len(need & a.skills), a.assigned, a.idle_since, a.agent_id))
-        best.assigned += 1
-        best.idle_since = self._clock()
-        return best.agent_id
+        self.picked(ranked[0].agent_id)
+        return ranked[0].agent_id

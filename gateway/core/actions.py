@@ -8,7 +8,7 @@ channel that can (an SMS follow-up requested during a call, a screen-pop on tran
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
 
 ExpectKind = Literal["open", "digits", "yesno", "choice", "date", "amount", "none"]
@@ -73,6 +73,8 @@ class Transfer(Action):
     language: str = "en"
     reason: str = ""
     conversation_id: str = ""
+    agent: str = ""
+    """A named agent to route it to now (a supervisor's take-over); '' = the queue decides."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,67 @@ class ScreenPop(Action):
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AgentSay(Action):
+    """Show the customer what the agent holding the conversation typed (``message_id``: the
+    desktop's id for it; ``seq``: where it stands in the conversation's log)."""
+
+    agent_id: str
+    name: str
+    text: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class AgentJoined(Action):
+    """Tell the customer that an agent (``name``) has joined the conversation."""
+
+    agent_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AgentLeft(Action):
+    """Tell the customer that the agent left: ``reason`` is ``handed_back``, ``closed`` or
+    ``dropped`` (back in the queue)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StaffNotice(Action):
+    """A word for the staff member whose event this answers (why something was not done); never
+    shown to the customer."""
+
+    text: str
+
+
 ACTION_TYPES: dict[str, type[Action]] = {
     cls.__name__: cls
-    for cls in (Say, Ask, Transfer, SendFollowUp, OfferCall, Originate, Hangup, ScreenPop)
+    for cls in (Say, Ask, Transfer, SendFollowUp, OfferCall, Originate, Hangup, ScreenPop, AgentSay, AgentJoined,
+                AgentLeft, StaffNotice)
 }
+
+
+def action_from_log(kind: str, payload: Mapping[str, Any]) -> Action | None:
+    """An action rebuilt from its entry in the conversation's log (redacted, as every node reads
+    it), for the node that carries out what another node's turn decided: a hand-back's prompt, an
+    agent's message, a supervisor's steering. None for kinds not carried out that way."""
+    cls = ACTION_TYPES.get(kind)
+    if cls is None or cls is ScreenPop:
+        return None
+    names = {f.name for f in fields(cls)}
+    data = {k: v for k, v in payload.items() if k in names}
+    if isinstance(data.get("expect"), Mapping):
+        known = {f.name for f in fields(Expect)}
+        expect = {k: v for k, v in data["expect"].items() if k in known}
+        if "options" in expect:
+            expect["options"] = tuple(expect["options"])
+        data["expect"] = Expect(**expect)
+    if "skills" in data:
+        data["skills"] = tuple(data["skills"])
+    try:
+        return cls(**data)
+    except TypeError:
+        return None

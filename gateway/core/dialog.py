@@ -16,14 +16,16 @@ from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core import compliance
-from gateway.core.events import (AgentConnected, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
-                                 Event, FormSubmitted, OptOut, RecognitionFailed, Silence, UserSaid)
+from gateway.core.events import (CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed, Event,
+                                 FormSubmitted, OptOut, QueueChoice, RecognitionFailed, Silence, StaffEvent,
+                                 UserSaid)
+from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
 from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
 from gateway.core.nlu import Nlu
 from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
-from gateway.core.steps import JourneyRunner
+from gateway.core.staff import StaffTurns
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
 from gateway.core.turn import Turn
 
@@ -40,7 +42,7 @@ answered call to be recognised as that call."""
 CALLBACK_JOURNEY = "callback"
 
 
-class DialogEngine(JourneyRunner):
+class DialogEngine(StaffTurns):
     """Runs journeys. ``start`` and ``handle`` change the turn's record and fill ``turn.out``."""
 
     def __init__(self, journeys: Any, nlu: Nlu, crm: Any, settings: Settings, services: Any,
@@ -65,6 +67,9 @@ class DialogEngine(JourneyRunner):
             out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False,
                            prompt_id=f"{compliance.OUTBOUND_START}.{step.id}")
                        for step in (disclosure.steps if disclosure else ()) if step.say is not None)
+        handoff = Handoff.of(record)
+        if resumed and handoff.engaged:
+            return  # back in a chat that people have: no bot (the chat replays what people sent)
         if resumed and record.step and record.status == "active":
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
@@ -104,6 +109,14 @@ class DialogEngine(JourneyRunner):
         if isinstance(event, CallFailed):
             log.info("conversation %s: the call placed was not answered (%s)", record.id, event.reason)
             return
+        if isinstance(event, StaffEvent):
+            await self.staff(turn, event)
+            return
+        handoff = Handoff.of(record)
+        if handoff.engaged and isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed,
+                                                  QueueChoice)):
+            await self.while_engaged(turn, handoff, event if isinstance(event, QueueChoice) else None)
+            return
         if isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed)) and \
                 await self._gate(turn):
             return
@@ -119,9 +132,6 @@ class DialogEngine(JourneyRunner):
             record.slots[f"form_{event.purpose}"] = dict(event.fields)
             record.state.setdefault("forms", []).append(event.purpose)
             turn.out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
-        elif isinstance(event, AgentConnected):
-            record.status = "transferred"
-            record.state["agent"] = event.agent_id
         elif isinstance(event, ChannelClosed):
             record.state["pending_dtmf"] = ""
             turn.keyed = ""

@@ -58,10 +58,12 @@ class DtmfPressed(Event):
 
 @dataclass(frozen=True)
 class ChatMessage(Event):
-    """A typed message from web chat or SMS."""
+    """A typed message from web chat or SMS. ``message_id``: the page's own id for it, so a
+    message sent again after a reconnect is kept once."""
 
     text: str
     channel: str = "chat"
+    message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,102 @@ class ChannelClosed(Event):
 
 
 @dataclass(frozen=True)
-class AgentConnected(Event):
-    """A human agent picked up the transferred conversation."""
+class StaffEvent(Event):
+    """Base of what a person on the agent side does in a conversation (an agent, a supervisor).
+
+    Never the customer's answer: the core logs it under the staff channel, never counts it as
+    the customer speaking, and never lets it prove anything for a customer's session."""
+
+
+@dataclass(frozen=True)
+class AgentConnected(StaffEvent):
+    """A human agent picked up the transferred conversation (accepted it on the desktop, or
+    answered the call, as AMI reports it)."""
 
     agent_id: str
     channel: str = "agent"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AgentMessage(StaffEvent):
+    """The agent holding the conversation typed ``text`` to the customer. ``message_id`` is the
+    desktop's own id for it: a message sent again after a reconnect is kept once."""
+
+    agent_id: str
+    text: str
+    message_id: str = ""
+    channel: str = "agent"
+
+
+@dataclass(frozen=True)
+class AgentFollowUp(StaffEvent):
+    """The agent asks for a follow-up ``via`` ``sms`` (to the phone on file) or ``link`` (a
+    signed link into the chat) for ``purpose`` (a link purpose, or '' for a plain SMS)."""
+
+    agent_id: str
+    via: str
+    purpose: str = ""
+    channel: str = "agent"
+
+
+@dataclass(frozen=True)
+class HandBack(StaffEvent):
+    """The agent hands the conversation back to the bot at ``step`` of ``journey``."""
+
+    agent_id: str
+    journey: str
+    step: str = ""
+    channel: str = "agent"
+
+
+@dataclass(frozen=True)
+class Disposition(StaffEvent):
+    """The agent closes the conversation with a disposition ``code`` and ``notes``."""
+
+    agent_id: str
+    code: str
+    notes: str = ""
+    channel: str = "agent"
+
+
+@dataclass(frozen=True)
+class AgentDropped(StaffEvent):
+    """The agent's desktop went away for longer than the grace period: the conversation is
+    back in the queue."""
+
+    agent_id: str
+    channel: str = "agent"
+
+
+@dataclass(frozen=True)
+class TakeOver(StaffEvent):
+    """A supervisor routes the conversation to ``agent`` now (away from the bot or the queue)."""
+
+    supervisor: str
+    agent: str
+    queue: str = ""
+    channel: str = "supervisor"
+
+
+@dataclass(frozen=True)
+class Steer(StaffEvent):
+    """A supervisor tells the bot what to do next: ``goto`` a step of the current journey,
+    ``offer_agent``, or ``end`` politely."""
+
+    supervisor: str
+    instruction: str
+    step: str = ""
+    channel: str = "supervisor"
+
+
+@dataclass(frozen=True)
+class QueueChoice(Event):
+    """The customer waiting for an agent chose to ``message`` (leave a message) or to be called
+    back (``callback``) instead of waiting on line."""
+
+    choice: str
+    channel: str = "chat"
 
 
 @dataclass(frozen=True)
@@ -169,5 +262,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecognitionFailed,
         CallFailed,
         OptOut,
+        AgentMessage,
+        AgentFollowUp,
+        HandBack,
+        Disposition,
+        AgentDropped,
+        TakeOver,
+        Steer,
+        QueueChoice,
     )
 }

@@ -18,12 +18,15 @@ from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.context.audit import AuditLog
-from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord, StoreError
+from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord, LoggedEvent, StoreError
 from gateway.core.actions import Action, Originate, ScreenPop, SendFollowUp, Transfer
 from gateway.core.dialog import DialogEngine
-from gateway.core.events import CallStarted, ChatMessage, DtmfPressed, Event, UserSaid
-from gateway.core.port import ActionSink, Opened
+from gateway.core.events import AgentMessage, CallStarted, ChatMessage, DtmfPressed, Event, UserSaid
+from gateway.core.handoff import Handoff
+from gateway.core.port import ActionSink, Observer, Opened
+from gateway.core.staff import STAFF_CHANNELS
 from gateway.core.suggestions import suggest_next_steps
+from gateway.core.transcript import transcript_line
 from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
 from gateway.core.turn import Turn
 
@@ -78,6 +81,7 @@ class Orchestrator:
         self.clock = clock
         self.audit = audit
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
+        self._observers: list[Observer] = []
         self._locks: dict[str, asyncio.Lock] = {}
         engine.can_place_calls = lambda: bool(self._sinks.get(Originate))
         # digits keyed into a sensitive step (a PIN) are never written to the store, even
@@ -97,6 +101,9 @@ class Orchestrator:
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self._sinks[action_type].append(sink)
+
+    def observe(self, observer: Observer) -> None:
+        self._observers.append(observer)
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         lock = self._locks.get(conversation_id)
@@ -139,13 +146,15 @@ class Orchestrator:
                 record.caller_id = claim
             if customer_id and not record.customer_id:
                 record.customer_id = customer_id
+            logged = []
             if event is not None:
-                await self.store.append(record.id, channel=channel, kind=event.kind, payload=_payload(event))
-            if resumed and record.status == "transferred":
+                logged.append(await self.store.append(record.id, channel=channel, kind=event.kind,
+                                                      payload=_payload(event)))
+            if resumed and record.status == "transferred" and not Handoff.of(record).engaged:
                 record.status = "active"
             now = self.clock()
             sid = session_id or new_session_id()
-            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now)
+            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=logged)
             await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
                                        link_proof=link_proof, event=event)
             turn.ledger.touch(sid)
@@ -157,24 +166,34 @@ class Orchestrator:
         return Opened(record.id, resumed, actions, session_id=sid)
 
     async def handle(self, conversation_id: str, event: Event, *, session_id: str = "") -> list[Action]:
+        # the page's or the desktop's own id for a typed message: kept once (each side its own ids)
+        message_id = (f"{'agent' if isinstance(event, AgentMessage) else 'customer'}:{event.message_id}"
+                      if isinstance(event, (ChatMessage, AgentMessage)) and event.message_id else "")
         async with self._lock(conversation_id):
+            logged: list[LoggedEvent] = []
             for attempt in (1, 2):
                 record = await self.store.get(conversation_id)
                 if record is None:
                     raise UnknownConversation(f"no conversation {conversation_id!r}")
                 channel = getattr(event, "channel", "") or "unknown"
+                if Handoff.of(record).seen(message_id):
+                    log.info("conversation %s: %s %s already kept; not again", conversation_id, event.kind,
+                             message_id)
+                    return []
                 if attempt == 1:
-                    await self.store.append(conversation_id, channel=channel, kind=event.kind,
-                                            payload=self._event_payload(record, event))
-                if channel not in record.channels:
+                    logged.append(await self.store.append(conversation_id, channel=channel, kind=event.kind,
+                                                          payload=self._event_payload(record, event)))
+                if channel not in record.channels and channel not in STAFF_CHANNELS:
                     record.channels.append(channel)
                 now = self.clock()
                 ledger = Ledger(record)
-                turn = Turn(record, channel, ledger.party(session_id, channel, now), now)
+                turn = Turn(record, channel, ledger.party(session_id, channel, now), now, logged=list(logged))
                 key = f"{conversation_id}|{session_id}"
                 turn.keyed = self._keyed.get(key, "")
                 ledger.touch(session_id)
                 await self.engine.handle(turn, event)
+                if message_id:
+                    Handoff.of(record).remember(message_id).save(record)
                 self._keep_keyed(key, turn.keyed)
                 try:
                     return await self._finish(turn)
@@ -270,7 +289,8 @@ class Orchestrator:
                                     locked_until=await self._locked_until(record))
             actions = actions + [ScreenPop(conversation_id=record.id, context=context)]
         for note in turn.notes:
-            await self.store.append(record.id, channel="system", kind=note.kind, payload=dict(note.payload))
+            turn.logged.append(await self.store.append(record.id, channel="system", kind=note.kind,
+                                                       payload=dict(note.payload)))
             if self.audit is not None and note.kind in AUDITED_NOTES:
                 try:
                     await self.audit.write(actor="system", role="system", action=AUDITED_NOTES[note.kind],
@@ -278,8 +298,14 @@ class Orchestrator:
                 except (StoreError, ValueError) as exc:  # the event log above holds it too
                     log.error("conversation %s: audit entry %s not written: %s", record.id, note.kind, exc)
         for action in actions:
-            await self.store.append(record.id, channel="bot", kind=action.kind, payload=_action_payload(action))
+            turn.logged.append(await self.store.append(record.id, channel="bot", kind=action.kind,
+                                                       payload=_action_payload(action)))
         await self.store.save(record)
+        for observer in self._observers:
+            try:
+                await asyncio.wait_for(observer(record, list(turn.logged)), SINK_TIMEOUT_SECONDS)
+            except Exception:  # a live view failing must not fail the conversation
+                log.exception("conversation %s: observer failed", record.id)
         for action in actions:
             for sink in self._sinks.get(type(action), ()):
                 try:
@@ -291,29 +317,6 @@ class Orchestrator:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-def _transcript_line(event: Any) -> dict[str, Any] | None:
-    payload = event.payload
-    who = "bot" if event.channel == "bot" else "customer"
-    text = payload.get("text") or ""
-    if event.channel == "system":  # what the core noted itself: a lock, a refused call
-        reason = payload.get("reason") or ""
-        return {"at": _iso(event.at), "channel": "system", "who": "system", "kind": event.kind,
-                "text": event.kind + (f" ({reason})" if reason else "")}
-    if event.kind == "DtmfPressed":
-        text = f"[DTMF {payload.get('digit', '')}]"
-    elif event.kind in ("CallStarted", "ChatStarted", "ChannelClosed", "LinkOpened", "FormSubmitted",
-                        "CallAccepted", "AgentConnected", "CallFailed", "OptOut"):
-        who, text = "system", event.kind + (f" ({payload.get('reason') or payload.get('purpose') or ''})"
-                                            if payload.get("reason") or payload.get("purpose") else "")
-    elif event.kind in ("Transfer", "SendFollowUp", "Originate", "Hangup", "OfferCall"):
-        who = "system"
-        detail = payload.get("queue") or payload.get("template") or payload.get("reason") or payload.get("text") or ""
-        text = f"{event.kind}: {detail}" if detail else event.kind
-    if not text:
-        return None
-    return {"at": _iso(event.at), "channel": event.channel, "who": who, "kind": event.kind, "text": text}
 
 
 def _assurance(record: ConversationRecord, now: float, session_id: str, locked_until: float) -> dict[str, Any]:
@@ -337,7 +340,7 @@ def build_context(record: ConversationRecord, events: list[Any], *, now: float |
     now = time.time() if now is None else now
     customer_channels = [c for c in record.channels if c != "bot"]
     slots = {k: v for k, v in record.slots.items() if k not in PRIVATE_SLOTS and not k.startswith("form_")}
-    transcript = [line for line in (_transcript_line(e) for e in events) if line]
+    transcript = [line for line in (transcript_line(e) for e in events) if line]
     assurance = _assurance(record, now, session_id, locked_until)
     verified = {"identity": assurance["at"]} if assurance["level"] == "identity" else {}
     return {
@@ -360,6 +363,7 @@ def build_context(record: ConversationRecord, events: list[Any], *, now: float |
         "forms": record.state.get("forms", []),
         "frustration": round(float(record.state.get("frustration", 0.0)), 2),
         "transfer": record.state.get("transfer", {}),
+        "handoff": Handoff.of(record).as_context(),
         "transcript": transcript,
         "suggested_next_steps": suggest_next_steps(record, verified=bool(verified), locked=bool(locked_until)),
         "updated_at": _iso(record.updated_at or time.time()),

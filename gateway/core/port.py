@@ -12,11 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+from gateway.context.store import ConversationRecord, LoggedEvent
 from gateway.core.actions import Action
 from gateway.core.events import Event
 
 ActionSink = Callable[[str, Action], Awaitable[None]]
 """Called with (conversation_id, action) for actions a channel registered to carry out."""
+
+Observer = Callable[[ConversationRecord, list[LoggedEvent]], Awaitable[None]]
+"""Called after every turn is saved with the conversation and what the turn logged (live views)."""
 
 
 @dataclass(frozen=True)
@@ -69,4 +73,9 @@ class ConversationPort(Protocol):
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         """Have ``sink`` carry out every action of ``action_type`` the core emits."""
+        ...
+
+    def observe(self, observer: Observer) -> None:
+        """Have ``observer`` see every turn once it is saved: the conversation as it stands and
+        the log entries the turn wrote (redacted). For live views: never for decisions."""
         ...

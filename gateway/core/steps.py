@@ -15,6 +15,7 @@ from typing import Any, Callable
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Expect, Hangup, OfferCall, Say, SendFollowUp, Transfer
+from gateway.core.handoff import Handoff
 from gateway.core.interpret import expect_for
 from gateway.core.journeys import Journey, JourneySet, Prompt, Step, as_prompt
 from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, customer_slots, run_lookup
@@ -217,20 +218,26 @@ class JourneyRunner:
             if step.sensitive and step.slot:
                 record.slots.pop(step.slot, None)
 
-    async def _transfer(self, turn: Turn, step: Step | None, reason: str) -> None:
+    async def _transfer(self, turn: Turn, step: Step | None, reason: str, *, queue: str = "", agent: str = "") -> None:
+        """Hand the conversation to people: ``queue`` (else the step's, the journey's, the
+        default), or ``agent`` by name (a supervisor's take-over). A digital conversation then
+        waits in the gateway's queue (:class:`~gateway.core.handoff.Handoff`); a call waits in the PBX's."""
         record, channel, out = turn.record, turn.channel, turn.out
         journey = self.journeys.journeys.get(record.journey)
-        queue = (step.transfer if step else "") or (journey.queue if journey else "") or self.settings.journeys.agent_queue
+        queue = queue or (step.transfer if step else "") or (journey.queue if journey else "") \
+            or self.settings.journeys.agent_queue
         skills = (step.skills if step else ()) or (journey.skills if journey else ())
         if step is not None and step.prompt is not None:
             out.append(Say(self._render(record, as_prompt(step.prompt), channel), barge_in=False))
         elif step is None:
             out.append(Say("Let me connect you with an agent. They'll see everything we've discussed.", barge_in=False))
         out.append(Transfer(queue=queue, skills=tuple(skills), language=record.slots.get("customer_language", "en"),
-                            reason=reason, conversation_id=record.id))
+                            reason=reason, conversation_id=record.id, agent=agent))
         record.status = "transferred"
         record.state["transfer"] = {"queue": queue, "reason": reason, "at": time.time(),
                                     "channel": channel}
+        if channel_family(channel) == "chat":  # a call waits in the PBX's queue; an SMS thread with the bot
+            Handoff.of(record).wait(channel, turn.now).save(record)
         turn.ledger.touch(turn.party.session_id)
 
     async def _follow_up(self, turn: Turn, step: Step) -> None:

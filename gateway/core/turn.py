@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.context.store import ConversationRecord
+from gateway.context.store import ConversationRecord, LoggedEvent
 from gateway.core.actions import Action
 from gateway.core.trust import Ledger, Party
 
@@ -34,6 +34,9 @@ class Turn:
     keyed: str = ""
     """Digits keyed so far into a sensitive step by this session: held by the orchestrator in
     memory, never in the record (a half-entered PIN is a secret too)."""
+    logged: list[LoggedEvent] = field(default_factory=list)
+    """What this turn wrote to the conversation's log (the event, the notes, the actions), in
+    order: what the orchestrator's observers (live transcripts) receive."""
 
     @property
     def ledger(self) -> Ledger:

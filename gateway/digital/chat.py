@@ -33,18 +33,21 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.config import Settings
 from gateway.core.actions import Action
-from gateway.core.events import CallAccepted, ChannelClosed, ChatMessage, ChatStarted
+from gateway.core.events import CallAccepted, ChannelClosed, ChatMessage, ChatStarted, QueueChoice
 from gateway.core.port import ConversationPort
 from gateway.digital.chat_limits import ChatLimits, Refusal
 from gateway.digital.chat_protocol import (
     ChatProtocolError,
     ClientAcceptCall,
     ClientPing,
+    ClientQueueChoice,
     ClientText,
+    ClientTyping,
     dumps,
     encode_action,
     parse_client_frame,
 )
+from gateway.limits import TokenBuckets
 from gateway.links import LinkRefused, LinkSigner
 from gateway.web.client_address import ClientAddresses
 from gateway.web.metrics import Metrics
@@ -59,6 +62,11 @@ conversation for a known customer."""
 CUSTOMER_COOKIE_SECONDS = 90 * 24 * 3600
 MAX_BAD_FRAMES = 5
 """Protocol violations tolerated on one socket before it is closed."""
+TYPING_FRAME_CHARS = 64
+"""A typing signal is a tiny frame; anything longer goes through the message path and its limits."""
+TYPING_PER_MINUTE = 60
+"""Typing signals a conversation sends free a minute (the page sends one every 2 s while the
+customer types: 30); past that each costs a message, so a typing flood is a message flood."""
 MAX_PENDING_PER_CONVERSATION = 50
 """Chat follow-ups kept for a conversation with no open chat, delivered when it returns."""
 
@@ -81,8 +89,11 @@ class ChatChannel:
         self._metrics = metrics
         self._addresses = ClientAddresses(settings.web.trusted_proxies)
         self._limits = ChatLimits(settings.chat, clock=clock, metrics=metrics)
+        self._typing = TokenBuckets(TYPING_PER_MINUTE, clock=clock)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self.live: Any = None
+        """The live feed's chat side (:class:`~gateway.digital.chat_live.ChatLive`): what people send."""
         metrics.gauge("voicegw_chat_sockets", lambda: float(sum(len(s) for s in self._sockets.values())))
 
     @property
@@ -229,6 +240,8 @@ class ChatChannel:
                 await ws.send_str(dumps(frame))
             session = _Session(cid, opened.session_id)
             await self._send_actions(ws, session, opened.actions)
+            if self.live is not None:
+                await self.live.opened(cid, ws, _since(request))
             reason = await self._serve(ws, request, session)
         finally:
             sockets = self._sockets.get(cid)
@@ -259,6 +272,10 @@ class ChatChannel:
             if msg.type != WSMsgType.TEXT:
                 bad += 1
                 await self._refuse(ws, "bad_frame", "only JSON text frames are accepted")
+            elif _is_typing(msg.data) and self._typing.take(session.cid):
+                # typing costs no message: it is only relayed to an agent, a second apart at most
+                if self.live is not None:
+                    await self.live.customer_typing(session.cid)
             elif (limited := self._limits.message(session.cid, client)) is not None:
                 if limited.code == "rate_limited":
                     flooded += 1
@@ -277,7 +294,7 @@ class ChatChannel:
                 else:
                     if isinstance(frame, ClientPing):
                         await ws.send_str(dumps({"type": "pong"}))
-                    else:
+                    elif not isinstance(frame, ClientTyping):  # typing is handled above
                         await self._deliver(ws, session, frame)
             if (bad > MAX_BAD_FRAMES or flooded > self._settings.chat.messages_per_minute
                     or crowded > self._settings.chat.ip_messages_per_minute):
@@ -298,10 +315,12 @@ class ChatChannel:
         await ws.send_str(dumps({"type": "refused", "code": code, "message": message, "text": text, **extra}))
 
     async def _deliver(self, ws: web.WebSocketResponse, session: "_Session",
-                       frame: ClientText | ClientAcceptCall) -> None:
+                       frame: ClientText | ClientAcceptCall | ClientQueueChoice) -> None:
         session.seq += 1
         if isinstance(frame, ClientText):
-            event: Any = ChatMessage(text=frame.text, channel="chat")
+            event: Any = ChatMessage(text=frame.text, channel="chat", message_id=frame.message_id)
+        elif isinstance(frame, ClientQueueChoice):
+            event = QueueChoice(choice=frame.choice, channel="chat")
         else:
             # only a number the customer typed; without one the core calls the number on file
             # it offered (and refuses a call it never offered)
@@ -316,6 +335,21 @@ class ChatChannel:
             frame = encode_action(action)
             if frame is not None:
                 await ws.send_str(dumps(frame))
+
+
+def _is_typing(raw: str) -> bool:
+    if len(raw) > TYPING_FRAME_CHARS:
+        return False
+    try:
+        return isinstance(parse_client_frame(raw, max_message_chars=TYPING_FRAME_CHARS), ClientTyping)
+    except ChatProtocolError:
+        return False
+
+
+def _since(request: web.Request) -> int:
+    """``?since=N``: the last ``seq`` the page saw (0 when absent or not a number)."""
+    raw = request.query.get("since", "")
+    return int(raw) if raw.isdigit() and len(raw) <= 12 else 0
 
 
 def _text_of(raw: str) -> str:

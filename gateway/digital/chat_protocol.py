@@ -2,9 +2,15 @@
 
 Client to gateway (one JSON object per WebSocket text frame)::
 
-    {"type": "message", "text": "I want to pay my bill"}
+    {"type": "message", "text": "I want to pay my bill", "id": "c-42"}   # id optional: the page's own,
+                                                          # so a message sent again after a reconnect is kept once
     {"type": "accept_call", "number": "+15551234567"}     # number optional: empty = the offered one
+    {"type": "typing"}                                    # the customer is typing (shown to the agent)
+    {"type": "queue_choice", "choice": "message" | "callback"}   # instead of waiting on line
     {"type": "ping"}
+
+``/chat/ws?since=N`` (N: the last ``seq`` the page saw) replays what people sent while the page
+was away (an agent's messages, a hand-back's question); every such frame carries its ``seq``.
 
 Gateway to client::
 
@@ -15,6 +21,12 @@ Gateway to client::
     {"type": "followup", "text": "...", "url": "..."}
     {"type": "transfer", "queue": "...", "text": "..."}
     {"type": "hangup", "reason": "..."}
+    {"type": "agent_joined", "name": "alice", "seq": 31}
+    {"type": "agent_message", "name": "alice", "text": "...", "id": "d-5", "seq": 33}
+    {"type": "agent_left", "name": "alice", "reason": "handed_back" | "closed" | "dropped", "text": "..."}
+    {"type": "typing", "name": "alice"}                   # the agent is typing
+    {"type": "seen", "id": "c-42"}                        # the agent's screen shows message c-42
+    {"type": "queue", "position": 2, "wait_seconds": 40, "choices": ["message", "callback"]}
     {"type": "accepted", "id": 3}                         # message 3 reached the conversation
     {"type": "refused", "code": "too_long"|"rate_limited"|..., "message": "...", "text": "...",
      "retry_after": 1.5}                                  # retry_after: with the rate refusals
@@ -31,11 +43,15 @@ send again: nothing typed is silently lost.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.actions import (
     Action,
+    AgentJoined,
+    AgentLeft,
+    AgentSay,
     Ask,
     Hangup,
     OfferCall,
@@ -47,6 +63,12 @@ MAX_NUMBER_CHARS = 32
 """Longest phone number accepted in accept_call (E.164 is at most 16 with the plus)."""
 
 PHONE_CHARS = set("+0123456789 -()")
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""A page's message id: short, plain."""
+QUEUE_CHOICES = ("message", "callback")
+LEFT_TEXT = {"handed_back": "{name} handed you back to our assistant.",
+             "closed": "{name} closed the conversation.",
+             "dropped": "{name} was disconnected. You're back in the queue, first in line."}
 
 
 class ChatProtocolError(Exception):
@@ -61,9 +83,22 @@ class ChatProtocolError(Exception):
 
 @dataclass(frozen=True)
 class ClientText:
-    """A typed chat message."""
+    """A typed chat message (``message_id``: the page's own id for it, or '')."""
 
     text: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class ClientTyping:
+    """The customer is typing (relayed to the agent holding the chat, nothing else)."""
+
+
+@dataclass(frozen=True)
+class ClientQueueChoice:
+    """The waiting customer would rather leave a message or be called back."""
+
+    choice: str
 
 
 @dataclass(frozen=True)
@@ -78,7 +113,7 @@ class ClientPing:
     """Keep-alive."""
 
 
-ClientFrame = ClientText | ClientAcceptCall | ClientPing
+ClientFrame = ClientText | ClientAcceptCall | ClientPing | ClientTyping | ClientQueueChoice
 
 
 def parse_client_frame(raw: str, *, max_message_chars: int) -> ClientFrame:
@@ -90,14 +125,21 @@ def parse_client_frame(raw: str, *, max_message_chars: int) -> ClientFrame:
     if not isinstance(data, dict):
         raise ChatProtocolError("bad_schema", "frame must be a JSON object")
     kind = data.get("type")
-    allowed = {"message": {"type", "text"}, "accept_call": {"type", "number"}, "ping": {"type"}}
+    allowed = {"message": {"type", "text", "id"}, "accept_call": {"type", "number"}, "ping": {"type"},
+               "typing": {"type"}, "queue_choice": {"type", "choice"}}
     if kind not in allowed:
-        raise ChatProtocolError("bad_schema", "type must be one of: message, accept_call, ping")
+        raise ChatProtocolError("bad_schema", f"type must be one of: {', '.join(allowed)}")
     extra = set(data) - allowed[kind]
     if extra:
         raise ChatProtocolError("bad_schema", f"unexpected field(s): {', '.join(sorted(extra))}")
     if kind == "ping":
         return ClientPing()
+    if kind == "typing":
+        return ClientTyping()
+    if kind == "queue_choice":
+        if data.get("choice") not in QUEUE_CHOICES:
+            raise ChatProtocolError("bad_schema", "choice must be message or callback")
+        return ClientQueueChoice(choice=str(data["choice"]))
     if kind == "accept_call":
         number = data.get("number", "")
         if not isinstance(number, str) or len(number) > MAX_NUMBER_CHARS or not set(number) <= PHONE_CHARS:
@@ -115,7 +157,10 @@ def parse_client_frame(raw: str, *, max_message_chars: int) -> ClientFrame:
         )
     if not text.strip():
         raise ChatProtocolError("empty", "message is empty")
-    return ClientText(text=text)
+    message_id = data.get("id", "")
+    if not isinstance(message_id, str) or (message_id and not MESSAGE_ID.match(message_id)):
+        raise ChatProtocolError("bad_schema", "id must be 1-64 letters, digits, _ or -", text=text)
+    return ClientText(text=text, message_id=message_id)
 
 
 def encode_action(action: Action) -> dict[str, Any] | None:
@@ -145,6 +190,13 @@ def encode_action(action: Action) -> dict[str, Any] | None:
                 "text": "Connecting you with an agent who can see this conversation."}
     if isinstance(action, Hangup):
         return {"type": "hangup", "reason": action.reason}
+    if isinstance(action, AgentSay):
+        return {"type": "agent_message", "name": action.name, "text": action.text, "id": action.message_id}
+    if isinstance(action, AgentJoined):
+        return {"type": "agent_joined", "name": action.name}
+    if isinstance(action, AgentLeft):
+        return {"type": "agent_left", "name": action.name, "reason": action.reason,
+                "text": LEFT_TEXT.get(action.reason, "{name} left.").format(name=action.name)}
     return None
 
 
@@ -157,6 +209,8 @@ def action_text(action: Action) -> str:
         return f"{offer} Reply CALL and we will call you."
     if isinstance(action, Transfer):
         return "An agent will contact you shortly."
+    if isinstance(action, AgentSay):
+        return action.text
     return ""
 
 

@@ -16,9 +16,12 @@ What it does for the gateway:
   first, then ``Redirect`` to ``ami.agent_context``, extension = queue name, priority 1. The
   dialplan picks the queue by language and skills.
 * **Events**: ``VarSet`` of ``VOICEGW_CONVERSATION`` tells which channel carries which
-  conversation; ``QueueCallerJoin`` and ``AgentConnect`` (it comes *after* ``QueueCallerLeave``)
-  name the queue and the member interface that actually answered, so the screen-pop reaches
-  that agent through ``on_agent_connected(conversation_id, agent_interface)``; ``Hangup`` forgets.
+  conversation; ``QueueCallerJoin`` names the queue; ``AgentCalled`` the member interface the
+  queue rings now (``agent_called_callbacks``: the desktop pops the conversation before the
+  agent answers); ``AgentConnect`` (it comes *after* ``QueueCallerLeave``) the member interface
+  that actually answered, so the conversation becomes that agent's through
+  ``on_agent_connected(conversation_id, agent_interface)``; ``Hangup`` forgets. Interfaces map
+  to desktop accounts by the accounts' ``interfaces``.
 * **Reconnect** with exponential backoff (1 s doubling up to ``ami.reconnect_max_seconds``)
   when AMI drops or refuses the login (a bad login answers after 1 s, then Asterisk closes).
 """
@@ -111,6 +114,8 @@ class AmiClient:
         self.call_failed_callbacks: list[CallFailedReport] = []
         """``async f(conversation_id, reason, detail)``, called when a call the sink placed is not answered."""
         self._outcomes = OutcomeTasks()
+        self.agent_called_callbacks: list[AgentCallback] = []
+        """``async f(conversation_id, agent_interface)``, called when the queue rings a member."""
         self.channel_conversations: dict[str, str] = {}
         self.queue_of: dict[str, str] = {}
         self.logged_in = asyncio.Event()
@@ -121,6 +126,7 @@ class AmiClient:
         )
         self.manager.register_event("VarSet", self._on_varset)
         self.manager.register_event("QueueCallerJoin", self._on_queue_join)
+        self.manager.register_event("AgentCalled", self._on_agent_called)
         self.manager.register_event("AgentConnect", self._on_agent_connect)
         self.manager.register_event("Hangup", self._on_hangup)
 
@@ -317,19 +323,26 @@ class AmiClient:
             log.info("conversation %s waiting in queue %s (position %s)", conv, event.get("Queue"),
                      event.get("Position"))
 
+    async def _on_agent_called(self, manager: Manager, event: Message) -> None:
+        await self._agent_event("AgentCalled", "rings", event, self.agent_called_callbacks)
+
     async def _on_agent_connect(self, manager: Manager, event: Message) -> None:
+        await self._agent_event("AgentConnect", "answered by", event, self.agent_callbacks)
+
+    async def _agent_event(self, name: str, what: str, event: Message, callbacks: list[AgentCallback]) -> None:
+        """A queue member event of the caller channel: hand (conversation, member interface) on."""
         conv = self.conversation_of(event)
         interface = str(event.get("Interface", "") or event.get("MemberName", ""))
         if not conv:
-            log.debug("AgentConnect for %s: no conversation known", event.get("Channel"))
+            log.debug("%s for %s: no conversation known", name, event.get("Channel"))
             return
-        log.info("conversation %s answered by %s (%s) in queue %s", conv, interface, event.get("MemberName", ""),
+        log.info("conversation %s %s %s (%s) in queue %s", conv, what, interface, event.get("MemberName", ""),
                  event.get("Queue", ""))
-        for callback in list(self.agent_callbacks):
+        for callback in list(callbacks):
             try:
                 await callback(conv, interface)
             except Exception:  # a failing screen-pop must not stop AMI event handling
-                log.exception("screen-pop callback failed for conversation %s", conv)
+                log.exception("%s callback failed for conversation %s", name, conv)
 
     def _on_hangup(self, manager: Manager, event: Message) -> None:
         self.channel_conversations.pop(str(event.get("Channel", "")), None)

@@ -124,6 +124,13 @@ class VoicePipeline:
         session.on_closed = self._forget
         return session
 
+    async def deliver(self, conversation_id: str, actions: list[Any]) -> bool:
+        """Hand ``actions`` to the call of ``conversation_id`` in this process; False when none has it."""
+        for session in list(self.sessions.values()):
+            if session.conversation_id == conversation_id and session.deliver(actions):
+                return True
+        return False
+
     def register_metrics(self, metrics: Any) -> None:
         """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did."""
         metrics.gauge("voicegw_voice_calls", lambda: float(len(self.sessions)))

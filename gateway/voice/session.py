@@ -180,6 +180,14 @@ class VoiceSession(BotReplies):
                  "resumed" if opened.resumed else "new")
         self._inbox.put_nowait(("actions", (opened.actions, None)))
 
+    def deliver(self, actions: list[Any]) -> bool:
+        """Carry out actions the core decided for this call outside its own turns (a supervisor's
+        take-over or steering, decided on any node): queued like the answer to a turn."""
+        if self._stopped or self.ended.is_set():
+            return False
+        self._inbox.put_nowait(("actions", (list(actions), None)))
+        return True
+
     async def stop(self, reason: str = "hangup") -> None:
         """The far end went away: stop work, tell the core (``ChannelClosed``), free the VAD."""
         if self._stopped:

@@ -24,6 +24,7 @@ from gateway.agents.accounts import AccountBook
 from gateway.agents.api import AgentApi
 from gateway.agents.assignments import open_assignments
 from gateway.agents.desktop import AgentDesktop
+from gateway.agents.human_side import HumanSide
 from gateway.agents.reads import ConversationReader
 from gateway.agents.signin import DeskAuth
 from gateway.agents.throttle import SignInThrottle, ThrottleLimits
@@ -77,6 +78,7 @@ class DigitalParts:
     fanout: Fanout
     outreach: Outreach | None
     audit: AuditLog
+    human: HumanSide
     campaigns: Campaigns | None = None
     """The campaign runner (None without a context store); it ticks when ``campaigns.enabled``."""
     campaign_admin: CampaignAdmin | None = None
@@ -155,8 +157,9 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
                               outbox=outbox, metrics=metrics)
     campaign_api = CampaignApi(settings, auth, audit, campaign_admin, dnc, lease=lease,
                                node=campaigns.node if campaigns is not None else "")
+    human = HumanSide.build(settings, core, store, fanout, desktop, chat, audit, metrics, STATIC_DIR)
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
-                         desktop, fanout, outreach, audit, campaigns, campaign_admin)
+                         desktop, fanout, outreach, audit, human, campaigns, campaign_admin)
 
     core.register_sink(SendFollowUp, followups.sink)
     core.register_sink(Transfer, desktop.on_transfer)
@@ -198,6 +201,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     app.router.add_get("/api/conversations/{conversation_id}/context", api.context)
     app.router.add_get("/api/audit", api.audit)
     campaign_api.routes(app)
+    human.add_routes(app)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     # /dashboard and /qa (supervisors): journey analytics and QA review over the core's store
     governance = add_governance_routes(app, settings, store if store is not None else getattr(core, "store", None),
@@ -208,12 +212,14 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     async def on_startup(app: web.Application) -> None:
         await desktop.start()
         await relay.start()
+        await human.start()
         if outreach is not None and settings.outreach.enabled:
             outreach.start()
         if campaigns is not None and settings.campaigns.enabled:
             campaigns.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        await human.close()
         await desktop.close()
         await relay.close()
         if outreach is not None:
@@ -264,6 +270,10 @@ class WebRunner:
         """For call control (AMI): ``agent_id`` (an account name, or an interface an account lists)
         answered the transferred call; record that it was routed to them and pop their screen."""
         await self.parts.desktop.agent_connected(conversation_id, agent_id)
+
+    async def agent_called(self, conversation_id: str, agent_id: str) -> None:
+        """For call control (AMI): the PBX rings ``agent_id``'s phone for this call: pop their desktop."""
+        await self.parts.desktop.agent_called(conversation_id, agent_id)
 
     async def close(self) -> None:
         """Stop serving and release everything the app opened."""

@@ -4,6 +4,7 @@ real web server on a free port, plus conversations transferred to a given queue.
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -70,13 +71,18 @@ async def desk(http: aiohttp.ClientSession, url: str, name: str, skills: list[st
     return ws
 
 
-async def no_frame(ws: aiohttp.ClientWebSocketResponse, seconds: float = 1.0) -> None:
-    """Assert nothing arrives on ``ws`` for ``seconds``."""
-    try:
-        msg = await asyncio.wait_for(ws.receive(), seconds)
-    except asyncio.TimeoutError:
-        return
-    raise AssertionError(f"unexpected frame {msg.type} {msg.data!r}")
+async def no_frame(ws: aiohttp.ClientWebSocketResponse, seconds: float = 1.0, ignore: tuple[str, ...] = ()) -> None:
+    """Assert nothing arrives on ``ws`` for ``seconds`` (but frames of the types in ``ignore``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            return
+        if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("type") in ignore:
+            continue
+        raise AssertionError(f"unexpected frame {msg.type} {msg.data!r}")
 
 
 async def wait_for_agents(runner: WebRunner, count: int) -> None:

@@ -48,7 +48,12 @@ async def test_an_orders_agent_cannot_read_a_billing_transfer(tmp_path):
             alice = await desk(http, runner.url, "alice", ["billing"])
             cid = await transferred(core, "billing")
             assert (await recv_until(alice, "screen_pop"))["conversation_id"] == cid
-            await no_frame(bob)  # the socket: no screen-pop of a billing conversation to bob
+            await no_frame(bob)  # the socket: no screen-pop (nor a queue entry) of a billing conversation to bob
+            await bob.send_json({"type": "accept", "conversation_id": cid})  # nor may he take it
+            refused = await recv_until(bob, "refused")
+            assert refused["code"] == "forbidden" and "not routed to bob" in refused["message"]
+            await alice.send_json({"type": "accept", "conversation_id": cid})
+            assert (await recv_until(alice, "active"))["context"]["customer"]["name"] == "Alice Martin"
             url = f"{runner.url}/api/conversations/{cid}/context"
             async with http.get(url, headers=bearer("bob")) as resp:  # REST with his token
                 assert resp.status == 403 and resp.content_type == "application/json"
@@ -73,10 +78,11 @@ async def test_an_orders_agent_cannot_read_a_billing_transfer(tmp_path):
                      if e["action"].startswith("read")]
             assert reads == [("alice", "agent", "read", "rest"), ("sam", "supervisor", "read", "rest"),
                              ("bob", "agent", "read_refused", "rest"), ("bob", "agent", "read_refused", "rest"),
-                             ("alice", "agent", "read", "screen-pop")]
+                             ("alice", "agent", "read", "page"), ("alice", "agent", "read", "screen-pop")]
             assert all(e["detail"]["address"] == "127.0.0.1" and e["at"].startswith("20") for e in entries
                        if e["action"].startswith("read"))
-            assert ("system", "assigned") in [(e["actor"], e["action"]) for e in entries]
+            assert ("system", "assigned") in [(e["actor"], e["action"]) for e in entries]  # on accepting
+            assert ("bob", "accept_refused") in [(e["actor"], e["action"]) for e in entries]
             for who in ("sam", "alice"):  # the audit log is for admins
                 async with http.get(f"{runner.url}/api/audit", headers=bearer(who)) as resp:
                     assert resp.status == 403 and "admin" in (await resp.json())["error"]
@@ -225,6 +231,7 @@ async def test_rotating_or_removing_an_account_ends_its_sessions(tmp_path):
                 assert resp.status == 200
             ws = await http.ws_connect(f"{runner.url}/agent/ws")
             await recv_until(ws, "welcome")
+            await recv_until(ws, "queue")  # the queue dana may take from, right after the welcome
             new = accounts.rotate("dana")
             await asyncio.sleep(2.2)  # the accounts file is looked at every 2 s
             async with http.get(f"{runner.url}/agent") as resp:

@@ -51,7 +51,9 @@ async def test_sign_in_by_form_sets_a_strict_http_only_cookie(tmp_path):
                 assert resp.status == 200 and "agent.js" in await resp.text()
             ws = await http.ws_connect(runner.url + "/agent/ws")
             welcome = await recv_until(ws, "welcome")
-            assert welcome == {"type": "welcome", "agent_id": "alice", "role": "agent", "queues": ["billing", "support"]}
+            assert {k: welcome[k] for k in ("type", "agent_id", "role", "queues")} == {
+                "type": "welcome", "agent_id": "alice", "role": "agent", "queues": ["billing", "support"]}
+            assert welcome["dispositions"][0] == "resolved" and "ask_order" in welcome["journeys"]["order_status"]
             await ws.close()
             async with http.post(runner.url + "/agent/logout", allow_redirects=False) as resp:
                 assert resp.status == 303
@@ -95,15 +97,16 @@ async def test_screen_pop_goes_to_an_agent_of_the_queue_with_the_skill(tmp_path)
             texts = [line["text"] for line in ctx["transcript"]]
             assert "I want to talk to an agent" in texts and "1985-03-14" not in json.dumps(ctx)
             await no_frame(bob)
-            # the hook pops the agent who really answered (AMI), and records that it was routed to him
+            # the hook gives the conversation to the agent who really answered (AMI): his desktop
+            # shows it as his, and it is recorded that it was routed to him
             await runner.agent_connected(cid, "bob")
-            pop_b = await recv_until(bob, "screen_pop")
-            assert pop_b["conversation_id"] == cid
+            active = await recv_until(bob, "active")
+            assert active["conversation_id"] == cid and active["context"]["handoff"]["agent"] == "bob"
             async with http.get(f"{runner.url}/api/conversations/{cid}/context", headers=bearer("bob")) as resp:
                 assert resp.status == 200
-            assert runner.parts.metrics.value("voicegw_screenpops_total") == 2
+            assert runner.parts.metrics.value("voicegw_screenpops_total") == 1
             await runner.agent_connected(cid, "PJSIP/nobody")  # not an account: logged, nothing popped
-            await no_frame(alice, 0.3)
+            await no_frame(alice, 0.3, ignore=("queue",))  # her queue view shows it taken by bob
             await alice.close()
             await bob.close()
 
@@ -194,8 +197,8 @@ async def test_bad_desktop_frames_close_that_desktop_only(tmp_path):
                 refusals += json.loads(msg.data)["type"] == "refused"
             assert refusals == 6 and bad.closed
             big = await http.ws_connect(f"{runner.url}/agent/ws", headers=bearer("sam"))
-            await recv_until(big, "welcome")
-            await big.send_str('{"type":"ready","skills":["' + "x" * 10_000 + '"]}')
+            await recv_until(big, "queue")
+            await big.send_str('{"type":"ready","skills":["' + "x" * 20_000 + '"]}')
             msg = await asyncio.wait_for(big.receive(), TIMEOUT)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and big.close_code == 1009
             cid = await transferred(core, "support")

@@ -33,6 +33,9 @@ class FakeCore:
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self.sinks[action_type].append(sink)
 
+    def observe(self, observer: object) -> None:
+        """Live views are not fed by this fake."""
+
     def _log(self, cid: str, channel: str, who: str, kind: str, text: str) -> None:
         self.conversations[cid]["transcript"].append(
             {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "channel": channel, "who": who,

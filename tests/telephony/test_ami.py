@@ -79,6 +79,12 @@ async def test_variables_transfer_and_screen_pop_to_the_agent_who_answers(tmp_pa
         popped.append((conversation_id, interface))
 
     client.agent_callbacks.append(screen_pop)
+    rung: list[tuple[str, str]] = []
+
+    async def ringing(conversation_id: str, interface: str) -> None:
+        rung.append((conversation_id, interface))
+
+    client.agent_called_callbacks.append(ringing)
     try:
         await client.start(wait=5)
         result = await client.action({"Action": "Originate", "Channel": "Local/park@fixtures-ami", "Application": "Wait",
@@ -103,6 +109,7 @@ async def test_variables_transfer_and_screen_pop_to_the_agent_who_answers(tmp_pa
         await client.close()
         await fake.close()
     assert popped == [(conv, "Local/agent@fixtures-agents/n")]
+    assert rung == [(conv, "Local/agent@fixtures-agents/n")]  # AgentCalled: the queue rang that member first
     names = fake.names()
     assert names[:7] == ["Login", "Originate", "Setvar", "Getvar", "Getvar", "Getvar", "Getvar"]
     assert names[7:] == ["Setvar"] * 4 + ["Redirect", "Logoff"]
