@@ -179,7 +179,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from gateway.cli import settings_from
     from gateway.doctor import run_doctor
 
-    return run_doctor(settings_from(args))
+    return run_doctor(settings_from(args), getattr(args, "config", None))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
