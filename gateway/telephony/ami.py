@@ -33,6 +33,7 @@ from panoramisk.message import Message
 
 from gateway.config import Settings
 from gateway.core.actions import Originate, Transfer
+from gateway.health import ChannelHealth
 from gateway.telephony.asterisk_queues import queue_extension
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
@@ -143,6 +144,13 @@ class AmiClient:
     @property
     def connected(self) -> bool:
         return self.logged_in.is_set()
+
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: logged in (transfers by Redirect, screen-pops and outbound calls work)."""
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if self.connected:
+            return ChannelHealth("ami", True, f"logged in to {where}")
+        return ChannelHealth("ami", False, f"not logged in to {where} (retrying; transfers go through the dialplan)")
 
     def _next_delay(self) -> float:
         delay = self.backoff

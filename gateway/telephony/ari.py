@@ -31,6 +31,7 @@ import aiohttp
 
 from gateway.config import Settings
 from gateway.core.actions import Transfer
+from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony.ami import agent_extension
 from gateway.telephony.calls import FAILED_ENDS
@@ -243,6 +244,12 @@ class AriApp:
         self._runner: asyncio.Task[None] | None = None
         self.pacer = MediaPacer("ARI")
         self.cap = SessionCap("ari", self.cfg.max_sessions)
+
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: the event socket is up (else no call reaches the Stasis app)."""
+        if self.connected.is_set():
+            return ChannelHealth("ari", True, f"events from {self.cfg.url} (app {self.cfg.app}), {len(self.calls)} calls")
+        return ChannelHealth("ari", False, f"no event socket to {self.cfg.url} (retrying)")
 
     def register_metrics(self, metrics: Any) -> None:
         """``voicegw_sessions_refused_total{server="ari"}`` on ``/metrics``."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.config import Settings
+from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.calls import CallRecord, CallRegistry
@@ -405,6 +406,13 @@ class AudioSocketServer:
         if self._server is None or not self._server.sockets:
             return 0
         return int(self._server.sockets[0].getsockname()[1])
+
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: listening, and how many calls it holds."""
+        if self._server is None or not self._server.is_serving():
+            return ChannelHealth("audiosocket", False, "not listening")
+        return ChannelHealth("audiosocket", True, f"listening on {self.cfg.host}:{self.port}, "
+                                                  f"{len(self.active)} calls (max {self.cfg.max_sessions})")
 
     async def start(self) -> "AudioSocketServer":
         loop = asyncio.get_running_loop()
