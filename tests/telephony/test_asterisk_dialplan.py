@@ -140,3 +140,20 @@ def _config(tmp_path: Path) -> Path:
     path = tmp_path / "site.yaml"
     path.write_text(f"data_dir: {tmp_path}\n", encoding="utf-8")
     return path
+
+
+def test_the_real_gateway_against_asterisk():
+    """What ``voicegw serve`` did in Asterisk 22.10.1 (captures/README.md, ``e2e_*``)."""
+    keypad = capture_log("e2e_keypad_zero_during_greeting")
+    agi = [line.split("AGI ", 1)[1] for line in keypad.splitlines() if "AGI Rx <<" in line or "AGI Tx >> 2" in line]
+    pressed = agi.index("Tx >> 200 result=48 endpos=6880")  # 0 stopped the greeting
+    assert agi[pressed - 1].startswith("Rx << STREAM FILE ")
+    assert not any(line.startswith("Rx << GET DATA") for line in agi)  # and answered the question
+    assert "VOICEGW_STATUS=transfer AGISTATUS=SUCCESS queue support" in keypad
+    no_audio = capture_log("e2e_voicebot_caller_leg_sends_no_audio")
+    assert "Rx << SET VARIABLE VOICEGW_STATUS error" in no_audio and "reason gateway-timeout" in no_audio
+    assert 'Queue("Local/700@voicegw-inbound' in no_audio
+    redirected = capture_log("e2e_voicebot_silent_caller_redirected_by_ami")
+    assert "Rx << SET VARIABLE VOICEGW_STATUS transferred" in redirected
+    assert "voicegw-after" not in redirected  # AMI took the call to the agents: the dialplan never had to
+    assert 'Queue("Local/700@voicegw-inbound' in redirected

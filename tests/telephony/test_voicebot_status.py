@@ -126,3 +126,24 @@ async def test_a_call_past_the_audiosocket_cap_is_busy_not_completed(tmp_path):
     finally:
         for s in reversed(servers):
             await s.close()
+
+
+async def test_a_caller_leg_that_sends_no_audio_goes_to_the_agents_not_to_a_hangup(tmp_path):
+    """Asterisk forwards only the frames the caller's leg delivers (a phone with silence
+    suppression sends none): the gateway's read timeout ends AudioSocket(), the caller is there."""
+    pipeline = FakePipeline()
+    settings = settings_for(tmp_path, audiosocket={"port": 0, "read_timeout_seconds": 0.3})
+    servers = await start_asterisk_channels(settings, ScriptedCore(), pipeline)
+    audiosocket, agi = servers
+    try:
+        peer, _call_uuid, reader, writer = await start_call(agi.port, audiosocket.port, pipeline)
+        await asyncio.wait_for(reader.read(), 5)  # closed by the gateway after 0.3 s of nothing
+        writer.close()
+        peer.writer.write(b"200 result=0\n")
+        await peer.expect("SET VARIABLE VOICEGW_REASON gateway-timeout")
+        await peer.expect("SET VARIABLE VOICEGW_CONVERSATION ")
+        await peer.expect("SET VARIABLE VOICEGW_STATUS error")
+        await peer.expect_end()
+    finally:
+        for s in reversed(servers):
+            await s.close()
