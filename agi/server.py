@@ -220,6 +220,11 @@ class FastAgiServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def listening(self) -> bool:
+        """The server accepts connections."""
+        return self._server is not None and self._server.is_serving()
+
     async def start(self) -> "FastAgiServer":
         self._server = await asyncio.start_server(self._accept, self.host, self._port)
         log.info("FastAGI server listening on %s:%d (routes: %s)", self.host, self.port,

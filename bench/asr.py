@@ -11,6 +11,13 @@ Prints WER, CPU and wall seconds per utterance, real-time factor and p50/p95 lat
 Whisper with the padded 30 s encoder window vs the short window, Whisper batched decoding,
 pocketsphinx on closed grammars (8 kHz resampled up, and 16 kHz wideband for reference), Whisper
 on the same closed sets, and the router's pocketsphinx -> Whisper fallback.
+
+Then rejection: agent phrases and other out-of-grammar sentences (same voices and line) spoken at
+a digits step (5-8 digits) and a yes/no step. "False accepts" are those the core takes as an
+answer (``gateway.core.interpret``, what the dialog does with the transcript), printed beside the
+in-grammar answers right, for the grammar alone and cross-checked by Whisper, with the
+grammar's rejection (global phrases, garbage loop) and Whisper's out-of-grammar rule, and as
+before them. Target: at most 2 % false accepts, in-grammar right no worse than before.
 """
 
 from __future__ import annotations
@@ -25,13 +32,19 @@ from gateway.config import AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice import audio
 from gateway.voice.asr.base import ENGINE_RATE, word_errors
-from gateway.voice.asr.grammar import answer_of, plausible, prefer_open_engine, spoken_digits, yes_no_meaning
+from gateway.voice.asr.grammar import (answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits,
+                                      yes_no_meaning)
 from gateway.voice.asr.router import resolve_path
 from gateway.voice.asr.sphinx import PocketsphinxEngine
 from gateway.voice.asr.whisper import WhisperDecoder
 from tests.voice.speech_corpus import DIGIT_STRINGS, OPEN_SENTENCES, YES_NO, Utterance, utterance
 
 VOICES = ("heart", "heart-low", "heart-high")
+AGENT_PHRASES = ("I want to speak to an agent", "agent", "representative", "operator", "let me talk to a person",
+                 "can I talk to a real person", "help", "repeat that", "go back")
+OUT_OF_GRAMMAR = ("there is a wrong charge on my bill", "my package never arrived", "I don't know it",
+                  "can you help me reset my password", "I need to change my delivery address", "hold on a second",
+                  "what did you say", "I don't have it with me")
 CONDITIONS = ((None, "white"), (15.0, "white"), (10.0, "pink"))
 
 
@@ -191,7 +204,73 @@ def main(argv: list[str] | None = None) -> int:
     bench_closed("pocketsphinx+whisper yes/no 8k", cross_checked, yesno8, expect_yesno, yesno_right)
     print(f"  cross-check (cost: both engines, run at once by the router): whisper changed the grammar's "
           f"answer {sum(preferred)} times of {len(digits8) + len(yesno8)}")
+    bench_rejection(sphinx, decoder, digits8, yesno8, args.quick)
     return 0
+
+
+def _prefer_before(closed_text: str, open_text: str, expect: Expect) -> bool:
+    """``prefer_open_engine`` as it was before out-of-grammar speech was told apart (for comparison)."""
+    closed_fits = plausible(closed_text, expect)
+    if expect.kind == "digits":
+        low, high = digit_bounds(expect)
+        heard = spoken_digits(open_text)
+        if not low <= len(heard) <= high:
+            return not closed_fits
+        words = closed_text.split()
+        return not (closed_fits and "oh" in words and len(heard) < len(words))
+    return bool(yes_no_meaning(open_text)) or not closed_fits
+
+
+def bench_rejection(sphinx: PocketsphinxEngine, decoder: WhisperDecoder, digits8: list[tuple[Utterance, str]],
+                    yesno8: list[tuple[Utterance, str]], quick: bool) -> None:
+    """False accepts of out-of-grammar speech at closed steps, beside the in-grammar answers right."""
+    from datetime import date
+
+    from gateway.core.interpret import interpret
+    from gateway.core.journeys import Step
+
+    plain = PocketsphinxEngine(rejection=False)
+    today = date(2026, 12, 6)
+    steps = {"digits": (Step(id="o", ask="?", expect="digits", digits=(5, 8), slot="o"),
+                        Expect(kind="digits", min_digits=5, max_digits=8)),
+             "yesno": (Step(id="y", ask="?", expect="yesno", slot="y"), Expect(kind="yesno"))}
+    voices = VOICES[:2] if quick else VOICES
+    other = [utterance(t, voice=v) for t in AGENT_PHRASES + OUT_OF_GRAMMAR for v in voices]
+    heard: dict[int, str] = {}
+
+    def whisper(u: Utterance) -> str:
+        key = id(u)
+        if key not in heard:
+            heard[key] = decoder.transcribe([audio.pcm_to_float(audio.resample(u.pcm, u.rate, ENGINE_RATE))])[0].text
+        return heard[key]
+
+    def answer(engine: PocketsphinxEngine, cross: bool, prefer, u: Utterance, expect: Expect) -> str:  # type: ignore[no-untyped-def]
+        closed = engine.recognize(u.pcm, u.rate, expect).text
+        if not cross:
+            return closed
+        said = whisper(u)
+        return said if prefer(closed, said, expect) else closed
+
+    setups = (("grammar alone, before", plain, False, _prefer_before),
+              ("grammar alone, with rejection", sphinx, False, prefer_open_engine),
+              ("grammar+whisper, before", plain, True, _prefer_before),
+              ("grammar+whisper, with rejection", sphinx, True, prefer_open_engine))
+    print(f"rejection: {len(other)} out-of-grammar utterances ({len(AGENT_PHRASES)} agent/help/repeat/go-back "
+          f"phrases, {len(OUT_OF_GRAMMAR)} other sentences, {len(voices)} voices), each at a digits (5-8) and a "
+          "yes/no step; false accept = the core takes it as an answer")
+    for name, engine, cross, prefer in setups:
+        fa = {"digits": 0, "yesno": 0}
+        for u in other:
+            for kind, (step, expect) in steps.items():
+                fa[kind] += interpret(step, answer(engine, cross, prefer, u, expect), today=today) is not None
+        right_d = sum(spoken_digits(answer(engine, cross, prefer, u, Expect(kind="digits", min_digits=len(d),
+                                                                             max_digits=len(d)))) == d
+                      for u, d in digits8)
+        right_y = sum(yes_no_meaning(answer(engine, cross, prefer, u, Expect(kind="yesno"))) == a for u, a in yesno8)
+        total = 2 * len(other)
+        print(f"  {name:<34} false accepts {100 * (fa['digits'] + fa['yesno']) / total:5.1f} % "
+              f"(digits {fa['digits']}/{len(other)}, yes/no {fa['yesno']}/{len(other)})   in-grammar right: "
+              f"digits {right_d}/{len(digits8)}, yes/no {right_y}/{len(yesno8)}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 ``build_core(settings)`` gives a ready ``Orchestrator`` (context store, journeys, NLU, CRM,
 Rasa client). ``serve`` starts every enabled channel around that one core and runs until
-interrupted; a channel that fails to start is reported and the others keep running.
+interrupted. A configured channel that cannot start (its port taken, its engine missing) stops
+``voicegw serve`` with exit status 1 and the reason, unless ``--keep-going``: then the others run
+and ``/healthz`` reports the failed one (HTTP 503) until it is fixed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.context import open_audit, open_counters, open_store
 from gateway.context.dnc import open_do_not_call
+from gateway.health import HealthBook
 from gateway.core.outbound import OutboundPolicy
 from gateway.core.verification import TrustServices
 from gateway.core.dialog import DialogEngine
@@ -56,6 +59,7 @@ class RunningGateway:
     closeables: list[Any] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    health: HealthBook = field(default_factory=HealthBook)
 
     async def close(self) -> None:
         for item in reversed(self.closeables):
@@ -67,27 +71,36 @@ class RunningGateway:
 
 
 async def start_gateway(settings: Settings) -> RunningGateway:
-    """Start the core and every enabled channel. Returns what is running."""
+    """Start the core and every enabled channel. Returns what is running and what failed
+    (``failed``, and ``health`` for ``/healthz``)."""
     core = await build_core(settings)
     running = RunningGateway(core)
+
+    def failed(name: str, error: str) -> None:
+        log.error("%s did not start: %s", name, error)
+        running.failed.append(f"{name}: {error}")
+        running.health.failed_to_start(name, error)
 
     async def attempt(name: str, starter: Any) -> Any:
         try:
             result = await starter()
-        except Exception as exc:  # one channel failing to start must not stop the others
-            log.error("%s did not start: %s", name, exc)
-            running.failed.append(f"{name}: {exc}")
+        except Exception as exc:  # recorded; voicegw serve decides whether the gateway runs without it
+            failed(name, str(exc) or type(exc).__name__)
             return None
         items = result if isinstance(result, list) else [result]
         running.closeables += [item for item in items if item is not None]
         running.started.append(name)
+        for item in items:
+            if item is not None:  # a part that reports its health names itself (audiosocket, fastagi, ...)
+                running.health.started(name, item)
         return result
 
     pipeline = None
-    voice_channels = (settings.audiosocket.enabled, settings.sip.enabled, settings.fastagi.enabled,
-                      settings.ari.enabled, settings.freeswitch.enabled,
-                      settings.twilio_media.enabled and settings.web.enabled)
-    if any(voice_channels):
+    voice_channels = {"audiosocket": settings.audiosocket.enabled, "sip": settings.sip.enabled,
+                      "fastagi": settings.fastagi.enabled, "ari": settings.ari.enabled,
+                      "freeswitch": settings.freeswitch.enabled,
+                      "twilio_media": settings.twilio_media.enabled and settings.web.enabled}
+    if any(voice_channels.values()):
         from gateway.voice.pipeline import VoicePipeline
 
         async def start_voice() -> Any:
@@ -97,11 +110,18 @@ async def start_gateway(settings: Settings) -> RunningGateway:
             return pipeline
 
         await attempt("voice pipeline", start_voice)
+        if pipeline is None:  # every voice channel needs it: say so for each
+            for name, enabled in voice_channels.items():
+                if enabled and name != "twilio_media":
+                    failed(name, "the voice pipeline did not start")
     if pipeline is not None and (settings.audiosocket.enabled or settings.fastagi.enabled or settings.ami.enabled
                                  or settings.ari.enabled):
         from gateway.telephony.asterisk import start_asterisk_channels
 
-        await attempt("asterisk channels", lambda: start_asterisk_channels(settings, core, pipeline))
+        parts: dict[str, str] = {}
+        await attempt("asterisk channels", lambda: start_asterisk_channels(settings, core, pipeline, failures=parts))
+        for name, error in parts.items():
+            failed(name, error)
     if pipeline is not None and settings.sip.enabled:
         from gateway.telephony.sip import start_sip_channel
 
@@ -114,7 +134,7 @@ async def start_gateway(settings: Settings) -> RunningGateway:
         from gateway.web.app import start_web
 
         web = await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm,
-                                                                   audit=core.audit))
+                                                     audit=core.audit, health=running.health.report))
         if web is not None and pipeline is not None and settings.twilio_media.enabled:
             from gateway.telephony.twilio_media_server import attach_pipeline
 
@@ -192,7 +212,7 @@ def _wire_agent_answered(running: RunningGateway, pipeline: Any = None) -> None:
         web.parts.human.voice(pipeline.deliver)
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, keep_going: bool = False) -> int:
     running = await start_gateway(settings)
     for name in running.started:
         log.info("started: %s", name)
@@ -200,6 +220,13 @@ async def _serve(settings: Settings) -> int:
         log.error("nothing could be started")
         await running.close()
         return 1
+    if running.failed and not keep_going:
+        log.error("stopping: %s did not start (voicegw serve --keep-going runs without it)",
+                  "; ".join(running.failed))
+        await running.close()
+        return 1
+    for failure in running.failed:
+        log.warning("running without %s (--keep-going); /healthz reports it", failure)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -208,7 +235,8 @@ async def _serve(settings: Settings) -> int:
         except (NotImplementedError, RuntimeError):
             pass
     web = settings.web
-    print(f"voicegw is running. Web chat: http://{web.host}:{web.port}/chat  "
+    degraded = f" WITHOUT {', '.join(f.split(':')[0] for f in running.failed)}" if running.failed else ""
+    print(f"voicegw is running{degraded}. Web chat: http://{web.host}:{web.port}/chat  "
           f"agent desktop: http://{web.host}:{web.port}/agent  SMS outbox: http://{web.host}:{web.port}/outbox  "
           "(Ctrl-C stops)", flush=True)
     await stop.wait()
@@ -220,18 +248,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.cli import settings_from
 
     settings = settings_from(args)
-    return asyncio.run(_serve(settings))
+    return asyncio.run(_serve(settings, keep_going=args.keep_going))
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from gateway.cli import settings_from
     from gateway.doctor import run_doctor
 
-    return run_doctor(settings_from(args))
+    return run_doctor(settings_from(args), getattr(args, "config", None))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start every enabled channel around one conversation core")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run even when a configured channel cannot start (/healthz then reports it failing); "
+                        "without it, such a failure stops voicegw serve with exit status 1")
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("doctor", help="check models, engines, ports and configuration; say how to fix what is missing")
     p.set_defaults(func=_cmd_doctor)

@@ -175,6 +175,18 @@ class AriSettings(Section):
     max_sessions: int = Field(50, ge=1)
 
 
+class AsteriskSettings(Section):
+    queue_languages: tuple[str, ...] = ("es",)
+
+    @field_validator("queue_languages")
+    @classmethod
+    def _languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for language in value:
+            if not language.replace("_", "").isalnum() or len(language) > 16:
+                raise ValueError(f"{language!r} is not a language code (like es or pt_BR)")
+        return value
+
+
 class FreeSwitchSettings(Section):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -418,6 +430,7 @@ class Settings(Section):
     fastagi: FastAgiSettings = FastAgiSettings()
     ami: AmiSettings = AmiSettings()
     ari: AriSettings = AriSettings()
+    asterisk: AsteriskSettings = AsteriskSettings()
     sip: SipSettings = SipSettings()
     freeswitch: FreeSwitchSettings = FreeSwitchSettings()
     twilio: TwilioSettings = TwilioSettings()

@@ -1,4 +1,10 @@
-"""``voicegw doctor``: checks what the gateway needs and says how to fix what is missing."""
+"""``voicegw doctor``: checks what the gateway needs and says how to fix what is missing.
+
+Run beside a running gateway, a port this gateway holds is reported as in use by it (not a
+failure); a port another program holds is a failure naming that program (``port_owner``). With
+Asterisk enabled it also logs in to AMI and ARI and checks, over AMI, that every queue the
+journeys transfer to exists (``gateway.telephony.asterisk_checks``).
+"""
 
 from __future__ import annotations
 
@@ -27,15 +33,52 @@ def _module(name: str, purpose: str, package: str, required: bool = True) -> Che
                  f"run: make setup  (or .venv/bin/pip install {package})", required)
 
 
-def _port(host: str, port: int, what: str) -> Check:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _port(host: str, port: int, what: str, config_path: str | None = None) -> Check:
+    """Free, held by this gateway (fine), or held by something else (named when visible)."""
+    from gateway.port_owner import is_this_gateway, port_owner
+
+    name = f"{what} port {host}:{port}"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            return Check(f"{what} port {host}:{port}", False, f"cannot bind: {exc.strerror}",
-                         "stop what uses it or set another port (see config/gateway.yaml)")
-    return Check(f"{what} port {host}:{port}", True, "free")
+            reason = exc.strerror or str(exc)
+        else:
+            return Check(name, True, "free")
+    owner = port_owner(port)
+    if owner is not None and is_this_gateway(owner, config_path):
+        return Check(name, True, f"in use by this gateway ({owner.describe()})")
+    if owner is not None and owner.is_voicegw_serve:
+        return Check(name, False, f"held by another voicegw ({owner.describe()})",
+                     "stop it, or give this configuration other ports")
+    if owner is not None:
+        return Check(name, False, f"held by another program ({owner.describe()})",
+                     "stop it or set another port (see config/gateway.yaml)")
+    return Check(name, False, f"cannot bind: {reason} (held by a process this user cannot see)",
+                 "stop what uses it or set another port (see config/gateway.yaml); run doctor as that "
+                 "user to see who holds it")
+
+
+async def _asterisk_checks(settings: Settings) -> list[Check]:
+    from gateway.core.journeys import JourneyError
+    from gateway.telephony.asterisk_checks import ami_checks, ari_check
+    from gateway.telephony.asterisk_queues import queue_plan
+
+    out: list[Check] = []
+    if settings.ami.enabled:
+        try:
+            plan = queue_plan(settings)
+        except JourneyError:
+            plan = None  # reported by the journeys check
+        out += await ami_checks(settings, plan)
+    elif settings.fastagi.enabled or settings.audiosocket.enabled:
+        out.append(Check("Asterisk queues", False, "not checked: ami.enabled is false",
+                         "enable AMI to check them, or compare `voicegw asterisk-dialplan --queues` with "
+                         "`asterisk -rx \"queue show\"`", required=False))
+    if settings.ari.enabled:
+        out.append(await ari_check(settings))
+    return out
 
 
 async def _store_check(settings: Settings) -> Check:
@@ -66,7 +109,7 @@ async def _rasa_check(settings: Settings) -> Check:
                  "start the action server or fix rasa.action_server_url", required=False)
 
 
-def checks(settings: Settings) -> list[Check]:
+def checks(settings: Settings, config_path: str | None = None) -> list[Check]:
     out: list[Check] = []
     from gateway.core.dialog import DialogEngine
     from gateway.core.journeys import JourneyError, load_journeys
@@ -116,14 +159,15 @@ def checks(settings: Settings) -> list[Check]:
         out.append(Check("redis-server binary", shutil.which("redis-server") is not None,
                          "needed only to run Redis on this machine", "apt-get install redis-server", False))
     if settings.web.enabled:
-        out.append(_port(settings.web.host, settings.web.port, "web"))
+        out.append(_port(settings.web.host, settings.web.port, "web", config_path))
     if settings.audiosocket.enabled:
-        out.append(_port(settings.audiosocket.host, settings.audiosocket.port, "AudioSocket"))
+        out.append(_port(settings.audiosocket.host, settings.audiosocket.port, "AudioSocket", config_path))
     if settings.fastagi.enabled:
-        out.append(_port(settings.fastagi.host, settings.fastagi.port, "FastAGI"))
+        out.append(_port(settings.fastagi.host, settings.fastagi.port, "FastAGI", config_path))
     if settings.ami.enabled and not settings.ami.secret:
         out.append(Check("AMI secret", False, "ami.enabled is true but ami.secret is empty",
                          "set ami.secret (VOICEGW_AMI__SECRET) to the manager.conf secret"))
+    out += asyncio.run(_asterisk_checks(settings))
     if settings.sip.enabled and settings.sip.mode == "register" and not settings.sip.registrar:
         out.append(Check("SIP registrar", False, "sip.mode is register but sip.registrar is empty",
                          "set sip.registrar, sip.username and sip.password"))
@@ -167,9 +211,9 @@ def _sip_capacity(settings: Settings) -> Check:
                  f"set sip.workers to {need}, or sip.max_calls to {held}", False)
 
 
-def run_doctor(settings: Settings) -> int:
+def run_doctor(settings: Settings, config_path: str | None = None) -> int:
     """Print every check; exit 1 when a required one fails."""
-    results = checks(settings)
+    results = checks(settings, config_path)
     bad = 0
     for check in results:
         mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")

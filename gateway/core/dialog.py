@@ -32,6 +32,10 @@ from gateway.core.turn import Turn
 log = logging.getLogger(__name__)
 
 GLOBAL_INTENT_CONFIDENCE = 0.5  # a global intent must be this sure to interrupt slot filling
+PRE_EMPTING_INTENTS = ("agent", "help")
+"""Heard even when the same words also answer a closed question ("no, get me an agent", "yes,
+I need help"). Not "go back" and "repeat": bare answers score on them ("wrong" 0.78 go_back)."""
+CLOSED_KINDS = ("digits", "yesno", "choice")
 SWITCH_INTENT_CONFIDENCE = 0.6  # a new topic must be this sure to leave the current journey
 TERMINATORS = "#"
 CLEAR_LEAD_FLOOR = 0.3   # below the threshold, a topic this likely that leads the rest
@@ -320,6 +324,9 @@ class DialogEngine(StaffTurns):
             await self._fill(turn, step, text)
             return
         value = interpret(step, text, today=self.today())
+        if step.expect in CLOSED_KINDS and intent in PRE_EMPTING_INTENTS and confidence >= GLOBAL_INTENT_CONFIDENCE:
+            await self._global(turn, intent)
+            return
         if value is not None:
             await self._fill_value(turn, step, value)
             return

@@ -9,15 +9,24 @@ gateway with ``EXEC AudioSocket <uuid>,<fastagi.audiosocket_address>``. The voic
 or resumes the conversation by caller id. When ``AudioSocket()`` returns, the route tags the
 channel with ``VOICEGW_CONVERSATION`` and, when the journey chose an agent and AMI did not
 already redirect the call, sets ``VOICEGW_TRANSFER=1``, ``VOICEGW_QUEUE``, ``VOICEGW_SKILLS``
-and ``VOICEGW_LANGUAGE`` for the dialplan. ``VOICEGW_STATUS`` says how it ended. If the PBX has
-no AudioSocket application (``EXEC`` answers -2), the call continues on the DTMF route.
+and ``VOICEGW_LANGUAGE`` for the dialplan. ``VOICEGW_STATUS`` says how it ended, truthfully:
+``transfer`` (the dialplan takes the call to ``VOICEGW_QUEUE``), ``transferred`` (AMI already
+redirected it: Asterisk then ends ``AudioSocket()`` with -1 and a ``HANGUP`` line, yet the
+channel is alive and takes variables, as recorded in ``agi_g_voicebot_redirected_by_ami``),
+``busy`` (the AudioSocket server was at ``audiosocket.max_sessions``), ``error`` with
+``VOICEGW_REASON`` (the gateway failed during the call), ``completed`` or ``hangup``; the shipped
+dialplan sends every status but ``completed`` and ``hangup`` to the agents. If the PBX has no
+AudioSocket application (``EXEC`` answers -2) or ``AudioSocket()`` cannot reach the gateway
+(-1 before any audio), the call continues on the DTMF route.
 
 ``fallback`` (``AGI(agi://gateway:4573/fallback)``): the same journeys for PBXs without
 AudioSocket. Prompts are synthesized by the gateway's Synthesizer into 8 kHz 16-bit WAV files
 in ``fastagi.prompts_dir`` (Asterisk must be able to read it, at ``asterisk_prompts_dir`` when
 mounted elsewhere) and played with ``STREAM FILE`` (Say) or ``GET DATA`` (Ask). Answers are
 keyed: digits go to the core as ``DtmfPressed`` events (1 = yes, 2 = no, 1..n = menu options,
-0 = an agent on open questions); no input is a ``Silence`` event.
+0 = an agent on open questions); no input is a ``Silence`` event. A key pressed during any
+prompt, or while the gateway works between prompts, reaches the conversation in order
+(type-ahead, :mod:`gateway.telephony.keypad`).
 """
 
 from __future__ import annotations
@@ -31,8 +40,11 @@ from typing import Any
 from agi.server import AgiError, AgiSession, ChannelHungUp
 from gateway.config import Settings
 from gateway.core.actions import Action, Ask, Hangup, Say, Transfer
-from gateway.core.events import CallStarted, ChannelClosed, DtmfPressed, RecognitionFailed, Silence
-from gateway.telephony.calls import CallRecord, CallRegistry, audiosocket_uuid
+from gateway.core.events import CallStarted, ChannelClosed, DtmfPressed, Event, RecognitionFailed, Silence
+from gateway.telephony import keypad
+from gateway.telephony.asterisk_queues import queue_extension
+from gateway.telephony.calls import FAILED_ENDS, CallRecord, CallRegistry, audiosocket_uuid
+from gateway.telephony.keypad import TypeAhead
 from gateway.voice.audio import write_wav
 
 log = logging.getLogger(__name__)
@@ -41,7 +53,6 @@ PROMPT_RATE = 8000
 """Asterisk's ``.wav`` format reads 8 kHz 16-bit mono everywhere."""
 MAX_TURNS = 200
 """A fallback call longer than this many exchanges is ended (a loop guard)."""
-ALL_DIGITS = "0123456789*#"
 MAX_CALL_SECONDS = 4 * 3600.0
 """``EXEC AudioSocket`` answers when the call leaves AudioSocket(); a peer silent longer is gone."""
 FALLBACK_PROMPT = "beep"
@@ -51,7 +62,7 @@ FALLBACK_PROMPT = "beep"
 async def set_transfer_variables(agi: AgiSession, conversation_id: str, transfer: Transfer) -> None:
     """Hand a transfer to the dialplan (see ``dialplans/asterisk/extensions_voicegw.conf``)."""
     await agi.set_variable("VOICEGW_CONVERSATION", conversation_id)
-    await agi.set_variable("VOICEGW_QUEUE", transfer.queue)
+    await agi.set_variable("VOICEGW_QUEUE", queue_extension(transfer.queue))
     await agi.set_variable("VOICEGW_SKILLS", ",".join(transfer.skills))
     await agi.set_variable("VOICEGW_LANGUAGE", transfer.language)
     await agi.set_variable("VOICEGW_TRANSFER", "1")
@@ -98,9 +109,17 @@ class VoicebotRoute:
                 await self.fallback(agi, answered=True)
                 return
             status = "completed" if result.value == 0 else "hangup"
-            if record.transfer is not None:
+            if record.redirected:
+                status = "transferred"  # AMI moved the channel; it ends AudioSocket() with -1
+                await agi.set_variable("VOICEGW_CONVERSATION", record.conversation_id)
+            elif record.transfer is not None:
                 await set_transfer_variables(agi, record.conversation_id, record.transfer)
                 status = "transfer"
+            elif record.end_reason in FAILED_ENDS:
+                status = "busy" if record.end_reason == "busy" else "error"
+                await agi.set_variable("VOICEGW_REASON", f"gateway-{record.end_reason}")
+                if record.conversation_id:
+                    await agi.set_variable("VOICEGW_CONVERSATION", record.conversation_id)
             elif record.conversation_id:
                 await agi.set_variable("VOICEGW_CONVERSATION", record.conversation_id)
             await agi.set_variable("VOICEGW_STATUS", status)
@@ -174,11 +193,15 @@ class FallbackRoute:
             await self.core.handle(conversation_id, ChannelClosed(reason=reason, channel="voice"), session_id=session)
 
     async def _converse(self, agi: AgiSession, conversation_id: str, session: str, actions: list[Action]) -> str:
+        typed = TypeAhead()
         for _ in range(MAX_TURNS):
             ask: Ask | None = None
             for action in actions:
                 if isinstance(action, Say):
-                    await self._play(agi, await self.prompts.path(action.text, action.prompt_id), action.barge_in)
+                    if typed and action.barge_in:
+                        continue  # the caller is already answering: the rest of this turn is not played
+                    prompt = await keypad.listening(agi, self.prompts.path(action.text, action.prompt_id), typed)
+                    await self._play(agi, prompt, action.barge_in, typed)
                 elif isinstance(action, Ask):
                     ask = action
                 elif isinstance(action, Transfer):
@@ -190,44 +213,54 @@ class FallbackRoute:
                     except AgiError:
                         pass
                     return "completed"
-            if ask is None:
+            if ask is not None:
+                actions = await self._answer(agi, conversation_id, session, ask, typed)
+            elif typed:
+                actions = await self.digits_to_core(conversation_id, session, typed.take(), typed, agi)
+            else:
                 return "completed"
-            actions = await self._answer(agi, conversation_id, session, ask)
         log.warning("FastAGI %s: conversation %s passed %d turns; ending", agi.env.channel, conversation_id, MAX_TURNS)
         return "completed"
 
-    async def _play(self, agi: AgiSession, prompt: str, barge_in: bool) -> None:
-        """STREAM FILE; -1 is a hangup or a file Asterisk cannot read (told apart by CHANNEL STATUS)."""
-        response = await agi.stream_file(prompt, ALL_DIGITS if barge_in else "")
-        if response.value != -1:
+    async def _play(self, agi: AgiSession, prompt: str, barge_in: bool, typed: TypeAhead) -> None:
+        """STREAM FILE keeping every key; -1 is a hangup or a file Asterisk cannot read (told
+        apart by CHANNEL STATUS)."""
+        if await keypad.play(agi, prompt, barge_in, typed) != -1:
             return
         await agi.command("CHANNEL STATUS")  # 511 (ChannelHungUp) when the caller is gone
         log.error("FastAGI %s: Asterisk could not play %s: can it read fastagi.prompts_dir (see "
                   "fastagi.asterisk_prompts_dir)?", agi.env.channel, prompt)
 
-    async def _answer(self, agi: AgiSession, conversation_id: str, session: str, ask: Ask) -> list[Action]:
-        expect = ask.expect
-        if expect.kind in ("yesno", "choice", "open", "none"):
-            max_digits = 1
-        else:
-            max_digits = expect.max_digits or 32
-        prompt = await self.prompts.path(ask.text, ask.prompt_id)
-        timeout_ms = max(1000, int(expect.no_input_seconds * 1000))
-        digits, _timed_out = await agi.get_data(prompt, timeout_ms, max_digits)
+    async def _answer(self, agi: AgiSession, conversation_id: str, session: str, ask: Ask,
+                      typed: TypeAhead) -> list[Action]:
+        prompt = "" if typed else await keypad.listening(agi, self.prompts.path(ask.text, ask.prompt_id), typed)
+        digits = await keypad.read_answer(agi, prompt, ask.expect, typed)
         if not digits:
-            return await self.core.handle(conversation_id, Silence(seconds=expect.no_input_seconds),
-                                          session_id=session)
-        return await self.digits_to_core(conversation_id, session, digits)
+            return await self._handle(agi, conversation_id, session, Silence(seconds=ask.expect.no_input_seconds),
+                                      typed)
+        return await self.digits_to_core(conversation_id, session, digits, typed, agi)
 
-    async def digits_to_core(self, conversation_id: str, session: str, digits: str) -> list[Action]:
-        """Feed keyed digits one by one (as a phone would); ``#`` closes an open digit string."""
-        for digit in digits:
-            actions = await self.core.handle(conversation_id, DtmfPressed(digit=digit, channel="voice"),
-                                             session_id=session)
+    async def _handle(self, agi: AgiSession | None, conversation_id: str, session: str, event: Event,
+                      typed: TypeAhead | None) -> list[Action]:
+        work = self.core.handle(conversation_id, event, session_id=session)
+        if agi is None or typed is None:
+            return await work
+        return await keypad.listening(agi, work, typed)
+
+    async def digits_to_core(self, conversation_id: str, session: str, digits: str,
+                             typed: TypeAhead | None = None, agi: AgiSession | None = None) -> list[Action]:
+        """Feed keyed digits one by one (as a phone would); ``#`` closes an open digit string.
+        Keys after the one the conversation answered go back to ``typed`` for the next question."""
+        for i, digit in enumerate(digits):
+            actions = await self._handle(agi, conversation_id, session, DtmfPressed(digit=digit, channel="voice"),
+                                         typed)
             if actions:
+                if typed is not None and digits[i + 1:]:
+                    rest, later = digits[i + 1:], typed.take()
+                    typed.add(rest + later)
                 return actions
-        actions = await self.core.handle(conversation_id, DtmfPressed(digit="#", channel="voice"), session_id=session)
+        actions = await self._handle(agi, conversation_id, session, DtmfPressed(digit="#", channel="voice"), typed)
         if actions:
             return actions
-        return await self.core.handle(conversation_id, RecognitionFailed(reason="keyed answer not understood"),
-                                      session_id=session)
+        return await self._handle(agi, conversation_id, session,
+                                  RecognitionFailed(reason="keyed answer not understood", channel="voice"), typed)

@@ -39,6 +39,8 @@ from panoramisk.message import Message
 from gateway.config import Settings
 from gateway.core.actions import Originate, Transfer
 from gateway.telephony.call_outcomes import CallFailedReport, OriginateOutcome, OutcomeTasks, ami_outcome
+from gateway.health import ChannelHealth
+from gateway.telephony.asterisk_queues import queue_extension
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,6 @@ ACTION_TIMEOUT = 10.0
 ORIGINATE_RING_SECONDS = 30
 MAX_TRACKED_CHANNELS = 50_000
 _NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
-_EXTEN = re.compile(r"[^A-Za-z0-9_.-]")
 CONVERSATION_VAR = "VOICEGW_CONVERSATION"
 
 AgentCallback = Callable[[str, str], Awaitable[None]]
@@ -157,6 +158,13 @@ class AmiClient:
     def connected(self) -> bool:
         return self.logged_in.is_set()
 
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: logged in (transfers by Redirect, screen-pops and outbound calls work)."""
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if self.connected:
+            return ChannelHealth("ami", True, f"logged in to {where}")
+        return ChannelHealth("ami", False, f"not logged in to {where} (retrying; transfers go through the dialplan)")
+
     def _next_delay(self) -> float:
         delay = self.backoff
         self.backoff = min(self.backoff * 2, float(self.cfg.reconnect_max_seconds))
@@ -242,12 +250,16 @@ class AmiClient:
         return outcome
 
     async def transfer(self, channel: str, conversation_id: str, transfer: Transfer) -> None:
-        """Tag ``channel`` for the screen-pop, then redirect it to the agents' context."""
+        """Tag ``channel`` for the screen-pop, then redirect it to the agents' context.
+        ``VOICEGW_STATUS=transferred`` goes first: whatever ran on the channel (the voicebot
+        route, a dialplan AudioSocket()) ends with -1 when it is redirected, and the variable
+        is what tells the dialplan and the CDR that this was no hangup."""
         self.remember(channel, conversation_id)
         await self.set_variable(channel, f"__{CONVERSATION_VAR}", conversation_id)
-        await self.set_variable(channel, "VOICEGW_QUEUE", transfer.queue)
+        await self.set_variable(channel, "VOICEGW_QUEUE", agent_extension(transfer))
         await self.set_variable(channel, "VOICEGW_SKILLS", ",".join(transfer.skills))
         await self.set_variable(channel, "VOICEGW_LANGUAGE", transfer.language)
+        await self.set_variable(channel, "VOICEGW_STATUS", "transferred")
         await self.redirect(channel, self.cfg.agent_context, agent_extension(transfer))
         log.info("conversation %s: %s redirected to %s@%s", conversation_id, channel,
                  agent_extension(transfer), self.cfg.agent_context)
@@ -350,7 +362,7 @@ class AmiClient:
 
 def agent_extension(transfer: Transfer) -> str:
     """The extension in the agents' context a transfer goes to: the queue name, dialplan-safe."""
-    return _EXTEN.sub("-", transfer.queue or "support") or "support"
+    return queue_extension(transfer.queue)
 
 
 class AmiCallControl:
@@ -384,6 +396,9 @@ class AmiCallControl:
         if channel and self.ami.connected:
             try:
                 await self.ami.transfer(channel, conversation_id, action)
+                record = self.calls.by_uuid(self.call.call_id)
+                if record is not None:
+                    record.redirected = True
                 return True
             except AmiError as exc:
                 log.warning("call %s: AMI transfer failed (%s); handing it to the dialplan", self.call.call_id, exc)

@@ -31,8 +31,10 @@ import aiohttp
 
 from gateway.config import Settings
 from gateway.core.actions import Transfer
+from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony.ami import agent_extension
+from gateway.telephony.calls import FAILED_ENDS
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.audio import ulaw_decode, ulaw_encode
 
@@ -42,6 +44,8 @@ RTP_HEADER = 12
 PT_PCMU = 0
 MAX_EVENT_BYTES = 1 << 20
 REQUEST_TIMEOUT = 5.0
+MAX_EARLY_KEYS = 32
+"""Keys kept for a call whose session is not ready yet (a digit string is 32 at most)."""
 
 
 class AriError(RuntimeError):
@@ -169,6 +173,8 @@ class AriCall:
     transferred: bool = False
     ended: bool = False
     rtp: RtpPacketizer = field(default_factory=RtpPacketizer)
+    early_keys: list[str] = field(default_factory=list)
+    """Keys pressed before the voice session was ready (answer, media setup): given to it then."""
 
 
 class _AriTicker:
@@ -185,7 +191,7 @@ class _AriTicker:
             self.app.pacer.discard(self)
             return
         if call.session.ended.is_set():
-            self.end("completed")
+            self.end(getattr(call.session, "end_reason", "") or "completed")
             return
         call.transport.sendto(call.rtp.packet(ulaw_encode(call.session.pull_frame())), call.remote)
 
@@ -205,8 +211,9 @@ class AriCallControl:
     async def transfer(self, conversation_id: str, action: Transfer) -> bool:
         rest, cid = self.app.rest, self.call.channel_id
         try:
-            for name, value in (("__VOICEGW_CONVERSATION", conversation_id), ("VOICEGW_QUEUE", action.queue),
-                                ("VOICEGW_SKILLS", ",".join(action.skills)), ("VOICEGW_LANGUAGE", action.language)):
+            for name, value in (("__VOICEGW_CONVERSATION", conversation_id), ("VOICEGW_QUEUE", agent_extension(action)),
+                                ("VOICEGW_SKILLS", ",".join(action.skills)), ("VOICEGW_LANGUAGE", action.language),
+                                ("VOICEGW_STATUS", "transferred")):
                 await rest.request("POST", f"/channels/{cid}/variable", variable=name, value=value)
             await rest.request("POST", f"/channels/{cid}/continue", context=self.app.settings.ami.agent_context,
                                extension=agent_extension(action), priority=1)
@@ -237,6 +244,12 @@ class AriApp:
         self._runner: asyncio.Task[None] | None = None
         self.pacer = MediaPacer("ARI")
         self.cap = SessionCap("ari", self.cfg.max_sessions)
+
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: the event socket is up (else no call reaches the Stasis app)."""
+        if self.connected.is_set():
+            return ChannelHealth("ari", True, f"events from {self.cfg.url} (app {self.cfg.app}), {len(self.calls)} calls")
+        return ChannelHealth("ari", False, f"no event socket to {self.cfg.url} (retrying)")
 
     def register_metrics(self, metrics: Any) -> None:
         """``voicegw_sessions_refused_total{server="ari"}`` on ``/metrics``."""
@@ -311,6 +324,8 @@ class AriApp:
             call = self.calls[cid]
             if call.session is not None and call.ready:
                 call.session.push_dtmf(str(event.get("digit", "")))
+            elif len(call.early_keys) < MAX_EARLY_KEYS:
+                call.early_keys.append(str(event.get("digit", "")))
         elif kind in ("StasisEnd", "ChannelDestroyed") and cid in self.calls:
             self.spawn(self.end_call(self.calls[cid], "hangup"))
 
@@ -342,6 +357,9 @@ class AriApp:
             return
         if not call.ended:
             call.ready = True
+            keys, call.early_keys = call.early_keys, []
+            for key in keys:  # pressed during the greeting's setup: type-ahead, in order
+                call.session.push_dtmf(key)
             self.pacer.add(_AriTicker(self, call))
             log.info("ARI call %s started (caller %s, media %s:%d)", cid, call.caller_id or "unknown", *call.remote)
 
@@ -358,6 +376,20 @@ class AriApp:
             await rest.request("DELETE", f"/channels/{cid}", reason="congestion")
         except (AriError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("ARI call %s: could not hang up the refused call: %s", cid, exc)
+
+    async def _hand_back(self, call: AriCall, reason: str) -> bool:
+        """The gateway failed this call: back to the dialplan with ``VOICEGW_STATUS=error`` (the
+        shipped dialplan sends it to the agents) rather than a hang-up. False when that fails."""
+        cid = call.channel_id
+        try:
+            await self.rest.request("POST", f"/channels/{cid}/variable", variable="VOICEGW_REASON",
+                                    value=f"gateway-{reason}")
+            await self.rest.request("POST", f"/channels/{cid}/variable", variable="VOICEGW_STATUS", value="error")
+            await self.rest.request("POST", f"/channels/{cid}/continue")
+        except (AriError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("ARI call %s: could not hand the failed call back to the dialplan (%s)", cid, exc)
+            return False
+        return True
 
     async def end_call(self, call: AriCall, reason: str) -> None:
         """Stop the session, tear down the media channel and bridge, hang up unless transferred."""
@@ -377,7 +409,8 @@ class AriApp:
         cleanup = [f"/channels/{call.media_id}"] if call.media_id else []
         if call.bridge_id:
             cleanup.append(f"/bridges/{call.bridge_id}")
-        if reason != "hangup" and not call.transferred:
+        handed_back = reason in FAILED_ENDS and not call.transferred and await self._hand_back(call, reason)
+        if reason != "hangup" and not call.transferred and not handed_back:
             cleanup.insert(0, f"/channels/{call.channel_id}")
         for path in cleanup:
             try:

@@ -1,9 +1,12 @@
 """Start the Asterisk side of the gateway: AudioSocket, FastAGI, AMI and (optional) ARI.
 
 ``voicegw serve`` calls :func:`start_asterisk_channels`; each returned object has
-``async close()`` and, for the servers, ``port`` (bind port 0 in tests and read it back).
-The three share one :class:`CallRegistry`, so the ``voicebot`` route, the AudioSocket session
-and the AMI call control agree on which channel carries which conversation.
+``async close()``, ``health()`` for ``/healthz`` and, for the servers, ``port`` (bind port 0
+in tests and read it back). The three share one :class:`CallRegistry`, so the ``voicebot``
+route, the AudioSocket session and the AMI call control agree on which channel carries which
+conversation. A part that cannot start (its port taken) raises :class:`ChannelStartError`
+naming it, after the parts already started are closed; given a ``failures`` dict instead, the
+failure is recorded there and the other parts start.
 """
 
 from __future__ import annotations
@@ -15,12 +18,32 @@ from agi.server import AgiSession, FastAgiServer
 from gateway.config import Settings
 from gateway.core.actions import Originate
 from gateway.core.events import AgentConnected
+from gateway.health import ChannelHealth
 from gateway.telephony.agi_routes import FallbackRoute, PromptFiles, VoicebotRoute
 from gateway.telephony.audiosocket_server import AudioSocketCall, AudioSocketServer
 from gateway.telephony.call_outcomes import report_to_core
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
 log = logging.getLogger(__name__)
+
+
+class ChannelStartError(RuntimeError):
+    """One part of the Asterisk channels (``audiosocket``, ``fastagi``, ``ami``, ``ari``) did not start."""
+
+    def __init__(self, part: str, error: BaseException):
+        super().__init__(f"{part}: {error}")
+        self.part = part
+        self.error = error
+
+
+class FastAgiChannel(FastAgiServer):
+    """The gateway's FastAGI server, reporting its health."""
+
+    def health(self) -> ChannelHealth:
+        if not self.listening:
+            return ChannelHealth("fastagi", False, "not listening")
+        return ChannelHealth("fastagi", True, f"listening on {self.host}:{self.port}, "
+                                              f"{self.active} sessions (max {self.max_sessions})")
 
 
 def screen_pop_to_core(core: Any):
@@ -44,23 +67,43 @@ async def start_asterisk_channels(
     *,
     synthesizer: Any | None = None,
     calls: CallRegistry | None = None,
+    failures: dict[str, str] | None = None,
 ) -> list[Any]:
     """Start what is enabled (``audiosocket``, ``fastagi``, ``ami``, ``ari``); returns the closeables.
 
-    When one part fails to start, the parts already started are closed and the error raised.
+    When one part fails to start, the parts already started are closed and
+    :class:`ChannelStartError` raised; with ``failures`` the error is recorded under the part's
+    name and the other parts go on (``voicegw serve --keep-going``).
     """
     calls = calls if calls is not None else CallRegistry()
     started: list[Any] = []
+
+    async def part(name: str, starter: Any) -> Any:
+        try:
+            item = await starter()
+        except Exception as exc:
+            if failures is None:
+                await _close_all(started)
+                raise ChannelStartError(name, exc) from exc
+            log.error("Asterisk %s did not start: %s", name, exc)
+            failures[name] = str(exc) or type(exc).__name__
+            return None
+        started.append(item)
+        return item
+
     try:
         ami = None
         if settings.ami.enabled:
             from gateway.telephony.ami import AmiClient
 
-            ami = AmiClient(settings, calls, on_agent_connected=screen_pop_to_core(core))
-            await ami.start()
-            started.append(ami)
-            core.register_sink(Originate, ami.originate_sink)
-            ami.call_failed_callbacks.append(report_to_core(core))
+            async def start_ami() -> Any:
+                client = AmiClient(settings, calls, on_agent_connected=screen_pop_to_core(core))
+                await client.start()
+                core.register_sink(Originate, client.originate_sink)
+                client.call_failed_callbacks.append(report_to_core(core))
+                return client
+
+            ami = await part("ami", start_ami)
 
         def control_factory(call: AudioSocketCall) -> Any:
             if ami is not None:
@@ -71,9 +114,8 @@ async def start_asterisk_channels(
 
         audiosocket = None
         if settings.audiosocket.enabled:
-            audiosocket = AudioSocketServer(settings, pipeline, calls=calls, control_factory=control_factory)
-            await audiosocket.start()
-            started.append(audiosocket)
+            audiosocket = await part("audiosocket", lambda: AudioSocketServer(
+                settings, pipeline, calls=calls, control_factory=control_factory).start())
 
         if settings.fastagi.enabled:
             cfg = settings.fastagi
@@ -84,21 +126,25 @@ async def start_asterisk_channels(
             tts = synthesizer if synthesizer is not None else getattr(pipeline, "tts", None)
             fallback = FallbackRoute(settings, core, PromptFiles(settings, tts))
             voicebot = VoicebotRoute(settings, calls, fallback, audiosocket_address=address)
-            agi = FastAgiServer({"voicebot": voicebot, "fallback": fallback}, host=cfg.host, port=cfg.port,
-                                read_timeout=cfg.read_timeout_seconds, command_timeout=cfg.command_timeout_seconds,
-                                max_sessions=cfg.max_sessions, busy_route=busy_route)
-            await agi.start()
-            started.append(agi)
+            await part("fastagi", lambda: FastAgiChannel(
+                {"voicebot": voicebot, "fallback": fallback}, host=cfg.host, port=cfg.port,
+                read_timeout=cfg.read_timeout_seconds, command_timeout=cfg.command_timeout_seconds,
+                max_sessions=cfg.max_sessions, busy_route=busy_route).start())
 
         if settings.ari.enabled:
             from gateway.telephony.ari import AriApp
 
-            started.append(await AriApp(settings, pipeline).start())
+            await part("ari", lambda: AriApp(settings, pipeline).start())
     except BaseException:
-        for item in reversed(started):
-            try:
-                await item.close()
-            except Exception:  # already failing: report and go on closing
-                log.exception("closing %r after a failed start", item)
+        await _close_all(started)
         raise
     return started
+
+
+async def _close_all(started: list[Any]) -> None:
+    for item in reversed(started):
+        try:
+            await item.close()
+        except Exception:  # already failing: report and go on closing
+            log.exception("closing %r after a failed start", item)
+    started.clear()

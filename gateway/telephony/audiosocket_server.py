@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.config import Settings
+from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.calls import CallRecord, CallRegistry
@@ -181,6 +182,9 @@ class _Connection(asyncio.Protocol):
             self.call_id = str(first[0].uuid)
         log.warning("AudioSocket call %s from %s refused: %d calls in progress (audiosocket.max_sessions); "
                     "hangup sent", self.call_id, self.peer, self.server.cap.active)
+        record = self.server.calls.by_uuid(self.call_id)
+        if record is not None:
+            record.end_reason = "busy"  # the voicebot route tells the dialplan VOICEGW_STATUS=busy
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(asock.encode_hangup())
@@ -350,6 +354,9 @@ class _Connection(asyncio.Protocol):
         stop_reason = reason
         if reason == "ended":
             stop_reason = getattr(self.session, "end_reason", "") or "completed"
+        record = self.call.record if self.call is not None else None
+        if record is not None and not record.end_reason:
+            record.end_reason = stop_reason  # an "error" here reaches the dialplan (voicebot route)
         log.info("AudioSocket call %s ended: %s", self.call_id, stop_reason)
         self.server.spawn(self._stop(stop_reason))
 
@@ -399,6 +406,13 @@ class AudioSocketServer:
         if self._server is None or not self._server.sockets:
             return 0
         return int(self._server.sockets[0].getsockname()[1])
+
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: listening, and how many calls it holds."""
+        if self._server is None or not self._server.is_serving():
+            return ChannelHealth("audiosocket", False, "not listening")
+        return ChannelHealth("audiosocket", True, f"listening on {self.cfg.host}:{self.port}, "
+                                                  f"{len(self.active)} calls (max {self.cfg.max_sessions})")
 
     async def start(self) -> "AudioSocketServer":
         loop = asyncio.get_running_loop()

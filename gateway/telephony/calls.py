@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 MAX_CALLS = 100_000
 """Upper bound on remembered calls; the oldest are forgotten first."""
+FAILED_ENDS = frozenset({"busy", "error", "stalled", "protocol-error", "shutdown", "timeout", "flood"})
+"""How an AudioSocket call can end by the gateway's doing rather than the caller's or the journey's:
+the voicebot route then tells the dialplan (``VOICEGW_STATUS=busy`` or ``error``), which sends
+the caller to the agents instead of hanging up. ``timeout`` included: Asterisk passes on only the
+frames the caller's leg delivers, so a phone that sends no RTP while its user is silent (silence
+suppression) reaches ``audiosocket.read_timeout_seconds`` while the caller is still there (seen
+with a Local channel in Asterisk 22.10.1: no frame, the call ended after 5 s)."""
 
 
 @dataclass
@@ -40,6 +47,7 @@ class CallRecord:
     callback: str = ""       # nonce of a call the core placed (VOICEGW_CALLBACK): proves that call
     attestation: str = ""    # STIR/SHAKEN attestation the PBX verified (VOICEGW_ATTESTATION)
     transfer: Transfer | None = None
+    redirected: bool = False  # AMI already moved the channel to the agents (VOICEGW_STATUS=transferred)
     end_reason: str = ""
     connected: bool = False
     created: float = field(default_factory=time.monotonic)

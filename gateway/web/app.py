@@ -108,8 +108,12 @@ def _metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamR
 
 def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = None, crm: Any = None,
                   fanout: Fanout | None = None, audit: AuditLog | None = None,
-                  clock: Callable[[], float] = time.time) -> web.Application:
+                  clock: Callable[[], float] = time.time,
+                  health: Callable[[], dict[str, Any]] | None = None) -> web.Application:
     """The aiohttp application serving every web surface of the gateway around ``core``.
+
+    ``health`` (``voicegw serve`` passes its channels' :meth:`~gateway.health.HealthBook.report`)
+    makes ``/healthz`` list every channel and answer 503 when one is failing.
 
     Agent accounts that cannot be used (a short configured token, a malformed hash) raise
     :class:`~gateway.agents.accounts.AccountError` here, before anything listens."""
@@ -171,8 +175,9 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     outbox_page = OutboxPage(settings, outbox, sms_inbound, auth, audit)
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "sms": sms.transport,
-                                  "agents_online": len(desktop.registry.agents())})
+        report = health() if health is not None else {"status": "ok", "channels": {}}
+        body = {**report, "sms": sms.transport, "agents_online": len(desktop.registry.agents())}
+        return web.json_response(body, status=200 if report["status"] == "ok" else 503)
 
     async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(text=metrics.render(), content_type="text/plain", charset="utf-8",

@@ -44,12 +44,21 @@ class Chunk:
         return self.direction == "from_asterisk"
 
 
-def load(name: str) -> list[Chunk]:
-    """Chunks of ``<folder>/<name>.jsonl`` (``name`` like ``audiosocket/as_a_app_hello_world``).
+CAPTURES_DIR = Path(__file__).resolve().parent / "captures"
+"""Captures recorded for this repository (missing queues, keys during STREAM FILE, QueueStatus,
+the shipped dialplan's failure paths): see ``captures/README.md``."""
 
-    Skips the calling test when the fixtures are not present.
+
+def load(name: str) -> list[Chunk]:
+    """Chunks of ``<folder>/<name>.jsonl`` (``name`` like ``audiosocket/as_a_app_hello_world``);
+    ``captures/<name>`` reads this repository's own captures.
+
+    Skips the calling test when the shared fixtures are not present.
     """
-    path = fixtures_dir() / f"{name}.jsonl"
+    if name.startswith("captures/"):
+        path = CAPTURES_DIR / f"{name.removeprefix('captures/')}.jsonl"
+    else:
+        path = fixtures_dir() / f"{name}.jsonl"
     if not path.exists():
         pytest.skip(f"Asterisk fixture not found: {path} (set ASTERISK_FIXTURES_DIR)")
     chunks = []
@@ -68,11 +77,20 @@ def load(name: str) -> list[Chunk]:
 
 
 def raw_path(name: str) -> Path:
-    """Path of a non-JSONL fixture file; skips the test when missing."""
-    path = fixtures_dir() / name
+    """Path of a non-JSONL fixture file (``captures/...``: this repository's); skips the test when missing."""
+    path = CAPTURES_DIR / name.removeprefix("captures/") if name.startswith("captures/") else fixtures_dir() / name
     if not path.exists():
         pytest.skip(f"Asterisk fixture not found: {path} (set ASTERISK_FIXTURES_DIR)")
     return path
+
+
+def replies(chunks: list[Chunk], command: str) -> list[str]:
+    """What Asterisk answered each ``command`` of a recorded FastAGI session, in order (the
+    final result line, ``100 Trying`` and ``HANGUP`` lines skipped)."""
+    sent = stream(chunks, "to_asterisk").decode().splitlines()
+    got = [line for line in stream(chunks).decode().split("\n\n", 1)[-1].splitlines()
+           if line and line != "HANGUP" and not line.startswith("100 ")]
+    return [answer for line, answer in zip(sent, got) if line.startswith(command)]
 
 
 def stream(chunks: list[Chunk], direction: str = "from_asterisk") -> bytes:

@@ -112,12 +112,13 @@ async def test_variables_transfer_and_screen_pop_to_the_agent_who_answers(tmp_pa
     assert rung == [(conv, "Local/agent@fixtures-agents/n")]  # AgentCalled: the queue rang that member first
     names = fake.names()
     assert names[:7] == ["Login", "Originate", "Setvar", "Getvar", "Getvar", "Getvar", "Getvar"]
-    assert names[7:] == ["Setvar"] * 4 + ["Redirect", "Logoff"]
-    setvars = {a["variable"][0]: a["value"][0] for a in fake.received[7:11]}
+    assert names[7:] == ["Setvar"] * 5 + ["Redirect", "Logoff"]
+    setvars = {a["variable"][0]: a["value"][0] for a in fake.received[7:12]}
     assert setvars == {"__VOICEGW_CONVERSATION": conv, "VOICEGW_QUEUE": "caller",
-                       "VOICEGW_SKILLS": "billing,fr", "VOICEGW_LANGUAGE": "en"}
-    assert all(a["channel"] == [PARK] for a in fake.received[7:12])
-    redirect = fake.received[11]
+                       "VOICEGW_SKILLS": "billing,fr", "VOICEGW_LANGUAGE": "en", "VOICEGW_STATUS": "transferred"}
+    assert all(a["channel"] == [PARK] for a in fake.received[7:13])
+    assert calls.by_uuid(conv).redirected  # the voicebot route will say "transferred", not "hangup"
+    redirect = fake.received[12]
     assert set(redirect) == set(recorded_action("ami_d_setvar_getvar_redirect_queue", "Redirect"))
     assert redirect["context"] == ["fixtures-queue"] and redirect["exten"] == ["caller"]
     assert redirect["priority"] == ["1"]

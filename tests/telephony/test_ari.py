@@ -166,6 +166,8 @@ async def test_stasis_app_bridges_external_media_to_a_voice_session(tmp_path):
         for event in recorded_events():
             if event["type"] == "StasisStart":
                 await events.put(event)  # the UnicastRTP one is ignored, the Local one is the call
+        # a key pressed while the call is being set up (answer, externalMedia) is kept for the session
+        await events.put({"type": "ChannelDtmfReceived", "digit": "4", "channel": {"id": "gwfix-local-1"}})
         await asyncio.wait_for(pipeline.created.wait(), 10)
         session = pipeline.sessions[0]
         assert session.call_id == "gwfix-local-1" and session.kwargs["caller_id"] == "5550300"
@@ -188,10 +190,10 @@ async def test_stasis_app_bridges_external_media_to_a_voice_session(tmp_path):
         assert bytes(session.audio) == b"".join(ulaw_decode(p) for p in payloads)
         await events.put({"type": "ChannelDtmfReceived", "digit": "7", "channel": {"id": "gwfix-local-1"}})
         for _ in range(100):
-            if session.dtmf:
+            if "7" in session.dtmf:
                 break
             await asyncio.sleep(0.02)
-        assert session.dtmf == ["7"]
+        assert session.dtmf == ["4", "7"]
         sent = [parse_rtp(d) for _, d in asterisk_rtp.received]
         assert {p.payload_type for p in sent} == {0} and {len(p.payload) for p in sent} == {160}
         times = [t for t, _ in asterisk_rtp.received]
@@ -210,6 +212,7 @@ async def test_stasis_app_bridges_external_media_to_a_voice_session(tmp_path):
                          ("POST", "/ari/bridges"), ("POST", "/ari/bridges/gwfix-bridge-1/addChannel")]
     variables = {q["variable"]: q["value"] for m, p, q in requests if p.endswith("/variable")}
     assert variables["__VOICEGW_CONVERSATION"] == "conv-1" and variables["VOICEGW_LANGUAGE"] == "fr"
+    assert variables["VOICEGW_STATUS"] == "transferred"
     cont = next(q for m, p, q in requests if p == "/ari/channels/gwfix-local-1/continue")
     assert cont == {"context": "voicegw-agents", "extension": "billing", "priority": "1"}
     deletes = [p for m, p, _ in requests if m == "DELETE"]
@@ -258,3 +261,42 @@ async def test_one_failing_ari_call_does_not_silence_the_others(tmp_path):
     assert len(received) >= 5  # the good call keeps getting its 20 ms packets
     await app.close()
     sink.close()
+
+
+async def test_a_call_the_gateway_failed_goes_back_to_the_dialplan_not_to_a_hangup(tmp_path):
+    """A session that ended in an error (or a gateway shutdown) is continued into the dialplan with
+    VOICEGW_STATUS=error, which the shipped dialplan sends to the agents."""
+    from gateway.telephony.ari import AriCall
+
+    requests: list[tuple[str, str, dict]] = []
+
+    async def rest(request: web.Request) -> web.Response:
+        requests.append((request.method, request.path, dict(request.query)))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_route("*", "/ari/{tail:.*}", rest)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path), "ari": {
+        "enabled": True, "url": f"http://127.0.0.1:{port}", "password": "arisecret"}})
+    ari = AriApp(settings, FakePipeline())
+    try:
+        ari.cap.admit()
+        failed = AriCall("chan-1", media_id="chan-1-media", bridge_id="chan-1-bridge")
+        await ari.end_call(failed, "error")
+        ari.cap.admit()
+        finished = AriCall("chan-2", media_id="chan-2-media", bridge_id="chan-2-bridge")
+        await ari.end_call(finished, "caller said goodbye")
+    finally:
+        await ari.close()
+        await runner.cleanup()
+    first = [(m, p, q) for m, p, q in requests if "chan-1" in p]
+    assert ("POST", "/ari/channels/chan-1/variable", {"variable": "VOICEGW_STATUS", "value": "error"}) in first
+    assert ("POST", "/ari/channels/chan-1/variable", {"variable": "VOICEGW_REASON", "value": "gateway-error"}) in first
+    assert ("POST", "/ari/channels/chan-1/continue", {}) in first
+    assert ("DELETE", "/ari/channels/chan-1", {}) not in first
+    assert ("DELETE", "/ari/channels/chan-2", {}) in requests  # a journey that ended hangs up as before

@@ -113,10 +113,11 @@ async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_
         # the Redirect took the channel out of AudioSocket() and AGI: EXEC ends, then HANGUP
         conv = calls.by_uuid(call_uuid).conversation_id
         assert conv
+        # (recorded in captures/agi_g_voicebot_redirected_by_ami: the channel still takes variables)
         peer.writer.write(b"200 result=-1\nHANGUP\n")
-        assert await peer.expect("SET VARIABLE VOICEGW_CONVERSATION ",
-                                 "511 Command Not Permitted on a dead channel or intercept routine") \
+        assert await peer.expect("SET VARIABLE VOICEGW_CONVERSATION ", "200 result=1") \
             == f"SET VARIABLE VOICEGW_CONVERSATION {conv}"
+        await peer.expect("SET VARIABLE VOICEGW_STATUS transferred", "200 result=1")
         await peer.expect_end()
         # the screen-pop reached the conversation: the replayed AgentConnect named the agent
         agent = {}
@@ -141,6 +142,7 @@ async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_
     redirect_at = names.index("Redirect")
     setvars = {a["variable"][0]: a["value"][0] for a in fake_ami.received[:redirect_at] if a["action"] == ["Setvar"]}
     assert setvars["__VOICEGW_CONVERSATION"] == conv and setvars["VOICEGW_QUEUE"] == "support"
+    assert setvars["VOICEGW_STATUS"] == "transferred"
     redirect = fake_ami.received[redirect_at]
     assert redirect["channel"] == [PARK] and redirect["context"] == ["voicegw-agents"]
     assert redirect["exten"] == ["support"] and redirect["priority"] == ["1"]

@@ -9,7 +9,7 @@ import pytest
 from gateway.config import AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr import AsrRouter
-from gateway.voice.asr.grammar import answer_of, prefer_open_engine, spoken_digits, yes_no_meaning
+from gateway.voice.asr.grammar import answer_of, out_of_grammar, prefer_open_engine, spoken_digits, yes_no_meaning
 from gateway.voice.asr.pool import WhisperPool
 from tests.voice.conftest import MODEL_DIR
 from gateway.voice.audio import resample
@@ -32,7 +32,14 @@ def test_whisper_wins_when_it_fits_the_question() -> None:
     # Neither fits: Whisper's words go on to the core (the NLU asks again).
     assert prefer_open_engine("", "I don't know it", digits(8, 8))
     assert prefer_open_engine("yes", "No, it isn't.", Expect(kind="yesno"))
-    assert not prefer_open_engine("no", "Hello", Expect(kind="yesno"))
+    # Speech that answers nothing is Whisper's to report, whatever the grammar forced it into:
+    # the core then asks again (or hears the agent request) instead of taking a made-up answer.
+    assert prefer_open_engine("no", "Hello", Expect(kind="yesno"))
+    assert prefer_open_engine("nine one eight eight one eight eight", "I want to speak to an agent.", digits(5, 8))
+    assert prefer_open_engine("yes", "There's a wrong charge on my bill.", Expect(kind="yesno"))
+    assert prefer_open_engine("yeah", "Agent", Expect(kind="yesno"))
+    # but one stray word beside an answer word is no other sentence
+    assert not out_of_grammar("Yes, ma'am", Expect(kind="yesno"))
     options = Expect(kind="choice", options=("billing", "sales"))
     assert prefer_open_engine("sales", "Billing, please.", options)
     assert not prefer_open_engine("sales", "billing or sales", options)  # two options named

@@ -5,7 +5,8 @@ resampled up; its own 8 kHz settings do not work with this model). Narrowband au
 faint telephone-band noise floor before decoding: digitally silent frames (what a codec delivers
 between words on a clean line) throw the wideband model off, and the floor halves the errors on
 the synthesized 8 kHz corpus (bench/asr.py). Each closed ``Expect`` becomes
-a JSGF grammar, compiled once and kept as a named search. A decoder is not thread-safe, so
+a JSGF grammar (with the global phrases and a garbage loop: out-of-grammar speech comes back as
+"" rather than a forced answer), compiled once and kept as a named search. A decoder is not thread-safe, so
 decoding is serialized by a lock; it is fast enough (a few tenths of real time) to share. The
 gateway runs it in a worker process (``closed.ClosedSetProcess``): it decodes with the GIL held.
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, AsrError, Transcript
-from gateway.voice.asr.grammar import jsgf_for
+from gateway.voice.asr.grammar import in_grammar, jsgf_for
 from gateway.voice.audio import pcm_to_float, float_to_pcm, resample
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
 
-    def __init__(self) -> None:
+    def __init__(self, rejection: bool = True) -> None:
         try:
             from pocketsphinx import Decoder
         except ImportError as exc:
@@ -49,12 +50,13 @@ class PocketsphinxEngine:
             raise AsrError(f"pocketsphinx could not load its model: {exc}") from exc
         self._lock = threading.Lock()
         self._searches: list[str] = []
+        self.rejection = rejection  # global phrases and the garbage loop in every grammar (grammar.py)
 
     def _known(self, word: str) -> bool:
         return self._decoder.lookup_word(word) is not None
 
     def _activate(self, expect: Expect) -> None:
-        grammar = jsgf_for(expect, self._known)
+        grammar = jsgf_for(expect, self._known, rejection=self.rejection)
         name = "g" + hashlib.sha1(grammar.encode()).hexdigest()[:16]
         if name not in self._searches:
             try:
@@ -86,8 +88,8 @@ class PocketsphinxEngine:
         confidence = 0.0
         if hyp is not None and hyp.hypstr:
             words = [w.split("(")[0] for w in hyp.hypstr.split() if w not in _FILLERS]
-            text = " ".join(words)
-            confidence = max(0.0, min(1.0, float(hyp.prob)))
+            text = in_grammar(" ".join(words), expect) if self.rejection else " ".join(words)
+            confidence = max(0.0, min(1.0, float(hyp.prob))) if text else 0.0
         return Transcript(
             text=text,
             confidence=confidence,
