@@ -16,8 +16,9 @@ from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core import compliance
-from gateway.core.events import (AgentConnected, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
-                                 Event, FormSubmitted, OptOut, RecognitionFailed, Silence, UserSaid)
+from gateway.core.events import (AgentConnected, AnsweringMachine, CallAccepted, CallFailed, ChannelClosed,
+                                 ChatMessage, DtmfPressed, Event, FormSubmitted, OptOut, RecognitionFailed, Silence,
+                                 UserSaid)
 from gateway.core.interpret import interpret
 from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
 from gateway.core.nlu import Nlu
@@ -26,6 +27,7 @@ from gateway.core.outbound import e164
 from gateway.core.steps import JourneyRunner
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
 from gateway.core.turn import Turn
+from gateway.core.voicemail import on_answering_machine
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,9 @@ class DialogEngine(JourneyRunner):
             return
         if isinstance(event, CallFailed):
             log.info("conversation %s: the call placed was not answered (%s)", record.id, event.reason)
+            return
+        if isinstance(event, AnsweringMachine):
+            on_answering_machine(turn, event, self.journeys, self.settings.compliance.organisation)
             return
         if isinstance(event, (UserSaid, ChatMessage, DtmfPressed, Silence, RecognitionFailed)) and \
                 await self._gate(turn):

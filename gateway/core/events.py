@@ -137,6 +137,19 @@ class CallFailed(Event):
     channel: str = "telephony"
 
 
+@dataclass(frozen=True)
+class AnsweringMachine(Event):
+    """The voice channel's answering-machine detection on a call the gateway placed:
+    ``verdict`` human, machine or unknown after ``seconds`` from the answer; for a machine the
+    event comes once its beep has ended (``beep``) or its greeting has, so a message can follow."""
+
+    verdict: str
+    seconds: float = 0.0
+    reason: str = ""
+    beep: bool = False
+    channel: str = "voice"
+
+
 OPT_OUT_ROUTES = ("voice", "key", "sms", "chat", "agent")
 """How a customer can ask to be called and texted no more."""
 
@@ -169,5 +182,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecognitionFailed,
         CallFailed,
         OptOut,
+        AnsweringMachine,
     )
 }
