@@ -16,8 +16,8 @@ from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core import compliance
-from gateway.core.events import (CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed, Event,
-                                 FormSubmitted, OptOut, QueueChoice, RecognitionFailed, Silence, StaffEvent,
+from gateway.core.events import (AnsweringMachine, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
+                                 Event, FormSubmitted, OptOut, QueueChoice, RecognitionFailed, Silence, StaffEvent,
                                  UserSaid)
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
@@ -28,6 +28,7 @@ from gateway.core.outbound import e164
 from gateway.core.staff import StaffTurns
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
 from gateway.core.turn import Turn
+from gateway.core.voicemail import on_answering_machine
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class DialogEngine(StaffTurns):
             return
         if isinstance(event, CallFailed):
             log.info("conversation %s: the call placed was not answered (%s)", record.id, event.reason)
+            return
+        if isinstance(event, AnsweringMachine):
+            on_answering_machine(turn, event, self.journeys, self.settings.compliance.organisation)
             return
         if isinstance(event, StaffEvent):
             await self.staff(turn, event)

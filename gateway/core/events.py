@@ -230,6 +230,19 @@ class CallFailed(Event):
     channel: str = "telephony"
 
 
+@dataclass(frozen=True)
+class AnsweringMachine(Event):
+    """The voice channel's answering-machine detection on a call the gateway placed:
+    ``verdict`` human, machine or unknown after ``seconds`` from the answer; for a machine the
+    event comes once its beep has ended (``beep``) or its greeting has, so a message can follow."""
+
+    verdict: str
+    seconds: float = 0.0
+    reason: str = ""
+    beep: bool = False
+    channel: str = "voice"
+
+
 OPT_OUT_ROUTES = ("voice", "key", "sms", "chat", "agent")
 """How a customer can ask to be called and texted no more."""
 
@@ -270,5 +283,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TakeOver,
         Steer,
         QueueChoice,
+        AnsweringMachine,
     )
 }

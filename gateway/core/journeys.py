@@ -143,6 +143,10 @@ class Journey(BaseModel):
     requires: str | None = None
     queue: str = ""
     skills: tuple[str, ...] = ()
+    voicemail: PromptSpec | None = None
+    """What an outbound call of this journey leaves on an answering machine (after the beep).
+    Only ``{customer_first_name}`` and ``{organisation}`` are filled in: a voicemail box is not the
+    customer (anyone in the house may hear it)."""
     steps: tuple[Step, ...]
 
     @field_validator("steps")
