@@ -8,6 +8,8 @@ Beside the context store and the audit log the gateway keeps, in the data direct
 | used follow-up links | ``links.db`` or ``{p}link-used:<nonce>`` | nonce -> conversation id (until the link's expiry) |
 | counters and locks | ``counters.db`` or ``{p}hits:<key>``, ``{p}lock:<key>`` | failed checks per customer, codes sent, outbound per conversation |
 | agent assignments | ``assignments.db`` or ``{p}assigned:<conversation>`` | which agents a conversation was routed to |
+| the agents' queue | ``queue.db`` or ``{p}queue:entry:<conversation>``, ``{p}queue:ids`` | a waiting or held conversation: the customer's display name, reason, intent |
+| the do-not-call list | ``dnc.db`` or Redis | numbers that opted out: **kept** by erasure, so the gateway never calls them again |
 
 Each function opens its own connection (``secure_delete`` on, the WAL emptied afterwards), so
 ``voicegw erase`` works beside a running ``voicegw serve``. Missing files count as empty.
@@ -28,6 +30,7 @@ SMS_FILE = "sms.db"
 LINKS_FILE = "links.db"
 COUNTERS_FILE = "counters.db"
 ASSIGNMENTS_FILE = "assignments.db"
+QUEUE_FILE = "queue.db"  # gateway.agents.queue_store.QUEUE_FILE
 LINK_PREFIX = "voicegw:link-used:"
 REDIS_PREFIX = "voicegw:"
 
@@ -108,6 +111,11 @@ def erase_sqlite(data_dir: Path, conversation_ids: list[str], numbers: list[str]
             for cid in conversation_ids:
                 counts.add("assignments", _delete(conn, "DELETE FROM assignments WHERE conversation_id = ?", [cid]))
             _finish(conn)
+    with closing(_open(data_dir / QUEUE_FILE) or sqlite3.connect(":memory:")) as conn:
+        if "queue" in _tables(conn):  # the agents' queue entry keeps the customer's name and reason
+            for cid in conversation_ids:
+                counts.add("queue_entries", _delete(conn, "DELETE FROM queue WHERE conversation_id = ?", [cid]))
+            _finish(conn)
     return counts
 
 
@@ -125,6 +133,8 @@ async def erase_redis(url: str, conversation_ids: list[str], customer_id: str) -
             counts.add("counters", int(await r.delete(key)))
         for cid in conversation_ids:
             counts.add("assignments", int(await r.delete(f"{REDIS_PREFIX}assigned:{cid}")))
+            counts.add("queue_entries", int(await r.delete(f"{REDIS_PREFIX}queue:entry:{cid}")))
+            await r.zrem(f"{REDIS_PREFIX}queue:ids", cid)
         wanted = tuple(f"{cid}|" for cid in conversation_ids)
         if wanted:
             async for key in r.scan_iter(match=LINK_PREFIX + "*", count=500):
