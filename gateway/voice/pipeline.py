@@ -15,6 +15,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.core.port import ConversationPort
 from gateway.voice.session import CallControl, VoiceSession
+from gateway.voice.timing import TurnMetrics
 from gateway.voice.vad import VadPool
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class VoicePipeline:
         vad = settings.voice.vad
         self.vad_pool = vad_pool or VadPool(vad.engine, vad.webrtc_aggressiveness)
         self.sessions: dict[str, VoiceSession] = {}
+        self.turn_metrics = TurnMetrics()
         self._started = False
 
     async def start(self) -> None:
@@ -125,8 +127,11 @@ class VoicePipeline:
         return session
 
     def register_metrics(self, metrics: Any) -> None:
-        """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did."""
+        """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did; the turn
+        stage histograms and counters (``gateway/voice/timing.py``)."""
         metrics.gauge("voicegw_voice_calls", lambda: float(len(self.sessions)))
+        for collector in self.turn_metrics.collectors():
+            metrics.register(collector)
         for name, key in ASR_METRICS.items():
             metrics.gauge(name, lambda key=key: float(getattr(self.asr, "stats", {}).get(key, 0)))
 

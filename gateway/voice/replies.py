@@ -53,6 +53,8 @@ class BotReplies:
     _pending_turn: Any
     superseded_replies: int
 
+    def _report_turn(self, timer: TurnTimer) -> None: ...  # VoiceSession's
+
     async def _perform(self, actions: list[Action], timer: TurnTimer | None) -> None:
         asks = [a for a in actions if isinstance(a, Ask)]
         if asks:
@@ -113,11 +115,7 @@ class BotReplies:
             self.transcript.append(("bot", text))  # what the caller heard, when it started
             if timer is not None:
                 timer.first_frame(self.endpointer.now)
-                t = timer.as_dict()
-                log.info("call %s: %s turn answered %s s after its end (recognition %s, queue %s, dialog %s, "
-                         "synthesis %s; %s)", self.call_id, t["kind"], _secs(t["total"], -t["endpoint_wait"]),
-                         _secs(t["recognition"]), _secs(t["queue"]), _secs(t["dialog"]), _secs(t["tts"]),
-                         t["engine"] + (", speculative" if t["speculative"] else ""))
+                self._report_turn(timer)
 
         prompt.on_first_frame = first_frame
         timer_started = False
@@ -186,6 +184,3 @@ class BotReplies:
             except Exception as err:  # noqa: BLE001
                 log.warning("call %s: hangup after error failed: %s", self.call_id, err)
 
-
-def _secs(value: float | None, offset: float = 0.0) -> str:
-    return "-" if value is None else f"{value + offset:.2f}"

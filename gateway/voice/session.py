@@ -44,6 +44,7 @@ from gateway.voice.endpoint import (
 )
 from gateway.voice.playback import Playback
 from gateway.voice.replies import BotReplies
+from gateway.voice.timing import PREMATURE_SECONDS, TurnTimingLog, format_stages
 from gateway.voice.turns import TurnTimer
 
 if TYPE_CHECKING:
@@ -142,6 +143,9 @@ class VoiceSession(BotReplies):
         self._onset_tick: int | None = None
         self._interruptions = 0  # barge-ins and key presses that cut the bot short
         self.speculative_discarded = 0  # speculative decodes wasted because the caller went on
+        self.premature_cutins = 0  # turns ended while the caller had not finished (spoke again at once)
+        self._last_turn: TurnTimer | None = None
+        self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
         self.superseded_replies = 0  # prompts not spoken because the caller had already spoken again
         self._speculative_spent = False
         self.on_closed: Callable[[VoiceSession], None] | None = None
@@ -289,6 +293,7 @@ class VoiceSession(BotReplies):
             "turns": [t.as_dict() for t in self.turns],
             "barge_ins": list(self.barge_ins),
             "speculative_discarded": self.speculative_discarded,
+            "premature_cutins": self.premature_cutins,
             "superseded_replies": self.superseded_replies,
             "ended": self.ended.is_set(),
             "end_reason": self.end_reason,
@@ -314,6 +319,7 @@ class VoiceSession(BotReplies):
             elif isinstance(ev, SpeechCancelled):
                 playback.resume()
             elif isinstance(ev, SpeechStarted):
+                self._check_premature(ev.at)
                 if ev.barge_in and playback.talking:
                     dropped = playback.clear()
                     self._interruptions += 1
@@ -333,11 +339,13 @@ class VoiceSession(BotReplies):
         async def run() -> Any:
             timer.recognition_started()
             try:
-                return await asyncio.wait_for(
+                transcript = await asyncio.wait_for(
                     self.pipeline.asr.recognize(audio, self.sample_rate, expect), RECOGNITION_TIMEOUT
                 )
             finally:
                 timer.recognition_done()
+            timer.recognized(getattr(transcript, "queue_seconds", 0.0), getattr(transcript, "decode_seconds", 0.0))
+            return transcript
 
         return _Utterance(asyncio.create_task(run()), expect, timer)
 
@@ -370,7 +378,29 @@ class VoiceSession(BotReplies):
                            audio_seconds=len(ev.audio) / (2 * self.sample_rate))
         self._pending_turn = utt.timer
         self.turns.append(utt.timer)
+        self._last_turn, self._last_decided_at = utt.timer, self.endpointer.now
         self._inbox.put_nowait(("turn", utt))
+
+    def _check_premature(self, speech_at: float) -> None:
+        """The caller spoke again right after a turn was ended: that turn was cut too soon."""
+        last = self._last_turn
+        if last is not None and not last.premature and speech_at - self._last_decided_at < PREMATURE_SECONDS:
+            last.premature = True
+            self.premature_cutins += 1
+            self.pipeline.turn_metrics.premature.inc()
+            log.info("call %s: the caller went on %.2fs after the turn was ended (%s)", self.call_id,
+                     max(0.0, speech_at - self._last_decided_at), last.early or "silence window")
+
+    def _report_turn(self, timer: TurnTimer) -> None:
+        """A turn is answered (or over without an answer): its stages to /metrics, the log, the event log."""
+        if timer.reported:
+            return
+        timer.reported = True
+        self.pipeline.turn_metrics.observe(timer)
+        log.info("call %s: %s turn (%s%s): %s", self.call_id, timer.kind, timer.engine or "-",
+                 ", speculative" if timer.speculative else "", format_stages(timer.stages()))
+        if isinstance(self.core, TurnTimingLog) and self.conversation_id and not self._stopped:
+            self._inbox.put_nowait(("timing", timer.log_payload()))
 
     def _flush_digits(self) -> None:
         digits, self._digits = self._digits, []
@@ -411,6 +441,11 @@ class VoiceSession(BotReplies):
             for digit in item:
                 self.transcript.append(("caller", f"[DTMF {digit}]"))
                 await self._send(DtmfPressed(digit=digit, channel=self.channel), timer)
+        elif kind == "timing":
+            try:
+                await asyncio.wait_for(self.core.log_turn_timing(self.conversation_id, item), CORE_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - a lost timing entry must not cost the call
+                log.warning("call %s: turn timing not logged: %s", self.call_id, exc)
         elif kind == "fail":
             raise item
 
@@ -446,6 +481,8 @@ class VoiceSession(BotReplies):
         if timer is not None:
             timer.dialog_done()
         await self._perform(actions, timer)
+        if timer is not None and not timer.first_audio_seen:
+            self._report_turn(timer)  # answered without speech (a transfer, a hangup, nothing to say)
 
     # -- failure -------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:

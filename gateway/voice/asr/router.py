@@ -270,9 +270,13 @@ class AsrRouter:
 
     @staticmethod
     def _call(engine: Engine, pcm: bytes, sample_rate: int, expect: Expect, queued: float) -> tuple[Transcript, float]:
-        waited = time.perf_counter() - queued
+        started = time.perf_counter()
         try:
-            return engine.recognize(pcm, sample_rate, expect), waited
+            result = engine.recognize(pcm, sample_rate, expect)
+            # The wait for a thread, plus what the engine spent not decoding (a worker process
+            # serves one request at a time: another call's decode is this call's queue).
+            waited = (started - queued) + max(0.0, time.perf_counter() - started - result.decode_seconds)
+            return result, waited
         except AsrError:
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
