@@ -18,7 +18,10 @@ Events, all stamped in audio seconds since the first frame:
   barge-in: the queued audio is dropped.
 - ``SpeechCancelled``: the onset was a click, a cough or echo; paused playback resumes.
 - ``SpeechPaused``: optional (``speculative_ms``), silence inside the turn long enough to start
-  recognizing speculatively; ``SpeechEnded`` follows unless the caller resumes.
+  recognizing speculatively; ``SpeechEnded`` follows unless the caller resumes. While the caller
+  stays silent in that pause, ``set_window`` may shorten the end-of-turn window (the speculative
+  transcript is a complete answer) or lengthen it (it trails off with "and", "um"), see
+  ``gateway/voice/turn_end.py``; speech resuming restores the usual window.
 - ``SpeechEnded``: the turn's audio (pre-roll, speech, a short tail).
 - ``MaxUtterance``: the turn ran past ``max_utterance_seconds``; its audio so far.
 - ``NoInput``: the no-input timer armed after a prompt ran out.
@@ -68,6 +71,12 @@ class EndpointConfig:
     default_echo_coupling: float = 0.25
     onset_lag_ms: int = 40
     end_lag_ms: int = 40
+    early_end: bool = True
+    complete_end_ms: int = 250
+    sentence_end_ms: int = 400
+    hold_ms: int = 1000
+    backchannels: bool = True
+    backchannel_max_ms: int = 900
 
     @classmethod
     def from_settings(cls, voice: object) -> "EndpointConfig":
@@ -76,7 +85,8 @@ class EndpointConfig:
         vad = voice.vad  # type: ignore[attr-defined]
         extra = {
             name: getattr(ep, name)
-            for name in ("pre_roll_ms", "speculative_ms", "echo_margin")
+            for name in ("pre_roll_ms", "speculative_ms", "echo_margin", "early_end", "complete_end_ms",
+                         "sentence_end_ms", "hold_ms", "backchannels", "backchannel_max_ms")
             if hasattr(ep, name)
         }
         return cls(
@@ -112,6 +122,8 @@ class SpeechPaused:
     at: float
     audio: bytes
     started_at: float
+    serial: int = 0
+    """Names this pause for ``Endpointer.set_window``."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,11 @@ class SpeechEnded:
     at: float
     audio: bytes
     started_at: float
+    early: str = ""
+    """Why the window was shorter than ``end_of_turn_ms`` (``set_window``'s reason), if it was."""
+    pause: int = 0
+    """The ``SpeechPaused.serial`` this silence began with (0: none): the speech is the same, only
+    silence came after, so a transcript of that pause's audio is the turn's."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +254,10 @@ class Endpointer:
         self._onset_sent = False
         self._barge = False
         self._paused_sent = False
+        self._pause_serial = 0
+        self._pausing = False  # silent since the last SpeechPaused
+        self._window_ms = 0  # this pause's end-of-turn window (0: end_of_turn_ms)
+        self._window_reason = ""
         self._no_input_at: float | None = None
         self._no_input_armed = 0.0
         self._max_frames = int(config.max_utterance_seconds * 1000 // FRAME_MS)
@@ -251,6 +272,15 @@ class Endpointer:
     def in_turn(self) -> bool:
         """The caller is talking (a confirmed utterance is open)."""
         return self.state == "speech"
+
+    def set_window(self, serial: int, window_ms: int, reason: str = "") -> bool:
+        """End the turn after ``window_ms`` of silence instead of ``end_of_turn_ms``, if the caller
+        is still silent in the pause ``serial`` (a ``SpeechPaused``); False when they went on."""
+        if self.state != "speech" or not self._pausing or serial != self._pause_serial:
+            return False
+        self._window_ms = max(FRAME_MS, int(window_ms))
+        self._window_reason = reason if self._window_ms < self.config.end_of_turn_ms else ""
+        return True
 
     def arm_no_input(self, seconds: float) -> None:
         """Start the no-input timer now (the prompt has finished playing)."""
@@ -336,18 +366,29 @@ class Endpointer:
                 if prob >= cfg.threshold:
                     self._last_strong_frame = len(self._audio)
                 self._paused_sent = False
+                self._pausing = False
+                self._window_ms, self._window_reason = 0, ""
             else:
                 self._gap += 1
                 silence_ms = self._ms(self._gap)
-                if cfg.speculative_ms and not self._paused_sent and silence_ms >= cfg.speculative_ms:
+                if (cfg.speculative_ms and not self._paused_sent
+                        and silence_ms >= min(cfg.speculative_ms, cfg.end_of_turn_ms) - END_LOOKAHEAD_MS
+                        and (silence_ms >= cfg.speculative_ms
+                             or self.now - self._speech_end() >= cfg.speculative_ms / 1000.0 - 1e-9)):
+                    # like the window below, measured from the energy end once the VAD has let go
                     self._paused_sent = True
-                    events.append(SpeechPaused(self._speech_end(), self._utterance(), self._start))
+                    self._pausing = True
+                    self._pause_serial += 1
+                    events.append(SpeechPaused(self._speech_end(), self._utterance(), self._start,
+                                               self._pause_serial))
+                window = self._window_ms or cfg.end_of_turn_ms
                 # The VAD lets go 50-150 ms after the speech stops, so from a little before the
                 # window would close on its count, the window is measured from the energy end.
-                if silence_ms >= cfg.end_of_turn_ms - END_LOOKAHEAD_MS:
+                if silence_ms >= window - END_LOOKAHEAD_MS:
                     end = self._speech_end()
-                    if self.now - end >= cfg.end_of_turn_ms / 1000.0 - 1e-9 or silence_ms >= cfg.end_of_turn_ms:
-                        events.append(SpeechEnded(end, self._utterance(), self._start))
+                    if self.now - end >= window / 1000.0 - 1e-9 or silence_ms >= window:
+                        events.append(SpeechEnded(end, self._utterance(), self._start, self._window_reason,
+                                                  self._pause_serial if self._pausing else 0))
                         self._reset_idle()
                         return events
             if len(self._audio) - self._pre_count >= self._max_frames:
@@ -427,6 +468,8 @@ class Endpointer:
 
     def _reset_idle(self) -> None:
         self.state = "idle"
+        self._pausing = False
+        self._window_ms, self._window_reason = 0, ""
         self._audio = []
         self._pre.clear()
         self._gap = 0

@@ -45,6 +45,7 @@ from gateway.voice.endpoint import (
 from gateway.voice.playback import Playback
 from gateway.voice.replies import BotReplies
 from gateway.voice.timing import PREMATURE_SECONDS, TurnTimingLog, format_stages
+from gateway.voice.turn_end import COMPLETE, HOLD, SENTENCE, judge
 from gateway.voice.turns import TurnTimer
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
+MAX_SPECULATIVE_PER_TURN = 3
+"""Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases gets a
+second look at the end; one who pauses often costs at most one wasted decode more."""
 
 
 class CallControl(Protocol):
@@ -135,7 +139,7 @@ class VoiceSession(BotReplies):
         self._drained = asyncio.Event()
         self._digits: list[str] = []
         self._digit_deadline: float | None = None
-        self._speculative: tuple[tuple[float, int], _Utterance] | None = None
+        self._speculative: tuple[tuple[float, int], _Utterance] | None = None  # ((start, -pause), decode)
         self._pending_turn: TurnTimer | None = None
         self._listening = True
         self._stopped = False
@@ -147,7 +151,7 @@ class VoiceSession(BotReplies):
         self._last_turn: TurnTimer | None = None
         self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
         self.superseded_replies = 0  # prompts not spoken because the caller had already spoken again
-        self._speculative_spent = False
+        self._speculative_count = 0
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -269,8 +273,13 @@ class VoiceSession(BotReplies):
 
     @property
     def busy(self) -> bool:
-        """Work is queued or running (recognition, the core, synthesis)."""
-        return self._busy or not self._inbox.empty() or self._pending_turn is not None
+        """Work is queued or running (recognition, the core, synthesis, a speculative decode)."""
+        return self._busy or not self._inbox.empty() or self._pending_turn is not None or self.speculating
+
+    @property
+    def speculating(self) -> bool:
+        """A speculative decode of the turn so far is running."""
+        return self._speculative is not None and not self._speculative[1].task.done()
 
     async def wait_progress(self, timeout: float | None = None) -> None:
         """Wait until audio is queued, work finishes or the call ends (used by simulators)."""
@@ -335,12 +344,13 @@ class VoiceSession(BotReplies):
             elif isinstance(ev, NoInput):
                 self._inbox.put_nowait(("silence", round(ev.waited, 2)))
 
-    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer) -> _Utterance:
+    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False) -> _Utterance:
         async def run() -> Any:
             timer.recognition_started()
             try:
                 transcript = await asyncio.wait_for(
-                    self.pipeline.asr.recognize(audio, self.sample_rate, expect), RECOGNITION_TIMEOUT
+                    self.pipeline.asr.recognize(audio, self.sample_rate, expect, speculative=speculative),
+                    RECOGNITION_TIMEOUT,
                 )
             finally:
                 timer.recognition_done()
@@ -350,22 +360,42 @@ class VoiceSession(BotReplies):
         return _Utterance(asyncio.create_task(run()), expect, timer)
 
     def _start_speculative(self, ev: SpeechPaused) -> None:
-        # One speculative decode per turn: a caller who pauses between sentences costs at most
-        # one wasted decode, and the common one-sentence answer still gets its head start.
-        if self._speculative_spent:
+        # A speculative decode only where a recognizer is idle: on a busy machine the turns that
+        # have ended go first, and this turn simply waits for its window.
+        if self._speculative_count >= MAX_SPECULATIVE_PER_TURN or self.pipeline.asr.saturated:
             return
-        self._speculative_spent = True
+        self._speculative_count += 1
         if self._speculative is not None:
             self._speculative[1].task.cancel()
             self.speculative_discarded += 1
         timer = TurnTimer(self.expect)
-        self._speculative = ((ev.started_at, len(ev.audio)), self._recognize_task(ev.audio, self.expect, timer))
+        utt = self._recognize_task(ev.audio, self.expect, timer, speculative=True)
+        self._speculative = ((ev.started_at, -ev.serial), utt)
+        if self.endpointer.config.early_end:
+            utt.task.add_done_callback(lambda _task, serial=ev.serial: self._judge_pause(serial, utt))
+
+    def _judge_pause(self, serial: int, utt: _Utterance) -> None:
+        """The speculative transcript is in: end the turn sooner (complete answer, sentence) or
+        later (trailing "and", "um") if the caller is still silent in that pause."""
+        self._progress.set()
+        task = utt.task
+        if self._stopped or task.cancelled() or task.exception() is not None:
+            return
+        if self._speculative is None or self._speculative[1] is not utt:
+            return
+        verdict = judge(getattr(task.result(), "text", "") or "", utt.expect)
+        cfg = self.endpointer.config
+        window = {COMPLETE: cfg.complete_end_ms, SENTENCE: cfg.sentence_end_ms, HOLD: cfg.hold_ms}.get(verdict)
+        if window is not None:
+            self.endpointer.set_window(serial, window, verdict)
 
     def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
         self.endpointer.disarm_no_input()
-        self._speculative_spent = False
+        self._speculative_count = 0
         spec, self._speculative = self._speculative, None
-        same_audio = spec is not None and spec[0] == (ev.started_at, len(ev.audio))
+        # The speculative decode's audio is the turn's when only silence followed it.
+        same_audio = spec is not None and (spec[0] == (ev.started_at, len(ev.audio)) or (
+            isinstance(ev, SpeechEnded) and ev.pause and spec[0] == (ev.started_at, -ev.pause)))
         if spec is not None and same_audio and not cut and spec[1].expect == self.expect:
             utt = spec[1]
             utt.timer.speculative = True
@@ -376,6 +406,7 @@ class VoiceSession(BotReplies):
             utt = self._recognize_task(ev.audio, self.expect, TurnTimer(self.expect))
         utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
                            audio_seconds=len(ev.audio) / (2 * self.sample_rate))
+        utt.timer.early = ev.early if isinstance(ev, SpeechEnded) else ""
         self._pending_turn = utt.timer
         self.turns.append(utt.timer)
         self._last_turn, self._last_decided_at = utt.timer, self.endpointer.now

@@ -47,6 +47,8 @@ class FakeTranscript:
 class ScriptedAsr:
     """Answers each utterance with the next scripted text (or raises what is scripted)."""
 
+    saturated = False  # a recognizer is always idle for a speculative decode
+
     def __init__(self, answers: list[object], *, by_call_order: bool = False):
         self.answers = list(answers)
         self.calls: list[tuple[bytes, int, Expect]] = []
@@ -57,7 +59,7 @@ class ScriptedAsr:
     def _next(self) -> object:
         return self.answers.pop(0) if self.answers else ""
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> FakeTranscript:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> FakeTranscript:
         self.calls.append((pcm, sample_rate, expect))
         early = self._next() if self.by_call_order else None
         await asyncio.sleep(0.01)

@@ -175,15 +175,24 @@ class AsrRouter:
 
     # --- recognition -----------------------------------------------------------------------------
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
-        """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``."""
+    @property
+    def saturated(self) -> bool:
+        """Every Whisper worker is busy and utterances wait: no time for speculative work."""
+        return self._whisper is not None and self._whisper.saturated
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> Transcript:
+        """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
+
+        ``speculative``: the turn may not be over (a decode in a pause); Whisper serves every
+        ended turn waiting before it."""
+        urgent = not speculative
         if not self._started:
             raise AsrError("speech recognition is not started")
         self._check(pcm, sample_rate)
         if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
         if expect.closed and self.closed_engine != "whisper" and self.cross_check and self._whisper is not None:
-            return await self._cross_checked(pcm, sample_rate, expect)
+            return await self._cross_checked(pcm, sample_rate, expect, urgent)
         if expect.closed and self.closed_engine != "whisper":
             result = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
             if not self._needs_fallback(result, expect):
@@ -191,19 +200,19 @@ class AsrRouter:
             self._stats["fallbacks"] += 1
             log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
                      "<redacted>" if expect.sensitive else result.text, result.confidence, expect.kind)
-            again = await self._run_whisper(pcm, sample_rate)
+            again = await self._run_whisper(pcm, sample_rate, urgent=urgent)
             self._stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
                               again.decode_seconds + result.decode_seconds, again.queue_seconds)
         if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
-            return await self._run_whisper(pcm, sample_rate)
+            return await self._run_whisper(pcm, sample_rate, urgent=urgent)
         return await self._run_engine(self.open_engine, pcm, sample_rate, expect)
 
-    async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
+    async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect, urgent: bool = True) -> Transcript:
         """A closed-set turn decoded by the closed engine and Whisper at once (module docstring)."""
         self._stats["cross_checks"] += 1
         queued: list[Future] = []
-        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate, queued))
+        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate, queued, urgent=urgent))
         try:
             return await self._choose(heard, pcm, sample_rate, expect)
         finally:
@@ -282,13 +291,14 @@ class AsrRouter:
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
             raise AsrError(f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _run_whisper(self, pcm: bytes, sample_rate: int, queued: list[Future] | None = None) -> Transcript:
+    async def _run_whisper(self, pcm: bytes, sample_rate: int, queued: list[Future] | None = None, *,
+                           urgent: bool = True) -> Transcript:
         """Whisper's transcript; ``queued`` receives the pool's request, so that a caller can
         withdraw it at once (``Future.cancel`` is a no-op once decoding has started)."""
         if self._whisper is None:
             raise AsrError("Whisper is not running")
         pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
-        request = self._whisper.submit(pcm16k)
+        request = self._whisper.submit(pcm16k, urgent=urgent)
         if queued is not None:
             queued.append(request)
         future = asyncio.wrap_future(request)
