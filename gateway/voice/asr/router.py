@@ -27,7 +27,7 @@ from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
 from gateway.voice.asr.closed import ClosedSetProcess
-from gateway.voice.asr.grammar import answer_of, plausible, prefer_open_engine
+from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.whisper import check_model_dir
 from gateway.voice.audio import SAMPLE_WIDTH, resample
@@ -43,6 +43,17 @@ MIN_WORKER_TIMEOUT_SECONDS = 5.0
 NO_SPEECH_PROB = 0.6
 """Whisper's own no-speech threshold: above it, with low confidence, the turn is silence."""
 LOW_CONFIDENCE = 0.35
+
+
+def whisper_fits(text: str, expect: Expect) -> bool:
+    """Whisper's transcript answers the closed question by itself: all the digits of a fixed-length
+    string, a yes or a no, exactly one option."""
+    if expect.kind == "digits":
+        # Only a fixed length: Whisper writes a spoken "oh" as nothing, which a range would hide.
+        low, high = digit_bounds(expect)
+        return low == high == len(spoken_digits(text))
+    answer = answer_of(text, expect)
+    return bool(answer) and "|" not in answer
 
 
 def resolve_path(name: str, data_dir: Path | None) -> Path:
@@ -89,7 +100,7 @@ class AsrRouter:
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
-                      "open_engine_preferred": 0}
+                      "open_engine_preferred": 0, "whisper_first": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -223,8 +234,23 @@ class AsrRouter:
 
     async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
                       expect: Expect) -> Transcript:
+        grammar = asyncio.ensure_future(self._run_engine(self.closed_engine, pcm, sample_rate, expect))
         try:
-            closed: Transcript | None = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
+            # Whisper first with an answer that fits: the grammar's answer could not replace it
+            # (prefer_open_engine), so this turn does not wait in the closed engine's queue.
+            await asyncio.wait({grammar, heard}, return_when=asyncio.FIRST_COMPLETED)
+            if (not grammar.done() and heard.done() and not heard.cancelled() and heard.exception() is None
+                    and whisper_fits(heard.result().text, expect)):
+                self._stats["whisper_first"] += 1
+                return heard.result()
+            return await self._weigh(heard, grammar, expect)
+        finally:
+            grammar.cancel()
+
+    async def _weigh(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
+                     expect: Expect) -> Transcript:
+        try:
+            closed: Transcript | None = await grammar
         except AsrError as exc:
             log.warning("%s failed on a %s turn (%s); whisper answers alone", self.closed_engine, expect.kind, exc)
             closed = None
