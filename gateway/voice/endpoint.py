@@ -173,6 +173,8 @@ ABS_FLOOR = 30.0 / 32768.0
 END_LOOKAHEAD_MS = 200
 """How much earlier than the VAD's count the end-of-turn window may close (its release lag)."""
 MAX_REFINE_BLOCKS = 20
+BARGE_PRE_ROLL_MS = 20
+"""Pre-roll kept before speech that began while the bot was talking (the rest is its echo)."""
 """The energy onset may lie at most 200 ms before the VAD's."""
 
 
@@ -267,6 +269,11 @@ class Endpointer:
     def now(self) -> float:
         """Audio seconds seen so far."""
         return self.frames * self.frame_seconds
+
+    @property
+    def talking(self) -> bool:
+        """The caller is speaking this very frame (in a turn, not in a pause)."""
+        return self.state == "speech" and self._gap == 0
 
     @property
     def in_turn(self) -> bool:
@@ -464,7 +471,10 @@ class Endpointer:
 
     def _utterance(self) -> bytes:
         tail = self.config.tail_ms // FRAME_MS
-        return b"".join(self._audio[: self._last_speech_frame + tail])
+        # Speech over the bot: the pre-roll holds the bot's own echo, which the recognizer would
+        # hear as the caller's first word ("you're okay"), so only a little of it is kept.
+        skip = max(0, self._pre_count - BARGE_PRE_ROLL_MS // FRAME_MS) if self._barge else 0
+        return b"".join(self._audio[skip: self._last_speech_frame + tail])
 
     def _reset_idle(self) -> None:
         self.state = "idle"

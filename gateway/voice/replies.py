@@ -72,7 +72,8 @@ class BotReplies:
                     log.info("call %s: answer to an earlier turn not spoken (the caller spoke again): %r",
                              self.call_id, action.text[:60])
                     continue
-                last = await self._speak(action.text, action.barge_in, action.prompt_id, timer)
+                last = await self._speak(action.text, action.barge_in, action.prompt_id, timer,
+                                         question=isinstance(action, Ask))
                 timer = None  # the turn's latency ends at the reply's first prompt
             elif isinstance(action, Transfer):
                 await self._wait_played()
@@ -106,9 +107,10 @@ class BotReplies:
         if not self.endpointer.in_turn and self._listening:
             self.endpointer.arm_no_input(seconds)
 
-    async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None) -> Prompt:
+    async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None, *,
+                     question: bool = False) -> Prompt:
         self.endpointer.disarm_no_input()  # the timer restarts when this prompt has played
-        prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id)
+        prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id, question=question)
         prompt.on_finished = lambda p: self._drained.set()
 
         def first_frame(p: Prompt) -> None:

@@ -45,6 +45,7 @@ from gateway.voice.endpoint import (
 from gateway.voice.playback import Playback
 from gateway.voice.replies import BotReplies
 from gateway.voice.timing import PREMATURE_SECONDS, TurnTimingLog, format_stages
+from gateway.voice.backchannel import is_backchannel
 from gateway.voice.turn_end import COMPLETE, HOLD, SENTENCE, judge
 from gateway.voice.turns import TurnTimer
 
@@ -67,6 +68,8 @@ STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
+OPEN = Expect()
+"""What speech over the bot's statement is recognized as (a nod, or whatever the caller says)."""
 MAX_SPECULATIVE_PER_TURN = 3
 """Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases gets a
 second look at the end; one who pauses often costs at most one wasted decode more."""
@@ -152,6 +155,9 @@ class VoiceSession(BotReplies):
         self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
         self.superseded_replies = 0  # prompts not spoken because the caller had already spoken again
         self._speculative_count = 0
+        self._held_since: float | None = None  # onset of caller speech over a statement, bot paused, undecided
+        self._held: _Utterance | None = None  # its recognition, deciding between a nod and a barge-in
+        self._over_statement = False  # this turn began over a statement of the bot's
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -274,7 +280,13 @@ class VoiceSession(BotReplies):
     @property
     def busy(self) -> bool:
         """Work is queued or running (recognition, the core, synthesis, a speculative decode)."""
-        return self._busy or not self._inbox.empty() or self._pending_turn is not None or self.speculating
+        return (self._busy or not self._inbox.empty() or self._pending_turn is not None or self.speculating
+                or self._held is not None)
+
+    @property
+    def deciding(self) -> bool:
+        """A decision about the caller's turn waits for a transcript (its end, or a nod or a barge-in)."""
+        return self.speculating or self._held is not None
 
     @property
     def speculating(self) -> bool:
@@ -284,7 +296,7 @@ class VoiceSession(BotReplies):
     async def wait_progress(self, timeout: float | None = None) -> None:
         """Wait until audio is queued, work finishes or the call ends (used by simulators)."""
         self._progress.clear()
-        if not self.busy or self.playback.has_audio or self.ended.is_set():
+        if not self.busy or (self.playback.has_audio and not self.deciding) or self.ended.is_set():
             return
         try:
             await asyncio.wait_for(self._progress.wait(), timeout)
@@ -330,11 +342,12 @@ class VoiceSession(BotReplies):
             elif isinstance(ev, SpeechStarted):
                 self._check_premature(ev.at)
                 if ev.barge_in and playback.talking:
-                    dropped = playback.clear()
-                    self._interruptions += 1
-                    self.barge_ins.append({"onset": ev.at, "confirmed": now,
-                                           "dropped_seconds": dropped * 0.02})
-                    log.info("call %s: barge-in at %.2fs", self.call_id, ev.at)
+                    active = playback.active
+                    if self.endpointer.config.backchannels and active is not None and not active.question:
+                        self._held_since = ev.at  # paused since the onset; "uh-huh" or not, decided at its end
+                        self._over_statement = True
+                    else:
+                        self._cut_in(ev.at)
                 else:
                     playback.resume()
             elif isinstance(ev, SpeechPaused):
@@ -343,6 +356,19 @@ class VoiceSession(BotReplies):
                 self._end_of_turn(ev, cut=isinstance(ev, MaxUtterance))
             elif isinstance(ev, NoInput):
                 self._inbox.put_nowait(("silence", round(ev.waited, 2)))
+        held = self._held_since
+        if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
+            self._cut_in(held)  # too long for a nod: the caller is taking the turn
+
+    def _cut_in(self, onset: float) -> None:
+        """A barge-in: the rest of the bot's answer is dropped."""
+        self._held_since = None
+        dropped = self.playback.clear()
+        self._interruptions += 1
+        self.barge_ins.append({"onset": onset, "confirmed": self.endpointer.now, "dropped_seconds": dropped * 0.02,
+                               "backchannel": False})
+        self.pipeline.turn_metrics.barge_ins.labels(outcome="interrupted").inc()
+        log.info("call %s: barge-in at %.2fs", self.call_id, onset)
 
     def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False) -> _Utterance:
         async def run() -> Any:
@@ -368,9 +394,10 @@ class VoiceSession(BotReplies):
         if self._speculative is not None:
             self._speculative[1].task.cancel()
             self.speculative_discarded += 1
-        timer = TurnTimer(self.expect)
-        utt = self._recognize_task(ev.audio, self.expect, timer, speculative=True)
+        expect = OPEN if self._over_statement else self.expect
+        utt = self._recognize_task(ev.audio, expect, TurnTimer(expect), speculative=True)
         self._speculative = ((ev.started_at, -ev.serial), utt)
+        utt.task.add_done_callback(lambda _task: self._progress.set())
         if self.endpointer.config.early_end:
             utt.task.add_done_callback(lambda _task, serial=ev.serial: self._judge_pause(serial, utt))
 
@@ -383,7 +410,10 @@ class VoiceSession(BotReplies):
             return
         if self._speculative is None or self._speculative[1] is not utt:
             return
-        verdict = judge(getattr(task.result(), "text", "") or "", utt.expect)
+        text = getattr(task.result(), "text", "") or ""
+        verdict = judge(text, utt.expect)
+        if self._held_since is not None and is_backchannel(text):
+            verdict = COMPLETE  # a nod over the bot: let it go on at once
         cfg = self.endpointer.config
         window = {COMPLETE: cfg.complete_end_ms, SENTENCE: cfg.sentence_end_ms, HOLD: cfg.hold_ms}.get(verdict)
         if window is not None:
@@ -392,25 +422,57 @@ class VoiceSession(BotReplies):
     def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
         self.endpointer.disarm_no_input()
         self._speculative_count = 0
+        held, self._held_since = self._held_since, None
+        # Words over the bot's statement answer no question yet: they are heard as open speech.
+        expect = OPEN if self._over_statement else self.expect
+        self._over_statement = False
         spec, self._speculative = self._speculative, None
         # The speculative decode's audio is the turn's when only silence followed it.
         same_audio = spec is not None and (spec[0] == (ev.started_at, len(ev.audio)) or (
             isinstance(ev, SpeechEnded) and ev.pause and spec[0] == (ev.started_at, -ev.pause)))
-        if spec is not None and same_audio and not cut and spec[1].expect == self.expect:
+        if spec is not None and same_audio and not cut and spec[1].expect == expect:
             utt = spec[1]
             utt.timer.speculative = True
         else:
             if spec is not None:
                 spec[1].task.cancel()
                 self.speculative_discarded += 1
-            utt = self._recognize_task(ev.audio, self.expect, TurnTimer(self.expect))
+            utt = self._recognize_task(ev.audio, expect, TurnTimer(expect))
         utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
                            audio_seconds=len(ev.audio) / (2 * self.sample_rate))
         utt.timer.early = ev.early if isinstance(ev, SpeechEnded) else ""
+        self._last_turn, self._last_decided_at = utt.timer, self.endpointer.now
+        if held is not None and self.playback.talking:
+            # Short speech over the bot's statement: a nod lets it go on, anything else cuts in.
+            self._held = utt
+            utt.task.add_done_callback(lambda _task: self._backchannel_verdict(utt, held))
+            return
+        self._queue_turn(utt)
+
+    def _queue_turn(self, utt: _Utterance) -> None:
         self._pending_turn = utt.timer
         self.turns.append(utt.timer)
-        self._last_turn, self._last_decided_at = utt.timer, self.endpointer.now
         self._inbox.put_nowait(("turn", utt))
+
+    def _backchannel_verdict(self, utt: _Utterance, onset: float) -> None:
+        self._held = None
+        self._progress.set()
+        if self._stopped:
+            return
+        task = utt.task
+        text = "" if task.cancelled() or task.exception() is not None else (getattr(task.result(), "text", "") or "")
+        if is_backchannel(text) and self.playback.talking:
+            if self._held_since is None:  # the caller is quiet again (else their next words decide)
+                self.playback.resume()
+            self.barge_ins.append({"onset": onset, "confirmed": self.endpointer.now, "dropped_seconds": 0.0,
+                                   "backchannel": True})
+            self.pipeline.turn_metrics.barge_ins.labels(outcome="backchannel").inc()
+            log.info("call %s: a backchannel at %.2fs; the bot goes on", self.call_id, onset)
+            self._last_turn = None
+            return
+        if self.playback.talking:
+            self._cut_in(onset)
+        self._queue_turn(utt)
 
     def _check_premature(self, speech_at: float) -> None:
         """The caller spoke again right after a turn was ended: that turn was cut too soon."""

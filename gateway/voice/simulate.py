@@ -113,7 +113,7 @@ class CallDriver:
         self.bot_audio += s.pull_frame()
         if not self.realtime:
             await asyncio.sleep(0)
-            while s.busy and not s.playback.has_audio and not s.ended.is_set():
+            while s.busy and (not s.playback.has_audio or s.deciding) and not s.ended.is_set():
                 await s.wait_progress(timeout=5.0)
 
     @property
