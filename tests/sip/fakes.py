@@ -24,7 +24,7 @@ VOICED_RMS = 300.0
 class FakeSession:
     def __init__(self, pipeline: "FakePipeline", *, call_id: str, sample_rate: int = 8000, caller_id: str = "",
                  dialed: str = "", conversation_id: str = "", control: Any = None, outbound: bool = False,
-                 channel: str = "voice") -> None:
+                 channel: str = "voice", callback: str = "", attestation: str = "") -> None:
         self.pipeline = pipeline
         self.call_id = call_id
         self.sample_rate = sample_rate
