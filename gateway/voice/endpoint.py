@@ -226,7 +226,13 @@ class EchoGate:
         return in_level > ref * self._coupling * self.margin
 
     def learn(self, in_level: float) -> None:
-        """Record a frame heard while the caller was not talking (echo and line noise only)."""
+        """Record a frame heard while the caller was not talking (echo and line noise only).
+
+        A frame louder than the echo the estimate allows is not learned: it is the caller starting
+        to talk before the VAD says so (double talk), and learning it would raise the estimate
+        until the caller's own speech passed for echo."""
+        if self.passes(in_level):
+            return
         out = self._out[-1] if self._out else 0.0
         self._in_energy = self._in_energy * ECHO_DECAY + in_level * in_level
         self._out_energy = self._out_energy * ECHO_DECAY + out * out
@@ -445,7 +451,7 @@ class Endpointer:
         peak = float(blocks[2 * self._pre_count :].max(initial=0.0))
         thr = max(self._noise * NOISE_RATIO, peak * PEAK_RATIO, ABS_FLOOR)
         b = min(2 * self._pre_count + 3, len(blocks) - 1)  # 30 ms into what the VAD called speech
-        if b < 0 or blocks[b] <= thr:
+        if b < 0 or blocks[b] <= thr or self._barge:  # over the bot, energy before the VAD is its echo
             return max(self._origin, self._start - self.config.onset_lag_ms / 1000.0)
         low = max(0, 2 * self._pre_count - MAX_REFINE_BLOCKS)
         while b - 1 >= low and (blocks[b - 1] > thr or (b - 2 >= low and blocks[b - 2] > thr)):

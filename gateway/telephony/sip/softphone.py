@@ -257,6 +257,10 @@ class Softphone:
 
     def _configure(self, cfg: pj.EpConfig) -> None:
         cfg.uaConfig.maxCalls = self.max_calls
+        # Measure the gateway, not this phone: its jitter buffer keeps one frame (a desk phone's
+        # holds 40-60 ms more), so a reply is heard as soon as its first packet arrives.
+        cfg.medConfig.jbInit = 0
+        cfg.medConfig.jbMinPre = 20
 
     def _setup(self, ep: pj.Endpoint) -> None:
         for info in ep.codecEnum2():
@@ -380,7 +384,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
     parser.add_argument("--calls", type=int, default=1, help="place this many calls at once")
     parser.add_argument("--caller-id", default="",
-                        help="From user presented, {i} = the call's index (e.g. +1555020{i:02d}); default caller")
+                        help="From user presented, {i} = the call's index (e.g. +1555020{i:02d}); a comma-separated "
+                             "list is used in turn, call i taking entry i (modulo); default caller")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first call (for --caller-id)")
     parser.add_argument("--line-noise", type=float, default=None, metavar="DBFS",
                         help="send line hiss at this level between words instead of digital silence (e.g. -60)")
@@ -394,7 +399,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     segments, seg_rate = _load_segments(args.play)
     audio_s = sum(len(s) for s in segments) / (2 * seg_rate)
     seconds = args.seconds or audio_s + args.pause * max(len(segments), 1) + 8.0
-    calls = [PhoneCall(uri=args.uri, caller_id=args.caller_id.format(i=args.first_index + i), segments=segments,
+    ids = args.caller_id.split(",")
+    calls = [PhoneCall(uri=args.uri, caller_id=ids[i % len(ids)].format(i=args.first_index + i), segments=segments,
                        segments_rate=seg_rate, pause=args.pause, quiet=args.quiet, seconds=seconds, dtmf=args.dtmf,
                        dtmf_method=args.dtmf_method, ring_seconds=args.ring_seconds, line_noise_dbfs=args.line_noise)
              for i in range(max(args.calls, 1))]
