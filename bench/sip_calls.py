@@ -113,7 +113,7 @@ async def _serve(real: bool, data_dir: str, workers: int) -> None:
                              "barge_ins": list(session.barge_ins),
                              "turns": [{"kind": t.kind, "expect": t.expect_kind, "early": t.early,
                                         "premature": t.premature, "speculative": t.speculative,
-                                        "stages": t.stages()} for t in session.turns]})
+                                        "stages": t.stages(), "marks": t.wall_marks()} for t in session.turns]})
             forget(session)
 
         pipeline._forget = keep_turns
@@ -290,6 +290,25 @@ def _ms(values: list[float]) -> str:
     return f"p50 {pct(values, 0.5) * 1000:.0f} p95 {pct(values, 0.95) * 1000:.0f} ms (n={len(values)})"
 
 
+def _path_delays(answered: list[dict[str, Any]], calls: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Per turn matched by time: the caller's last word -> the gateway's speech end (RTP, jitter
+    buffers, the bridge, the loop), and the gateway's first reply frame -> the caller's reply onset."""
+    gateway = [t["marks"] for c in calls for t in c["turns"] if t["kind"] != "dtmf" and t["marks"]["speech_end"]]
+    ins: list[float] = []
+    outs: list[float] = []
+    for r in answered:
+        for last_word, onset in r.get("marks", []):
+            if not last_word or not onset:
+                continue
+            near = [g for g in gateway if 0 <= g["speech_end"] - last_word < 1.0 and g["first_frame"]
+                    and 0 <= onset - g["first_frame"] < 1.0]
+            if near:
+                g = min(near, key=lambda g: g["speech_end"] - last_word)
+                ins.append(g["speech_end"] - last_word)
+                outs.append(onset - g["first_frame"])
+    return ins, outs
+
+
 def bench_journeys(tmp: Path, steps: list[int]) -> None:
     files = journey_files(tmp)
     seconds = 75.0
@@ -331,6 +350,10 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
             early = sum(1 for t in sel if t["early"])
             print(f"    gateway stages, {kind} turns (p50/p95 ms): {split}; ended early {early}/{len(sel)}, "
                   f"speculative result used {sum(1 for t in sel if t['speculative'])}/{len(sel)}")
+        ins, outs = _path_delays(answered, calls)
+        print(f"    path outside the gateway's stages (perf_counter is one clock for every process here): "
+              f"caller's last voiced frame -> the gateway has it {_ms(ins)}; first reply frame taken -> "
+              f"the caller hears it {_ms(outs)}")
         premature = sum(c["premature"] for c in calls)
         barges = [b for c in calls for b in c["barge_ins"]]
         underruns = sum(m["underruns"] for m in media)

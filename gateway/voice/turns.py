@@ -121,6 +121,13 @@ class TurnTimer:
             "total": t["total"],
         }
 
+    def wall_marks(self) -> dict[str, float | None]:
+        """``time.perf_counter`` of the decision and of the first reply frame taken, and the
+        caller's speech end placed on that clock (the decision minus the endpoint wait): on Linux
+        the clock is system-wide, so a bench caller's own marks compare with these."""
+        speech_end = None if self._decided is None else self._decided - self.endpoint_wait
+        return {"speech_end": speech_end, "decided": self._decided, "first_frame": self._first_frame}
+
     def log_payload(self) -> dict[str, Any]:
         """What the conversation's event log keeps of this turn: kinds and times, never words."""
         return {

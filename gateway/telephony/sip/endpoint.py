@@ -32,6 +32,9 @@ JB_INIT_MS = 0
 """Caller audio held before playout starts on a new call (pjmedia's default prefetch is larger)."""
 JB_MIN_PREFETCH_MS = 20
 """The least the adaptive jitter buffer keeps: one frame (pjmedia's default is 60 ms)."""
+JB_MAX_PREFETCH_MS = 80
+"""The most it grows to (pjmedia's default lets it reach 240 ms, which on a loaded host it did:
+the caller's last word reached the endpointer a quarter of a second late)."""
 
 TRANSFER_TIMEOUT_S = 15.0
 """How long a REFER may take to be accepted (202) and reported on (NOTIFY)."""
@@ -141,6 +144,7 @@ class SipEndpoint:
         # it still grows on a jittery line.
         cfg.medConfig.jbInit = JB_INIT_MS
         cfg.medConfig.jbMinPre = JB_MIN_PREFETCH_MS
+        cfg.medConfig.jbMaxPre = JB_MAX_PREFETCH_MS
 
     def _pj_setup(self, ep: pj.Endpoint) -> None:
         set_codec_priorities(ep, self.settings.codecs)

@@ -107,6 +107,7 @@ class PhoneCall:
             "uri": self.uri, "status": self.status, "reason": self.reason, "codec": self.codec,
             "rate": self.rate, "frames_rx": self.frames_rx, "voiced_rx": self.voiced_rx,
             "gaps": self.gaps(), "latencies": [t.latency for t in self.turns], "caller_id": self.caller_id,
+            "marks": [[t.last_word, t.reply_onset] for t in self.turns],
             "answered": bool(self.answered_at),
         }
 
@@ -261,6 +262,7 @@ class Softphone:
         # holds 40-60 ms more), so a reply is heard as soon as its first packet arrives.
         cfg.medConfig.jbInit = 0
         cfg.medConfig.jbMinPre = 20
+        cfg.medConfig.jbMaxPre = 80
 
     def _setup(self, ep: pj.Endpoint) -> None:
         for info in ep.codecEnum2():
