@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from gateway.core.actions import Action, Ask, Hangup, Say, Transfer
 from gateway.voice.playback import Prompt
@@ -53,7 +53,7 @@ class BotReplies:
     _pending_turn: Any
     superseded_replies: int
 
-    def _report_turn(self, timer: TurnTimer) -> None: ...  # VoiceSession's
+    _report_turn: Callable[[TurnTimer], None]  # CallerTurns'
 
     async def _perform(self, actions: list[Action], timer: TurnTimer | None) -> None:
         asks = [a for a in actions if isinstance(a, Ask)]

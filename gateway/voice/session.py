@@ -5,7 +5,9 @@ caller's audio and DTMF in, pulls exactly one 20 ms frame of bot audio per tick,
 when ``ended`` is set. Inside, per caller frame: VAD -> endpointer -> (barge-in, turn end,
 no-input). A finished turn is recognized at once (recognition is scheduled, never awaited on
 the connector's call), the text goes to the core as ``UserSaid`` and the core's actions are
-spoken through TTS into the playback queue, sentence by sentence.
+spoken through TTS into the playback queue, sentence by sentence. When a turn ends, how speech
+over the bot is taken and where each turn's time went live in ``caller_turns.py``; how the
+core's actions are spoken in ``replies.py``.
 
 Timers (no-input, inter-digit) run on the caller's audio clock (frames received), so a
 simulated call behaves exactly as a real one, only faster. One worker task per call carries
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from gateway.core.actions import Expect, Transfer
@@ -43,10 +44,8 @@ from gateway.voice.endpoint import (
     SpeechStarted,
 )
 from gateway.voice.playback import Playback
+from gateway.voice.caller_turns import CallerTurns, _Utterance
 from gateway.voice.replies import BotReplies
-from gateway.voice.timing import PREMATURE_SECONDS, TurnTimingLog, format_stages
-from gateway.voice.backchannel import is_backchannel
-from gateway.voice.turn_end import COMPLETE, HOLD, SENTENCE, judge
 from gateway.voice.turns import TurnTimer
 
 if TYPE_CHECKING:
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 INTER_DIGIT_SECONDS = 2.0
 """Pause after a key press that sends the digits collected so far."""
-RECOGNITION_TIMEOUT = 30.0
-"""A recognizer that does not answer within this is treated as failed for the turn."""
 CORE_TIMEOUT = 15.0
 """Longest wait for the conversation core to answer one event."""
 STOP_GRACE_SECONDS = 2.0
@@ -68,13 +65,6 @@ STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
-OPEN = Expect()
-"""What speech over the bot's statement is recognized as (a nod, or whatever the caller says)."""
-MAX_SPECULATIVE_PER_TURN = 3
-"""Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases gets a
-second look at the end; one who pauses often costs at most one wasted decode more."""
-
-
 class CallControl(Protocol):
     """What a connector offers the session to steer the call (AMI Redirect, SIP REFER, ...)."""
 
@@ -83,14 +73,7 @@ class CallControl(Protocol):
     async def hangup(self, reason: str) -> None: ...
 
 
-@dataclass
-class _Utterance:
-    task: asyncio.Task[Any]
-    expect: Expect
-    timer: TurnTimer
-
-
-class VoiceSession(BotReplies):
+class VoiceSession(BotReplies, CallerTurns):
     """One call: frames in, frames out, events to the core, actions from it."""
 
     def __init__(
@@ -359,141 +342,6 @@ class VoiceSession(BotReplies):
         held = self._held_since
         if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
             self._cut_in(held)  # too long for a nod: the caller is taking the turn
-
-    def _cut_in(self, onset: float) -> None:
-        """A barge-in: the rest of the bot's answer is dropped."""
-        self._held_since = None
-        dropped = self.playback.clear()
-        self._interruptions += 1
-        self.barge_ins.append({"onset": onset, "confirmed": self.endpointer.now, "dropped_seconds": dropped * 0.02,
-                               "backchannel": False})
-        self.pipeline.turn_metrics.barge_ins.labels(outcome="interrupted").inc()
-        log.info("call %s: barge-in at %.2fs", self.call_id, onset)
-
-    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False) -> _Utterance:
-        async def run() -> Any:
-            timer.recognition_started()
-            try:
-                transcript = await asyncio.wait_for(
-                    self.pipeline.asr.recognize(audio, self.sample_rate, expect, speculative=speculative),
-                    RECOGNITION_TIMEOUT,
-                )
-            finally:
-                timer.recognition_done()
-            timer.recognized(getattr(transcript, "queue_seconds", 0.0), getattr(transcript, "decode_seconds", 0.0))
-            return transcript
-
-        return _Utterance(asyncio.create_task(run()), expect, timer)
-
-    def _start_speculative(self, ev: SpeechPaused) -> None:
-        # A speculative decode only where a recognizer is idle: on a busy machine the turns that
-        # have ended go first, and this turn simply waits for its window.
-        if self._speculative_count >= MAX_SPECULATIVE_PER_TURN or self.pipeline.asr.saturated:
-            return
-        self._speculative_count += 1
-        if self._speculative is not None:
-            self._speculative[1].task.cancel()
-            self.speculative_discarded += 1
-        expect = OPEN if self._over_statement else self.expect
-        utt = self._recognize_task(ev.audio, expect, TurnTimer(expect), speculative=True)
-        self._speculative = ((ev.started_at, -ev.serial), utt)
-        utt.task.add_done_callback(lambda _task: self._progress.set())
-        if self.endpointer.config.early_end:
-            utt.task.add_done_callback(lambda _task, serial=ev.serial: self._judge_pause(serial, utt))
-
-    def _judge_pause(self, serial: int, utt: _Utterance) -> None:
-        """The speculative transcript is in: end the turn sooner (complete answer, sentence) or
-        later (trailing "and", "um") if the caller is still silent in that pause."""
-        self._progress.set()
-        task = utt.task
-        if self._stopped or task.cancelled() or task.exception() is not None:
-            return
-        if self._speculative is None or self._speculative[1] is not utt:
-            return
-        text = getattr(task.result(), "text", "") or ""
-        verdict = judge(text, utt.expect)
-        if self._held_since is not None and is_backchannel(text):
-            verdict = COMPLETE  # a nod over the bot: let it go on at once
-        cfg = self.endpointer.config
-        window = {COMPLETE: cfg.complete_end_ms, SENTENCE: cfg.sentence_end_ms, HOLD: cfg.hold_ms}.get(verdict)
-        if window is not None:
-            self.endpointer.set_window(serial, window, verdict)
-
-    def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
-        self.endpointer.disarm_no_input()
-        self._speculative_count = 0
-        held, self._held_since = self._held_since, None
-        # Words over the bot's statement answer no question yet: they are heard as open speech.
-        expect = OPEN if self._over_statement else self.expect
-        self._over_statement = False
-        spec, self._speculative = self._speculative, None
-        # The speculative decode's audio is the turn's when only silence followed it.
-        same_audio = spec is not None and (spec[0] == (ev.started_at, len(ev.audio)) or (
-            isinstance(ev, SpeechEnded) and ev.pause and spec[0] == (ev.started_at, -ev.pause)))
-        if spec is not None and same_audio and not cut and spec[1].expect == expect:
-            utt = spec[1]
-            utt.timer.speculative = True
-        else:
-            if spec is not None:
-                spec[1].task.cancel()
-                self.speculative_discarded += 1
-            utt = self._recognize_task(ev.audio, expect, TurnTimer(expect))
-        utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
-                           audio_seconds=len(ev.audio) / (2 * self.sample_rate))
-        utt.timer.early = ev.early if isinstance(ev, SpeechEnded) else ""
-        self._last_turn, self._last_decided_at = utt.timer, self.endpointer.now
-        if held is not None and self.playback.talking:
-            # Short speech over the bot's statement: a nod lets it go on, anything else cuts in.
-            self._held = utt
-            utt.task.add_done_callback(lambda _task: self._backchannel_verdict(utt, held))
-            return
-        self._queue_turn(utt)
-
-    def _queue_turn(self, utt: _Utterance) -> None:
-        self._pending_turn = utt.timer
-        self.turns.append(utt.timer)
-        self._inbox.put_nowait(("turn", utt))
-
-    def _backchannel_verdict(self, utt: _Utterance, onset: float) -> None:
-        self._held = None
-        self._progress.set()
-        if self._stopped:
-            return
-        task = utt.task
-        text = "" if task.cancelled() or task.exception() is not None else (getattr(task.result(), "text", "") or "")
-        if is_backchannel(text) and self.playback.talking:
-            if self._held_since is None:  # the caller is quiet again (else their next words decide)
-                self.playback.resume()
-            self.barge_ins.append({"onset": onset, "confirmed": self.endpointer.now, "dropped_seconds": 0.0,
-                                   "backchannel": True})
-            self.pipeline.turn_metrics.barge_ins.labels(outcome="backchannel").inc()
-            log.info("call %s: a backchannel at %.2fs; the bot goes on", self.call_id, onset)
-            self._last_turn = None
-            return
-        if self.playback.talking:
-            self._cut_in(onset)
-        self._queue_turn(utt)
-
-    def _check_premature(self, speech_at: float) -> None:
-        """The caller spoke again right after a turn was ended: that turn was cut too soon."""
-        last = self._last_turn
-        if last is not None and not last.premature and speech_at - self._last_decided_at < PREMATURE_SECONDS:
-            last.premature = True
-            self.premature_cutins += 1
-            self.pipeline.turn_metrics.premature.inc()
-            log.info("call %s: the caller went on %.2fs after the turn was ended (%s)", self.call_id,
-                     max(0.0, speech_at - self._last_decided_at), last.early or "silence window")
-
-    def _report_turn(self, timer: TurnTimer) -> None:
-        """A turn is answered (or over without an answer): its stages to /metrics, the log, the event log."""
-        if timer.reported:
-            return
-        timer.reported = True
-        self.pipeline.turn_metrics.observe(timer)
-        log.info("call %s: %s turn (%s%s): %s", self.call_id, timer.kind, timer.engine or "-",
-                 ", speculative" if timer.speculative else "", format_stages(timer.stages()))
-        if isinstance(self.core, TurnTimingLog) and self.conversation_id and not self._stopped:
-            self._inbox.put_nowait(("timing", timer.log_payload()))
 
     def _flush_digits(self) -> None:
         digits, self._digits = self._digits, []

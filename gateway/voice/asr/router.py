@@ -45,13 +45,15 @@ NO_SPEECH_PROB = 0.6
 LOW_CONFIDENCE = 0.35
 
 
-def whisper_fits(text: str, expect: Expect) -> bool:
+def whisper_fits(text: str, expect: Expect, *, loose: bool = False) -> bool:
     """Whisper's transcript answers the closed question by itself: all the digits of a fixed-length
-    string, a yes or a no, exactly one option."""
+    string, a yes or a no, exactly one option. ``loose`` (the grammar is queued behind other calls):
+    any digit count in bounds, accepting the rare "oh" Whisper drops rather than the wait."""
     if expect.kind == "digits":
-        # Only a fixed length: Whisper writes a spoken "oh" as nothing, which a range would hide.
+        # A fixed length only, unless loose: Whisper writes a spoken "oh" as nothing, which a range hides.
         low, high = digit_bounds(expect)
-        return low == high == len(spoken_digits(text))
+        count = len(spoken_digits(text))
+        return low <= count <= high if loose else low == high == count
     answer = answer_of(text, expect)
     return bool(answer) and "|" not in answer
 
@@ -240,7 +242,7 @@ class AsrRouter:
             # (prefer_open_engine), so this turn does not wait in the closed engine's queue.
             await asyncio.wait({grammar, heard}, return_when=asyncio.FIRST_COMPLETED)
             if (not grammar.done() and heard.done() and not heard.cancelled() and heard.exception() is None
-                    and whisper_fits(heard.result().text, expect)):
+                    and whisper_fits(heard.result().text, expect, loose=self._grammar_queued())):
                 self._stats["whisper_first"] += 1
                 return heard.result()
             return await self._weigh(heard, grammar, expect)
@@ -271,6 +273,10 @@ class AsrRouter:
                 self._stats["open_engine_preferred"] += 1  # whisper changed the answer
             return whisper
         return closed
+
+    def _grammar_queued(self) -> bool:
+        """Other calls' requests wait for the closed-set worker (it serves one at a time)."""
+        return getattr(self._engines.get(self.closed_engine), "waiting", 0) > 1
 
     def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
         if not self.fallback or self._whisper is None:
