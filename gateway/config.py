@@ -128,6 +128,7 @@ class TtsSettings(Section):
     speed: float = Field(1.0, gt=0.2, le=3.0)
     cache_dir: str = "prompt-cache"
     prompts_dir: str = ""
+    presynthesize: bool = True
 
 
 class VoiceSettings(Section):
