@@ -29,6 +29,9 @@ RECOGNITION_TIMEOUT = 30.0
 """A recognizer that does not answer within this is treated as failed for the turn."""
 OPEN = Expect()
 """What speech over the bot's statement is recognized as (a nod, or whatever the caller says)."""
+BACKCHANNEL_DECISION_SECONDS = 0.8
+"""Longest the bot stays paused after a short utterance over it, waiting to know whether it was a
+nod; past it the utterance is a barge-in (the bot stops, the turn goes to the core)."""
 MAX_SPECULATIVE_PER_TURN = 3
 """Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases gets a
 second look at the end; one who pauses often costs at most one wasted decode more."""
@@ -66,6 +69,7 @@ class CallerTurns:
     _speculative_count: int
     _held_since: float | None
     _held: "_Utterance | None"
+    _held_until: tuple[float, float]  # (audio time the nod-or-not decision is due, speech onset)
     _over_statement: bool
     _pending_turn: TurnTimer | None
     _last_turn: TurnTimer | None
@@ -156,6 +160,7 @@ class CallerTurns:
         if held is not None and self.playback.talking:
             # Short speech over the bot's statement: a nod lets it go on, anything else cuts in.
             self._held = utt
+            self._held_until = (self.endpointer.now + BACKCHANNEL_DECISION_SECONDS, held)
             utt.task.add_done_callback(lambda _task: self._backchannel_verdict(utt, held))
             return
         self._queue_turn(utt)
@@ -165,7 +170,24 @@ class CallerTurns:
         self.turns.append(utt.timer)
         self._inbox.put_nowait(("turn", utt))
 
+    def _check_held(self, now: float) -> None:
+        """Per frame (audio clock): no transcript in time (a busy recognizer) for speech held over
+        the bot: it does not stay silent waiting; the speech is taken as an interruption, as every
+        barge-in was before backchannels."""
+        utt = self._held
+        if utt is None or self._stopped or now < self._held_until[0]:
+            return
+        onset = self._held_until[1]
+        self._held = None
+        log.info("call %s: no verdict on speech over the bot within %.1fs; taken as a barge-in",
+                 self.call_id, BACKCHANNEL_DECISION_SECONDS)
+        if self.playback.talking:
+            self._cut_in(onset)
+        self._queue_turn(utt)
+
     def _backchannel_verdict(self, utt: _Utterance, onset: float) -> None:
+        if self._held is not utt:
+            return  # decided already (_check_held)
         self._held = None
         self._progress.set()
         if self._stopped:

@@ -140,6 +140,7 @@ class VoiceSession(BotReplies, CallerTurns):
         self._speculative_count = 0
         self._held_since: float | None = None  # onset of caller speech over a statement, bot paused, undecided
         self._held: _Utterance | None = None  # its recognition, deciding between a nod and a barge-in
+        self._held_until = (0.0, 0.0)
         self._over_statement = False  # this turn began over a statement of the bot's
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
@@ -339,6 +340,7 @@ class VoiceSession(BotReplies, CallerTurns):
                 self._end_of_turn(ev, cut=isinstance(ev, MaxUtterance))
             elif isinstance(ev, NoInput):
                 self._inbox.put_nowait(("silence", round(ev.waited, 2)))
+        self._check_held(now)
         held = self._held_since
         if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
             self._cut_in(held)  # too long for a nod: the caller is taking the turn
