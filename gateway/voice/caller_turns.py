@@ -32,9 +32,11 @@ OPEN = Expect()
 BACKCHANNEL_DECISION_SECONDS = 0.8
 """Longest the bot stays paused after a short utterance over it, waiting to know whether it was a
 nod; past it the utterance is a barge-in (the bot stops, the turn goes to the core)."""
-MAX_SPECULATIVE_PER_TURN = 3
-"""Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases gets a
-second look at the end; one who pauses often costs at most one wasted decode more."""
+MAX_SPECULATIVE_PER_TURN = 5
+"""Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases
+still gets one in the pause after the last of them (each new pause cancels the decode of the one
+before if it is still waiting); one who pauses often costs at most four wasted decodes, and none
+start while utterances wait for a recognizer (``AsrRouter.saturated``)."""
 
 
 @dataclass

@@ -73,7 +73,7 @@ class EndpointConfig:
     end_lag_ms: int = 40
     early_end: bool = True
     complete_end_ms: int = 250
-    sentence_end_ms: int = 400
+    sentence_end_ms: int = 320
     hold_ms: int = 1000
     backchannels: bool = True
     backchannel_max_ms: int = 900
