@@ -7,8 +7,7 @@ cannot tell a finished answer from a pause for breath. A speculative transcript 
 - ``COMPLETE``: the answer the question expects is all there (a digit string of the expected
   length, a yes or a no, one of the menu's options, a month and a day): end the turn after
   ``complete_end_ms`` of silence;
-- ``SENTENCE``: open speech that ends as a sentence does, or enough digits for a question that
-  accepts more: end after ``sentence_end_ms``;
+- ``SENTENCE``: open speech that ends as a sentence does: end after ``sentence_end_ms``;
 - ``HOLD``: open speech that trails off ("um", "and", "so", "because"): the caller is still
   thinking; wait up to ``hold_ms`` (longer than the usual window);
 - ``UNSURE``: nothing to go on; the usual window stands.
@@ -55,11 +54,10 @@ def judge(text: str, expect: Expect) -> str:
     if not words:
         return UNSURE
     if expect.kind == "digits":
+        # Only a string of one fixed length is ever complete: Whisper writes a partial "one, zero,
+        # zero, zero" as "10,000", which would pass for five digits of an order number of 5 to 8.
         low, high = digit_bounds(expect)
-        count = len(spoken_digits(text))
-        if expect.max_digits and count == high:
-            return COMPLETE
-        return SENTENCE if low <= count < high and expect.max_digits else UNSURE  # more digits may follow
+        return COMPLETE if expect.max_digits and low == high == len(spoken_digits(text)) else UNSURE
     if expect.closed:
         return COMPLETE if _complete_answer(text, expect) else UNSURE
     if expect.kind == "date":

@@ -25,7 +25,9 @@ def test_judge_closed_answers_by_what_the_question_expects():
     assert judge("1 2 3 4 5 6 7 8", eight) == COMPLETE
     assert judge("one two three four five six seven eight.", eight) == COMPLETE
     assert judge("one two three four", eight) == UNSURE  # half an account number: the caller goes on
-    assert judge("12345", Expect(kind="digits", min_digits=5, max_digits=8)) == SENTENCE  # may go on
+    # a range is never complete: a partial "one, zero, zero, zero" is heard as "10,000"
+    assert judge("10,000", Expect(kind="digits", min_digits=5, max_digits=8)) == UNSURE
+    assert judge("12345678", Expect(kind="digits", min_digits=5, max_digits=8)) == UNSURE
     assert judge("123", Expect(kind="digits", min_digits=5, max_digits=8)) == UNSURE
     assert judge("Yes, please.", Expect(kind="yesno")) == COMPLETE
     assert judge("Well, I", Expect(kind="yesno")) == UNSURE
