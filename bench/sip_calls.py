@@ -305,23 +305,29 @@ def _ms(values: list[float]) -> str:
     return f"p50 {pct(values, 0.5) * 1000:.0f} p95 {pct(values, 0.95) * 1000:.0f} ms (n={len(values)})"
 
 
-def _path_delays(answered: list[dict[str, Any]], calls: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+def _path_delays(answered: list[dict[str, Any]],
+                 calls: list[dict[str, Any]]) -> tuple[list[float], list[float], dict[str, list[float]]]:
     """Per turn matched by time: the caller's last word -> the gateway's speech end (RTP, jitter
-    buffers, the bridge, the loop), and the gateway's first reply frame -> the caller's reply onset."""
-    gateway = [t["marks"] for c in calls for t in c["turns"] if t["kind"] != "dtmf" and t["marks"]["speech_end"]]
+    buffers, the bridge, the loop), the gateway's first reply frame -> the caller's reply onset,
+    and mouth-to-ear by what the gateway expected at that turn (a misheard order number sends
+    the journey back to the digits question, so the caller's script is not the turn's kind)."""
+    gateway = [(t["marks"], t["expect"]) for c in calls for t in c["turns"]
+               if t["kind"] != "dtmf" and t["marks"]["speech_end"]]
     ins: list[float] = []
     outs: list[float] = []
+    by_expect: dict[str, list[float]] = {}
     for r in answered:
         for last_word, onset in r.get("marks", []):
             if not last_word or not onset:
                 continue
-            near = [g for g in gateway if 0 <= g["speech_end"] - last_word < 1.0 and g["first_frame"]
+            near = [(g, e) for g, e in gateway if 0 <= g["speech_end"] - last_word < 1.0 and g["first_frame"]
                     and 0 <= onset - g["first_frame"] < 1.0]
             if near:
-                g = min(near, key=lambda g: g["speech_end"] - last_word)
+                g, expect = min(near, key=lambda ge: ge[0]["speech_end"] - last_word)
                 ins.append(g["speech_end"] - last_word)
                 outs.append(onset - g["first_frame"])
-    return ins, outs
+                by_expect.setdefault(expect, []).append(onset - last_word)
+    return ins, outs, by_expect
 
 
 def bench_journeys(tmp: Path, steps: list[int]) -> None:
@@ -352,9 +358,14 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
         turns = [t for c in calls for t in c["turns"] if t["kind"] != "dtmf"]
         print(f"  {n} call(s) ({workers or 'no'} SIP workers), load average before {load_before}, after {loadavg()}:")
         print(f"    answered {len(answered)}/{n}, caller IDs distinct: {len({r['caller_id'] for r in results}) == n}")
+        ins, outs, by_expect = _path_delays(answered, calls)
         print(f"    mouth-to-ear, all turns: {_ms(every)}")
-        for kind, values in by_kind.items():
-            print(f"      {kind:<6} {_ms(values)}")
+        for kind, values in by_expect.items():
+            print(f"      {kind:<6} {_ms(values)} (what the gateway asked for; turns matched by time)")
+        said = {kind: len(v) for kind, v in by_kind.items()}
+        asked = {kind: len(v) for kind, v in by_expect.items()}
+        print(f"    turns by what the callers said {said}, by what the gateway asked {asked} "
+              "(a misheard digit string asks for it again)")
         for kind in ("open", "closed"):
             sel = [t for t in turns if t["kind"] == kind]
             if not sel:
@@ -365,7 +376,6 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
             early = sum(1 for t in sel if t.get("early"))
             print(f"    gateway stages, {kind} turns (p50/p95 ms): {split}; ended early {early}/{len(sel)}, "
                   f"speculative result used {sum(1 for t in sel if t['speculative'])}/{len(sel)}")
-        ins, outs = _path_delays(answered, calls)
         print(f"    path outside the gateway's stages (perf_counter is one clock for every process here): "
               f"caller's last voiced frame -> the gateway has it {_ms(ins)}; first reply frame taken -> "
               f"the caller hears it {_ms(outs)}")
