@@ -548,3 +548,30 @@ async def test_an_answer_overtaken_by_the_callers_next_turn_is_not_spoken(tmp_pa
     assert session.stats["superseded_replies"] == 1
     await session.stop()
     await pipeline.close()
+
+
+class SlowAsr(ScriptedAsr):
+    """A recognizer that is busy elsewhere: every answer comes after ``delay`` seconds of wall time."""
+
+    def __init__(self, answers: list[object], delay: float):
+        super().__init__(answers)
+        self.delay = delay
+
+    async def recognize(self, pcm, sample_rate, expect, *, speculative=False):
+        await asyncio.sleep(self.delay)
+        return await super().recognize(pcm, sample_rate, expect, speculative=speculative)
+
+
+async def test_a_nod_whose_transcript_is_late_is_a_barge_in_not_a_silent_bot(tmp_path, tts):
+    """Speech over the bot's statement pauses it; without a transcript within 0.8 s of audio (a
+    busy recognizer) the bot does not stay silent: the speech is taken as a barge-in."""
+    core = ScriptedCore([Say(LONG_PROMPT)], {UserSaid: [Say("Okay.")]})
+    pipeline, session = await make_session(tmp_path, tts, core, SlowAsr(["okay"], delay=3.0))
+    nod = utterance("okay", snr_db=30, lead_s=0.0, trail_s=2.5, seed=6)
+    trace = await talk_over_prompt(session, nod.pcm, start_after=1.5, echo_gain=0.0, seconds=4.5)
+    assert [b["backchannel"] for b in session.barge_ins] == [False], session.barge_ins
+    confirmed = session.barge_ins[0]["confirmed"]
+    assert confirmed - (1.5 + nod.speech_end_s) < 0.8 + 0.6 + 0.1  # its end, then at most 0.8 s undecided
+    assert not any(paused for t, talking, paused in trace if t > confirmed)  # never left paused
+    await session.stop()
+    await pipeline.close()
