@@ -28,13 +28,15 @@ OneCaller = Callable[[Any, float, int], Awaitable[dict[str, float]]]
 class NoopAsr:
     """Answers every turn at once with an empty transcript."""
 
+    saturated = False
+
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         return None
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Any) -> Any:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Any, *, speculative: bool = False) -> Any:
         from gateway.voice.asr import Transcript
 
         return Transcript(text="", confidence=0.0, engine="noop", audio_seconds=len(pcm) / (2 * sample_rate),

@@ -1,23 +1,31 @@
-"""SIP leg figures: mouth-to-ear turn latency, simultaneous calls with clean audio, media CPU.
+"""SIP leg figures: mouth-to-ear turn latency of whole journeys at 1-24 calls, tone calls, media CPU.
 
-    .venv/bin/python -m bench.sip_calls [--calls 2] [--skip-latency] [--workers 4]
+    .venv/bin/python -m bench.sip_calls [--steps 1 4 8 16 24] [--skip-tone] [--workers 4]
 
 Everything runs on loopback with real SIP and RTP: the gateway's SIP channel in one process (or
 with ``sip.workers``: the gateway process and its SIP worker processes behind the SIP front), the
-softphone (pjsua2, its own endpoint; 4 calls per process) in others, on the same cores.
+softphone (pjsua2, its own endpoint; 4 calls per process) in others, all on the same cores.
 
-1. Turn latency: the gateway runs the real core and voice pipeline; the softphone waits for each
-   prompt to end, says a turn (synthesized speech), and measures from its last voiced frame sent
-   to the first voiced frame of the reply received (everything a caller waits through:
-   endpointing, recognition, the journey, synthesis, both jitter buffers). p50/p95 over turns.
-2. Simultaneous calls: the gateway's sessions play a tone; 1..4 calls at once on one process,
-   then 4, 8, ... on one node with workers; per call the caller counts silent frames inside the
-   tone (gaps) and the gateway counts underruns.
-3. Media-path CPU: time inside the call's AudioMediaPort callbacks per second of call, and the
-   gateway process's whole CPU per call (pjsip RTP, codecs and bridge included).
+1. Journeys (real core, real recognizers and synthesizer): N simultaneous calls, each its own
+   caller (distinct caller IDs; one in four is a known customer's number, greeted by name and
+   asked for proof before any account data). Every call walks the order-status journey with
+   speech from the speech corpus (three voices, telephone band, line noise in the pauses):
+   an open question, a spoken digit string, two yes/no answers. The softphone waits for each
+   prompt to end and measures mouth-to-ear: from its last voiced frame sent to the first voiced
+   frame of the reply received (endpointing, recognition, the journey, synthesis, both jitter
+   buffers). The gateway reports every turn's stage split (``TurnTimer.stages``), including the
+   time each turn waited for a recognizer; premature cut-ins and barge-ins are counted. Printed
+   per load: p50/p95 mouth-to-ear by turn kind, the stage split, late frames (gateway underruns),
+   CPU, memory of every process of the gateway (SIP workers and recognizer workers included)
+   and the load average of the machine.
+2. Tone calls (stubbed pipeline, measures the SIP media path only): 1..4 calls at once on one
+   process, then 4, 8, ... on one node with workers; per call the caller counts silent frames
+   inside the tone (gaps) and the gateway counts underruns.
+3. Media-path CPU: time inside the call's AudioMediaPort callbacks per second of call.
 4. ``frame.buf`` access: the slow SWIG path against the data-pointer copy the port uses.
 
-Prints figures; never fails.
+Prints figures; never fails. Targets (issue 11): mouth-to-ear p50 <= 700 ms and p95 <= 900 ms at
+1 call, p95 <= 1.2 s at 4 and 16 calls.
 """
 
 from __future__ import annotations
@@ -37,7 +45,14 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-TURNS = ("I want to check the status of my order", "four five six one two")
+JOURNEY = (("open", "I want to check the status of my order"), ("digits", "one, zero, zero, zero, one"),
+           ("yesno", "no thank you"), ("yesno", "no thank you"))
+"""What every bench caller says, one turn after each prompt: the order-status journey."""
+KNOWN_CALLERS = ("+15551234567", "+15559876543", "+15552223333", "+15554445555", "+15556667777", "+15558889999")
+"""Customers of the sample CRM: a call from one of these numbers is greeted by name (a claim only)."""
+VOICES = ("heart", "heart-low", "heart-high")
+LINE_NOISE_DBFS = -60.0
+"""Hiss on the caller's line between words (a quiet analogue line; digital silence flatters a VAD)."""
 
 
 # ---- the gateway role (a subprocess) ------------------------------------------------------------
@@ -74,6 +89,21 @@ class _TonePipeline:
         return _ToneSession(**kwargs)
 
 
+def _stages(timer: Any) -> dict[str, float | None]:
+    """A turn's stage split (a gateway from before the split: what its ``as_dict`` had)."""
+    if hasattr(timer, "stages"):
+        return timer.stages()
+    t = timer.as_dict()
+    return {"endpoint": t["endpoint_wait"], "recognition": t["recognition"], "queue": t["queue"],
+            "dialog": t["dialog"], "tts": t["tts"], "total": t["total"]}
+
+
+def _marks(timer: Any) -> dict[str, float | None]:
+    if hasattr(timer, "wall_marks"):
+        return timer.wall_marks()
+    return {"speech_end": None, "decided": None, "first_frame": None}
+
+
 async def _serve(real: bool, data_dir: str, workers: int) -> None:
     from gateway.config import load_settings
     from gateway.telephony.sip.channel import start_sip_channel
@@ -89,8 +119,23 @@ async def _serve(real: bool, data_dir: str, workers: int) -> None:
         core = await build_core(settings)
         pipeline = VoicePipeline(settings, core)
         await pipeline.start()
+    finished: list[dict[str, Any]] = []
+    if real:
+        forget = pipeline._forget
+
+        def keep_turns(session: Any) -> None:  # every ended call's turns, for the "turns" command
+            finished.append({"caller_id": session.caller_id, "premature": getattr(session, "premature_cutins", 0),
+                             "barge_ins": list(session.barge_ins),
+                             "turns": [{"kind": t.kind, "expect": t.expect_kind, "early": getattr(t, "early", ""),
+                                        "premature": getattr(t, "premature", False), "speculative": t.speculative,
+                                        "stages": _stages(t), "marks": _marks(t)} for t in session.turns]})
+            forget(session)
+
+        pipeline._forget = keep_turns
     channel = await start_sip_channel(settings, core, pipeline)
     pids = [os.getpid()] + [w["pid"] for w in (await channel.stats()).get("workers", [])]
+    if real:
+        pids += pipeline.asr.worker_pids()
     print(json.dumps({"port": channel.port, "pids": pids}), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -109,6 +154,9 @@ async def _serve(real: bool, data_dir: str, workers: int) -> None:
         if line.strip() == b"stats":
             print(json.dumps({"media": last}), flush=True)
             last = []
+        elif line.strip() == b"turns":
+            print(json.dumps({"calls": finished}), flush=True)
+            finished = []
     await channel.close()
     if real:
         await pipeline.close()
@@ -142,6 +190,24 @@ class Gateway:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
+
+    def rss_mb(self) -> float:
+        """Resident memory of the gateway process, its SIP workers and its recognizer workers."""
+        total = 0
+        for pid in self.pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
+
+    def turns(self) -> list[dict[str, Any]]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("turns\n")
+        self.proc.stdin.flush()
+        return self._read_json()["calls"]
 
     def media_stats(self) -> list[dict[str, float]]:
         assert self.proc.stdin is not None
@@ -185,39 +251,140 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bench_latency(tmp: Path, calls: int, workers: int = 0) -> None:
-    from gateway.config import load_settings
-    from gateway.voice.audio import write_wav
-    from gateway.voice.tts import Synthesizer
+def loadavg() -> str:
+    """The machine's load average (1, 5, 15 minutes): what else ran while this figure was taken."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
-    settings = load_settings(overrides={"data_dir": str(tmp / "gw")})
-    tts = Synthesizer(settings.voice.tts, cache_dir=tmp / "caller-voice")
-    files = []
-    for i, text in enumerate(TURNS):
-        pcm = asyncio.run(tts.synthesize(text, 8000))
-        path = tmp / f"turn{i}.wav"
-        write_wav(path, pcm, 8000)
-        files += ["--play", str(path)]
-    gw = Gateway(real=True, data_dir=str(tmp / "gw"), workers=workers)
-    latencies: list[float] = []
-    try:
-        for i in range(calls):
-            results = softphone(f"sip:bot@127.0.0.1:{gw.port}", *files, "--quiet", "1.2", "--pause", "0.5",
-                                "--seconds", "40")
-            for r in results:
-                got = [x for x in r["latencies"] if x is not None]
-                latencies += got
-                print(f"  call {i}: turn latencies {', '.join(f'{x * 1000:.0f} ms' for x in got) or '-'}"
-                      f" (codec {r['codec']})")
-    finally:
-        gw.close()
-    if latencies:
-        where = f"{workers} SIP workers" if workers else "SIP in the gateway process"
-        print(f"mouth-to-ear turn latency over SIP ({where}): n={len(latencies)} p50={pct(latencies, 0.5) * 1000:.0f} ms "
-              f"p95={pct(latencies, 0.95) * 1000:.0f} ms (end-of-turn silence {settings.voice.endpoint.end_of_turn_ms} ms"
-              " included)")
-    else:
-        print("mouth-to-ear turn latency: no reply measured")
+
+def journey_files(tmp: Path) -> dict[str, list[str]]:
+    """``--play`` arguments per voice: the journey's turns as corpus speech (line noise at 30 dB SNR)."""
+    from gateway.voice.audio import write_wav
+    from tests.voice.speech_corpus import utterance
+
+    files: dict[str, list[str]] = {}
+    for v, voice in enumerate(VOICES):
+        args: list[str] = []
+        for k, (_kind, text) in enumerate(JOURNEY):
+            u = utterance(text, voice=voice, snr_db=30.0, lead_s=0.2, trail_s=0.2, seed=100 * v + k)
+            path = tmp / f"journey-{voice}-{k}.wav"
+            write_wav(path, u.pcm, u.rate)
+            args += ["--play", str(path)]
+        files[voice] = args
+    return files
+
+
+def _caller_ids(first: int, count: int) -> str:
+    """Distinct caller IDs for ``count`` calls from index ``first``: one in four a known customer."""
+    ids = []
+    for i in range(first, first + count):
+        ids.append(KNOWN_CALLERS[(i // 4) % len(KNOWN_CALLERS)] if i % 4 == 0 else f"+1555031{i:04d}")
+    return ",".join(ids)
+
+
+def _journey_callers(uri: str, calls: int, files: dict[str, list[str]], seconds: float) -> list[dict[str, Any]]:
+    from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
+
+    procs = []
+    for n, first in enumerate(range(0, calls, CALLS_PER_PROCESS)):
+        k = min(CALLS_PER_PROCESS, calls - first)
+        cmd = [sys.executable, "-m", "gateway.telephony.sip.softphone", uri, "--json", "--calls", str(k),
+               "--caller-id", _caller_ids(first, k), *files[VOICES[n % len(VOICES)]], "--quiet", "0.8",
+               "--pause", "0.3", "--seconds", str(seconds), "--line-noise", str(LINE_NOISE_DBFS)]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        time.sleep(0.2)  # calls arrive over a second, not in the same millisecond
+    out: list[dict[str, Any]] = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=seconds + 120)
+        out += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return out
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"p50 {pct(values, 0.5) * 1000:.0f} p95 {pct(values, 0.95) * 1000:.0f} ms (n={len(values)})"
+
+
+def _path_delays(answered: list[dict[str, Any]],
+                 calls: list[dict[str, Any]]) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """Per turn matched by time: the caller's last word -> the gateway's speech end (RTP, jitter
+    buffers, the bridge, the loop), the gateway's first reply frame -> the caller's reply onset,
+    and mouth-to-ear by what the gateway expected at that turn (a misheard order number sends
+    the journey back to the digits question, so the caller's script is not the turn's kind)."""
+    gateway = [(t["marks"], t["expect"]) for c in calls for t in c["turns"]
+               if t["kind"] != "dtmf" and t["marks"]["speech_end"]]
+    ins: list[float] = []
+    outs: list[float] = []
+    by_expect: dict[str, list[float]] = {}
+    for r in answered:
+        for last_word, onset in r.get("marks", []):
+            if not last_word or not onset:
+                continue
+            near = [(g, e) for g, e in gateway if 0 <= g["speech_end"] - last_word < 1.0 and g["first_frame"]
+                    and 0 <= onset - g["first_frame"] < 1.0]
+            if near:
+                g, expect = min(near, key=lambda ge: ge[0]["speech_end"] - last_word)
+                ins.append(g["speech_end"] - last_word)
+                outs.append(onset - g["first_frame"])
+                by_expect.setdefault(expect, []).append(onset - last_word)
+    return ins, outs, by_expect
+
+
+def bench_journeys(tmp: Path, steps: list[int]) -> None:
+    files = journey_files(tmp)
+    seconds = 75.0
+    for n in steps:
+        workers = 0 if n <= 4 else -(-n // 4)
+        load_before = loadavg()
+        gw = Gateway(real=True, data_dir=str(tmp / f"gw-journeys-{n}"), workers=workers)
+        try:
+            cpu0, t0 = gw.cpu_seconds(), time.monotonic()
+            peak = [gw.rss_mb()]
+            results = _journey_callers(f"sip:bot@127.0.0.1:{gw.port}", n, files, seconds)
+            cpu, wall = gw.cpu_seconds() - cpu0, time.monotonic() - t0
+            peak.append(gw.rss_mb())
+            time.sleep(1.0)
+            media = gw.media_stats()
+            calls = gw.turns()
+        finally:
+            gw.close()
+        answered = [r for r in results if r["answered"]]
+        by_kind: dict[str, list[float]] = {}
+        for r in answered:
+            for (kind, _text), latency in zip(JOURNEY, r["latencies"]):
+                if latency is not None:
+                    by_kind.setdefault(kind, []).append(latency)
+        every = [x for v in by_kind.values() for x in v]
+        turns = [t for c in calls for t in c["turns"] if t["kind"] != "dtmf"]
+        print(f"  {n} call(s) ({workers or 'no'} SIP workers), load average before {load_before}, after {loadavg()}:")
+        print(f"    answered {len(answered)}/{n}, caller IDs distinct: {len({r['caller_id'] for r in results}) == n}")
+        ins, outs, by_expect = _path_delays(answered, calls)
+        print(f"    mouth-to-ear, all turns: {_ms(every)}")
+        for kind, values in by_expect.items():
+            print(f"      {kind:<6} {_ms(values)} (what the gateway asked for; turns matched by time)")
+        said = {kind: len(v) for kind, v in by_kind.items()}
+        asked = {kind: len(v) for kind, v in by_expect.items()}
+        print(f"    turns by what the callers said {said}, by what the gateway asked {asked} "
+              "(a misheard digit string asks for it again)")
+        for kind in ("open", "closed"):
+            sel = [t for t in turns if t["kind"] == kind]
+            if not sel:
+                continue
+            split = ", ".join(f"{stage} {pct([t['stages'][stage] for t in sel if t['stages'][stage] is not None] or [0], 0.5) * 1000:.0f}"
+                              f"/{pct([t['stages'][stage] for t in sel if t['stages'][stage] is not None] or [0], 0.95) * 1000:.0f}"
+                              for stage in sel[0]["stages"])
+            early = sum(1 for t in sel if t.get("early"))
+            print(f"    gateway stages, {kind} turns (p50/p95 ms): {split}; ended early {early}/{len(sel)}, "
+                  f"speculative result used {sum(1 for t in sel if t['speculative'])}/{len(sel)}")
+        print(f"    path outside the gateway's stages (perf_counter is one clock for every process here): "
+              f"caller's last voiced frame -> the gateway has it {_ms(ins)}; first reply frame taken -> "
+              f"the caller hears it {_ms(outs)}")
+        premature = sum(c.get("premature", 0) for c in calls)
+        barges = [b for c in calls for b in c["barge_ins"]]
+        underruns = sum(m["underruns"] for m in media)
+        print(f"    premature cut-ins {premature}, barge-ins {len(barges)} (backchannels {sum(1 for b in barges if b.get('backchannel'))}); "
+              f"gateway underruns {underruns} frames; CPU {cpu / wall * 100:.0f} % of one core (2 cores); "
+              f"memory of the gateway's processes {max(peak):.0f} MB")
 
 
 def bench_concurrency(tmp: Path, steps: list[int], workers: int = 0) -> None:
@@ -315,8 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--real", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--calls", type=int, default=2, help="calls for the latency figure (2 turns each)")
-    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8, 16, 24],
+                        help="simultaneous journey calls per load")
+    parser.add_argument("--skip-latency", action="store_true", help="no journey calls")
+    parser.add_argument("--skip-tone", action="store_true", help="no tone calls")
     parser.add_argument("--workers", type=int, default=4, help="SIP worker processes for the one-node figures")
     args = parser.parse_args(argv)
     if args.serve:
@@ -325,20 +494,23 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
 
     try:
-        bench_frame_access()
+        print(f"load average at start: {loadavg()} (2 cores)")
         with tempfile.TemporaryDirectory(prefix="sip-bench-") as tmp:
-            print(f"simultaneous SIP calls, one gateway process (the pjsua2 wheel holds {CALLS_PER_PROCESS}):")
-            bench_concurrency(Path(tmp), list(range(1, CALLS_PER_PROCESS + 1)))
-            if args.workers:
-                print(f"simultaneous SIP calls, one gateway node with {args.workers} SIP workers "
-                      f"(callers: {CALLS_PER_PROCESS} calls per softphone process, on the same cores):")
-                bench_concurrency(Path(tmp), list(range(CALLS_PER_PROCESS, args.workers * CALLS_PER_PROCESS + 1,
-                                                        CALLS_PER_PROCESS)), args.workers)
             if not args.skip_latency:
-                print("turn latency through the real core and voice pipeline:")
-                bench_latency(Path(tmp), args.calls)
+                print("journeys through the real core and voice pipeline (real recognizers and synthesizer, "
+                      "corpus speech with line noise, each call its own caller):")
+                bench_journeys(Path(tmp), args.steps)
+            if not args.skip_tone:
+                bench_frame_access()
+                print(f"tone calls (stubbed pipeline: the SIP media path only), one gateway process "
+                      f"(the pjsua2 wheel holds {CALLS_PER_PROCESS}):")
+                bench_concurrency(Path(tmp), list(range(1, CALLS_PER_PROCESS + 1)))
                 if args.workers:
-                    bench_latency(Path(tmp), args.calls, workers=2)
+                    print(f"tone calls, one gateway node with {args.workers} SIP workers "
+                          f"(callers: {CALLS_PER_PROCESS} calls per softphone process, on the same cores):")
+                    bench_concurrency(Path(tmp), list(range(CALLS_PER_PROCESS, args.workers * CALLS_PER_PROCESS + 1,
+                                                            CALLS_PER_PROCESS)), args.workers)
+        print(f"load average at the end: {loadavg()}")
     except Exception:  # noqa: BLE001 - a bench reports, it never fails the run
         import traceback
 

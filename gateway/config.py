@@ -100,7 +100,13 @@ class EndpointSettings(Section):
     barge_in: bool = True
     barge_in_min_ms: int = Field(120, ge=0)
     pre_roll_ms: int = Field(300, ge=0, le=1000)
-    speculative_ms: int = Field(250, ge=0)
+    speculative_ms: int = Field(120, ge=0)
+    early_end: bool = True
+    complete_end_ms: int = Field(250, ge=20)
+    sentence_end_ms: int = Field(320, ge=20)
+    hold_ms: int = Field(1000, ge=100, le=5000)
+    backchannels: bool = True
+    backchannel_max_ms: int = Field(900, ge=100, le=3000)
 
 
 class AsrSettings(Section):
@@ -122,6 +128,7 @@ class TtsSettings(Section):
     speed: float = Field(1.0, gt=0.2, le=3.0)
     cache_dir: str = "prompt-cache"
     prompts_dir: str = ""
+    presynthesize: bool = True
 
 
 class VoiceSettings(Section):

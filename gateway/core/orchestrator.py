@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from gateway.config import Settings
 from gateway.context.audit import AuditLog
@@ -203,6 +203,11 @@ class Orchestrator:
                     log.warning("conversation %s changed on another node; handling %s again",
                                 conversation_id, event.kind)
         return []
+
+    async def log_turn_timing(self, conversation_id: str, timing: Mapping[str, Any]) -> None:
+        """Keep where one voice turn's time went (``TurnTiming``: kinds and milliseconds, no words)
+        in the conversation's event log, beside the turn's own events."""
+        await self.store.append(conversation_id, channel="voice", kind="TurnTiming", payload=dict(timing))
 
     async def context(self, conversation_id: str) -> dict[str, Any]:
         record = await self.store.get(conversation_id)

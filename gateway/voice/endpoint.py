@@ -18,7 +18,10 @@ Events, all stamped in audio seconds since the first frame:
   barge-in: the queued audio is dropped.
 - ``SpeechCancelled``: the onset was a click, a cough or echo; paused playback resumes.
 - ``SpeechPaused``: optional (``speculative_ms``), silence inside the turn long enough to start
-  recognizing speculatively; ``SpeechEnded`` follows unless the caller resumes.
+  recognizing speculatively; ``SpeechEnded`` follows unless the caller resumes. While the caller
+  stays silent in that pause, ``set_window`` may shorten the end-of-turn window (the speculative
+  transcript is a complete answer) or lengthen it (it trails off with "and", "um"), see
+  ``gateway/voice/turn_end.py``; speech resuming restores the usual window.
 - ``SpeechEnded``: the turn's audio (pre-roll, speech, a short tail).
 - ``MaxUtterance``: the turn ran past ``max_utterance_seconds``; its audio so far.
 - ``NoInput``: the no-input timer armed after a prompt ran out.
@@ -68,6 +71,12 @@ class EndpointConfig:
     default_echo_coupling: float = 0.25
     onset_lag_ms: int = 40
     end_lag_ms: int = 40
+    early_end: bool = True
+    complete_end_ms: int = 250
+    sentence_end_ms: int = 320
+    hold_ms: int = 1000
+    backchannels: bool = True
+    backchannel_max_ms: int = 900
 
     @classmethod
     def from_settings(cls, voice: object) -> "EndpointConfig":
@@ -76,7 +85,8 @@ class EndpointConfig:
         vad = voice.vad  # type: ignore[attr-defined]
         extra = {
             name: getattr(ep, name)
-            for name in ("pre_roll_ms", "speculative_ms", "echo_margin")
+            for name in ("pre_roll_ms", "speculative_ms", "echo_margin", "early_end", "complete_end_ms",
+                         "sentence_end_ms", "hold_ms", "backchannels", "backchannel_max_ms")
             if hasattr(ep, name)
         }
         return cls(
@@ -112,6 +122,8 @@ class SpeechPaused:
     at: float
     audio: bytes
     started_at: float
+    serial: int = 0
+    """Names this pause for ``Endpointer.set_window``."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,11 @@ class SpeechEnded:
     at: float
     audio: bytes
     started_at: float
+    early: str = ""
+    """Why the window was shorter than ``end_of_turn_ms`` (``set_window``'s reason), if it was."""
+    pause: int = 0
+    """The ``SpeechPaused.serial`` this silence began with (0: none): the speech is the same, only
+    silence came after, so a transcript of that pause's audio is the turn's."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +173,8 @@ ABS_FLOOR = 30.0 / 32768.0
 END_LOOKAHEAD_MS = 200
 """How much earlier than the VAD's count the end-of-turn window may close (its release lag)."""
 MAX_REFINE_BLOCKS = 20
+BARGE_PRE_ROLL_MS = 20
+"""Pre-roll kept before speech that began while the bot was talking (the rest is its echo)."""
 """The energy onset may lie at most 200 ms before the VAD's."""
 
 
@@ -207,7 +226,13 @@ class EchoGate:
         return in_level > ref * self._coupling * self.margin
 
     def learn(self, in_level: float) -> None:
-        """Record a frame heard while the caller was not talking (echo and line noise only)."""
+        """Record a frame heard while the caller was not talking (echo and line noise only).
+
+        A frame louder than the echo the estimate allows is not learned: it is the caller starting
+        to talk before the VAD says so (double talk), and learning it would raise the estimate
+        until the caller's own speech passed for echo."""
+        if self.passes(in_level):
+            return
         out = self._out[-1] if self._out else 0.0
         self._in_energy = self._in_energy * ECHO_DECAY + in_level * in_level
         self._out_energy = self._out_energy * ECHO_DECAY + out * out
@@ -237,6 +262,10 @@ class Endpointer:
         self._onset_sent = False
         self._barge = False
         self._paused_sent = False
+        self._pause_serial = 0
+        self._pausing = False  # silent since the last SpeechPaused
+        self._window_ms = 0  # this pause's end-of-turn window (0: end_of_turn_ms)
+        self._window_reason = ""
         self._no_input_at: float | None = None
         self._no_input_armed = 0.0
         self._max_frames = int(config.max_utterance_seconds * 1000 // FRAME_MS)
@@ -248,9 +277,23 @@ class Endpointer:
         return self.frames * self.frame_seconds
 
     @property
+    def talking(self) -> bool:
+        """The caller is speaking this very frame (in a turn, not in a pause)."""
+        return self.state == "speech" and self._gap == 0
+
+    @property
     def in_turn(self) -> bool:
         """The caller is talking (a confirmed utterance is open)."""
         return self.state == "speech"
+
+    def set_window(self, serial: int, window_ms: int, reason: str = "") -> bool:
+        """End the turn after ``window_ms`` of silence instead of ``end_of_turn_ms``, if the caller
+        is still silent in the pause ``serial`` (a ``SpeechPaused``); False when they went on."""
+        if self.state != "speech" or not self._pausing or serial != self._pause_serial:
+            return False
+        self._window_ms = max(FRAME_MS, int(window_ms))
+        self._window_reason = reason if self._window_ms < self.config.end_of_turn_ms else ""
+        return True
 
     def arm_no_input(self, seconds: float) -> None:
         """Start the no-input timer now (the prompt has finished playing)."""
@@ -336,18 +379,29 @@ class Endpointer:
                 if prob >= cfg.threshold:
                     self._last_strong_frame = len(self._audio)
                 self._paused_sent = False
+                self._pausing = False
+                self._window_ms, self._window_reason = 0, ""
             else:
                 self._gap += 1
                 silence_ms = self._ms(self._gap)
-                if cfg.speculative_ms and not self._paused_sent and silence_ms >= cfg.speculative_ms:
+                if (cfg.speculative_ms and not self._paused_sent
+                        and silence_ms >= min(cfg.speculative_ms, cfg.end_of_turn_ms) - END_LOOKAHEAD_MS
+                        and (silence_ms >= cfg.speculative_ms
+                             or self.now - self._speech_end() >= cfg.speculative_ms / 1000.0 - 1e-9)):
+                    # like the window below, measured from the energy end once the VAD has let go
                     self._paused_sent = True
-                    events.append(SpeechPaused(self._speech_end(), self._utterance(), self._start))
+                    self._pausing = True
+                    self._pause_serial += 1
+                    events.append(SpeechPaused(self._speech_end(), self._utterance(), self._start,
+                                               self._pause_serial))
+                window = self._window_ms or cfg.end_of_turn_ms
                 # The VAD lets go 50-150 ms after the speech stops, so from a little before the
                 # window would close on its count, the window is measured from the energy end.
-                if silence_ms >= cfg.end_of_turn_ms - END_LOOKAHEAD_MS:
+                if silence_ms >= window - END_LOOKAHEAD_MS:
                     end = self._speech_end()
-                    if self.now - end >= cfg.end_of_turn_ms / 1000.0 - 1e-9 or silence_ms >= cfg.end_of_turn_ms:
-                        events.append(SpeechEnded(end, self._utterance(), self._start))
+                    if self.now - end >= window / 1000.0 - 1e-9 or silence_ms >= window:
+                        events.append(SpeechEnded(end, self._utterance(), self._start, self._window_reason,
+                                                  self._pause_serial if self._pausing else 0))
                         self._reset_idle()
                         return events
             if len(self._audio) - self._pre_count >= self._max_frames:
@@ -397,7 +451,7 @@ class Endpointer:
         peak = float(blocks[2 * self._pre_count :].max(initial=0.0))
         thr = max(self._noise * NOISE_RATIO, peak * PEAK_RATIO, ABS_FLOOR)
         b = min(2 * self._pre_count + 3, len(blocks) - 1)  # 30 ms into what the VAD called speech
-        if b < 0 or blocks[b] <= thr:
+        if b < 0 or blocks[b] <= thr or self._barge:  # over the bot, energy before the VAD is its echo
             return max(self._origin, self._start - self.config.onset_lag_ms / 1000.0)
         low = max(0, 2 * self._pre_count - MAX_REFINE_BLOCKS)
         while b - 1 >= low and (blocks[b - 1] > thr or (b - 2 >= low and blocks[b - 2] > thr)):
@@ -423,10 +477,15 @@ class Endpointer:
 
     def _utterance(self) -> bytes:
         tail = self.config.tail_ms // FRAME_MS
-        return b"".join(self._audio[: self._last_speech_frame + tail])
+        # Speech over the bot: the pre-roll holds the bot's own echo, which the recognizer would
+        # hear as the caller's first word ("you're okay"), so only a little of it is kept.
+        skip = max(0, self._pre_count - BARGE_PRE_ROLL_MS // FRAME_MS) if self._barge else 0
+        return b"".join(self._audio[skip: self._last_speech_frame + tail])
 
     def _reset_idle(self) -> None:
         self.state = "idle"
+        self._pausing = False
+        self._window_ms, self._window_reason = 0, ""
         self._audio = []
         self._pre.clear()
         self._gap = 0

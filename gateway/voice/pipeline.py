@@ -4,17 +4,21 @@ One pipeline per gateway process holds the speech recognizer (its worker pool), 
 synthesizer and the pool of VAD models; each call gets a light ``VoiceSession`` from
 ``session()``. Engines passed in by the caller are used as they are (the caller starts and
 closes them); engines the pipeline builds itself from the settings are started by ``start()``
-and closed by ``close()``.
+and closed by ``close()``. With its own synthesizer it also pre-synthesizes the journeys' fixed
+prompts in the background while no call is in progress (``prompt_warmup.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from gateway.config import Settings
 from gateway.core.port import ConversationPort
+from gateway.voice.prompt_warmup import fixed_prompts, warm_prompts
 from gateway.voice.session import CallControl, VoiceSession
+from gateway.voice.timing import TurnMetrics
 from gateway.voice.vad import VadPool
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ class VoicePipeline:
         vad = settings.voice.vad
         self.vad_pool = vad_pool or VadPool(vad.engine, vad.webrtc_aggressiveness)
         self.sessions: dict[str, VoiceSession] = {}
+        self.turn_metrics = TurnMetrics()
+        self._warmup: asyncio.Task[None] | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -76,11 +82,27 @@ class VoicePipeline:
         if self._own_tts and hasattr(self.tts, "warm_up"):
             await self.tts.warm_up()  # the first caller does not wait for the engine's first inference
         await self.vad_pool.prewarm(voice.sample_rate, PREWARM_VAD_MODELS)
+        if voice.tts.presynthesize and self._own_tts:
+            self._warmup = asyncio.create_task(self._warm_prompts(), name="prompt-warmup")
         self._started = True
         log.info("voice pipeline ready (vad %s, %d Hz)", self.vad_pool.engine, voice.sample_rate)
 
+    async def _warm_prompts(self) -> None:
+        voice = self.settings.voice
+        try:
+            texts = await asyncio.to_thread(fixed_prompts, self.settings.project_path(self.settings.journeys.directory))
+        except (OSError, ValueError) as exc:  # bad journeys stop the core elsewhere; here they cost only the warm-up
+            log.warning("prompt warm-up: journeys not read: %s", exc)
+            return
+        done = await warm_prompts(self.tts, texts, voice.sample_rate, lambda: bool(self.sessions))
+        log.info("prompt warm-up: %d of %d fixed prompts ready at %d Hz", done, len(texts), voice.sample_rate)
+
     async def close(self) -> None:
         """Stop every open session, then close the engines this pipeline built."""
+        if self._warmup is not None:
+            self._warmup.cancel()
+            await asyncio.gather(self._warmup, return_exceptions=True)
+            self._warmup = None
         for session in list(self.sessions.values()):
             await session.stop("shutdown")
         self.sessions.clear()
@@ -132,8 +154,11 @@ class VoicePipeline:
         return False
 
     def register_metrics(self, metrics: Any) -> None:
-        """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did."""
+        """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did; the turn
+        stage histograms and counters (``gateway/voice/timing.py``)."""
         metrics.gauge("voicegw_voice_calls", lambda: float(len(self.sessions)))
+        for collector in self.turn_metrics.collectors():
+            metrics.register(collector)
         for name, key in ASR_METRICS.items():
             metrics.gauge(name, lambda key=key: float(getattr(self.asr, "stats", {}).get(key, 0)))
 

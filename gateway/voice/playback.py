@@ -29,6 +29,7 @@ class Prompt:
     text: str
     barge_in: bool = True
     prompt_id: str = ""
+    question: bool = False  # an ``Ask``: whatever the caller says over it is an answer
     closed: bool = False
     cut: bool = False
     finished: bool = False
@@ -56,9 +57,9 @@ class Playback:
         self.truncated = 0
 
     # -- filling -------------------------------------------------------------------------
-    def start_prompt(self, text: str, *, barge_in: bool = True, prompt_id: str = "") -> Prompt:
+    def start_prompt(self, text: str, *, barge_in: bool = True, prompt_id: str = "", question: bool = False) -> Prompt:
         """Open a prompt at the end of the queue; audio is added with ``append``."""
-        prompt = Prompt(text=text, barge_in=barge_in, prompt_id=prompt_id)
+        prompt = Prompt(text=text, barge_in=barge_in, prompt_id=prompt_id, question=question)
         self._prompts.append(prompt)
         return prompt
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from gateway.core.actions import Action, Ask, Hangup, Say, Transfer
 from gateway.voice.playback import Prompt
@@ -53,6 +53,8 @@ class BotReplies:
     _pending_turn: Any
     superseded_replies: int
 
+    _report_turn: Callable[[TurnTimer], None]  # CallerTurns'
+
     async def _perform(self, actions: list[Action], timer: TurnTimer | None) -> None:
         asks = [a for a in actions if isinstance(a, Ask)]
         if asks:
@@ -70,7 +72,8 @@ class BotReplies:
                     log.info("call %s: answer to an earlier turn not spoken (the caller spoke again): %r",
                              self.call_id, action.text[:60])
                     continue
-                last = await self._speak(action.text, action.barge_in, action.prompt_id, timer)
+                last = await self._speak(action.text, action.barge_in, action.prompt_id, timer,
+                                         question=isinstance(action, Ask))
                 timer = None  # the turn's latency ends at the reply's first prompt
             elif isinstance(action, Transfer):
                 await self._wait_played()
@@ -104,20 +107,17 @@ class BotReplies:
         if not self.endpointer.in_turn and self._listening:
             self.endpointer.arm_no_input(seconds)
 
-    async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None) -> Prompt:
+    async def _speak(self, text: str, barge_in: bool, prompt_id: str, timer: TurnTimer | None, *,
+                     question: bool = False) -> Prompt:
         self.endpointer.disarm_no_input()  # the timer restarts when this prompt has played
-        prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id)
+        prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id, question=question)
         prompt.on_finished = lambda p: self._drained.set()
 
         def first_frame(p: Prompt) -> None:
             self.transcript.append(("bot", text))  # what the caller heard, when it started
             if timer is not None:
                 timer.first_frame(self.endpointer.now)
-                t = timer.as_dict()
-                log.info("call %s: %s turn answered %s s after its end (recognition %s, queue %s, dialog %s, "
-                         "synthesis %s; %s)", self.call_id, t["kind"], _secs(t["total"], -t["endpoint_wait"]),
-                         _secs(t["recognition"]), _secs(t["queue"]), _secs(t["dialog"]), _secs(t["tts"]),
-                         t["engine"] + (", speculative" if t["speculative"] else ""))
+                self._report_turn(timer)
 
         prompt.on_first_frame = first_frame
         timer_started = False
@@ -186,6 +186,3 @@ class BotReplies:
             except Exception as err:  # noqa: BLE001
                 log.warning("call %s: hangup after error failed: %s", self.call_id, err)
 
-
-def _secs(value: float | None, offset: float = 0.0) -> str:
-    return "-" if value is None else f"{value + offset:.2f}"

@@ -5,7 +5,9 @@ caller's audio and DTMF in, pulls exactly one 20 ms frame of bot audio per tick,
 when ``ended`` is set. Inside, per caller frame: VAD -> endpointer -> (barge-in, turn end,
 no-input). A finished turn is recognized at once (recognition is scheduled, never awaited on
 the connector's call), the text goes to the core as ``UserSaid`` and the core's actions are
-spoken through TTS into the playback queue, sentence by sentence.
+spoken through TTS into the playback queue, sentence by sentence. When a turn ends, how speech
+over the bot is taken and where each turn's time went live in ``caller_turns.py``; how the
+core's actions are spoken in ``replies.py``.
 
 Timers (no-input, inter-digit) run on the caller's audio clock (frames received), so a
 simulated call behaves exactly as a real one, only faster. One worker task per call carries
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from gateway.core.actions import Expect, Transfer
@@ -43,6 +44,7 @@ from gateway.voice.endpoint import (
     SpeechStarted,
 )
 from gateway.voice.playback import Playback
+from gateway.voice.caller_turns import CallerTurns, _Utterance
 from gateway.voice.replies import BotReplies
 from gateway.voice.turns import TurnTimer
 
@@ -55,8 +57,6 @@ log = logging.getLogger(__name__)
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 INTER_DIGIT_SECONDS = 2.0
 """Pause after a key press that sends the digits collected so far."""
-RECOGNITION_TIMEOUT = 30.0
-"""A recognizer that does not answer within this is treated as failed for the turn."""
 CORE_TIMEOUT = 15.0
 """Longest wait for the conversation core to answer one event."""
 STOP_GRACE_SECONDS = 2.0
@@ -65,8 +65,6 @@ STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
-
-
 class CallControl(Protocol):
     """What a connector offers the session to steer the call (AMI Redirect, SIP REFER, ...)."""
 
@@ -75,14 +73,7 @@ class CallControl(Protocol):
     async def hangup(self, reason: str) -> None: ...
 
 
-@dataclass
-class _Utterance:
-    task: asyncio.Task[Any]
-    expect: Expect
-    timer: TurnTimer
-
-
-class VoiceSession(BotReplies):
+class VoiceSession(BotReplies, CallerTurns):
     """One call: frames in, frames out, events to the core, actions from it."""
 
     def __init__(
@@ -134,7 +125,7 @@ class VoiceSession(BotReplies):
         self._drained = asyncio.Event()
         self._digits: list[str] = []
         self._digit_deadline: float | None = None
-        self._speculative: tuple[tuple[float, int], _Utterance] | None = None
+        self._speculative: tuple[tuple[float, int], _Utterance] | None = None  # ((start, -pause), decode)
         self._pending_turn: TurnTimer | None = None
         self._listening = True
         self._stopped = False
@@ -142,8 +133,15 @@ class VoiceSession(BotReplies):
         self._onset_tick: int | None = None
         self._interruptions = 0  # barge-ins and key presses that cut the bot short
         self.speculative_discarded = 0  # speculative decodes wasted because the caller went on
+        self.premature_cutins = 0  # turns ended while the caller had not finished (spoke again at once)
+        self._last_turn: TurnTimer | None = None
+        self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
         self.superseded_replies = 0  # prompts not spoken because the caller had already spoken again
-        self._speculative_spent = False
+        self._speculative_count = 0
+        self._held_since: float | None = None  # onset of caller speech over a statement, bot paused, undecided
+        self._held: _Utterance | None = None  # its recognition, deciding between a nod and a barge-in
+        self._held_until = (0.0, 0.0)
+        self._over_statement = False  # this turn began over a statement of the bot's
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -273,13 +271,24 @@ class VoiceSession(BotReplies):
 
     @property
     def busy(self) -> bool:
-        """Work is queued or running (recognition, the core, synthesis)."""
-        return self._busy or not self._inbox.empty() or self._pending_turn is not None
+        """Work is queued or running (recognition, the core, synthesis, a speculative decode)."""
+        return (self._busy or not self._inbox.empty() or self._pending_turn is not None or self.speculating
+                or self._held is not None)
+
+    @property
+    def deciding(self) -> bool:
+        """A decision about the caller's turn waits for a transcript (its end, or a nod or a barge-in)."""
+        return self.speculating or self._held is not None
+
+    @property
+    def speculating(self) -> bool:
+        """A speculative decode of the turn so far is running."""
+        return self._speculative is not None and not self._speculative[1].task.done()
 
     async def wait_progress(self, timeout: float | None = None) -> None:
         """Wait until audio is queued, work finishes or the call ends (used by simulators)."""
         self._progress.clear()
-        if not self.busy or self.playback.has_audio or self.ended.is_set():
+        if not self.busy or (self.playback.has_audio and not self.deciding) or self.ended.is_set():
             return
         try:
             await asyncio.wait_for(self._progress.wait(), timeout)
@@ -297,6 +306,7 @@ class VoiceSession(BotReplies):
             "turns": [t.as_dict() for t in self.turns],
             "barge_ins": list(self.barge_ins),
             "speculative_discarded": self.speculative_discarded,
+            "premature_cutins": self.premature_cutins,
             "superseded_replies": self.superseded_replies,
             "ended": self.ended.is_set(),
             "end_reason": self.end_reason,
@@ -322,12 +332,14 @@ class VoiceSession(BotReplies):
             elif isinstance(ev, SpeechCancelled):
                 playback.resume()
             elif isinstance(ev, SpeechStarted):
+                self._check_premature(ev.at)
                 if ev.barge_in and playback.talking:
-                    dropped = playback.clear()
-                    self._interruptions += 1
-                    self.barge_ins.append({"onset": ev.at, "confirmed": now,
-                                           "dropped_seconds": dropped * 0.02})
-                    log.info("call %s: barge-in at %.2fs", self.call_id, ev.at)
+                    active = playback.active
+                    if self.endpointer.config.backchannels and active is not None and not active.question:
+                        self._held_since = ev.at  # paused since the onset; "uh-huh" or not, decided at its end
+                        self._over_statement = True
+                    else:
+                        self._cut_in(ev.at)
                 else:
                     playback.resume()
             elif isinstance(ev, SpeechPaused):
@@ -336,49 +348,10 @@ class VoiceSession(BotReplies):
                 self._end_of_turn(ev, cut=isinstance(ev, MaxUtterance))
             elif isinstance(ev, NoInput):
                 self._inbox.put_nowait(("silence", round(ev.waited, 2)))
-
-    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer) -> _Utterance:
-        async def run() -> Any:
-            timer.recognition_started()
-            try:
-                return await asyncio.wait_for(
-                    self.pipeline.asr.recognize(audio, self.sample_rate, expect), RECOGNITION_TIMEOUT
-                )
-            finally:
-                timer.recognition_done()
-
-        return _Utterance(asyncio.create_task(run()), expect, timer)
-
-    def _start_speculative(self, ev: SpeechPaused) -> None:
-        # One speculative decode per turn: a caller who pauses between sentences costs at most
-        # one wasted decode, and the common one-sentence answer still gets its head start.
-        if self._speculative_spent:
-            return
-        self._speculative_spent = True
-        if self._speculative is not None:
-            self._speculative[1].task.cancel()
-            self.speculative_discarded += 1
-        timer = TurnTimer(self.expect)
-        self._speculative = ((ev.started_at, len(ev.audio)), self._recognize_task(ev.audio, self.expect, timer))
-
-    def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
-        self.endpointer.disarm_no_input()
-        self._speculative_spent = False
-        spec, self._speculative = self._speculative, None
-        same_audio = spec is not None and spec[0] == (ev.started_at, len(ev.audio))
-        if spec is not None and same_audio and not cut and spec[1].expect == self.expect:
-            utt = spec[1]
-            utt.timer.speculative = True
-        else:
-            if spec is not None:
-                spec[1].task.cancel()
-                self.speculative_discarded += 1
-            utt = self._recognize_task(ev.audio, self.expect, TurnTimer(self.expect))
-        utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
-                           audio_seconds=len(ev.audio) / (2 * self.sample_rate))
-        self._pending_turn = utt.timer
-        self.turns.append(utt.timer)
-        self._inbox.put_nowait(("turn", utt))
+        self._check_held(now)
+        held = self._held_since
+        if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
+            self._cut_in(held)  # too long for a nod: the caller is taking the turn
 
     def _flush_digits(self) -> None:
         digits, self._digits = self._digits, []
@@ -419,6 +392,11 @@ class VoiceSession(BotReplies):
             for digit in item:
                 self.transcript.append(("caller", f"[DTMF {digit}]"))
                 await self._send(DtmfPressed(digit=digit, channel=self.channel), timer)
+        elif kind == "timing":
+            try:
+                await asyncio.wait_for(self.core.log_turn_timing(self.conversation_id, item), CORE_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - a lost timing entry must not cost the call
+                log.warning("call %s: turn timing not logged: %s", self.call_id, exc)
         elif kind == "fail":
             raise item
 
@@ -454,6 +432,8 @@ class VoiceSession(BotReplies):
         if timer is not None:
             timer.dialog_done()
         await self._perform(actions, timer)
+        if timer is not None and not timer.first_audio_seen:
+            self._report_turn(timer)  # answered without speech (a transfer, a hangup, nothing to say)
 
     # -- failure -------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from gateway.voice.audio import frame_bytes as frame_size
 from gateway.voice.session import VoiceSession
+from gateway.voice.timing import format_stages
 
 TURN_GAP_SECONDS = 1.0
 """Silence in the caller's recording that separates two turns."""
@@ -112,7 +113,7 @@ class CallDriver:
         self.bot_audio += s.pull_frame()
         if not self.realtime:
             await asyncio.sleep(0)
-            while s.busy and not s.playback.has_audio and not s.ended.is_set():
+            while s.busy and (not s.playback.has_audio or s.deciding) and not s.ended.is_set():
                 await s.wait_progress(timeout=5.0)
 
     @property
@@ -199,7 +200,8 @@ async def simulate(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
             "end_reason": session.end_reason,
             "transfers": control.transfers,
             "simulated_seconds": round(driver.ticks * 0.02, 2),
-            "turns": session.stats["turns"],
+            "turns": [{**t.as_dict(), "premature": t.premature, "stages": t.stages()} for t in session.turns],
+            "premature_cutins": session.premature_cutins,
             "barge_ins": len(session.barge_ins),
             "bot_audio": args.out or "",
         }
@@ -229,11 +231,11 @@ def _command(args: argparse.Namespace) -> int:
         print(f"-- call ended: {report['end_reason'] or 'caller hung up'} after "
               f"{report['simulated_seconds']} s; {len(report['turns'])} caller turns")
         for t in report["turns"]:
-            if t.get("total") is not None:
-                print(f"   turn {t['kind']:<6} total {t['total'] * 1000:.0f} ms "
-                      f"(endpoint {t['endpoint_wait'] * 1000:.0f}, recognition "
-                      f"{(t['recognition'] or 0) * 1000:.0f}, dialog {(t['dialog'] or 0) * 1000:.0f}, "
-                      f"tts {(t['tts'] or 0) * 1000:.0f})")
+            print(f"   turn {t['kind']:<6} {format_stages(t['stages'])}"
+                  + (f" (ended early: {t['early']})" if t["early"] else "")
+                  + (" (caller went on: cut too soon)" if t["premature"] else ""))
+        if report["premature_cutins"]:
+            print(f"-- {report['premature_cutins']} turn(s) ended while the caller had not finished")
         if report["bot_audio"]:
             print(f"bot audio written to {report['bot_audio']}")
     return 0

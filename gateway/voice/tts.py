@@ -44,6 +44,31 @@ MEMORY_CACHE_BYTES = 32 * 1024 * 1024
 MAX_TEXT_CHARS = 2000
 """Longer prompt texts are refused: a prompt is a few sentences, not a document."""
 _PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+LEAD_KEEP_MS = 20
+"""Silence kept before a sentence's first sound: hibari starts each sentence with 300-400 ms of
+silence, which a caller waits through as if the bot were slow to answer."""
+TRAIL_KEEP_MS = 250
+"""Silence kept after a sentence (hibari leaves 500-700 ms): the pause before the next one."""
+SILENCE_LEVEL = 0.003
+"""A 5 ms block quieter than this (about -50 dBFS) is silence."""
+AUDIO_VERSION = "trimmed-1"
+"""Part of every cache key: audio cached before the trimming above is not reused."""
+
+
+def trim_silence(x: np.ndarray, rate: int, lead_ms: int = LEAD_KEEP_MS, trail_ms: int = TRAIL_KEEP_MS) -> np.ndarray:
+    """``x`` (float samples) without the silence before its first and after its last sound,
+    keeping ``lead_ms`` and ``trail_ms`` of it; all-silent audio is returned as it is."""
+    block = max(1, rate // 200)
+    n = len(x) // block
+    if n == 0:
+        return x
+    levels = np.sqrt(np.mean(np.square(x[: n * block].reshape(n, block)), axis=1))
+    loud = np.nonzero(levels > SILENCE_LEVEL)[0]
+    if len(loud) == 0:
+        return x
+    start = max(0, int(loud[0]) * block - rate * lead_ms // 1000)
+    end = min(len(x), (int(loud[-1]) + 1) * block + rate * trail_ms // 1000)
+    return x[start:end]
 
 
 def _normalize_text(text: str) -> str:
@@ -146,7 +171,7 @@ class Synthesizer:
                 chunk = await loop.run_in_executor(self._executor, next, sentences, done)
                 if chunk is done:
                     break
-                pcm = resampler.process(float_to_pcm(chunk))
+                pcm = resampler.process(float_to_pcm(trim_silence(chunk, HIBARI_RATE)))
                 parts.append(pcm)
                 if pcm:
                     yield pcm
@@ -174,7 +199,7 @@ class Synthesizer:
         engine = self._engine()
         if isinstance(engine, HibariEngine):
             try:
-                parts = list(engine.sentences(text, self.settings.speed))
+                parts = [trim_silence(p, HIBARI_RATE) for p in engine.sentences(text, self.settings.speed)]
                 audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
                 pcm = resample(float_to_pcm(audio), HIBARI_RATE, sample_rate)
                 self.stats["synthesized"] += 1
@@ -244,13 +269,13 @@ class Synthesizer:
             audio, rate = espeak.synthesize(text, self.settings.speed)
         except OSError as exc:
             raise TtsError(f"espeak-ng failed: {exc}") from exc
-        pcm = resample(float_to_pcm(audio), rate, sample_rate)
+        pcm = resample(float_to_pcm(trim_silence(audio, rate)), rate, sample_rate)
         self.stats["synthesized"] += 1
         self._store(key, pcm, sample_rate)
         return pcm
 
     def _key(self, engine: str, voice: str, text: str, rate: int) -> str:
-        raw = json.dumps([engine, voice, round(self.settings.speed, 3), rate, text], ensure_ascii=False)
+        raw = json.dumps([engine, voice, round(self.settings.speed, 3), rate, text, AUDIO_VERSION], ensure_ascii=False)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
     def _lookup(self, text: str, sample_rate: int, prompt_id: str) -> bytes | None:

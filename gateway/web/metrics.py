@@ -1,13 +1,23 @@
-"""Counters and gauges rendered in the Prometheus text exposition format (version 0.0.4).
+"""The gateway's ``/metrics``: counters, gauges and histograms in the Prometheus text format.
 
-Small on purpose: a dict of ``(name, labels) -> value`` and a renderer. Each metric name gets a
-``# HELP`` and ``# TYPE`` line; names ending in ``_total`` are counters, others gauges.
+Rendered by ``prometheus_client`` from one ``CollectorRegistry`` per ``Metrics`` object (not the
+library's global registry: a test or a second gateway in one process gets its own series).
+Counters and gauges keep the small API the channels use (``inc``, ``gauge``, ``value``): a dict of
+``(name, labels) -> value`` collected at each scrape, every name in ``HELP`` announced even before
+its first sample. Names ending in ``_total`` are counters, others gauges. Histograms (the voice
+pipeline's per-stage turn timing, ``gateway/voice/timing.py``) are ``prometheus_client``
+collectors added with ``register``.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+disable_created_metrics()  # no ``*_created`` series beside every histogram: nothing here reads them
 
 HELP: dict[str, str] = {
     "voicegw_http_requests_total": "HTTP requests served by the web server, by route and status",
@@ -42,18 +52,47 @@ HELP: dict[str, str] = {
     "voicegw_asr_whisper_restarts_total": "Whisper worker processes restarted",
 }
 
+_Key = tuple[str, tuple[tuple[str, str], ...]]
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+class _Collector:
+    """Presents the counters and gauges of one ``Metrics`` to its registry at each scrape."""
+
+    def __init__(self, metrics: "Metrics") -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        with self._metrics._lock:
+            items = sorted(self._metrics._values.items())
+            gauges = dict(self._metrics._gauges)
+        by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
+        for (name, labels), value in items:
+            by_name.setdefault(name, []).append((labels, value))
+        for name in sorted(set(by_name) | set(HELP) | set(gauges)):
+            help_text = HELP.get(name, name)
+            kind = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            if name in gauges:
+                yield kind(name, help_text, value=float(gauges[name]()))
+                continue
+            samples = by_name.get(name, [])
+            label_names = sorted({k for labels, _v in samples for k, _ in labels})
+            family = kind(name, help_text, labels=label_names)
+            for labels, value in samples:
+                present = dict(labels)
+                family.add_metric([present.get(k, "") for k in label_names], value)
+            yield family
 
 
 class Metrics:
-    """Thread-safe counters and gauges for ``/metrics``."""
+    """Thread-safe counters and gauges, and the histograms registered beside them, for ``/metrics``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._values: dict[_Key, float] = {}
         self._gauges: dict[str, Callable[[], float]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        self._registered: list[Any] = []
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         """Add ``amount`` to the counter ``name`` with ``labels``."""
@@ -65,28 +104,18 @@ class Metrics:
         """Have ``name`` report ``read()`` at each scrape."""
         self._gauges[name] = read
 
+    def register(self, collector: Any) -> None:
+        """Add a ``prometheus_client`` collector (a ``Histogram``...) to this exposition, once."""
+        if any(c is collector for c in self._registered):
+            return
+        self.registry.register(collector)
+        self._registered.append(collector)
+
     def value(self, name: str, **labels: str) -> float:
         """Current value of one counter (0 when never incremented)."""
         with self._lock:
             return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
 
     def render(self) -> str:
-        """The exposition text."""
-        with self._lock:
-            items = sorted(self._values.items())
-        lines: list[str] = []
-        seen: set[str] = set()
-        names = sorted({n for (n, _), _ in items} | set(HELP) | set(self._gauges))
-        for name in names:
-            if name not in seen:
-                seen.add(name)
-                lines.append(f"# HELP {name} {HELP.get(name, name)}")
-                lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
-            if name in self._gauges:
-                lines.append(f"{name} {float(self._gauges[name]())}")
-                continue
-            samples = [(labels, v) for (n, labels), v in items if n == name]
-            for labels, value in samples:
-                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
-        return "\n".join(lines) + "\n"
+        """The exposition text (format 0.0.4)."""
+        return generate_latest(self.registry).decode("utf-8")

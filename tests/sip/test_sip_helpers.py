@@ -10,7 +10,7 @@ import pytest
 from gateway.config import load_settings
 from gateway.telephony.sip.call import header_value, uri_host, uri_user
 from gateway.telephony.sip.endpoint import SipEndpoint, peer_allowed
-from gateway.telephony.sip.media import FAST_FRAMES, FrameBuffers, read_frame, write_frame
+from gateway.telephony.sip.media import FAST_FRAMES, OUT_DEPTH, FrameBuffers, read_frame, write_frame
 from gateway.telephony.sip.runtime import SipError
 
 FIXTURES = Path("/work/shared/fixtures/asterisk/sip")
@@ -69,10 +69,10 @@ def test_frame_copy_round_trip() -> None:
 def test_outgoing_queue_depth_grows_after_underruns() -> None:
     buffers = FrameBuffers("c1", 8000)
     buffers.top_up(lambda: b"\x01" * 320)
-    assert len(buffers.outgoing) == 3
+    assert len(buffers.outgoing) == OUT_DEPTH == 2  # 40 ms of bot audio ahead of pjmedia's clock
     buffers.underruns = 10
     buffers.top_up(lambda: b"\x01" * 320)
-    assert len(buffers.outgoing) == 5
+    assert len(buffers.outgoing) == OUT_DEPTH + 2
 
 
 def test_doctor_weighs_sip_max_calls_against_the_workers() -> None:

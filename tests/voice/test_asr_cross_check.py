@@ -118,3 +118,29 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
     finally:
         await router.close()
         solo.close()
+
+
+@pytest.mark.slow
+async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool: WhisperPool) -> None:
+    """The closed-set engine serves one request at a time: a long decode for one call (a 24-digit
+    grammar over 12 s of speech) must not hold another call's account number, which Whisper
+    heard in full. Ordering, not timing: the second answer comes while the first still decodes."""
+    router = await _router(pool, cross_check=True, cross_check_wait_ms=300)
+    try:
+        long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
+        blocker = asyncio.ensure_future(router._run_engine("pocketsphinx", long_pcm, 8000, digits(1, 24)))
+        await asyncio.sleep(0.05)  # the grammar engine has taken the long request
+        account = utterance("four five six one two three seven nine", snr_db=30, seed=41)
+        heard = await router.recognize(account.pcm, account.rate, digits(8, 8))
+        assert not blocker.done(), "the long decode finished first: nothing was shown"
+        assert heard.engine == "whisper" and spoken_digits(heard.text) == "45612379", heard
+        assert router.stats["whisper_first"] == 1
+        # a range (an order number of 5 to 8 digits): Whisper's answer stands only while the grammar
+        # is queued behind other calls (it would hide a spoken "oh" that Whisper drops)
+        order = utterance("four five six one two", snr_db=30, seed=42)
+        heard = await router.recognize(order.pcm, order.rate, digits(5, 8))
+        assert not blocker.done(), "the long decode finished first: nothing was shown"
+        assert heard.engine == "whisper" and spoken_digits(heard.text) == "45612", heard
+        await blocker
+    finally:
+        await router.close()

@@ -47,6 +47,8 @@ class FakeTranscript:
 class ScriptedAsr:
     """Answers each utterance with the next scripted text (or raises what is scripted)."""
 
+    saturated = False  # a recognizer is always idle for a speculative decode
+
     def __init__(self, answers: list[object], *, by_call_order: bool = False):
         self.answers = list(answers)
         self.calls: list[tuple[bytes, int, Expect]] = []
@@ -57,7 +59,7 @@ class ScriptedAsr:
     def _next(self) -> object:
         return self.answers.pop(0) if self.answers else ""
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> FakeTranscript:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> FakeTranscript:
         self.calls.append((pcm, sample_rate, expect))
         early = self._next() if self.by_call_order else None
         await asyncio.sleep(0.01)
@@ -544,5 +546,32 @@ async def test_an_answer_overtaken_by_the_callers_next_turn_is_not_spoken(tmp_pa
     assert bot == ["Hello.", "Thanks, got it."], session.transcript
     assert [e.text for e in core.of(UserSaid)] == ["check my order", "the blue headphones"]
     assert session.stats["superseded_replies"] == 1
+    await session.stop()
+    await pipeline.close()
+
+
+class SlowAsr(ScriptedAsr):
+    """A recognizer that is busy elsewhere: every answer comes after ``delay`` seconds of wall time."""
+
+    def __init__(self, answers: list[object], delay: float):
+        super().__init__(answers)
+        self.delay = delay
+
+    async def recognize(self, pcm, sample_rate, expect, *, speculative=False):
+        await asyncio.sleep(self.delay)
+        return await super().recognize(pcm, sample_rate, expect, speculative=speculative)
+
+
+async def test_a_nod_whose_transcript_is_late_is_a_barge_in_not_a_silent_bot(tmp_path, tts):
+    """Speech over the bot's statement pauses it; without a transcript within 0.8 s of audio (a
+    busy recognizer) the bot does not stay silent: the speech is taken as a barge-in."""
+    core = ScriptedCore([Say(LONG_PROMPT)], {UserSaid: [Say("Okay.")]})
+    pipeline, session = await make_session(tmp_path, tts, core, SlowAsr(["okay"], delay=3.0))
+    nod = utterance("okay", snr_db=30, lead_s=0.0, trail_s=2.5, seed=6)
+    trace = await talk_over_prompt(session, nod.pcm, start_after=1.5, echo_gain=0.0, seconds=4.5)
+    assert [b["backchannel"] for b in session.barge_ins] == [False], session.barge_ins
+    confirmed = session.barge_ins[0]["confirmed"]
+    assert confirmed - (1.5 + nod.speech_end_s) < 0.8 + 0.6 + 0.1  # its end, then at most 0.8 s undecided
+    assert not any(paused for t, talking, paused in trace if t > confirmed)  # never left paused
     await session.stop()
     await pipeline.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -10,6 +11,7 @@ from gateway.config import load_settings
 from gateway.core.events import UserSaid
 from gateway.voice.pipeline import VoicePipeline
 from gateway.voice.simulate import register, run_call, split_turns
+from gateway.web.metrics import Metrics
 from tests.voice.speech_corpus import concatenate, utterance
 from tests.voice.test_session import Control, ScriptedAsr
 
@@ -114,6 +116,20 @@ async def test_order_status_journey_with_real_engines_speech_and_dtmf(real_asr_s
     turns = session.stats["turns"]
     assert {t["kind"] for t in turns} == {"open", "dtmf", "closed"}
     assert [t["engine"] for t in turns if t["kind"] == "open"] == ["whisper"]
+    # every turn's stage split: on /metrics, and in the event log without the words
+    metrics = Metrics()
+    pipeline.register_metrics(metrics)
+    exposition = metrics.render()
+    assert 'voicegw_turn_stage_seconds_count{kind="open",stage="total"} 1.0' in exposition, exposition
+    assert 'voicegw_turn_stage_seconds_count{kind="closed",stage="asr_queue"}' in exposition, exposition
+    assert "voicegw_voice_calls" in exposition
+    logged = [e for e in await core.store.events(session.conversation_id) if e.kind == "TurnTiming"]
+    assert [e.payload["kind"] for e in logged] == [t["kind"] for t in turns], logged
+    for entry in logged:
+        assert set(entry.payload["stages_ms"]) >= {"endpoint", "asr_queue", "recognition", "dialog", "tts", "total"}
+        assert "text" not in entry.payload and "order" not in json.dumps(entry.payload)
+    spoken = [e.payload["stages_ms"] for e in logged if e.payload["kind"] != "dtmf"]
+    assert all(ms["total"] is not None and ms["total"] >= ms["endpoint"] for ms in spoken), spoken
     await session.stop()
     await pipeline.close()
     await core.store.close()
@@ -122,7 +138,6 @@ async def test_order_status_journey_with_real_engines_speech_and_dtmf(real_asr_s
 @pytest.mark.slow
 def test_simulate_command_end_to_end(tmp_path):
     """``voicegw simulate caller.wav --json --out``: real core, Whisper, hibari, no network."""
-    import json
     import subprocess
     import sys
 
@@ -142,5 +157,7 @@ def test_simulate_command_end_to_end(tmp_path):
     caller_lines = [t["text"] for t in report["transcript"] if t["speaker"] == "caller"]
     assert len(caller_lines) == 1 and "agent" in caller_lines[0].lower(), report
     assert report["end_reason"] == "transferred" and report["transfers"][0]["queue"]
+    stages = report["turns"][0]["stages"]
+    assert stages["total"] >= stages["endpoint"] > 0 and stages["asr_queue"] is not None, report["turns"]
     pcm, rate = read_wav(out)
     assert rate == RATE and len(pcm) / (2 * RATE) > 3.0

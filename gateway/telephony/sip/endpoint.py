@@ -28,6 +28,14 @@ from gateway.telephony.sip.ua_setup import account_config, create_transports, se
 
 log = logging.getLogger(__name__)
 
+JB_INIT_MS = 0
+"""Caller audio held before playout starts on a new call (pjmedia's default prefetch is larger)."""
+JB_MIN_PREFETCH_MS = 20
+"""The least the adaptive jitter buffer keeps: one frame (pjmedia's default is 60 ms)."""
+JB_MAX_PREFETCH_MS = 80
+"""The most it grows to (pjmedia's default lets it reach 240 ms, which on a loaded host it did:
+the caller's last word reached the endpointer a quarter of a second late)."""
+
 TRANSFER_TIMEOUT_S = 15.0
 """How long a REFER may take to be accepted (202) and reported on (NOTIFY)."""
 UNREGISTER_WAIT_S = 2.0
@@ -130,6 +138,13 @@ class SipEndpoint:
     # ---- runtime thread: setup and teardown ----------------------------------------------------
     def _pj_configure(self, cfg: pj.EpConfig) -> None:
         cfg.uaConfig.maxCalls = self.settings.max_calls + 8  # room to answer 486 ourselves
+        # The gateway is the only listener of the caller's audio, and a late frame costs it more
+        # than a lost one (the end of the caller's turn is seen that much later): the jitter
+        # buffer starts empty and may shrink to one frame (pjmedia's defaults hold 60 ms or more);
+        # it still grows on a jittery line.
+        cfg.medConfig.jbInit = JB_INIT_MS
+        cfg.medConfig.jbMinPre = JB_MIN_PREFETCH_MS
+        cfg.medConfig.jbMaxPre = JB_MAX_PREFETCH_MS
 
     def _pj_setup(self, ep: pj.Endpoint) -> None:
         set_codec_priorities(ep, self.settings.codecs)

@@ -31,8 +31,9 @@ from gateway.telephony.sip.runtime import guarded
 
 log = logging.getLogger(__name__)
 
-OUT_DEPTH = 3
-"""Frames of bot audio queued ahead of pjmedia's clock: 60 ms, enough to ride out a busy loop."""
+OUT_DEPTH = 2
+"""Frames of bot audio queued ahead of pjmedia's clock: 40 ms (each frame here is heard that much
+later); a call whose loop falls behind grows its own queue (below)."""
 OUT_DEPTH_MAX = 8
 """A call whose queue ran dry grows its queue (one frame per 5 frames of underrun) up to 160 ms:
 a loaded machine trades a little latency for audio without gaps."""

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 VOICED_RMS = 300.0
 """A frame louder than this RMS (int16 scale, about -40 dBFS) counts as voiced."""
+NOISE_FRAMES = 50
+"""Frames of line hiss generated once per call and looped (1 s)."""
 MAX_QUIET_WAIT_S = 20.0
 """A turn is spoken after at most this long even if the far end never speaks or never stops."""
 
@@ -60,6 +62,7 @@ class PhoneCall:
     """Plan and outcome of one call (outcome fields are filled from pjsua2's threads)."""
 
     uri: str
+    caller_id: str = ""  # the From user (the gateway's caller ID); "" = "caller"
     segments: list[bytes] = field(default_factory=list)  # caller audio, 8 kHz PCM (resampled per call)
     segments_rate: int = 8000
     pause: float = 0.5
@@ -68,6 +71,7 @@ class PhoneCall:
     dtmf: str = ""
     dtmf_method: str = "rfc2833"
     ring_seconds: float = 30.0
+    line_noise_dbfs: float | None = None  # telephone-line hiss sent instead of digital silence
     # outcome
     status: int = 0
     reason: str = ""
@@ -102,7 +106,8 @@ class PhoneCall:
         return {
             "uri": self.uri, "status": self.status, "reason": self.reason, "codec": self.codec,
             "rate": self.rate, "frames_rx": self.frames_rx, "voiced_rx": self.voiced_rx,
-            "gaps": self.gaps(), "latencies": [t.latency for t in self.turns],
+            "gaps": self.gaps(), "latencies": [t.latency for t in self.turns], "caller_id": self.caller_id,
+            "marks": [[t.last_word, t.reply_onset] for t in self.turns],
             "answered": bool(self.answered_at),
         }
 
@@ -112,6 +117,21 @@ class _PhonePort(pj.AudioMediaPort):
         super().__init__()
         self.call = call
         self.silence = bytes(call.rate // 50 * 2)
+        self._hiss: list[bytes] = []
+        self._hiss_pos = 0
+        if call.line_noise_dbfs is not None:
+            rng = np.random.default_rng(len(call.caller_id) + call.rate)
+            level = 32768.0 * 10 ** (call.line_noise_dbfs / 20)
+            noise = rng.standard_normal(call.rate // 50 * NOISE_FRAMES) * level
+            self._hiss = [noise[i:i + call.rate // 50].astype("<i2").tobytes()
+                          for i in range(0, len(noise), call.rate // 50)]
+
+    def _quiet_frame(self) -> bytes:
+        """What the caller's line carries between words: silence, or hiss at ``line_noise_dbfs``."""
+        if not self._hiss:
+            return self.silence
+        self._hiss_pos += 1
+        return self._hiss[self._hiss_pos % len(self._hiss)]
 
     @guarded
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
@@ -137,7 +157,7 @@ class _PhonePort(pj.AudioMediaPort):
     @guarded
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
         c = self.call
-        pcm = self.silence
+        pcm = self._quiet_frame()
         now = time.perf_counter()
         if c.answered_at and c._seg < len(c._frames):
             if c._pos == 0:
@@ -232,11 +252,17 @@ class Softphone:
         self.runtime = PjRuntime("softphone", configure=self._configure, setup=self._setup,
                                  teardown=self._teardown)
         self._account: pj.Account | None = None
+        self._accounts: dict[str, pj.Account] = {}  # one per caller ID presented (no registration)
         self._calls: dict[int, _PhoneCallObj] = {}
         self._spent_ports: list[_PhonePort] = []  # kept until teardown (see SipEndpoint._spare_ports)
 
     def _configure(self, cfg: pj.EpConfig) -> None:
         cfg.uaConfig.maxCalls = self.max_calls
+        # Measure the gateway, not this phone: its jitter buffer keeps one frame (a desk phone's
+        # holds 40-60 ms more), so a reply is heard as soon as its first packet arrives.
+        cfg.medConfig.jbInit = 0
+        cfg.medConfig.jbMinPre = 20
+        cfg.medConfig.jbMaxPre = 80
 
     def _setup(self, ep: pj.Endpoint) -> None:
         for info in ep.codecEnum2():
@@ -249,12 +275,21 @@ class Softphone:
         ep.transportCreate(kinds[self.transport], cfg)
 
     def _add_account(self) -> None:
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:caller@{self.host}"
-        acfg.mediaConfig.transportConfig.port = 0
-        acfg.mediaConfig.transportConfig.boundAddress = self.host
-        self._account = pj.Account()
-        self._account.create(acfg, True)
+        self._account = self._account_for("")
+
+    def _account_for(self, caller_id: str) -> pj.Account:
+        """The account whose From user is ``caller_id`` (made on first use)."""
+        user = caller_id or "caller"
+        account = self._accounts.get(user)
+        if account is None:
+            acfg = pj.AccountConfig()
+            acfg.idUri = f"sip:{user}@{self.host}"
+            acfg.mediaConfig.transportConfig.port = 0
+            acfg.mediaConfig.transportConfig.boundAddress = self.host
+            account = pj.Account()
+            account.create(acfg, not self._accounts)
+            self._accounts[user] = account
+        return account
 
     def _teardown(self, ep: pj.Endpoint) -> None:
         if self._calls:
@@ -264,13 +299,14 @@ class Softphone:
         for port in self._spent_ports:
             self.runtime.retire(port)
         self._spent_ports.clear()
-        if self._account is not None:
-            self._account.shutdown()
-            self._account = None
+        for account in self._accounts.values():
+            account.shutdown()
+        self._accounts.clear()
+        self._account = None
 
     def _dial(self, call: PhoneCall) -> None:
         assert self._account is not None
-        obj = _PhoneCallObj(self, self._account, call)
+        obj = _PhoneCallObj(self, self._account_for(call.caller_id), call)
         uri = call.uri
         if self.transport != "udp" and "transport=" not in uri:
             uri += f";transport={self.transport}"
@@ -349,6 +385,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codecs", default="PCMU,PCMA,G722", help="codecs offered, preferred first")
     parser.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
     parser.add_argument("--calls", type=int, default=1, help="place this many calls at once")
+    parser.add_argument("--caller-id", default="",
+                        help="From user presented, {i} = the call's index (e.g. +1555020{i:02d}); a comma-separated "
+                             "list is used in turn, call i taking entry i (modulo); default caller")
+    parser.add_argument("--first-index", type=int, default=0, help="index of the first call (for --caller-id)")
+    parser.add_argument("--line-noise", type=float, default=None, metavar="DBFS",
+                        help="send line hiss at this level between words instead of digital silence (e.g. -60)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary per call")
 
 
@@ -359,10 +401,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     segments, seg_rate = _load_segments(args.play)
     audio_s = sum(len(s) for s in segments) / (2 * seg_rate)
     seconds = args.seconds or audio_s + args.pause * max(len(segments), 1) + 8.0
-    calls = [PhoneCall(uri=args.uri, segments=segments, segments_rate=seg_rate, pause=args.pause,
-                       quiet=args.quiet, seconds=seconds, dtmf=args.dtmf, dtmf_method=args.dtmf_method,
-                       ring_seconds=args.ring_seconds)
-             for _ in range(max(args.calls, 1))]
+    ids = args.caller_id.split(",")
+    calls = [PhoneCall(uri=args.uri, caller_id=ids[i % len(ids)].format(i=args.first_index + i), segments=segments,
+                       segments_rate=seg_rate, pause=args.pause, quiet=args.quiet, seconds=seconds, dtmf=args.dtmf,
+                       dtmf_method=args.dtmf_method, ring_seconds=args.ring_seconds, line_noise_dbfs=args.line_noise)
+             for i in range(max(args.calls, 1))]
     phone = Softphone(codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()),
                       transport=args.transport, max_calls=max(len(calls) + 2, 4))
     phone.run(calls, timeout=seconds + args.ring_seconds + 15.0 + max(args.quiet, 0) * len(segments))

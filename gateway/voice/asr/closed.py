@@ -38,6 +38,7 @@ class ClosedSetProcess:
         self._worker: WorkerProcess | None = None
         self._closed = False
         self.stats = {"requests": 0, "restarts": 0}
+        self.waiting = 0  # requests in recognize() now: beyond one, they queue for the worker
 
     def start(self) -> None:
         """Start and warm the worker (blocking; ``AsrError`` if the engine cannot load)."""
@@ -63,6 +64,13 @@ class ClosedSetProcess:
 
     def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
         """Decode one utterance in the worker (blocking; the caller's thread only waits on a socket)."""
+        self.waiting += 1
+        try:
+            return self._recognize(pcm, sample_rate, expect)
+        finally:
+            self.waiting -= 1
+
+    def _recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
         with self._lock:
             if self._closed:
                 raise AsrError(f"{self.name} is shut down")

@@ -47,6 +47,7 @@ START_TIMEOUT_SECONDS = 120.0
 class _Request:
     samples: np.ndarray
     window: float
+    urgent: bool = True
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -203,14 +204,27 @@ class WhisperPool:
         self._threads.clear()
         self._workers.clear()
 
-    def submit(self, pcm16k: bytes) -> Future:
-        """Queue one utterance (16 kHz 16-bit PCM); the future resolves to ``(WhisperResult, queue_s)``."""
+    @property
+    def saturated(self) -> bool:
+        """Utterances are waiting for a worker (every worker is decoding)."""
+        with self._cond:
+            return any(not r.future.cancelled() for r in self._pending)
+
+    def submit(self, pcm16k: bytes, *, urgent: bool = True) -> Future:
+        """Queue one utterance (16 kHz 16-bit PCM); the future resolves to ``(WhisperResult, queue_s)``.
+
+        ``urgent`` (an ended turn a caller waits for) goes ahead of every speculative utterance
+        (``urgent=False``: a decode in a pause that may be thrown away) still waiting."""
         if not self._threads or self._closed:
             raise AsrError("Whisper pool is not running (start() it first)")
         samples = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
-        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds))
+        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds), urgent)
         with self._cond:
-            self._pending.append(req)
+            if urgent:
+                at = next((i for i, r in enumerate(self._pending) if not r.urgent), len(self._pending))
+                self._pending.insert(at, req)
+            else:
+                self._pending.append(req)
             self._cond.notify()
         return req.future
 

@@ -27,7 +27,7 @@ from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
 from gateway.voice.asr.closed import ClosedSetProcess
-from gateway.voice.asr.grammar import answer_of, plausible, prefer_open_engine
+from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.whisper import check_model_dir
 from gateway.voice.audio import SAMPLE_WIDTH, resample
@@ -43,6 +43,19 @@ MIN_WORKER_TIMEOUT_SECONDS = 5.0
 NO_SPEECH_PROB = 0.6
 """Whisper's own no-speech threshold: above it, with low confidence, the turn is silence."""
 LOW_CONFIDENCE = 0.35
+
+
+def whisper_fits(text: str, expect: Expect, *, loose: bool = False) -> bool:
+    """Whisper's transcript answers the closed question by itself: all the digits of a fixed-length
+    string, a yes or a no, exactly one option. ``loose`` (the grammar is queued behind other calls):
+    any digit count in bounds, accepting the rare "oh" Whisper drops rather than the wait."""
+    if expect.kind == "digits":
+        # A fixed length only, unless loose: Whisper writes a spoken "oh" as nothing, which a range hides.
+        low, high = digit_bounds(expect)
+        count = len(spoken_digits(text))
+        return low <= count <= high if loose else low == high == count
+    answer = answer_of(text, expect)
+    return bool(answer) and "|" not in answer
 
 
 def resolve_path(name: str, data_dir: Path | None) -> Path:
@@ -89,7 +102,7 @@ class AsrRouter:
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
-                      "open_engine_preferred": 0}
+                      "open_engine_preferred": 0, "whisper_first": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -175,15 +188,24 @@ class AsrRouter:
 
     # --- recognition -----------------------------------------------------------------------------
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
-        """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``."""
+    @property
+    def saturated(self) -> bool:
+        """Every Whisper worker is busy and utterances wait: no time for speculative work."""
+        return self._whisper is not None and self._whisper.saturated
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> Transcript:
+        """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
+
+        ``speculative``: the turn may not be over (a decode in a pause); Whisper serves every
+        ended turn waiting before it."""
+        urgent = not speculative
         if not self._started:
             raise AsrError("speech recognition is not started")
         self._check(pcm, sample_rate)
         if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
         if expect.closed and self.closed_engine != "whisper" and self.cross_check and self._whisper is not None:
-            return await self._cross_checked(pcm, sample_rate, expect)
+            return await self._cross_checked(pcm, sample_rate, expect, urgent)
         if expect.closed and self.closed_engine != "whisper":
             result = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
             if not self._needs_fallback(result, expect):
@@ -191,19 +213,19 @@ class AsrRouter:
             self._stats["fallbacks"] += 1
             log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
                      "<redacted>" if expect.sensitive else result.text, result.confidence, expect.kind)
-            again = await self._run_whisper(pcm, sample_rate)
+            again = await self._run_whisper(pcm, sample_rate, urgent=urgent)
             self._stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
                               again.decode_seconds + result.decode_seconds, again.queue_seconds)
         if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
-            return await self._run_whisper(pcm, sample_rate)
+            return await self._run_whisper(pcm, sample_rate, urgent=urgent)
         return await self._run_engine(self.open_engine, pcm, sample_rate, expect)
 
-    async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
+    async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect, urgent: bool = True) -> Transcript:
         """A closed-set turn decoded by the closed engine and Whisper at once (module docstring)."""
         self._stats["cross_checks"] += 1
         queued: list[Future] = []
-        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate, queued))
+        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate, queued, urgent=urgent))
         try:
             return await self._choose(heard, pcm, sample_rate, expect)
         finally:
@@ -214,8 +236,23 @@ class AsrRouter:
 
     async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
                       expect: Expect) -> Transcript:
+        grammar = asyncio.ensure_future(self._run_engine(self.closed_engine, pcm, sample_rate, expect))
         try:
-            closed: Transcript | None = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
+            # Whisper first with an answer that fits: the grammar's answer could not replace it
+            # (prefer_open_engine), so this turn does not wait in the closed engine's queue.
+            await asyncio.wait({grammar, heard}, return_when=asyncio.FIRST_COMPLETED)
+            if (not grammar.done() and heard.done() and not heard.cancelled() and heard.exception() is None
+                    and whisper_fits(heard.result().text, expect, loose=self._grammar_queued())):
+                self._stats["whisper_first"] += 1
+                return heard.result()
+            return await self._weigh(heard, grammar, expect)
+        finally:
+            grammar.cancel()
+
+    async def _weigh(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
+                     expect: Expect) -> Transcript:
+        try:
+            closed: Transcript | None = await grammar
         except AsrError as exc:
             log.warning("%s failed on a %s turn (%s); whisper answers alone", self.closed_engine, expect.kind, exc)
             closed = None
@@ -236,6 +273,10 @@ class AsrRouter:
                 self._stats["open_engine_preferred"] += 1  # whisper changed the answer
             return whisper
         return closed
+
+    def _grammar_queued(self) -> bool:
+        """Other calls' requests wait for the closed-set worker (it serves one at a time)."""
+        return getattr(self._engines.get(self.closed_engine), "waiting", 0) > 1
 
     def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
         if not self.fallback or self._whisper is None:
@@ -270,21 +311,26 @@ class AsrRouter:
 
     @staticmethod
     def _call(engine: Engine, pcm: bytes, sample_rate: int, expect: Expect, queued: float) -> tuple[Transcript, float]:
-        waited = time.perf_counter() - queued
+        started = time.perf_counter()
         try:
-            return engine.recognize(pcm, sample_rate, expect), waited
+            result = engine.recognize(pcm, sample_rate, expect)
+            # The wait for a thread, plus what the engine spent not decoding (a worker process
+            # serves one request at a time: another call's decode is this call's queue).
+            waited = (started - queued) + max(0.0, time.perf_counter() - started - result.decode_seconds)
+            return result, waited
         except AsrError:
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
             raise AsrError(f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _run_whisper(self, pcm: bytes, sample_rate: int, queued: list[Future] | None = None) -> Transcript:
+    async def _run_whisper(self, pcm: bytes, sample_rate: int, queued: list[Future] | None = None, *,
+                           urgent: bool = True) -> Transcript:
         """Whisper's transcript; ``queued`` receives the pool's request, so that a caller can
         withdraw it at once (``Future.cancel`` is a no-op once decoding has started)."""
         if self._whisper is None:
             raise AsrError("Whisper is not running")
         pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
-        request = self._whisper.submit(pcm16k)
+        request = self._whisper.submit(pcm16k, urgent=urgent)
         if queued is not None:
             queued.append(request)
         future = asyncio.wrap_future(request)
