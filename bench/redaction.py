@@ -41,7 +41,7 @@ JOURNEYS = ROOT / "config" / "journeys"
 MASKS = {"card": "[card ****", "national_id": "[id]", "pin": "[pin]", "security_code": "[pin]",
          "iban": "[iban]", "password": "[password]", "dob": "[dob]"}
 TARGET_FULL = ("card", "national_id", "pin", "security_code", "iban", "password")
-"""Kinds whose target is every form of the set (issue 10)."""
+"""Kinds whose target is every form of the set."""
 
 MESSAGES = {
     "typical chat message": "hi, I was charged twice for the sports package on my last bill, can you help me with that",

@@ -24,7 +24,7 @@ softphone (pjsua2, its own endpoint; 4 calls per process) in others, all on the 
 3. Media-path CPU: time inside the call's AudioMediaPort callbacks per second of call.
 4. ``frame.buf`` access: the slow SWIG path against the data-pointer copy the port uses.
 
-Prints figures; never fails. Targets (issue 11): mouth-to-ear p50 <= 700 ms and p95 <= 900 ms at
+Prints figures; never fails. Targets: mouth-to-ear p50 <= 700 ms and p95 <= 900 ms at
 1 call, p95 <= 1.2 s at 4 and 16 calls.
 """
 

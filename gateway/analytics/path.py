@@ -31,7 +31,7 @@ from gateway.context.store import ConversationRecord, LoggedEvent
 from gateway.core.nlu.frustration import frustration_score
 
 STAGE_EVENT = "TurnTimed"
-"""The event a voice channel logs per turn with its stage timings (issue 11): payload
+"""The event a voice channel logs per turn with its stage timings: payload
 ``{"stages": {"endpoint_wait": s, "recognition": s, "dialog": s, "tts": s, "total": s}}``
 (seconds; any subset). Numeric top-level fields of those names are read too."""
 STAGES = ("endpoint_wait", "recognition", "dialog", "tts", "total")

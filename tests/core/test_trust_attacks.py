@@ -1,4 +1,4 @@
-"""The attacks of issue 10, played against the real core on the real SQLite store (and Redis for
+"""The attacks on cross-channel trust (docs/trust.md), played against the real core on the real SQLite store (and Redis for
 the lockout across nodes), through the chat socket and the terminal where a customer would go.
 Each one must fail; the honest customer beside the attacker must still be served."""
 
