@@ -87,7 +87,10 @@ async def test_okay_over_a_statement_does_not_stop_the_bot_but_an_answer_to_its_
         await _talk_over(driver, nod.pcm)
         await driver.wait_for_bot(60)
         assert not statement.cut and statement.finished, (session.barge_ins, session.transcript[-3:])
-        assert [b["backchannel"] for b in session.barge_ins] == [True], session.barge_ins
+        # the nod (and, when its verdict comes late, the echo of the bot resuming over the line's
+        # tail) only paused the bot: every pause was a backchannel, nothing was cut
+        assert session.barge_ins and all(b["backchannel"] for b in session.barge_ins), session.barge_ins
+        assert session.barge_ins[0]["onset"] < session.barge_ins[0]["confirmed"]
         bot = [text for who, text in session.transcript if who == "bot"]
         assert bot[-1].startswith("Would you like me to text you"), bot  # the question came after it, whole
         assert not any("ok" in text.lower() for who, text in session.transcript if who == "caller")
