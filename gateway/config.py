@@ -131,12 +131,19 @@ class TtsSettings(Section):
     presynthesize: bool = True
 
 
+class AmdSettings(Section):
+    enabled: bool = True
+    bias: float = Field(0.0, ge=-1.0, le=1.0)
+    max_seconds: float = Field(3.0, ge=1.0, le=10.0)
+
+
 class VoiceSettings(Section):
     sample_rate: Literal[8000, 16000] = 8000
     vad: VadSettings = VadSettings()
     endpoint: EndpointSettings = EndpointSettings()
     asr: AsrSettings = AsrSettings()
     tts: TtsSettings = TtsSettings()
+    amd: AmdSettings = AmdSettings()
 
 
 class AudioSocketSettings(Section):

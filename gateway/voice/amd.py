@@ -198,6 +198,11 @@ class AnsweringMachineDetector:
     def seconds(self) -> float:
         return self.frames * FRAME_MS / 1000.0
 
+    @property
+    def beeping(self) -> bool:
+        """A beep is sounding now."""
+        return self._tone.active
+
     def feed(self, frame: bytes, speech: bool) -> AmdVerdict | None:
         """One 20 ms frame and whether the VAD heard speech in it; the verdict once it is known."""
         if len(frame) != self._frame_bytes:

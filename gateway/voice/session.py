@@ -31,6 +31,8 @@ from gateway.core.events import (
     Silence,
     UserSaid,
 )
+from gateway.voice.amd import AmdConfig
+from gateway.voice.answering import AnswerWatch
 from gateway.voice.audio import frame_bytes as frame_size
 from gateway.voice.endpoint import (
     EndpointConfig,
@@ -110,6 +112,9 @@ class VoiceSession(BotReplies, CallerTurns):
         self.no_input_default = float(voice.endpoint.no_input_seconds)
         self.endpointer = Endpointer(EndpointConfig.from_settings(voice), sample_rate)
         self.playback = Playback(self.frame_bytes)
+        amd = voice.amd
+        self._answer = AnswerWatch(sample_rate, AmdConfig(bias=amd.bias, max_seconds=amd.max_seconds), channel) \
+            if outbound and amd.enabled else None
         self.ended = asyncio.Event()
         self.expect = Expect()
         self.transcript: list[tuple[str, str]] = []
@@ -176,6 +181,9 @@ class VoiceSession(BotReplies, CallerTurns):
         self.session_id = opened.session_id
         log.info("call %s: conversation %s (%s)", self.call_id, self.conversation_id,
                  "resumed" if opened.resumed else "new")
+        if self._answer is not None:
+            self._answer.hold(opened.actions)  # spoken once a person is heard (gateway.voice.answering)
+            return
         self._inbox.put_nowait(("actions", (opened.actions, None)))
 
     def deliver(self, actions: list[Any]) -> bool:
@@ -254,6 +262,10 @@ class VoiceSession(BotReplies, CallerTurns):
         if digit not in DTMF_DIGITS:
             log.warning("call %s: ignoring a DTMF event that is not one key (%d characters)", self.call_id, len(digit))
             return
+        if self._answer is not None and not self._answer.done:
+            answered = self._answer.key_pressed()
+            if answered is not None:
+                self._inbox.put_nowait(("answered", answered))
         if self.playback.talking and self.playback.barge_in_allowed:
             self.playback.clear()
             self._interruptions += 1
@@ -318,6 +330,12 @@ class VoiceSession(BotReplies, CallerTurns):
         if vad is None or not self._listening:
             return
         prob = vad.is_speech(frame)
+        if self._answer is not None and not self._answer.done:
+            # a call the gateway placed: nothing is a turn until it is known who answered
+            answered = self._answer.feed(frame, prob >= self.pipeline.settings.voice.vad.threshold)
+            if answered is not None:
+                self._inbox.put_nowait(("answered", answered))
+            return
         playback = self.playback
         level = playback.last_level if playback.talking else None
         events = self.endpointer.process(prob, frame, level, playback.barge_in_allowed)
@@ -392,6 +410,9 @@ class VoiceSession(BotReplies, CallerTurns):
             for digit in item:
                 self.transcript.append(("caller", f"[DTMF {digit}]"))
                 await self._send(DtmfPressed(digit=digit, channel=self.channel), timer)
+        elif kind == "answered":
+            await self._perform(item.opening, None)  # a person hears the journey at once
+            await self._send(item.event, None)  # the verdict for the record; a machine gets its message
         elif kind == "timing":
             try:
                 await asyncio.wait_for(self.core.log_turn_timing(self.conversation_id, item), CORE_TIMEOUT)
