@@ -4,7 +4,9 @@ process, and a crash there must not take the test run down).
 Usage: ``python -m tests.sip.gateway_proc '<json>'`` with ``{"sip": {...settings.sip overrides},
 "mode": "tone|echo|silent", "end_after": seconds, "real": false}``. Prints JSON lines on stdout
 (``ready`` with the bound port, then session events); reads JSON commands on stdin:
-``originate`` (target, conversation_id), ``stats``, ``quit``.
+``originate`` (target, conversation_id), ``remind`` (customer_id, phone: with the real core, a
+reminder escalated to a call, the call placed through the core as ``voicegw serve`` does), ``stats``,
+``quit``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ async def main(spec: dict[str, Any]) -> None:
                 break
             if cmd["cmd"] == "stats":
                 emit("stats", **await channel.stats())
+            elif cmd["cmd"] == "remind" and not isinstance(core, FakeCore):
+                from gateway.core.events import CallAccepted, CallStarted
+
+                phone = cmd["phone"]
+                thread = await core.open("sms", customer_id=cmd["customer_id"], caller_id=phone,
+                                         journey=cmd.get("journey", "appointment"),
+                                         event=CallStarted(channel="sms", caller_id=phone, outbound=True))
+                emit("reminder", conversation_id=thread.conversation_id)
+                await core.handle(thread.conversation_id, CallAccepted(channel="outreach"))
             elif cmd["cmd"] == "originate":
                 if isinstance(core, FakeCore):
                     await core.sinks[Originate](cmd.get("conversation_id", ""),
