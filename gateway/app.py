@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.context import open_audit, open_counters, open_store
+from gateway.context.callbacks import open_callbacks
 from gateway.context.dnc import open_do_not_call
 from gateway.health import HealthBook
 from gateway.core.outbound import OutboundPolicy
@@ -46,7 +47,8 @@ async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, 
     kwargs = {"today": today} if today is not None else {}
     counters = open_counters(settings)
     services = TrustServices(settings.trust, counters,
-                             OutboundPolicy(settings.outbound, counters, open_do_not_call(settings)))
+                             OutboundPolicy(settings.outbound, counters, open_do_not_call(settings)),
+                             callbacks=open_callbacks(settings))
     engine = DialogEngine(journeys, nlu, crm, settings, services, rasa=rasa, **kwargs)
     core = Orchestrator(settings, store, engine, audit=open_audit(settings))
     core.crm = crm  # type: ignore[attr-defined]

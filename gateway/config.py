@@ -61,6 +61,7 @@ class JourneySettings(Section):
     max_no_match: int = Field(3, ge=1)
     max_no_input: int = Field(3, ge=1)
     agent_queue: str = "support"
+    callback_offer_seconds: float = Field(120.0, ge=0)
 
 
 class CrmSettings(Section):

@@ -36,6 +36,7 @@ from gateway.context.audit import AuditLog
 from gateway.context.store import StoreError
 from gateway.core.events import AgentDropped
 from gateway.core.port import ConversationPort
+from gateway.core.queue_wait import WaitEstimate, queue_wait_estimate
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,23 @@ class Dispatcher:
                 entry = done.entry or entry
             out.append(entry)
         return out
+
+    async def wait_estimate(self, queue: str, family: str) -> WaitEstimate | None:
+        """The core's queue probe for chats (gateway.core.queue_wait): customers waiting in
+        ``queue``, agents who may take it and have room, the queue's typical recent wait. With
+        nobody waiting and no history, None: the wait is not guessed."""
+        if family != "chat":
+            return None
+        now = time.time()
+        entries = await self.queue.entries()
+        waiting = sum(1 for e in entries if e.queue == queue and not e.taken and not e.voice)
+        typical = (await self.queue.waits(queue)).typical()
+        if not waiting and typical is None:
+            return None
+        agents = self.registry.candidates(queue)
+        load = self._load(entries, now)
+        free = sum(1 for a in agents if load.get(a.agent_id, 0) < self.settings.agents.max_chats)
+        return WaitEstimate(queue, queue_wait_estimate(waiting, len(agents), free, typical), waiting, free, "desktop")
 
     def _load(self, entries: list[QueueEntry], now: float) -> dict[str, int]:
         """Chats each agent holds or has on offer now."""

@@ -59,6 +59,7 @@ class HumanSide:
         hub = LiveHub(fanout)
         core.observe(hub.observe)
         dispatcher = Dispatcher(settings, queue, desktop.registry, core, hub, audit, metrics)
+        core.register_queue_probe(dispatcher.wait_estimate)  # how long a chat would wait for an agent
         work = AgentWork(settings, core, queue, desktop.reader, hub, dispatcher, metrics)
         desktop.dispatcher, desktop.work, desktop.core = dispatcher, work, core
         dispatcher.desks = work.desks = desktop

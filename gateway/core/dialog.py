@@ -27,6 +27,8 @@ from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
 from gateway.core.staff import StaffTurns
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
+from gateway.core.callbacks import CALLBACK_FOR_AGENT
+from gateway.core.steps import PENDING, PENDING_QUEUE, channel_family
 from gateway.core.turn import Turn
 from gateway.core.voicemail import on_answering_machine
 
@@ -45,6 +47,8 @@ CALLBACK_ANSWER_SECONDS = 600.0
 """A call the gateway places must be answered (and its session opened) within this time for the
 answered call to be recognised as that call."""
 CALLBACK_JOURNEY = "callback"
+BOOKED_PROMPT = ("This is the call back you asked for. I'm connecting you with an agent now; they'll see everything "
+                 "we've discussed.")
 
 
 class DialogEngine(StaffTurns):
@@ -72,6 +76,14 @@ class DialogEngine(StaffTurns):
             out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False,
                            prompt_id=f"{compliance.OUTBOUND_START}.{step.id}")
                        for step in (disclosure.steps if disclosure else ()) if step.say is not None)
+            if channel_family(turn.channel) == "voice" and CALLBACK_FOR_AGENT in record.state:
+                # the callback the customer booked instead of waiting: straight to the agents
+                booked = dict(record.state.pop(CALLBACK_FOR_AGENT) or {})
+                record.state[PENDING] = booked
+                record.status = "active"
+                await self._transfer(turn, Step(id="booked_callback", transfer=PENDING_QUEUE, prompt=BOOKED_PROMPT),
+                                     reason=str(booked.get("reason", "")) or "callback the customer booked")
+                return
         handoff = Handoff.of(record)
         if resumed and handoff.engaged:
             return  # back in a chat that people have: no bot (the chat replays what people sent)
@@ -315,7 +327,9 @@ class DialogEngine(StaffTurns):
         if parsed.entities.get("frustration", 0.0) > record.state.get("frustration", 0.0):
             record.state["frustration"] = parsed.entities["frustration"]
         routing = step.expect == "open" and not step.slot
-        if intent == "call_me" and channel != "voice" and confidence >= self.settings.nlu.threshold:
+        answers_a_choice = step.expect == "choice" and interpret(step, text, today=self.today()) is not None
+        if intent == "call_me" and channel != "voice" and confidence >= self.settings.nlu.threshold \
+                and not answers_a_choice:  # "a callback please" answers a menu that offers one
             await self._offer_call(turn)
             return
         if routing or step.expect == "open":

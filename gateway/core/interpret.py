@@ -34,6 +34,9 @@ def _choice(text: str, options: tuple[str, ...]) -> str | None:
     if digits and len(digits) == 1 and 1 <= int(digits) <= len(options):
         return options[int(digits) - 1]
     hits = [opt for opt in options if opt.lower() in lowered]
+    if not hits:  # "call back" answers the option "callback", "text me" the option "text"
+        squeezed = lowered.replace(" ", "").replace("-", "")
+        hits = [opt for opt in options if opt.lower().replace(" ", "") in squeezed]
     return hits[0] if len(hits) == 1 else None
 
 

@@ -256,9 +256,10 @@ LOOKUPS: dict[str, Lookup] = {
 
 async def run_lookup(name: str, ctx: LookupContext) -> Outcome:
     """Run lookup ``name``; CRM failures and timeouts become the ``error`` outcome."""
+    from gateway.core.callbacks import CALLBACK_LOOKUPS
     from gateway.core.verification import VERIFICATION_LOOKUPS
 
-    lookup = LOOKUPS.get(name) or VERIFICATION_LOOKUPS[name]
+    lookup = LOOKUPS.get(name) or VERIFICATION_LOOKUPS.get(name) or CALLBACK_LOOKUPS[name]
     try:
         return await lookup(ctx)
     except (CrmTimeout, CrmError, TimeoutError) as exc:

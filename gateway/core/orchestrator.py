@@ -28,6 +28,7 @@ from gateway.core.staff import STAFF_CHANNELS
 from gateway.core.suggestions import suggest_next_steps
 from gateway.core.transcript import transcript_line
 from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
+from gateway.core.queue_wait import QueueProbe
 from gateway.core.turn import Turn
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,20 @@ class Orchestrator:
             await rasa.close()
         await self.engine.services.counters.close()
         await self.engine.services.policy.close()
+        if self.engine.services.callbacks is not None:
+            await self.engine.services.callbacks.close()
         if self.audit is not None:
             await self.audit.close()
         await self.store.close()
+
+    @property
+    def scheduled_callbacks(self) -> Any:
+        """The callbacks customers booked (placed by the digital side's poller)."""
+        return self.engine.services.callbacks
+
+    def register_queue_probe(self, probe: QueueProbe) -> None:
+        """Have the core read ``probe`` before offering a person (gateway.core.queue_wait)."""
+        self.engine.queue_probes.append(probe)
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self._sinks[action_type].append(sink)

@@ -71,6 +71,11 @@ class ConversationPort(Protocol):
         """The screen-pop context: customer, verified facts, intent, slots, redacted transcript."""
         ...
 
+    def register_queue_probe(self, probe: Any) -> None:
+        """Have the core read ``probe`` (``gateway.core.queue_wait.QueueProbe``) before it offers
+        a person: a long expected wait offers a callback or a text instead."""
+        ...
+
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         """Have ``sink`` carry out every action of ``action_type`` the core emits."""
         ...

@@ -20,6 +20,7 @@ from gateway.core.interpret import expect_for
 from gateway.core.journeys import Journey, JourneySet, Prompt, Step, as_prompt
 from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, customer_slots, run_lookup
 from gateway.core.trust import REQUIREMENTS, Assurance
+from gateway.core.queue_wait import QueueProbe, estimate
 from gateway.core.turn import Turn
 from gateway.core.verification import VERIFICATION_LOOKUPS, TrustServices
 from gateway.integrations.crm import Crm
@@ -27,6 +28,10 @@ from gateway.integrations.crm import Crm
 log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is cut here
+LONG_WAIT = "long_wait"
+PENDING = "pending_transfer"
+PENDING_QUEUE = "pending"
+"""``transfer: pending`` goes to the queue a long-wait offer was made for."""
 CHANNEL_BRANCH = "channel"
 """``branch: channel`` branches on the channel the customer is on now: voice, chat or sms."""
 
@@ -56,6 +61,8 @@ class JourneyRunner:
         self.services = services
         self.rasa = rasa
         self.today = today
+        self.queue_probes: list[QueueProbe] = []
+        """How long the queues are (registered by channels: AMI, the agent desktop)."""
 
     # ----------------------------------------------------------------- running steps
     def required_level(self, record: ConversationRecord) -> Assurance:
@@ -224,9 +231,17 @@ class JourneyRunner:
         waits in the gateway's queue (:class:`~gateway.core.handoff.Handoff`); a call waits in the PBX's."""
         record, channel, out = turn.record, turn.channel, turn.out
         journey = self.journeys.journeys.get(record.journey)
-        queue = queue or (step.transfer if step else "") or (journey.queue if journey else "") \
-            or self.settings.journeys.agent_queue
-        skills = (step.skills if step else ()) or (journey.skills if journey else ())
+        pending = record.state.pop(PENDING, None) if step is not None and step.transfer == PENDING_QUEUE else None
+        if pending:  # the customer chose to wait after all (long_wait): the transfer they were going to
+            queue, skills = str(pending.get("queue", "")), tuple(pending.get("skills", ()))
+            reason = str(pending.get("reason", "")) or reason
+        else:
+            queue = queue or (step.transfer if step and step.transfer != PENDING_QUEUE else "") \
+                or (journey.queue if journey else "") or self.settings.journeys.agent_queue
+            skills = (step.skills if step else ()) or (journey.skills if journey else ())
+            if not agent and await self._offer_instead(turn, queue, tuple(skills), reason):
+                return
+        queue = queue or self.settings.journeys.agent_queue
         if step is not None and step.prompt is not None:
             out.append(Say(self._render(record, as_prompt(step.prompt), channel), barge_in=False))
         elif step is None:
@@ -239,6 +254,28 @@ class JourneyRunner:
         if channel_family(channel) == "chat":  # a call waits in the PBX's queue; an SMS thread with the bot
             Handoff.of(record).wait(channel, turn.now).save(record)
         turn.ledger.touch(turn.party.session_id)
+
+    async def _offer_instead(self, turn: Turn, queue: str, skills: tuple[str, ...], reason: str) -> bool:
+        """When the queue is long and the customer has a phone on file, offer a callback or a
+        text instead of the wait (True: the long_wait journey took over)."""
+        limit = self.settings.journeys.callback_offer_seconds
+        if not limit or not self.queue_probes or LONG_WAIT not in self.journeys.journeys:
+            return False
+        family = channel_family(turn.channel)
+        if family not in ("voice", "chat"):
+            return False
+        found = await estimate(self.queue_probes, queue, family)
+        if found is None or found.expected_seconds <= limit or not await self.phone_on_file(turn.record):
+            return False
+        record = turn.record
+        record.state[PENDING] = {"queue": queue, "skills": list(skills), "reason": reason}
+        record.slots["wait_minutes"] = max(1, round(found.expected_seconds / 60))
+        turn.note("LongWait", queue=queue, expected_seconds=round(found.expected_seconds), waiting=found.waiting,
+                  source=found.source)
+        record.state["stack"] = []
+        record.journey = LONG_WAIT
+        await self._run_from(turn, self.journeys.journeys[LONG_WAIT].steps[0].id)
+        return True
 
     async def _follow_up(self, turn: Turn, step: Step) -> None:
         """A follow-up goes where the journey says: ``sms`` to the phone on file only (never into
@@ -312,5 +349,7 @@ class JourneyRunner:
 
     @staticmethod
     def known_lookups() -> set[str]:
-        return set(LOOKUPS) | set(VERIFICATION_LOOKUPS)
+        from gateway.core.callbacks import CALLBACK_LOOKUPS
+
+        return set(LOOKUPS) | set(VERIFICATION_LOOKUPS) | set(CALLBACK_LOOKUPS)
 

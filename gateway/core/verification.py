@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import date
 
 from gateway.config import TrustSettings
@@ -28,6 +29,9 @@ from gateway.context.counters import Counters
 from gateway.core.actions import SendFollowUp
 from gateway.core.lookups import Lookup, LookupContext, Outcome, customer_slots
 from gateway.core.outbound import OutboundPolicy
+
+if TYPE_CHECKING:
+    from gateway.context.callbacks import Callbacks
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ class TrustServices:
     settings: TrustSettings
     counters: Counters
     policy: OutboundPolicy
+    callbacks: "Callbacks | None" = None
+    """Scheduled callbacks (a customer who would rather be called than wait for an agent)."""
 
 
 def _services(ctx: LookupContext) -> TrustServices:

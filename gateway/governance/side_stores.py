@@ -9,6 +9,7 @@ Beside the context store and the audit log the gateway keeps, in the data direct
 | counters and locks | ``counters.db`` or ``{p}hits:<key>``, ``{p}lock:<key>`` | failed checks per customer, codes sent, outbound per conversation |
 | agent assignments | ``assignments.db`` or ``{p}assigned:<conversation>`` | which agents a conversation was routed to |
 | the agents' queue | ``queue.db`` or ``{p}queue:entry:<conversation>``, ``{p}queue:ids`` | a waiting or held conversation: the customer's display name, reason, intent |
+| booked callbacks | ``callbacks.db`` or ``{p}callbacks:due``, ``{p}callbacks:entries`` | when to call a conversation back, and its queue |
 | the do-not-call list | ``dnc.db`` or Redis | numbers that opted out: **kept** by erasure, so the gateway never calls them again |
 
 Each function opens its own connection (``secure_delete`` on, the WAL emptied afterwards), so
@@ -31,6 +32,7 @@ LINKS_FILE = "links.db"
 COUNTERS_FILE = "counters.db"
 ASSIGNMENTS_FILE = "assignments.db"
 QUEUE_FILE = "queue.db"  # gateway.agents.queue_store.QUEUE_FILE
+CALLBACKS_FILE = "callbacks.db"  # gateway.context.callbacks.CALLBACKS_FILE
 LINK_PREFIX = "voicegw:link-used:"
 REDIS_PREFIX = "voicegw:"
 
@@ -111,6 +113,11 @@ def erase_sqlite(data_dir: Path, conversation_ids: list[str], numbers: list[str]
             for cid in conversation_ids:
                 counts.add("assignments", _delete(conn, "DELETE FROM assignments WHERE conversation_id = ?", [cid]))
             _finish(conn)
+    with closing(_open(data_dir / CALLBACKS_FILE) or sqlite3.connect(":memory:")) as conn:
+        if "callbacks" in _tables(conn):
+            for cid in conversation_ids:
+                counts.add("callbacks", _delete(conn, "DELETE FROM callbacks WHERE conversation_id = ?", [cid]))
+            _finish(conn)
     with closing(_open(data_dir / QUEUE_FILE) or sqlite3.connect(":memory:")) as conn:
         if "queue" in _tables(conn):  # the agents' queue entry keeps the customer's name and reason
             for cid in conversation_ids:
@@ -135,6 +142,8 @@ async def erase_redis(url: str, conversation_ids: list[str], customer_id: str) -
             counts.add("assignments", int(await r.delete(f"{REDIS_PREFIX}assigned:{cid}")))
             counts.add("queue_entries", int(await r.delete(f"{REDIS_PREFIX}queue:entry:{cid}")))
             await r.zrem(f"{REDIS_PREFIX}queue:ids", cid)
+            counts.add("callbacks", int(await r.hdel(f"{REDIS_PREFIX}callbacks:entries", cid)))
+            await r.zrem(f"{REDIS_PREFIX}callbacks:due", cid)
         wanted = tuple(f"{cid}|" for cid in conversation_ids)
         if wanted:
             async for key in r.scan_iter(match=LINK_PREFIX + "*", count=500):

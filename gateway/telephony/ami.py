@@ -38,12 +38,15 @@ from panoramisk.message import Message
 
 from gateway.config import Settings
 from gateway.core.actions import Originate, Transfer
+from gateway.core.queue_wait import WaitEstimate, queue_wait_estimate
 from gateway.telephony.call_outcomes import CallFailedReport, OriginateOutcome, OutcomeTasks, ami_outcome
 from gateway.health import ChannelHealth
 from gateway.telephony.asterisk_queues import queue_extension
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
 log = logging.getLogger(__name__)
+QUEUE_SUMMARY_TIMEOUT = 2.0
+"""A queue that cannot be read this fast is not read: the transfer goes ahead without an offer."""
 
 ACTION_TIMEOUT = 10.0
 ORIGINATE_RING_SECONDS = 30
@@ -263,6 +266,29 @@ class AmiClient:
         await self.redirect(channel, self.cfg.agent_context, agent_extension(transfer))
         log.info("conversation %s: %s redirected to %s@%s", conversation_id, channel,
                  agent_extension(transfer), self.cfg.agent_context)
+
+    async def queue_wait(self, queue: str, family: str) -> WaitEstimate | None:
+        """The core's queue probe for calls (gateway.core.queue_wait), from ``QueueSummary``:
+        ``Callers`` waiting, agents ``LoggedIn`` and ``Available``, the average ``HoldTime`` (s).
+        None when AMI is down or Asterisk has no such queue (the wait is not guessed)."""
+        if family != "voice" or not self.connected:
+            return None
+        try:
+            result = await self.action({"Action": "QueueSummary", "Queue": queue}, timeout=QUEUE_SUMMARY_TIMEOUT)
+        except AmiError as exc:
+            log.warning("QueueSummary for %s failed: %s", queue, exc)
+            return None
+        for message in result if isinstance(result, list) else [result]:
+            if message.get("Event") == "QueueSummary" and message.get("Queue") == queue:
+                def number(key: str) -> int:
+                    try:
+                        return int(str(message.get(key, "0") or 0))
+                    except ValueError:
+                        return 0
+                callers, logged_in, available = number("Callers"), number("LoggedIn"), number("Available")
+                seconds = queue_wait_estimate(callers, logged_in, available, float(number("HoldTime")) or None)
+                return WaitEstimate(queue, seconds, callers, available, "asterisk")
+        return None
 
     async def originate_sink(self, conversation_id: str, action: Originate) -> None:
         """The core's sink for :class:`Originate`: the call rings in the background (longer than

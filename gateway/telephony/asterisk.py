@@ -101,6 +101,7 @@ async def start_asterisk_channels(
                 await client.start()
                 core.register_sink(Originate, client.originate_sink)
                 client.call_failed_callbacks.append(report_to_core(core))
+                core.register_queue_probe(client.queue_wait)  # how long a caller would wait for an agent
                 return client
 
             ami = await part("ami", start_ami)

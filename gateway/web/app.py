@@ -46,6 +46,7 @@ from gateway.digital.link_pages import LinkPages
 from gateway.links import LinkSigner, load_or_create_secret
 from gateway.digital.outbox import OUTBOX_FILE, Outbox
 from gateway.digital.outbox_page import OutboxPage
+from gateway.digital.booked_callbacks import BookedCallbacks
 from gateway.digital.outreach import Outreach
 from gateway.digital.sms import SmsInbound, SmsSender
 from gateway.telephony.twilio_media_server import add_twilio_media_routes
@@ -82,6 +83,8 @@ class DigitalParts:
     campaigns: Campaigns | None = None
     """The campaign runner (None without a context store); it ticks when ``campaigns.enabled``."""
     campaign_admin: CampaignAdmin | None = None
+    booked_callbacks: BookedCallbacks | None = None
+    """Places the callbacks customers booked instead of waiting (None when the core keeps none)."""
 
 
 PARTS: web.AppKey[DigitalParts] = web.AppKey("voicegw_parts", DigitalParts)
@@ -162,8 +165,10 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     campaign_api = CampaignApi(settings, auth, audit, campaign_admin, dnc, lease=lease,
                                node=campaigns.node if campaigns is not None else "")
     human = HumanSide.build(settings, core, store, fanout, desktop, chat, audit, metrics, STATIC_DIR)
+    scheduled = getattr(core, "scheduled_callbacks", None)  # the real core's; test doubles keep none
+    booked = BookedCallbacks(core, scheduled, poll_seconds=settings.outreach.poll_seconds) if scheduled else None
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
-                         desktop, fanout, outreach, audit, human, campaigns, campaign_admin)
+                         desktop, fanout, outreach, audit, human, campaigns, campaign_admin, booked)
 
     core.register_sink(SendFollowUp, followups.sink)
     core.register_sink(Transfer, desktop.on_transfer)
@@ -222,8 +227,12 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
             outreach.start()
         if campaigns is not None and settings.campaigns.enabled:
             campaigns.start()
+        if booked is not None:
+            booked.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        if booked is not None:
+            await booked.close()
         await human.close()
         await desktop.close()
         await relay.close()

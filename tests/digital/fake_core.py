@@ -30,6 +30,9 @@ class FakeCore:
         self.sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self.events: list[tuple[str, Event]] = []
 
+    def register_queue_probe(self, probe: object) -> None:
+        """No queue is read here."""
+
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self.sinks[action_type].append(sink)
 

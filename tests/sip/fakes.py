@@ -118,5 +118,8 @@ class FakeCore:
     def __init__(self) -> None:
         self.sinks: dict[type, Any] = {}
 
+    def register_queue_probe(self, probe: object) -> None:
+        """No queue is read here."""
+
     def register_sink(self, action_type: type, sink: Any) -> None:
         self.sinks[action_type] = sink

@@ -94,5 +94,8 @@ class ScriptedCore:
     async def context(self, conversation_id: str) -> dict[str, Any]:
         return {"conversation_id": conversation_id}
 
+    def register_queue_probe(self, probe: object) -> None:
+        """No queue is read here."""
+
     def register_sink(self, action_type: type, sink: Any) -> None:
         self.sinks[action_type] = sink
