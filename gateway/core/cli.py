@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gateway.core.actions import Ask, Hangup, OfferCall, Originate, SendFollowUp, Say, ScreenPop, Transfer
+from gateway.core.channels import Channel
 from gateway.core.events import CallAccepted, ChatMessage, ChatStarted, DtmfPressed, UserSaid
 from gateway.core.journeys import JourneyError, load_journeys
 
@@ -44,7 +45,7 @@ async def _chat(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     core = await build_core(settings)
     closers = _send_sms_like_the_gateway(settings, core)
-    channel = "voice" if args.voice else "chat"
+    channel = Channel.VOICE if args.voice else Channel.CHAT
     opened = await core.open(channel, caller_id=args.caller_id, conversation_id=args.conversation or "",
                              journey=args.journey or "", event=ChatStarted(channel=channel))
     session = opened.session_id
@@ -68,7 +69,7 @@ async def _chat(args: argparse.Namespace) -> int:
                                              session_id=session)
         elif text == "/call":
             actions = await core.handle(opened.conversation_id, CallAccepted(channel=channel), session_id=session)
-        elif channel == "voice":
+        elif channel is Channel.VOICE:
             actions = await core.handle(opened.conversation_id, UserSaid(text), session_id=session)
         else:
             actions = await core.handle(opened.conversation_id, ChatMessage(text), session_id=session)

@@ -1,9 +1,11 @@
 """The dialog engine: runs journeys over a conversation record, one event at a time.
 
 It is channel-agnostic and stateless between calls: everything it knows lives in the
-``ConversationRecord`` (journey, step, slots, verified facts, and ``state`` for retry counters,
-the call stack of sub-journeys and the answered-steps history), so any gateway node can continue
-a conversation from the store, on any channel.
+``ConversationRecord`` (journey, step, slots, and the typed dialog state ``record.state``: retry
+counters, the call stack of sub-journeys, the answered-steps history, a pending confirmation...,
+:mod:`gateway.core.dialog_state`), so any gateway node can continue a conversation from the
+store, on any channel. Channels are :class:`~gateway.core.channels.Channel` values here, never
+compared as names.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core import compliance
+from gateway.core.channels import Channel
 from gateway.core.events import (AnsweringMachine, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
                                  Event, FormSubmitted, OptOut, QueueChoice, RecognitionFailed, Silence, StaffEvent,
                                  UserSaid)
+from gateway.core.dialog_state import Retries, StepUp
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
 from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
@@ -62,9 +66,9 @@ class DialogEngine(StaffTurns):
         """Begin (or resume on the turn's channel) the conversation; the opening actions go to ``turn.out``.
         ``outbound``: the gateway started this session itself (it says who calls first)."""
         record, out = turn.record, turn.out
-        if turn.channel == compliance.DIALER_CHANNEL:  # the journey waits for the answered call
+        if turn.channel is Channel.OUTREACH:  # the gateway's dialer: the journey waits for the answered call
             record.status = "active"
-            record.state["pending_journey"] = journey or self.settings.journeys.default
+            record.state.pending_journey = journey or self.settings.journeys.default
             return
         if outbound:  # the gateway called (or texted): who is calling, that it is automated, how to stop
             compliance.mark_outbound(record, turn.party.session_id, self.settings.compliance)
@@ -91,18 +95,12 @@ class DialogEngine(StaffTurns):
             await self._goto(turn, f"journey:{self.settings.journeys.default}")
             return
         record.status = "active"
-        record.state.setdefault("stack", [])
         if record.customer_id and "customer_name" not in record.slots:
             await self._load_customer(record)
-        await self._enter(turn, journey or str(record.state.pop("pending_journey", "")) or self.settings.journeys.default)
+        pending, record.state.pending_journey = record.state.pending_journey, ""
+        await self._enter(turn, journey or pending or self.settings.journeys.default)
 
     async def handle(self, turn: Turn, event: Event) -> None:
-        try:
-            await self._handle(turn, event)
-        finally:
-            turn.record.state.pop("last_text", None)  # raw text is never persisted (the log holds it redacted)
-
-    async def _handle(self, turn: Turn, event: Event) -> None:
         record = turn.record
         via = compliance.opt_out_route(turn, event, self.nlu, self._current_step(record),
                                        self.settings.compliance.opt_out_key)
@@ -138,10 +136,10 @@ class DialogEngine(StaffTurns):
             await self._accept_call(turn, event.number)
         elif isinstance(event, FormSubmitted):
             record.slots[f"form_{event.purpose}"] = dict(event.fields)
-            record.state.setdefault("forms", []).append(event.purpose)
+            record.state.forms.append(event.purpose)
             turn.out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
         elif isinstance(event, ChannelClosed):
-            record.state["pending_dtmf"] = ""
+            record.state.pending_dtmf = ""
             turn.keyed = ""
 
     # ----------------------------------------------------------------- who may speak where
@@ -150,10 +148,9 @@ class DialogEngine(StaffTurns):
         stands; the place is kept (``step_up``) so that a session already verified, speaking in
         the same conversation meanwhile, is put back there instead of answering the check."""
         record = turn.record
-        frame = [record.journey, record.step]
-        record.state.setdefault("stack", []).append(frame)
-        record.state["step_up"] = {"session": turn.party.session_id, "frame": frame}
-        record.state.pop("confirming", None)
+        frame = record.state.push(record.journey, record.step)
+        record.state.step_up = StepUp(turn.party.session_id, frame)
+        record.state.confirming = ""
         await self._enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
 
     async def _gate(self, turn: Turn) -> bool:
@@ -162,18 +159,18 @@ class DialogEngine(StaffTurns):
         does not hold up a party that needs none."""
         record = turn.record
         in_check = record.journey.startswith("verify_")
-        detour = record.state.get("step_up")
-        if in_check and detour and detour.get("session") != turn.party.session_id:
-            journey, step = detour["frame"]
+        detour = record.state.step_up
+        if in_check and detour is not None and detour.session != turn.party.session_id:
+            journey, step = detour.frame.journey, detour.frame.step
             need = REQUIREMENTS.get(self.journeys.journeys[journey].requires or "", Assurance.NONE) \
                 if journey in self.journeys.journeys else Assurance.IDENTITY
             if turn.party.level >= need:
-                stack = record.state.get("stack", [])
-                if stack and stack[-1] == detour["frame"]:
+                stack = record.state.stack
+                if stack and stack[-1] == detour.frame:
                     stack.pop()
                 record.journey, record.step = journey, step
-                record.state.pop("step_up", None)
-                record.state.pop("confirming", None)
+                record.state.step_up = None
+                record.state.confirming = ""
                 return False
         if not in_check and record.step:
             needed = self.required_level(record)
@@ -198,7 +195,7 @@ class DialogEngine(StaffTurns):
                 turn.out.append(self._ask(record, step, turn.channel))
             return
         if record.journey and record.step and record.journey != CALLBACK_JOURNEY:
-            record.state.setdefault("stack", []).append([record.journey, record.step])
+            record.state.push(record.journey, record.step)
         await self._enter(turn, CALLBACK_JOURNEY)
 
     async def _accept_call(self, turn: Turn, requested: str) -> None:
@@ -206,7 +203,7 @@ class DialogEngine(StaffTurns):
         customer typed and confirmed. Nothing is dialled without an offer to this session."""
         record, ledger, out = turn.record, turn.ledger, turn.out
         phone = await self.phone_on_file(record)
-        if turn.channel == "outreach":
+        if turn.channel is Channel.OUTREACH:
             # the gateway's own reminder escalation: only ever the number on file
             if phone:
                 await self._place_call(turn, phone, carries=Assurance.PHONE, reason="reminder")
@@ -281,9 +278,9 @@ class DialogEngine(StaffTurns):
                 await self._fill(turn, step, digit, from_dtmf=True)
             return
         # keys of a sensitive step (PIN, one-time code) stay in memory, others in the record
-        buffer = turn.keyed if step.sensitive else record.state.get("pending_dtmf", "")
+        buffer = turn.keyed if step.sensitive else record.state.pending_dtmf
         turn.keyed = ""
-        record.state["pending_dtmf"] = ""
+        record.state.pending_dtmf = ""
         if digit in TERMINATORS:
             await self._fill(turn, step, buffer, from_dtmf=True)
             return
@@ -296,15 +293,15 @@ class DialogEngine(StaffTurns):
         elif step.sensitive:
             turn.keyed = buffer
         else:
-            record.state["pending_dtmf"] = buffer
+            record.state.pending_dtmf = buffer
 
     async def _answer(self, turn: Turn, text: str) -> None:
         record, channel = turn.record, turn.channel
-        record.state["last_text"] = text
+        turn.text = text
         if "confirm_call" in turn.ledger.data and await self._confirm_call(turn, text):
             return
         step = self._current_step(record)
-        if record.state.get("confirming"):
+        if record.state.confirming:
             await self._confirmation(turn, text)
             return
         if step is None or step.ask is None:
@@ -312,10 +309,9 @@ class DialogEngine(StaffTurns):
             return
         parsed = self.nlu.parse(text)
         intent, confidence = self._journey_intent(parsed)
-        if parsed.entities.get("frustration", 0.0) > record.state.get("frustration", 0.0):
-            record.state["frustration"] = parsed.entities["frustration"]
+        record.state.heard_frustration(parsed.entities.get("frustration", 0.0))
         routing = step.expect == "open" and not step.slot
-        if intent == "call_me" and channel != "voice" and confidence >= self.settings.nlu.threshold:
+        if intent == "call_me" and not channel.is_voice and confidence >= self.settings.nlu.threshold:
             await self._offer_call(turn)
             return
         if routing or step.expect == "open":
@@ -366,7 +362,7 @@ class DialogEngine(StaffTurns):
 
     async def _route(self, turn: Turn, intent: str | None) -> None:
         record = turn.record
-        if intent == "call_me" and turn.channel != "voice":
+        if intent == "call_me" and not turn.channel.is_voice:
             await self._offer_call(turn)
             return
         if intent in GLOBAL_INTENTS:
@@ -376,8 +372,8 @@ class DialogEngine(StaffTurns):
         if journey is None:
             await self._retry(turn, "no_match")
             return
-        record.state["intent"] = intent
-        record.state["stack"] = []
+        record.state.intent = intent
+        record.state.stack = []
         await self._enter(turn, journey.journey)
 
     async def _fill(self, turn: Turn, step: Step, text: str, from_dtmf: bool = False) -> None:
@@ -391,10 +387,10 @@ class DialogEngine(StaffTurns):
         record = turn.record
         if step.slot:
             record.slots[step.slot] = value
-        record.state["retries"] = {}
-        record.state.setdefault("history", []).append([record.journey, step.id])
+        record.state.retries = Retries()
+        record.state.answered(record.journey, step.id)
         if step.confirm is not None:
-            record.state["confirming"] = step.id
+            record.state.confirming = step.id
             turn.out.append(Ask(self._render(record, as_prompt(step.confirm), turn.channel),
                                 expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
             return
@@ -407,7 +403,7 @@ class DialogEngine(StaffTurns):
         if answer is None or step is None:
             await self._retry(turn, "no_match")
             return
-        record.state.pop("confirming", None)
+        record.state.confirming = ""
         if answer == "yes":
             await self._goto(turn, step.next or self._after(record, step))
         else:
@@ -431,9 +427,10 @@ class DialogEngine(StaffTurns):
             if step is not None and step.ask is not None:
                 out.append(self._ask(record, step, channel))
         elif intent == "go_back":
-            history = record.state.get("history", [])
+            history = record.state.history
             if history:
-                journey, step_id = history.pop()
+                frame = history.pop()
+                journey, step_id = frame.journey, frame.step
                 back = self.journeys.journeys[journey].step(step_id)
                 if back.slot:
                     record.slots.pop(back.slot, None)
@@ -454,10 +451,9 @@ class DialogEngine(StaffTurns):
         step = self._current_step(record)
         if step is None or step.ask is None:
             return
-        retries = record.state.setdefault("retries", {})
-        retries[kind] = retries.get(kind, 0) + 1
+        record.state.retries = record.state.retries.bumped(kind)
         limit = self.settings.journeys.max_no_input if kind == "no_input" else self.settings.journeys.max_no_match
-        if retries[kind] >= limit:
+        if record.state.retries.count(kind) >= limit:
             out.append(Say("I'm sorry, I'm having trouble understanding." if kind == "no_match"
                            else "I'm sorry, I can't hear you."))
             await self._transfer(turn, None, reason=f"repeated {kind.replace('_', '-')}")

@@ -29,6 +29,8 @@ from typing import Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.core.channels import Channel, Wording
+
 ExpectName = Literal["open", "digits", "yesno", "choice", "date", "amount", "dob_or_pin", "none"]
 GLOBAL_INTENTS = ("agent", "repeat", "go_back", "goodbye", "help")
 
@@ -48,11 +50,12 @@ class Prompt(BaseModel):
             raise ValueError("a prompt needs text (or voice/chat/sms wording)")
         return self
 
-    def for_channel(self, channel: str) -> str:
-        family = "voice" if channel in ("voice", "sip", "phone") else channel
-        if family == "web":
-            family = "chat"
-        return getattr(self, family, "") or self.text or self.chat or self.voice or self.sms
+    def for_channel(self, channel: Channel | str) -> str:
+        """The wording for ``channel`` (its :class:`~gateway.core.channels.Wording`), else the
+        first wording the prompt has."""
+        wording = Channel.of(channel).wording
+        own = {Wording.VOICE: self.voice, Wording.CHAT: self.chat, Wording.SMS: self.sms}.get(wording, "")
+        return own or self.text or self.chat or self.voice or self.sms
 
 
 PromptSpec = Union[str, Prompt]

@@ -20,11 +20,11 @@ from gateway.config import Settings
 from gateway.context.audit import AuditLog
 from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord, LoggedEvent, StoreError
 from gateway.core.actions import Action, Originate, ScreenPop, SendFollowUp, Transfer
+from gateway.core.channels import Channel
 from gateway.core.dialog import DialogEngine
 from gateway.core.events import AgentMessage, CallStarted, ChatMessage, DtmfPressed, Event, UserSaid
 from gateway.core.handoff import Handoff
 from gateway.core.port import ActionSink, Observer, Opened
-from gateway.core.staff import STAFF_CHANNELS
 from gateway.core.suggestions import suggest_next_steps
 from gateway.core.transcript import transcript_line
 from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
@@ -118,6 +118,7 @@ class Orchestrator:
     async def open(self, channel: str, *, caller_id: str = "", customer_id: str = "", conversation_id: str = "",
                    journey: str = "", event: Event | None = None, session_id: str = "", callback: str = "",
                    attestation: str = "", link_proof: str = "") -> Opened:
+        channel = Channel.of(channel)
         claim = caller_claim(caller_id)
         by_caller_id = bool(claim and not customer_id)
         if by_caller_id:
@@ -175,7 +176,7 @@ class Orchestrator:
                 record = await self.store.get(conversation_id)
                 if record is None:
                     raise UnknownConversation(f"no conversation {conversation_id!r}")
-                channel = getattr(event, "channel", "") or "unknown"
+                channel = Channel.of(event.channel)
                 if Handoff.of(record).seen(message_id):
                     log.info("conversation %s: %s %s already kept; not again", conversation_id, event.kind,
                              message_id)
@@ -183,7 +184,7 @@ class Orchestrator:
                 if attempt == 1:
                     logged.append(await self.store.append(conversation_id, channel=channel, kind=event.kind,
                                                           payload=self._event_payload(record, event)))
-                if channel not in record.channels and channel not in STAFF_CHANNELS:
+                if channel not in record.channels and not channel.is_staff:
                     record.channels.append(channel)
                 now = self.clock()
                 ledger = Ledger(record)
@@ -207,7 +208,7 @@ class Orchestrator:
     async def log_turn_timing(self, conversation_id: str, timing: Mapping[str, Any]) -> None:
         """Keep where one voice turn's time went (``TurnTiming``: kinds and milliseconds, no words)
         in the conversation's event log, beside the turn's own events."""
-        await self.store.append(conversation_id, channel="voice", kind="TurnTiming", payload=dict(timing))
+        await self.store.append(conversation_id, channel=Channel.VOICE, kind="TurnTiming", payload=dict(timing))
 
     async def context(self, conversation_id: str) -> dict[str, Any]:
         record = await self.store.get(conversation_id)
@@ -243,7 +244,7 @@ class Orchestrator:
         if (attestation.upper() == "A" and self.settings.trust.stir_shaken == "possession" and phone
                 and same_number(claim, phone)):
             turn.party = ledger.grant(turn.party, Assurance.PHONE, "attestation", turn.now, ttl)
-        if (isinstance(event, CallStarted) and event.outbound and turn.channel == "sms" and phone
+        if (isinstance(event, CallStarted) and event.outbound and turn.channel is Channel.SMS and phone
                 and same_number(claim, phone)):
             # the gateway's own reminder SMS to the number on file: its replies come from that
             # phone (or from a spoofer who never sees what the gateway sends back)
@@ -294,7 +295,7 @@ class Orchestrator:
                                     locked_until=await self._locked_until(record))
             actions = actions + [ScreenPop(conversation_id=record.id, context=context)]
         for note in turn.notes:
-            turn.logged.append(await self.store.append(record.id, channel="system", kind=note.kind,
+            turn.logged.append(await self.store.append(record.id, channel=Channel.SYSTEM, kind=note.kind,
                                                        payload=dict(note.payload)))
             if self.audit is not None and note.kind in AUDITED_NOTES:
                 try:
@@ -303,7 +304,7 @@ class Orchestrator:
                 except (StoreError, ValueError) as exc:  # the event log above holds it too
                     log.error("conversation %s: audit entry %s not written: %s", record.id, note.kind, exc)
         for action in actions:
-            turn.logged.append(await self.store.append(record.id, channel="bot", kind=action.kind,
+            turn.logged.append(await self.store.append(record.id, channel=Channel.BOT, kind=action.kind,
                                                        payload=_action_payload(action)))
         await self.store.save(record)
         for observer in self._observers:
@@ -343,7 +344,7 @@ def build_context(record: ConversationRecord, events: list[Any], *, now: float |
     cross-channel transcript. ``verified`` lists what the session handing over (by default the
     one that spoke last) holds now, not what some other session once proved."""
     now = time.time() if now is None else now
-    customer_channels = [c for c in record.channels if c != "bot"]
+    customer_channels = [c for c in record.channels if Channel.of(c) is not Channel.BOT]
     slots = {k: v for k, v in record.slots.items() if k not in PRIVATE_SLOTS and not k.startswith("form_")}
     transcript = [line for line in (transcript_line(e) for e in events) if line]
     assurance = _assurance(record, now, session_id, locked_until)
@@ -361,13 +362,13 @@ def build_context(record: ConversationRecord, events: list[Any], *, now: float |
         "channels": customer_channels,
         "verified": verified,
         "assurance": assurance,
-        "intent": record.state.get("intent", ""),
+        "intent": record.state.intent,
         "journey": record.journey,
         "step": record.step,
         "slots": slots,
-        "forms": record.state.get("forms", []),
-        "frustration": round(float(record.state.get("frustration", 0.0)), 2),
-        "transfer": record.state.get("transfer", {}),
+        "forms": list(record.state.forms),
+        "frustration": round(record.state.frustration, 2),
+        "transfer": record.state.transfer.as_json() if record.state.transfer else {},
         "handoff": Handoff.of(record).as_context(),
         "transcript": transcript,
         "suggested_next_steps": suggest_next_steps(record, verified=bool(verified), locked=bool(locked_until)),

@@ -15,6 +15,8 @@ from typing import Any, Callable
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Expect, Hangup, OfferCall, Say, SendFollowUp, Transfer
+from gateway.core.channels import Channel
+from gateway.core.dialog_state import Transferred
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import expect_for
 from gateway.core.journeys import Journey, JourneySet, Prompt, Step, as_prompt
@@ -28,16 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is cut here
 CHANNEL_BRANCH = "channel"
-"""``branch: channel`` branches on the channel the customer is on now: voice, chat or sms."""
-
-
-def channel_family(channel: str) -> str:
-    """``voice`` for calls, ``chat`` for the web chat and pages, else the channel's own name."""
-    if channel in ("voice", "sip", "phone"):
-        return "voice"
-    if channel in ("chat", "web"):
-        return "chat"
-    return channel
+"""``branch: channel`` branches on the channel the customer is on now: voice, chat or sms
+(:attr:`Channel.branch_value <gateway.core.channels.Channel.branch_value>`)."""
 
 
 class _Slots(dict):
@@ -61,7 +55,7 @@ class JourneyRunner:
     def required_level(self, record: ConversationRecord) -> Assurance:
         """What the party must hold to continue where the conversation stands: the strictest
         ``requires:`` of the current journey and the journeys waiting on the call stack."""
-        names = [record.journey] + [frame[0] for frame in record.state.get("stack", [])]
+        names = [record.journey] + [frame.journey for frame in record.state.stack]
         levels = [REQUIREMENTS.get(self.journeys.journeys[n].requires or "", Assurance.NONE)
                   for n in names if n in self.journeys.journeys]
         return max(levels, default=Assurance.NONE)
@@ -70,7 +64,7 @@ class JourneyRunner:
         record = turn.record
         journey = self.journeys.journeys[name]
         if journey.requires and not turn.party.holds(journey.requires):
-            record.state.setdefault("stack", []).append([name, journey.steps[0].id])
+            record.state.push(name, journey.steps[0].id)
             name = f"verify_{journey.requires}"
             journey = self.journeys.journeys[name]
         record.journey = journey.journey
@@ -78,7 +72,7 @@ class JourneyRunner:
 
     async def _goto(self, turn: Turn, target: str | None) -> None:
         if target and target.startswith("journey:"):
-            turn.record.state["stack"] = []
+            turn.record.state.stack = []
             await self._enter(turn, target[8:])
         elif target and target != "END":
             await self._run_from(turn, target)
@@ -87,17 +81,18 @@ class JourneyRunner:
 
     async def _return(self, turn: Turn) -> None:
         record = turn.record
-        stack = record.state.setdefault("stack", [])
+        stack = record.state.stack
         if stack:
-            journey, step_id = stack.pop()
-            detour = record.state.get("step_up")
-            if detour and detour.get("frame") == [journey, step_id]:
-                record.state.pop("step_up", None)
+            frame = stack.pop()
+            journey, step_id = frame.journey, frame.step
+            detour = record.state.step_up
+            if detour is not None and detour.frame == frame:
+                record.state.step_up = None
             required = self.journeys.journeys[journey].requires if journey in self.journeys.journeys else None
             if required and not turn.party.holds(required):
                 # back into a journey this party has not proven enough for (a failed or
                 # abandoned check): never continue it unverified
-                stack.append([journey, step_id])
+                stack.append(frame)
                 await self._enter(turn, f"verify_{required}")
                 return
             record.journey = journey
@@ -148,7 +143,7 @@ class JourneyRunner:
             return step.outcomes.get(outcome.name) or step.outcomes.get("default") or after
         if kind == "branch":
             if step.branch == CHANNEL_BRANCH:
-                value = channel_family(channel)
+                value = channel.branch_value
             else:
                 value = str(record.slots.get(step.branch or "", "")).lower()
             return step.cases.get(value) or step.cases.get("default") or after
@@ -160,12 +155,12 @@ class JourneyRunner:
             return after
         if kind == "offer_call":
             phone = record.slots.get("customer_phone", "")
-            if channel != "voice" and phone:
+            if not channel.is_voice and phone:
                 turn.ledger.offer_call(turn.party.session_id, phone, turn.now, self.settings.trust.offer_minutes * 60)
                 out.append(OfferCall(text=self._render(record, as_prompt(step.offer_call), channel), number=phone))
             return after
         if kind == "call":
-            record.state.setdefault("stack", []).append([journey.journey, step.next or journey.after(step.id)])
+            record.state.push(journey.journey, step.next or journey.after(step.id))
             await self._enter(turn, step.call or "")
             return None
         if kind == "end":
@@ -179,19 +174,19 @@ class JourneyRunner:
         record = turn.record
         name = step.run or ""
         if name.startswith("rasa:"):
-            return await self._rasa(record, name[5:], turn.out)
+            return await self._rasa(record, name[5:], turn.out, turn.text)
         ctx = LookupContext(crm=self.crm, slots=record.slots, state=record.state, customer_id=record.customer_id,
                             caller_id=record.caller_id, channel=turn.channel, args=dict(step.args),
                             today=self.today(), turn=turn, services=self.services)
         return await run_lookup(name, ctx)
 
-    async def _rasa(self, record: ConversationRecord, action: str, out: list[Any]) -> Outcome:
+    async def _rasa(self, record: ConversationRecord, action: str, out: list[Any], text: str) -> Outcome:
         if self.rasa is None:
             log.warning("journey step runs rasa:%s but no Rasa action server is configured", action)
             return Outcome("error")
         try:
             result = await self.rasa.run(action, sender_id=record.id, slots=dict(record.slots),
-                                         latest_message={"text": record.state.get("last_text", "")})
+                                         latest_message={"text": text})
         except Exception as exc:  # the Rasa client raises RasaError; anything else is the same failure
             log.warning("rasa action %s failed: %s", action, exc)
             return Outcome("error")
@@ -234,9 +229,8 @@ class JourneyRunner:
         out.append(Transfer(queue=queue, skills=tuple(skills), language=record.slots.get("customer_language", "en"),
                             reason=reason, conversation_id=record.id, agent=agent))
         record.status = "transferred"
-        record.state["transfer"] = {"queue": queue, "reason": reason, "at": time.time(),
-                                    "channel": channel}
-        if channel_family(channel) == "chat":  # a call waits in the PBX's queue; an SMS thread with the bot
+        record.state.transfer = Transferred(queue, reason, time.time(), channel)
+        if channel.is_typed:  # a call waits in the PBX's queue; an SMS thread with the bot
             Handoff.of(record).wait(channel, turn.now).save(record)
         turn.ledger.touch(turn.party.session_id)
 
@@ -245,8 +239,8 @@ class JourneyRunner:
         the chat, never to a number the party gave), ``chat`` into the conversation's chat."""
         record, channel, out = turn.record, turn.channel, turn.out
         text = self._render(record, Prompt(text=step.message), channel) if step.message else ""
-        if step.follow_up == "chat":
-            out.append(SendFollowUp(channel="chat", template=step.template or step.id, text=text,
+        if step.follow_up == Channel.CHAT:
+            out.append(SendFollowUp(channel=Channel.CHAT, template=step.template or step.id, text=text,
                                     link_purpose=step.link, conversation_id=record.id))
         else:
             phone = await self.phone_on_file(record)
@@ -259,7 +253,7 @@ class JourneyRunner:
                 turn.note("FollowUpRefused", template=step.template or step.id, reason=refusal.reason)
                 out.append(Say(refusal.text))
                 return
-            out.append(SendFollowUp(channel="sms", template=step.template or step.id, text=text, to=phone,
+            out.append(SendFollowUp(channel=Channel.SMS, template=step.template or step.id, text=text, to=phone,
                                     link_purpose=step.link, conversation_id=record.id))
         if step.prompt is not None:
             out.append(Say(self._render(record, as_prompt(step.prompt), channel)))
@@ -297,10 +291,10 @@ class JourneyRunner:
     def _expect(self, step: Step) -> Expect:
         return expect_for(step, self.settings.voice.endpoint.no_input_seconds)
 
-    def _ask(self, record: ConversationRecord, step: Step, channel: str) -> Ask:
+    def _ask(self, record: ConversationRecord, step: Step, channel: Channel) -> Ask:
         return Ask(self._render(record, as_prompt(step.ask), channel), expect=self._expect(step), prompt_id=step.id)
 
-    def _render(self, record: ConversationRecord, prompt: Prompt | None, channel: str) -> str:
+    def _render(self, record: ConversationRecord, prompt: Prompt | None, channel: Channel) -> str:
         if prompt is None:
             return ""
         text = prompt.for_channel(channel)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Iterator
 
+from gateway.core.channels import Channel
 from gateway.core.journeys import Prompt, as_prompt, load_journeys
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _texts(steps: Any) -> Iterator[str]:
         for name in PROMPT_FIELDS:
             prompt: Prompt | None = as_prompt(getattr(step, name, None))
             if prompt is not None:
-                text = prompt.for_channel("voice").strip()
+                text = prompt.for_channel(Channel.VOICE).strip()
                 if text:
                     yield text
 
