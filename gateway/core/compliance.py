@@ -30,7 +30,7 @@ from gateway.context.dnc import DoNotCall, number_key
 from gateway.context.store import ConversationRecord, StoreError
 from gateway.core.actions import Hangup, Say
 from gateway.core.events import ChatMessage, DtmfPressed, Event, OptOut, UserSaid
-from gateway.core.journeys import Step
+from gateway.core.journeys import AskStep
 from gateway.core.trust import Assurance
 from gateway.core.turn import Turn
 
@@ -79,14 +79,14 @@ def mark_outbound(record: ConversationRecord, session_id: str, settings: Complia
     record.slots["opt_out_key"] = settings.opt_out_key
 
 
-def is_opt_out_key(turn: Turn, digit: str, step: Step | None, key: str) -> bool:
+def is_opt_out_key(turn: Turn, digit: str, step: AskStep | None, key: str) -> bool:
     """A key press that opts out: the configured key, on a call the gateway placed, while no
     digit string (an account number, a PIN, a date) or a choice it could select is asked."""
     if digit != key or not turn.channel.is_voice:
         return False
     if turn.party.session_id not in turn.record.state.outbound_sessions:
         return False
-    if step is not None and step.ask is not None:
+    if step is not None:
         if step.expect in DIGIT_STEPS or turn.record.state.pending_dtmf:
             return False
         if step.expect == "choice" and key.isdigit() and len(step.options) >= int(key):
@@ -94,7 +94,7 @@ def is_opt_out_key(turn: Turn, digit: str, step: Step | None, key: str) -> bool:
     return True
 
 
-def opt_out_route(turn: Turn, event: Event, nlu: Any, step: Step | None, key: str) -> str:
+def opt_out_route(turn: Turn, event: Event, nlu: Any, step: AskStep | None, key: str) -> str:
     """How ``event`` asks to opt out (``sms``, ``key``, ``voice``, ``chat``...), or '' when it does not."""
     if isinstance(event, OptOut):
         return event.via

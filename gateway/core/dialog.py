@@ -25,7 +25,7 @@ from gateway.core.events import (AnsweringMachine, CallAccepted, CallFailed, Cha
 from gateway.core.dialog_state import Retries, StepUp
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
-from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
+from gateway.core.journeys import GLOBAL_INTENTS, AskStep, SayStep, as_prompt
 from gateway.core.nlu import Nlu
 from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
@@ -49,6 +49,8 @@ CALLBACK_ANSWER_SECONDS = 600.0
 """A call the gateway places must be answered (and its session opened) within this time for the
 answered call to be recognised as that call."""
 CALLBACK_JOURNEY = "callback"
+CONFIRMATION = AskStep(id="confirm", ask="?", expect="yesno", slot="c")
+"""The yes/no question behind every confirmation ("Just to confirm: ...?")."""
 
 
 class DialogEngine(StaffTurns):
@@ -73,9 +75,9 @@ class DialogEngine(StaffTurns):
         if outbound:  # the gateway called (or texted): who is calling, that it is automated, how to stop
             compliance.mark_outbound(record, turn.party.session_id, self.settings.compliance)
             disclosure = self.journeys.journeys.get(compliance.OUTBOUND_START)
-            out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False,
+            out.extend(Say(self.render(record, as_prompt(step.say), turn.channel), barge_in=False,
                            prompt_id=f"{compliance.OUTBOUND_START}.{step.id}")
-                       for step in (disclosure.steps if disclosure else ()) if step.say is not None)
+                       for step in (disclosure.steps if disclosure else ()) if isinstance(step, SayStep))
         handoff = Handoff.of(record)
         if resumed and handoff.engaged:
             return  # back in a chat that people have: no bot (the chat replays what people sent)
@@ -83,14 +85,14 @@ class DialogEngine(StaffTurns):
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
                            + (" You're already verified." if turn.party.verified else "")))
-            step = self._current_step(record)
+            step = self.current_ask(record)
             needed = self.required_level(record)
             if turn.party.level < needed:
                 # a claim brought the caller back: context follows, account data waits for a check
                 await self._step_up(turn, needed)
                 return
-            if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, turn.channel))
+            if step is not None:
+                out.append(self.ask_action(record, step, turn.channel))
                 return
             await self._goto(turn, f"journey:{self.settings.journeys.default}")
             return
@@ -98,11 +100,11 @@ class DialogEngine(StaffTurns):
         if record.customer_id and "customer_name" not in record.slots:
             await self._load_customer(record)
         pending, record.state.pending_journey = record.state.pending_journey, ""
-        await self._enter(turn, journey or pending or self.settings.journeys.default)
+        await self.enter(turn, journey or pending or self.settings.journeys.default)
 
     async def handle(self, turn: Turn, event: Event) -> None:
         record = turn.record
-        via = compliance.opt_out_route(turn, event, self.nlu, self._current_step(record),
+        via = compliance.opt_out_route(turn, event, self.nlu, self.current_ask(record),
                                        self.settings.compliance.opt_out_key)
         if via:  # before any gate: whoever is on the line may ask not to be called again
             await compliance.opt_out(turn, via=via, number=event.number if isinstance(event, OptOut) else "",
@@ -151,7 +153,7 @@ class DialogEngine(StaffTurns):
         frame = record.state.push(record.journey, record.step)
         record.state.step_up = StepUp(turn.party.session_id, frame)
         record.state.confirming = ""
-        await self._enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
+        await self.enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
 
     async def _gate(self, turn: Turn) -> bool:
         """Checked before every answer: a party never acts inside a journey it has not proven
@@ -190,13 +192,13 @@ class DialogEngine(StaffTurns):
         if not self.can_place_calls():
             turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
                                 "right where we left off."))
-            step = self._current_step(record)
-            if step is not None and step.ask is not None:
-                turn.out.append(self._ask(record, step, turn.channel))
+            step = self.current_ask(record)
+            if step is not None:
+                turn.out.append(self.ask_action(record, step, turn.channel))
             return
         if record.journey and record.step and record.journey != CALLBACK_JOURNEY:
             record.state.push(record.journey, record.step)
-        await self._enter(turn, CALLBACK_JOURNEY)
+        await self.enter(turn, CALLBACK_JOURNEY)
 
     async def _accept_call(self, turn: Turn, requested: str) -> None:
         """Place the call the core offered: to the number on file, or to a number a verified
@@ -231,7 +233,7 @@ class DialogEngine(StaffTurns):
         ledger.hold_offer(offer)
         ledger.data["confirm_call"] = {"session": turn.party.session_id, "number": number}
         out.append(Ask(f"Just to confirm: shall I call you at {' '.join(number)}, a number that is not on your "
-                       "account?", expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+                       "account?", expect=self.expect_of(CONFIRMATION)))
 
     async def _confirm_call(self, turn: Turn, text: str) -> bool:
         """A verified customer's answer to "shall I call this other number?"; False when the
@@ -268,8 +270,8 @@ class DialogEngine(StaffTurns):
     # ----------------------------------------------------------------- answers
     async def _dtmf(self, turn: Turn, digit: str) -> None:
         record = turn.record
-        step = self._current_step(record)
-        if step is None or step.ask is None:
+        step = self.current_ask(record)
+        if step is None:
             return
         if step.expect in ("yesno", "choice") or (step.expect == "open" and digit == "0"):
             if step.expect == "open":
@@ -300,17 +302,17 @@ class DialogEngine(StaffTurns):
         turn.text = text
         if "confirm_call" in turn.ledger.data and await self._confirm_call(turn, text):
             return
-        step = self._current_step(record)
+        step = self.current_ask(record)
         if record.state.confirming:
             await self._confirmation(turn, text)
             return
-        if step is None or step.ask is None:
+        if step is None:
             await self._goto(turn, f"journey:{self.settings.journeys.default}")
             return
         parsed = self.nlu.parse(text)
         intent, confidence = self._journey_intent(parsed)
         record.state.heard_frustration(parsed.entities.get("frustration", 0.0))
-        routing = step.expect == "open" and not step.slot
+        routing = step.routes
         if intent == "call_me" and not channel.is_voice and confidence >= self.settings.nlu.threshold:
             await self._offer_call(turn)
             return
@@ -374,16 +376,16 @@ class DialogEngine(StaffTurns):
             return
         record.state.intent = intent
         record.state.stack = []
-        await self._enter(turn, journey.journey)
+        await self.enter(turn, journey.journey)
 
-    async def _fill(self, turn: Turn, step: Step, text: str, from_dtmf: bool = False) -> None:
+    async def _fill(self, turn: Turn, step: AskStep, text: str, from_dtmf: bool = False) -> None:
         value = interpret(step, text, today=self.today(), from_dtmf=from_dtmf)
         if value is None:
             await self._retry(turn, "no_match")
         else:
             await self._fill_value(turn, step, value)
 
-    async def _fill_value(self, turn: Turn, step: Step, value: Any) -> None:
+    async def _fill_value(self, turn: Turn, step: AskStep, value: Any) -> None:
         record = turn.record
         if step.slot:
             record.slots[step.slot] = value
@@ -391,15 +393,15 @@ class DialogEngine(StaffTurns):
         record.state.answered(record.journey, step.id)
         if step.confirm is not None:
             record.state.confirming = step.id
-            turn.out.append(Ask(self._render(record, as_prompt(step.confirm), turn.channel),
-                                expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+            turn.out.append(Ask(self.render(record, as_prompt(step.confirm), turn.channel),
+                                expect=self.expect_of(CONFIRMATION)))
             return
         await self._goto(turn, step.next or self._after(record, step))
 
     async def _confirmation(self, turn: Turn, text: str) -> None:
         record = turn.record
-        step = self._current_step(record)
-        answer = interpret(Step(id="confirm", ask="?", expect="yesno", slot="c"), text, today=self.today())
+        step = self.current_ask(record)
+        answer = interpret(CONFIRMATION, text, today=self.today())
         if answer is None or step is None:
             await self._retry(turn, "no_match")
             return
@@ -409,38 +411,39 @@ class DialogEngine(StaffTurns):
         else:
             if step.slot:
                 record.slots.pop(step.slot, None)
-            turn.out.append(self._ask(record, step, turn.channel))
+            turn.out.append(self.ask_action(record, step, turn.channel))
 
     # ----------------------------------------------------------------- global intents and retries
     async def _global(self, turn: Turn, intent: str) -> None:
         record, channel, out = turn.record, turn.channel, turn.out
-        step = self._current_step(record)
+        step = self.current_ask(record)
         if intent == "agent":
-            await self._transfer(turn, None, reason="customer asked for an agent")
+            await self.transfer(turn, None, reason="customer asked for an agent")
         elif intent == "repeat":
-            if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, channel))
+            if step is not None:
+                out.append(self.ask_action(record, step, channel))
         elif intent == "help":
-            help_text = as_prompt(step.help) if step is not None and step.help is not None else None
-            out.append(Say(self._render(record, help_text, channel) if help_text else
+            help_text = as_prompt(step.help) if step is not None else None
+            out.append(Say(self.render(record, help_text, channel) if help_text else
                            "You can answer the question, say repeat, go back, or ask for an agent at any time."))
-            if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, channel))
+            if step is not None:
+                out.append(self.ask_action(record, step, channel))
         elif intent == "go_back":
             history = record.state.history
             if history:
                 frame = history.pop()
                 journey, step_id = frame.journey, frame.step
                 back = self.journeys.journeys[journey].step(step_id)
-                if back.slot:
-                    record.slots.pop(back.slot, None)
                 record.journey, record.step = journey, step_id
                 out.append(Say("Sure, let's go back."))
-                out.append(self._ask(record, back, channel))
+                if isinstance(back, AskStep):  # the history holds answered questions only
+                    if back.slot:
+                        record.slots.pop(back.slot, None)
+                    out.append(self.ask_action(record, back, channel))
             else:
                 out.append(Say("We're at the beginning already."))
-                if step is not None and step.ask is not None:
-                    out.append(self._ask(record, step, channel))
+                if step is not None:
+                    out.append(self.ask_action(record, step, channel))
         elif intent == "goodbye":
             out.append(Say("Thank you for contacting us. Goodbye!"))
             out.append(Hangup(reason="caller said goodbye"))
@@ -448,21 +451,21 @@ class DialogEngine(StaffTurns):
 
     async def _retry(self, turn: Turn, kind: str) -> None:
         record, out = turn.record, turn.out
-        step = self._current_step(record)
-        if step is None or step.ask is None:
+        step = self.current_ask(record)
+        if step is None:
             return
         record.state.retries = record.state.retries.bumped(kind)
         limit = self.settings.journeys.max_no_input if kind == "no_input" else self.settings.journeys.max_no_match
         if record.state.retries.count(kind) >= limit:
             out.append(Say("I'm sorry, I'm having trouble understanding." if kind == "no_match"
                            else "I'm sorry, I can't hear you."))
-            await self._transfer(turn, None, reason=f"repeated {kind.replace('_', '-')}")
+            await self.transfer(turn, None, reason=f"repeated {kind.replace('_', '-')}")
             return
-        custom = as_prompt(getattr(step, kind))
+        custom = step.retry_prompt(kind)
         if custom is not None:
-            out.append(Ask(self._render(record, custom, turn.channel), expect=self._expect(step),
+            out.append(Ask(self.render(record, custom, turn.channel), expect=self.expect_of(step),
                            prompt_id=f"{step.id}.{kind}"))
             return
         lead = "Sorry, I didn't get that." if kind == "no_match" else "Are you still there?"
         out.append(Say(lead, prompt_id=f"{step.id}.{kind}"))  # the log tells a retry from a repeat
-        out.append(self._ask(record, step, turn.channel))
+        out.append(self.ask_action(record, step, turn.channel))

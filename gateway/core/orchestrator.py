@@ -280,7 +280,7 @@ class Orchestrator:
 
     def _event_payload(self, record: ConversationRecord, event: Event) -> dict[str, Any]:
         payload = _payload(event)
-        step = self.engine._current_step(record)
+        step = self.engine.current_ask(record)
         if step is not None and step.sensitive and isinstance(event, (UserSaid, ChatMessage, DtmfPressed)):
             for key in ("text", "digit"):
                 if key in payload:

@@ -162,7 +162,7 @@ class StaffTurns(JourneyRunner):
         required = self.journeys.journeys[journey].requires
         if required and not turn.party.holds(required):
             record.state.push(journey, step_id)
-            await self._enter(turn, f"verify_{required}")
+            await self.enter(turn, f"verify_{required}")
             return
         record.journey = journey
         await self._run_from(turn, step_id)
@@ -172,7 +172,7 @@ class StaffTurns(JourneyRunner):
         record = turn.record
         self.as_customer(turn)
         reason = f"taken over by supervisor {event.supervisor}"
-        await self._transfer(turn, None, reason=reason, queue=event.queue, agent=event.agent)
+        await self.transfer(turn, None, reason=reason, queue=event.queue, agent=event.agent)
         if event.agent:
             Handoff.of(record).taken(event.agent, event.agent, turn.now, turn.channel).save(record)
             record.state.agent = event.agent
@@ -196,9 +196,9 @@ class StaffTurns(JourneyRunner):
             await self._continue_at(turn, record.journey, event.step)
         elif event.instruction == "offer_agent":
             turn.out.append(Say(OFFER_AGENT_TEXT))
-            step = self._current_step(record)
-            if step is not None and step.ask is not None:
-                turn.out.append(self._ask(record, step, turn.channel))
+            step = self.current_ask(record)
+            if step is not None:
+                turn.out.append(self.ask_action(record, step, turn.channel))
         else:
             turn.out.append(Say(END_TEXT, barge_in=False))
             turn.out.append(Hangup(reason="ended by supervisor"))
