@@ -36,7 +36,7 @@ from gateway.context.audit import AuditLog
 from gateway.context.store import StoreError
 from gateway.core.events import AgentDropped
 from gateway.core.port import ConversationPort
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

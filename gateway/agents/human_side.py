@@ -28,7 +28,7 @@ from gateway.core.journeys import AskStep, load_journeys
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
 from gateway.digital.chat_live import ChatLive
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 
 def journey_steps(settings: Settings) -> dict[str, list[str]]:

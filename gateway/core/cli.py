@@ -89,7 +89,7 @@ def _send_sms_like_the_gateway(settings, core) -> list:
     from gateway.digital.outbox import OUTBOX_FILE, Outbox
     from gateway.digital.sms import SmsSender
     from gateway.links import LinkSigner, load_or_create_secret
-    from gateway.web.metrics import Metrics
+    from gateway.metrics import Metrics
 
     data = settings.data_path(".")
     metrics = Metrics()

@@ -25,13 +25,15 @@ from gateway.core.events import (AnsweringMachine, CallAccepted, CallFailed, Cha
 from gateway.core.dialog_state import Retries, StepUp
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
-from gateway.core.journeys import GLOBAL_INTENTS, AskStep, SayStep, as_prompt
+from gateway.core.journeys import GLOBAL_INTENTS, AskStep, JourneySet, SayStep, as_prompt
 from gateway.core.nlu import Nlu
 from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
 from gateway.core.staff import StaffTurns
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
 from gateway.core.turn import Turn
+from gateway.core.verification import TrustServices
+from gateway.integrations.crm import Crm
 from gateway.core.voicemail import on_answering_machine
 
 log = logging.getLogger(__name__)
@@ -56,12 +58,10 @@ CONFIRMATION = AskStep(id="confirm", ask="?", expect="yesno", slot="c")
 class DialogEngine(StaffTurns):
     """Runs journeys. ``start`` and ``handle`` change the turn's record and fill ``turn.out``."""
 
-    def __init__(self, journeys: Any, nlu: Nlu, crm: Any, settings: Settings, services: Any,
+    def __init__(self, journeys: JourneySet, nlu: Nlu, crm: Crm, settings: Settings, services: TrustServices,
                  rasa: Any = None, today: Callable[[], date] = date.today):
         super().__init__(journeys, crm, settings, services, rasa=rasa, today=today)
         self.nlu = nlu
-        self.can_place_calls: Callable[[], bool] = lambda: True
-        """Whether a telephony channel carries out ``Originate`` here (the orchestrator knows)."""
 
     # ----------------------------------------------------------------- entry points
     async def start(self, turn: Turn, *, resumed: bool, journey: str = "", outbound: bool = False) -> None:
@@ -189,7 +189,7 @@ class DialogEngine(StaffTurns):
         call to the number on file; anyone else is verified first. The conversation then goes
         back to where it was."""
         record = turn.record
-        if not self.can_place_calls():
+        if not turn.can_place_calls:
             turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
                                 "right where we left off."))
             step = self.current_ask(record)
@@ -253,7 +253,7 @@ class DialogEngine(StaffTurns):
 
     async def _place_call(self, turn: Turn, number: str, *, carries: Assurance, reason: str) -> None:
         record = turn.record
-        if not self.can_place_calls():
+        if not turn.can_place_calls:
             turn.note("CallRefused", reason="no_telephony", channel=turn.channel)
             turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
                                 "right where we left off."))

@@ -29,6 +29,7 @@ from gateway.core.suggestions import suggest_next_steps
 from gateway.core.transcript import transcript_line
 from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
 from gateway.core.turn import Turn
+from gateway.integrations.crm import Crm
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +84,28 @@ class Orchestrator:
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self._observers: list[Observer] = []
         self._locks: dict[str, asyncio.Lock] = {}
-        engine.can_place_calls = lambda: bool(self._sinks.get(Originate))
         # digits keyed into a sensitive step (a PIN) are never written to the store, even
         # half-entered: they wait here, on the node that holds the call, until the entry completes
         self._keyed: dict[str, str] = {}
 
+    @property
+    def crm(self) -> Crm:
+        """The CRM the core reads (the parts built around the core use the same one)."""
+        return self.engine.crm
+
     async def close(self) -> None:
         """Close the store, the shared counters, the audit log and the Rasa client (if any)."""
-        rasa = getattr(self.engine, "rasa", None)
-        if rasa is not None:
-            await rasa.close()
+        if self.engine.rasa is not None:
+            await self.engine.rasa.close()
         await self.engine.services.counters.close()
         await self.engine.services.policy.close()
         if self.audit is not None:
             await self.audit.close()
         await self.store.close()
+
+    @property
+    def _places_calls(self) -> bool:
+        return bool(self._sinks.get(Originate))
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self._sinks[action_type].append(sink)
@@ -155,7 +163,8 @@ class Orchestrator:
                 record.status = "active"
             now = self.clock()
             sid = session_id or new_session_id()
-            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=logged)
+            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=logged,
+                        can_place_calls=self._places_calls)
             await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
                                        link_proof=link_proof, event=event)
             turn.ledger.touch(sid)
@@ -188,7 +197,8 @@ class Orchestrator:
                     record.channels.append(channel)
                 now = self.clock()
                 ledger = Ledger(record)
-                turn = Turn(record, channel, ledger.party(session_id, channel, now), now, logged=list(logged))
+                turn = Turn(record, channel, ledger.party(session_id, channel, now), now, logged=list(logged),
+                            can_place_calls=self._places_calls)
                 key = f"{conversation_id}|{session_id}"
                 turn.keyed = self._keyed.get(key, "")
                 ledger.touch(session_id)

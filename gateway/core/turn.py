@@ -38,6 +38,8 @@ class Turn:
     text: str = ""
     """What the customer said or typed in this turn, raw: for a Rasa action's ``latest_message``;
     never stored (the log keeps it redacted)."""
+    can_place_calls: bool = True
+    """Whether a telephony channel carries out ``Originate`` here (the orchestrator knows its sinks)."""
     logged: list[LoggedEvent] = field(default_factory=list)
     """What this turn wrote to the conversation's log (the event, the notes, the actions), in
     order: what the orchestrator's observers (live transcripts) receive."""

@@ -43,7 +43,7 @@ from gateway.core.outbound import OutboundPolicy
 from gateway.core.port import ConversationPort, Opened
 from gateway.digital.followup import FollowUps
 from gateway.digital.sms import SmsSender, SmsSendError, sms_session
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
