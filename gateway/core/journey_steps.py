@@ -212,6 +212,8 @@ STEP_KINDS: tuple[type[StepBase], ...] = (AskStep, SayStep, RunStep, BranchStep,
                                           OfferCallStep, CallStep, EndStep)
 """Every kind of step, in the order the error for a step with none (or two) lists them."""
 _BY_KEY = {cls.KIND: cls for cls in STEP_KINDS}
+_OPTIONS = frozenset(name for cls in STEP_KINDS for name in cls.model_fields)
+"""Every option some kind of step has (a key outside it is misspelt)."""
 
 
 def _kinds_in(raw: Any) -> list[str]:
@@ -225,7 +227,9 @@ def _one_kind(raw: Any) -> Any:
         kinds = _kinds_in(raw)
         if len(kinds) != 1:
             found = ", ".join(kinds) or "none"
-            raise ValueError(f"step {raw.get('id')!r} needs exactly one of {', '.join(_BY_KEY)} (found: {found})")
+            unknown = [str(key) for key in raw if key not in _OPTIONS]
+            hint = f"; unknown key {', '.join(unknown)}: check the spelling" if unknown and not kinds else ""
+            raise ValueError(f"step {raw.get('id')!r} needs exactly one of {', '.join(_BY_KEY)} (found: {found}){hint}")
     return raw
 
 

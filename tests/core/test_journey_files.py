@@ -62,6 +62,21 @@ def test_step_with_two_kinds_and_unknown_key(tmp_path):
     assert any(":8:" in p and "unknown key" in p for p in problems), problems
 
 
+def test_misspelt_kind_is_named_at_its_step(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "typo.yaml").write_text(
+        "journey: typo\n"
+        "steps:\n"
+        "  - id: hello\n"
+        "    say: Hello.\n"
+        "  - id: handover\n"
+        "    transferr: orders\n"
+        "    reason: asked\n")
+    problems = _problems(directory)
+    assert any(p.startswith(f"{directory / 'typo.yaml'}:5:") and "(found: none)" in p
+               and "unknown key transferr: check the spelling" in p for p in problems), problems
+
+
 def test_invalid_yaml_and_unknown_lookup(tmp_path):
     directory = _copy(tmp_path)
     (directory / "syntax.yaml").write_text("journey: x\nsteps:\n  - id: a\n    say: [unclosed\n")
