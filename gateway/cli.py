@@ -19,6 +19,7 @@ from gateway.context.redaction.logs import install as install_log_redaction
 
 AREA_CLIS = (
     "gateway.core.cli",
+    "gateway.digital.terminal",
     "gateway.context.cli",
     "gateway.voice.cli",
     "gateway.voice.simulate",
