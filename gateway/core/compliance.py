@@ -29,7 +29,9 @@ from gateway.config import ComplianceSettings
 from gateway.context.dnc import DoNotCall, number_key
 from gateway.context.store import ConversationRecord, StoreError
 from gateway.core.actions import Hangup, Say
+from gateway.core.channels import Channel
 from gateway.core.events import ChatMessage, DtmfPressed, Event, OptOut, UserSaid
+from gateway.core.journey_steps import Prompt
 from gateway.core.journeys import AskStep
 from gateway.core.trust import Assurance
 from gateway.core.turn import Turn
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 OUTBOUND_START = "outbound_start"
 """The journey whose prompts every outbound start begins with (the disclosure)."""
+OPTED_OUT = Prompt(voice="Understood. {organisation} will not call or text you again. Goodbye.",
+                   text="You're unsubscribed: {organisation} will not call or text you again.")
+"""The confirmation of an opt-out, in each channel's wording (a call ends after it)."""
 OPT_OUT_INTENT = "opt_out"
 OPT_OUT_CONFIDENCE = 0.6
 """The NLU must be this sure before a paraphrase ends the customer's calls (the phrases below
@@ -99,7 +104,7 @@ def opt_out_route(turn: Turn, event: Event, nlu: Any, step: AskStep | None, key:
     if isinstance(event, OptOut):
         return event.via
     if isinstance(event, (UserSaid, ChatMessage)) and asks_to_stop(event.text, nlu):
-        return "voice" if isinstance(event, UserSaid) else turn.channel.value
+        return (Channel.VOICE if isinstance(event, UserSaid) else turn.channel).value
     if isinstance(event, DtmfPressed) and is_opt_out_key(turn, event.digit, step, key):
         return "key"
     return ""
@@ -137,9 +142,10 @@ async def opt_out(turn: Turn, *, via: str, number: str, phone: str, dnc: DoNotCa
     log.info("conversation %s: opted out by %s (%d number(s) listed, %d new)", record.id, via, len(numbers), added)
     turn.note("OptedOut", via=via, numbers=[_last4(n) for n in numbers], added=added)
     record.state.pending_dtmf = ""
+    confirmation = OPTED_OUT.for_channel(turn.channel).format(organisation=organisation)
     if turn.channel.is_voice:
-        turn.out.append(Say(f"Understood. {organisation} will not call or text you again. Goodbye.", barge_in=False))
+        turn.out.append(Say(confirmation, barge_in=False))
         turn.out.append(Hangup(reason="opted out"))
         record.status = "closed"
     elif added:  # confirmed once: a repeated STOP is not answered again
-        turn.out.append(Say(f"You're unsubscribed: {organisation} will not call or text you again."))
+        turn.out.append(Say(confirmation))
