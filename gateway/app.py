@@ -280,7 +280,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from gateway.cli import settings_from
     from gateway.doctor import run_doctor
 
-    return run_doctor(settings_from(args), getattr(args, "config", None))
+    return run_doctor(settings_from(args), args.config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
