@@ -227,13 +227,13 @@ def bench_rejection(sphinx: PocketsphinxEngine, decoder: WhisperDecoder, digits8
     from datetime import date
 
     from gateway.core.interpret import interpret
-    from gateway.core.journeys import Step
+    from gateway.core.journeys import AskStep
 
     plain = PocketsphinxEngine(rejection=False)
     today = date(2026, 12, 6)
-    steps = {"digits": (Step(id="o", ask="?", expect="digits", digits=(5, 8), slot="o"),
+    steps = {"digits": (AskStep(id="o", ask="?", expect="digits", digits=(5, 8), slot="o"),
                         Expect(kind="digits", min_digits=5, max_digits=8)),
-             "yesno": (Step(id="y", ask="?", expect="yesno", slot="y"), Expect(kind="yesno"))}
+             "yesno": (AskStep(id="y", ask="?", expect="yesno", slot="y"), Expect(kind="yesno"))}
     voices = VOICES[:2] if quick else VOICES
     other = [utterance(t, voice=v) for t in AGENT_PHRASES + OUT_OF_GRAMMAR for v in voices]
     heard: dict[int, str] = {}

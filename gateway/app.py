@@ -1,10 +1,13 @@
 """Assembling the gateway: the core from its parts, and ``voicegw serve`` / ``voicegw doctor``.
 
 ``build_core(settings)`` gives a ready ``Orchestrator`` (context store, journeys, NLU, CRM,
-Rasa client). ``serve`` starts every enabled channel around that one core and runs until
-interrupted. A configured channel that cannot start (its port taken, its engine missing) stops
-``voicegw serve`` with exit status 1 and the reason, unless ``--keep-going``: then the others run
-and ``/healthz`` reports the failed one (HTTP 503) until it is fixed.
+Rasa client). ``start_gateway(settings)`` builds the one :class:`Gateway` (the core, its CRM,
+store and audit log, the shared ``Metrics``, the web server's parts, the voice pipeline) and
+starts every enabled channel around it, handing each part what it needs explicitly.
+``serve`` runs that until interrupted. A configured channel that cannot start (its port taken,
+its engine missing) stops ``voicegw serve`` with exit status 1 and the reason, unless
+``--keep-going``: then the others run and ``/healthz`` reports the failed one (HTTP 503) until
+it is fixed.
 """
 
 from __future__ import annotations
@@ -14,26 +17,35 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from gateway.config import Settings
-from gateway.context import open_audit, open_counters, open_store
+from gateway.context import AuditLog, ContextStore, open_audit, open_counters, open_store
 from gateway.context.callbacks import open_callbacks
 from gateway.context.dnc import open_do_not_call
 from gateway.health import HealthBook
+from gateway.metrics import Metrics
 from gateway.core.outbound import OutboundPolicy
 from gateway.core.verification import TrustServices
 from gateway.core.dialog import DialogEngine
 from gateway.core.journeys import load_journeys
 from gateway.core.nlu import Nlu
 from gateway.core.orchestrator import Orchestrator
-from gateway.integrations.crm import open_crm
+from gateway.integrations.crm import Crm, open_crm
+
+if TYPE_CHECKING:
+    from gateway.voice.pipeline import VoicePipeline
+    from gateway.web.app import WebRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, today: Any = None) -> Orchestrator:
-    """The conversation core on the configured store, journeys, NLU, CRM and Rasa server."""
+async def build_core(settings: Settings, *, crm: Crm | None = None, store: ContextStore | None = None,
+                     today: Callable[[], date] | None = None) -> Orchestrator:
+    """The conversation core on the configured store, journeys, NLU, CRM and Rasa server (a CRM
+    or a store given here is used instead of the configured one)."""
     settings.data_path(".").mkdir(parents=True, exist_ok=True)
     journeys = load_journeys(settings.project_path(settings.journeys.directory), DialogEngine.known_lookups())
     nlu = Nlu(journeys.intent_examples, threshold=settings.nlu.threshold)
@@ -44,24 +56,48 @@ async def build_core(settings: Settings, *, crm: Any = None, store: Any = None, 
         from gateway.integrations.rasa import RasaActionClient
 
         rasa = RasaActionClient(settings.rasa.action_server_url, settings.rasa.timeout_seconds)
-    kwargs = {"today": today} if today is not None else {}
     counters = open_counters(settings)
     services = TrustServices(settings.trust, counters,
                              OutboundPolicy(settings.outbound, counters, open_do_not_call(settings)),
                              callbacks=open_callbacks(settings))
-    engine = DialogEngine(journeys, nlu, crm, settings, services, rasa=rasa, **kwargs)
-    core = Orchestrator(settings, store, engine, audit=open_audit(settings))
-    core.crm = crm  # type: ignore[attr-defined]
-    return core
+    engine = DialogEngine(journeys, nlu, crm, settings, services, rasa=rasa,
+                          **({"today": today} if today is not None else {}))
+    return Orchestrator(settings, store, engine, audit=open_audit(settings))
+
+
+class Closeable(Protocol):
+    async def close(self) -> None: ...
 
 
 @dataclass
-class RunningGateway:
+class Gateway:
+    """One gateway: the conversation core and what ``voicegw serve`` builds around it, made here
+    once and handed explicitly to each part that needs another (no part looks one up)."""
+
+    settings: Settings
     core: Orchestrator
-    closeables: list[Any] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+    """The one ``/metrics`` every part reports to (served by the web server when it runs)."""
+    health: HealthBook = field(default_factory=HealthBook)
+    web: WebRunner | None = None
+    pipeline: VoicePipeline | None = None
+    closeables: list[Closeable] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    health: HealthBook = field(default_factory=HealthBook)
+
+    @property
+    def crm(self) -> Crm:
+        return self.core.crm
+
+    @property
+    def store(self) -> ContextStore:
+        return self.core.store
+
+    @property
+    def audit(self) -> AuditLog:
+        if self.core.audit is None:
+            raise ValueError("the core has no audit log")
+        return self.core.audit
 
     async def close(self) -> None:
         for item in reversed(self.closeables):
@@ -71,33 +107,46 @@ class RunningGateway:
                 log.exception("error while closing %r", item)
         await self.core.close()
 
-
-async def start_gateway(settings: Settings) -> RunningGateway:
-    """Start the core and every enabled channel. Returns what is running and what failed
-    (``failed``, and ``health`` for ``/healthz``)."""
-    core = await build_core(settings)
-    running = RunningGateway(core)
-
-    def failed(name: str, error: str) -> None:
+    # ------------------------------------------------------------------ starting parts
+    def record_failure(self, name: str, error: str) -> None:
         log.error("%s did not start: %s", name, error)
-        running.failed.append(f"{name}: {error}")
-        running.health.failed_to_start(name, error)
+        self.failed.append(f"{name}: {error}")
+        self.health.failed_to_start(name, error)
 
-    async def attempt(name: str, starter: Any) -> Any:
+    async def start_part(self, name: str, starter: Callable[[], Awaitable[T]]) -> T | None:
+        """Start one part; a failure is recorded (``voicegw serve`` decides whether to run without it)."""
         try:
             result = await starter()
         except Exception as exc:  # recorded; voicegw serve decides whether the gateway runs without it
-            failed(name, str(exc) or type(exc).__name__)
+            self.record_failure(name, str(exc) or type(exc).__name__)
             return None
-        items = result if isinstance(result, list) else [result]
-        running.closeables += [item for item in items if item is not None]
-        running.started.append(name)
+        items: list[Any] = list(result) if isinstance(result, list) else [result]
+        self.closeables += [item for item in items if item is not None]
+        self.started.append(name)
         for item in items:
             if item is not None:  # a part that reports its health names itself (audiosocket, fastagi, ...)
-                running.health.started(name, item)
+                self.health.started(name, item)
         return result
 
-    pipeline = None
+
+RunningGateway = Gateway  # the name ``start_gateway`` used to return
+
+
+async def start_gateway(settings: Settings) -> Gateway:
+    """Start the core and every enabled channel. Returns the :class:`Gateway` with what is
+    running and what failed (``failed``, and ``health`` for ``/healthz``).
+
+    The web server starts first: the voice side then gets its metrics and the agent desktop's
+    screen-pop explicitly."""
+    gateway = Gateway(settings, await build_core(settings))
+    core, metrics = gateway.core, gateway.metrics
+    if settings.web.enabled:
+        from gateway.web.app import start_web
+
+        gateway.web = await gateway.start_part("web", lambda: start_web(
+            settings, core, store=gateway.store, crm=gateway.crm, audit=gateway.audit, metrics=metrics,
+            health=gateway.health.report))
+    web = gateway.web
     voice_channels = {"audiosocket": settings.audiosocket.enabled, "sip": settings.sip.enabled,
                       "fastagi": settings.fastagi.enabled, "ari": settings.ari.enabled,
                       "freeswitch": settings.freeswitch.enabled,
@@ -105,55 +154,60 @@ async def start_gateway(settings: Settings) -> RunningGateway:
     if any(voice_channels.values()):
         from gateway.voice.pipeline import VoicePipeline
 
-        async def start_voice() -> Any:
-            nonlocal pipeline
-            pipeline = VoicePipeline(settings, core)
-            await pipeline.start()
-            return pipeline
+        async def start_voice() -> VoicePipeline:
+            voice = VoicePipeline(settings, core)
+            await voice.start()
+            return voice
 
-        await attempt("voice pipeline", start_voice)
-        if pipeline is None:  # every voice channel needs it: say so for each
+        gateway.pipeline = await gateway.start_part("voice pipeline", start_voice)
+        if gateway.pipeline is None:  # every voice channel needs it: say so for each
             for name, enabled in voice_channels.items():
                 if enabled and name != "twilio_media":
-                    failed(name, "the voice pipeline did not start")
+                    gateway.record_failure(name, "the voice pipeline did not start")
+    pipeline = gateway.pipeline
+    if pipeline is not None:
+        pipeline.register_metrics(metrics)
+        if web is not None:  # what a supervisor decides reaches the calls of this pipeline
+            web.parts.human.voice(pipeline.deliver)
     if pipeline is not None and (settings.audiosocket.enabled or settings.fastagi.enabled or settings.ami.enabled
                                  or settings.ari.enabled):
         from gateway.telephony.asterisk import start_asterisk_channels
 
         parts: dict[str, str] = {}
-        await attempt("asterisk channels", lambda: start_asterisk_channels(settings, core, pipeline, failures=parts))
+        # when AMI sees the queue ring an agent, or the agent who answered, the desktop pops their screen
+        answered = [web.agent_connected] if web is not None else []
+        called = [web.agent_called] if web is not None else []
+        await gateway.start_part("asterisk channels", lambda: start_asterisk_channels(
+            settings, core, pipeline, failures=parts, metrics=metrics, agent_answered=answered, agent_called=called))
         for name, error in parts.items():
-            failed(name, error)
+            gateway.record_failure(name, error)
     if pipeline is not None and settings.sip.enabled:
         from gateway.telephony.sip import start_sip_channel
 
-        await attempt("sip endpoint", lambda: start_sip_channel(settings, core, pipeline))
+        sip = await gateway.start_part("sip endpoint", lambda: start_sip_channel(settings, core, pipeline))
+        if sip is not None:
+            sip.register_metrics(metrics)
     if pipeline is not None and settings.freeswitch.enabled:
         from gateway.telephony.freeswitch_server import start_freeswitch_channel
 
-        await attempt("freeswitch", lambda: start_freeswitch_channel(settings, core, pipeline))
-    if settings.web.enabled:
-        from gateway.web.app import start_web
+        freeswitch = await gateway.start_part("freeswitch", lambda: start_freeswitch_channel(settings, core, pipeline))
+        if freeswitch is not None:
+            freeswitch.register_metrics(metrics)
+    if web is not None and pipeline is not None and settings.twilio_media.enabled:
+        from gateway.telephony.twilio_media_server import attach_pipeline
 
-        web = await attempt("web", lambda: start_web(settings, core, store=core.store, crm=core.crm,
-                                                     audit=core.audit, health=running.health.report))
-        if web is not None and pipeline is not None and settings.twilio_media.enabled:
-            from gateway.telephony.twilio_media_server import attach_pipeline
-
-            attach_pipeline(web.app, pipeline)
-    _wire_agent_answered(running, pipeline)
-    _wire_sip_metrics(running)
+        attach_pipeline(web.app, pipeline)
     if settings.rasa.serve_actions:
         from gateway.integrations.rasa_actions import start_action_server
 
-        await attempt("rasa action server", lambda: start_action_server(
-            settings, core.crm, settings.web.host, settings.rasa.actions_port))
-    if running.started:  # beside channels only: a gateway with none stops (see _serve)
-        await attempt("governance", lambda: start_governance(settings, core))
-    return running
+        await gateway.start_part("rasa action server", lambda: start_action_server(
+            settings, gateway.crm, settings.web.host, settings.rasa.actions_port))
+    if gateway.started:  # beside channels only: a gateway with none stops (see _serve)
+        await gateway.start_part("governance", lambda: start_governance(gateway))
+    return gateway
 
 
-async def start_governance(settings: Settings, core: Orchestrator) -> list[Any]:
+async def start_governance(gateway: Gateway) -> list[Closeable]:
     """The jobs that run beside the channels: the retention purge, the QA sweep and, when webhooks
     are configured, the event publisher (what each returns is closed on shutdown)."""
     from gateway.analytics.source import journey_map
@@ -164,18 +218,16 @@ async def start_governance(settings: Settings, core: Orchestrator) -> list[Any]:
     from gateway.governance.retention import RetentionJob
     from gateway.governance.scorecards import load_scorecards
 
-    if core.audit is None:
-        raise ValueError("the core has no audit log")
-    store: Any = core.store
+    settings, store, audit = gateway.settings, gateway.store, gateway.audit
     qa = open_qa_store(settings)
     deliveries = open_deliveries(settings)
-    started: list[Any] = [qa, deliveries]
+    started: list[Closeable] = [qa, deliveries]
     sweep = QaSweep(settings, store, qa, load_scorecards(settings.project_path(settings.qa.scorecards_dir)),
                     journey_map(settings))
     sweep.start()
     started.append(sweep)  # closed in reverse: the jobs first, then the stores they use
     if settings.retention.enabled:
-        retention = RetentionJob(settings, store, core.audit, deliveries=deliveries, qa=qa)
+        retention = RetentionJob(settings, store, audit, deliveries=deliveries, qa=qa)
         retention.start()
         started.append(retention)
     if settings.events_out.webhooks:
@@ -185,33 +237,6 @@ async def start_governance(settings: Settings, core: Orchestrator) -> list[Any]:
         await publisher.start()
         started.append(publisher)
     return started
-
-
-def _wire_sip_metrics(running: RunningGateway) -> None:
-    """The SIP channel's gauges on the web server's ``/metrics``."""
-    web = next((c for c in running.closeables if hasattr(c, "parts")), None)
-    for item in running.closeables:
-        if web is not None and hasattr(item, "register_metrics"):
-            item.register_metrics(web.parts.metrics)
-
-
-def _wire_agent_answered(running: RunningGateway, pipeline: Any = None) -> None:
-    """When AMI sees the queue ring an agent, or the agent who actually answered, the agent
-    desktop pops that agent's screen; calls of ``pipeline`` hear what a supervisor decides."""
-    from gateway.web.app import WebRunner
-
-    web = next((c for c in running.closeables if isinstance(c, WebRunner)), None)
-    if web is None:
-        return
-    for item in running.closeables:
-        callbacks = getattr(item, "agent_callbacks", None)
-        if isinstance(callbacks, list):
-            callbacks.append(web.agent_connected)
-        called = getattr(item, "agent_called_callbacks", None)
-        if isinstance(called, list):
-            called.append(web.agent_called)
-    if pipeline is not None:
-        web.parts.human.voice(pipeline.deliver)
 
 
 async def _serve(settings: Settings, keep_going: bool = False) -> int:
@@ -257,7 +282,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from gateway.cli import settings_from
     from gateway.doctor import run_doctor
 
-    return run_doctor(settings_from(args), getattr(args, "config", None))
+    return run_doctor(settings_from(args), args.config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

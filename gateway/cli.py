@@ -19,6 +19,7 @@ from gateway.context.redaction.logs import install as install_log_redaction
 
 AREA_CLIS = (
     "gateway.core.cli",
+    "gateway.digital.terminal",
     "gateway.context.cli",
     "gateway.voice.cli",
     "gateway.voice.simulate",
@@ -36,7 +37,7 @@ AREA_CLIS = (
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Load settings honouring ``--config`` (and ``VOICEGW_*`` variables)."""
-    return load_settings(getattr(args, "config", None))
+    return load_settings(args.config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,16 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:
                 continue
             raise
-        register: Callable[[argparse._SubParsersAction], None] | None = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+        register: Callable[[argparse._SubParsersAction], None] = module.register  # every area's cli has one
+        register(sub)
+    parser.set_defaults(func=None)  # no command given: the help
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if args.func is None:
         parser.print_help()
         return 2
     logging.basicConfig(

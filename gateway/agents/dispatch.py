@@ -37,7 +37,7 @@ from gateway.context.store import StoreError
 from gateway.core.events import AgentDropped
 from gateway.core.port import ConversationPort
 from gateway.core.queue_wait import WaitEstimate, queue_wait_estimate
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

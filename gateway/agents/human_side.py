@@ -24,11 +24,11 @@ from gateway.config import Settings
 from gateway.context.audit import AuditLog
 from gateway.context.fanout import Fanout
 from gateway.context.store import ContextStore
-from gateway.core.journeys import load_journeys
+from gateway.core.journeys import AskStep, load_journeys
 from gateway.core.port import ConversationPort
 from gateway.digital.chat import ChatChannel
 from gateway.digital.chat_live import ChatLive
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 
 def journey_steps(settings: Settings) -> dict[str, list[str]]:
@@ -36,7 +36,7 @@ def journey_steps(settings: Settings) -> dict[str, list[str]]:
     journeys = load_journeys(settings.project_path(settings.journeys.directory))
     out: dict[str, list[str]] = {}
     for name, journey in sorted(journeys.journeys.items()):
-        asks = [s.id for s in journey.steps if s.ask is not None]
+        asks = [s.id for s in journey.steps if isinstance(s, AskStep)]
         first = journey.steps[0].id
         out[name] = asks + ([first] if first not in asks else [])
     return out

@@ -31,7 +31,7 @@ from gateway.context.store import ConversationRecord, LoggedEvent, StoreError
 from gateway.core.actions import Action, action_from_log
 from gateway.core.handoff import Handoff
 from gateway.core.transcript import transcript_line
-from gateway.core.staff import STAFF_CHANNELS
+from gateway.core.channels import STAFF_CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,14 @@ def customer_channels(record: ConversationRecord) -> list[str]:
 def summary(record: ConversationRecord) -> dict[str, Any]:
     """One row of the supervisor's list: where the conversation stands, not what was said."""
     handoff = Handoff.of(record)
-    transfer = record.state.get("transfer") if isinstance(record.state.get("transfer"), dict) else {}
+    transfer = record.state.transfer
     channels = customer_channels(record)
     return {"conversation_id": record.id, "status": record.status, "channels": channels,
             "channel": handoff.channel or (channels[-1] if channels else ""), "journey": record.journey,
-            "step": record.step, "intent": str(record.state.get("intent", "")),
-            "frustration": round(float(record.state.get("frustration", 0.0)), 2),
+            "step": record.step, "intent": record.state.intent,
+            "frustration": round(record.state.frustration, 2),
             "customer": str(record.slots.get("customer_name", "") or record.customer_id),
-            "queue": str((transfer or {}).get("queue", "")), "waiting": handoff.waiting,
+            "queue": transfer.queue if transfer else "", "waiting": handoff.waiting,
             "waiting_since": handoff.since if handoff.waiting else 0.0, "agent": handoff.agent,
             "choice": handoff.choice, "started_at": record.created_at, "updated_at": record.updated_at}
 

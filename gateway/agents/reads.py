@@ -17,7 +17,7 @@ from gateway.agents.accounts import Principal, Role
 from gateway.agents.assignments import Assignments
 from gateway.context.audit import AuditLog
 from gateway.core.port import ConversationPort
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

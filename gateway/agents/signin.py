@@ -32,8 +32,8 @@ from gateway.config import Settings
 from gateway.context.audit import AuditLog
 from gateway.context.store import StoreError
 from gateway.links import LinkRefused, LinkSigner
-from gateway.web.html import page
-from gateway.web.metrics import Metrics
+from gateway.pages import page
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

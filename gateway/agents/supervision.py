@@ -39,7 +39,7 @@ from gateway.context.store import ContextStore, StoreError
 from gateway.core.events import Steer, TakeOver
 from gateway.core.port import ConversationPort
 from gateway.limits import TokenBuckets
-from gateway.web.html import refusal
+from gateway.pages import refusal
 
 log = logging.getLogger(__name__)
 

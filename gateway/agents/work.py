@@ -32,7 +32,7 @@ from gateway.context.store import StoreError
 from gateway.core.actions import Action, AgentLeft, StaffNotice
 from gateway.core.events import AgentConnected, AgentFollowUp, AgentMessage, Disposition, HandBack
 from gateway.core.port import ConversationPort
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

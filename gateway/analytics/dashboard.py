@@ -27,7 +27,7 @@ from gateway.analytics.source import Analytics
 from gateway.analytics.tables import Table, cell, to_csv
 from gateway.context.audit import AuditLog
 from gateway.context.store import StoreError
-from gateway.web.html import escape, refusal
+from gateway.pages import escape, refusal
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.core.journeys import GLOBAL_INTENTS, JourneySet
+from gateway.core.journeys import GLOBAL_INTENTS, AskStep, CallStep, EndStep, JourneySet
 
 RETRY_SUFFIXES = ("no_match", "no_input")
 
@@ -51,11 +51,11 @@ class JourneyMap:
             journey = journeys.journeys[name]
             for step in journey.steps:
                 of_step.setdefault(step.id, []).append(name)
-                if step.end is not None:
+                if isinstance(step, EndStep):
                     ends.add(StepRef(name, step.id))
-            asks[name] = tuple(s.id for s in journey.steps if s.ask is not None)
+            asks[name] = tuple(s.id for s in journey.steps if isinstance(s, AskStep))
             hands[name] = frozenset(s.call for s in journey.steps
-                                    if s.call and (s.next or journey.after(s.id) or "END") == "END")
+                                    if isinstance(s, CallStep) and journey.next_of(s) == "END")
         tasks = frozenset(n for n, j in journeys.journeys.items()
                           if j.intents and not set(j.intents) <= set(GLOBAL_INTENTS))
         intents = {i: n for n in sorted(tasks, reverse=True) for i in journeys.journeys[n].intents}

@@ -253,7 +253,7 @@ def replay(record: ConversationRecord, events: Iterable[LoggedEvent], jmap: Jour
     path = state.path
     path.final_ask = state.ask
     if not path.tasks:
-        intent_task = jmap.task_of_intent.get(str(record.state.get("intent", "")), "")
+        intent_task = jmap.task_of_intent.get(record.state.intent, "")
         if intent_task:
             path.tasks.append(TaskOutcome(intent_task, "transferred" if path.transfer_queue else "entered"))
     path.ended = (record.status in ("closed", "transferred") or last_customer_kind == "ChannelClosed"

@@ -15,22 +15,18 @@ meanwhile), and each is recorded in ``{p}purges`` and, by the caller, in the aud
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Iterable
 
 from redis.exceptions import WatchError
 
 from gateway.context.lifecycle import Cutoffs, PurgeCounts, strip_personal
-from gateway.context.store import dumps, load_record
+from gateway.context.store import dumps, load_record, record_to_json
 
 if TYPE_CHECKING:
     from gateway.context.redis_store import RedisStore
 
 SCAN_BATCH = 500
 """Stream entries and conversation ids handled per round trip."""
-
-KEPT_STATE = frozenset({"intent", "transfer", "frustration", "agent"})
-"""Keys of the engine's working state a slots purge keeps (as in SQLite)."""
 
 WATCH_RETRIES = 5
 """A conversation rewritten by retention while a node appends to it is retried this often."""
@@ -191,13 +187,13 @@ async def _clear_slots(store: "RedisStore", cid: str) -> bool:
         if text is None:
             return False
         record = load_record(text, "Redis context store")
-        if not record.slots and not record.trust and set(record.state) <= KEPT_STATE:
+        if not record.slots and not record.trust and record.state == record.state.purged():
             return False
         record.slots, record.trust = {}, {}
-        record.state = {k: v for k, v in record.state.items() if k in KEPT_STATE}
+        record.state = record.state.purged()
         record.version += 1
         pipe.multi()
-        pipe.set(key, dumps(asdict(record), "an expired record"))
+        pipe.set(key, record_to_json(record))
         return True
 
     return await _rewrite(store, key, change)

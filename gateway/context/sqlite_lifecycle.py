@@ -9,18 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import Any, Iterable, Iterator
 
 from gateway.context.lifecycle import Cutoffs, PurgeCounts, strip_personal
-from gateway.context.store import dumps, load_record
+from gateway.context.store import dumps, load_record, record_to_json
 from gateway.sqlite_tx import immediate
 
 ERASE_BATCH = 500
 """Conversation ids per DELETE statement (SQLite's default limit on parameters is 32766)."""
-
-KEPT_STATE = frozenset({"intent", "transfer", "frustration", "agent"})
-"""Keys of the engine's working state a slots purge keeps: no personal data, and reports read them."""
 
 
 @contextmanager
@@ -133,14 +129,14 @@ def expire(conn: sqlite3.Connection, cutoffs: Cutoffs, *, actor: str, now: float
                                 (since, cutoffs.slots)).fetchall()
             for conversation_id, text in rows:
                 record = load_record(text, "conversation database")
-                if not record.slots and not record.trust and set(record.state) <= KEPT_STATE:
+                if not record.slots and not record.trust and record.state == record.state.purged():
                     continue
                 record.slots = {}
                 record.trust = {}
-                record.state = {k: v for k, v in record.state.items() if k in KEPT_STATE}
+                record.state = record.state.purged()
                 record.version += 1
                 conn.execute("UPDATE conversations SET record = ?, version = ? WHERE id = ?",
-                             (dumps(asdict(record), "an expired record"), record.version, conversation_id))
+                             (record_to_json(record), record.version, conversation_id))
                 counts.add("slots", 1)
             _set_mark(conn, "slots", cutoffs.slots)
         if cutoffs.feed > 0:

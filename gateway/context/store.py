@@ -16,6 +16,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from gateway.core.dialog_state import DialogState
+
 if TYPE_CHECKING:
     from gateway.context.redaction import Redactor
 
@@ -50,7 +52,9 @@ class ConversationRecord:
     """Facts some session of this conversation proved, and when (history for reports); what
     the party on a channel may do is decided by ``trust`` (per-session grants), never by this."""
     status: str = "active"
-    state: dict[str, Any] = field(default_factory=dict)
+    state: DialogState = field(default_factory=DialogState)
+    """The dialog's working state (journey stack, retries, transfer, handoff...), typed; stored
+    as one JSON object that records of every version read back (:mod:`gateway.core.dialog_state`)."""
     trust: dict[str, Any] = field(default_factory=dict)
     version: int = 0
 
@@ -158,11 +162,18 @@ def dumps(value: Any, what: str) -> str:
         raise StoreError(f"cannot store {what}: {exc}") from exc
 
 
+def record_as_dict(record: ConversationRecord) -> dict[str, Any]:
+    """The record as the stores keep it (the dialog state in its stored form), a fresh copy."""
+    data = asdict(record)
+    data["state"] = record.state.to_dict()
+    return data
+
+
 def record_to_json(record: ConversationRecord, redactor: "Redactor | None" = None) -> str:
     """The whole record as JSON text. With ``redactor``, free text in ``slots`` and ``state``
     (a last utterance kept by the engine, say) is redacted first: card numbers, national ids
     and PINs are never persisted, in the record any more than in the event log."""
-    data = asdict(record)
+    data = record_as_dict(record)
     if redactor is not None:
         data["slots"] = redactor.redact_payload(data["slots"])
         data["state"] = redactor.redact_payload(data["state"])
@@ -183,7 +194,7 @@ def record_from_dict(data: dict[str, Any]) -> ConversationRecord:
         slots=dict(data.get("slots", {})),
         verified={str(k): float(v) for k, v in dict(data.get("verified", {})).items()},
         status=str(data.get("status", "active")),
-        state=dict(data.get("state", {})),
+        state=DialogState.from_dict(data.get("state"), where=f"conversation {data['id']}"),
         trust=dict(data.get("trust", {})),
         version=int(data.get("version", 0)),
     )

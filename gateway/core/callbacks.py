@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 
 from gateway.context.callbacks import ScheduledCallback
+from gateway.core.dialog_state import PendingTransfer
 from gateway.core.lookups import LookupContext, Outcome, spoken_datetime
 from gateway.core.nlu.when import ASAP, parse_when
 
@@ -24,8 +25,6 @@ MAX_AHEAD = dt.timedelta(days=7)
 """A callback further ahead than this is not booked (ask again)."""
 ASAP_SECONDS = 60.0
 """"As soon as possible" is the next poll after this (the customer has time to hang up)."""
-PENDING = "pending_transfer"
-CALLBACK_FOR_AGENT = "callback_for_agent"
 
 
 async def schedule_callback(ctx: LookupContext) -> Outcome:
@@ -41,11 +40,10 @@ async def schedule_callback(ctx: LookupContext) -> Outcome:
     if when is None or (when != ASAP and not now < when <= now + MAX_AHEAD):  # type: ignore[operator]
         return Outcome("unclear", clear=("callback_when",))
     due = turn.now + ASAP_SECONDS if when == ASAP else when.timestamp()  # type: ignore[union-attr]
-    pending = dict(ctx.state.get(PENDING) or {})
-    queue = str(pending.get("queue", ""))
-    await services.callbacks.schedule(ScheduledCallback(turn.record.id, due, queue, tuple(pending.get("skills", ())),
-                                                        str(pending.get("reason", ""))))
-    ctx.state[CALLBACK_FOR_AGENT] = pending
+    pending = ctx.state.pending_transfer or PendingTransfer("")
+    queue = pending.queue
+    await services.callbacks.schedule(ScheduledCallback(turn.record.id, due, queue, pending.skills, pending.reason))
+    ctx.state.callback_for_agent = pending
     if when == ASAP:
         spoken = "as soon as an agent is free"
     elif when.date() == now.date():  # type: ignore[union-attr]

@@ -29,9 +29,10 @@ from gateway.config import ComplianceSettings
 from gateway.context.dnc import DoNotCall, number_key
 from gateway.context.store import ConversationRecord, StoreError
 from gateway.core.actions import Hangup, Say
+from gateway.core.channels import Channel
 from gateway.core.events import ChatMessage, DtmfPressed, Event, OptOut, UserSaid
-from gateway.core.journeys import Step
-from gateway.core.steps import channel_family
+from gateway.core.journey_steps import Prompt
+from gateway.core.journeys import AskStep
 from gateway.core.trust import Assurance
 from gateway.core.turn import Turn
 
@@ -39,9 +40,9 @@ log = logging.getLogger(__name__)
 
 OUTBOUND_START = "outbound_start"
 """The journey whose prompts every outbound start begins with (the disclosure)."""
-DIALER_CHANNEL = "outreach"
-"""The gateway's own dialer: a conversation it opens on this channel waits, positioned at its
-journey, for the call it is about to place (nothing is said until someone answers)."""
+OPTED_OUT = Prompt(voice="Understood. {organisation} will not call or text you again. Goodbye.",
+                   text="You're unsubscribed: {organisation} will not call or text you again.")
+"""The confirmation of an opt-out, in each channel's wording (a call ends after it)."""
 OPT_OUT_INTENT = "opt_out"
 OPT_OUT_CONFIDENCE = 0.6
 """The NLU must be this sure before a paraphrase ends the customer's calls (the phrases below
@@ -77,33 +78,33 @@ def asks_to_stop(text: str, nlu: Any) -> bool:
 def mark_outbound(record: ConversationRecord, session_id: str, settings: ComplianceSettings) -> None:
     """Remember that ``session_id`` is a call (or thread) the gateway started itself; the
     disclosure's slots (``organisation``, ``opt_out_key``)."""
-    sessions = [s for s in record.state.get("outbound_sessions", []) if s != session_id]
-    record.state["outbound_sessions"] = (sessions + [session_id])[-OUTBOUND_SESSIONS_KEPT:]
+    sessions = [s for s in record.state.outbound_sessions if s != session_id]
+    record.state.outbound_sessions = (sessions + [session_id])[-OUTBOUND_SESSIONS_KEPT:]
     record.slots["organisation"] = settings.organisation
     record.slots["opt_out_key"] = settings.opt_out_key
 
 
-def is_opt_out_key(turn: Turn, digit: str, step: Step | None, key: str) -> bool:
+def is_opt_out_key(turn: Turn, digit: str, step: AskStep | None, key: str) -> bool:
     """A key press that opts out: the configured key, on a call the gateway placed, while no
     digit string (an account number, a PIN, a date) or a choice it could select is asked."""
-    if digit != key or channel_family(turn.channel) != "voice":
+    if digit != key or not turn.channel.is_voice:
         return False
-    if turn.party.session_id not in turn.record.state.get("outbound_sessions", []):
+    if turn.party.session_id not in turn.record.state.outbound_sessions:
         return False
-    if step is not None and step.ask is not None:
-        if step.expect in DIGIT_STEPS or turn.record.state.get("pending_dtmf"):
+    if step is not None:
+        if step.expect in DIGIT_STEPS or turn.record.state.pending_dtmf:
             return False
         if step.expect == "choice" and key.isdigit() and len(step.options) >= int(key):
             return False
     return True
 
 
-def opt_out_route(turn: Turn, event: Event, nlu: Any, step: Step | None, key: str) -> str:
+def opt_out_route(turn: Turn, event: Event, nlu: Any, step: AskStep | None, key: str) -> str:
     """How ``event`` asks to opt out (``sms``, ``key``, ``voice``, ``chat``...), or '' when it does not."""
     if isinstance(event, OptOut):
         return event.via
     if isinstance(event, (UserSaid, ChatMessage)) and asks_to_stop(event.text, nlu):
-        return "voice" if isinstance(event, UserSaid) else turn.channel
+        return (Channel.VOICE if isinstance(event, UserSaid) else turn.channel).value
     if isinstance(event, DtmfPressed) and is_opt_out_key(turn, event.digit, step, key):
         return "key"
     return ""
@@ -116,11 +117,10 @@ def _last4(number: str) -> str:
 async def opt_out(turn: Turn, *, via: str, number: str, phone: str, dnc: DoNotCall | None, organisation: str) -> None:
     """Put the session's numbers on the do-not-call list, note and confirm it (see the module doc)."""
     record, party = turn.record, turn.party
-    family = channel_family(turn.channel)
     candidates = [number]
     if phone and party.level >= Assurance.PHONE:
         candidates.append(phone)
-    if family == "voice":
+    if turn.channel.is_voice:
         candidates.append(record.caller_id)
     numbers = list(dict.fromkeys(n for n in candidates if number_key(n)))
     if dnc is None or not numbers:
@@ -141,10 +141,11 @@ async def opt_out(turn: Turn, *, via: str, number: str, phone: str, dnc: DoNotCa
         return
     log.info("conversation %s: opted out by %s (%d number(s) listed, %d new)", record.id, via, len(numbers), added)
     turn.note("OptedOut", via=via, numbers=[_last4(n) for n in numbers], added=added)
-    record.state.pop("pending_dtmf", None)
-    if family == "voice":
-        turn.out.append(Say(f"Understood. {organisation} will not call or text you again. Goodbye.", barge_in=False))
+    record.state.pending_dtmf = ""
+    confirmation = OPTED_OUT.for_channel(turn.channel).format(organisation=organisation)
+    if turn.channel.is_voice:
+        turn.out.append(Say(confirmation, barge_in=False))
         turn.out.append(Hangup(reason="opted out"))
         record.status = "closed"
     elif added:  # confirmed once: a repeated STOP is not answered again
-        turn.out.append(Say(f"You're unsubscribed: {organisation} will not call or text you again."))
+        turn.out.append(Say(confirmation))

@@ -1,9 +1,11 @@
 """The dialog engine: runs journeys over a conversation record, one event at a time.
 
 It is channel-agnostic and stateless between calls: everything it knows lives in the
-``ConversationRecord`` (journey, step, slots, verified facts, and ``state`` for retry counters,
-the call stack of sub-journeys and the answered-steps history), so any gateway node can continue
-a conversation from the store, on any channel.
+``ConversationRecord`` (journey, step, slots, and the typed dialog state ``record.state``: retry
+counters, the call stack of sub-journeys, the answered-steps history, a pending confirmation...,
+:mod:`gateway.core.dialog_state`), so any gateway node can continue a conversation from the
+store, on any channel. Channels are :class:`~gateway.core.channels.Channel` values here, never
+compared as names.
 """
 
 from __future__ import annotations
@@ -16,20 +18,23 @@ from gateway.config import Settings
 from gateway.context.store import ConversationRecord
 from gateway.core.actions import Ask, Hangup, Originate, Say
 from gateway.core import compliance
+from gateway.core.channels import Channel
 from gateway.core.events import (AnsweringMachine, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
                                  Event, FormSubmitted, OptOut, QueueChoice, RecognitionFailed, Silence, StaffEvent,
                                  UserSaid)
+from gateway.core.dialog_state import Retries, StepUp
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
-from gateway.core.journeys import GLOBAL_INTENTS, Step, as_prompt
+from gateway.core.journeys import GLOBAL_INTENTS, AskStep, JourneySet, SayStep, TransferStep, as_prompt
 from gateway.core.nlu import Nlu
 from gateway.core.nlu.entities import parse_yes_no
 from gateway.core.outbound import e164
 from gateway.core.staff import StaffTurns
+from gateway.core.steps import PENDING_QUEUE
 from gateway.core.trust import REQUIREMENTS, Assurance, same_number
-from gateway.core.callbacks import CALLBACK_FOR_AGENT
-from gateway.core.steps import PENDING, PENDING_QUEUE, channel_family
 from gateway.core.turn import Turn
+from gateway.core.verification import TrustServices
+from gateway.integrations.crm import Crm
 from gateway.core.voicemail import on_answering_machine
 
 log = logging.getLogger(__name__)
@@ -47,42 +52,45 @@ CALLBACK_ANSWER_SECONDS = 600.0
 """A call the gateway places must be answered (and its session opened) within this time for the
 answered call to be recognised as that call."""
 CALLBACK_JOURNEY = "callback"
-BOOKED_PROMPT = ("This is the call back you asked for. I'm connecting you with an agent now; they'll see everything "
-                 "we've discussed.")
+BOOKED_CALLBACK = TransferStep(
+    id="booked_callback", transfer=PENDING_QUEUE,
+    prompt="This is the call back you asked for. I'm connecting you with an agent now; they'll see everything "
+           "we've discussed.")
+"""What a customer who booked a callback instead of waiting hears once the call is answered."""
+CONFIRMATION = AskStep(id="confirm", ask="?", expect="yesno", slot="c")
+"""The yes/no question behind every confirmation ("Just to confirm: ...?")."""
 
 
 class DialogEngine(StaffTurns):
     """Runs journeys. ``start`` and ``handle`` change the turn's record and fill ``turn.out``."""
 
-    def __init__(self, journeys: Any, nlu: Nlu, crm: Any, settings: Settings, services: Any,
+    def __init__(self, journeys: JourneySet, nlu: Nlu, crm: Crm, settings: Settings, services: TrustServices,
                  rasa: Any = None, today: Callable[[], date] = date.today):
         super().__init__(journeys, crm, settings, services, rasa=rasa, today=today)
         self.nlu = nlu
-        self.can_place_calls: Callable[[], bool] = lambda: True
-        """Whether a telephony channel carries out ``Originate`` here (the orchestrator knows)."""
 
     # ----------------------------------------------------------------- entry points
     async def start(self, turn: Turn, *, resumed: bool, journey: str = "", outbound: bool = False) -> None:
         """Begin (or resume on the turn's channel) the conversation; the opening actions go to ``turn.out``.
         ``outbound``: the gateway started this session itself (it says who calls first)."""
         record, out = turn.record, turn.out
-        if turn.channel == compliance.DIALER_CHANNEL:  # the journey waits for the answered call
+        if turn.channel is Channel.OUTREACH:  # the gateway's dialer: the journey waits for the answered call
             record.status = "active"
-            record.state["pending_journey"] = journey or self.settings.journeys.default
+            record.state.pending_journey = journey or self.settings.journeys.default
             return
         if outbound:  # the gateway called (or texted): who is calling, that it is automated, how to stop
             compliance.mark_outbound(record, turn.party.session_id, self.settings.compliance)
             disclosure = self.journeys.journeys.get(compliance.OUTBOUND_START)
-            out.extend(Say(self._render(record, as_prompt(step.say), turn.channel), barge_in=False,
+            out.extend(Say(self.render(record, as_prompt(step.say), turn.channel), barge_in=False,
                            prompt_id=f"{compliance.OUTBOUND_START}.{step.id}")
-                       for step in (disclosure.steps if disclosure else ()) if step.say is not None)
-            if channel_family(turn.channel) == "voice" and CALLBACK_FOR_AGENT in record.state:
+                       for step in (disclosure.steps if disclosure else ()) if isinstance(step, SayStep))
+            booked = record.state.callback_for_agent
+            if turn.channel.is_voice and booked is not None:
                 # the callback the customer booked instead of waiting: straight to the agents
-                booked = dict(record.state.pop(CALLBACK_FOR_AGENT) or {})
-                record.state[PENDING] = booked
+                record.state.callback_for_agent = None
+                record.state.pending_transfer = booked
                 record.status = "active"
-                await self._transfer(turn, Step(id="booked_callback", transfer=PENDING_QUEUE, prompt=BOOKED_PROMPT),
-                                     reason=str(booked.get("reason", "")) or "callback the customer booked")
+                await self.transfer(turn, BOOKED_CALLBACK, reason=booked.reason or "callback the customer booked")
                 return
         handoff = Handoff.of(record)
         if resumed and handoff.engaged:
@@ -91,32 +99,26 @@ class DialogEngine(StaffTurns):
             name = record.slots.get("customer_first_name", "") if record.customer_id else ""
             out.append(Say(f"Welcome back{', ' + name if name else ''}. Let's continue where we left off."
                            + (" You're already verified." if turn.party.verified else "")))
-            step = self._current_step(record)
+            step = self.current_ask(record)
             needed = self.required_level(record)
             if turn.party.level < needed:
                 # a claim brought the caller back: context follows, account data waits for a check
                 await self._step_up(turn, needed)
                 return
-            if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, turn.channel))
+            if step is not None:
+                out.append(self.ask_action(record, step, turn.channel))
                 return
             await self._goto(turn, f"journey:{self.settings.journeys.default}")
             return
         record.status = "active"
-        record.state.setdefault("stack", [])
         if record.customer_id and "customer_name" not in record.slots:
             await self._load_customer(record)
-        await self._enter(turn, journey or str(record.state.pop("pending_journey", "")) or self.settings.journeys.default)
+        pending, record.state.pending_journey = record.state.pending_journey, ""
+        await self.enter(turn, journey or pending or self.settings.journeys.default)
 
     async def handle(self, turn: Turn, event: Event) -> None:
-        try:
-            await self._handle(turn, event)
-        finally:
-            turn.record.state.pop("last_text", None)  # raw text is never persisted (the log holds it redacted)
-
-    async def _handle(self, turn: Turn, event: Event) -> None:
         record = turn.record
-        via = compliance.opt_out_route(turn, event, self.nlu, self._current_step(record),
+        via = compliance.opt_out_route(turn, event, self.nlu, self.current_ask(record),
                                        self.settings.compliance.opt_out_key)
         if via:  # before any gate: whoever is on the line may ask not to be called again
             await compliance.opt_out(turn, via=via, number=event.number if isinstance(event, OptOut) else "",
@@ -150,10 +152,10 @@ class DialogEngine(StaffTurns):
             await self._accept_call(turn, event.number)
         elif isinstance(event, FormSubmitted):
             record.slots[f"form_{event.purpose}"] = dict(event.fields)
-            record.state.setdefault("forms", []).append(event.purpose)
+            record.state.forms.append(event.purpose)
             turn.out.append(Say(f"Thanks, we've received your {event.purpose.replace('_', ' ')}."))
         elif isinstance(event, ChannelClosed):
-            record.state["pending_dtmf"] = ""
+            record.state.pending_dtmf = ""
             turn.keyed = ""
 
     # ----------------------------------------------------------------- who may speak where
@@ -162,11 +164,10 @@ class DialogEngine(StaffTurns):
         stands; the place is kept (``step_up``) so that a session already verified, speaking in
         the same conversation meanwhile, is put back there instead of answering the check."""
         record = turn.record
-        frame = [record.journey, record.step]
-        record.state.setdefault("stack", []).append(frame)
-        record.state["step_up"] = {"session": turn.party.session_id, "frame": frame}
-        record.state.pop("confirming", None)
-        await self._enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
+        frame = record.state.push(record.journey, record.step)
+        record.state.step_up = StepUp(turn.party.session_id, frame)
+        record.state.confirming = ""
+        await self.enter(turn, "verify_identity" if needed >= Assurance.IDENTITY else "verify_phone")
 
     async def _gate(self, turn: Turn) -> bool:
         """Checked before every answer: a party never acts inside a journey it has not proven
@@ -174,18 +175,18 @@ class DialogEngine(StaffTurns):
         does not hold up a party that needs none."""
         record = turn.record
         in_check = record.journey.startswith("verify_")
-        detour = record.state.get("step_up")
-        if in_check and detour and detour.get("session") != turn.party.session_id:
-            journey, step = detour["frame"]
+        detour = record.state.step_up
+        if in_check and detour is not None and detour.session != turn.party.session_id:
+            journey, step = detour.frame.journey, detour.frame.step
             need = REQUIREMENTS.get(self.journeys.journeys[journey].requires or "", Assurance.NONE) \
                 if journey in self.journeys.journeys else Assurance.IDENTITY
             if turn.party.level >= need:
-                stack = record.state.get("stack", [])
-                if stack and stack[-1] == detour["frame"]:
+                stack = record.state.stack
+                if stack and stack[-1] == detour.frame:
                     stack.pop()
                 record.journey, record.step = journey, step
-                record.state.pop("step_up", None)
-                record.state.pop("confirming", None)
+                record.state.step_up = None
+                record.state.confirming = ""
                 return False
         if not in_check and record.step:
             needed = self.required_level(record)
@@ -202,23 +203,23 @@ class DialogEngine(StaffTurns):
         call to the number on file; anyone else is verified first. The conversation then goes
         back to where it was."""
         record = turn.record
-        if not self.can_place_calls():
+        if not turn.can_place_calls:
             turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
                                 "right where we left off."))
-            step = self._current_step(record)
-            if step is not None and step.ask is not None:
-                turn.out.append(self._ask(record, step, turn.channel))
+            step = self.current_ask(record)
+            if step is not None:
+                turn.out.append(self.ask_action(record, step, turn.channel))
             return
         if record.journey and record.step and record.journey != CALLBACK_JOURNEY:
-            record.state.setdefault("stack", []).append([record.journey, record.step])
-        await self._enter(turn, CALLBACK_JOURNEY)
+            record.state.push(record.journey, record.step)
+        await self.enter(turn, CALLBACK_JOURNEY)
 
     async def _accept_call(self, turn: Turn, requested: str) -> None:
         """Place the call the core offered: to the number on file, or to a number a verified
         customer typed and confirmed. Nothing is dialled without an offer to this session."""
         record, ledger, out = turn.record, turn.ledger, turn.out
         phone = await self.phone_on_file(record)
-        if turn.channel == "outreach":
+        if turn.channel is Channel.OUTREACH:
             # the gateway's own reminder escalation: only ever the number on file
             if phone:
                 await self._place_call(turn, phone, carries=Assurance.PHONE, reason="reminder")
@@ -246,7 +247,7 @@ class DialogEngine(StaffTurns):
         ledger.hold_offer(offer)
         ledger.data["confirm_call"] = {"session": turn.party.session_id, "number": number}
         out.append(Ask(f"Just to confirm: shall I call you at {' '.join(number)}, a number that is not on your "
-                       "account?", expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+                       "account?", expect=self.expect_of(CONFIRMATION)))
 
     async def _confirm_call(self, turn: Turn, text: str) -> bool:
         """A verified customer's answer to "shall I call this other number?"; False when the
@@ -266,7 +267,7 @@ class DialogEngine(StaffTurns):
 
     async def _place_call(self, turn: Turn, number: str, *, carries: Assurance, reason: str) -> None:
         record = turn.record
-        if not self.can_place_calls():
+        if not turn.can_place_calls:
             turn.note("CallRefused", reason="no_telephony", channel=turn.channel)
             turn.out.append(Say("I can't place calls from here at the moment. You can call us, and we'll pick up "
                                 "right where we left off."))
@@ -283,8 +284,8 @@ class DialogEngine(StaffTurns):
     # ----------------------------------------------------------------- answers
     async def _dtmf(self, turn: Turn, digit: str) -> None:
         record = turn.record
-        step = self._current_step(record)
-        if step is None or step.ask is None:
+        step = self.current_ask(record)
+        if step is None:
             return
         if step.expect in ("yesno", "choice") or (step.expect == "open" and digit == "0"):
             if step.expect == "open":
@@ -293,9 +294,9 @@ class DialogEngine(StaffTurns):
                 await self._fill(turn, step, digit, from_dtmf=True)
             return
         # keys of a sensitive step (PIN, one-time code) stay in memory, others in the record
-        buffer = turn.keyed if step.sensitive else record.state.get("pending_dtmf", "")
+        buffer = turn.keyed if step.sensitive else record.state.pending_dtmf
         turn.keyed = ""
-        record.state["pending_dtmf"] = ""
+        record.state.pending_dtmf = ""
         if digit in TERMINATORS:
             await self._fill(turn, step, buffer, from_dtmf=True)
             return
@@ -308,27 +309,26 @@ class DialogEngine(StaffTurns):
         elif step.sensitive:
             turn.keyed = buffer
         else:
-            record.state["pending_dtmf"] = buffer
+            record.state.pending_dtmf = buffer
 
     async def _answer(self, turn: Turn, text: str) -> None:
         record, channel = turn.record, turn.channel
-        record.state["last_text"] = text
+        turn.text = text
         if "confirm_call" in turn.ledger.data and await self._confirm_call(turn, text):
             return
-        step = self._current_step(record)
-        if record.state.get("confirming"):
+        step = self.current_ask(record)
+        if record.state.confirming:
             await self._confirmation(turn, text)
             return
-        if step is None or step.ask is None:
+        if step is None:
             await self._goto(turn, f"journey:{self.settings.journeys.default}")
             return
         parsed = self.nlu.parse(text)
         intent, confidence = self._journey_intent(parsed)
-        if parsed.entities.get("frustration", 0.0) > record.state.get("frustration", 0.0):
-            record.state["frustration"] = parsed.entities["frustration"]
-        routing = step.expect == "open" and not step.slot
+        record.state.heard_frustration(parsed.entities.get("frustration", 0.0))
+        routing = step.routes
         answers_a_choice = step.expect == "choice" and interpret(step, text, today=self.today()) is not None
-        if intent == "call_me" and channel != "voice" and confidence >= self.settings.nlu.threshold \
+        if intent == "call_me" and not channel.is_voice and confidence >= self.settings.nlu.threshold \
                 and not answers_a_choice:  # "a callback please" answers a menu that offers one
             await self._offer_call(turn)
             return
@@ -380,7 +380,7 @@ class DialogEngine(StaffTurns):
 
     async def _route(self, turn: Turn, intent: str | None) -> None:
         record = turn.record
-        if intent == "call_me" and turn.channel != "voice":
+        if intent == "call_me" and not turn.channel.is_voice:
             await self._offer_call(turn)
             return
         if intent in GLOBAL_INTENTS:
@@ -390,74 +390,76 @@ class DialogEngine(StaffTurns):
         if journey is None:
             await self._retry(turn, "no_match")
             return
-        record.state["intent"] = intent
-        record.state["stack"] = []
-        await self._enter(turn, journey.journey)
+        record.state.intent = intent
+        record.state.stack = []
+        await self.enter(turn, journey.journey)
 
-    async def _fill(self, turn: Turn, step: Step, text: str, from_dtmf: bool = False) -> None:
+    async def _fill(self, turn: Turn, step: AskStep, text: str, from_dtmf: bool = False) -> None:
         value = interpret(step, text, today=self.today(), from_dtmf=from_dtmf)
         if value is None:
             await self._retry(turn, "no_match")
         else:
             await self._fill_value(turn, step, value)
 
-    async def _fill_value(self, turn: Turn, step: Step, value: Any) -> None:
+    async def _fill_value(self, turn: Turn, step: AskStep, value: Any) -> None:
         record = turn.record
         if step.slot:
             record.slots[step.slot] = value
-        record.state["retries"] = {}
-        record.state.setdefault("history", []).append([record.journey, step.id])
+        record.state.retries = Retries()
+        record.state.answered(record.journey, step.id)
         if step.confirm is not None:
-            record.state["confirming"] = step.id
-            turn.out.append(Ask(self._render(record, as_prompt(step.confirm), turn.channel),
-                                expect=self._expect(Step(id="confirm", ask="?", expect="yesno", slot="c"))))
+            record.state.confirming = step.id
+            turn.out.append(Ask(self.render(record, as_prompt(step.confirm), turn.channel),
+                                expect=self.expect_of(CONFIRMATION)))
             return
         await self._goto(turn, step.next or self._after(record, step))
 
     async def _confirmation(self, turn: Turn, text: str) -> None:
         record = turn.record
-        step = self._current_step(record)
-        answer = interpret(Step(id="confirm", ask="?", expect="yesno", slot="c"), text, today=self.today())
+        step = self.current_ask(record)
+        answer = interpret(CONFIRMATION, text, today=self.today())
         if answer is None or step is None:
             await self._retry(turn, "no_match")
             return
-        record.state.pop("confirming", None)
+        record.state.confirming = ""
         if answer == "yes":
             await self._goto(turn, step.next or self._after(record, step))
         else:
             if step.slot:
                 record.slots.pop(step.slot, None)
-            turn.out.append(self._ask(record, step, turn.channel))
+            turn.out.append(self.ask_action(record, step, turn.channel))
 
     # ----------------------------------------------------------------- global intents and retries
     async def _global(self, turn: Turn, intent: str) -> None:
         record, channel, out = turn.record, turn.channel, turn.out
-        step = self._current_step(record)
+        step = self.current_ask(record)
         if intent == "agent":
-            await self._transfer(turn, None, reason="customer asked for an agent")
+            await self.transfer(turn, None, reason="customer asked for an agent")
         elif intent == "repeat":
-            if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, channel))
+            if step is not None:
+                out.append(self.ask_action(record, step, channel))
         elif intent == "help":
-            help_text = as_prompt(step.help) if step is not None and step.help is not None else None
-            out.append(Say(self._render(record, help_text, channel) if help_text else
+            help_text = as_prompt(step.help) if step is not None else None
+            out.append(Say(self.render(record, help_text, channel) if help_text else
                            "You can answer the question, say repeat, go back, or ask for an agent at any time."))
-            if step is not None and step.ask is not None:
-                out.append(self._ask(record, step, channel))
+            if step is not None:
+                out.append(self.ask_action(record, step, channel))
         elif intent == "go_back":
-            history = record.state.get("history", [])
+            history = record.state.history
             if history:
-                journey, step_id = history.pop()
+                frame = history.pop()
+                journey, step_id = frame.journey, frame.step
                 back = self.journeys.journeys[journey].step(step_id)
-                if back.slot:
-                    record.slots.pop(back.slot, None)
                 record.journey, record.step = journey, step_id
                 out.append(Say("Sure, let's go back."))
-                out.append(self._ask(record, back, channel))
+                if isinstance(back, AskStep):  # the history holds answered questions only
+                    if back.slot:
+                        record.slots.pop(back.slot, None)
+                    out.append(self.ask_action(record, back, channel))
             else:
                 out.append(Say("We're at the beginning already."))
-                if step is not None and step.ask is not None:
-                    out.append(self._ask(record, step, channel))
+                if step is not None:
+                    out.append(self.ask_action(record, step, channel))
         elif intent == "goodbye":
             out.append(Say("Thank you for contacting us. Goodbye!"))
             out.append(Hangup(reason="caller said goodbye"))
@@ -465,22 +467,21 @@ class DialogEngine(StaffTurns):
 
     async def _retry(self, turn: Turn, kind: str) -> None:
         record, out = turn.record, turn.out
-        step = self._current_step(record)
-        if step is None or step.ask is None:
+        step = self.current_ask(record)
+        if step is None:
             return
-        retries = record.state.setdefault("retries", {})
-        retries[kind] = retries.get(kind, 0) + 1
+        record.state.retries = record.state.retries.bumped(kind)
         limit = self.settings.journeys.max_no_input if kind == "no_input" else self.settings.journeys.max_no_match
-        if retries[kind] >= limit:
+        if record.state.retries.count(kind) >= limit:
             out.append(Say("I'm sorry, I'm having trouble understanding." if kind == "no_match"
                            else "I'm sorry, I can't hear you."))
-            await self._transfer(turn, None, reason=f"repeated {kind.replace('_', '-')}")
+            await self.transfer(turn, None, reason=f"repeated {kind.replace('_', '-')}")
             return
-        custom = as_prompt(getattr(step, kind))
+        custom = step.retry_prompt(kind)
         if custom is not None:
-            out.append(Ask(self._render(record, custom, turn.channel), expect=self._expect(step),
+            out.append(Ask(self.render(record, custom, turn.channel), expect=self.expect_of(step),
                            prompt_id=f"{step.id}.{kind}"))
             return
         lead = "Sorry, I didn't get that." if kind == "no_match" else "Are you still there?"
         out.append(Say(lead, prompt_id=f"{step.id}.{kind}"))  # the log tells a retry from a repeat
-        out.append(self._ask(record, step, turn.channel))
+        out.append(self.ask_action(record, step, turn.channel))

@@ -8,12 +8,18 @@ objects, only plain values, so they can be logged, redacted and replayed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from gateway.core.channels import Channel
 
 
 @dataclass(frozen=True)
 class Event:
-    """Base of every event. ``channel`` names the surface it came from: voice, chat, sms, web, agent."""
+    """Base of every event. ``channel`` names the surface it came from: voice, chat, sms, web, agent
+    (a :class:`~gateway.core.channels.Channel` name; every event type sets its own default)."""
+
+    if TYPE_CHECKING:  # declared by every event type, after its own fields (a base field would come first)
+        channel: str
 
     @property
     def kind(self) -> str:
@@ -26,7 +32,7 @@ class CallStarted(Event):
 
     caller_id: str = ""
     dialed: str = ""
-    channel: str = "voice"
+    channel: str = Channel.VOICE
     call_id: str = ""
     outbound: bool = False
 
@@ -35,7 +41,7 @@ class CallStarted(Event):
 class ChatStarted(Event):
     """A web chat (or other text channel) session opened."""
 
-    channel: str = "chat"
+    channel: str = Channel.CHAT
     customer_ref: str = ""
 
 
@@ -45,7 +51,7 @@ class UserSaid(Event):
 
     text: str
     confidence: float = 1.0
-    channel: str = "voice"
+    channel: str = Channel.VOICE
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class DtmfPressed(Event):
     """One DTMF digit (0-9, *, #, A-D), from RFC 4733, SIP INFO, AGI or AudioSocket."""
 
     digit: str
-    channel: str = "voice"
+    channel: str = Channel.VOICE
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class ChatMessage(Event):
     message sent again after a reconnect is kept once."""
 
     text: str
-    channel: str = "chat"
+    channel: str = Channel.CHAT
     message_id: str = ""
 
 
@@ -72,7 +78,7 @@ class LinkOpened(Event):
 
     token_id: str
     purpose: str = ""
-    channel: str = "web"
+    channel: str = Channel.WEB
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class FormSubmitted(Event):
 
     purpose: str
     fields: Mapping[str, Any] = field(default_factory=dict)
-    channel: str = "web"
+    channel: str = Channel.WEB
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class Silence(Event):
     """No input for ``seconds`` after a prompt (the no-input timeout fired)."""
 
     seconds: float
-    channel: str = "voice"
+    channel: str = Channel.VOICE
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class CallAccepted(Event):
     """The customer accepted an offered call (chat-to-voice pivot)."""
 
     number: str = ""
-    channel: str = "chat"
+    channel: str = Channel.CHAT
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class ChannelClosed(Event):
     """The channel ended: caller hung up, chat closed, connection lost."""
 
     reason: str = "closed"
-    channel: str = "voice"
+    channel: str = Channel.VOICE
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class AgentConnected(StaffEvent):
     answered the call, as AMI reports it)."""
 
     agent_id: str
-    channel: str = "agent"
+    channel: str = Channel.AGENT
     name: str = ""
 
 
@@ -134,7 +140,7 @@ class AgentMessage(StaffEvent):
     agent_id: str
     text: str
     message_id: str = ""
-    channel: str = "agent"
+    channel: str = Channel.AGENT
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class AgentFollowUp(StaffEvent):
     agent_id: str
     via: str
     purpose: str = ""
-    channel: str = "agent"
+    channel: str = Channel.AGENT
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ class HandBack(StaffEvent):
     agent_id: str
     journey: str
     step: str = ""
-    channel: str = "agent"
+    channel: str = Channel.AGENT
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,7 @@ class Disposition(StaffEvent):
     agent_id: str
     code: str
     notes: str = ""
-    channel: str = "agent"
+    channel: str = Channel.AGENT
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,7 @@ class AgentDropped(StaffEvent):
     back in the queue."""
 
     agent_id: str
-    channel: str = "agent"
+    channel: str = Channel.AGENT
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ class TakeOver(StaffEvent):
     supervisor: str
     agent: str
     queue: str = ""
-    channel: str = "supervisor"
+    channel: str = Channel.SUPERVISOR
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ class Steer(StaffEvent):
     supervisor: str
     instruction: str
     step: str = ""
-    channel: str = "supervisor"
+    channel: str = Channel.SUPERVISOR
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,7 @@ class QueueChoice(Event):
     back (``callback``) instead of waiting on line."""
 
     choice: str
-    channel: str = "chat"
+    channel: str = Channel.CHAT
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,7 @@ class RecognitionFailed(Event):
     """Speech was heard but could not be recognized (engine error or empty result)."""
 
     reason: str = ""
-    channel: str = "voice"
+    channel: str = Channel.VOICE
 
 
 CALL_FAILURES = ("no_answer", "busy", "congestion", "failed")
@@ -227,7 +233,7 @@ class CallFailed(Event):
 
     reason: str = "failed"
     detail: str = ""
-    channel: str = "telephony"
+    channel: str = Channel.TELEPHONY
 
 
 @dataclass(frozen=True)
@@ -240,7 +246,7 @@ class AnsweringMachine(Event):
     seconds: float = 0.0
     reason: str = ""
     beep: bool = False
-    channel: str = "voice"
+    channel: str = Channel.VOICE
 
 
 OPT_OUT_ROUTES = ("voice", "key", "sms", "chat", "agent")
@@ -255,7 +261,7 @@ class OptOut(Event):
     via: str = "sms"
     number: str = ""
     """The number that asked (an SMS sender: a claim, honoured since it only means calling less)."""
-    channel: str = "sms"
+    channel: str = Channel.SMS
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -1,8 +1,8 @@
 """The human side of one conversation as the core keeps it: waiting for an agent, held by one,
 closed by one.
 
-One typed value, :class:`Handoff`, stored as plain JSON in ``record.state["handoff"]`` so every
-node reads the same. The queue itself (who waits where, offered to whom) lives beside the
+One typed value, :class:`Handoff`, kept in the dialog state (``record.state.handoff``,
+:mod:`gateway.core.dialog_state`) and stored with it as plain JSON, so every node reads the same. The queue itself (who waits where, offered to whom) lives beside the
 context store (:mod:`gateway.agents.queue`); this value is what the *dialog* needs to know:
 
 - ``waiting``: a digital conversation was transferred and waits in the gateway's queue; the bot
@@ -16,11 +16,11 @@ context store (:mod:`gateway.agents.queue`); this value is what the *dialog* nee
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.context.store import ConversationRecord
+if TYPE_CHECKING:
+    from gateway.context.store import ConversationRecord
 
-STATE_KEY = "handoff"
 MAX_MESSAGE_IDS = 64
 """Message ids remembered per conversation: more than a desktop or a chat page ever resends
 after one reconnect (they resend what was not acknowledged, a few at most)."""
@@ -64,9 +64,20 @@ class Handoff:
 
     @classmethod
     def of(cls, record: ConversationRecord) -> "Handoff":
-        raw = record.state.get(STATE_KEY)
-        if not isinstance(raw, dict):
-            return cls()
+        return record.state.handoff
+
+    def save(self, record: ConversationRecord) -> None:
+        record.state.handoff = self
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form (one JSON object, as every version has kept it)."""
+        data = asdict(self)
+        data["closings"] = [asdict(c) for c in self.closings]
+        data["message_ids"] = list(self.message_ids)
+        return data
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Handoff":
         closings = tuple(Closing(str(c.get("code", "")), str(c.get("notes", "")), str(c.get("agent", "")),
                                  float(c.get("at", 0.0)))
                          for c in raw.get("closings", ()) if isinstance(c, dict))
@@ -74,12 +85,6 @@ class Handoff:
                    agent_name=str(raw.get("agent_name", "")), since=float(raw.get("since", 0.0)),
                    channel=str(raw.get("channel", "")), choice=str(raw.get("choice", "")), closings=closings,
                    message_ids=tuple(str(i) for i in raw.get("message_ids", ())))
-
-    def save(self, record: ConversationRecord) -> None:
-        data = asdict(self)
-        data["closings"] = [asdict(c) for c in self.closings]
-        data["message_ids"] = list(self.message_ids)
-        record.state[STATE_KEY] = data
 
     # -- transitions (each returns the new value) ------------------------------------------
     def wait(self, channel: str, now: float) -> "Handoff":

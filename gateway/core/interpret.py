@@ -11,13 +11,13 @@ from datetime import date
 from typing import Any
 
 from gateway.core.actions import Expect
-from gateway.core.journeys import Step
+from gateway.core.journey_steps import AskStep
 from gateway.core.nlu.entities import extract_digits, parse_amount, parse_date, parse_yes_no
 
 DTMF_YES_NO = {"1": True, "2": False}
 
 
-def expect_for(step: Step, no_input_seconds: float) -> Expect:
+def expect_for(step: AskStep, no_input_seconds: float) -> Expect:
     """The channel-facing ``Expect`` of an ask step (what the recognizer should listen for)."""
     kind = step.expect
     if kind == "dob_or_pin":
@@ -40,7 +40,7 @@ def _choice(text: str, options: tuple[str, ...]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def interpret(step: Step, text: str, *, today: date, from_dtmf: bool = False) -> Any | None:
+def interpret(step: AskStep, text: str, *, today: date, from_dtmf: bool = False) -> Any | None:
     """The slot value ``text`` gives for ``step``, or None when it does not fit."""
     text = text.strip()
     if not text:

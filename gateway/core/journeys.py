@@ -17,122 +17,29 @@ A journey file (``config/journeys/*.yaml``) holds one journey::
         outcomes: {found: tell, not_found: ask_order, error: crm_down}
 
 A file may also hold ``intents:`` examples (merged into the NLU training set). Validation
-reports each problem with its file, line and reason.
+reports each problem with its file, line and reason. The kinds of step are in
+:mod:`gateway.core.journey_steps`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-ExpectName = Literal["open", "digits", "yesno", "choice", "date", "amount", "dob_or_pin", "none"]
+from gateway.core.journey_steps import (STEP_KINDS, AskStep, BranchStep, CallStep, EndStep, ExpectName,
+                                        FollowUpStep, OfferCallStep, Prompt, PromptSpec, RunStep, SayStep, Step,
+                                        StepBase, TransferStep, as_prompt)
+
+__all__ = ["AskStep", "BranchStep", "CallStep", "EndStep", "ExpectName", "FollowUpStep", "GLOBAL_INTENTS",
+           "Journey", "JourneyError", "JourneyProblem", "JourneySet", "OfferCallStep", "Prompt", "PromptSpec",
+           "RunStep", "SayStep", "Step", "StepBase", "TransferStep", "as_prompt", "load_journeys"]
+_KIND_KEYS = frozenset(cls.KIND for cls in STEP_KINDS)
+
 GLOBAL_INTENTS = ("agent", "repeat", "go_back", "goodbye", "help")
-
-
-class Prompt(BaseModel):
-    """Wording of one prompt; ``voice``/``chat``/``sms`` override ``text`` on that channel."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    text: str = ""
-    voice: str = ""
-    chat: str = ""
-    sms: str = ""
-
-    @model_validator(mode="after")
-    def _some_text(self) -> "Prompt":
-        if not (self.text or self.voice or self.chat or self.sms):
-            raise ValueError("a prompt needs text (or voice/chat/sms wording)")
-        return self
-
-    def for_channel(self, channel: str) -> str:
-        family = "voice" if channel in ("voice", "sip", "phone") else channel
-        if family == "web":
-            family = "chat"
-        return getattr(self, family, "") or self.text or self.chat or self.voice or self.sms
-
-
-PromptSpec = Union[str, Prompt]
-
-
-def as_prompt(spec: PromptSpec | None) -> Prompt | None:
-    if spec is None:
-        return None
-    return Prompt(text=spec) if isinstance(spec, str) else spec
-
-
-class Step(BaseModel):
-    """One step. Exactly one of ``ask``, ``say``, ``run``, ``branch``, ``transfer``,
-    ``follow_up``, ``offer_call``, ``call``, ``end`` gives its kind."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str
-    # kinds
-    ask: PromptSpec | None = None
-    say: PromptSpec | None = None
-    run: str | None = None
-    branch: str | None = None
-    transfer: str | None = None
-    follow_up: Literal["sms", "chat"] | None = None
-    offer_call: PromptSpec | None = None
-    call: str | None = None
-    end: PromptSpec | None = None
-    # ask options
-    expect: ExpectName = "open"
-    slot: str | None = None
-    digits: tuple[int, int] | None = None
-    options: tuple[str, ...] = ()
-    sensitive: bool = False
-    confirm: PromptSpec | None = None
-    no_match: PromptSpec | None = None
-    no_input: PromptSpec | None = None
-    help: PromptSpec | None = None
-    skip_if_slot: bool = True
-    # run / branch options
-    args: dict[str, Any] = Field(default_factory=dict)
-    outcomes: dict[str, str] = Field(default_factory=dict)
-    cases: dict[str, str] = Field(default_factory=dict)
-    # transfer / follow-up options
-    skills: tuple[str, ...] = ()
-    reason: str = ""
-    template: str = ""
-    message: str = ""
-    link: str = ""
-    prompt: PromptSpec | None = None
-    skip_if_verified: str | None = None
-    next: str | None = None
-
-    KINDS: ClassVar[tuple[str, ...]] = ("ask", "say", "run", "branch", "transfer", "follow_up", "offer_call", "call", "end")
-
-    @property
-    def kind(self) -> str:
-        for name in self.KINDS:
-            if getattr(self, name) is not None:
-                return name
-        return ""
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "Step":
-        kinds = [name for name in self.KINDS if getattr(self, name) is not None]
-        if len(kinds) != 1:
-            found = ", ".join(kinds) or "none"
-            raise ValueError(f"step {self.id!r} needs exactly one of {', '.join(self.KINDS)} (found: {found})")
-        if self.ask is not None and self.expect not in ("open", "none") and not self.slot:
-            raise ValueError(f"step {self.id!r} asks for {self.expect} but names no slot")
-        if self.expect == "choice" and self.ask is not None and not self.options:
-            raise ValueError(f"step {self.id!r} expects a choice but lists no options")
-        if self.digits and not (0 < self.digits[0] <= self.digits[1] <= 32):
-            raise ValueError(f"step {self.id!r}: digits must be [min, max] with 0 < min <= max <= 32")
-        return self
-
-    def targets(self) -> list[str]:
-        """Every step id this step can lead to."""
-        out = [t for t in (self.next,) if t]
-        out += list(self.outcomes.values()) + list(self.cases.values())
-        return out
 
 
 class Journey(BaseModel):
@@ -151,7 +58,7 @@ class Journey(BaseModel):
 
     @field_validator("steps")
     @classmethod
-    def _non_empty(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    def _non_empty(cls, steps: tuple[StepBase, ...]) -> tuple[StepBase, ...]:
         if not steps:
             raise ValueError("a journey needs at least one step")
         return steps
@@ -169,7 +76,7 @@ class Journey(BaseModel):
                     raise ValueError(f"step {step.id!r} leads to unknown step {target!r}")
         return self
 
-    def step(self, step_id: str) -> Step:
+    def step(self, step_id: str) -> StepBase:
         for step in self.steps:
             if step.id == step_id:
                 return step
@@ -180,6 +87,10 @@ class Journey(BaseModel):
         ids = [s.id for s in self.steps]
         i = ids.index(step_id)
         return ids[i + 1] if i + 1 < len(ids) else None
+
+    def next_of(self, step: StepBase) -> str:
+        """Where ``step`` goes on to: its ``next``, else the following step, else ``END``."""
+        return step.next or self.after(step.id) or "END"
 
 
 @dataclass(frozen=True)
@@ -229,6 +140,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     return line
 
 
+def _without_kind_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A step's error location without the kind the union adds (``steps.1.say.colour`` is the
+    key ``colour`` of step 1, a ``say`` step), so it names the key in the file."""
+    if len(loc) > 2 and loc[0] == "steps" and isinstance(loc[1], int) and loc[2] in _KIND_KEYS:
+        return loc[:2] + loc[3:]
+    return loc
+
+
 def _parse_file(path: Path) -> tuple[Journey | None, dict[str, list[str]], list[JourneyProblem]]:
     name = str(path)
     try:
@@ -265,7 +184,7 @@ def _parse_file(path: Path) -> tuple[Journey | None, dict[str, list[str]], list[
         journey = Journey.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = tuple(err.get("loc", ()))
+            loc = _without_kind_tag(tuple(err.get("loc", ())))
             where = ".".join(str(p) for p in loc) or "journey"
             msg = err.get("msg", "invalid").removeprefix("Value error, ")
             if err.get("type") == "extra_forbidden":
@@ -313,10 +232,11 @@ def _cross_check(journeys: dict[str, Journey], examples: dict[str, list[str]], w
                 if target.startswith("journey:") and target[8:] not in journeys:
                     problems.append(JourneyProblem(str(path), _line_of(root, ("steps", i)),
                                                    f"step {step.id!r} leads to unknown journey {target[8:]!r}"))
-            if step.call and step.call not in journeys:
+            if isinstance(step, CallStep) and step.call not in journeys:
                 problems.append(JourneyProblem(str(path), _line_of(root, ("steps", i, "call")),
                                                f"step {step.id!r} calls unknown journey {step.call!r}"))
-            if step.run and known_runs is not None and not step.run.startswith("rasa:") and step.run not in known_runs:
+            if (isinstance(step, RunStep) and known_runs is not None and not step.run.startswith("rasa:")
+                    and step.run not in known_runs):
                 problems.append(JourneyProblem(str(path), _line_of(root, ("steps", i, "run")),
                                                f"step {step.id!r} runs unknown lookup {step.run!r}"))
         if journey.requires and "verify_" + journey.requires not in journeys:

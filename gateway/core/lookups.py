@@ -19,6 +19,7 @@ from gateway.integrations.crm import Crm, CrmError, CrmTimeout, Customer
 
 if TYPE_CHECKING:
     from gateway.core.actions import Action
+    from gateway.core.dialog_state import DialogState
     from gateway.core.turn import Turn
     from gateway.core.verification import TrustServices
 
@@ -43,7 +44,7 @@ class Outcome:
 class LookupContext:
     crm: Crm
     slots: dict[str, Any]
-    state: dict[str, Any]
+    state: "DialogState"
     customer_id: str
     caller_id: str
     channel: str
@@ -169,7 +170,7 @@ async def assess_billing_complaint(ctx: LookupContext) -> Outcome:
     raw = str(ctx.slots.get("complaint", ""))
     score = frustration_score(raw)
     complaint = raw.lower()
-    ctx.state["frustration"] = max(float(ctx.state.get("frustration", 0.0)), score)
+    ctx.state.heard_frustration(score)
     if score >= 0.5:
         return Outcome("frustrated", {"frustration": round(score, 2)})
     if any(word in complaint for word in COMPLEX_WORDS):

@@ -14,22 +14,26 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from gateway.config import Settings
 from gateway.context.audit import AuditLog
 from gateway.context.store import ConcurrentUpdate, ContextStore, ConversationRecord, LoggedEvent, StoreError
 from gateway.core.actions import Action, Originate, ScreenPop, SendFollowUp, Transfer
+from gateway.core.channels import Channel
 from gateway.core.dialog import DialogEngine
 from gateway.core.events import AgentMessage, CallStarted, ChatMessage, DtmfPressed, Event, UserSaid
 from gateway.core.handoff import Handoff
 from gateway.core.port import ActionSink, Observer, Opened
-from gateway.core.staff import STAFF_CHANNELS
 from gateway.core.suggestions import suggest_next_steps
 from gateway.core.transcript import transcript_line
 from gateway.core.trust import Assurance, Ledger, Party, caller_claim, new_session_id, same_number
 from gateway.core.queue_wait import QueueProbe
 from gateway.core.turn import Turn
+from gateway.integrations.crm import Crm
+
+if TYPE_CHECKING:
+    from gateway.context.callbacks import Callbacks
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +88,19 @@ class Orchestrator:
         self._sinks: dict[type[Action], list[ActionSink]] = defaultdict(list)
         self._observers: list[Observer] = []
         self._locks: dict[str, asyncio.Lock] = {}
-        engine.can_place_calls = lambda: bool(self._sinks.get(Originate))
         # digits keyed into a sensitive step (a PIN) are never written to the store, even
         # half-entered: they wait here, on the node that holds the call, until the entry completes
         self._keyed: dict[str, str] = {}
 
+    @property
+    def crm(self) -> Crm:
+        """The CRM the core reads (the parts built around the core use the same one)."""
+        return self.engine.crm
+
     async def close(self) -> None:
         """Close the store, the shared counters, the audit log and the Rasa client (if any)."""
-        rasa = getattr(self.engine, "rasa", None)
-        if rasa is not None:
-            await rasa.close()
+        if self.engine.rasa is not None:
+            await self.engine.rasa.close()
         await self.engine.services.counters.close()
         await self.engine.services.policy.close()
         if self.engine.services.callbacks is not None:
@@ -103,13 +110,17 @@ class Orchestrator:
         await self.store.close()
 
     @property
-    def scheduled_callbacks(self) -> Any:
+    def scheduled_callbacks(self) -> "Callbacks | None":
         """The callbacks customers booked (placed by the digital side's poller)."""
         return self.engine.services.callbacks
 
     def register_queue_probe(self, probe: QueueProbe) -> None:
         """Have the core read ``probe`` before offering a person (gateway.core.queue_wait)."""
         self.engine.queue_probes.append(probe)
+
+    @property
+    def _places_calls(self) -> bool:
+        return bool(self._sinks.get(Originate))
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
         self._sinks[action_type].append(sink)
@@ -130,6 +141,7 @@ class Orchestrator:
     async def open(self, channel: str, *, caller_id: str = "", customer_id: str = "", conversation_id: str = "",
                    journey: str = "", event: Event | None = None, session_id: str = "", callback: str = "",
                    attestation: str = "", link_proof: str = "") -> Opened:
+        channel = Channel.of(channel)
         claim = caller_claim(caller_id)
         by_caller_id = bool(claim and not customer_id)
         if by_caller_id:
@@ -166,7 +178,8 @@ class Orchestrator:
                 record.status = "active"
             now = self.clock()
             sid = session_id or new_session_id()
-            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=logged)
+            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=logged,
+                        can_place_calls=self._places_calls)
             await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
                                        link_proof=link_proof, event=event)
             turn.ledger.touch(sid)
@@ -187,7 +200,7 @@ class Orchestrator:
                 record = await self.store.get(conversation_id)
                 if record is None:
                     raise UnknownConversation(f"no conversation {conversation_id!r}")
-                channel = getattr(event, "channel", "") or "unknown"
+                channel = Channel.of(event.channel)
                 if Handoff.of(record).seen(message_id):
                     log.info("conversation %s: %s %s already kept; not again", conversation_id, event.kind,
                              message_id)
@@ -195,11 +208,12 @@ class Orchestrator:
                 if attempt == 1:
                     logged.append(await self.store.append(conversation_id, channel=channel, kind=event.kind,
                                                           payload=self._event_payload(record, event)))
-                if channel not in record.channels and channel not in STAFF_CHANNELS:
+                if channel not in record.channels and not channel.is_staff:
                     record.channels.append(channel)
                 now = self.clock()
                 ledger = Ledger(record)
-                turn = Turn(record, channel, ledger.party(session_id, channel, now), now, logged=list(logged))
+                turn = Turn(record, channel, ledger.party(session_id, channel, now), now, logged=list(logged),
+                            can_place_calls=self._places_calls)
                 key = f"{conversation_id}|{session_id}"
                 turn.keyed = self._keyed.get(key, "")
                 ledger.touch(session_id)
@@ -219,7 +233,7 @@ class Orchestrator:
     async def log_turn_timing(self, conversation_id: str, timing: Mapping[str, Any]) -> None:
         """Keep where one voice turn's time went (``TurnTiming``: kinds and milliseconds, no words)
         in the conversation's event log, beside the turn's own events."""
-        await self.store.append(conversation_id, channel="voice", kind="TurnTiming", payload=dict(timing))
+        await self.store.append(conversation_id, channel=Channel.VOICE, kind="TurnTiming", payload=dict(timing))
 
     async def context(self, conversation_id: str) -> dict[str, Any]:
         record = await self.store.get(conversation_id)
@@ -255,7 +269,7 @@ class Orchestrator:
         if (attestation.upper() == "A" and self.settings.trust.stir_shaken == "possession" and phone
                 and same_number(claim, phone)):
             turn.party = ledger.grant(turn.party, Assurance.PHONE, "attestation", turn.now, ttl)
-        if (isinstance(event, CallStarted) and event.outbound and turn.channel == "sms" and phone
+        if (isinstance(event, CallStarted) and event.outbound and turn.channel is Channel.SMS and phone
                 and same_number(claim, phone)):
             # the gateway's own reminder SMS to the number on file: its replies come from that
             # phone (or from a spoofer who never sees what the gateway sends back)
@@ -291,7 +305,7 @@ class Orchestrator:
 
     def _event_payload(self, record: ConversationRecord, event: Event) -> dict[str, Any]:
         payload = _payload(event)
-        step = self.engine._current_step(record)
+        step = self.engine.current_ask(record)
         if step is not None and step.sensitive and isinstance(event, (UserSaid, ChatMessage, DtmfPressed)):
             for key in ("text", "digit"):
                 if key in payload:
@@ -306,7 +320,7 @@ class Orchestrator:
                                     locked_until=await self._locked_until(record))
             actions = actions + [ScreenPop(conversation_id=record.id, context=context)]
         for note in turn.notes:
-            turn.logged.append(await self.store.append(record.id, channel="system", kind=note.kind,
+            turn.logged.append(await self.store.append(record.id, channel=Channel.SYSTEM, kind=note.kind,
                                                        payload=dict(note.payload)))
             if self.audit is not None and note.kind in AUDITED_NOTES:
                 try:
@@ -315,7 +329,7 @@ class Orchestrator:
                 except (StoreError, ValueError) as exc:  # the event log above holds it too
                     log.error("conversation %s: audit entry %s not written: %s", record.id, note.kind, exc)
         for action in actions:
-            turn.logged.append(await self.store.append(record.id, channel="bot", kind=action.kind,
+            turn.logged.append(await self.store.append(record.id, channel=Channel.BOT, kind=action.kind,
                                                        payload=_action_payload(action)))
         await self.store.save(record)
         for observer in self._observers:
@@ -355,7 +369,7 @@ def build_context(record: ConversationRecord, events: list[Any], *, now: float |
     cross-channel transcript. ``verified`` lists what the session handing over (by default the
     one that spoke last) holds now, not what some other session once proved."""
     now = time.time() if now is None else now
-    customer_channels = [c for c in record.channels if c != "bot"]
+    customer_channels = [c for c in record.channels if Channel.of(c) is not Channel.BOT]
     slots = {k: v for k, v in record.slots.items() if k not in PRIVATE_SLOTS and not k.startswith("form_")}
     transcript = [line for line in (transcript_line(e) for e in events) if line]
     assurance = _assurance(record, now, session_id, locked_until)
@@ -373,13 +387,13 @@ def build_context(record: ConversationRecord, events: list[Any], *, now: float |
         "channels": customer_channels,
         "verified": verified,
         "assurance": assurance,
-        "intent": record.state.get("intent", ""),
+        "intent": record.state.intent,
         "journey": record.journey,
         "step": record.step,
         "slots": slots,
-        "forms": record.state.get("forms", []),
-        "frustration": round(float(record.state.get("frustration", 0.0)), 2),
-        "transfer": record.state.get("transfer", {}),
+        "forms": list(record.state.forms),
+        "frustration": round(record.state.frustration, 2),
+        "transfer": record.state.transfer.as_json() if record.state.transfer else {},
         "handoff": Handoff.of(record).as_context(),
         "transcript": transcript,
         "suggested_next_steps": suggest_next_steps(record, verified=bool(verified), locked=bool(locked_until)),

@@ -10,11 +10,15 @@ action type, so the owning channel carries them out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from gateway.context.store import ConversationRecord, LoggedEvent
 from gateway.core.actions import Action
 from gateway.core.events import Event
+
+if TYPE_CHECKING:
+    from gateway.context.callbacks import Callbacks
+    from gateway.core.queue_wait import QueueProbe
 
 ActionSink = Callable[[str, Action], Awaitable[None]]
 """Called with (conversation_id, action) for actions a channel registered to carry out."""
@@ -71,7 +75,12 @@ class ConversationPort(Protocol):
         """The screen-pop context: customer, verified facts, intent, slots, redacted transcript."""
         ...
 
-    def register_queue_probe(self, probe: Any) -> None:
+    @property
+    def scheduled_callbacks(self) -> "Callbacks | None":
+        """The callbacks customers booked instead of waiting (None when the core keeps none)."""
+        ...
+
+    def register_queue_probe(self, probe: "QueueProbe") -> None:
         """Have the core read ``probe`` (``gateway.core.queue_wait.QueueProbe``) before it offers
         a person: a long expected wait offers a callback or a text instead."""
         ...

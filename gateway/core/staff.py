@@ -19,14 +19,14 @@ import logging
 from gateway.core.actions import AgentJoined, AgentLeft, AgentSay, Hangup, Say, SendFollowUp, StaffNotice
 from gateway.core.events import (AgentConnected, AgentDropped, AgentFollowUp, AgentMessage, Disposition, HandBack,
                                  QueueChoice, StaffEvent, Steer, TakeOver)
+from gateway.core.channels import Channel
+from gateway.core.dialog_state import Retries
 from gateway.core.handoff import Handoff
-from gateway.core.steps import JourneyRunner, channel_family
+from gateway.core.steps import JourneyRunner
 from gateway.core.turn import Turn
 
 log = logging.getLogger(__name__)
 
-STAFF_CHANNELS = frozenset({"agent", "supervisor", "bot", "system"})
-"""Channels that are never the customer's."""
 SECRET_LINK_WORDS = ("upload", "reset", "document")
 """A link whose purpose names one of these is a secret (docs/trust.md): it goes by SMS to the
 phone on file only, never into a chat an agent opens it to."""
@@ -40,17 +40,17 @@ END_TEXT = ("Thank you for your patience. I'll end our conversation here; you're
 STEER_INSTRUCTIONS = ("goto", "offer_agent", "end")
 
 
-def customer_channel(turn: Turn) -> str:
+def customer_channel(turn: Turn) -> Channel:
     """The channel the customer is on: where the conversation was handed over, else the last
     customer channel it surfaced on."""
     handoff = Handoff.of(turn.record)
     if handoff.channel:
-        return handoff.channel
-    transfer = turn.record.state.get("transfer")
-    if isinstance(transfer, dict) and transfer.get("channel"):
-        return str(transfer["channel"])
-    channels = [c for c in turn.record.channels if c not in STAFF_CHANNELS]
-    return channels[-1] if channels else "chat"
+        return Channel.of(handoff.channel)
+    transfer = turn.record.state.transfer
+    if transfer is not None and transfer.channel:
+        return Channel.of(transfer.channel)
+    channels = [c for c in map(Channel.of, turn.record.channels) if not c.is_staff]
+    return channels[-1] if channels else Channel.CHAT
 
 
 class StaffTurns(JourneyRunner):
@@ -70,14 +70,14 @@ class StaffTurns(JourneyRunner):
             return
         if isinstance(event, AgentConnected):
             record.status = "transferred"
-            record.state["agent"] = event.agent_id
+            record.state.agent = event.agent_id
             handoff.taken(event.agent_id, event.name, turn.now, customer_channel(turn)).save(record)
             turn.out.append(AgentJoined(agent_id=event.agent_id, name=event.name or event.agent_id))
         elif isinstance(event, AgentMessage):
             if handoff.agent != event.agent_id or record.status == "closed":
                 self._refuse(turn, event, f"{event.agent_id} does not hold this conversation")
                 return
-            if channel_family(customer_channel(turn)) != "chat":
+            if not customer_channel(turn).is_typed:
                 self._refuse(turn, event, f"the customer is on {customer_channel(turn)}, where typed messages do not "
                                           "reach them; call them, or send an SMS follow-up")
                 return
@@ -118,10 +118,10 @@ class StaffTurns(JourneyRunner):
             if any(word in purpose for word in SECRET_LINK_WORDS):
                 self._refuse(turn, event, f"a {purpose} link is a secret: it goes by SMS to the phone on file only")
                 return
-            if channel_family(customer_channel(turn)) != "chat":
+            if not customer_channel(turn).is_typed:
                 self._refuse(turn, event, "the customer is not in a chat; send the link by SMS")
                 return
-            turn.out.append(SendFollowUp(channel="chat", template=template, link_purpose=purpose,
+            turn.out.append(SendFollowUp(channel=Channel.CHAT, template=template, link_purpose=purpose,
                                          conversation_id=record.id))
             turn.out.append(StaffNotice(text="The link is in the customer's chat."))
             return
@@ -134,7 +134,7 @@ class StaffTurns(JourneyRunner):
             turn.note("FollowUpRefused", template=template, reason=refusal.reason)
             turn.out.append(StaffNotice(text=f"Not sent: {refusal.reason}."))
             return
-        turn.out.append(SendFollowUp(channel="sms", template=template, to=phone, link_purpose=purpose,
+        turn.out.append(SendFollowUp(channel=Channel.SMS, template=template, to=phone, link_purpose=purpose,
                                      conversation_id=record.id))
         turn.out.append(StaffNotice(text=f"Sent by SMS to the phone on file ending in {phone[-4:]}."))
 
@@ -147,7 +147,7 @@ class StaffTurns(JourneyRunner):
             return
         handoff.released().save(record)
         record.status = "active"
-        record.state.pop("agent", None)
+        record.state.agent = ""
         turn.out.append(AgentLeft(name=handoff.agent_name or event.agent_id, reason="handed_back"))
         self.as_customer(turn)
         await self._continue_at(turn, event.journey, step_id)
@@ -156,13 +156,13 @@ class StaffTurns(JourneyRunner):
         """The bot goes on at ``step_id`` of ``journey`` for the customer: a journey their session
         has not proven enough for starts with its check (the place is kept for after it)."""
         record = turn.record
-        record.state["stack"] = []
-        record.state["retries"] = {}
-        record.state.pop("confirming", None)
+        record.state.stack = []
+        record.state.retries = Retries()
+        record.state.confirming = ""
         required = self.journeys.journeys[journey].requires
         if required and not turn.party.holds(required):
-            record.state["stack"].append([journey, step_id])
-            await self._enter(turn, f"verify_{required}")
+            record.state.push(journey, step_id)
+            await self.enter(turn, f"verify_{required}")
             return
         record.journey = journey
         await self._run_from(turn, step_id)
@@ -172,10 +172,10 @@ class StaffTurns(JourneyRunner):
         record = turn.record
         self.as_customer(turn)
         reason = f"taken over by supervisor {event.supervisor}"
-        await self._transfer(turn, None, reason=reason, queue=event.queue, agent=event.agent)
+        await self.transfer(turn, None, reason=reason, queue=event.queue, agent=event.agent)
         if event.agent:
             Handoff.of(record).taken(event.agent, event.agent, turn.now, turn.channel).save(record)
-            record.state["agent"] = event.agent
+            record.state.agent = event.agent
             turn.out.append(AgentJoined(agent_id=event.agent, name=event.agent))
 
     async def _steer(self, turn: Turn, handoff: Handoff, event: Steer) -> None:
@@ -196,9 +196,9 @@ class StaffTurns(JourneyRunner):
             await self._continue_at(turn, record.journey, event.step)
         elif event.instruction == "offer_agent":
             turn.out.append(Say(OFFER_AGENT_TEXT))
-            step = self._current_step(record)
-            if step is not None and step.ask is not None:
-                turn.out.append(self._ask(record, step, turn.channel))
+            step = self.current_ask(record)
+            if step is not None:
+                turn.out.append(self.ask_action(record, step, turn.channel))
         else:
             turn.out.append(Say(END_TEXT, barge_in=False))
             turn.out.append(Hangup(reason="ended by supervisor"))

@@ -1,8 +1,10 @@
-"""Running journey steps: entering journeys and sub-journeys, asking, lookups, transfers, follow-ups.
+"""Running journeys: entering journeys and sub-journeys, going from step to step, transfers.
 
 ``JourneyRunner`` moves a conversation record through the steps of its journeys until a step
-waits for the customer (an ask), ends the conversation or hands it to an agent. The dialog
-engine (``gateway.core.dialog``) builds on it to interpret each turn.
+waits for the customer (an ask), ends the conversation or hands it to an agent. Each step is run
+by the runner of its kind (:mod:`gateway.core.step_runners`); what runners share (rendering a
+prompt, asking, transferring, the phone on file) is public here. The dialog engine
+(``gateway.core.dialog``) builds on it to interpret each turn.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any, Callable
 
 from gateway.config import Settings
 from gateway.context.store import ConversationRecord
-from gateway.core.actions import Ask, Expect, Hangup, OfferCall, Say, SendFollowUp, Transfer
+from gateway.core.actions import Ask, Expect, Say, Transfer
+from gateway.core.channels import Channel
+from gateway.core.dialog_state import PendingTransfer, Transferred
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import expect_for
-from gateway.core.journeys import Journey, JourneySet, Prompt, Step, as_prompt
-from gateway.core.lookups import LOOKUPS, LookupContext, Outcome, customer_slots, run_lookup
+from gateway.core.journeys import AskStep, Journey, JourneySet, Prompt, StepBase, TransferStep, as_prompt
+from gateway.core.lookups import LOOKUPS, customer_slots
+from gateway.core.step_runners import STEP_RUNNERS
 from gateway.core.trust import REQUIREMENTS, Assurance
 from gateway.core.queue_wait import QueueProbe, estimate
 from gateway.core.turn import Turn
@@ -29,20 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TURN = 60        # a journey that loops without asking anything is cut here
 LONG_WAIT = "long_wait"
-PENDING = "pending_transfer"
+"""The journey that offers a callback, a text or the wait when the queue is long."""
 PENDING_QUEUE = "pending"
 """``transfer: pending`` goes to the queue a long-wait offer was made for."""
-CHANNEL_BRANCH = "channel"
-"""``branch: channel`` branches on the channel the customer is on now: voice, chat or sms."""
-
-
-def channel_family(channel: str) -> str:
-    """``voice`` for calls, ``chat`` for the web chat and pages, else the channel's own name."""
-    if channel in ("voice", "sip", "phone"):
-        return "voice"
-    if channel in ("chat", "web"):
-        return "chat"
-    return channel
 
 
 class _Slots(dict):
@@ -68,16 +62,17 @@ class JourneyRunner:
     def required_level(self, record: ConversationRecord) -> Assurance:
         """What the party must hold to continue where the conversation stands: the strictest
         ``requires:`` of the current journey and the journeys waiting on the call stack."""
-        names = [record.journey] + [frame[0] for frame in record.state.get("stack", [])]
+        names = [record.journey] + [frame.journey for frame in record.state.stack]
         levels = [REQUIREMENTS.get(self.journeys.journeys[n].requires or "", Assurance.NONE)
                   for n in names if n in self.journeys.journeys]
         return max(levels, default=Assurance.NONE)
 
-    async def _enter(self, turn: Turn, name: str) -> None:
+    async def enter(self, turn: Turn, name: str) -> None:
+        """Start journey ``name`` (its check first, when the party has not proven what it requires)."""
         record = turn.record
         journey = self.journeys.journeys[name]
         if journey.requires and not turn.party.holds(journey.requires):
-            record.state.setdefault("stack", []).append([name, journey.steps[0].id])
+            record.state.push(name, journey.steps[0].id)
             name = f"verify_{journey.requires}"
             journey = self.journeys.journeys[name]
         record.journey = journey.journey
@@ -85,8 +80,8 @@ class JourneyRunner:
 
     async def _goto(self, turn: Turn, target: str | None) -> None:
         if target and target.startswith("journey:"):
-            turn.record.state["stack"] = []
-            await self._enter(turn, target[8:])
+            turn.record.state.stack = []
+            await self.enter(turn, target[8:])
         elif target and target != "END":
             await self._run_from(turn, target)
         else:
@@ -94,28 +89,29 @@ class JourneyRunner:
 
     async def _return(self, turn: Turn) -> None:
         record = turn.record
-        stack = record.state.setdefault("stack", [])
+        stack = record.state.stack
         if stack:
-            journey, step_id = stack.pop()
-            detour = record.state.get("step_up")
-            if detour and detour.get("frame") == [journey, step_id]:
-                record.state.pop("step_up", None)
+            frame = stack.pop()
+            journey, step_id = frame.journey, frame.step
+            detour = record.state.step_up
+            if detour is not None and detour.frame == frame:
+                record.state.step_up = None
             required = self.journeys.journeys[journey].requires if journey in self.journeys.journeys else None
             if required and not turn.party.holds(required):
                 # back into a journey this party has not proven enough for (a failed or
                 # abandoned check): never continue it unverified
-                stack.append([journey, step_id])
-                await self._enter(turn, f"verify_{required}")
+                stack.append(frame)
+                await self.enter(turn, f"verify_{required}")
                 return
             record.journey = journey
             await self._goto(turn, step_id or "END")
         else:
             record.journey = self.settings.journeys.default
             default = self.journeys.journeys[record.journey]
-            routing = [s for s in default.steps if s.ask is not None and s.expect == "open" and not s.slot]
+            routing = [s for s in default.steps if isinstance(s, AskStep) and s.routes]
             await self._run_from(turn, (routing or default.steps)[-1].id)
 
-    def _after(self, record: ConversationRecord, step: Step) -> str:
+    def _after(self, record: ConversationRecord, step: StepBase) -> str:
         return self.journeys.journeys[record.journey].after(step.id) or "END"
 
     async def _run_from(self, turn: Turn, step_id: str) -> None:
@@ -132,174 +128,66 @@ class JourneyRunner:
                 return
             step_id = target
         log.error("journey %s loops without asking anything; escalating", journey.journey)
-        await self._transfer(turn, None, reason="journey error")
+        await self.transfer(turn, None, reason="journey error")
 
-    async def _run_step(self, turn: Turn, journey: Journey, step: Step) -> str | None:
-        """Run one step; returns the next step id, or None when waiting for the customer."""
-        record, channel, out = turn.record, turn.channel, turn.out
-        after = step.next or journey.after(step.id) or "END"
+    async def _run_step(self, turn: Turn, journey: Journey, step: StepBase) -> str | None:
+        """Run one step with the runner of its kind; the next step id, or None when waiting for the customer."""
         if step.skip_if_verified and turn.party.holds(step.skip_if_verified):
             return "END"
-        kind = step.kind
-        if kind == "ask":
-            if step.slot and step.skip_if_slot and step.slot in record.slots:
-                return after
-            out.append(self._ask(record, step, channel))
-            return None
-        if kind == "say":
-            out.append(Say(self._render(record, as_prompt(step.say), channel), prompt_id=step.id))
-            return after
-        if kind == "run":
-            outcome = await self._lookup(turn, step)
-            self._apply(turn, outcome, journey)
-            return step.outcomes.get(outcome.name) or step.outcomes.get("default") or after
-        if kind == "branch":
-            if step.branch == CHANNEL_BRANCH:
-                value = channel_family(channel)
-            else:
-                value = str(record.slots.get(step.branch or "", "")).lower()
-            return step.cases.get(value) or step.cases.get("default") or after
-        if kind == "transfer":
-            await self._transfer(turn, step, reason=step.reason)
-            return None
-        if kind == "follow_up":
-            await self._follow_up(turn, step)
-            return after
-        if kind == "offer_call":
-            phone = record.slots.get("customer_phone", "")
-            if channel != "voice" and phone:
-                turn.ledger.offer_call(turn.party.session_id, phone, turn.now, self.settings.trust.offer_minutes * 60)
-                out.append(OfferCall(text=self._render(record, as_prompt(step.offer_call), channel), number=phone))
-            return after
-        if kind == "call":
-            record.state.setdefault("stack", []).append([journey.journey, step.next or journey.after(step.id)])
-            await self._enter(turn, step.call or "")
-            return None
-        if kind == "end":
-            out.append(Say(self._render(record, as_prompt(step.end), channel), barge_in=False, prompt_id=step.id))
-            out.append(Hangup(reason="completed"))
-            record.status = "closed"
-            return None
-        raise ValueError(f"step {step.id!r} has no kind")
+        return await STEP_RUNNERS[type(step)](self, turn, journey, step)
 
-    async def _lookup(self, turn: Turn, step: Step) -> Outcome:
-        record = turn.record
-        name = step.run or ""
-        if name.startswith("rasa:"):
-            return await self._rasa(record, name[5:], turn.out)
-        ctx = LookupContext(crm=self.crm, slots=record.slots, state=record.state, customer_id=record.customer_id,
-                            caller_id=record.caller_id, channel=turn.channel, args=dict(step.args),
-                            today=self.today(), turn=turn, services=self.services)
-        return await run_lookup(name, ctx)
-
-    async def _rasa(self, record: ConversationRecord, action: str, out: list[Any]) -> Outcome:
-        if self.rasa is None:
-            log.warning("journey step runs rasa:%s but no Rasa action server is configured", action)
-            return Outcome("error")
-        try:
-            result = await self.rasa.run(action, sender_id=record.id, slots=dict(record.slots),
-                                         latest_message={"text": record.state.get("last_text", "")})
-        except Exception as exc:  # the Rasa client raises RasaError; anything else is the same failure
-            log.warning("rasa action %s failed: %s", action, exc)
-            return Outcome("error")
-        slots = {e["name"]: e.get("value") for e in result.events if e.get("event") == "slot" and "name" in e}
-        for response in result.responses:
-            if response.get("text"):
-                out.append(Say(response["text"]))
-        return Outcome(str(slots.pop("outcome", None) or "done"), slots)
-
-    def _apply(self, turn: Turn, outcome: Outcome, journey: Journey) -> None:
-        record = turn.record
-        record.slots.update(outcome.slots)
-        for name in outcome.clear:
-            record.slots.pop(name, None)
-        if outcome.customer_id:
-            record.customer_id = outcome.customer_id
-        for fact in outcome.verified:
-            level = REQUIREMENTS.get(fact)
-            if level is not None:
-                turn.party = turn.ledger.grant(turn.party, level, outcome.method or "knowledge", turn.now,
-                                               self.settings.trust.verified_minutes * 60)
-        turn.out.extend(outcome.actions)
-        for step in journey.steps:
-            if step.sensitive and step.slot:
-                record.slots.pop(step.slot, None)
-
-    async def _transfer(self, turn: Turn, step: Step | None, reason: str, *, queue: str = "", agent: str = "") -> None:
+    async def transfer(self, turn: Turn, step: TransferStep | None, reason: str, *, queue: str = "",
+                       agent: str = "") -> None:
         """Hand the conversation to people: ``queue`` (else the step's, the journey's, the
         default), or ``agent`` by name (a supervisor's take-over). A digital conversation then
         waits in the gateway's queue (:class:`~gateway.core.handoff.Handoff`); a call waits in the PBX's."""
         record, channel, out = turn.record, turn.channel, turn.out
         journey = self.journeys.journeys.get(record.journey)
-        pending = record.state.pop(PENDING, None) if step is not None and step.transfer == PENDING_QUEUE else None
-        if pending:  # the customer chose to wait after all (long_wait): the transfer they were going to
-            queue, skills = str(pending.get("queue", "")), tuple(pending.get("skills", ()))
-            reason = str(pending.get("reason", "")) or reason
+        pending = record.state.pending_transfer if step is not None and step.transfer == PENDING_QUEUE else None
+        skills: tuple[str, ...]
+        if pending is not None:  # the customer chose to wait after all (long_wait): the transfer put off
+            record.state.pending_transfer = None
+            queue, skills, reason = pending.queue, pending.skills, pending.reason or reason
         else:
             queue = queue or (step.transfer if step and step.transfer != PENDING_QUEUE else "") \
                 or (journey.queue if journey else "") or self.settings.journeys.agent_queue
-            skills = (step.skills if step else ()) or (journey.skills if journey else ())
-            if not agent and await self._offer_instead(turn, queue, tuple(skills), reason):
+            skills = tuple((step.skills if step else ()) or (journey.skills if journey else ()))
+            if not agent and await self._offer_instead(turn, PendingTransfer(queue, skills, reason)):
                 return
         queue = queue or self.settings.journeys.agent_queue
         if step is not None and step.prompt is not None:
-            out.append(Say(self._render(record, as_prompt(step.prompt), channel), barge_in=False))
+            out.append(Say(self.render(record, as_prompt(step.prompt), channel), barge_in=False))
         elif step is None:
             out.append(Say("Let me connect you with an agent. They'll see everything we've discussed.", barge_in=False))
         out.append(Transfer(queue=queue, skills=tuple(skills), language=record.slots.get("customer_language", "en"),
                             reason=reason, conversation_id=record.id, agent=agent))
         record.status = "transferred"
-        record.state["transfer"] = {"queue": queue, "reason": reason, "at": time.time(),
-                                    "channel": channel}
-        if channel_family(channel) == "chat":  # a call waits in the PBX's queue; an SMS thread with the bot
+        record.state.transfer = Transferred(queue, reason, time.time(), channel)
+        if channel.is_typed:  # a call waits in the PBX's queue; an SMS thread with the bot
             Handoff.of(record).wait(channel, turn.now).save(record)
         turn.ledger.touch(turn.party.session_id)
 
-    async def _offer_instead(self, turn: Turn, queue: str, skills: tuple[str, ...], reason: str) -> bool:
+    async def _offer_instead(self, turn: Turn, pending: PendingTransfer) -> bool:
         """When the queue is long and the customer has a phone on file, offer a callback or a
         text instead of the wait (True: the long_wait journey took over)."""
         limit = self.settings.journeys.callback_offer_seconds
         if not limit or not self.queue_probes or LONG_WAIT not in self.journeys.journeys:
             return False
-        family = channel_family(turn.channel)
-        if family not in ("voice", "chat"):
+        channel = turn.channel
+        if not (channel.is_voice or channel.is_typed):
             return False
-        found = await estimate(self.queue_probes, queue, family)
+        found = await estimate(self.queue_probes, pending.queue, channel.wording)
         if found is None or found.expected_seconds <= limit or not await self.phone_on_file(turn.record):
             return False
         record = turn.record
-        record.state[PENDING] = {"queue": queue, "skills": list(skills), "reason": reason}
+        record.state.pending_transfer = pending
         record.slots["wait_minutes"] = max(1, round(found.expected_seconds / 60))
-        turn.note("LongWait", queue=queue, expected_seconds=round(found.expected_seconds), waiting=found.waiting,
-                  source=found.source)
-        record.state["stack"] = []
+        turn.note("LongWait", queue=pending.queue, expected_seconds=round(found.expected_seconds),
+                  waiting=found.waiting, source=found.source)
+        record.state.stack = []
         record.journey = LONG_WAIT
         await self._run_from(turn, self.journeys.journeys[LONG_WAIT].steps[0].id)
         return True
-
-    async def _follow_up(self, turn: Turn, step: Step) -> None:
-        """A follow-up goes where the journey says: ``sms`` to the phone on file only (never into
-        the chat, never to a number the party gave), ``chat`` into the conversation's chat."""
-        record, channel, out = turn.record, turn.channel, turn.out
-        text = self._render(record, Prompt(text=step.message), channel) if step.message else ""
-        if step.follow_up == "chat":
-            out.append(SendFollowUp(channel="chat", template=step.template or step.id, text=text,
-                                    link_purpose=step.link, conversation_id=record.id))
-        else:
-            phone = await self.phone_on_file(record)
-            if not phone:
-                log.info("conversation %s: follow-up %s skipped: no phone number on file", record.id, step.template)
-                out.append(Say("I don't have a phone number on file to send that to."))
-                return
-            refusal = await self.services.policy.authorize("sms", record.id, phone)
-            if refusal is not None:
-                turn.note("FollowUpRefused", template=step.template or step.id, reason=refusal.reason)
-                out.append(Say(refusal.text))
-                return
-            out.append(SendFollowUp(channel="sms", template=step.template or step.id, text=text, to=phone,
-                                    link_purpose=step.link, conversation_id=record.id))
-        if step.prompt is not None:
-            out.append(Say(self._render(record, as_prompt(step.prompt), channel)))
 
     async def phone_on_file(self, record: ConversationRecord) -> str:
         """The customer's phone number as the CRM has it now ('' when unknown or unreachable)."""
@@ -322,7 +210,8 @@ class JourneyRunner:
         if customer is not None:
             record.slots.update(customer_slots(customer))
 
-    def _current_step(self, record: ConversationRecord) -> Step | None:
+    def current_step(self, record: ConversationRecord) -> StepBase | None:
+        """The step the conversation stands at (None outside any journey)."""
         journey = self.journeys.journeys.get(record.journey)
         if journey is None or not record.step:
             return None
@@ -331,13 +220,21 @@ class JourneyRunner:
         except KeyError:
             return None
 
-    def _expect(self, step: Step) -> Expect:
+    def current_ask(self, record: ConversationRecord) -> AskStep | None:
+        """The question the conversation waits on an answer to (None when it waits on none)."""
+        step = self.current_step(record)
+        return step if isinstance(step, AskStep) else None
+
+    def expect_of(self, step: AskStep) -> Expect:
+        """What the channel should listen for while ``step`` waits for its answer."""
         return expect_for(step, self.settings.voice.endpoint.no_input_seconds)
 
-    def _ask(self, record: ConversationRecord, step: Step, channel: str) -> Ask:
-        return Ask(self._render(record, as_prompt(step.ask), channel), expect=self._expect(step), prompt_id=step.id)
+    def ask_action(self, record: ConversationRecord, step: AskStep, channel: Channel) -> Ask:
+        """The ``Ask`` of ``step`` in ``channel``'s wording, with what the channel should listen for."""
+        return Ask(self.render(record, as_prompt(step.ask), channel), expect=self.expect_of(step), prompt_id=step.id)
 
-    def _render(self, record: ConversationRecord, prompt: Prompt | None, channel: str) -> str:
+    def render(self, record: ConversationRecord, prompt: Prompt | None, channel: Channel) -> str:
+        """``prompt`` in ``channel``'s wording with the conversation's slots filled in."""
         if prompt is None:
             return ""
         text = prompt.for_channel(channel)

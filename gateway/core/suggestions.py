@@ -21,7 +21,7 @@ def suggest_next_steps(record: ConversationRecord, *, verified: bool, locked: bo
     """Plain-language suggestions for the agent who picks the conversation up. ``verified``:
     the party handing over holds a verified identity now (not some other channel's session)."""
     steps: list[str] = []
-    reason = str(record.state.get("transfer", {}).get("reason", ""))
+    reason = record.state.transfer.reason if record.state.transfer else ""
     if not verified:
         steps.append("Verify the customer's identity (not verified by the assistant on this channel)")
     else:
@@ -30,11 +30,11 @@ def suggest_next_steps(record: ConversationRecord, *, verified: bool, locked: bo
         steps.append("Identity checks are locked after repeated failures: follow the security procedure")
     elif "verification failed" in reason or "checks locked" in reason:
         steps.append("Verification failed repeatedly: follow the security procedure")
-    if float(record.state.get("frustration", 0.0)) >= 0.5:
+    if record.state.frustration >= 0.5:
         steps.append("The customer is frustrated: acknowledge the problem first")
     if record.slots.get("case_id"):
         steps.append(f"Dispute case {record.slots['case_id']} is already open")
-    steps += BY_INTENT.get(str(record.state.get("intent", "")), [])
-    if not record.state.get("intent"):
+    steps += BY_INTENT.get(record.state.intent, [])
+    if not record.state.intent:
         steps.append("Ask how you can help: the intent is not known yet")
     return steps

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.context.store import LoggedEvent
+from gateway.core.channels import Channel
 
 
 def _iso(epoch: float) -> str:
@@ -47,7 +48,8 @@ def transcript_line(event: LoggedEvent) -> dict[str, Any] | None:
 
 def _transcript_line(event: Any) -> dict[str, Any] | None:
     payload = event.payload
-    who = "bot" if event.channel == "bot" else "customer"
+    channel = Channel.of(event.channel)
+    who = "bot" if channel is Channel.BOT else "customer"
     text = payload.get("text") or ""
     if event.kind in NOT_IN_TRANSCRIPT:
         return None
@@ -57,7 +59,7 @@ def _transcript_line(event: Any) -> dict[str, Any] | None:
     if event.kind in STAFF_LINES:
         return {"at": _iso(event.at), "channel": event.channel, "who": "system", "kind": event.kind,
                 "text": STAFF_LINES[event.kind](payload)}
-    if event.channel == "system":  # what the core noted itself: a lock, a refused call
+    if channel is Channel.SYSTEM:  # what the core noted itself: a lock, a refused call
         reason = payload.get("reason") or ""
         return {"at": _iso(event.at), "channel": "system", "who": "system", "kind": event.kind,
                 "text": event.kind + (f" ({reason})" if reason else "")}

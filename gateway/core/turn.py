@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.context.store import ConversationRecord, LoggedEvent
 from gateway.core.actions import Action
+from gateway.core.channels import Channel
 from gateway.core.trust import Ledger, Party
 
 
@@ -26,7 +27,7 @@ class Note:
 @dataclass
 class Turn:
     record: ConversationRecord
-    channel: str
+    channel: Channel
     party: Party
     now: float
     out: list[Action] = field(default_factory=list)
@@ -34,6 +35,11 @@ class Turn:
     keyed: str = ""
     """Digits keyed so far into a sensitive step by this session: held by the orchestrator in
     memory, never in the record (a half-entered PIN is a secret too)."""
+    text: str = ""
+    """What the customer said or typed in this turn, raw: for a Rasa action's ``latest_message``;
+    never stored (the log keeps it redacted)."""
+    can_place_calls: bool = True
+    """Whether a telephony channel carries out ``Originate`` here (the orchestrator knows its sinks)."""
     logged: list[LoggedEvent] = field(default_factory=list)
     """What this turn wrote to the conversation's log (the event, the notes, the actions), in
     order: what the orchestrator's observers (live transcripts) receive."""

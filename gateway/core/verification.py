@@ -27,6 +27,7 @@ from datetime import date
 from gateway.config import TrustSettings
 from gateway.context.counters import Counters
 from gateway.core.actions import SendFollowUp
+from gateway.core.channels import Channel
 from gateway.core.lookups import Lookup, LookupContext, Outcome, customer_slots
 from gateway.core.outbound import OutboundPolicy
 
@@ -107,11 +108,11 @@ async def verify_identity(ctx: LookupContext) -> Outcome:
         date_of_birth=date.fromisoformat(dob) if dob else None, pin=pin)
     if customer is not None and (claimed is None or customer.id == claimed.id):
         await services.counters.clear(_lock_key(customer.id))
-        ctx.state["verify_failures"] = 0
+        ctx.state.verify_failures = 0
         return Outcome("verified", customer_slots(customer), clear=("secret",), verified=("identity",),
                        method="knowledge", customer_id=customer.id)
-    failures = int(ctx.state.get("verify_failures", 0)) + 1
-    ctx.state["verify_failures"] = failures
+    failures = ctx.state.verify_failures + 1
+    ctx.state.verify_failures = failures
     clear = ("account_number", "secret") if account else ("secret",)
     if customer is not None:
         # the right secret of another customer than the one this conversation names: not a
@@ -155,7 +156,7 @@ async def send_one_time_code(ctx: LookupContext) -> Outcome:
         return Outcome("unavailable")
     minutes = services.settings.code_minutes
     code = turn.ledger.new_code(turn.party.session_id, turn.now, minutes * 60)
-    sms = SendFollowUp(channel="sms", template="one_time_code", to=customer.phone, conversation_id=turn.record.id,
+    sms = SendFollowUp(channel=Channel.SMS, template="one_time_code", to=customer.phone, conversation_id=turn.record.id,
                        text=CODE_SMS.format(code=code, minutes=int(minutes)), secret=True)
     return Outcome("sent", {"phone_last4": customer.phone[-4:]}, actions=(sms,))
 

@@ -15,8 +15,8 @@ import logging
 
 from gateway.core.actions import Hangup, Say
 from gateway.core.events import AnsweringMachine
+from gateway.core.channels import Channel
 from gateway.core.journeys import JourneySet, Prompt, as_prompt
-from gateway.core.steps import channel_family
 from gateway.core.turn import Turn
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def voicemail_text(prompt: Prompt | None, slots: dict[str, object], organisation
         first = safe.get("customer_first_name", "")
         return DEFAULT_MESSAGE.format(name=f" {first}" if first else "", organisation=organisation)
     try:
-        return prompt.for_channel("voice").format_map(safe)
+        return prompt.for_channel(Channel.VOICE).format_map(safe)
     except (ValueError, IndexError) as exc:
         log.warning("voicemail prompt cannot be rendered: %s", exc)
         return DEFAULT_MESSAGE.format(name="", organisation=organisation)
@@ -49,11 +49,10 @@ def voicemail_text(prompt: Prompt | None, slots: dict[str, object], organisation
 def on_answering_machine(turn: Turn, event: AnsweringMachine, journeys: JourneySet, organisation: str) -> None:
     """Leave the journey's message on a machine and hang up; nothing for a person."""
     record = turn.record
-    if event.verdict != "machine" or channel_family(turn.channel) != "voice":
+    if event.verdict != "machine" or not turn.channel.is_voice:
         log.info("conversation %s: the call was answered (%s after %.1f s)", record.id, event.verdict, event.seconds)
         return
-    journey = journeys.journeys.get(record.journey) or journeys.journeys.get(
-        str(record.state.get("pending_journey", "")))
+    journey = journeys.journeys.get(record.journey) or journeys.journeys.get(record.state.pending_journey)
     text = voicemail_text(as_prompt(journey.voicemail) if journey else None, record.slots, organisation)
     turn.out.append(Say(text, barge_in=False, prompt_id="voicemail"))
     turn.out.append(Hangup(reason="voicemail"))

@@ -7,4 +7,5 @@
 - ``links``: signed, expiring, single-use tokens; ``link_pages``: the pages behind them;
   ``followup``: the ``SendFollowUp`` sink.
 - ``outreach``: scheduled reminders, SMS first, a call when unanswered.
+- ``terminal``: ``voicegw chat``, the terminal as a channel to the real core.
 """

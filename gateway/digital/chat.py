@@ -13,7 +13,7 @@ NAT, same proxy): messages are limited per conversation across its sockets, and 
 address only as a coarse outer bound that a quiet conversation never feels
 (:mod:`gateway.digital.chat_limits`). The client address is the TCP peer, or what
 ``X-Forwarded-For`` says when the peer is one of ``web.trusted_proxies``
-(:mod:`gateway.web.client_address`). A chat over the node's or the address's open chats, or
+(:mod:`gateway.client_address`). A chat over the node's or the address's open chats, or
 opened too fast, is refused before the upgrade (HTTP 503 or 429 with Retry-After; nothing is
 created). Frames larger than the WebSocket limit close the socket (code 1009); messages longer
 than ``chat.max_message_chars`` or over a rate are refused with a frame saying why and when to
@@ -49,8 +49,8 @@ from gateway.digital.chat_protocol import (
 )
 from gateway.limits import TokenBuckets
 from gateway.links import LinkRefused, LinkSigner
-from gateway.web.client_address import ClientAddresses
-from gateway.web.metrics import Metrics
+from gateway.client_address import ClientAddresses
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ coarse outer bound that never refuses a quiet customer for what others at its ad
 * A conversation (all its sockets) has ``chat.messages_per_minute`` tokens (a minute's worth at
   once, then one every 60/N s); reopening it spends one like a message.
 * A client address (an office behind one NAT, a proxy's customers: see
-  :mod:`gateway.web.client_address`) has ``chat.ip_messages_per_minute`` message tokens and
+  :mod:`gateway.client_address`) has ``chat.ip_messages_per_minute`` message tokens and
   ``chat.ip_new_chats_per_minute`` open tokens, and may hold ``chat.ip_max_sessions`` open chats;
   the node holds at most ``chat.max_sessions``.
 * When the address's tokens are spent (someone at it floods), a conversation that is itself

@@ -18,7 +18,7 @@ from gateway.digital.chat import ChatChannel
 from gateway.digital.chat_relay import ChatRelay
 from gateway.links import LinkSigner
 from gateway.digital.sms import SmsSender, SmsSendError
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from gateway.core.actions import Ask, Say
 from gateway.core.events import FormSubmitted, LinkOpened
 from gateway.core.port import ConversationPort
 from gateway.links import LinkClaims, LinkRefused, LinkSigner
-from gateway.web.html import escape, page, refusal
-from gateway.web.metrics import Metrics
+from gateway.pages import escape, page, refusal
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

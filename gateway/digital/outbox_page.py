@@ -22,7 +22,7 @@ from gateway.context.audit import AuditLog
 from gateway.context.store import StoreError
 from gateway.digital.outbox import Outbox
 from gateway.digital.sms import SmsInbound
-from gateway.web.html import escape, page, refusal
+from gateway.pages import escape, page, refusal
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ the disclosure (the ``outbound_start`` journey) and ends with "Reply STOP to opt
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sqlite3
 import threading
@@ -43,7 +42,8 @@ from gateway.core.outbound import OutboundPolicy
 from gateway.core.port import ConversationPort, Opened
 from gateway.digital.followup import FollowUps
 from gateway.digital.sms import SmsSender, SmsSendError, sms_session
-from gateway.web.metrics import Metrics
+from gateway.integrations.crm import Crm
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ async def send_reminder(opened: Opened, *, number: str, text: str, link_purpose:
 class Outreach:
     """Runs reminders; ``clock`` returns the current time as an aware ``datetime``."""
 
-    def __init__(self, settings: Settings, core: ConversationPort, crm: Any, sms: SmsSender,
+    def __init__(self, settings: Settings, core: ConversationPort, crm: Crm, sms: SmsSender,
                  followups: FollowUps, metrics: Metrics, *, db_path: Path, policy: OutboundPolicy,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self._settings = settings
@@ -168,13 +168,11 @@ class Outreach:
                              (*values.values(), self._clock().timestamp(), reminder_id))
 
     async def _due(self, now: datetime) -> list[Reminder]:
-        result = self._crm.due_reminders(now, timedelta(hours=self._settings.outreach.horizon_hours))
-        if inspect.isawaitable(result):
-            result = await result
-        return [as_reminder(item) for item in result or []]
+        due = await self._crm.due_reminders(now, timedelta(hours=self._settings.outreach.horizon_hours))
+        return [as_reminder(item) for item in due]
 
     async def _number_of(self, reminder: Reminder) -> str:
-        if reminder.phone or not reminder.customer_id or not hasattr(self._crm, "get_customer"):
+        if reminder.phone or not reminder.customer_id:
             return reminder.phone
         customer = await self._crm.get_customer(reminder.customer_id)
         return str(_field(customer, "phone", "mobile")) if customer is not None else ""

@@ -37,7 +37,7 @@ from gateway.core.events import CallAccepted, ChatMessage, ChatStarted, OptOut
 from gateway.core.port import ConversationPort
 from gateway.digital.chat_protocol import action_text
 from gateway.digital.outbox import Outbox
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -188,7 +188,7 @@ class _Checks:
         redactor = Redactor()  # every kind on, whatever the site switched off
         found = [str(e.seq) for e in self.events if redactor.redact_payload(dict(e.payload)) != e.payload]
         record_dirty = (redactor.redact_payload(dict(self.record.slots)) != self.record.slots
-                        or redactor.redact_payload(dict(self.record.state)) != self.record.state)
+                        or redactor.redact_payload(self.record.state.to_dict()) != self.record.state.to_dict())
         if not found and not record_dirty:
             return "pass", "nothing left to mask"
         where = ([f"events {', '.join(found[:10])}"] if found else []) + (["the record"] if record_dirty else [])

@@ -22,7 +22,7 @@ from gateway.analytics.dashboard import DEFAULT_DAYS, Dashboard, shell
 from gateway.context.redaction import Redactor
 from gateway.context.store import StoreError
 from gateway.governance.qa import QaResult
-from gateway.web.html import escape, refusal
+from gateway.pages import escape, refusal
 
 log = logging.getLogger(__name__)
 

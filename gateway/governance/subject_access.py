@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
 from gateway.config import Settings
 from gateway.context.audit import AuditLog
 from gateway.context.lifecycle import LifecycleStore
+from gateway.context.store import record_as_dict
 from gateway.governance.side_stores import SMS_FILE
 
 BUNDLE_SCHEMA = "voicegw.subject-access/1"
@@ -52,7 +52,7 @@ async def subject_access(settings: Settings, store: LifecycleStore, audit: Audit
         if record is None:
             continue
         events = await store.events(cid)  # type: ignore[attr-defined]
-        data = asdict(record)
+        data = record_as_dict(record)
         data.pop("trust", None)  # hashes of codes and nonces: security state, not the customer's data
         conversations.append({"record": data, "events": [
             {"seq": e.seq, "at": _iso(e.at), "channel": e.channel, "kind": e.kind, "payload": e.payload}

@@ -12,19 +12,23 @@ failure is recorded there and the other parts start.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable, Sequence
 
 from agi.server import AgiSession, FastAgiServer
 from gateway.config import Settings
 from gateway.core.actions import Originate
 from gateway.core.events import AgentConnected
 from gateway.health import ChannelHealth
+from gateway.metrics import Metrics
 from gateway.telephony.agi_routes import FallbackRoute, PromptFiles, VoicebotRoute
 from gateway.telephony.audiosocket_server import AudioSocketCall, AudioSocketServer
 from gateway.telephony.call_outcomes import report_to_core
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
 log = logging.getLogger(__name__)
+
+AgentCallback = Callable[[str, str], Awaitable[None]]
+"""``async f(conversation_id, agent_interface)``: AMI saw the queue ring, or be answered by, that agent."""
 
 
 class ChannelStartError(RuntimeError):
@@ -68,8 +72,15 @@ async def start_asterisk_channels(
     synthesizer: Any | None = None,
     calls: CallRegistry | None = None,
     failures: dict[str, str] | None = None,
+    metrics: Metrics | None = None,
+    agent_answered: Sequence[AgentCallback] = (),
+    agent_called: Sequence[AgentCallback] = (),
 ) -> list[Any]:
     """Start what is enabled (``audiosocket``, ``fastagi``, ``ami``, ``ari``); returns the closeables.
+
+    ``metrics`` gets the servers' session-cap gauges; ``agent_answered`` and ``agent_called``
+    hear, beside the core, which agent the PBX's queue rings and who answered (the agent
+    desktop's screen-pop), as ``voicegw serve`` passes them from its :class:`~gateway.app.Gateway`.
 
     When one part fails to start, the parts already started are closed and
     :class:`ChannelStartError` raised; with ``failures`` the error is recorded under the part's
@@ -91,6 +102,7 @@ async def start_asterisk_channels(
         started.append(item)
         return item
 
+    fastagi = ari = None
     try:
         ami = None
         if settings.ami.enabled:
@@ -98,6 +110,8 @@ async def start_asterisk_channels(
 
             async def start_ami() -> Any:
                 client = AmiClient(settings, calls, on_agent_connected=screen_pop_to_core(core))
+                client.agent_callbacks.extend(agent_answered)
+                client.agent_called_callbacks.extend(agent_called)
                 await client.start()
                 core.register_sink(Originate, client.originate_sink)
                 client.call_failed_callbacks.append(report_to_core(core))
@@ -127,7 +141,7 @@ async def start_asterisk_channels(
             tts = synthesizer if synthesizer is not None else getattr(pipeline, "tts", None)
             fallback = FallbackRoute(settings, core, PromptFiles(settings, tts))
             voicebot = VoicebotRoute(settings, calls, fallback, audiosocket_address=address)
-            await part("fastagi", lambda: FastAgiChannel(
+            fastagi = await part("fastagi", lambda: FastAgiChannel(
                 {"voicebot": voicebot, "fallback": fallback}, host=cfg.host, port=cfg.port,
                 read_timeout=cfg.read_timeout_seconds, command_timeout=cfg.command_timeout_seconds,
                 max_sessions=cfg.max_sessions, busy_route=busy_route).start())
@@ -135,10 +149,13 @@ async def start_asterisk_channels(
         if settings.ari.enabled:
             from gateway.telephony.ari import AriApp
 
-            await part("ari", lambda: AriApp(settings, pipeline).start())
+            ari = await part("ari", lambda: AriApp(settings, pipeline).start())
     except BaseException:
         await _close_all(started)
         raise
+    for server in (audiosocket, fastagi, ari):
+        if metrics is not None and server is not None:
+            server.register_metrics(metrics)
     return started
 
 

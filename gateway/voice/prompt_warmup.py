@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from gateway.core.journeys import Prompt, as_prompt, load_journeys
+from gateway.core.channels import Channel
+from gateway.core.journeys import StepBase, load_journeys
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ MAX_PROMPTS = 500
 """Prompts pre-synthesized at most (the shipped journeys have about 120)."""
 IDLE_POLL_SECONDS = 1.0
 """While a call is in progress, how often the warm-up looks again."""
-PROMPT_FIELDS = ("ask", "say", "end", "offer_call", "confirm", "no_match", "no_input", "help")
 
 
 def fixed_prompts(directory: Any) -> list[str]:
@@ -36,14 +36,12 @@ def fixed_prompts(directory: Any) -> list[str]:
     return list(seen)[:MAX_PROMPTS]
 
 
-def _texts(steps: Any) -> Iterator[str]:
+def _texts(steps: Iterable[StepBase]) -> Iterator[str]:
     for step in steps:
-        for name in PROMPT_FIELDS:
-            prompt: Prompt | None = as_prompt(getattr(step, name, None))
-            if prompt is not None:
-                text = prompt.for_channel("voice").strip()
-                if text:
-                    yield text
+        for prompt in step.prompts():
+            text = prompt.for_channel(Channel.VOICE).strip()
+            if text:
+                yield text
 
 
 async def warm_prompts(tts: Any, texts: list[str], sample_rate: int, busy: Callable[[], bool]) -> int:

@@ -207,9 +207,7 @@ async def simulate(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
         }
     finally:
         await pipeline.close()
-        closer = getattr(core, "close", None)
-        if closer is not None:
-            await closer()
+        await core.close()
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from gateway.config import Settings
 from gateway.context import AuditLog, open_audit, open_counters, open_fanout
 from gateway.context.dnc import open_do_not_call
 from gateway.context.fanout import Fanout
+from gateway.context.store import ContextStore
 from gateway.core.actions import ScreenPop, SendFollowUp, Transfer
 from gateway.core.outbound import OutboundPolicy
 from gateway.core.port import ConversationPort
@@ -43,6 +44,7 @@ from gateway.digital.campaigns.manage import journey_names
 from gateway.digital.chat_relay import ChatRelay
 from gateway.digital.followup import FollowUps
 from gateway.digital.link_pages import LinkPages
+from gateway.integrations.crm import Crm
 from gateway.links import LinkSigner, load_or_create_secret
 from gateway.digital.outbox import OUTBOX_FILE, Outbox
 from gateway.digital.outbox_page import OutboxPage
@@ -52,7 +54,7 @@ from gateway.digital.sms import SmsInbound, SmsSender
 from gateway.telephony.twilio_media_server import add_twilio_media_routes
 from gateway.web.connection_guard import GuardedSockSite, HeaderDeadlines, handler_options
 from gateway.web.governance_routes import add_governance_routes
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +111,21 @@ def _metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamR
     return count
 
 
-def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = None, crm: Any = None,
-                  fanout: Fanout | None = None, audit: AuditLog | None = None,
-                  clock: Callable[[], float] = time.time,
+def build_web_app(settings: Settings, core: ConversationPort, *, store: ContextStore | None = None,
+                  crm: Crm | None = None, fanout: Fanout | None = None, audit: AuditLog | None = None,
+                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
                   health: Callable[[], dict[str, Any]] | None = None) -> web.Application:
     """The aiohttp application serving every web surface of the gateway around ``core``.
 
     ``health`` (``voicegw serve`` passes its channels' :meth:`~gateway.health.HealthBook.report`)
-    makes ``/healthz`` list every channel and answer 503 when one is failing.
+    makes ``/healthz`` list every channel and answer 503 when one is failing; ``metrics`` is the
+    gateway's one :class:`~gateway.metrics.Metrics` (served on ``/metrics``; a new one without).
+    Without ``store`` there are no reminders' campaigns, journey dashboard or QA review; without
+    ``crm`` no reminders.
 
     Agent accounts that cannot be used (a short configured token, a malformed hash) raise
     :class:`~gateway.agents.accounts.AccountError` here, before anything listens."""
-    metrics = Metrics()
+    metrics = metrics if metrics is not None else Metrics()
     data_dir = settings.data_path(".")
     data_dir.mkdir(parents=True, exist_ok=True)
     book = AccountBook(settings)  # first: unusable accounts stop the start before any file is opened
@@ -151,7 +156,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     dnc = open_do_not_call(settings)
     policy = OutboundPolicy(settings.outbound, counters, dnc)
     outreach = None
-    if crm is not None and hasattr(crm, "due_reminders"):
+    if crm is not None:
         outreach = Outreach(settings, core, crm, sms, followups, metrics, db_path=data_dir / OUTBOX_FILE,
                             policy=policy)
         sms_inbound.listeners.append(outreach.on_sms_reply)
@@ -165,7 +170,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     campaign_api = CampaignApi(settings, auth, audit, campaign_admin, dnc, lease=lease,
                                node=campaigns.node if campaigns is not None else "")
     human = HumanSide.build(settings, core, store, fanout, desktop, chat, audit, metrics, STATIC_DIR)
-    scheduled = getattr(core, "scheduled_callbacks", None)  # the real core's; test doubles keep none
+    scheduled = core.scheduled_callbacks
     booked = BookedCallbacks(core, scheduled, poll_seconds=settings.outreach.poll_seconds) if scheduled else None
     parts = DigitalParts(settings, core, metrics, signer, outbox, sms, sms_inbound, chat, followups, links,
                          desktop, fanout, outreach, audit, human, campaigns, campaign_admin, booked)
@@ -214,8 +219,7 @@ def build_web_app(settings: Settings, core: ConversationPort, *, store: Any = No
     human.add_routes(app)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     # /dashboard and /qa (supervisors): journey analytics and QA review over the core's store
-    governance = add_governance_routes(app, settings, store if store is not None else getattr(core, "store", None),
-                                       auth, audit, clock=clock)
+    governance = add_governance_routes(app, settings, store, auth, audit, clock=clock)
     # /twilio/voice and /media/twilio (Media Streams); voicegw serve attaches the pipeline
     add_twilio_media_routes(app, settings, signer=signer, metrics=metrics)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from aiohttp import web
 
@@ -14,6 +14,7 @@ from gateway.analytics.dashboard import Dashboard
 from gateway.analytics.source import Analytics
 from gateway.config import Settings
 from gateway.context.audit import AuditLog
+from gateway.context.lifecycle import LifecycleStore
 from gateway.governance.qa_store import QaStore, open_qa_store
 from gateway.governance.review_page import ReviewPage
 
@@ -28,10 +29,10 @@ class GovernancePages:
         await self.qa.close()
 
 
-def add_governance_routes(app: web.Application, settings: Settings, store: Any, auth: DeskAuth, audit: AuditLog,
-                          *, clock: Callable[[], float] = time.time) -> GovernancePages | None:
-    """Register the routes; None (and no routes) without a store that can be scanned."""
-    if store is None or not hasattr(store, "conversations_between"):
+def add_governance_routes(app: web.Application, settings: Settings, store: LifecycleStore | None, auth: DeskAuth,
+                          audit: AuditLog, *, clock: Callable[[], float] = time.time) -> GovernancePages | None:
+    """Register the routes; None (and no routes) without a store."""
+    if store is None:
         log.info("journey dashboard and QA review not served: no context store given to the web app")
         return None
     qa = open_qa_store(settings)

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, AsyncIterator
 
 import aiohttp
 
-from gateway.app import build_core
 from gateway.core.events import ChatMessage
 from gateway.core.orchestrator import Orchestrator
-from gateway.web.app import WebRunner, start_web
-from tests.digital.helpers import AGENT_TOKENS, recv_until, web_settings
+from gateway.web.app import WebRunner
+from tests.digital.helpers import AGENT_TOKENS, real_gateway, recv_until  # noqa: F401  (real_gateway: for the tests)
 
 TO_QUEUE = {
     "billing": ["I want to dispute my bill", "12345678", "1985-03-14", "I want to talk to an agent"],
@@ -23,24 +19,6 @@ TO_QUEUE = {
     "support": ["I want to talk to an agent"],
 }
 """What a customer writes, in the real journeys, to be transferred to each queue."""
-
-
-@asynccontextmanager
-async def real_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Orchestrator, WebRunner]]:
-    """The real core and web server (``overrides``: settings sections; ``deps``: see build_web_app)."""
-    deps = overrides.pop("deps", {})
-    settings = web_settings(tmp_path, **overrides)
-    core = await build_core(settings)
-    try:
-        runner = await start_web(settings, core, store=core.store, crm=core.crm, **deps)
-    except BaseException:
-        await core.close()
-        raise
-    try:
-        yield core, runner
-    finally:
-        await runner.close()
-        await core.close()
 
 
 async def transferred(core: Orchestrator, queue: str) -> str:

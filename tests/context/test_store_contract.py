@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -14,6 +17,8 @@ import redis as syncredis
 from gateway.context.redis_store import RedisStore
 from gateway.context.sqlite_store import SqliteStore
 from gateway.context.store import ConcurrentUpdate, ContextStore, StoreError
+from gateway.core.dialog_state import DialogState, Frame, Retries, StepUp, Transferred
+from gateway.core.handoff import Closing, Handoff
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
 
 HOUR = 3600.0
@@ -30,9 +35,11 @@ class Clock:
 
 
 class Backend:
-    def __init__(self, store: ContextStore, raw: Any) -> None:
+    def __init__(self, store: ContextStore, raw: Any, write: Any, read: Any) -> None:
         self.store = store
         self.raw = raw  # () -> bytes: everything the backend has persisted
+        self.write = write  # (conversation id, record JSON text): store a record as an older version did
+        self.read = read  # conversation id -> the stored record's JSON text
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -44,6 +51,14 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
         def raw() -> bytes:
             return b"".join(p.read_bytes() for p in path.parent.glob("conversations.db*"))
+
+        def write(cid: str, text: str) -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE conversations SET record = ? WHERE id = ?", (text, cid))
+
+        def read(cid: str) -> str:
+            with sqlite3.connect(path) as conn:
+                return str(conn.execute("SELECT record FROM conversations WHERE id = ?", (cid,)).fetchone()[0])
     else:
         url = request.getfixturevalue("redis_url")
         store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:6]}:", clock=clock)
@@ -60,8 +75,14 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
                 elif kind == b"zset":
                     out += b"".join(client.zrange(key, 0, -1))
             return out
+
+        def write(cid: str, text: str) -> None:
+            client.set(store._key("conv", cid), text)
+
+        def read(cid: str) -> str:
+            return (client.get(store._key("conv", cid)) or b"").decode()
     store.clock_ = clock
-    yield Backend(store, raw)
+    yield Backend(store, raw, write, read)
     await store.close()
 
 
@@ -74,7 +95,8 @@ async def test_create_get_save_roundtrip(backend: Backend) -> None:
     rec.journey, rec.step = "order_status", "ask_order"
     rec.slots = {"order_id": "O1001", "when": dt.date(2026, 3, 14)}
     rec.verified["identity"] = 1_700_000_100.0
-    rec.state = {"retries": {"ask_order": 1}, "history": ["welcome"]}
+    rec.state.retries = Retries(no_match=1)
+    rec.state.history = [Frame("welcome", "route")]
     store.clock_.now += 5
     await store.save(rec)
     assert rec.version == 1 and rec.updated_at == store.clock_.now
@@ -83,7 +105,7 @@ async def test_create_get_save_roundtrip(backend: Backend) -> None:
     assert got.version == 1 and got.journey == "order_status" and got.step == "ask_order"
     assert got.slots == {"order_id": "O1001", "when": "2026-03-14"}  # dates are stored as ISO text
     assert got.verified == {"identity": 1_700_000_100.0}
-    assert got.state == {"retries": {"ask_order": 1}, "history": ["welcome"]}
+    assert got.state == DialogState(retries=Retries(no_match=1), history=[Frame("welcome", "route")])
     assert await store.get("0" * 32) is None
 
 
@@ -265,15 +287,87 @@ async def test_recent_lists_newest_first(backend: Backend) -> None:
 async def test_the_record_itself_never_persists_secrets(backend: Backend) -> None:
     store = backend.store
     rec = await store.create(customer_id="C001", channel="chat")
-    rec.state["last_text"] = "my card is 4111 1111 1111 1111 and my pin is 97531"
+    rec.state.handoff = Handoff().closed("resolved", "my card is 4111 1111 1111 1111 and my pin is 97531", "bob", 1.0)
     rec.slots.update({"account_number": "12345678", "pin": "24680", "order_id": "10001",
                       "note": "ssn 078-05-1120"})
     await store.save(rec)
     got = await store.get(rec.id)
     assert got is not None
-    assert got.state["last_text"] == "my card is [card ****1111] and my pin is [pin]"
+    assert got.state.handoff.closings[0].notes == "my card is [card ****1111] and my pin is [pin]"
     assert got.slots == {"account_number": "12345678", "pin": "[pin]", "order_id": "10001", "note": "ssn [id]"}
     assert rec.slots["pin"] == "24680"  # the caller's copy is left as it was
     raw = backend.raw()
     for secret in (b"4111 1111 1111 1111", b"97531", b"24680", b"078-05-1120"):
         assert secret not in raw, secret
+
+
+OLD_STATE = {
+    # the dialog state as the core kept it before it had a type: fourteen-odd string keys
+    "stack": [["billing_dispute", "ask_invoice"]],
+    "history": [["welcome", "route"], ["verify_identity", "ask_account"]],
+    "retries": {"no_match": 2},
+    "confirming": "ask_amount",
+    "step_up": {"session": "s-chat", "frame": ["billing_dispute", "ask_invoice"]},
+    "pending_dtmf": "12",
+    "pending_journey": "appointment",
+    "intent": "billing_dispute",
+    "frustration": 0.6,
+    "forms": ["upload_document"],
+    "verify_failures": 1,
+    "transfer": {"queue": "billing", "reason": "customer asked for an agent", "at": 1_700_000_050.0,
+                 "channel": "chat"},
+    "agent": "bob",
+    "handoff": {"waiting": False, "agent": "bob", "agent_name": "Bob", "since": 1_700_000_060.0, "channel": "chat",
+                "choice": "", "closings": [{"code": "resolved", "notes": "ok", "agent": "amy", "at": 1.0}],
+                "message_ids": ["customer:m1"]},
+    "outbound_sessions": ["s-call"],
+    "last_text": "the raw words of the last turn, which no version should have kept",
+    "from_a_newer_node": {"kept": True},
+}
+
+
+async def test_a_record_stored_with_the_old_string_keys_loads_typed(backend: Backend) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C001", channel="chat")
+    old = {"id": rec.id, "created_at": rec.created_at, "updated_at": rec.updated_at, "customer_id": "C001",
+           "caller_id": "", "channels": ["chat"], "journey": "billing_dispute", "step": "ask_amount",
+           "slots": {"invoice_id": "INV-1"}, "verified": {}, "status": "transferred", "state": OLD_STATE,
+           "trust": {}, "version": 0}
+    backend.write(rec.id, json.dumps(old))
+    got = await store.get(rec.id)
+    assert got is not None
+    state = got.state
+    assert state.stack == [Frame("billing_dispute", "ask_invoice")]
+    assert state.history == [Frame("welcome", "route"), Frame("verify_identity", "ask_account")]
+    assert state.retries == Retries(no_input=0, no_match=2) and state.retries.count("no_match") == 2
+    assert state.confirming == "ask_amount" and state.pending_dtmf == "12" and state.pending_journey == "appointment"
+    assert state.step_up == StepUp("s-chat", Frame("billing_dispute", "ask_invoice"))
+    assert state.intent == "billing_dispute" and state.frustration == 0.6 and state.forms == ["upload_document"]
+    assert state.verify_failures == 1 and state.agent == "bob" and state.outbound_sessions == ["s-call"]
+    assert state.transfer == Transferred("billing", "customer asked for an agent", 1_700_000_050.0, "chat")
+    assert state.handoff.agent == "bob" and state.handoff.engaged and state.handoff.seen("customer:m1")
+    assert state.handoff.closings == (Closing("resolved", "ok", "amy", 1.0),)
+    assert state.extra == {"from_a_newer_node": {"kept": True}}  # a key this version does not know
+    # saved again, it is stored with the same keys (a node still running the old code reads it),
+    # less the retired raw text; the unknown key goes back as it came
+    await store.save(got)
+    stored = json.loads(backend.read(rec.id))["state"]
+    expected = {k: v for k, v in OLD_STATE.items() if k != "last_text"}
+    assert stored == expected
+    assert (await store.get(rec.id)).state == state
+
+
+async def test_a_malformed_old_state_loads_with_defaults_not_an_error(backend: Backend,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    store = backend.store
+    rec = await store.create(customer_id="C001", channel="voice")
+    text = json.loads(backend.read(rec.id))
+    text["state"] = {"stack": "not a list", "retries": 3, "frustration": "very", "intent": "order_status",
+                     "step_up": {"session": "s"}, "handoff": None}
+    backend.write(rec.id, json.dumps(text))
+    with caplog.at_level(logging.WARNING):
+        got = await store.get(rec.id)
+    assert got is not None
+    assert got.state == DialogState(intent="order_status")  # what could be read is kept, the rest reset
+    assert "stack" in caplog.text and "retries" in caplog.text and "frustration" in caplog.text
+    assert rec.id in caplog.text

@@ -62,6 +62,21 @@ def test_step_with_two_kinds_and_unknown_key(tmp_path):
     assert any(":8:" in p and "unknown key" in p for p in problems), problems
 
 
+def test_misspelt_kind_is_named_at_its_step(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "typo.yaml").write_text(
+        "journey: typo\n"
+        "steps:\n"
+        "  - id: hello\n"
+        "    say: Hello.\n"
+        "  - id: handover\n"
+        "    transferr: orders\n"
+        "    reason: asked\n")
+    problems = _problems(directory)
+    assert any(p.startswith(f"{directory / 'typo.yaml'}:5:") and "(found: none)" in p
+               and "unknown key transferr: check the spelling" in p for p in problems), problems
+
+
 def test_invalid_yaml_and_unknown_lookup(tmp_path):
     directory = _copy(tmp_path)
     (directory / "syntax.yaml").write_text("journey: x\nsteps:\n  - id: a\n    say: [unclosed\n")
@@ -81,3 +96,33 @@ def test_cli_validate_exit_codes(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "bad.yaml:2:" in bad.stderr and "at least one step" in bad.stderr
+
+
+def test_each_kind_of_step_takes_only_its_own_options(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "mixed.yaml").write_text(
+        "journey: mixed\n"
+        "steps:\n"
+        "  - id: hello\n"
+        "    say: Hello.\n"
+        "    expect: digits\n"
+        "  - id: number\n"
+        "    ask: Your number?\n"
+        "    expect: digits\n"
+        "  - id: bye\n"
+        "    end: Bye.\n")
+    problems = _problems(directory)
+    # an ask's option on a say step is a mistake in the file, at its own line
+    assert any("mixed.yaml:5:" in p and "steps.0.expect: unknown key" in p for p in problems), problems
+    # a kind's own rule is reported at its step, as before
+    assert any("mixed.yaml:6:" in p and "asks for digits but names no slot" in p for p in problems), problems
+
+
+def test_every_kind_of_step_has_a_runner():
+    from gateway.core.journey_steps import STEP_KINDS
+    from gateway.core.step_runners import STEP_RUNNERS
+
+    assert set(STEP_RUNNERS) == set(STEP_KINDS)
+    journeys = load_journeys(JOURNEYS, DialogEngine.known_lookups())
+    kinds = {type(step) for journey in journeys.journeys.values() for step in journey.steps}
+    assert kinds == set(STEP_KINDS)  # the shipped journeys use every kind

@@ -1,16 +1,22 @@
-"""Starting the gateway's web server around a core for tests (port 0, data in tmp_path)."""
+"""Starting the gateway's web server around the real core for tests (port 0, data in tmp_path),
+and reading what the core logged."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 
 from gateway.agents.tokens import hash_token
+from gateway.app import build_core
 from gateway.config import Settings, load_settings
+from gateway.context.store import LoggedEvent
+from gateway.core.events import UserSaid
+from gateway.core.orchestrator import Orchestrator
 from gateway.web.app import WebRunner, start_web
 
 AGENT_TOKENS = {name: f"{name}.test-token-{name}-0123456789abcdef0123456789" for name in ("alice", "bob", "sam")}
@@ -22,6 +28,8 @@ AGENT_ACCOUNTS = {
 }
 """alice serves billing and support, bob orders; sam supervises (stored as hashes, as a site would)."""
 FRAME_TIMEOUT = 20
+ALICE = "+15551234567"
+"""Alice Martin's phone on file in the sample CRM (account 12345678, PIN 4321, order 10001)."""
 
 
 def web_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -38,6 +46,40 @@ def web_settings(tmp_path: Path, **overrides: Any) -> Settings:
         else:
             base[key] = value
     return load_settings(environ={}, overrides=base)
+
+
+@asynccontextmanager
+async def real_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Orchestrator, WebRunner]]:
+    """The real core (SQLite in ``tmp_path``, or what ``context`` says) behind the real web server
+    (``overrides``: settings sections for both; ``deps``: more for build_web_app)."""
+    deps = overrides.pop("deps", {})
+    settings = web_settings(tmp_path, **overrides)
+    core = await build_core(settings)
+    try:
+        runner = await start_web(settings, core, store=core.store, crm=core.crm, **deps)
+    except BaseException:
+        await core.close()
+        raise
+    try:
+        yield core, runner
+    finally:
+        await runner.close()
+        await core.close()
+
+
+async def logged(core: Orchestrator, kind: str, conversation_id: str = "") -> list[LoggedEvent]:
+    """What the core logged of ``kind`` (in one conversation, else in every stored one)."""
+    ids = [conversation_id] if conversation_id else [r.id for r in await core.store.recent(limit=1000)]
+    return [e for cid in ids for e in await core.store.events(cid) if e.kind == kind]
+
+
+async def tracking_sms_by_voice(core: Orchestrator, caller: str = ALICE) -> str:
+    """A call from Alice asking where her order is and taking the tracking link by SMS (the real
+    journey texts it to the phone on file); the conversation id."""
+    opened = await core.open("voice", caller_id=caller)
+    for text in ("where is my order", "1 0 0 0 1", "yes"):
+        await core.handle(opened.conversation_id, UserSaid(text), session_id=opened.session_id)
+    return opened.conversation_id
 
 
 async def start(tmp_path: Path, core: Any, **overrides: Any) -> WebRunner:

@@ -1,4 +1,5 @@
-"""Web chat over a real WebSocket: journeys through the core, bounds, floods, resume, pivot."""
+"""Web chat over a real WebSocket to the real core (SQLite in tmp_path): journeys, bounds, floods,
+resume, the chat-to-voice pivot."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import aiohttp
 import pytest
 
 from gateway.core.actions import Originate
-from gateway.core.events import CallAccepted, ChatMessage
+from gateway.core.orchestrator import MASK
 from gateway.digital.chat_protocol import ChatProtocolError, parse_client_frame
-from tests.digital.fake_core import PHONE, FakeCore
-from tests.digital.helpers import recv_until, start
+from tests.digital.helpers import ALICE, logged, real_gateway, recv_until
 
 TIMEOUT = 20
 
@@ -36,36 +36,59 @@ def test_parse_client_frames():
     assert exc.value.text == "a" * 11  # echoed back so nothing typed is lost
 
 
+async def _typed(core, cid: str = "") -> list[str]:
+    """What the customer typed, as the core logged it."""
+    return [e.payload["text"] for e in await logged(core, "ChatMessage", cid)]
+
+
+async def _answered(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The core's next answer (a statement or a question)."""
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        frame = json.loads(msg.data)
+        if frame["type"] in ("say", "ask"):
+            return frame
+
+
+async def _verify_as_alice(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+    """Alice's identity check in the chat (account number, then PIN): the frames seen."""
+    frames: list[dict[str, Any]] = []
+    await recv_until(ws, "ask", frames)
+    for text in ("I want to dispute my bill", "12345678", "4321"):
+        await ws.send_json({"type": "message", "text": text})
+        await recv_until(ws, "ask", frames)
+    return frames
+
+
 async def test_chat_runs_journey_and_verifies(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
         async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
             session = await recv_until(ws, "session")
             cid = session["conversation_id"]
             assert session["resumed"] is False and session["max_message_chars"] == 2000
             ask = await recv_until(ws, "ask")
-            assert ask["text"] == "How can I help?"
-            await ws.send_json({"type": "message", "text": "I need to verify"})
+            assert ask["text"].startswith("How can I help you today?")
+            await ws.send_json({"type": "message", "text": "I want to dispute my bill"})
             assert (await recv_until(ws, "accepted"))["id"] == 1
             ask = await recv_until(ws, "ask")
-            assert ask["expect"]["sensitive"] is True
-            await ws.send_json({"type": "message", "text": "1234"})
+            assert "account number" in ask["text"]
+            await ws.send_json({"type": "message", "text": "12345678"})
+            ask = await recv_until(ws, "ask")
+            assert ask["expect"]["sensitive"] is True  # the PIN step: the page keeps it out of its history
+            await ws.send_json({"type": "message", "text": "4321"})
             say = await recv_until(ws, "say")
-            assert say["text"] == "Thanks, you're verified."
+            assert say["text"] == "Thank you Alice, you're verified."
             await ws.send_json({"type": "ping"})
             await recv_until(ws, "pong")
         assert "identity" in (await core.context(cid))["verified"]
-        assert [e.text for c, e in core.events if isinstance(e, ChatMessage)] == ["I need to verify", "1234"]
-        assert all(e.channel == "chat" for _, e in core.events if isinstance(e, ChatMessage))
-    finally:
-        await runner.close()
+        # the core's log has what was typed, the PIN masked (it was typed into a sensitive step)
+        assert await _typed(core, cid) == ["I want to dispute my bill", "12345678", MASK]
+        assert {e.channel for e in await logged(core, "ChatMessage", cid)} == {"chat"}
 
 
 async def test_returning_customer_resumes_by_cookie_and_link(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
                 cid = (await recv_until(ws, "session"))["conversation_id"]
@@ -90,14 +113,10 @@ async def test_returning_customer_resumes_by_cookie_and_link(tmp_path):
         async with aiohttp.ClientSession(cookies={"voicegw_chat": "forged.value"}) as http:
             async with http.ws_connect(runner.url + "/chat/ws") as ws:
                 assert (await recv_until(ws, "session"))["conversation_id"] != cid
-    finally:
-        await runner.close()
 
 
 async def test_oversized_message_refused_clearly_and_socket_stays(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core, chat={"max_message_chars": 100})
-    try:
+    async with real_gateway(tmp_path, chat={"max_message_chars": 100}) as (core, runner):
         async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
             await recv_until(ws, "ask")
             long_text = "x" * 101
@@ -106,7 +125,8 @@ async def test_oversized_message_refused_clearly_and_socket_stays(tmp_path):
             assert refused["code"] == "too_long" and "limit is 100" in refused["message"]
             assert refused["text"] == long_text
             await ws.send_json({"type": "message", "text": "short one"})
-            assert (await recv_until(ws, "say"))["text"] == "You said: short one"
+            assert (await recv_until(ws, "accepted"))["id"] == 1
+            await _answered(ws)  # the core answered it
             # a frame beyond the WebSocket bound closes this socket only (1009)
             await ws.send_str(json.dumps({"type": "message", "text": "y" * 5000}))
             msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
@@ -114,22 +134,19 @@ async def test_oversized_message_refused_clearly_and_socket_stays(tmp_path):
                 msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
             assert ws.close_code == 1009
-        texts = [e.text for _, e in core.events if isinstance(e, ChatMessage)]
-        assert texts == ["short one"]
+        assert await _typed(core) == ["short one"]
         assert runner.parts.metrics.value("voicegw_chat_refused_total", reason="too_long") == 1
-    finally:
-        await runner.close()
 
 
 async def test_flood_is_limited_and_closes_only_that_client(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core, chat={"messages_per_minute": 5})
-    try:
+    async with real_gateway(tmp_path, chat={"messages_per_minute": 5}) as (core, runner):
         async with aiohttp.ClientSession() as http:
             # another customer's chat, from the same address, is served by the same gateway throughout
             async with http.ws_connect(runner.url + "/chat/ws") as calm:
+                calm_cid = (await recv_until(calm, "session"))["conversation_id"]
                 await recv_until(calm, "ask")
                 async with http.ws_connect(runner.url + "/chat/ws") as flood:
+                    flood_cid = (await recv_until(flood, "session"))["conversation_id"]
                     await recv_until(flood, "ask")
                     for i in range(30):
                         await flood.send_json({"type": "message", "text": f"spam {i}"})
@@ -148,20 +165,16 @@ async def test_flood_is_limited_and_closes_only_that_client(tmp_path):
                 assert refused and all(r["code"] == "rate_limited" for r in refused)
                 assert {r["text"] for r in refused} <= {f"spam {i}" for i in range(30)}
                 # every accepted message reached the conversation, every other one was handed back
-                delivered = [e.text for _, e in core.events if isinstance(e, ChatMessage)]
-                assert delivered == [f"spam {i}" for i in range(5)]
+                assert await _typed(core, flood_cid) == [f"spam {i}" for i in range(5)]
                 assert len(refused) == 6  # closed once the flood passed twice the limit
                 # the calm socket is still open and answered: the flood spent its own conversation's rate
                 await calm.send_json({"type": "message", "text": "hello"})
-                assert (await recv_until(calm, "say"))["text"] == "You said: hello"
-    finally:
-        await runner.close()
+                await _answered(calm)
+                assert await _typed(core, calm_cid) == ["hello"]
 
 
 async def test_bad_frames_close_only_the_bad_client(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(runner.url + "/chat/ws") as good, http.ws_connect(runner.url + "/chat/ws") as bad:
                 await recv_until(bad, "ask")
@@ -177,56 +190,52 @@ async def test_bad_frames_close_only_the_bad_client(tmp_path):
                 assert bad.close_code == 1008
                 assert codes[0] == "bad_json" and "bad_schema" in codes
                 await good.send_json({"type": "message", "text": "still here"})
-                assert (await recv_until(good, "say"))["text"] == "You said: still here"
-    finally:
-        await runner.close()
+                await _answered(good)
+        assert await _typed(core) == ["still here"]
 
 
 async def test_chat_to_voice_pivot_emits_originate(tmp_path):
-    core = FakeCore()
     placed: list[tuple[str, Originate]] = []
 
     async def telephony_sink(cid: str, action: Any) -> None:
         placed.append((cid, action))
 
-    core.register_sink(Originate, telephony_sink)
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
+        core.register_sink(Originate, telephony_sink)  # a telephony channel carries out the core's calls
         async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
             cid = (await recv_until(ws, "session"))["conversation_id"]
+            await _verify_as_alice(ws)  # the core offers a call to the number on file to a verified customer
             await ws.send_json({"type": "message", "text": "please call me"})
             offer = await recv_until(ws, "offer_call")
-            assert offer["number"] == "***" + PHONE[-4:]  # the page learns a number is on file, not which
+            assert offer["number"] == "***" + ALICE[-4:]  # the page learns a number is on file, not which
             await ws.send_json({"type": "accept_call"})
             say = await recv_until(ws, "say")
             assert "Calling you now" in say["text"]
-        assert placed == [(cid, Originate(number=PHONE, conversation_id=cid))]
-        accepted = [e for _, e in core.events if isinstance(e, CallAccepted)]
-        assert accepted == [CallAccepted(number="", channel="chat")]  # the core calls the number it offered
-    finally:
-        await runner.close()
+        [(where, call)] = placed
+        assert where == cid and (call.number, call.conversation_id, call.reason) == (ALICE, cid, "chat-to-voice")
+        assert call.callback  # the answered call presents it to prove it is this call
+        accepted = await logged(core, "CallAccepted", cid)
+        assert [(e.channel, e.payload["number"]) for e in accepted] == [("chat", "")]  # the core calls what it offered
 
 
 async def test_chat_followup_pushed_with_signed_link(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
         async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
             await recv_until(ws, "ask")
-            await ws.send_json({"type": "message", "text": "send me a link"})
+            for text in ("where is my order", "2 0 0 0 1"):
+                await ws.send_json({"type": "message", "text": text})
+                await recv_until(ws, "ask")
+            await ws.send_json({"type": "message", "text": "yes"})  # the tracking link, in the chat
             frames: list[dict[str, Any]] = []
             followup = await recv_until(ws, "followup", frames)
             assert followup["url"].startswith(runner.url + "/l/")
             async with http.get(followup["url"]) as resp:
-                assert resp.status == 200 and "Upload your document" in await resp.text()
-    finally:
-        await runner.close()
+                page = await resp.text()
+                assert resp.status == 200 and "20001" in page and "standing desk" in page
 
 
 async def test_pages_and_metrics(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
         async with aiohttp.ClientSession() as http:
             for path, needle in [("/chat", "chat.js"), ("/chat/embed.js", "voicegw-chat-frame"),
                                  ("/healthz", '"status": "ok"'), ("/static/gateway.css", "--accent")]:
@@ -241,14 +250,10 @@ async def test_pages_and_metrics(tmp_path):
             assert "# TYPE voicegw_http_requests_total counter" in text
             assert 'voicegw_http_requests_total{route="/chat",status="200"} 1.0' in text
             assert "voicegw_chat_sockets 0.0" in text
-    finally:
-        await runner.close()
 
 
 async def test_too_many_new_chats_from_one_client_refused(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core, chat={"ip_new_chats_per_minute": 4})
-    try:
+    async with real_gateway(tmp_path, chat={"ip_new_chats_per_minute": 4}) as (core, runner):
         async with aiohttp.ClientSession() as http:
             for _ in range(4):
                 async with http.ws_connect(runner.url + "/chat/ws") as ws:
@@ -256,6 +261,4 @@ async def test_too_many_new_chats_from_one_client_refused(tmp_path):
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await http.ws_connect(runner.url + "/chat/ws")
             assert exc.value.status == 429
-        assert len(core.conversations) == 4  # the refused one created nothing
-    finally:
-        await runner.close()
+        assert len(await core.store.recent(limit=10)) == 4  # the refused one created nothing

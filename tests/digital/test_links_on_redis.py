@@ -11,8 +11,7 @@ import pytest
 import redis
 
 from gateway.links import REDIS_KEY_PREFIX, LinkRefused, LinkSigner
-from tests.digital.fake_core import FakeCore
-from tests.digital.helpers import start
+from tests.digital.helpers import ALICE, logged, real_gateway
 from tests.redis_server import free_port, redis_server, redis_url  # noqa: F401  (pytest fixtures)
 
 SECRET = b"a shared link secret for all nodes"
@@ -66,20 +65,18 @@ def test_an_unreachable_redis_refuses_the_link_instead_of_reusing_it() -> None:
 
 
 async def test_form_link_submitted_on_one_web_node_is_gone_on_the_other(redis_url: str, tmp_path: Path) -> None:
-    core = FakeCore()
     shared = {"context": {"backend": "redis", "redis_url": redis_url},
               "links": {"secret": SECRET.decode()}}
-    node_a = await start(tmp_path / "a", core, **shared)
-    node_b = await start(tmp_path / "b", core, **shared)
-    try:
-        opened = await core.open("voice", caller_id="+15550003333")
+    async with real_gateway(tmp_path / "a", **shared) as (core_a, node_a), \
+            real_gateway(tmp_path / "b", **shared) as (core_b, node_b):
+        opened = await core_a.open("voice", caller_id=ALICE)
         url = node_a.parts.followups.link_for(opened.conversation_id, "complete_form")
         other = url.replace(node_a.url, node_b.url)
         async with aiohttp.ClientSession() as http:
-            async with http.post(url, data={"name": "Dana"}) as resp:
+            async with http.post(url, data={"name": "Alice"}) as resp:
                 assert resp.status == 200
             async with http.post(other, data={"name": "Mallory"}) as resp:
                 assert resp.status == 410 and "already used" in await resp.text()
-    finally:
-        await node_a.close()
-        await node_b.close()
+        # one submission, in the conversation both nodes share
+        forms = [e.payload["fields"] for e in await logged(core_b, "FormSubmitted", opened.conversation_id)]
+        assert forms == [{"name": "Alice"}]

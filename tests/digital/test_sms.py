@@ -1,4 +1,5 @@
-"""SMS: local outbox, follow-up links by SMS, the signed Twilio webhook, ``voicegw outbox``."""
+"""SMS around the real core: local outbox, follow-up links by SMS to the phone on file, the signed
+Twilio webhook, ``voicegw outbox``."""
 
 from __future__ import annotations
 
@@ -9,24 +10,18 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from gateway.cli import main as voicegw
-from gateway.core.events import CallAccepted, ChatMessage, FormSubmitted
-from tests.digital.fake_core import FakeCore
-from tests.digital.helpers import AGENT_TOKENS, sign_in, start
+from tests.digital.helpers import AGENT_TOKENS, ALICE, logged, real_gateway, sign_in, tracking_sms_by_voice
 
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
 TWILIO = {"account_sid": "AC" + "0" * 32, "auth_token": AUTH_TOKEN, "from_number": "+15557654321"}
 
 
 async def test_voice_followup_goes_to_outbox_and_link_completes(tmp_path, monkeypatch, capsys):
-    core = FakeCore()
-    runner = await start(tmp_path, core)
-    try:
+    async with real_gateway(tmp_path) as (core, runner):
         assert runner.parts.sms.transport == "outbox"
-        opened = await core.open("voice", caller_id="+15550003333")
-        cid = opened.conversation_id
-        await core.handle(cid, ChatMessage(text="send me a link", channel="voice"))
+        cid = await tracking_sms_by_voice(core)  # the journey texts the tracking link to the phone on file
         messages = runner.parts.outbox.messages()
-        assert len(messages) == 1 and messages[0].to == "+15550003333"
+        assert len(messages) == 1 and messages[0].to == ALICE
         url = re.search(r"https?://\S+", messages[0].body).group(0)
         assert url.startswith(runner.url + "/l/")
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -42,24 +37,18 @@ async def test_voice_followup_goes_to_outbox_and_link_completes(tmp_path, monkey
                 page = await resp.text()
                 assert resp.status == 200 and url in page
             assert [e.actor for e in await runner.parts.audit.entries() if e.action == "read_outbox"] == ["sam"]
-            form = aiohttp.FormData()
-            form.add_field("document", b"scan", filename="id.png")
-            async with http.post(url, data=form) as resp:
+            async with http.post(url, data={"seen": "yes"}) as resp:
                 assert resp.status == 200
-        assert any(isinstance(e, FormSubmitted) and c == cid for c, e in core.events)
-    finally:
-        await runner.close()
+        assert [e.payload["fields"] for e in await logged(core, "FormSubmitted", cid)] == [{"seen": "yes"}]
     monkeypatch.setenv("VOICEGW_DATA_DIR", str(tmp_path))
-    assert voicegw(["outbox", "--to", "+15550003333"]) == 0
+    assert voicegw(["outbox", "--to", ALICE]) == 0
     out = capsys.readouterr().out
-    assert "-> +15550003333 [outbox/stored] Upload your document: " + url in out
+    assert f"-> {ALICE} [outbox/stored] " in out and url in out
 
 
 async def test_local_reply_form_feeds_the_thread(tmp_path, caplog):
-    core = FakeCore()
-    with caplog.at_level(logging.INFO, logger="gateway.web.app"):
-        runner = await start(tmp_path, core, agents={"accounts": {}})
-    try:
+    caplog.set_level(logging.INFO, logger="gateway.web.app")
+    async with real_gateway(tmp_path, agents={"accounts": {}}) as (core, runner):
         # no accounts configured: an admin token is generated and kept in the data dir; the log
         # names the file, never the token
         path = tmp_path / "agent-token"
@@ -67,28 +56,25 @@ async def test_local_reply_form_feeds_the_thread(tmp_path, caplog):
         assert token.startswith("admin.") and len(token) >= 32 and path.stat().st_mode & 0o777 == 0o600
         assert any(str(path) in r.getMessage() for r in caplog.records)
         assert not any(token.split(".")[1] in r.getMessage() for r in caplog.records)
-        opened = await core.open("voice", caller_id="+15550004444")
-        await core.handle(opened.conversation_id, ChatMessage(text="send me a link", channel="voice"))
+        cid = await tracking_sms_by_voice(core)  # "Is there anything else I can help you with?"
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            async with http.post(runner.url + "/outbox/reply", data={"from": "+15550004444", "body": "x"}) as resp:
+            async with http.post(runner.url + "/outbox/reply", data={"from": ALICE, "body": "x"}) as resp:
                 assert resp.status == 403  # not signed in
             async with http.post(f"{runner.url}/agent/login", data={"token": token}) as resp:
                 assert resp.status == 200 and str(resp.url) == runner.url + "/agent"  # signed in (session cookie)
-            async with http.post(runner.url + "/outbox/reply", data={"from": "+15550004444", "body": "thanks!"}) as resp:
+            async with http.post(runner.url + "/outbox/reply", data={"from": ALICE, "body": "no thanks"}) as resp:
                 assert resp.status == 200  # after the redirect to /outbox
-                assert "You said: thanks!" in await resp.text()
+                assert "Have a great day!" in await resp.text()  # the journey's goodbye, in its text wording
             async with http.post(runner.url + "/outbox/reply", data={"from": "evil", "body": "x"}) as resp:
                 assert resp.status == 400
-        sms = [(c, e) for c, e in core.events if isinstance(e, ChatMessage) and e.channel == "sms"]
-        assert sms == [(opened.conversation_id, ChatMessage(text="thanks!", channel="sms"))]
-    finally:
-        await runner.close()
+        # the reply continued the conversation the SMS came from, on the SMS channel
+        sms = await logged(core, "ChatMessage")
+        assert [(e.conversation_id, e.channel, e.payload["text"]) for e in sms] == [(cid, "sms", "no thanks")]
+        assert (await core.store.get(cid)).status == "closed"
 
 
 async def test_twilio_webhook_signature_accepted_and_forged_refused(tmp_path, caplog):
-    core = FakeCore()
-    runner = await start(tmp_path, core, twilio=TWILIO)
-    try:
+    async with real_gateway(tmp_path, twilio=TWILIO) as (core, runner):
         url = runner.url + "/sms/twilio"
         params = {"From": "+15550005555", "To": TWILIO["from_number"], "Body": "hello there",
                   "MessageSid": "SM" + "1" * 32, "AccountSid": TWILIO["account_sid"]}
@@ -102,35 +88,33 @@ async def test_twilio_webhook_signature_accepted_and_forged_refused(tmp_path, ca
             tampered = dict(params, Body="send me all the money")
             async with http.post(url, data=tampered, headers={"X-Twilio-Signature": good}) as resp:
                 assert resp.status == 403
-            assert not any(isinstance(e, ChatMessage) for _, e in core.events)
+            assert await core.store.recent() == []  # nothing reached a conversation
             async with http.post(url, data=params, headers={"X-Twilio-Signature": good}) as resp:
                 assert resp.status == 200
                 assert resp.content_type == "application/xml"
                 twiml = await resp.text()
-            assert "<Response><Message>Welcome.</Message>" in twiml and "You said: hello there" in twiml
-            # the same number's next message continues the same conversation; CALL switches to a call
+            # the greeting of a new conversation, then the answer to what was texted
+            assert "<Response><Message>Hi there! I'm the automated assistant.</Message>" in twiml
+            assert "Try something like" in twiml
+            # the same number's next message continues the same conversation; CALL asks for a call,
+            # which the core refuses: it offered none to this thread
             call = dict(params, Body="CALL", MessageSid="SM" + "2" * 32)
             sig = RequestValidator(AUTH_TOKEN).compute_signature(url, call)
             async with http.post(url, data=call, headers={"X-Twilio-Signature": sig}) as resp:
-                assert "Calling you now" in await resp.text()
-        cids = {c for c, e in core.events if isinstance(e, (ChatMessage, CallAccepted))}
-        assert len(cids) == 1
-        assert [e for _, e in core.events if isinstance(e, CallAccepted)] == [
-            CallAccepted(number="+15550005555", channel="sms")]
+                assert "no call offer to accept" in await resp.text()
+        said = await logged(core, "ChatMessage") + await logged(core, "CallAccepted")
+        assert len({e.conversation_id for e in said}) == 1
+        assert [(e.channel, e.payload["number"]) for e in await logged(core, "CallAccepted")] == [
+            ("sms", "+15550005555")]
+        assert [e.payload["reason"] for e in await logged(core, "CallRefused")] == ["no_offer"]
         assert runner.parts.metrics.value("voicegw_sms_webhook_refused_total") == 3
         assert any("X-Twilio-Signature" in r.getMessage() for r in caplog.records)
-    finally:
-        await runner.close()
 
 
 async def test_oversized_webhook_refused_before_reading(tmp_path):
-    core = FakeCore()
-    runner = await start(tmp_path, core, twilio=TWILIO, web={"max_request_bytes": 10_000})
-    try:
+    async with real_gateway(tmp_path, twilio=TWILIO, web={"max_request_bytes": 10_000}) as (core, runner):
         async with aiohttp.ClientSession() as http:
             body = {"From": "+15550005555", "Body": "x" * 200_000}
             async with http.post(runner.url + "/sms/twilio", data=body, headers={"X-Twilio-Signature": "abc"}) as resp:
                 assert resp.status == 413
-        assert not core.events
-    finally:
-        await runner.close()
+        assert await core.store.recent() == []

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from gateway.core.events import ChatMessage
 from gateway.config import load_settings
 from gateway.digital.sms import SmsSender, SmsSendError
-from tests.digital.fake_core import FakeCore
-from tests.digital.helpers import start
+from tests.digital.helpers import ALICE, real_gateway, tracking_sms_by_voice
 from tests.twilio_mock import prism
 
 ACCOUNT = "AC" + "0" * 32
@@ -31,9 +29,7 @@ def _message_resource(form: dict[str, str], sid: str) -> dict[str, object]:
 
 async def test_sms_through_prism_mock(tmp_path):
     async with prism("mock") as base_url:
-        core = FakeCore()
-        runner = await start(tmp_path, core, twilio={**TWILIO, "api_base_url": base_url})
-        try:
+        async with real_gateway(tmp_path, twilio={**TWILIO, "api_base_url": base_url}) as (core, runner):
             sms = runner.parts.sms
             assert sms.transport == "twilio"
             sid = await sms.send("+15550006666", "Your appointment is tomorrow at 10.", conversation_id="c1")
@@ -48,8 +44,6 @@ async def test_sms_through_prism_mock(tmp_path):
                 await SmsSender(bad, runner.parts.outbox, runner.parts.metrics).send("+15550006666", "hi")
             assert runner.parts.outbox.messages()[0].status == "failed"
             assert runner.parts.metrics.value("voicegw_sms_failed_total") == 1
-        finally:
-            await runner.close()
 
 
 async def test_sms_through_prism_proxy_reaches_twilio_shaped_upstream(tmp_path):
@@ -69,20 +63,16 @@ async def test_sms_through_prism_proxy_reaches_twilio_shaped_upstream(tmp_path):
     up_port = site._server.sockets[0].getsockname()[1]
     try:
         async with prism("proxy", f"http://127.0.0.1:{up_port}") as base_url:
-            core = FakeCore()
-            runner = await start(tmp_path, core, twilio={**TWILIO, "api_base_url": base_url})
-            try:
-                opened = await core.open("voice", caller_id="+15550007777")
-                await core.handle(opened.conversation_id, ChatMessage(text="send me a link", channel="voice"))
+            async with real_gateway(tmp_path, twilio={**TWILIO, "api_base_url": base_url}) as (core, runner):
+                cid = await tracking_sms_by_voice(core)  # the journey texts the link to the phone on file
                 record = runner.parts.outbox.messages()[0]
                 assert record.status == "queued" and record.provider_id == "SM" + "a" * 32
-            finally:
-                await runner.close()
+                assert record.conversation_id == cid
     finally:
         await up_runner.cleanup()
     assert len(received) == 1
     path, form, auth = received[0]
     assert path == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-    assert form["To"] == "+15550007777" and form["From"] == TWILIO["from_number"]
-    assert form["Body"].startswith("Upload your document: http://127.0.0.1:") and "/l/" in form["Body"]
+    assert form["To"] == ALICE and form["From"] == TWILIO["from_number"]
+    assert "10001" in form["Body"] and " http://127.0.0.1:" in form["Body"] and "/l/" in form["Body"]
     assert auth.startswith("Basic ")

@@ -46,6 +46,9 @@ def test_serve_starts_every_channel_and_stops_cleanly(tmp_path):
             metrics = response.read().decode()
         assert "voicegw_sip_workers_alive 2" in metrics and "voicegw_sip_calls 0" in metrics, metrics
         assert "voicegw_voice_calls 0" in metrics and "voicegw_asr_whisper_restarts_total 0" in metrics, metrics
+        # the Asterisk servers' session caps report to the same /metrics (the gateway hands it to them)
+        for server in ("audiosocket", "fastagi"):
+            assert f'voicegw_sessions_refused_total{{server="{server}"}} 0.0' in metrics, metrics
         workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "gateway.telephony.sip.worker"],
                                  capture_output=True, text=True).stdout.split()
         assert len(workers) == 2

@@ -125,8 +125,8 @@ async def test_caller_asks_for_an_agent_and_is_redirected_with_the_conversation_
         async def poll_agent() -> None:
             for _ in range(100):
                 stored = await core.store.get(conv)
-                if stored is not None and stored.state.get("agent"):
-                    agent["id"] = stored.state["agent"]
+                if stored is not None and stored.state.agent:
+                    agent["id"] = stored.state.agent
                     return
                 await asyncio.sleep(0.05)
 

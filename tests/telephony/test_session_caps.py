@@ -20,7 +20,7 @@ from gateway.telephony.ari import AriApp
 from gateway.telephony.asterisk import start_asterisk_channels
 from gateway.telephony.freeswitch_server import FreeSwitchServer
 from gateway.voice.pipeline import VoicePipeline
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 from tests.telephony.helpers import until
 from tests.telephony.test_agi_routes import AsteriskPeer
 from tests.telephony.test_ari import recorded_bodies

@@ -128,7 +128,7 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
     router = await _router(pool, cross_check=True, cross_check_wait_ms=300)
     try:
         long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
-        blocker = asyncio.ensure_future(router._run_engine("pocketsphinx", long_pcm, 8000, digits(1, 24)))
+        blocker = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm, 8000, digits(1, 24)))
         await asyncio.sleep(0.05)  # the grammar engine has taken the long request
         account = utterance("four five six one two three seven nine", snr_db=30, seed=41)
         heard = await router.recognize(account.pcm, account.rate, digits(8, 8))

@@ -15,7 +15,7 @@ from gateway.config import AsrSettings
 from gateway.core.actions import Expect
 from gateway.core.dialog import DialogEngine
 from gateway.core.interpret import interpret
-from gateway.core.journeys import GLOBAL_INTENTS, Step, load_journeys
+from gateway.core.journeys import GLOBAL_INTENTS, AskStep, load_journeys
 from gateway.core.nlu import Nlu
 from gateway.voice.asr import AsrRouter
 from gateway.voice.asr.grammar import plausible
@@ -33,9 +33,9 @@ VOICES = ("heart", "heart-low")
 TODAY = __import__("datetime").date(2026, 12, 6)
 
 STEPS = {
-    "digits": (Step(id="order", ask="Your order number?", expect="digits", digits=(5, 8), slot="order_id"),
+    "digits": (AskStep(id="order", ask="Your order number?", expect="digits", digits=(5, 8), slot="order_id"),
                Expect(kind="digits", min_digits=5, max_digits=8)),
-    "yesno": (Step(id="sms", ask="Shall I text you the link?", expect="yesno", slot="sms"), Expect(kind="yesno")),
+    "yesno": (AskStep(id="sms", ask="Shall I text you the link?", expect="yesno", slot="sms"), Expect(kind="yesno")),
 }
 
 

@@ -101,6 +101,8 @@ async def test_closed_set_falls_back_to_whisper_when_the_grammar_cannot_fit(
     # full answer, Whisper is asked.
     router = AsrRouter(AsrSettings(cross_check=False), whisper=pool, timeout_seconds=90.0)
     await router.start()
+    # Whisper is one engine among the others: the open one here, and the closed sets' checker
+    assert router.engines["whisper"] is router.open is router.checker and router.closed is not router.checker
     caplog.set_level(logging.INFO, logger="gateway.voice.asr")
     u = utterance("three three seven")
     expect = Expect(kind="digits", min_digits=8, max_digits=8, sensitive=True)

@@ -11,7 +11,7 @@ from gateway.config import load_settings
 from gateway.core.events import UserSaid
 from gateway.voice.pipeline import VoicePipeline
 from gateway.voice.simulate import register, run_call, split_turns
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 from tests.voice.speech_corpus import concatenate, utterance
 from tests.voice.test_session import Control, ScriptedAsr
 

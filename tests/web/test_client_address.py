@@ -7,8 +7,8 @@ import pytest
 
 from gateway.config import ConfigError, load_settings
 from gateway.limits import KeyedCap, SessionCap, TokenBuckets
-from gateway.web.client_address import ClientAddresses, parse_address
-from gateway.web.metrics import Metrics
+from gateway.client_address import ClientAddresses, parse_address
+from gateway.metrics import Metrics
 
 
 def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy():

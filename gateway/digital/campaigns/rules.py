@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from gateway.core.steps import channel_family
+from gateway.core.channels import Channel
 from gateway.digital.campaigns.model import (RETRIED, TRANSIENT_REFUSALS, CampaignConfig, Contact, ContactStatus,
                                              Outcome, parse_clock, zone)
 
@@ -89,11 +89,11 @@ def read_log(events: Iterable[Any], baseline: int) -> LogFacts:
         elif kind == "CallFailed":
             facts["failed"] = str(payload.get("reason") or "failed")
         elif kind == "CallbackAnswered" or (kind == "CallStarted" and payload.get("outbound")
-                                            and channel_family(channel) == "voice"):
+                                            and Channel.of(channel).is_voice):
             facts["answered"] = True
             voice_channel = voice_channel or (channel if channel != "system" else "")
         elif kind == "ChannelClosed" and (facts.get("answered") or facts.get("machine")) \
-                and channel_family(channel) == "voice" and (not voice_channel or channel == voice_channel):
+                and Channel.of(channel).is_voice and (not voice_channel or channel == voice_channel):
             facts["ended"] = True
         elif kind == "AnsweringMachine" and str(payload.get("verdict", "")) == "machine":
             facts["machine"] = True

@@ -48,7 +48,7 @@ from gateway.digital.followup import FollowUps
 from gateway.digital.outbox import Outbox
 from gateway.digital.outreach import open_reminder, send_reminder
 from gateway.digital.sms import SmsSender
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,27 +10,31 @@ the grammar always returns an answer of the right shape, right or wrong, and Whi
 better listener except for "oh". Once the grammar has answered, Whisper gets at most
 ``cross_check_wait_ms`` more, so a loaded gateway answers closed sets as fast as before. Without
 it, a closed-set answer that is empty, does not fit (wrong digit count) or falls under
-``fallback_confidence`` is decoded again by Whisper when it runs. Both engines decode in worker processes (``closed.ClosedSetProcess``,
-``pool.WhisperPool``): the gateway's threads only wait on sockets, so no decode holds the event
-loop's GIL. Every call is bounded by a timeout and every failure is one ``AsrError``.
+``fallback_confidence`` is decoded again by Whisper when it runs.
+
+Every engine, Whisper included, is a :class:`~gateway.voice.asr.engines.RoutedEngine` the router
+holds by its configured name and its role (``open``, ``closed``, ``checker``); none is special
+cased. All decode in worker processes (``closed.ClosedSetProcess``, ``pool.WhisperPool``): the
+gateway's threads only wait on sockets, so no decode holds the event loop's GIL. Every call is
+bounded by a timeout and every failure is one ``AsrError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
+from gateway.voice.asr.base import AsrError, Transcript
 from gateway.voice.asr.closed import ClosedSetProcess
+from gateway.voice.asr.engines import ClosedSetEngine, RoutedEngine, WhisperEngine
 from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
-from gateway.voice.asr.whisper import check_model_dir
-from gateway.voice.audio import SAMPLE_WIDTH, resample
+from gateway.voice.audio import SAMPLE_WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,6 @@ TIMEOUT_SECONDS = 30.0
 """Upper bound on one recognition, queueing included (generous for a loaded 2-core host)."""
 MIN_WORKER_TIMEOUT_SECONDS = 5.0
 """A closed-set worker silent for this long (or the timeout above, if longer) is restarted."""
-NO_SPEECH_PROB = 0.6
-"""Whisper's own no-speech threshold: above it, with low confidence, the turn is silence."""
-LOW_CONFIDENCE = 0.35
 
 
 def whisper_fits(text: str, expect: Expect, *, loose: bool = False) -> bool:
@@ -69,7 +70,12 @@ def resolve_path(name: str, data_dir: Path | None) -> Path:
 
 
 class AsrRouter:
-    """Speech recognition for calls: one shared set of engines for the whole gateway."""
+    """Speech recognition for calls: one shared set of engines for the whole gateway.
+
+    Each engine configured by name (``voice.asr.open_engine``, ``closed_engine``) is a
+    :class:`~gateway.voice.asr.engines.RoutedEngine` in ``engines``; ``checker`` is the engine that
+    cross-checks closed sets and takes the closed engine's doubtful answers: Whisper, when it runs
+    (configured, or its model installed) and ``fallback`` is on."""
 
     def __init__(
         self,
@@ -77,7 +83,6 @@ class AsrRouter:
         *,
         data_dir: Path | None = None,
         whisper: WhisperPool | None = None,
-        engines: dict[str, Engine] | None = None,
         timeout_seconds: float = TIMEOUT_SECONDS,
         max_audio_seconds: float = MAX_AUDIO_SECONDS,
         fallback_confidence: float = 0.0,
@@ -89,16 +94,25 @@ class AsrRouter:
         self.max_audio_seconds = max_audio_seconds
         self.fallback_confidence = fallback_confidence
         self.fallback = fallback
-        self.whisper_model_dir = resolve_path(settings.whisper_model_dir, None)
-        self._whisper = whisper
-        self._own_whisper = whisper is None
-        self._engines: dict[str, Engine] = dict(engines or {})
-        self._own_engines: list[ClosedSetProcess] = []
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr")
         self.closed_engine = settings.closed_engine
         self.open_engine = settings.open_engine
         if settings.vosk_model_dir and "vosk" not in (self.open_engine, self.closed_engine):
             self.closed_engine = "vosk"  # a configured Vosk model takes the closed sets
+        self.whisper = WhisperEngine(settings, resolve_path(settings.whisper_model_dir, None), timeout_seconds,
+                                     pool=whisper)
+        makers: dict[str, Callable[[], RoutedEngine]] = {
+            "pocketsphinx": lambda: ClosedSetEngine("pocketsphinx", self._pocketsphinx, self._executor,
+                                                    timeout_seconds),
+            "vosk": lambda: ClosedSetEngine("vosk", self._vosk, self._executor, timeout_seconds),
+            "whisper": lambda: self.whisper,
+        }
+        self.engines: dict[str, RoutedEngine] = {name: makers[name]() for name in (self.open_engine,
+                                                                                   self.closed_engine)}
+        self.open: RoutedEngine = self.engines[self.open_engine]
+        self.closed: RoutedEngine = self.engines[self.closed_engine]
+        self.checker: RoutedEngine | None = None
+        """The cross-checking engine (set at ``start``)."""
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
@@ -110,56 +124,40 @@ class AsrRouter:
     @property
     def stats(self) -> dict[str, float]:
         """Counters of what the router did, with the Whisper pool's restarts."""
-        restarts = self._whisper.stats["restarts"] if self._whisper is not None else 0
-        return {**self._stats, "whisper_restarts": restarts}
+        return {**self._stats, "whisper_restarts": self.whisper.restarts}
 
-    def _needs_whisper(self) -> bool:
-        if "whisper" in (self.open_engine, self.closed_engine):
-            return True
-        return self.fallback and (self._whisper is not None or (self.whisper_model_dir / "model.bin").is_file())
+    def _running(self) -> list[RoutedEngine]:
+        """The engines that run: the configured ones, and Whisper to check the closed sets when
+        ``fallback`` is on and it is available."""
+        running = list(dict.fromkeys(self.engines.values()))
+        if self.fallback and self.whisper not in running and self.whisper.available:
+            running.append(self.whisper)
+        return running
 
     async def start(self) -> None:
         """Load the engines and warm them (Whisper workers start here, not at the first call)."""
-        loop = asyncio.get_running_loop()
-        for name in {self.open_engine, self.closed_engine} - {"whisper"}:
-            if name not in self._engines:
-                self._engines[name] = await loop.run_in_executor(self._executor, self._load, name)
-        if self.closed_engine != "whisper" and not isinstance(self._engines[self.closed_engine], ClosedSetProcess):
-            await loop.run_in_executor(  # an engine passed in is warmed here; worker processes warm themselves
-                self._executor, self._engines[self.closed_engine].recognize, b"\x00\x00" * 8000, 8000,
-                Expect(kind="yesno"),
-            )
-        if self._needs_whisper():
-            if self._whisper is None:
-                check_model_dir(self.whisper_model_dir)
-                self._whisper = WhisperPool(
-                    self.whisper_model_dir,
-                    workers=self.settings.workers,
-                    window_seconds=self.settings.whisper_window_seconds,
-                    beam_size=self.settings.whisper_beam_size,
-                    language=self.settings.language,
-                    decode_timeout=self.timeout_seconds,
-                )
-            if not self._whisper.started:
-                await loop.run_in_executor(self._executor, self._whisper.start)
+        running = self._running()
+        for engine in sorted(running, key=lambda e: e is self.whisper):  # closed-set workers first
+            await engine.start()
+        self.checker = self.whisper if self.fallback and self.whisper in running else None
         self._started = True
 
-    def _load(self, name: str) -> Engine:
-        """Start engine ``name`` in its own worker process (blocking)."""
-        if name == "pocketsphinx":
-            engine = ClosedSetProcess(name, request_timeout=self._worker_timeout())
-        elif name == "vosk":
-            from gateway.voice.asr.vosk_engine import check_vosk_dir
+    def _pocketsphinx(self) -> ClosedSetProcess:
+        return self._closed_set("pocketsphinx")
 
-            if not self.settings.vosk_model_dir:
-                raise AsrError("Vosk is selected but voice.asr.vosk_model_dir is empty: set it to a Vosk model directory")
-            model_dir = resolve_path(self.settings.vosk_model_dir, self.data_dir)
-            check_vosk_dir(model_dir)
-            engine = ClosedSetProcess(name, model_dir=str(model_dir), request_timeout=self._worker_timeout())
-        else:
-            raise AsrError(f"unknown recognizer {name!r}")
+    def _vosk(self) -> ClosedSetProcess:
+        from gateway.voice.asr.vosk_engine import check_vosk_dir
+
+        if not self.settings.vosk_model_dir:
+            raise AsrError("Vosk is selected but voice.asr.vosk_model_dir is empty: set it to a Vosk model directory")
+        model_dir = resolve_path(self.settings.vosk_model_dir, self.data_dir)
+        check_vosk_dir(model_dir)
+        return self._closed_set("vosk", model_dir=str(model_dir))
+
+    def _closed_set(self, name: str, model_dir: str = "") -> ClosedSetProcess:
+        """Start a closed-set engine in its own worker process (blocking)."""
+        engine = ClosedSetProcess(name, model_dir=model_dir, request_timeout=self._worker_timeout())
         engine.start()
-        self._own_engines.append(engine)
         return engine
 
     def _worker_timeout(self) -> float:
@@ -169,20 +167,12 @@ class AsrRouter:
 
     def worker_pids(self) -> list[int]:
         """Process ids of every recognizer worker (closed-set and Whisper), for diagnostics."""
-        pids = [pid for engine in self._own_engines for pid in engine.worker_pids()]
-        if self._whisper is not None and self._whisper.started:
-            pids += self._whisper.worker_pids()
-        return pids
+        return [pid for engine in self._running() for pid in engine.worker_pids()]
 
     async def close(self) -> None:
         """Stop worker processes and threads."""
-        loop = asyncio.get_running_loop()
-        if self._whisper is not None and self._own_whisper:
-            await loop.run_in_executor(None, self._whisper.close)
-        for engine in self._own_engines:
-            await loop.run_in_executor(None, engine.close)
-            self._engines = {k: v for k, v in self._engines.items() if v is not engine}
-        self._own_engines.clear()
+        for engine in self._running():
+            await engine.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False
 
@@ -191,7 +181,7 @@ class AsrRouter:
     @property
     def saturated(self) -> bool:
         """Every Whisper worker is busy and utterances wait: no time for speculative work."""
-        return self._whisper is not None and self._whisper.saturated
+        return any(engine.saturated for engine in self._running())
 
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> Transcript:
         """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
@@ -204,41 +194,38 @@ class AsrRouter:
         self._check(pcm, sample_rate)
         if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
-        if expect.closed and self.closed_engine != "whisper" and self.cross_check and self._whisper is not None:
-            return await self._cross_checked(pcm, sample_rate, expect, urgent)
-        if expect.closed and self.closed_engine != "whisper":
-            result = await self._run_engine(self.closed_engine, pcm, sample_rate, expect)
-            if not self._needs_fallback(result, expect):
+        checker = self.checker if self.checker is not self.closed else None
+        if expect.closed and checker is not None and self.cross_check:
+            return await self._cross_checked(checker, pcm, sample_rate, expect, urgent)
+        if expect.closed:
+            result = await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
+            if checker is None or not self._needs_fallback(result, expect):
                 return result
             self._stats["fallbacks"] += 1
-            log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking whisper",
-                     "<redacted>" if expect.sensitive else result.text, result.confidence, expect.kind)
-            again = await self._run_whisper(pcm, sample_rate, urgent=urgent)
+            log.info("closed-set answer %r (confidence %.2f) does not fit %s; asking %s",
+                     "<redacted>" if expect.sensitive else result.text, result.confidence, expect.kind, checker.name)
+            again = await checker.recognize(pcm, sample_rate, expect, urgent=urgent)
             self._stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
                               again.decode_seconds + result.decode_seconds, again.queue_seconds)
-        if self.open_engine == "whisper" or (expect.closed and self.closed_engine == "whisper"):
-            return await self._run_whisper(pcm, sample_rate, urgent=urgent)
-        return await self._run_engine(self.open_engine, pcm, sample_rate, expect)
+        return await self.open.recognize(pcm, sample_rate, expect, urgent=urgent)
 
-    async def _cross_checked(self, pcm: bytes, sample_rate: int, expect: Expect, urgent: bool = True) -> Transcript:
-        """A closed-set turn decoded by the closed engine and Whisper at once (module docstring)."""
+    async def _cross_checked(self, checker: RoutedEngine, pcm: bytes, sample_rate: int, expect: Expect,
+                             urgent: bool = True) -> Transcript:
+        """A closed-set turn decoded by the closed engine and the checker at once (module docstring)."""
         self._stats["cross_checks"] += 1
-        queued: list[Future] = []
-        heard = asyncio.ensure_future(self._run_whisper(pcm, sample_rate, queued, urgent=urgent))
+        heard = asyncio.ensure_future(checker.recognize(pcm, sample_rate, expect, urgent=urgent))
         try:
             return await self._choose(heard, pcm, sample_rate, expect)
         finally:
             # Answered late, or the turn was dropped: a request still queued never reaches a worker.
-            for request in queued:
-                request.cancel()
             heard.cancel()
 
     async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
                       expect: Expect) -> Transcript:
-        grammar = asyncio.ensure_future(self._run_engine(self.closed_engine, pcm, sample_rate, expect))
+        grammar = asyncio.ensure_future(self.closed.recognize(pcm, sample_rate, expect))
         try:
-            # Whisper first with an answer that fits: the grammar's answer could not replace it
+            # The checker first with an answer that fits: the grammar's answer could not replace it
             # (prefer_open_engine), so this turn does not wait in the closed engine's queue.
             await asyncio.wait({grammar, heard}, return_when=asyncio.FIRST_COMPLETED)
             if (not grammar.done() and heard.done() and not heard.cancelled() and heard.exception() is None
@@ -251,10 +238,11 @@ class AsrRouter:
 
     async def _weigh(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
                      expect: Expect) -> Transcript:
+        checker = self.checker.name if self.checker is not None else "the checker"
         try:
             closed: Transcript | None = await grammar
         except AsrError as exc:
-            log.warning("%s failed on a %s turn (%s); whisper answers alone", self.closed_engine, expect.kind, exc)
+            log.warning("%s failed on a %s turn (%s); %s answers alone", self.closed_engine, expect.kind, exc, checker)
             closed = None
         if closed is not None and plausible(closed.text, expect):
             done, _ = await asyncio.wait({heard}, timeout=self.cross_check_wait)
@@ -262,24 +250,25 @@ class AsrRouter:
                 self._stats["cross_check_late"] += 1
                 return closed
         try:
-            whisper = await heard
+            checked = await heard
         except AsrError as exc:
             if closed is None:
                 raise
-            log.warning("whisper failed on a %s turn (%s); the %s answer stands", expect.kind, exc, self.closed_engine)
+            log.warning("%s failed on a %s turn (%s); the %s answer stands", checker, expect.kind, exc,
+                        self.closed_engine)
             return closed
-        if closed is None or prefer_open_engine(closed.text, whisper.text, expect):
-            if closed is not None and answer_of(whisper.text, expect) != answer_of(closed.text, expect):
-                self._stats["open_engine_preferred"] += 1  # whisper changed the answer
-            return whisper
+        if closed is None or prefer_open_engine(closed.text, checked.text, expect):
+            if closed is not None and answer_of(checked.text, expect) != answer_of(closed.text, expect):
+                self._stats["open_engine_preferred"] += 1  # the checker changed the answer
+            return checked
         return closed
 
     def _grammar_queued(self) -> bool:
         """Other calls' requests wait for the closed-set worker (it serves one at a time)."""
-        return getattr(self._engines.get(self.closed_engine), "waiting", 0) > 1
+        return self.closed.backlog > 1
 
     def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
-        if not self.fallback or self._whisper is None:
+        if not self.fallback:
             return False
         return not plausible(result.text, expect) or result.confidence < self.fallback_confidence
 
@@ -294,58 +283,3 @@ class AsrRouter:
                 f"utterance of {seconds:.0f} s is longer than the {self.max_audio_seconds:.0f} s limit "
                 "(the endpointer should cut turns shorter)"
             )
-
-    async def _run_engine(self, name: str, pcm: bytes, sample_rate: int, expect: Expect) -> Transcript:
-        engine = self._engines.get(name)
-        if engine is None:
-            raise AsrError(f"recognizer {name!r} is not loaded")
-        loop = asyncio.get_running_loop()
-        queued = time.perf_counter()
-        future = loop.run_in_executor(self._executor, self._call, engine, pcm, sample_rate, expect, queued)
-        try:
-            result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
-        except asyncio.TimeoutError as exc:
-            raise AsrError(f"{name} gave no result within {self.timeout_seconds:.0f} s") from exc
-        return Transcript(result.text, result.confidence, result.engine, result.audio_seconds,
-                          result.decode_seconds, queue_seconds)
-
-    @staticmethod
-    def _call(engine: Engine, pcm: bytes, sample_rate: int, expect: Expect, queued: float) -> tuple[Transcript, float]:
-        started = time.perf_counter()
-        try:
-            result = engine.recognize(pcm, sample_rate, expect)
-            # The wait for a thread, plus what the engine spent not decoding (a worker process
-            # serves one request at a time: another call's decode is this call's queue).
-            waited = (started - queued) + max(0.0, time.perf_counter() - started - result.decode_seconds)
-            return result, waited
-        except AsrError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any engine failure becomes one AsrError
-            raise AsrError(f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
-
-    async def _run_whisper(self, pcm: bytes, sample_rate: int, queued: list[Future] | None = None, *,
-                           urgent: bool = True) -> Transcript:
-        """Whisper's transcript; ``queued`` receives the pool's request, so that a caller can
-        withdraw it at once (``Future.cancel`` is a no-op once decoding has started)."""
-        if self._whisper is None:
-            raise AsrError("Whisper is not running")
-        pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
-        request = self._whisper.submit(pcm16k, urgent=urgent)
-        if queued is not None:
-            queued.append(request)
-        future = asyncio.wrap_future(request)
-        try:
-            result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
-        except asyncio.TimeoutError as exc:
-            raise AsrError(f"whisper gave no result within {self.timeout_seconds:.0f} s") from exc
-        text = result.text
-        if result.no_speech_prob > NO_SPEECH_PROB and result.confidence < LOW_CONFIDENCE:
-            text = ""
-        return Transcript(
-            text=text,
-            confidence=result.confidence,
-            engine="whisper",
-            audio_seconds=len(pcm16k) / (SAMPLE_WIDTH * ENGINE_RATE),
-            decode_seconds=result.decode_seconds,
-            queue_seconds=queue_seconds,
-        )

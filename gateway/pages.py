@@ -1,4 +1,5 @@
-"""Server-rendered HTML pages: one layout, every value escaped."""
+"""Server-rendered HTML pages: one layout, every value escaped (the chat's link pages, the
+outbox, the agent sign-in, the dashboard and the QA review all use it)."""
 
 from __future__ import annotations
 
