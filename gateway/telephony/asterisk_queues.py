@@ -48,12 +48,14 @@ def queue_plan(settings: Settings) -> QueuePlan:
     """The queues of the journey files ``settings`` points at (raises ``JourneyError`` on bad files)."""
     from gateway.core.dialog import DialogEngine
     from gateway.core.journeys import TransferStep, load_journeys
+    from gateway.core.steps import PENDING_QUEUE
 
     journeys = load_journeys(settings.project_path(settings.journeys.directory), DialogEngine.known_lookups())
     default = queue_extension(settings.journeys.agent_queue)
     used: dict[str, list[str]] = {default: ["journeys.agent_queue"]}
     for name, journey in sorted(journeys.journeys.items()):
-        named = [journey.queue] + [step.transfer for step in journey.steps if isinstance(step, TransferStep)]
+        named = [journey.queue] + [step.transfer for step in journey.steps
+                                   if isinstance(step, TransferStep) and step.transfer != PENDING_QUEUE]
         for queue in {queue_extension(q) for q in named if q}:
             used.setdefault(queue, []).append(name)
     order = [default] + sorted(q for q in used if q != default)
