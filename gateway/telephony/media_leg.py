@@ -17,7 +17,8 @@ audio, a clear, a transfer and the end of the call go out on its wire. The leg d
   up on a silent line keeps the call). After a hang-up the wire may let the far end play what
   it buffers, up to the seconds its ``hanging_up`` returns (or until ``played_out``);
 - **end once**: the wire closes its side, the session stops (after its start, when it is still
-  starting) with the reason, one log line with the call id.
+  starting) with the reason, one log line with the call id. A call the PBX has taken in a
+  transfer ends as ``transferred`` whatever ends the leg first.
 
 States (``LegState``) move only through ``TRANSITIONS``: ``NEW`` (no session yet) ->
 ``STARTING`` -> ``LIVE`` -> ``FINISHING`` -> ``ENDED``; any state may end.
@@ -143,7 +144,7 @@ class MediaLeg:
         self.state = LegState.NEW
         self.session: CallAudio | None = None
         self.conversation_id = ""
-        self.end: LegEnd | None = None
+        self.outcome: LegEnd | None = None  # how the call ended, once it has
         self.stopped = asyncio.Event()
         self._max_held_seconds = max_held_seconds
         self._held_audio: deque[bytes] = deque()
@@ -158,6 +159,7 @@ class MediaLeg:
         self._credit_time = self._heard
         self._deadline = 0.0
         self._ending: LegEnd | None = None
+        self._transferred = False
         pacer.add(self)
 
     # -- connector side ----------------------------------------------------------------------
@@ -302,6 +304,7 @@ class MediaLeg:
         except Exception as exc:  # noqa: BLE001 - a failed transfer is an answer, not a crash
             log.warning("%s call %s: transfer failed: %s", self.kind, self.call_id, exc)
             ok = False
+        self._transferred = self._transferred or ok
         event.answer(ok)
 
     def _hang_up(self, end: LegEnd, now: float) -> None:
@@ -316,9 +319,13 @@ class MediaLeg:
     def _end(self, end: LegEnd) -> None:
         if self.state is LegState.ENDED:
             return
+        if self._transferred and not end.by_session:
+            # the PBX took the call: it often drops this leg before the session has said it is
+            # done (a StasisEnd, a closed AudioSocket); the call still ended as a transfer
+            end = LegEnd("transferred", by_session=True)
         starting = self.state is LegState.STARTING
         self._move(LegState.ENDED)
-        self.end = end
+        self.outcome = end
         self.pacer.discard(self)
         try:
             self.wire.close(end)
@@ -331,9 +338,9 @@ class MediaLeg:
             self.spawn(self._stop(self.session))
 
     async def _stop(self, session: CallAudio) -> None:
-        assert self.end is not None
+        assert self.outcome is not None
         try:
-            await asyncio.wait_for(session.stop(self.end.reason), STOP_TIMEOUT_SECONDS)
+            await asyncio.wait_for(session.stop(self.outcome.reason), STOP_TIMEOUT_SECONDS)
         except Exception:  # noqa: BLE001 - the call is over either way
             log.exception("%s call %s: session stop failed", self.kind, self.call_id)
         finally:
