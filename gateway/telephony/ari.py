@@ -184,7 +184,7 @@ class AriCall:
     @property
     def ready(self) -> bool:
         """The session has started: audio flows both ways."""
-        return self.leg.state is LegState.LIVE
+        return self.leg.live
 
     # --- the leg's wire (gateway.telephony.media_leg.LegWire) ----------------------------------
     def play(self, pull: Callable[[], bytes]) -> None:

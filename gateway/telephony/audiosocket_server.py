@@ -301,9 +301,8 @@ class _Connection(asyncio.Protocol):
         return True
 
     def close(self, end: LegEnd) -> None:
-        """End the call once: 0x00 when the gateway ends it, close, tell the voicebot route."""
-        if self.reason:
-            return
+        """End the call (once: the leg calls it once): 0x00 when the gateway ends it, close, tell
+        the voicebot route."""
         self.reason = end.reason
         self._cancel_timers()
         transport = self.transport

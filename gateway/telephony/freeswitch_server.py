@@ -47,7 +47,7 @@ from gateway.config import Settings
 from gateway.core.actions import Transfer
 from gateway.limits import SessionCap
 from gateway.telephony import freeswitch as esl
-from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
+from gateway.telephony.media_leg import LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.port import VoiceSessions
 
@@ -91,9 +91,8 @@ class EslCall:
         return self.uuid
 
     @property
-    def ready(self) -> bool:
-        """The session has started: audio flows both ways."""
-        return self.leg is not None and self.leg.state is LegState.LIVE
+    def ready(self) -> bool:  # the session has started
+        return self.leg is not None and self.leg.live
 
     # --- event socket ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -301,7 +300,7 @@ class EslCall:
         """End the call once (``reason``: how); the media leg stops the session."""
         if self.leg is not None:
             self.leg.close(reason)
-        else:
+        elif not self.reason:
             self.close(LegEnd(reason))
 
     # --- the leg's wire (gateway.telephony.media_leg.LegWire) ----------------------------------
@@ -348,8 +347,6 @@ class EslCall:
 
     def close(self, end: LegEnd) -> None:
         """Hang up (unless transferred, already gone or misbehaving), close the audio stream."""
-        if self.reason:
-            return
         self.reason = end.reason
         server = self.server
         if server.calls.get(self.uuid) is self:

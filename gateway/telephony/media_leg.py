@@ -35,15 +35,7 @@ from typing import Any, Callable, Coroutine, Protocol
 
 from gateway.core.actions import Transfer
 from gateway.telephony.media_pacer import MediaPacer
-from gateway.voice.port import (
-    CallAudio,
-    CallOpened,
-    ClearAudio,
-    HangUp,
-    SessionEnded,
-    SessionEvent,
-    TransferCall,
-)
+from gateway.voice.port import CallAudio, CallOpened, ClearAudio, HangUp, SessionEnded, SessionEvent, TransferCall
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +155,11 @@ class MediaLeg:
         pacer.add(self)
 
     # -- connector side ----------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        """The session has started and the call goes on: audio flows both ways."""
+        return self.state is LegState.LIVE
+
     def begin(self, session: CallAudio) -> None:
         """Start ``session`` for this call; caller input is held until it has started."""
         self._move(LegState.STARTING)

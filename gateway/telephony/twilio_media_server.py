@@ -60,7 +60,7 @@ from gateway.core.actions import Transfer
 from gateway.links import LinkSigner
 from gateway.telephony import twilio_media as tm
 from gateway.telephony import twilio_signing as ts
-from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
+from gateway.telephony.media_leg import LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.twilio_calls import TransferBook, TwilioMediaSettings, after_stream_twiml, transfer_target
 from gateway.voice.audio import ulaw_decode, ulaw_encode
@@ -102,7 +102,7 @@ class _Stream:
     @property
     def ready(self) -> bool:
         """The session has started: audio flows both ways."""
-        return self.leg is not None and self.leg.state is LegState.LIVE
+        return self.leg is not None and self.leg.live
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write(), name="twilio-writer")
