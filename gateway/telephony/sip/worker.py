@@ -136,6 +136,8 @@ class RemoteSession:
         self._stopped = True
         self._stop_ack = asyncio.get_running_loop().create_future()
         self.worker.link.send_json(t="stop", sid=self.sid, reason=reason)
+        if self.worker.quitting:  # the gateway is shutting down: it stops its sessions itself
+            self._stop_ack.set_result(None)
         try:
             await asyncio.wait_for(self._stop_ack, STOP_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -176,6 +178,7 @@ class WorkerSide:
         self.sessions: dict[int, RemoteSession] = {}
         self.opening: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.quitting = False  # the gateway said quit: it no longer answers a call's stop
 
     async def serve(self) -> None:
         """Read the gateway's messages until the link closes."""
@@ -192,6 +195,7 @@ class WorkerSide:
             elif kind == ipc.KIND_JSON:
                 msg = ipc.decode_json(payload)
                 if msg["t"] == "quit":
+                    self.quitting = True
                     return
                 self._control(msg)
             else:
