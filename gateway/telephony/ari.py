@@ -27,7 +27,7 @@ import logging
 import random
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable
 
 import aiohttp
 
@@ -37,7 +37,7 @@ from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony.asterisk_queues import queue_extension
 from gateway.telephony.calls import FAILED_ENDS
-from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
+from gateway.telephony.media_leg import CallTasks, LegEnd, LegState, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.audio import ulaw_decode, ulaw_encode
 from gateway.voice.port import VoiceSessions
@@ -179,7 +179,7 @@ class AriCall:
         self.rtp = RtpPacketizer()
         self.transferred = False
         self.teardown: asyncio.Task[None] | None = None
-        self.leg = MediaLeg(self, kind="ARI", call_id=channel_id, pacer=app.pacer, spawn=app.spawn)
+        self.leg = MediaLeg(self, kind="ARI", call_id=channel_id, pacer=app.pacer, spawn=app.tasks.spawn)
 
     @property
     def ready(self) -> bool:
@@ -224,7 +224,7 @@ class AriCall:
         """Tear the call down once: media channel and bridge, and the caller's channel unless
         it was transferred, handed back to the dialplan, or already gone."""
         if self.teardown is None:
-            self.teardown = self.app.spawn(self.app.teardown(self, end))
+            self.teardown = self.app.tasks.spawn(self.app.teardown(self, end))
 
 
 class AriApp:
@@ -239,7 +239,7 @@ class AriApp:
         self.media_channels: set[str] = set()
         self.initial_backoff = initial_backoff
         self.connected = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = CallTasks()
         self._runner: asyncio.Task[None] | None = None
         self.pacer = MediaPacer("ARI")
         self.cap = SessionCap("ari", self.cfg.max_sessions)
@@ -267,15 +267,8 @@ class AriApp:
         for call in list(self.calls.values()):
             call.leg.close("shutdown")
         await self.pacer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
+        await self.tasks.wait()
         await self.rest.close()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def _events_forever(self) -> None:
         backoff = self.initial_backoff
@@ -314,12 +307,12 @@ class AriApp:
             if not self.cap.admit():
                 log.warning("ARI call %s refused: %d calls in progress (ari.max_sessions); back to the dialplan",
                             cid, self.cap.active)
-                self.spawn(self._refuse(cid))
+                self.tasks.spawn(self._refuse(cid))
                 return
             call = AriCall(self, cid, caller_id=(channel.get("caller") or {}).get("number", ""),
                            dialed=(channel.get("dialplan") or {}).get("exten", ""))
             self.calls[cid] = call
-            self.spawn(self._start_call(call))
+            self.tasks.spawn(self._start_call(call))
         elif kind == "ChannelDtmfReceived" and cid in self.calls:
             self.calls[cid].leg.caller_key(str(event.get("digit", "")))
         elif kind in ("StasisEnd", "ChannelDestroyed") and cid in self.calls:

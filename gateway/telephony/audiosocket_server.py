@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, Protocol
+from typing import Any, Callable, Protocol
 
 from gateway.config import Settings
 from gateway.core.actions import Transfer
@@ -44,7 +44,7 @@ from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.calls import CallRecord, CallRegistry
-from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
+from gateway.telephony.media_leg import CallTasks, LegEnd, LegState, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer, PacingStats
 from gateway.voice.audio import Resampler
 from gateway.voice.port import VoiceSessions
@@ -121,7 +121,7 @@ class _Connection(asyncio.Protocol):
             self.refusal = self.loop.call_later(REFUSE_WAIT_SECONDS, self._refuse)
             return
         self.leg = MediaLeg(self, kind="AudioSocket", call_id=self.call_id, pacer=self.server.pacer,
-                            spawn=self.server.spawn, read_timeout=self.server.cfg.read_timeout_seconds)
+                            spawn=self.server.tasks.spawn, read_timeout=self.server.cfg.read_timeout_seconds)
 
     def data_received(self, data: bytes) -> None:
         if self.reason:
@@ -286,7 +286,7 @@ class _Connection(asyncio.Protocol):
         if record is not None and record.conversation_id != conversation_id:
             self.server.calls.set_conversation(record, conversation_id)
         if self.control is not None:
-            self.server.spawn(self.control.call_started(conversation_id))
+            self.server.tasks.spawn(self.control.call_started(conversation_id))
 
     async def transfer(self, conversation_id: str, action: Transfer) -> bool:
         if self.control is None:
@@ -344,7 +344,7 @@ class AudioSocketServer:
         self.ended_calls = 0
         self.cap = SessionCap("audiosocket", self.cfg.max_sessions)
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = CallTasks()
     def register_metrics(self, metrics: Any) -> None:
         """``voicegw_sessions_refused_total{server="audiosocket"}`` on ``/metrics``."""
         self.cap.register_metrics(metrics)
@@ -382,11 +382,4 @@ class AudioSocketServer:
         for conn in list(self.connections):
             conn._close("shutdown")
         await self.pacer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        await self.tasks.wait()

@@ -39,7 +39,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -47,7 +47,7 @@ from gateway.config import Settings
 from gateway.core.actions import Transfer
 from gateway.limits import SessionCap
 from gateway.telephony import freeswitch as esl
-from gateway.telephony.media_leg import LegEnd, MediaLeg
+from gateway.telephony.media_leg import CallTasks, LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.port import VoiceSessions
 
@@ -142,7 +142,7 @@ class EslCall:
         self.uuid = self.info.uuid
         self.server.calls[self.uuid] = self
         self.leg = MediaLeg(self, kind="FreeSWITCH", call_id=self.uuid, pacer=self.server.pacer,
-                            spawn=self.server.spawn)
+                            spawn=self.server.tasks.spawn)
         log.info("FreeSWITCH call %s from %s (caller %s, dialed %s)", self.uuid, self.peer,
                  self.info.caller_id or "-", self.info.dialed or "-")
         await self.command(esl.encode_command("myevents plain"))
@@ -320,7 +320,7 @@ class EslCall:
     def opened(self, conversation_id: str) -> None:
         """Write the conversation id to the channel (the agent's leg and the CDR carry it)."""
         if conversation_id and not self.reason:
-            self.server.spawn(self._tag(conversation_id))
+            self.server.tasks.spawn(self._tag(conversation_id))
 
     async def transfer(self, conversation_id: str, action: Transfer) -> bool:
         cfg = self.server.cfg
@@ -357,7 +357,7 @@ class EslCall:
                 fut.set_exception(ConnectionError(f"call ended ({end.reason})"))
         if self.ws is not None:
             server.ended_calls += 1
-        self.finishing = server.spawn(self._finish(end))
+        self.finishing = server.tasks.spawn(self._finish(end))
 
     async def _finish(self, end: LegEnd) -> None:
         if not self.transferred and not self.hung_up and end.reason != "protocol-error":
@@ -384,7 +384,7 @@ class FreeSwitchServer:
         self._esl: asyncio.base_events.Server | None = None
         self._runner: web.AppRunner | None = None
         self.audio_port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = CallTasks()
 
     @property
     def port(self) -> int:
@@ -395,12 +395,6 @@ class FreeSwitchServer:
     def audio_url(self, uuid: str) -> str:
         base = self.cfg.audio_url.rstrip("/") or f"ws://{self.cfg.audio_host}:{self.audio_port}"
         return base + AUDIO_PATH.format(uuid=uuid)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def start(self) -> "FreeSwitchServer":
         app = web.Application()
@@ -455,8 +449,7 @@ class FreeSwitchServer:
         for call in list(self.calls.values()):
             call.end("shutdown")
         await self.pacer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
+        await self.tasks.wait()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

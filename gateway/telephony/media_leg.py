@@ -20,6 +20,9 @@ audio, a clear, a transfer and the end of the call go out on its wire. The leg d
   starting) with the reason, one log line with the call id. A call the PBX has taken in a
   transfer ends as ``transferred`` whatever ends the leg first.
 
+A server holds one ``MediaPacer`` and one :class:`CallTasks` for all its calls' legs (the
+tasks they start, waited for when it closes).
+
 States (``LegState``) move only through ``TRANSITIONS``: ``NEW`` (no session yet) ->
 ``STARTING`` -> ``LIVE`` -> ``FINISHING`` -> ``ENDED``; any state may end.
 """
@@ -120,6 +123,31 @@ class LegWire(Protocol):
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 """The server's way to run a task it waits for when it closes."""
+
+CLOSE_WAIT_SECONDS = 5.0
+"""How long a closing server waits for its calls' last tasks (sessions stopping, hang-ups sent)."""
+
+
+class CallTasks:
+    """The tasks a server's calls start (a session's start and stop, a transfer, a hang-up):
+    each kept until it is done (``spawn``, a leg's ``Spawn``), all waited for, bounded, when the
+    server closes (``wait``)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def wait(self, timeout: float = CLOSE_WAIT_SECONDS) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
 
 class MediaLeg:

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Coroutine
+from typing import Callable
 
 from aiohttp import WSMsgType, web
 
@@ -60,7 +60,7 @@ from gateway.core.actions import Transfer
 from gateway.links import LinkSigner
 from gateway.telephony import twilio_media as tm
 from gateway.telephony import twilio_signing as ts
-from gateway.telephony.media_leg import LegEnd, MediaLeg
+from gateway.telephony.media_leg import CallTasks, LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.twilio_calls import TransferBook, TwilioMediaSettings, after_stream_twiml, transfer_target
 from gateway.voice.audio import ulaw_decode, ulaw_encode
@@ -197,7 +197,7 @@ class _Stream:
             return
         self.silence = bytes(self.session.frame_bytes)
         server.streams[self.call_id] = self
-        self.leg = MediaLeg(self, kind="Twilio", call_id=self.call_id, pacer=server.pacer, spawn=server.spawn,
+        self.leg = MediaLeg(self, kind="Twilio", call_id=self.call_id, pacer=server.pacer, spawn=server.tasks.spawn,
                             max_held_seconds=server.cfg.max_pending_frames * 0.02)
         log.info("Twilio call %s started (stream %s, %s parameters, conversation %s)", self.call_id,
                  self.stream_sid, "signed" if claims.signed else "anonymous", claims.conversation_id or "new")
@@ -274,7 +274,7 @@ class _Stream:
         if server.streams.get(self.call_id) is self:
             del server.streams[self.call_id]
         if (end.by_session or end.reason == "stalled") and not self.ws.closed:
-            server.spawn(self.ws.close(code=1000 if end.by_session else 1011))
+            server.tasks.spawn(self.ws.close(code=1000 if end.by_session else 1011))
         server.ended_calls += 1
 
 
@@ -292,7 +292,7 @@ class TwilioMediaServer:
         self.streams: dict[str, _Stream] = {}
         self.ended_calls = 0
         self.transfers = TransferBook()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = CallTasks()
         self.gate = ts.TwilioGate(settings, signer, self.metrics)
 
     def add_routes(self, app: web.Application) -> None:
@@ -301,12 +301,6 @@ class TwilioMediaServer:
         app.router.add_get(self.cfg.path, self.handle_ws)
         app.router.add_post(self.cfg.path.rstrip("/") + "/after", self.after_stream)
         app.on_shutdown.append(lambda _app: self.close())
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def voice_webhook(self, request: web.Request) -> web.Response:
         """Twilio's incoming-call webhook: ``<Connect><Stream>`` with signed parameters."""
@@ -346,8 +340,7 @@ class TwilioMediaServer:
             if not stream.ws.closed:
                 await stream.ws.close(code=1001)
         await self.pacer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
+        await self.tasks.wait()
 
 
 TWILIO_MEDIA: web.AppKey[TwilioMediaServer] = web.AppKey("voicegw_twilio_media", TwilioMediaServer)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Callable
 
 import pjsua2 as pj
 
 from gateway.core.actions import Transfer
-from gateway.telephony.media_leg import LegEnd, MediaLeg
+from gateway.telephony.media_leg import CallTasks, LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.sip.runtime import SipError, guarded
 from gateway.voice.port import CallAudio, VoiceSessions
@@ -110,25 +110,19 @@ class CallLeg:
         self.local_hangup = False
         self.end_code = 0
         self.end_reason = ""
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = CallTasks()  # its session's start and stop, its hang-up
 
     @property
     def label(self) -> str:
         """How logs name the call."""
         return self.sip_call_id or f"pjsua-{self.key}"
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
     # ---- session lifecycle (event loop) ----------------------------------------------------------
     def start_session(self, pipeline: VoiceSessions, pacer: MediaPacer) -> None:
         """Create the call's session and its media leg; the caller's frames go to the leg."""
         buffers = self.buffers
         assert buffers is not None and self.media is None
-        self.media = MediaLeg(self, kind="SIP", call_id=self.label, pacer=pacer, spawn=self.spawn)
+        self.media = MediaLeg(self, kind="SIP", call_id=self.label, pacer=pacer, spawn=self.tasks.spawn)
         try:
             session = pipeline.session(
                 call_id=self.sip_call_id, sample_rate=buffers.sample_rate, caller_id=self.caller_id,
@@ -202,7 +196,7 @@ class CallLeg:
         if self.answered is not None and not self.answered.done():
             self.answered.set_exception(SipError(f"voice session ended: {end.reason}"))
         if not self.closed.is_set():
-            self.spawn(self.hangup(f"session {end.reason}"))
+            self.tasks.spawn(self.hangup(f"session {end.reason}"))
 
 
 class PjCall(pj.Call):

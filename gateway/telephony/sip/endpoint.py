@@ -131,9 +131,7 @@ class SipEndpoint:
             await self.loop.run_in_executor(None, self.runtime.stop)
         for leg in legs:
             await leg.end(0, "gateway shutting down")
-        pending = [task for leg in legs for task in leg.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=10)
+        await asyncio.gather(*(leg.tasks.wait(timeout=10) for leg in legs))
 
     # ---- runtime thread: setup and teardown ----------------------------------------------------
     def _pj_configure(self, cfg: pj.EpConfig) -> None:
@@ -397,7 +395,7 @@ class SipEndpoint:
 
     def _on_disconnected(self, leg: CallLeg, code: int, reason: str) -> None:
         self.legs.pop(leg.key, None)
-        leg.spawn(leg.end(code, reason))
+        leg.tasks.spawn(leg.end(code, reason))
 
     # ---- loop: public operations -------------------------------------------------------------
     def target_uri(self, target: str) -> str:
