@@ -1,10 +1,11 @@
 """Stand-ins for the voice pipeline used by the SIP tests until (and besides) the real one.
 
-``FakePipeline.session(...)`` returns a ``FakeSession`` with the VoiceSession surface the SIP
-channel uses. Its bot audio depends on ``mode``: ``tone`` (a continuous 440 Hz tone, so a caller
-can check for gaps), ``echo`` (the caller's audio back, 100 ms later) or ``silent``. DTMF ``9``
-asks for a transfer through the call's CallControl; ``*`` ends the session (the gateway hangs up). With ``fail_first`` the first call's session
-breaks after one second (``pull_frame`` raises).
+``FakePipeline.session(...)`` returns a ``FakeSession`` with the voice port the SIP channel uses
+(``gateway/voice/port.py``). Its bot audio depends on ``mode``: ``tone`` (a continuous 440 Hz tone,
+so a caller can check for gaps), ``echo`` (the caller's audio back, 100 ms later) or ``silent``.
+DTMF ``9`` asks its connector for a transfer (``TransferCall``); ``*`` hangs up (``HangUp``: the
+gateway ends the call). With ``fail_first`` the first call's session breaks after one second
+(``pull_frame`` raises).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any, Callable
 import numpy as np
 
 from gateway.core.actions import Transfer
+from gateway.voice.port import CallOpened, EventStream, HangUp, SessionEnded, SessionEvent, TransferCall
 
 VOICED_RMS = 300.0
 
 
 class FakeSession:
     def __init__(self, pipeline: "FakePipeline", *, call_id: str, sample_rate: int = 8000, caller_id: str = "",
-                 dialed: str = "", conversation_id: str = "", control: Any = None, outbound: bool = False,
+                 dialed: str = "", conversation_id: str = "", outbound: bool = False,
                  channel: str = "voice", callback: str = "", attestation: str = "") -> None:
         self.pipeline = pipeline
         self.callback = callback  # what a real session hands the core when it opens
@@ -34,9 +36,8 @@ class FakeSession:
         self.caller_id = caller_id
         self.dialed = dialed
         self.conversation_id = conversation_id or f"conv-{call_id[:8]}"
-        self.control = control
         self.outbound = outbound
-        self.ended = asyncio.Event()
+        self.events = EventStream(call_id)
         self.frames_in = 0
         self.voiced_in = 0
         self.pulled = 0
@@ -52,8 +53,9 @@ class FakeSession:
         self.pipeline.emit("session_started", call_id=self.call_id, rate=self.sample_rate,
                            caller_id=self.caller_id, dialed=self.dialed, outbound=self.outbound,
                            conversation_id=self.conversation_id, callback=self.callback)
+        self.events.emit(CallOpened(self.conversation_id))
         if self.pipeline.end_after:
-            asyncio.get_running_loop().call_later(self.pipeline.end_after, self.ended.set)
+            asyncio.get_running_loop().call_later(self.pipeline.end_after, self.events.emit, HangUp("completed"))
 
     def push_audio(self, pcm: bytes) -> None:
         assert len(pcm) % 2 == 0
@@ -67,16 +69,24 @@ class FakeSession:
     def push_dtmf(self, digit: str) -> None:
         self.digits.append(digit)
         self.pipeline.emit("dtmf", call_id=self.call_id, digit=digit)
-        if digit == "9" and self.control is not None:
+        if digit == "9":
             asyncio.ensure_future(self._transfer())
         elif digit == "*":
-            self.ended.set()
+            self.events.emit(HangUp("completed"))
 
     async def _transfer(self) -> None:
-        ok = await self.control.transfer(self.conversation_id, Transfer(queue="support"))
+        reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.events.emit(TransferCall(self.conversation_id, Transfer(queue="support"), reply))
+        ok = await asyncio.wait_for(reply, 30)
         self.pipeline.emit("transfer", call_id=self.call_id, ok=ok)
         if ok:
-            self.ended.set()
+            self.events.emit(HangUp("transferred"))
+
+    def next_events(self) -> list[SessionEvent]:
+        return self.events.drain()
+
+    async def wait_events(self) -> list[SessionEvent]:
+        return await self.events.wait()
 
     def pull_frame(self) -> bytes:
         self.pulled += 1
@@ -95,6 +105,7 @@ class FakeSession:
     async def stop(self, reason: str = "hangup") -> None:
         self.pipeline.emit("session_stopped", call_id=self.call_id, reason=reason, digits="".join(self.digits),
                            **self.stats)
+        self.events.emit(SessionEnded(reason))
 
 
 class FakePipeline:

@@ -69,7 +69,9 @@ def test_a_failing_call_does_not_disturb_the_others(start_gateway, tmp_path) -> 
     (r2,) = softphone_results(second.communicate(timeout=60)[0])
     assert r1["answered"] and r1["voiced_rx"] < 150, r1  # hung up by the gateway after about 1 s
     assert r2["answered"] and r2["voiced_rx"] >= 200 and r2["gaps"] <= 25, r2  # untouched
-    assert "pull_frame failed" in gw.tail(200)
+    tail = gw.tail(200)
+    assert "tick failed" in tail and "synthetic failure of one call's voice session" in tail, tail[-3000:]
+    assert "ended: error" in tail, tail[-3000:]  # the broken call ended as an error, alone
     assert gw.alive()
 
 

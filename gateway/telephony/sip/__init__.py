@@ -7,12 +7,16 @@ answers and places calls bridged to voice sessions, DTMF, blind transfer by REFE
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.telephony.sip.channel import SipChannel
+    from gateway.voice.port import VoiceSessions
 
 __all__ = ["start_sip_channel"]
 
 
-async def start_sip_channel(settings: Any, core: Any, pipeline: Any) -> Any:
+async def start_sip_channel(settings: Any, core: Any, pipeline: "VoiceSessions") -> "SipChannel":
     """Start the SIP channel (see ``gateway.telephony.sip.channel.start_sip_channel``)."""
     from gateway.telephony.sip.channel import start_sip_channel as start
 

@@ -2,9 +2,11 @@
 
 - ``PjCall`` is the pjsua2 ``Call``: it lives on the endpoint's runtime thread and only forwards
   pjsua2 callbacks to the endpoint (see ``endpoint.py``).
-- ``CallLeg`` is the event-loop half: the call's identity, its ``VoiceSession`` and the
-  ``CallControl`` the session uses to transfer or hang up. It holds no pjsua2 object, so the
-  garbage collector can never free one from the loop's thread.
+- ``CallLeg`` is the event-loop half: the call's identity and its media leg
+  (``gateway/telephony/media_leg.py``: the caller's frames held until the session has started,
+  the flood limit, the 20 ms tick that tops up pjmedia's send queue, one end), whose wire it is:
+  a clear empties the send queue, a transfer is a REFER, the end of the call a BYE. It holds no
+  pjsua2 object, so the garbage collector can never free one from the loop's thread.
 
 Small sans-IO helpers read what the gateway needs from SIP text (the user part of a URI, one
 header of the INVITE).
@@ -15,21 +17,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Callable
 
 import pjsua2 as pj
 
 from gateway.core.actions import Transfer
+from gateway.telephony.media_leg import CallTasks, LegEnd, MediaLeg
+from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.sip.runtime import SipError, guarded
+from gateway.voice.port import CallAudio, VoiceSessions
 
 if TYPE_CHECKING:
     from gateway.telephony.sip.endpoint import SipEndpoint
-    from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, MediaPacer
+    from gateway.telephony.sip.media import CallAudioPort, FrameBuffers
 
 log = logging.getLogger(__name__)
 
-SESSION_START_TIMEOUT_S = 15.0
-"""Opening the conversation and queueing the greeting; a stuck core ends that call only."""
+STOP_WAIT_S = 10.0
+"""How long the end of a call waits for its session to stop (the call is gone either way)."""
 
 MAX_HEADER_SCAN = 8192
 """Only the start of an INVITE is searched for headers (the SDP body follows them)."""
@@ -71,7 +76,7 @@ def header_value(message: str, name: str) -> str:
 
 
 class CallLeg:
-    """The loop-side state of one SIP call; it is the session's ``CallControl``."""
+    """The loop-side state of one SIP call; its media leg's wire."""
 
     def __init__(
         self,
@@ -96,76 +101,47 @@ class CallLeg:
         self.conversation_id = conversation_id
         self.callback = callback  # the core's nonce for a call it placed (handed back on answer)
         self.attestation = attestation  # STIR/SHAKEN level a listed peer says it verified
-        self.session: Any = None
+        self.media: MediaLeg | None = None
         self.buffers: FrameBuffers | None = None
         self.confirmed = False
-        self.answered: asyncio.Future[Any] | None = None  # outbound: resolves with the session
+        self.answered: asyncio.Future[CallAudio] | None = None  # outbound: resolves with the started session
         self.transfer_status: asyncio.Queue[int] = asyncio.Queue(maxsize=16)
         self.closed = asyncio.Event()
         self.local_hangup = False
         self.end_code = 0
         self.end_reason = ""
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = CallTasks()  # its session's start and stop, its hang-up
 
     @property
     def label(self) -> str:
         """How logs name the call."""
         return self.sip_call_id or f"pjsua-{self.key}"
 
-    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
-        """Blind transfer (REFER) to the configured agent URI; True once the far end accepts."""
-        return await self.endpoint.transfer(self, conversation_id or self.conversation_id, action)
-
-    async def hangup(self, reason: str) -> None:
-        """End the call (BYE, or CANCEL/final response before answer)."""
-        await self.endpoint.hangup(self, reason)
-
     # ---- session lifecycle (event loop) ----------------------------------------------------------
-    async def run_session(self, pipeline: Any, pacer: MediaPacer) -> None:
-        """Create and start the call's VoiceSession, feed its audio, hang up once it has ended."""
+    def start_session(self, pipeline: VoiceSessions, pacer: MediaPacer) -> None:
+        """Create the call's session and its media leg; the caller's frames go to the leg."""
         buffers = self.buffers
-        assert buffers is not None
+        assert buffers is not None and self.media is None
+        self.media = MediaLeg(self, kind="SIP", call_id=self.label, pacer=pacer, spawn=self.tasks.spawn)
         try:
             session = pipeline.session(
                 call_id=self.sip_call_id, sample_rate=buffers.sample_rate, caller_id=self.caller_id,
-                dialed=self.dialed, conversation_id=self.conversation_id, control=self,
-                outbound=self.outbound, channel="voice", callback=self.callback, attestation=self.attestation,
+                dialed=self.dialed, conversation_id=self.conversation_id, outbound=self.outbound,
+                channel="voice", callback=self.callback, attestation=self.attestation,
             )
-            self.session = session
-            await asyncio.wait_for(session.start(), SESSION_START_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - this call fails alone
-            log.error("call %s: voice session failed to start: %s", self.label, exc)
-            if self.answered is not None and not self.answered.done():
-                self.answered.set_exception(SipError(f"voice session failed: {exc}"))
-            await self.hangup("session failed")
+            log.error("call %s: no voice session: %s", self.label, exc)
+            self.media.close("error")
             return
-        if self.closed.is_set():
-            return
-        self.conversation_id = getattr(session, "conversation_id", "") or self.conversation_id
-        buffers.consumer = session.push_audio
-        pacer.add(buffers, session.pull_frame, self._media_failed)
-        if self.answered is not None and not self.answered.done():
-            self.answered.set_result(session)
-        ended = getattr(session, "ended", None)
-        if ended is None:
-            return
-        waiter = asyncio.ensure_future(ended.wait())
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            closed.cancel()
-        if ended.is_set() and not self.closed.is_set():
-            await self.hangup("session ended")
+        buffers.consumer = self.media.caller_audio
+        self.media.begin(session)
 
-    def _media_failed(self) -> None:
-        task = asyncio.ensure_future(self.hangup("media error"))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def key_pressed(self, digit: str) -> None:
+        if self.media is not None:
+            self.media.caller_key(digit)
 
     async def end(self, code: int, reason: str) -> None:
-        """The call is over (either side): stop the session (idempotent)."""
+        """The call is over (either side): stop the session, wait for it (idempotent)."""
         if self.closed.is_set():
             return
         self.closed.set()
@@ -176,11 +152,51 @@ class CallLeg:
             log.info("call %s media stats %s", self.label, self.buffers.stats())
         if self.answered is not None and not self.answered.done():
             self.answered.set_exception(SipError(f"call not answered: {code} {reason}"))
-        if self.session is not None:
+        if self.media is not None:
+            self.media.close("completed" if self.local_hangup else "hangup")
             try:
-                await asyncio.wait_for(self.session.stop("completed" if self.local_hangup else "hangup"), 10)
-            except Exception as exc:  # noqa: BLE001 - the call is gone either way
-                log.warning("call %s: session stop failed: %s", self.label, exc)
+                await asyncio.wait_for(self.media.stopped.wait(), STOP_WAIT_S)
+            except asyncio.TimeoutError:
+                log.warning("call %s: the session did not stop in time", self.label)
+
+    async def hangup(self, reason: str) -> None:
+        """End the call (BYE, or CANCEL/final response before answer)."""
+        await self.endpoint.hangup(self, reason)
+
+    # ---- the media leg's wire (gateway.telephony.media_leg.LegWire) -----------------------------
+    def play(self, pull: Callable[[], bytes]) -> None:
+        """Keep pjmedia's send queue topped up (more frames after underruns)."""
+        if self.buffers is not None and self.buffers.active:
+            self.buffers.top_up(pull)
+
+    def clear(self) -> None:
+        """The caller cut the bot short: what waits for pjmedia's clock is dropped."""
+        if self.buffers is not None:
+            self.buffers.outgoing.clear()
+
+    def opened(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id or self.conversation_id
+        media = self.media
+        if self.answered is not None and not self.answered.done() and media is not None and media.session is not None:
+            self.answered.set_result(media.session)
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        """Blind transfer (REFER) to the configured agent URI; True once the far end accepts."""
+        return await self.endpoint.transfer(self, conversation_id or self.conversation_id, action)
+
+    def hanging_up(self) -> float:
+        """pjmedia plays what is queued (at most ``OUT_DEPTH_MAX`` frames) before the BYE."""
+        return len(self.buffers.outgoing) * 0.02 if self.buffers is not None else 0.0
+
+    def played_out(self) -> bool:
+        return self.buffers is None or not self.buffers.outgoing
+
+    def close(self, end: LegEnd) -> None:
+        """The leg ended: hang up unless the call is already gone."""
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_exception(SipError(f"voice session ended: {end.reason}"))
+        if not self.closed.is_set():
+            self.tasks.spawn(self.hangup(f"session {end.reason}"))
 
 
 class PjCall(pj.Call):

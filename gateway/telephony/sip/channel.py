@@ -12,6 +12,7 @@ from gateway.telephony.call_outcomes import CallFailedReport, report_to_core, si
 from gateway.telephony.sip.endpoint import SipEndpoint
 from gateway.telephony.sip.pool import SipWorkerPool
 from gateway.telephony.sip.runtime import SipError
+from gateway.voice.port import VoiceSessions
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SipChannel:
         await self.endpoint.close()
 
 
-async def start_sip_channel(settings: Settings, core: Any, pipeline: Any) -> SipChannel:
+async def start_sip_channel(settings: Settings, core: Any, pipeline: VoiceSessions) -> SipChannel:
     """Start the SIP user agent (``settings.sip``; behind the SIP front with ``sip.workers``
     processes) with calls bridged to ``pipeline`` sessions, and carry out the core's
     ``Originate`` actions over it."""

@@ -21,10 +21,12 @@ import pjsua2 as pj
 
 from gateway.config import SipSettings
 from gateway.core.actions import Transfer
+from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_host, uri_user
-from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink, MediaPacer
+from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
 from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, PjRuntime, SipError, guarded
 from gateway.telephony.sip.ua_setup import account_config, create_transports, set_codec_priorities
+from gateway.voice.port import CallAudio, VoiceSessions
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,10 @@ def peer_allowed(source: str, peers: tuple[str, ...]) -> bool:
 
 
 class SipEndpoint:
-    """The gateway's SIP user agent; ``pipeline`` provides ``session(...)`` (a VoicePipeline)."""
+    """The gateway's SIP user agent; ``pipeline`` provides each call's voice session."""
 
-    def __init__(self, settings: SipSettings, pipeline: Any, *, front: str = "", register: bool = True) -> None:
+    def __init__(self, settings: SipSettings, pipeline: VoiceSessions, *, front: str = "",
+                 register: bool = True) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.front = front  # behind the SIP front (a worker): its ``host:port``, already peer-checked
@@ -92,8 +95,7 @@ class SipEndpoint:
         # whose attributes were already gone, then the process died).
         self._spare_ports: dict[int, list[CallAudioPort]] = {}
         self.ports_created = 0
-        self.pacer = MediaPacer()
-        self._ticker: asyncio.Task[None] | None = None
+        self.pacer = MediaPacer("SIP")
         # runtime-thread state
         self._account: _Account | None = None
         self._calls: dict[int, PjCall] = {}
@@ -111,7 +113,6 @@ class SipEndpoint:
         except BaseException:
             await self.loop.run_in_executor(None, self.runtime.stop)
             raise
-        self._ticker = asyncio.create_task(self.pacer.run(), name="sip-media-pacer")
         if self.settings.max_calls > CALLS_PER_PROCESS:
             log.warning("sip.max_calls is %d but this pjsua2 build holds %d calls per process; "
                         "further calls get 486 Busy Here (sip.workers runs more processes)",
@@ -125,15 +126,12 @@ class SipEndpoint:
         for leg in legs:
             leg.local_hangup = True
         self._closing = True
-        if self._ticker is not None:
-            self._ticker.cancel()
+        await self.pacer.close()
         if self.loop is not None:
             await self.loop.run_in_executor(None, self.runtime.stop)
         for leg in legs:
             await leg.end(0, "gateway shutting down")
-        pending = [task for leg in legs for task in leg.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=10)
+        await asyncio.gather(*(leg.tasks.wait(timeout=10) for leg in legs))
 
     # ---- runtime thread: setup and teardown ----------------------------------------------------
     def _pj_configure(self, cfg: pj.EpConfig) -> None:
@@ -377,18 +375,17 @@ class SipEndpoint:
 
     def _on_confirmed(self, leg: CallLeg) -> None:
         leg.confirmed = True
-        if leg.outbound and leg.buffers is not None and leg.session is None:
-            self._spawn(leg, leg.run_session(self.pipeline, self.pacer))
+        if leg.outbound and leg.buffers is not None and leg.media is None:
+            leg.start_session(self.pipeline, self.pacer)
 
     def _on_media_ready(self, leg: CallLeg, buffers: FrameBuffers) -> None:
         leg.buffers = buffers
-        if leg.session is None and (not leg.outbound or leg.confirmed):
-            self._spawn(leg, leg.run_session(self.pipeline, self.pacer))
+        if leg.media is None and (not leg.outbound or leg.confirmed):
+            leg.start_session(self.pipeline, self.pacer)
 
     def _on_dtmf(self, leg: CallLeg, digit: str) -> None:
         log.info("call %s: DTMF key pressed", leg.label)  # never which: it may be a PIN
-        if leg.session is not None:
-            leg.session.push_dtmf(digit)
+        leg.key_pressed(digit)
 
     def _on_transfer_status(self, leg: CallLeg, code: int) -> None:
         try:
@@ -398,12 +395,7 @@ class SipEndpoint:
 
     def _on_disconnected(self, leg: CallLeg, code: int, reason: str) -> None:
         self.legs.pop(leg.key, None)
-        self._spawn(leg, leg.end(code, reason))
-
-    def _spawn(self, leg: CallLeg, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        leg.tasks.add(task)
-        task.add_done_callback(leg.tasks.discard)
+        leg.tasks.spawn(leg.end(code, reason))
 
     # ---- loop: public operations -------------------------------------------------------------
     def target_uri(self, target: str) -> str:
@@ -422,8 +414,8 @@ class SipEndpoint:
         raise SipError(f"no route for {target!r}: set sip.outbound_uri, e.g. sip:{{number}}@pbx")
 
     async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0,
-                        callback: str = "") -> Any:
-        """Place a call that continues ``conversation_id``; returns its started VoiceSession.
+                        callback: str = "") -> CallAudio:
+        """Place a call that continues ``conversation_id``; returns its started voice session.
         ``callback`` is the core's nonce for this call, handed back when the session opens."""
         uri = self.target_uri(target)
         leg = CallLeg(self, remote_uri=uri, caller_id=uri_user(uri) or target, outbound=True,

@@ -6,8 +6,9 @@ every 20 ms from its clock thread. The port never touches asyncio objects; it ta
 
 - received frames go to a ``FrameSink`` (one per endpoint) that wakes the loop at most once per
   batch (``call_soon_threadsafe``) instead of once per frame per call;
-- frames to send are taken from a small deque the loop keeps topped up (``OUT_DEPTH`` frames);
-  an empty deque sends silence and counts an underrun (a gap the caller hears).
+- frames to send are taken from a small deque the loop keeps topped up (``OUT_DEPTH`` frames) at
+  each 20 ms tick of the call's media leg (``CallLeg.play``); an empty deque sends silence and
+  counts an underrun (a gap the caller hears).
 
 ``frame.buf`` is a SWIG ``std::vector<unsigned char>``: iterating it from Python costs about
 1 ms per 20 ms frame. ``read_frame``/``write_frame`` copy the vector's storage in one step
@@ -164,47 +165,6 @@ class FrameSink:
                 except Exception:  # noqa: BLE001 - one call's session error must not stop the others
                     log.exception("call %s: voice session rejected audio", buffers.call_id)
                     buffers.active = False
-
-
-class MediaPacer:
-    """Loop side: every 20 ms, tops up each call's outgoing queue from its session."""
-
-    TICK_S = 0.02
-
-    def __init__(self) -> None:
-        self._calls: dict[FrameBuffers, tuple[Callable[[], bytes], Callable[[], None]]] = {}
-
-    def add(self, buffers: FrameBuffers, pull: Callable[[], bytes], on_error: Callable[[], None]) -> None:
-        """Start pacing a call; ``on_error`` runs (once) if ``pull`` raises."""
-        self._calls[buffers] = (pull, on_error)
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def tick(self) -> None:
-        """One round over the calls; a call whose session fails is dropped, the others go on."""
-        for buffers, (pull, on_error) in list(self._calls.items()):
-            if not buffers.active:
-                del self._calls[buffers]
-                continue
-            try:
-                buffers.top_up(pull)
-            except Exception:  # noqa: BLE001 - one broken session must not silence the others
-                log.exception("call %s: pull_frame failed; hanging up", buffers.call_id)
-                del self._calls[buffers]
-                on_error()
-
-    async def run(self) -> None:
-        """Tick on a fixed 20 ms schedule (no catch-up burst after a stall)."""
-        next_at = time.monotonic()
-        while True:
-            self.tick()
-            next_at += self.TICK_S
-            delay = next_at - time.monotonic()
-            if delay < -0.2:  # far behind (a stalled loop): restart the schedule
-                next_at = time.monotonic()
-                delay = 0.0
-            await asyncio.sleep(max(delay, 0.0))
 
 
 class CallAudioPort(pj.AudioMediaPort):

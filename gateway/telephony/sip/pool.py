@@ -11,8 +11,8 @@ stopped, the front stops sending it calls, and it is started again after a short
 
 Per worker, ``WorkerLink`` is the gateway's end of the link: it opens a ``VoiceSession`` for each
 call the worker announces, feeds it the caller's frames, answers the worker's frame credits with
-the session's bot frames, and turns the session's transfer and hang-up requests into requests to
-the worker (``RemoteControl``).
+the session's bot frames, and passes the session's events on (``_follow``): a cut-in, a hang-up
+and its end as messages, a transfer as a request the worker's media leg carries out.
 """
 
 from __future__ import annotations
@@ -23,16 +23,27 @@ import itertools
 import logging
 import socket
 import sys
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from gateway.config import SipSettings
-from gateway.core.actions import Transfer
 from gateway.telephony.sip import ipc
 from gateway.telephony.sip.endpoint import peer_allowed
 from gateway.telephony.sip.front import SipFront
 from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, SipError
+from gateway.voice.port import (
+    CallAudio,
+    CallOpened,
+    ClearAudio,
+    HangUp,
+    SessionEnded,
+    SessionEvent,
+    TransferCall,
+    VoiceSessions,
+)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 READY_TIMEOUT_S = 30.0
 """A worker's endpoint starts in well under a second; this bounds a stuck one."""
@@ -41,37 +52,15 @@ REQUEST_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
-class RemoteControl:
-    """A session's ``CallControl`` for a call held by a worker."""
-
-    def __init__(self, link: "WorkerLink", sid: int) -> None:
-        self.link = link
-        self.sid = sid
-
-    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
-        try:
-            return bool(await self.link.request("transfer", sid=self.sid, conversation_id=conversation_id,
-                                                action=dataclasses.asdict(action), timeout=REQUEST_TIMEOUT_S))
-        except SipError as exc:
-            log.warning("transfer on worker %d failed: %s", self.link.index, exc)
-            return False
-
-    async def hangup(self, reason: str) -> None:
-        try:
-            await self.link.request("hangup", sid=self.sid, reason=reason)
-        except SipError as exc:
-            log.info("hang-up on worker %d: %s", self.link.index, exc)
-
-
 class WorkerLink:
     """The gateway's end of one worker's link (see the module docstring)."""
 
-    def __init__(self, index: int, pipeline: Any, link: ipc.Link, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, index: int, pipeline: VoiceSessions, link: ipc.Link, proc: asyncio.subprocess.Process) -> None:
         self.index = index
         self.pipeline = pipeline
         self.link = link
         self.proc = proc
-        self.sessions: dict[int, Any] = {}
+        self.sessions: dict[int, CallAudio] = {}
         self.ports: dict[str, int] = {}
         self.calls: list[str] = []
         self.rejected = 0
@@ -146,14 +135,15 @@ class WorkerLink:
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S + 2)
 
-    def _guard(self, sid: int, fn: Any, *args: Any) -> Any:
+    def _guard(self, sid: int, fn: Callable[..., T], *args: Any) -> T | None:
         try:
             return fn(*args)
         except Exception:  # noqa: BLE001 - one call's session error must not stop the others
             log.exception("SIP worker %d call %d: voice session failed; hanging up", self.index, sid)
             session = self.sessions.pop(sid, None)
             if session is not None:
-                self.link.send_json(t="ended", sid=sid)
+                self.link.send_json(t="ended", sid=sid, reason="error")
+                self._spawn(self._stop(session, "error"))
             return None
 
     def _control(self, msg: dict[str, Any]) -> None:
@@ -190,9 +180,9 @@ class WorkerLink:
             session = self.pipeline.session(
                 call_id=str(msg["call_id"]), sample_rate=int(msg.get("rate", 8000)),
                 caller_id=str(msg.get("caller_id", "")), dialed=str(msg.get("dialed", "")),
-                conversation_id=str(msg.get("conversation_id", "")), control=RemoteControl(self, sid),
-                outbound=bool(msg.get("outbound", False)), channel=str(msg.get("channel", "voice")),
-                callback=str(msg.get("callback", "")), attestation=str(msg.get("attestation", "")))
+                conversation_id=str(msg.get("conversation_id", "")), outbound=bool(msg.get("outbound", False)),
+                channel=str(msg.get("channel", "voice")), callback=str(msg.get("callback", "")),
+                attestation=str(msg.get("attestation", "")))
             self.sessions[sid] = session
             await session.start()
         except Exception as exc:  # noqa: BLE001 - this call fails alone
@@ -201,14 +191,39 @@ class WorkerLink:
             self.sessions.pop(sid, None)
             self.link.send_json(t="opened", sid=sid, error=str(exc) or type(exc).__name__)
             return
-        self.link.send_json(t="opened", sid=sid, conversation_id=getattr(session, "conversation_id", ""))
-        ended = getattr(session, "ended", None)
-        if ended is not None:
-            await ended.wait()
-            if self.sessions.get(sid) is session:
-                self.link.send_json(t="ended", sid=sid)
+        events = session.next_events()
+        opened = next((e.conversation_id for e in events if isinstance(e, CallOpened)), "")
+        self.link.send_json(t="opened", sid=sid, conversation_id=opened)
+        await self._follow(sid, session, [e for e in events if not isinstance(e, CallOpened)])
 
-    async def _stop(self, session: Any, reason: str, sid: int = 0) -> None:
+    async def _follow(self, sid: int, session: CallAudio, events: list[SessionEvent]) -> None:
+        """Pass the session's events to the worker until the session has ended."""
+        while True:
+            for event in events:
+                if isinstance(event, ClearAudio):
+                    self.link.send_json(t="clear", sid=sid)
+                elif isinstance(event, TransferCall):
+                    self._spawn(self._transfer(sid, event))
+                elif isinstance(event, HangUp):
+                    self.link.send_json(t="hangup", sid=sid, reason=event.reason)
+                elif isinstance(event, SessionEnded):
+                    if self.sessions.get(sid) is session:
+                        self.link.send_json(t="ended", sid=sid, reason=event.reason)
+                    return
+            if self.link.closed:
+                return
+            events = await session.wait_events()
+
+    async def _transfer(self, sid: int, event: TransferCall) -> None:
+        try:
+            ok = bool(await self.request("transfer", sid=sid, conversation_id=event.conversation_id,
+                                         action=dataclasses.asdict(event.action), timeout=REQUEST_TIMEOUT_S))
+        except SipError as exc:
+            log.warning("transfer on worker %d failed: %s", self.index, exc)
+            ok = False
+        event.answer(ok)
+
+    async def _stop(self, session: CallAudio | None, reason: str, sid: int = 0) -> None:
         if session is not None:
             try:
                 await asyncio.wait_for(session.stop(reason), STOP_TIMEOUT_S)
@@ -221,7 +236,7 @@ class WorkerLink:
 class SipWorkerPool:
     """The SIP front and its worker processes; the same surface as ``SipEndpoint`` for the channel."""
 
-    def __init__(self, settings: SipSettings, pipeline: Any) -> None:
+    def __init__(self, settings: SipSettings, pipeline: VoiceSessions) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.front = SipFront(settings.host, settings.port, capacity=CALLS_PER_PROCESS,
@@ -378,8 +393,8 @@ class SipWorkerPool:
 
     # ---- calls ----------------------------------------------------------------------------------
     async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0,
-                        callback: str = "") -> Any:
-        """Place a call on the least loaded worker; returns its started VoiceSession."""
+                        callback: str = "") -> CallAudio:
+        """Place a call on the least loaded worker; returns its started voice session."""
         ready = [link for link in self.links.values() if not link.link.closed and link.ready.done()
                  and not link.ready.exception()]
         if not ready:

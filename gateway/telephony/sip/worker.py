@@ -10,7 +10,9 @@ the recognizers and the synthesizer that all workers share.
 Per call, caller frames go up as they arrive; bot frames come down on credit: the worker asks
 for one frame each time pjmedia's clock takes one (``KIND_PULL``), with ``PREFILL`` frames
 asked ahead, so the queue between the two processes stays ``PREFILL`` frames deep and a
-barge-in cuts the bot within a few frames.
+barge-in cuts the bot within a few frames. The session's events come down as messages
+(``clear``, ``hangup``, ``ended``; a transfer as a request) and are the ``RemoteSession``'s own
+events, so the call's media leg here carries them out as it would a local session's.
 
 Run by the pool as ``python -m gateway.telephony.sip.worker FD INDEX`` (FD: its end of the
 link). The first message on the link is its spec: ``settings`` (``sip`` settings, credentials
@@ -26,13 +28,17 @@ import collections
 import logging
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import SipSettings
 from gateway.context.redaction.logs import install as install_log_redaction
 from gateway.core.actions import Transfer
 from gateway.telephony.sip import ipc
 from gateway.telephony.sip.runtime import SipError
+from gateway.voice.port import CallOpened, ClearAudio, EventStream, HangUp, SessionEnded, SessionEvent, TransferCall
+
+if TYPE_CHECKING:
+    from gateway.telephony.sip.endpoint import SipEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +47,26 @@ PREFILL = 2
 OPEN_TIMEOUT_S = 20.0
 """How long a call waits for the gateway to open its session."""
 STOP_TIMEOUT_S = 10.0
+TRANSFER_TIMEOUT_S = 25.0
+"""A transfer the gateway asks for is answered within this (a REFER is given 15 s)."""
 REPORT_S = 0.5
 """How often the worker reports its calls to the pool when they changed."""
 
 
 class RemoteSession:
-    """The ``VoiceSession`` surface a ``SipEndpoint`` uses, backed by a session in the gateway."""
+    """A call's voice session as the worker's media leg sees it (``gateway.voice.port.CallAudio``),
+    backed by the real session in the gateway."""
 
     def __init__(self, worker: "WorkerSide", sid: int, **fields: Any) -> None:
         self.worker = worker
         self.sid = sid
         self.call_id: str = fields["call_id"]
         self.sample_rate: int = fields["sample_rate"]
+        self.frame_bytes = self.sample_rate // 50 * 2
         self.conversation_id: str = fields["conversation_id"]
-        self.control: Any = fields["control"]
         self.fields = fields
-        self.ended = asyncio.Event()
-        self.silence = bytes(self.sample_rate // 50 * 2)
+        self.events = EventStream(self.call_id)
+        self.silence = bytes(self.frame_bytes)
         self.ready: collections.deque[bytes] = collections.deque(maxlen=50)
         self.starved = 0
         self._stopped = False
@@ -81,6 +90,7 @@ class RemoteSession:
         if reply.get("error"):
             raise SipError(f"the gateway refused the call: {reply['error']}")
         self.conversation_id = reply.get("conversation_id", "") or self.conversation_id
+        self.events.emit(CallOpened(self.conversation_id))  # an outbound call is answered on it
         self.worker.link.send(ipc.KIND_PULL, ipc.pull_payload(self.sid, PREFILL))
 
     def push_audio(self, pcm: bytes) -> None:
@@ -102,6 +112,23 @@ class RemoteSession:
             self.starved += 1
             return self.silence
 
+    def next_events(self) -> list[SessionEvent]:
+        return self.events.drain()
+
+    async def wait_events(self) -> list[SessionEvent]:
+        return await self.events.wait()
+
+    def cleared(self) -> None:
+        """The gateway's session was cut short: the frames already here are dropped too."""
+        self.ready.clear()
+        self.events.emit(ClearAudio("barge-in"))
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        """The gateway's session asks to transfer the call: this worker's leg carries it out."""
+        reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.events.emit(TransferCall(conversation_id, action, reply))
+        return await asyncio.wait_for(reply, TRANSFER_TIMEOUT_S)
+
     async def stop(self, reason: str = "hangup") -> None:
         """The call is over: stop the gateway's session and wait (bounded) until it has."""
         if self._stopped:
@@ -109,13 +136,15 @@ class RemoteSession:
         self._stopped = True
         self._stop_ack = asyncio.get_running_loop().create_future()
         self.worker.link.send_json(t="stop", sid=self.sid, reason=reason)
+        if self.worker.quitting:  # the gateway is shutting down: it stops its sessions itself
+            self._stop_ack.set_result(None)
         try:
             await asyncio.wait_for(self._stop_ack, STOP_TIMEOUT_S)
         except asyncio.TimeoutError:
             log.warning("call %s: the gateway did not confirm the end of its session", self.call_id)
         finally:
-            self.ended.set()
             self.worker.sessions.pop(self.sid, None)
+            self.events.emit(SessionEnded(reason))
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -129,13 +158,12 @@ class RemotePipeline:
         self.worker = worker
 
     def session(self, *, call_id: str, sample_rate: int = 8000, caller_id: str = "", dialed: str = "",
-                conversation_id: str = "", control: Any = None, outbound: bool = False,
-                channel: str = "voice", callback: str = "", attestation: str = "") -> RemoteSession:
+                conversation_id: str = "", outbound: bool = False, channel: str = "voice", callback: str = "",
+                attestation: str = "") -> RemoteSession:
         self.worker.next_sid += 1
         session = RemoteSession(self.worker, self.worker.next_sid, call_id=call_id, sample_rate=sample_rate,
                                 caller_id=caller_id, dialed=dialed, conversation_id=conversation_id,
-                                control=control, outbound=outbound, channel=channel, callback=callback,
-                                attestation=attestation)
+                                outbound=outbound, channel=channel, callback=callback, attestation=attestation)
         self.worker.sessions[session.sid] = session
         return session
 
@@ -145,11 +173,12 @@ class WorkerSide:
 
     def __init__(self, link: ipc.Link) -> None:
         self.link = link
-        self.endpoint: Any = None
+        self.endpoint: SipEndpoint | None = None  # set once started (run_worker)
         self.next_sid = 0
         self.sessions: dict[int, RemoteSession] = {}
         self.opening: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.quitting = False  # the gateway said quit: it no longer answers a call's stop
 
     async def serve(self) -> None:
         """Read the gateway's messages until the link closes."""
@@ -166,6 +195,7 @@ class WorkerSide:
             elif kind == ipc.KIND_JSON:
                 msg = ipc.decode_json(payload)
                 if msg["t"] == "quit":
+                    self.quitting = True
                     return
                 self._control(msg)
             else:
@@ -179,8 +209,12 @@ class WorkerSide:
             fut = self.opening.get(sid)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+        elif t == "clear" and session is not None:
+            session.cleared()
+        elif t == "hangup" and session is not None:
+            session.events.emit(HangUp(str(msg.get("reason", "completed"))))
         elif t == "ended" and session is not None:
-            session.ended.set()
+            session.events.emit(SessionEnded(str(msg.get("reason", "hangup"))))
         elif t == "stopped" and session is not None:
             if session._stop_ack is not None and not session._stop_ack.done():
                 session._stop_ack.set_result(None)
@@ -203,26 +237,26 @@ class WorkerSide:
 
     async def _do(self, msg: dict[str, Any]) -> Any:
         op = msg.get("op")
+        assert self.endpoint is not None
         if op == "originate":
             session = await self.endpoint.originate(msg["target"], msg.get("conversation_id", ""),
                                                     timeout=float(msg.get("timeout_s", 60.0)),
                                                     callback=str(msg.get("callback", "")))
+            assert isinstance(session, RemoteSession)
             return session.sid
         if op == "stats":
             return self.report()
         session = self.sessions.get(int(msg.get("sid", 0)))
-        if session is None or session.control is None:
+        if session is None:
             raise SipError("the call has already ended")
         if op == "transfer":
             action = Transfer(**{k: tuple(v) if isinstance(v, list) else v for k, v in msg["action"].items()})
-            return await session.control.transfer(msg.get("conversation_id", ""), action)
-        if op == "hangup":
-            await session.control.hangup(msg.get("reason", "hangup"))
-            return True
+            return await session.transfer(msg.get("conversation_id", ""), action)
         raise SipError(f"unknown request {op!r}")
 
     def report(self) -> dict[str, Any]:
         ep = self.endpoint
+        assert ep is not None
         return {"calls": sorted(leg.sip_call_id for leg in ep.legs.values() if leg.sip_call_id),
                 "rejected": ep.rejected, "registered": ep.registered.is_set(), "media": ep.media_stats()}
 
@@ -231,6 +265,7 @@ class WorkerSide:
         last: Any = None
         while True:
             ep = self.endpoint
+            assert ep is not None
             now = (sorted(leg.sip_call_id for leg in ep.legs.values() if leg.sip_call_id), ep.rejected,
                    ep.registered.is_set())
             if now != last:
