@@ -42,7 +42,7 @@ from gateway.core.queue_wait import WaitEstimate, queue_wait_estimate
 from gateway.telephony.call_outcomes import CallFailedReport, OriginateOutcome, OutcomeTasks, ami_outcome
 from gateway.health import ChannelHealth
 from gateway.telephony.asterisk_queues import queue_extension
-from gateway.telephony.calls import CallRegistry, DialplanCallControl
+from gateway.telephony.calls import CallRegistry, DialplanCallControl, LiveCall
 
 log = logging.getLogger(__name__)
 QUEUE_SUMMARY_TIMEOUT = 2.0
@@ -394,7 +394,7 @@ def agent_extension(transfer: Transfer) -> str:
 class AmiCallControl:
     """CallControl for an AudioSocket call: AMI Redirect, else hand the transfer to the dialplan."""
 
-    def __init__(self, ami: AmiClient, calls: CallRegistry, call: Any):
+    def __init__(self, ami: AmiClient, calls: CallRegistry, call: LiveCall):
         self.ami = ami
         self.calls = calls
         self.call = call
@@ -429,6 +429,3 @@ class AmiCallControl:
             except AmiError as exc:
                 log.warning("call %s: AMI transfer failed (%s); handing it to the dialplan", self.call.call_id, exc)
         return await self.dialplan.transfer(conversation_id, action)
-
-    async def hangup(self, reason: str) -> None:
-        await self.dialplan.hangup(reason)

@@ -6,9 +6,11 @@ answers it, opens a UDP port on ``ari.media_host``, creates an externalMedia cha
 voice session: RTP from Asterisk (PT 0, 160-byte payloads; its timestamps start at 160) is
 decoded into ``push_audio``; every 20 ms, on one shared drift-free tick, ``pull_frame`` goes
 back as RTP to the address Asterisk gives in ``UNICASTRTP_LOCAL_ADDRESS``/``_PORT``.
-``ChannelDtmfReceived`` events become ``push_dtmf``. A transfer sets the ``VOICEGW_*``
-variables and sends the channel back to the dialplan (``continue`` into ``ami.agent_context``,
-extension = queue). externalMedia needs ``chan_rtp.so`` (without it Asterisk answers HTTP 500).
+``ChannelDtmfReceived`` events become ``push_dtmf``; both go through the call's media leg
+(:mod:`media_leg`: held until the session has started, flood limit). A transfer sets the
+``VOICEGW_*`` variables and sends the channel back to the dialplan (``continue`` into
+``ami.agent_context``, extension = queue). externalMedia needs ``chan_rtp.so`` (without it
+Asterisk answers HTTP 500). ``AriCall`` is the glue: its media leg's wire.
 
 At most ``ari.max_sessions`` calls at once: a channel entering the app past that is refused
 before anything is set up for it: ``VOICEGW_STATUS=busy`` is set on it and it is sent back to
@@ -24,8 +26,8 @@ import json
 import logging
 import random
 import struct
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine
 
 import aiohttp
 
@@ -33,10 +35,12 @@ from gateway.config import Settings
 from gateway.core.actions import Transfer
 from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
-from gateway.telephony.ami import agent_extension
+from gateway.telephony.asterisk_queues import queue_extension
 from gateway.telephony.calls import FAILED_ENDS
+from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.audio import ulaw_decode, ulaw_encode
+from gateway.voice.port import VoiceSessions
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,8 @@ RTP_HEADER = 12
 PT_PCMU = 0
 MAX_EVENT_BYTES = 1 << 20
 REQUEST_TIMEOUT = 5.0
-MAX_EARLY_KEYS = 32
-"""Keys kept for a call whose session is not ready yet (a digit string is 32 at most)."""
+STOP_WAIT_SECONDS = 35.0
+"""How long a teardown waits for the call's session to stop before deleting its channels."""
 
 
 class AriError(RuntimeError):
@@ -155,83 +159,78 @@ class _Media(asyncio.DatagramProtocol):
         except ValueError as exc:
             log.debug("ARI call %s: dropped datagram: %s", call.channel_id, exc)
             return
-        if packet.payload_type == PT_PCMU and call.session is not None and call.ready:
-            call.session.push_audio(ulaw_decode(packet.payload))
+        if packet.payload_type == PT_PCMU:
+            call.leg.caller_audio(ulaw_decode(packet.payload))
 
 
-@dataclass
 class AriCall:
-    channel_id: str
-    caller_id: str = ""
-    dialed: str = ""
-    media_id: str = ""
-    bridge_id: str = ""
-    remote: tuple[str, int] | None = None
-    transport: asyncio.DatagramTransport | None = None
-    session: Any = None
-    ready: bool = False
-    transferred: bool = False
-    ended: bool = False
-    rtp: RtpPacketizer = field(default_factory=RtpPacketizer)
-    early_keys: list[str] = field(default_factory=list)
-    """Keys pressed before the voice session was ready (answer, media setup): given to it then."""
+    """One channel in the Stasis app: externalMedia RTP and REST call control, its media leg's wire."""
 
-
-class _AriTicker:
-    """An ARI call on the shared 20 ms pacer: one RTP packet of the bot's audio per tick."""
-
-    def __init__(self, app: "AriApp", call: AriCall):
+    def __init__(self, app: "AriApp", channel_id: str, *, caller_id: str = "", dialed: str = "",
+                 media_id: str = "", bridge_id: str = "") -> None:
         self.app = app
-        self.call = call
-        self.call_id = call.channel_id
+        self.channel_id = channel_id
+        self.caller_id = caller_id
+        self.dialed = dialed
+        self.media_id = media_id
+        self.bridge_id = bridge_id
+        self.remote: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.rtp = RtpPacketizer()
+        self.transferred = False
+        self.teardown: asyncio.Task[None] | None = None
+        self.leg = MediaLeg(self, kind="ARI", call_id=channel_id, pacer=app.pacer, spawn=app.spawn)
 
-    def tick(self, now: float) -> None:
-        call = self.call
-        if not call.ready or call.transport is None or call.remote is None:
-            self.app.pacer.discard(self)
-            return
-        if call.session.ended.is_set():
-            self.end(getattr(call.session, "end_reason", "") or "completed")
-            return
-        call.transport.sendto(call.rtp.packet(ulaw_encode(call.session.pull_frame())), call.remote)
+    @property
+    def ready(self) -> bool:
+        """The session has started: audio flows both ways."""
+        return self.leg.state is LegState.LIVE
 
-    def end(self, reason: str) -> None:
-        self.app.pacer.discard(self)
-        self.call.ready = False
-        self.app.spawn(self.app.end_call(self.call, reason))
+    # --- the leg's wire (gateway.telephony.media_leg.LegWire) ----------------------------------
+    def play(self, pull: Callable[[], bytes]) -> None:
+        pcm = pull()
+        if self.transport is not None and self.remote is not None and not self.transport.is_closing():
+            self.transport.sendto(self.rtp.packet(ulaw_encode(pcm)), self.remote)
 
+    def clear(self) -> None:
+        """Nothing to clear: RTP goes out in real time."""
 
-class AriCallControl:
-    """CallControl for an ARI call: variables, then ``continue`` into the agents' context."""
-
-    def __init__(self, app: "AriApp", call: AriCall):
-        self.app = app
-        self.call = call
+    def opened(self, conversation_id: str) -> None:
+        """Nothing to tag: a transfer writes the conversation id to the channel."""
 
     async def transfer(self, conversation_id: str, action: Transfer) -> bool:
-        rest, cid = self.app.rest, self.call.channel_id
+        """The ``VOICEGW_*`` variables, then ``continue`` into the agents' context."""
+        app, cid = self.app, self.channel_id
         try:
-            for name, value in (("__VOICEGW_CONVERSATION", conversation_id), ("VOICEGW_QUEUE", agent_extension(action)),
+            for name, value in (("__VOICEGW_CONVERSATION", conversation_id), ("VOICEGW_QUEUE", queue_extension(action.queue)),
                                 ("VOICEGW_SKILLS", ",".join(action.skills)), ("VOICEGW_LANGUAGE", action.language),
                                 ("VOICEGW_STATUS", "transferred")):
-                await rest.request("POST", f"/channels/{cid}/variable", variable=name, value=value)
-            await rest.request("POST", f"/channels/{cid}/continue", context=self.app.settings.ami.agent_context,
-                               extension=agent_extension(action), priority=1)
+                await app.rest.request("POST", f"/channels/{cid}/variable", variable=name, value=value)
+            await app.rest.request("POST", f"/channels/{cid}/continue", context=app.settings.ami.agent_context,
+                                   extension=queue_extension(action.queue), priority=1)
         except (AriError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("ARI call %s: transfer failed: %s", cid, exc)
             return False
-        self.call.transferred = True
+        self.transferred = True
         return True
 
-    async def hangup(self, reason: str) -> None:
-        self.call.ready = False
-        self.app.spawn(self.app.end_call(self.call, reason))
+    def hanging_up(self) -> float:
+        return 0.0
+
+    def played_out(self) -> bool:
+        return True
+
+    def close(self, end: LegEnd) -> None:
+        """Tear the call down once: media channel and bridge, and the caller's channel unless
+        it was transferred, handed back to the dialplan, or already gone."""
+        if self.teardown is None:
+            self.teardown = self.app.spawn(self.app.teardown(self, end))
 
 
 class AriApp:
     """The ``ari.app`` Stasis application: one voice session per channel that enters it."""
 
-    def __init__(self, settings: Settings, pipeline: Any, *, initial_backoff: float = 1.0):
+    def __init__(self, settings: Settings, pipeline: VoiceSessions, *, initial_backoff: float = 1.0):
         self.settings = settings
         self.cfg = settings.ari
         self.pipeline = pipeline
@@ -265,17 +264,18 @@ class AriApp:
         if self._runner is not None:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
-        await self.pacer.close()
         for call in list(self.calls.values()):
-            self.spawn(self.end_call(call, "shutdown"))
+            call.leg.close("shutdown")
+        await self.pacer.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
         await self.rest.close()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _events_forever(self) -> None:
         backoff = self.initial_backoff
@@ -316,18 +316,14 @@ class AriApp:
                             cid, self.cap.active)
                 self.spawn(self._refuse(cid))
                 return
-            call = AriCall(cid, caller_id=(channel.get("caller") or {}).get("number", ""),
+            call = AriCall(self, cid, caller_id=(channel.get("caller") or {}).get("number", ""),
                            dialed=(channel.get("dialplan") or {}).get("exten", ""))
             self.calls[cid] = call
             self.spawn(self._start_call(call))
         elif kind == "ChannelDtmfReceived" and cid in self.calls:
-            call = self.calls[cid]
-            if call.session is not None and call.ready:
-                call.session.push_dtmf(str(event.get("digit", "")))
-            elif len(call.early_keys) < MAX_EARLY_KEYS:
-                call.early_keys.append(str(event.get("digit", "")))
+            self.calls[cid].leg.caller_key(str(event.get("digit", "")))
         elif kind in ("StasisEnd", "ChannelDestroyed") and cid in self.calls:
-            self.spawn(self.end_call(self.calls[cid], "hangup"))
+            self.calls[cid].leg.close("hangup")
 
     async def _start_call(self, call: AriCall) -> None:
         rest, cid = self.rest, call.channel_id
@@ -348,20 +344,16 @@ class AriApp:
             bridge = await rest.request("POST", "/bridges", type="mixing", bridgeId=f"{cid}-bridge")
             call.bridge_id = bridge["id"]
             await rest.request("POST", f"/bridges/{call.bridge_id}/addChannel", channel=f"{cid},{call.media_id}")
-            call.session = self.pipeline.session(call_id=cid, sample_rate=8000, caller_id=call.caller_id,
-                                                 dialed=call.dialed, control=AriCallControl(self, call))
-            await call.session.start()
+            if call.leg.state is not LegState.NEW:
+                return  # the caller left while the media was set up
+            session = self.pipeline.session(call_id=cid, sample_rate=8000, caller_id=call.caller_id,
+                                            dialed=call.dialed)
         except (AriError, aiohttp.ClientError, asyncio.TimeoutError, OSError, KeyError) as exc:
             log.error("ARI call %s could not start: %s", cid, exc)
             await self.end_call(call, "error")
             return
-        if not call.ended:
-            call.ready = True
-            keys, call.early_keys = call.early_keys, []
-            for key in keys:  # pressed during the greeting's setup: type-ahead, in order
-                call.session.push_dtmf(key)
-            self.pacer.add(_AriTicker(self, call))
-            log.info("ARI call %s started (caller %s, media %s:%d)", cid, call.caller_id or "unknown", *call.remote)
+        call.leg.begin(session)  # keys pressed during the setup are given to it in order
+        log.info("ARI call %s started (caller %s, media %s:%d)", cid, call.caller_id or "unknown", *call.remote)
 
     async def _refuse(self, cid: str) -> None:
         """Tell the dialplan the gateway is busy and hand the channel back (else hang it up)."""
@@ -392,20 +384,23 @@ class AriApp:
         return True
 
     async def end_call(self, call: AriCall, reason: str) -> None:
-        """Stop the session, tear down the media channel and bridge, hang up unless transferred."""
-        if call.ended:
-            return
-        call.ended = True
+        """End ``call`` (its session stops) and wait until it is torn down."""
+        call.leg.close(reason)
+        if call.teardown is not None:
+            await asyncio.shield(call.teardown)
+
+    async def teardown(self, call: AriCall, end: LegEnd) -> None:
+        """Once per call, after its session: the media channel and bridge go, and the caller's
+        channel is hung up unless it was transferred, handed back to the dialplan, or gone."""
         self.cap.release()
-        call.ready = False
         self.calls.pop(call.channel_id, None)
         if call.transport is not None:
             call.transport.close()
-        if call.session is not None:
-            try:
-                await call.session.stop(reason="transferred" if call.transferred else reason)
-            except Exception:  # the call is over either way
-                log.exception("ARI call %s: session stop failed", call.channel_id)
+        try:
+            await asyncio.wait_for(call.leg.stopped.wait(), STOP_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("ARI call %s: the session did not stop in time", call.channel_id)
+        reason = "transferred" if call.transferred else end.reason
         cleanup = [f"/channels/{call.media_id}"] if call.media_id else []
         if call.bridge_id:
             cleanup.append(f"/bridges/{call.bridge_id}")
@@ -418,4 +413,4 @@ class AriApp:
             except (AriError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 log.debug("ARI call %s: DELETE %s: %s", call.channel_id, path, exc)
         self.media_channels.discard(call.media_id)
-        log.info("ARI call %s ended: %s", call.channel_id, "transferred" if call.transferred else reason)
+        log.info("ARI call %s torn down: %s", call.channel_id, reason)

@@ -20,7 +20,7 @@ from gateway.core.actions import Originate
 from gateway.core.events import AgentConnected
 from gateway.health import ChannelHealth
 from gateway.telephony.agi_routes import FallbackRoute, PromptFiles, VoicebotRoute
-from gateway.telephony.audiosocket_server import AudioSocketCall, AudioSocketServer
+from gateway.telephony.audiosocket_server import AsteriskCallControl, AudioSocketCall, AudioSocketServer
 from gateway.telephony.call_outcomes import report_to_core
 from gateway.telephony.calls import CallRegistry, DialplanCallControl
 
@@ -106,7 +106,7 @@ async def start_asterisk_channels(
 
             ami = await part("ami", start_ami)
 
-        def control_factory(call: AudioSocketCall) -> Any:
+        def control_factory(call: AudioSocketCall) -> AsteriskCallControl:
             if ami is not None:
                 from gateway.telephony.ami import AmiCallControl
 

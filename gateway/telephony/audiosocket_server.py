@@ -8,19 +8,22 @@ A thin asyncio layer around :mod:`gateway.telephony.audiosocket`. Per connection
 * the sample rate comes from the first audio kind (0x10 = 8 kHz, 0x12 = 16 kHz, ...). The
   ``AudioSocket()`` application always sends 8 kHz; the channel driver sends its first audio in
   the same read as the UUID. Other wideband rates are resampled to 16 kHz for the pipeline;
-* caller audio goes to ``session.push_audio``, DTMF (kind 0x03) to ``session.push_dtmf``;
+* caller audio and DTMF (kind 0x03) go to the call's media leg (:mod:`media_leg`: held until
+  the session has started, flood limit, read timeout), which hands them to the session;
 * the shared 20 ms clock (:mod:`media_pacer`, drift-free: ``start + n * 20 ms`` of
-  ``loop.time()``) ticks every connection, which sends ``session.pull_frame()``. Asterisk does not
-  re-pace what it receives, and the application hangs up after 2 s without a frame either way,
-  so the gateway sends silence whenever the bot has nothing to say (also while the
+  ``loop.time()``) ticks every leg, which sends one frame of the session's audio. Asterisk does
+  not re-pace what it receives, and the application hangs up after 2 s without a frame either
+  way, so the gateway sends silence whenever the bot has nothing to say (also while the
   conversation is still being opened);
 * the call ends on a TCP close from Asterisk (it never sends 0x00), a read timeout, a protocol
-  error, a peer that stops reading, or when the session asks to end (``session.ended``): the
-  gateway then sends ``00 00 00`` and closes, so ``AudioSocket()`` returns and the dialplan goes on.
+  error, a peer that stops reading, or when the session hangs up (a goodbye, a transfer, a
+  failure): the gateway then sends ``00 00 00`` and closes, so ``AudioSocket()`` returns and the
+  dialplan goes on (the ``voicebot`` route tells it how the call ended).
 
 Connections are asyncio Protocols: no task per read and one timer for all calls, so the cost
-per call is the codec and the session's own work. A failure ends its own connection with one
-log line carrying the call id, never the server or another call.
+per call is the codec and the session's own work. This module is the codec's glue to
+:class:`~gateway.telephony.media_leg.MediaLeg` (``_Connection`` is the leg's wire); a failure
+ends its own connection with one log line carrying the call id, never the server or another call.
 
 At most ``audiosocket.max_sessions`` connections are served at once. One past it is refused
 as soon as its UUID arrives (at most ``REFUSE_WAIT_SECONDS`` later): ``00 00 00`` (hangup),
@@ -32,16 +35,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine, Protocol
 
 from gateway.config import Settings
+from gateway.core.actions import Transfer
 from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.telephony import audiosocket as asock
 from gateway.telephony.calls import CallRecord, CallRegistry
+from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer, PacingStats
 from gateway.voice.audio import Resampler
+from gateway.voice.port import VoiceSessions
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +55,34 @@ RATE_PROBE_SECONDS = 0.3
 """How long to wait after the UUID for the first audio message that tells the rate."""
 MAX_WRITE_BUFFER = 64 * 1024
 """About 4 s of 8 kHz audio queued in the transport: the peer stopped reading."""
-MAX_PENDING_BYTES = 256 * 1024
-"""Caller audio held while the conversation is being opened (about 16 s at 8 kHz)."""
 REFUSE_WAIT_SECONDS = 1.0
 """How long a connection past ``max_sessions`` may take to send its UUID (Asterisk sends it at
 once) before it is refused anyway; the UUID only names the call in the log line."""
-FLOOD_BURST_SECONDS = 3.0
-FLOOD_SPEED = 4.0
-"""Caller audio may arrive in bursts (a network hiccup: up to 6 s at once, from a full bucket of
-3 s going 3 s into debt) but not, on average, faster than four times real time: a peer that
-floods audio would cost every call CPU (VAD)."""
+GATEWAY_ENDS = frozenset({"shutdown"})
+"""Ends (besides the session's own) after which Asterisk is told with ``00 00 00``."""
+ABORTS = frozenset({"stalled", "protocol-error"})
+"""Ends after which the connection is reset rather than closed (the peer misbehaved)."""
 
 
 @dataclass
 class AudioSocketCall:
-    """One live AudioSocket connection, as seen by a call control."""
+    """One live AudioSocket connection, as its call control sees it."""
 
     call_id: str
     conversation_id: str
     wire_rate: int
     record: CallRecord | None
-    hangup_requested: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def request_hangup(self) -> None:
-        """Ask the server to send 0x00 and close this connection."""
-        self.hangup_requested.set()
 
 
-ControlFactory = Callable[[AudioSocketCall], Any]
+class AsteriskCallControl(Protocol):
+    """How an AudioSocket call is tagged and transferred (AMI, or the dialplan after the call)."""
+
+    async def call_started(self, conversation_id: str) -> None: ...
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool: ...
+
+
+ControlFactory = Callable[[AudioSocketCall], AsteriskCallControl]
 
 
 def session_rate(wire_rate: int) -> int:
@@ -85,7 +91,7 @@ def session_rate(wire_rate: int) -> int:
 
 
 class _Connection(asyncio.Protocol):
-    """One AudioSocket connection: codec in, session calls out, frames on each tick."""
+    """One AudioSocket connection: codec in, media leg out; the leg's wire."""
 
     def __init__(self, server: "AudioSocketServer"):
         self.server = server
@@ -95,16 +101,11 @@ class _Connection(asyncio.Protocol):
         self.peer: Any = None
         self.call_id = "-"
         self.call: AudioSocketCall | None = None
-        self.session: Any = None
-        self.ready = False
+        self.control: AsteriskCallControl | None = None
+        self.leg: MediaLeg | None = None
         self.wire_rate = 0
-        self.pending: list[asock.Message] = []
-        self.pending_bytes = 0
         self.inbound: Resampler | None = None
         self.outbound: Resampler | None = None
-        self.last_rx = self.loop.time()
-        self.audio_credit = float("inf")  # full bucket: set at the first audio, when the rate is known
-        self.credit_time = self.last_rx
         self.probe: asyncio.TimerHandle | None = None
         self.admitted = False
         self.refusal: asyncio.TimerHandle | None = None
@@ -119,26 +120,38 @@ class _Connection(asyncio.Protocol):
         if not self.admitted:
             self.refusal = self.loop.call_later(REFUSE_WAIT_SECONDS, self._refuse)
             return
-        self.server.pacer.add(self)
+        self.leg = MediaLeg(self, kind="AudioSocket", call_id=self.call_id, pacer=self.server.pacer,
+                            spawn=self.server.spawn, read_timeout=self.server.cfg.read_timeout_seconds)
 
     def data_received(self, data: bytes) -> None:
         if self.reason:
             return
-        if not self.admitted:
+        leg = self.leg
+        if leg is None:
             self._refuse(data)
             return
-        self.last_rx = self.loop.time()
+        leg.heard()
         try:
             msgs = self.parser.receive_data(data)
         except asock.ProtocolError as exc:
             log.warning("AudioSocket call %s from %s: protocol error: %s; connection closed",
                         self.call_id, self.peer, exc)
-            self.end("protocol-error")
+            leg.close("protocol-error")
             return
-        if self.session is None or not self.ready:
-            self._hold(msgs)
-        else:
-            self._feed(msgs)
+        for msg in msgs:
+            if isinstance(msg, asock.Uuid):
+                self.call_id = leg.call_id = str(msg.uuid)
+                self.probe = self.loop.call_later(RATE_PROBE_SECONDS, self._begin, 8000)
+            elif isinstance(msg, asock.Audio):
+                self._audio(leg, msg)
+            elif isinstance(msg, asock.Dtmf):
+                leg.caller_key(msg.digit)
+            elif isinstance(msg, asock.Hangup):
+                leg.close("hangup")
+            elif isinstance(msg, asock.ErrorMessage):
+                log.warning("AudioSocket call %s: peer sent error 0x%s", self.call_id, msg.payload.hex())
+            if self.reason:
+                return
 
     def eof_received(self) -> bool:
         try:
@@ -146,34 +159,35 @@ class _Connection(asyncio.Protocol):
         except asock.ProtocolError as exc:
             log.warning("AudioSocket call %s from %s: protocol error: %s; connection closed",
                         self.call_id, self.peer, exc)
-            self.end("protocol-error")
+            self._close("protocol-error")
             return False
-        if self.session is None and self.call_id == "-":
+        if self.call_id == "-":
             log.info("AudioSocket connection from %s closed before its UUID", self.peer)
-        if self.session is not None and not self.ready:
-            self.pending.append(asock.Hangup())  # fed once the session has started
-            return True
-        self.end("hangup")
+        self._close("hangup")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.reason:
             log.info("AudioSocket call %s from %s: connection lost: %s", self.call_id, self.peer, exc)
-        self.end("hangup")
+        self._close("hangup")
         self.server.connections.discard(self)
-        self.server.pacer.discard(self)
         if self.admitted:
             self.admitted = False
             self.server.cap.release()
+
+    def _close(self, reason: str) -> None:
+        if self.leg is not None:
+            self.leg.close(reason)
+        elif not self.reason:
+            self.reason = reason
+            self._cancel_timers()
 
     def _refuse(self, data: bytes = b"") -> None:
         """The server holds ``max_sessions`` calls: hang this one up before it starts."""
         if self.reason:
             return
         self.reason = "busy"
-        if self.refusal is not None:
-            self.refusal.cancel()
-            self.refusal = None
+        self._cancel_timers()
         try:
             first = self.parser.receive_data(data)[:1]
         except asock.ProtocolError:
@@ -191,28 +205,24 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     # --- call setup ----------------------------------------------------------------------------
-    def _hold(self, msgs: list[asock.Message]) -> None:
-        for msg in msgs:
-            if isinstance(msg, asock.Uuid):
-                self.call_id = str(msg.uuid)
-                self.probe = self.loop.call_later(RATE_PROBE_SECONDS, self._begin, 8000)
-                continue
-            if isinstance(msg, asock.Audio):
-                self.pending_bytes += len(msg.pcm)
-                if self.session is None and self.probe is not None:
-                    self._begin(msg.sample_rate)
-            self.pending.append(msg)
-        while self.pending_bytes > MAX_PENDING_BYTES and self.pending:
-            dropped = self.pending.pop(0)
-            if isinstance(dropped, asock.Audio):
-                self.pending_bytes -= len(dropped.pcm)
+    def _audio(self, leg: MediaLeg, msg: asock.Audio) -> None:
+        if leg.state is LegState.NEW:
+            self._begin(msg.sample_rate)
+            if self.reason:
+                return
+        if msg.sample_rate != self.wire_rate:
+            log.warning("AudioSocket call %s: audio at %d Hz in a %d Hz call; dropped", self.call_id,
+                        msg.sample_rate, self.wire_rate)
+            return
+        pcm = self.inbound.process(msg.pcm) if self.inbound is not None else msg.pcm
+        if pcm:
+            leg.caller_audio(pcm)
 
     def _begin(self, wire_rate: int) -> None:
-        if self.session is not None or self.reason:
+        leg = self.leg
+        if leg is None or leg.state is not LegState.NEW or self.reason:
             return
-        if self.probe is not None:
-            self.probe.cancel()
-            self.probe = None
+        self._cancel_timers()
         server = self.server
         self.wire_rate = wire_rate
         rate = session_rate(wire_rate)
@@ -225,146 +235,92 @@ class _Connection(asyncio.Protocol):
         # offered to the core as a conversation id (resumed when it exists, else a new one).
         self.call = AudioSocketCall(self.call_id, record.conversation_id if record else self.call_id,
                                     wire_rate, record)
-        control = server.control_factory(self.call) if server.control_factory else None
+        self.control = server.control_factory(self.call) if server.control_factory else None
         try:
-            self.session = server.pipeline.session(
+            session = server.pipeline.session(
                 call_id=self.call_id, sample_rate=rate,
                 caller_id=record.caller_id if record else "", dialed=record.dialed if record else "",
-                conversation_id=self.call.conversation_id, control=control,
-                outbound=bool(record and record.outbound),
+                conversation_id=self.call.conversation_id, outbound=bool(record and record.outbound),
                 callback=record.callback if record else "", attestation=record.attestation if record else "",
             )
         except Exception:  # the pipeline refused the call: end this connection only
             log.exception("AudioSocket call %s: no voice session; connection closed", self.call_id)
-            self.end("error")
+            leg.close("error")
             return
         server.active[self.call_id] = self.call
         log.info("AudioSocket call %s started (%d Hz, conversation %s)", self.call_id, wire_rate,
                  self.call.conversation_id or "new")
-        server.spawn(self._start(control, record))
+        leg.begin(session)
 
-    async def _start(self, control: Any, record: CallRecord | None) -> None:
-        try:
-            await self.session.start()
-        except Exception:
-            log.exception("AudioSocket call %s: session start failed; connection closed", self.call_id)
-            self.end("error")
-            return
-        if self.reason:
-            return
-        call = self.call
-        assert call is not None
-        call.conversation_id = getattr(self.session, "conversation_id", "") or call.conversation_id
-        if record is not None and call.conversation_id and record.conversation_id != call.conversation_id:
-            self.server.calls.set_conversation(record, call.conversation_id)
-        started = getattr(control, "call_started", None)
-        if started is not None and call.conversation_id:
-            self.server.spawn(started(call.conversation_id))
-        self.ready = True
-        pending, self.pending, self.pending_bytes = self.pending, [], 0
-        self._feed(pending)
-
-    def _flooding(self, nbytes: int) -> bool:
-        """Token bucket on caller audio: refilled at FLOOD_SPEED x real time, FLOOD_BURST_SECONDS deep."""
-        bytes_per_second = self.wire_rate * 2
-        now = self.loop.time()
-        cap = FLOOD_BURST_SECONDS * bytes_per_second
-        self.audio_credit = min(cap, self.audio_credit + (now - self.credit_time) * bytes_per_second * FLOOD_SPEED)
-        self.credit_time = now
-        self.audio_credit -= nbytes
-        return self.audio_credit < -cap
-
-    def _feed(self, msgs: list[asock.Message]) -> None:
-        session = self.session
-        for msg in msgs:
-            if isinstance(msg, asock.Audio):
-                if self._flooding(len(msg.pcm)):
-                    log.warning("AudioSocket call %s from %s: audio arrives much faster than real time; "
-                                "closing", self.call_id, self.peer)
-                    self.end("flood")
-                    return
-                pcm = msg.pcm
-                if msg.sample_rate != self.wire_rate:
-                    log.warning("AudioSocket call %s: audio at %d Hz in a %d Hz call; dropped", self.call_id,
-                                msg.sample_rate, self.wire_rate)
-                    continue
-                if self.inbound is not None:
-                    pcm = self.inbound.process(pcm)
-                if pcm:
-                    session.push_audio(pcm)
-            elif isinstance(msg, asock.Dtmf):
-                session.push_dtmf(msg.digit)
-            elif isinstance(msg, asock.Hangup):
-                self.end("hangup")
-                return
-            elif isinstance(msg, asock.ErrorMessage):
-                log.warning("AudioSocket call %s: peer sent error 0x%s", self.call_id, msg.payload.hex())
-
-    # --- the 20 ms tick ------------------------------------------------------------------------
-    def tick(self, now: float) -> None:
-        """Send one frame; check the read timeout, the peer's reading, and the session's end."""
-        if self.reason or self.transport is None:
-            return
-        timeout = self.server.cfg.read_timeout_seconds
-        if now - self.last_rx > timeout:
-            log.warning("AudioSocket call %s from %s: nothing received for %.1f s; closing",
-                        self.call_id, self.peer, timeout)
-            self.end("timeout")
-            return
-        if self.session is None:
-            return
-        if self.ready and (self.session.ended.is_set() or (self.call and self.call.hangup_requested.is_set())):
-            self.end("ended")
-            return
-        if self.ready:
-            pcm = self.session.pull_frame()
-            if self.outbound is not None:
-                pcm = self.outbound.process(pcm)
-        else:  # the conversation is being opened: keep AudioSocket() alive
-            pcm = bytes(self.wire_rate // 50 * 2)
-        if pcm:
-            self.transport.write(asock.encode_audio(pcm, self.wire_rate))
-        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.warning("AudioSocket call %s: peer stopped reading (%d bytes queued); closing",
-                        self.call_id, self.transport.get_write_buffer_size())
-            self.end("stalled")
-
-    # --- ending --------------------------------------------------------------------------------
-    def end(self, reason: str) -> None:
-        """End the call once: 0x00 when the gateway ends it, close, stop the session."""
-        if self.reason:
-            return
-        self.reason = reason
+    def _cancel_timers(self) -> None:
         for timer in (self.probe, self.refusal):
             if timer is not None:
                 timer.cancel()
         self.probe = self.refusal = None
+
+    # --- the leg's wire (gateway.telephony.media_leg.LegWire) ----------------------------------
+    def play(self, pull: Callable[[], bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pcm = pull()
+        if self.outbound is not None:
+            pcm = self.outbound.process(pcm)
+        if pcm:
+            transport.write(asock.encode_audio(pcm, self.wire_rate))
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("AudioSocket call %s: peer stopped reading (%d bytes queued); closing",
+                        self.call_id, transport.get_write_buffer_size())
+            assert self.leg is not None
+            self.leg.close("stalled")
+
+    def clear(self) -> None:
+        """Nothing to clear: audio goes out in real time and Asterisk plays it as it comes."""
+
+    def opened(self, conversation_id: str) -> None:
+        call = self.call
+        if call is None or not conversation_id:
+            return
+        call.conversation_id = conversation_id
+        record = call.record
+        if record is not None and record.conversation_id != conversation_id:
+            self.server.calls.set_conversation(record, conversation_id)
+        if self.control is not None:
+            self.server.spawn(self.control.call_started(conversation_id))
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        if self.control is None:
+            log.warning("AudioSocket call %s: no call control to transfer with", self.call_id)
+            return False
+        return await self.control.transfer(conversation_id, action)
+
+    def hanging_up(self) -> float:
+        return 0.0  # nothing buffered beyond the transport: 0x00 at once
+
+    def played_out(self) -> bool:
+        return True
+
+    def close(self, end: LegEnd) -> None:
+        """End the call once: 0x00 when the gateway ends it, close, tell the voicebot route."""
+        if self.reason:
+            return
+        self.reason = end.reason
+        self._cancel_timers()
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if reason in ("ended", "shutdown") and self.session is not None:
+            if self.call is not None and (end.by_session or end.reason in GATEWAY_ENDS):
                 transport.write(asock.encode_hangup())
-            if reason in ("stalled", "protocol-error"):
+            if end.reason in ABORTS:
                 transport.abort()
             else:
                 transport.close()
         self.server.ended_calls += 1
-        if self.session is None:
+        if self.call is None:
             return
         self.server.active.pop(self.call_id, None)
-        stop_reason = reason
-        if reason == "ended":
-            stop_reason = getattr(self.session, "end_reason", "") or "completed"
-        record = self.call.record if self.call is not None else None
+        record = self.call.record
         if record is not None and not record.end_reason:
-            record.end_reason = stop_reason  # an "error" here reaches the dialplan (voicebot route)
-        log.info("AudioSocket call %s ended: %s", self.call_id, stop_reason)
-        self.server.spawn(self._stop(stop_reason))
-
-    async def _stop(self, reason: str) -> None:
-        try:
-            await self.session.stop(reason=reason)
-        except Exception:
-            log.exception("AudioSocket call %s: session stop failed", self.call_id)
+            record.end_reason = end.reason  # an "error" here reaches the dialplan (voicebot route)
 
 
 class AudioSocketServer:
@@ -373,7 +329,7 @@ class AudioSocketServer:
     def __init__(
         self,
         settings: Settings,
-        pipeline: Any,
+        pipeline: VoiceSessions,
         *,
         calls: CallRegistry | None = None,
         control_factory: ControlFactory | None = None,
@@ -390,7 +346,6 @@ class AudioSocketServer:
         self.cap = SessionCap("audiosocket", self.cfg.max_sessions)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-
     def register_metrics(self, metrics: Any) -> None:
         """``voicegw_sessions_refused_total{server="audiosocket"}`` on ``/metrics``."""
         self.cap.register_metrics(metrics)
@@ -426,12 +381,13 @@ class AudioSocketServer:
             self._server.close()
             self._server = None
         for conn in list(self.connections):
-            conn.end("shutdown")
+            conn._close("shutdown")
         await self.pacer.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

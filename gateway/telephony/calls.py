@@ -16,7 +16,7 @@ import logging
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from gateway.core.actions import Transfer
 
@@ -114,18 +114,27 @@ def audiosocket_uuid(conversation_id: str = "") -> str:
         return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "voicegw:conversation:" + conversation_id))
 
 
+class LiveCall(Protocol):
+    """A call in progress as its call control names it."""
+
+    call_id: str
+
+
 class DialplanCallControl:
     """Call control without AMI: a transfer is handed to the dialplan after ``AudioSocket()``.
 
-    ``transfer`` records the decision and returns True; the session then ends, the AudioSocket
+    ``transfer`` records the decision and returns True; the session then hangs up, the AudioSocket
     server sends 0x00, ``AudioSocket()`` returns, and the ``voicebot`` route sets
     ``VOICEGW_TRANSFER=1`` and friends so the dialplan goes to the agents' context. Works only
     for calls the route registered (``AudioSocket()`` reached through ``AGI(.../voicebot)``).
     """
 
-    def __init__(self, calls: CallRegistry, call: Any):
+    def __init__(self, calls: CallRegistry, call: LiveCall):
         self.calls = calls
         self.call = call
+
+    async def call_started(self, conversation_id: str) -> None:
+        """Nothing to tag without AMI: the voicebot route sets the variables after the call."""
 
     async def transfer(self, conversation_id: str, action: Transfer) -> bool:
         record = self.calls.by_uuid(self.call.call_id)
@@ -135,9 +144,3 @@ class DialplanCallControl:
             return False
         record.transfer = action
         return True
-
-    async def hangup(self, reason: str) -> None:
-        record = self.calls.by_uuid(self.call.call_id)
-        if record is not None:
-            record.end_reason = reason
-        self.call.request_hangup()

@@ -15,9 +15,15 @@ data="127.0.0.1:8084 async full"/>`` (see ``dialplans/freeswitch/``). Per connec
    (v1.0.3 and later); the open-source edition only streams the caller's audio out;
 4. the session opens (or resumes) the conversation; its id is written to the channel
    (``uuid_setvar``), so the agent's leg and the CDR carry it;
-5. DTMF events go to the session; a transfer sets ``voicegw_transfer_queue`` and runs
-   ``uuid_transfer <uuid> <queue> XML <agent_context>``; when the session ends otherwise the
-   gateway hangs up (``sendmsg`` ``call-command: hangup``); a hangup event stops the session.
+5. DTMF events and the caller's audio go to the call's media leg (:mod:`media_leg`: held until
+   the session has started, flood limit), which hands them to the session; a transfer sets
+   ``voicegw_transfer_queue`` and runs ``uuid_transfer <uuid> <queue> XML <agent_context>``;
+   when the session hangs up otherwise the gateway lets the module play what it holds
+   (``END_GRACE_SECONDS``) and hangs up (``sendmsg`` ``call-command: hangup``); a hangup event
+   stops the session.
+
+``EslCall`` is the glue: it runs the event socket and the audio WebSocket and is its media
+leg's wire.
 
 Bounded everywhere: the ESL codec's header and body limits, a reply timeout per command,
 the audio WebSocket's message size and read timeout, and at most ``freeswitch.max_sessions``
@@ -33,59 +39,34 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, Callable, Coroutine
 
 from aiohttp import WSMsgType, web
 
 from gateway.config import Settings
-from gateway.limits import SessionCap
 from gateway.core.actions import Transfer
+from gateway.limits import SessionCap
 from gateway.telephony import freeswitch as esl
+from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
+from gateway.voice.port import VoiceSessions
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536
 MAX_AUDIO_MESSAGE = 64 * 1024
 """Largest WebSocket message from mod_audio_stream (it sends 20 ms frames: 320 or 640 bytes)."""
+MAX_QUEUED_FRAMES = 250
+"""Bot frames waiting to be written to the audio WebSocket (5 s): past it the module stopped reading."""
 AUDIO_PATH = "/media/freeswitch/{uuid}"
-MAX_PENDING_AUDIO = 256 * 1024
 END_GRACE_SECONDS = 0.3
 """After the session's last frame, the wait before hanging up (the module's playback buffer)."""
 BUSY_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 """Hangup cause of a call refused because the server holds ``max_sessions`` calls (SIP 503)."""
 
 
-class FreeSwitchCallControl:
-    """Transfer and hangup through the call's event socket."""
-
-    def __init__(self, call: "EslCall"):
-        self.call = call
-
-    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
-        call = self.call
-        cfg = call.server.cfg
-        queue = "".join(c for c in action.queue if c.isalnum() or c in "_-+") or "agents"
-        setvars = f"voicegw_transfer_queue={queue};{cfg.conversation_variable}={conversation_id}"
-        try:
-            await call.api(f"uuid_setvar_multi {call.uuid} {setvars}")
-            reply = await call.api(f"uuid_transfer {call.uuid} {queue} XML {cfg.agent_context}")
-        except (asyncio.TimeoutError, ConnectionError) as exc:
-            log.warning("FreeSWITCH call %s: transfer failed: %s", call.uuid, exc or "no reply")
-            return False
-        if not reply.ok:
-            log.warning("FreeSWITCH call %s: uuid_transfer refused: %s", call.uuid, reply.reply_text)
-            return False
-        call.transferred = True
-        log.info("FreeSWITCH call %s transferred to %s@%s", call.uuid, queue, cfg.agent_context)
-        return True
-
-    async def hangup(self, reason: str) -> None:
-        await self.call.hangup()
-
-
 class EslCall:
-    """One outbound event socket connection (one call) and its audio WebSocket."""
+    """One outbound event socket connection (one call), its audio WebSocket, its media leg's wire."""
 
     def __init__(self, server: "FreeSwitchServer", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.server = server
@@ -95,21 +76,24 @@ class EslCall:
         self.uuid = "-"
         self.info: esl.ChannelInfo | None = None
         self.replies: deque[asyncio.Future[esl.EslMessage]] = deque()
-        self.session: Any = None
+        self.leg: MediaLeg | None = None
         self.ws: web.WebSocketResponse | None = None
-        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(250)
-        self.ready = False
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self.transferred = False
         self.hung_up = False
         self.reason = ""
         self.closed = asyncio.Event()
         self.silence = b""
-        self.end_at = 0.0
         self.finishing: asyncio.Task[None] | None = None
 
     @property
     def call_id(self) -> str:
         return self.uuid
+
+    @property
+    def ready(self) -> bool:
+        """The session has started: audio flows both ways."""
+        return self.leg is not None and self.leg.state is LegState.LIVE
 
     # --- event socket ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -158,6 +142,8 @@ class EslCall:
         self.info = esl.ChannelInfo.from_connect(connect, cfg.conversation_variable)
         self.uuid = self.info.uuid
         self.server.calls[self.uuid] = self
+        self.leg = MediaLeg(self, kind="FreeSWITCH", call_id=self.uuid, pacer=self.server.pacer,
+                            spawn=self.server.spawn)
         log.info("FreeSWITCH call %s from %s (caller %s, dialed %s)", self.uuid, self.peer,
                  self.info.caller_id or "-", self.info.dialed or "-")
         await self.command(esl.encode_command("myevents plain"))
@@ -233,8 +219,8 @@ class EslCall:
         name = event.name
         if name == "DTMF":
             digit = event.get("DTMF-Digit")
-            if self.ready and digit:
-                self.session.push_dtmf(digit)
+            if self.leg is not None and digit:
+                self.leg.caller_key(digit)
         elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             self.hung_up = True
             self.end("hangup")
@@ -243,31 +229,24 @@ class EslCall:
     async def serve_audio(self, ws: web.WebSocketResponse) -> None:
         server = self.server
         cfg = server.cfg
-        assert self.info is not None
+        assert self.info is not None and self.leg is not None
         self.ws = ws
+        if self.reason:
+            return  # the call ended before its audio arrived
         try:
-            self.session = server.pipeline.session(
+            session = server.pipeline.session(
                 call_id=self.uuid, sample_rate=cfg.sample_rate, caller_id=self.info.caller_id,
-                dialed=self.info.dialed, conversation_id=self.info.conversation_id,
-                control=FreeSwitchCallControl(self))
+                dialed=self.info.dialed, conversation_id=self.info.conversation_id)
         except Exception:  # the pipeline refused the call: end this call only
             log.exception("FreeSWITCH call %s: no voice session; hanging up", self.uuid)
             self.end("error")
             return
-        self.silence = bytes(self.session.frame_bytes)
+        self.silence = bytes(session.frame_bytes)
         writer = asyncio.create_task(self._write_audio(ws), name="fs-audio-writer")
         reader = asyncio.create_task(self._read_audio(ws), name="fs-audio-reader")
+        self.leg.begin(session)
         try:
-            await self.session.start()
-            conv = getattr(self.session, "conversation_id", "")
-            if conv and not self.reason:
-                await self.api(f"uuid_setvar {self.uuid} {cfg.conversation_variable} {conv}")
-            self.ready = True
-            server.pacer.add(self)
             await self.closed.wait()
-        except (asyncio.TimeoutError, ConnectionError) as exc:
-            log.warning("FreeSWITCH call %s: %s while starting; hanging up", self.uuid, exc or "timeout")
-            self.end("error")
         finally:
             reader.cancel()
             try:
@@ -278,7 +257,8 @@ class EslCall:
 
     async def _read_audio(self, ws: web.WebSocketResponse) -> None:
         timeout = self.server.cfg.read_timeout_seconds
-        pending = bytearray()
+        leg = self.leg
+        assert leg is not None
         while not self.reason:
             try:
                 msg = await ws.receive(timeout=timeout)
@@ -287,13 +267,7 @@ class EslCall:
                 self.end("timeout")
                 return
             if msg.type == WSMsgType.BINARY:
-                if self.ready:
-                    if pending:
-                        self.session.push_audio(bytes(pending))
-                        pending.clear()
-                    self.session.push_audio(msg.data)
-                elif len(pending) < MAX_PENDING_AUDIO:
-                    pending += msg.data
+                leg.caller_audio(msg.data)
             elif msg.type == WSMsgType.TEXT:
                 log.debug("FreeSWITCH call %s: stream text %s", self.uuid, msg.data[:200])
             elif msg.type == WSMsgType.ERROR:
@@ -316,43 +290,80 @@ class EslCall:
                 self.end("audio-closed")
                 return
 
-    def tick(self, now: float) -> None:
-        """One 20 ms frame of bot audio to mod_audio_stream; end the call when the session asks."""
-        if self.reason or not self.ready:
-            return
-        if self.session.ended.is_set():
-            # a moment for mod_audio_stream to play what it holds before the hangup
-            if not self.end_at:
-                self.end_at = now + END_GRACE_SECONDS
-            elif now >= self.end_at:
-                self.end("ended")
-            return
-        pcm = self.session.pull_frame()
-        if pcm and pcm != self.silence:
-            try:
-                self.outbox.put_nowait(pcm)
-            except asyncio.QueueFull:
-                log.warning("FreeSWITCH call %s: audio stream stopped reading; hanging up", self.uuid)
-                self.end("stalled")
+    async def _tag(self, conversation_id: str) -> None:
+        try:
+            await self.api(f"uuid_setvar {self.uuid} {self.server.cfg.conversation_variable} {conversation_id}")
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            log.info("FreeSWITCH call %s: conversation id not set on the channel: %s", self.uuid, exc or "timeout")
 
     # --- ending --------------------------------------------------------------------------------
     def end(self, reason: str) -> None:
-        """End the call once: hang up (unless transferred or already gone), stop the session."""
+        """End the call once (``reason``: how); the media leg stops the session."""
+        if self.leg is not None:
+            self.leg.close(reason)
+        else:
+            self.close(LegEnd(reason))
+
+    # --- the leg's wire (gateway.telephony.media_leg.LegWire) ----------------------------------
+    def play(self, pull: Callable[[], bytes]) -> None:
+        pcm = pull()
+        if self.ws is None or not pcm or pcm == self.silence:
+            return
+        try:
+            self.outbox.put_nowait(pcm)
+        except asyncio.QueueFull:
+            log.warning("FreeSWITCH call %s: audio stream stopped reading; hanging up", self.uuid)
+            self.end("stalled")
+
+    def clear(self) -> None:
+        """Nothing to clear: frames go out in real time; the module holds a few at most."""
+
+    def opened(self, conversation_id: str) -> None:
+        """Write the conversation id to the channel (the agent's leg and the CDR carry it)."""
+        if conversation_id and not self.reason:
+            self.server.spawn(self._tag(conversation_id))
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        cfg = self.server.cfg
+        queue = "".join(c for c in action.queue if c.isalnum() or c in "_-+") or "agents"
+        setvars = f"voicegw_transfer_queue={queue};{cfg.conversation_variable}={conversation_id}"
+        try:
+            await self.api(f"uuid_setvar_multi {self.uuid} {setvars}")
+            reply = await self.api(f"uuid_transfer {self.uuid} {queue} XML {cfg.agent_context}")
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            log.warning("FreeSWITCH call %s: transfer failed: %s", self.uuid, exc or "no reply")
+            return False
+        if not reply.ok:
+            log.warning("FreeSWITCH call %s: uuid_transfer refused: %s", self.uuid, reply.reply_text)
+            return False
+        self.transferred = True
+        log.info("FreeSWITCH call %s transferred to %s@%s", self.uuid, queue, cfg.agent_context)
+        return True
+
+    def hanging_up(self) -> float:
+        return END_GRACE_SECONDS  # a moment for mod_audio_stream to play what it holds
+
+    def played_out(self) -> bool:
+        return False
+
+    def close(self, end: LegEnd) -> None:
+        """Hang up (unless transferred, already gone or misbehaving), close the audio stream."""
         if self.reason:
             return
-        self.reason = reason
+        self.reason = end.reason
         server = self.server
-        server.pacer.discard(self)
         if server.calls.get(self.uuid) is self:
             del server.calls[self.uuid]
         self.closed.set()
         for fut in self.replies:
             if not fut.done():
-                fut.set_exception(ConnectionError(f"call ended ({reason})"))
-        self.finishing = server.spawn(self._finish(reason))
+                fut.set_exception(ConnectionError(f"call ended ({end.reason})"))
+        if self.ws is not None:
+            server.ended_calls += 1
+        self.finishing = server.spawn(self._finish(end))
 
-    async def _finish(self, reason: str) -> None:
-        if not self.transferred and not self.hung_up and reason not in ("protocol-error",):
+    async def _finish(self, end: LegEnd) -> None:
+        if not self.transferred and not self.hung_up and end.reason != "protocol-error":
             self.hung_up = True
             try:
                 self.writer.write(esl.encode_hangup())
@@ -360,24 +371,12 @@ class EslCall:
                 pass
         if self.ws is not None and not self.ws.closed:
             await self.ws.close()
-        if self.session is None:
-            return
-        stop_reason = reason
-        if reason == "ended":
-            stop_reason = "transferred" if self.transferred else (getattr(self.session, "end_reason", "") or "completed")
-        log.info("FreeSWITCH call %s ended: %s", self.uuid, stop_reason)
-        server = self.server
-        server.ended_calls += 1
-        try:
-            await self.session.stop(reason=stop_reason)
-        except Exception:
-            log.exception("FreeSWITCH call %s: session stop failed", self.uuid)
 
 
 class FreeSwitchServer:
     """The outbound event socket server and the audio WebSocket server."""
 
-    def __init__(self, settings: Settings, pipeline: Any):
+    def __init__(self, settings: Settings, pipeline: VoiceSessions):
         self.settings = settings
         self.cfg = settings.freeswitch
         self.pipeline = pipeline
@@ -400,7 +399,7 @@ class FreeSwitchServer:
         base = self.cfg.audio_url.rstrip("/") or f"ws://{self.cfg.audio_host}:{self.audio_port}"
         return base + AUDIO_PATH.format(uuid=uuid)
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -467,6 +466,6 @@ class FreeSwitchServer:
         self._esl = None
 
 
-async def start_freeswitch_channel(settings: Settings, core: Any, pipeline: Any) -> FreeSwitchServer:
+async def start_freeswitch_channel(settings: Settings, core: Any, pipeline: VoiceSessions) -> FreeSwitchServer:
     """Start the FreeSWITCH connector for ``voicegw serve`` (``settings.freeswitch``)."""
     return await FreeSwitchServer(settings, pipeline).start()

@@ -12,7 +12,6 @@ A stream cannot move the call itself: the gateway records where a transferred ca
 from __future__ import annotations
 
 import logging
-from typing import Any
 from xml.sax.saxutils import escape
 
 from gateway.core.actions import Transfer
@@ -40,26 +39,10 @@ class TransferBook:
         return self._targets.pop(call_sid, "")
 
 
-class TwilioCallControl:
-    """Call control for a stream: transfers are carried out by ``<Connect action>`` after it."""
-
-    def __init__(self, cfg: TwilioMediaSettings, transfers: TransferBook, stream: Any):
-        self.cfg = cfg
-        self.transfers = transfers
-        self.stream = stream
-
-    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
-        numbers = self.cfg.transfer_numbers
-        target = numbers.get(action.queue) or numbers.get("*", "")
-        if not target:
-            log.warning("Twilio call %s: no transfer number for queue %r (twilio_media.transfer_numbers)",
-                        self.stream.call_id, action.queue)
-            return False
-        self.transfers.remember(self.stream.call_sid or self.stream.call_id, target)
-        return True
-
-    async def hangup(self, reason: str) -> None:
-        self.stream.hangup_requested = True
+def transfer_target(cfg: TwilioMediaSettings, action: Transfer) -> str:
+    """Where a transfer to ``action.queue`` is dialed after the stream (``""``: nowhere configured)."""
+    numbers = cfg.transfer_numbers
+    return numbers.get(action.queue) or numbers.get("*", "")
 
 
 def after_stream_twiml(target: str) -> str:

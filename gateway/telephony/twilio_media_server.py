@@ -26,18 +26,20 @@ Per stream (a thin layer around :mod:`gateway.telephony.twilio_media`):
   checked (a refusal closes the stream with 1008, one log line with the CallSid and the reason,
   and ``voicegw_twilio_refused_total{reason}``), then the session is created with the
   signed caller id, dialed number and conversation (resumed when it exists);
-* caller audio (base64 mu-law, 8 kHz) is decoded to PCM16 and pushed to the session; ``dtmf``
-  goes to ``push_dtmf``; ``stop`` or a WebSocket close ends the call;
-* one shared 20 ms tick (:mod:`media_pacer`) pulls ``session.pull_frame()`` and sends each
-  frame of bot audio as one ``media`` message of 160 mu-law bytes (frames of pure silence are
-  not sent: Twilio plays silence by itself);
-* when the session records a barge-in (``session.barge_ins`` grows) a ``clear`` drops what Twilio
-  still buffers. A key press that cuts a prompt is not exposed by the session and sends no
-  ``clear``; since audio is sent in real time, Twilio holds at most a few frames then;
-* when the session ends (goodbye played, or a transfer), the gateway sends a ``mark`` and, once
-  Twilio echoes it (what Twilio buffered has played) or after 2 s, closes the WebSocket and
+* caller audio (base64 mu-law, 8 kHz) is decoded to PCM16 and ``dtmf`` keys taken: both go to
+  the call's media leg (:mod:`media_leg`: held while the conversation opens, flood limit), which
+  hands them to the session; ``stop`` or a WebSocket close ends the call;
+* the shared 20 ms tick (:mod:`media_pacer`) sends each frame of bot audio as one ``media``
+  message of 160 mu-law bytes (frames of pure silence are not sent: Twilio plays silence by
+  itself);
+* every time the caller cuts the bot short (speech over it, or a key that stops a prompt) a
+  ``clear`` drops what Twilio still buffers, before the next frame;
+* when the session hangs up (goodbye played, or a transfer), the gateway sends a ``mark`` and,
+  once Twilio echoes it (what Twilio buffered has played) or after 2 s, closes the WebSocket and
   Twilio goes on with the ``<Connect action>`` URL: ``/media/twilio/after`` answers with
   ``<Dial>`` to the number configured for the transfer's queue, else ``<Hangup/>``.
+
+``_Stream`` is the codec's glue: it reads the WebSocket and is its media leg's wire.
 
 Every stream is bounded: message size (a larger one closes the stream with 1009), the schema
 (a message that is not a Media Streams message closes it with 1008), read timeouts (Twilio
@@ -49,17 +51,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any
+from typing import Any, Callable, Coroutine
 
 from aiohttp import WSMsgType, web
 
+from gateway.config import Settings
+from gateway.core.actions import Transfer
 from gateway.links import LinkSigner
 from gateway.telephony import twilio_media as tm
 from gateway.telephony import twilio_signing as ts
+from gateway.telephony.media_leg import LegEnd, LegState, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
-from gateway.telephony.twilio_calls import TransferBook, TwilioCallControl, TwilioMediaSettings, after_stream_twiml
+from gateway.telephony.twilio_calls import TransferBook, TwilioMediaSettings, after_stream_twiml, transfer_target
 from gateway.voice.audio import ulaw_decode, ulaw_encode
+from gateway.voice.port import CallAudio, VoiceSessions
 from gateway.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -68,14 +73,13 @@ END_MARK = "voicegw-end"
 END_MARK_WAIT_SECONDS = 2.0
 """At the end of the call the gateway sends this mark and closes once Twilio echoes it (the
 goodbye has played out of Twilio's buffer), or after this long."""
-FLOOD_BURST_SECONDS = 3.0
-FLOOD_SPEED = 4.0
-"""Caller audio may come in bursts (up to 6 s at once) but not, on average, faster than four
-times real time: a peer flooding audio would cost every call CPU (VAD)."""
+CLOSE_CODES = {"protocol-error": 1008, "refused": 1008, "too-big": 1009, "error": 1011, "stalled": 1011,
+               "busy": 1013}
+"""WebSocket close code by how the stream ended (RFC 6455 7.4.1); 1000 otherwise."""
 
 
 class _Stream:
-    """One Media Streams WebSocket: codec in, session calls out, frames on each tick."""
+    """One Media Streams WebSocket: codec in, media leg out; the leg's wire."""
 
     def __init__(self, server: "TwilioMediaServer", ws: web.WebSocketResponse, peer: str):
         self.server = server
@@ -85,21 +89,20 @@ class _Stream:
         self.call_id = "-"
         self.call_sid = ""
         self.stream_sid = ""
-        self.session: Any = None
-        self.ready = False
-        self.pending: list[bytes] = []
+        self.session: CallAudio | None = None
+        self.leg: MediaLeg | None = None
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(server.cfg.max_queued_frames)
-        self.barge_ins = 0
         self.frames_sent = 0
         self.clears_sent = 0
-        self.end_deadline = 0.0
         self.end_mark_played = False
-        self.hangup_requested = False
         self.reason = ""
         self.done = asyncio.Event()
         self.silence = b""
-        self.credit = 0.0
-        self.credit_time = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """The session has started: audio flows both ways."""
+        return self.leg is not None and self.leg.state is LegState.LIVE
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write(), name="twilio-writer")
@@ -113,11 +116,7 @@ class _Stream:
                 writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             if not self.ws.closed:
-                await self.ws.close(code=self._close_code(), message=self.reason.encode()[:120])
-
-    def _close_code(self) -> int:
-        return {"protocol-error": 1008, "refused": 1008, "too-big": 1009, "error": 1011,
-                "busy": 1013}.get(self.reason, 1000)
+                await self.ws.close(code=CLOSE_CODES.get(self.reason, 1000), message=self.reason.encode()[:120])
 
     async def _read(self) -> None:
         cfg = self.server.cfg
@@ -155,25 +154,15 @@ class _Stream:
                 return
 
     async def _handle(self, message: tm.Message) -> None:
+        leg = self.leg
         if isinstance(message, tm.Media):
-            if message.track not in ("inbound", "inbound_track"):
-                return
-            if self._flooding(len(message.payload)):
-                log.warning("Twilio call %s from %s: audio arrives much faster than real time; closing",
-                            self.call_id, self.peer)
-                self.reason = "flood"
-                return
-            if not self.ready:
-                self.pending.append(message.payload)
-                if len(self.pending) > self.server.cfg.max_pending_frames:
-                    del self.pending[0]
-                return
-            self.session.push_audio(ulaw_decode(message.payload))
+            if leg is not None and message.track in ("inbound", "inbound_track"):
+                leg.caller_audio(ulaw_decode(message.payload))
         elif isinstance(message, tm.Start):
             await self._begin(message)
         elif isinstance(message, tm.Dtmf):
-            if self.ready:
-                self.session.push_dtmf(message.digit)
+            if leg is not None:
+                leg.caller_key(message.digit)
         elif isinstance(message, tm.Stop):
             log.info("Twilio call %s: stream stopped by Twilio", self.call_id)
             self.reason = "hangup"
@@ -181,17 +170,6 @@ class _Stream:
             if message.name == END_MARK:
                 self.end_mark_played = True
             log.debug("Twilio call %s: mark %s played", self.call_id, message.name)
-
-    def _flooding(self, nbytes: int) -> bool:
-        """Token bucket on caller audio: FLOOD_SPEED x real time, FLOOD_BURST_SECONDS deep."""
-        now = time.monotonic()
-        cap = FLOOD_BURST_SECONDS * tm.SAMPLE_RATE
-        if self.credit_time == 0.0:
-            self.credit, self.credit_time = cap, now
-        self.credit = min(cap, self.credit + (now - self.credit_time) * tm.SAMPLE_RATE * FLOOD_SPEED)
-        self.credit_time = now
-        self.credit -= nbytes
-        return self.credit < -cap
 
     async def _begin(self, start: tm.Start) -> None:
         server = self.server
@@ -205,11 +183,13 @@ class _Stream:
         if claims is None:
             self.reason = "refused"
             return
-        control = TwilioCallControl(server.cfg, server.transfers, self)
+        if server.pipeline is None:
+            self.reason = "error"
+            return
         try:
             self.session = server.pipeline.session(
                 call_id=self.call_id, sample_rate=tm.SAMPLE_RATE, caller_id=claims.caller, dialed=claims.dialed,
-                conversation_id=claims.conversation_id, control=control, outbound=claims.outbound,
+                conversation_id=claims.conversation_id, outbound=claims.outbound,
             )
         except Exception:  # the pipeline refused the call: end this stream only
             log.exception("Twilio call %s: no voice session; closing", self.call_id)
@@ -217,51 +197,11 @@ class _Stream:
             return
         self.silence = bytes(self.session.frame_bytes)
         server.streams[self.call_id] = self
-        server.pacer.add(self)
+        self.leg = MediaLeg(self, kind="Twilio", call_id=self.call_id, pacer=server.pacer, spawn=server.spawn,
+                            max_held_seconds=server.cfg.max_pending_frames * 0.02)
         log.info("Twilio call %s started (stream %s, %s parameters, conversation %s)", self.call_id,
                  self.stream_sid, "signed" if claims.signed else "anonymous", claims.conversation_id or "new")
-        try:
-            await self.session.start()
-        except Exception:
-            log.exception("Twilio call %s: session start failed; closing", self.call_id)
-            self.reason = "error"
-            return
-        self.ready = True
-        pending, self.pending = self.pending, []
-        if pending:
-            self.session.push_audio(ulaw_decode(b"".join(pending)))
-
-    # --- the 20 ms tick ------------------------------------------------------------------------
-    def tick(self, now: float) -> None:
-        """Send one frame of bot audio (if any); a ``clear`` after a barge-in; end when asked."""
-        if self.reason or not self.ready:
-            return
-        session = self.session
-        if session.ended.is_set() or self.hangup_requested:
-            # let Twilio play what it still buffers (it echoes the mark), then close
-            if not self.end_deadline:
-                self.end_deadline = now + END_MARK_WAIT_SECONDS
-                self._queue(tm.encode_mark(self.stream_sid, END_MARK))
-            elif self.end_mark_played or now >= self.end_deadline:
-                self.end("ended")
-            return
-        barge_ins = len(getattr(session, "barge_ins", ()))
-        if barge_ins > self.barge_ins:
-            self.barge_ins = barge_ins
-            self._queue(tm.encode_clear(self.stream_sid))
-            self.clears_sent += 1
-        pcm = session.pull_frame()
-        if pcm and pcm != self.silence:
-            self._queue(tm.encode_media(self.stream_sid, ulaw_encode(pcm)))
-            self.frames_sent += 1
-
-    def _queue(self, text: str) -> None:
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            log.warning("Twilio call %s: peer stopped reading (%d messages queued); closing",
-                        self.call_id, self.outbox.qsize())
-            self.end("stalled")
+        self.leg.begin(self.session)
 
     async def _write(self) -> None:
         while True:
@@ -275,40 +215,75 @@ class _Stream:
                 self.end("hangup")
                 return
 
-    # --- ending --------------------------------------------------------------------------------
+    def _queue(self, text: str) -> None:
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("Twilio call %s: peer stopped reading (%d messages queued); closing",
+                        self.call_id, self.outbox.qsize())
+            self.end("stalled")
+
     def end(self, reason: str) -> None:
-        """End the call once: stop the tick, close the socket, stop the session."""
+        """End the stream once (``reason``: how; the media leg ends the call, if it has one)."""
+        if self.leg is not None:
+            self.leg.close(reason)
+        elif not self.done.is_set():
+            self.done.set()
+            self.reason = self.reason or reason
+
+    # --- the leg's wire (gateway.telephony.media_leg.LegWire) ----------------------------------
+    def play(self, pull: Callable[[], bytes]) -> None:
+        pcm = pull()
+        if pcm and pcm != self.silence:
+            self._queue(tm.encode_media(self.stream_sid, ulaw_encode(pcm)))
+            self.frames_sent += 1
+
+    def clear(self) -> None:
+        """The caller cut the bot short: Twilio drops the audio it still buffers."""
+        self._queue(tm.encode_clear(self.stream_sid))
+        self.clears_sent += 1
+
+    def opened(self, conversation_id: str) -> None:
+        """Nothing to tag: the stream's conversation is the gateway's own."""
+
+    async def transfer(self, conversation_id: str, action: Transfer) -> bool:
+        """A stream cannot move the call: the ``<Connect action>`` after it dials the target."""
+        target = transfer_target(self.server.cfg, action)
+        if not target:
+            log.warning("Twilio call %s: no transfer number for queue %r (twilio_media.transfer_numbers)",
+                        self.call_id, action.queue)
+            return False
+        self.server.transfers.remember(self.call_sid or self.call_id, target)
+        return True
+
+    def hanging_up(self) -> float:
+        """Let Twilio play what it buffers: it echoes this mark once it has."""
+        self._queue(tm.encode_mark(self.stream_sid, END_MARK))
+        return END_MARK_WAIT_SECONDS
+
+    def played_out(self) -> bool:
+        return self.end_mark_played
+
+    def close(self, end: LegEnd) -> None:
+        """End the stream once: close the socket (the read loop ends with it)."""
         if self.done.is_set():
             return
         self.done.set()
-        self.reason = self.reason or reason
+        self.reason = self.reason or end.reason
         server = self.server
-        server.pacer.discard(self)
         if server.streams.get(self.call_id) is self:
             del server.streams[self.call_id]
-        if reason in ("ended", "stalled") and not self.ws.closed:
-            server.spawn(self.ws.close(code=1000 if reason == "ended" else 1011))
-        if self.session is None:
-            return
-        stop_reason = reason
-        if reason == "ended":
-            stop_reason = getattr(self.session, "end_reason", "") or "completed"
-        log.info("Twilio call %s ended: %s", self.call_id, stop_reason)
+        if (end.by_session or end.reason == "stalled") and not self.ws.closed:
+            server.spawn(self.ws.close(code=1000 if end.by_session else 1011))
         server.ended_calls += 1
-        server.spawn(self._stop(stop_reason))
-
-    async def _stop(self, reason: str) -> None:
-        try:
-            await self.session.stop(reason=reason)
-        except Exception:
-            log.exception("Twilio call %s: session stop failed", self.call_id)
 
 
 class TwilioMediaServer:
     """The voice webhook, the ``/media/twilio`` WebSocket route and its ``/after`` TwiML route."""
 
-    def __init__(self, settings: Any, pipeline: Any = None, cfg: TwilioMediaSettings | None = None, *,
-                 signer: LinkSigner | None = None, metrics: Metrics | None = None):
+    def __init__(self, settings: Settings, pipeline: VoiceSessions | None = None,
+                 cfg: TwilioMediaSettings | None = None, *, signer: LinkSigner | None = None,
+                 metrics: Metrics | None = None):
         self.settings = settings
         self.cfg = cfg or settings.twilio_media
         self.pipeline = pipeline
@@ -327,10 +302,11 @@ class TwilioMediaServer:
         app.router.add_post(self.cfg.path.rstrip("/") + "/after", self.after_stream)
         app.on_shutdown.append(lambda _app: self.close())
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def voice_webhook(self, request: web.Request) -> web.Response:
         """Twilio's incoming-call webhook: ``<Connect><Stream>`` with signed parameters."""
@@ -377,7 +353,7 @@ class TwilioMediaServer:
 TWILIO_MEDIA: web.AppKey[TwilioMediaServer] = web.AppKey("voicegw_twilio_media", TwilioMediaServer)
 
 
-def add_twilio_media_routes(app: web.Application, settings: Any, pipeline: Any = None, *,
+def add_twilio_media_routes(app: web.Application, settings: Settings, pipeline: VoiceSessions | None = None, *,
                             signer: LinkSigner | None = None, metrics: Metrics | None = None) -> TwilioMediaServer:
     """Register ``/twilio/voice`` and ``/media/twilio`` on the gateway's web app (``signer``: the
     links signer, which signs and checks stream parameters); the pipeline may be attached later."""
@@ -387,6 +363,6 @@ def add_twilio_media_routes(app: web.Application, settings: Any, pipeline: Any =
     return server
 
 
-def attach_pipeline(app: web.Application, pipeline: Any) -> None:
+def attach_pipeline(app: web.Application, pipeline: VoiceSessions) -> None:
     """Give the Media Streams route the process's voice pipeline (``voicegw serve`` does this)."""
     app[TWILIO_MEDIA].pipeline = pipeline

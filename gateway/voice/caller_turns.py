@@ -1,12 +1,15 @@
 """The caller's side of a call: when a turn is over, what it said, and whether it interrupts.
 
-Mixed into ``VoiceSession`` (gateway/voice/session.py), which owns the state used here (the
-endpointer, the playback queue, the pipeline's recognizer, the worker's inbox). Per turn: a
-speculative decode in the caller's pause (``_start_speculative``) whose transcript may end the
-turn sooner or later (``_judge_pause``, ``gateway/voice/turn_end.py``) and is reused when only
-silence followed it (``_end_of_turn``); speech over the bot's statement is held until it is known
-to be a nod or an interruption (``_backchannel_verdict``, ``gateway/voice/backchannel.py``); each
-turn's stage split goes to ``/metrics``, the log and the event log (``_report_turn``).
+``CallerTurns`` is one collaborator of ``VoiceSession`` (gateway/voice/session.py), built with
+what it works with: the call's endpointer and playback queue, the recognizer, the turn metrics,
+the session's work queue (finished turns go there) and its event stream (a cut-in tells the
+connector to drop buffered audio). The session hands it each frame's endpointer events with
+what the bot last asked (``on_endpoint``). Per turn: a speculative decode in the caller's pause
+(``_start_speculative``) whose transcript may end the turn sooner or later (``_judge_pause``,
+``gateway/voice/turn_end.py``) and is reused when only silence followed it (``_end_of_turn``);
+speech over the bot's statement is held until it is known to be a nod or an interruption
+(``_backchannel_verdict``, ``gateway/voice/backchannel.py``); each turn's stage split goes to
+``/metrics``, the log and the event log (``report``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.core.actions import Expect
+from gateway.voice.asr.base import Transcript
 from gateway.voice.backchannel import is_backchannel
-from gateway.voice.endpoint import MaxUtterance, SpeechEnded, SpeechPaused
-from gateway.voice.timing import PREMATURE_SECONDS, TurnTimingLog, format_stages
+from gateway.voice.endpoint import (
+    EndpointEvent,
+    Endpointer,
+    MaxUtterance,
+    NoInput,
+    SpeechCancelled,
+    SpeechEnded,
+    SpeechOnset,
+    SpeechPaused,
+    SpeechStarted,
+)
+from gateway.voice.playback import Playback
+from gateway.voice.port import ClearAudio, EventStream
+from gateway.voice.timing import PREMATURE_SECONDS, TurnMetrics, format_stages
 from gateway.voice.turn_end import COMPLETE, HOLD, SENTENCE, judge
 from gateway.voice.turns import TurnTimer
+from gateway.voice.work import CallerTurn, LogTurnTiming, NoInputElapsed, WorkItem
 
 log = logging.getLogger("gateway.voice.session")
 
@@ -39,95 +56,187 @@ before if it is still waiting); one who pauses often costs at most four wasted d
 start while utterances wait for a recognizer (``AsrRouter.saturated``)."""
 
 
-@dataclass
-class _Utterance:
-    task: asyncio.Task[Any]
+class Recognizer(Protocol):
+    """The pipeline's speech recognizer (``AsrRouter``) as a call uses it."""
+
+    @property
+    def saturated(self) -> bool: ...
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
+                        speculative: bool = False) -> Transcript: ...
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A caller utterance being recognized (``task``), with what it was asked and its timer."""
+
+    task: asyncio.Task[Transcript]
     expect: Expect
     timer: TurnTimer
 
 
+def _text(task: asyncio.Task[Transcript]) -> str:
+    """The transcript of a finished recognition, or ``""`` when it was cancelled or failed."""
+    if task.cancelled() or task.exception() is not None:
+        return ""
+    return task.result().text or ""
+
 
 class CallerTurns:
-    """Turn-taking for the caller's speech (a ``VoiceSession`` mixin)."""
+    """Turn-taking for one call's caller speech (see the module docstring)."""
 
-    # Provided by VoiceSession.
-    pipeline: Any
-    core: Any
-    endpointer: Any
-    playback: Any
-    expect: Expect
-    call_id: str
-    conversation_id: str
-    sample_rate: int
-    turns: list[TurnTimer]
-    barge_ins: list[dict[str, Any]]
-    speculative_discarded: int
-    premature_cutins: int
-    _inbox: asyncio.Queue[tuple[str, Any]]
-    _progress: asyncio.Event
-    _stopped: bool
-    _interruptions: int
-    _speculative: tuple[tuple[float, int], "_Utterance"] | None
-    _speculative_count: int
-    _held_since: float | None
-    _held: "_Utterance | None"
-    _held_until: tuple[float, float]  # (audio time the nod-or-not decision is due, speech onset)
-    _over_statement: bool
-    _pending_turn: TurnTimer | None
-    _last_turn: TurnTimer | None
-    _last_decided_at: float
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        sample_rate: int,
+        endpointer: Endpointer,
+        playback: Playback,
+        recognizer: Recognizer,
+        metrics: TurnMetrics,
+        work: asyncio.Queue[WorkItem],
+        progress: asyncio.Event,
+        events: EventStream,
+        log_timing: bool,
+    ) -> None:
+        self.call_id = call_id
+        self.sample_rate = sample_rate
+        self.endpointer = endpointer
+        self.playback = playback
+        self.recognizer = recognizer
+        self.metrics = metrics
+        self.work = work
+        self.progress = progress
+        self.events = events
+        self.log_timing = log_timing  # the core keeps each turn's timing in the event log
+        self.turns: list[TurnTimer] = []
+        self.barge_ins: list[dict[str, Any]] = []
+        self.interruptions = 0  # barge-ins and key presses that cut the bot short
+        self.speculative_discarded = 0  # speculative decodes wasted because the caller went on
+        self.premature_cutins = 0  # turns ended while the caller had not finished (spoke again at once)
+        self.pending: TurnTimer | None = None  # a finished turn not yet handed to the core
+        self._closed = False
+        self._speculative: tuple[tuple[float, int], Utterance] | None = None  # ((start, -pause), decode)
+        self._speculative_count = 0
+        self._held_since: float | None = None  # onset of caller speech over a statement, bot paused, undecided
+        self._held: Utterance | None = None  # its recognition, deciding between a nod and a barge-in
+        self._held_until = (0.0, 0.0)  # (audio time the nod-or-not decision is due, speech onset)
+        self._over_statement = False  # this turn began over a statement of the bot's
+        self._last_turn: TurnTimer | None = None
+        self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def speculating(self) -> bool:
+        """A speculative decode of the turn so far is running."""
+        return self._speculative is not None and not self._speculative[1].task.done()
+
+    @property
+    def deciding(self) -> bool:
+        """A decision about the caller's turn waits for a transcript (its end, or a nod or a barge-in)."""
+        return self.speculating or self._held is not None
+
+    @property
+    def busy(self) -> bool:
+        """A turn waits for the core, or a decision for a transcript."""
+        return self.pending is not None or self.deciding
+
+    def close(self) -> None:
+        """The call is over: no more turns; a running speculative decode is cancelled."""
+        self._closed = True
+        if self._speculative is not None:
+            self._speculative[1].task.cancel()
+
+    # -- per frame -----------------------------------------------------------------------
+    def on_endpoint(self, events: list[EndpointEvent], now: float, expect: Expect) -> None:
+        """One frame's endpointer events; ``expect`` is what the bot last asked."""
+        playback = self.playback
+        for ev in events:
+            if isinstance(ev, SpeechOnset):
+                if ev.during_playback and playback.talking:
+                    playback.pause()
+            elif isinstance(ev, SpeechCancelled):
+                playback.resume()
+            elif isinstance(ev, SpeechStarted):
+                self._check_premature(ev.at)
+                if ev.barge_in and playback.talking:
+                    active = playback.active
+                    if self.endpointer.config.backchannels and active is not None and not active.question:
+                        self._held_since = ev.at  # paused since the onset; "uh-huh" or not, decided at its end
+                        self._over_statement = True
+                    else:
+                        self._cut_in(ev.at)
+                else:
+                    playback.resume()
+            elif isinstance(ev, SpeechPaused):
+                self._start_speculative(ev, expect)
+            elif isinstance(ev, (SpeechEnded, MaxUtterance)):
+                self._end_of_turn(ev, expect, cut=isinstance(ev, MaxUtterance))
+            elif isinstance(ev, NoInput):
+                self.work.put_nowait(NoInputElapsed(round(ev.waited, 2)))
+        self._check_held(now)
+        held = self._held_since
+        if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
+            self._cut_in(held)  # too long for a nod: the caller is taking the turn
+
+    # -- cutting the bot short -------------------------------------------------------------
+    def cut(self, cause: str) -> int:
+        """The caller cut the bot short: drop what it was saying, here and at the far end."""
+        dropped = self.playback.clear()
+        self.interruptions += 1
+        self.events.emit(ClearAudio(cause))
+        return dropped
 
     def _cut_in(self, onset: float) -> None:
         """A barge-in: the rest of the bot's answer is dropped."""
         self._held_since = None
-        dropped = self.playback.clear()
-        self._interruptions += 1
+        dropped = self.cut("barge-in")
         self.barge_ins.append({"onset": onset, "confirmed": self.endpointer.now, "dropped_seconds": dropped * 0.02,
                                "backchannel": False})
-        self.pipeline.turn_metrics.barge_ins.labels(outcome="interrupted").inc()
+        self.metrics.barge_ins.labels(outcome="interrupted").inc()
         log.info("call %s: barge-in at %.2fs", self.call_id, onset)
 
-    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False) -> _Utterance:
-        async def run() -> Any:
+    # -- recognition -----------------------------------------------------------------------
+    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False) -> Utterance:
+        async def run() -> Transcript:
             timer.recognition_started()
             try:
                 transcript = await asyncio.wait_for(
-                    self.pipeline.asr.recognize(audio, self.sample_rate, expect, speculative=speculative),
+                    self.recognizer.recognize(audio, self.sample_rate, expect, speculative=speculative),
                     RECOGNITION_TIMEOUT,
                 )
             finally:
                 timer.recognition_done()
-            timer.recognized(getattr(transcript, "queue_seconds", 0.0), getattr(transcript, "decode_seconds", 0.0))
+            timer.recognized(transcript.queue_seconds, transcript.decode_seconds)
             return transcript
 
-        return _Utterance(asyncio.create_task(run()), expect, timer)
+        return Utterance(asyncio.create_task(run()), expect, timer)
 
-    def _start_speculative(self, ev: SpeechPaused) -> None:
+    def _start_speculative(self, ev: SpeechPaused, expect: Expect) -> None:
         # A speculative decode only where a recognizer is idle: on a busy machine the turns that
         # have ended go first, and this turn simply waits for its window.
-        if self._speculative_count >= MAX_SPECULATIVE_PER_TURN or self.pipeline.asr.saturated:
+        if self._speculative_count >= MAX_SPECULATIVE_PER_TURN or self.recognizer.saturated:
             return
         self._speculative_count += 1
         if self._speculative is not None:
             self._speculative[1].task.cancel()
             self.speculative_discarded += 1
-        expect = OPEN if self._over_statement else self.expect
+        expect = OPEN if self._over_statement else expect
         utt = self._recognize_task(ev.audio, expect, TurnTimer(expect), speculative=True)
         self._speculative = ((ev.started_at, -ev.serial), utt)
-        utt.task.add_done_callback(lambda _task: self._progress.set())
+        utt.task.add_done_callback(lambda _task: self.progress.set())
         if self.endpointer.config.early_end:
             utt.task.add_done_callback(lambda _task, serial=ev.serial: self._judge_pause(serial, utt))
 
-    def _judge_pause(self, serial: int, utt: _Utterance) -> None:
+    def _judge_pause(self, serial: int, utt: Utterance) -> None:
         """The speculative transcript is in: end the turn sooner (complete answer, sentence) or
         later (trailing "and", "um") if the caller is still silent in that pause."""
-        self._progress.set()
-        task = utt.task
-        if self._stopped or task.cancelled() or task.exception() is not None:
+        self.progress.set()
+        if self._closed or self._speculative is None or self._speculative[1] is not utt:
             return
-        if self._speculative is None or self._speculative[1] is not utt:
+        if utt.task.cancelled() or utt.task.exception() is not None:
             return
-        text = getattr(task.result(), "text", "") or ""
+        text = _text(utt.task)
         verdict = judge(text, utt.expect)
         if self._held_since is not None and is_backchannel(text):
             verdict = COMPLETE  # a nod over the bot: let it go on at once
@@ -136,12 +245,13 @@ class CallerTurns:
         if window is not None:
             self.endpointer.set_window(serial, window, verdict)
 
-    def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, cut: bool) -> None:
+    # -- the end of a turn -------------------------------------------------------------------
+    def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, expect: Expect, cut: bool) -> None:
         self.endpointer.disarm_no_input()
         self._speculative_count = 0
         held, self._held_since = self._held_since, None
         # Words over the bot's statement answer no question yet: they are heard as open speech.
-        expect = OPEN if self._over_statement else self.expect
+        expect = OPEN if self._over_statement else expect
         self._over_statement = False
         spec, self._speculative = self._speculative, None
         # The speculative decode's audio is the turn's when only silence followed it.
@@ -167,17 +277,17 @@ class CallerTurns:
             return
         self._queue_turn(utt)
 
-    def _queue_turn(self, utt: _Utterance) -> None:
-        self._pending_turn = utt.timer
+    def _queue_turn(self, utt: Utterance) -> None:
+        self.pending = utt.timer
         self.turns.append(utt.timer)
-        self._inbox.put_nowait(("turn", utt))
+        self.work.put_nowait(CallerTurn(utt))
 
     def _check_held(self, now: float) -> None:
         """Per frame (audio clock): no transcript in time (a busy recognizer) for speech held over
         the bot: it does not stay silent waiting; the speech is taken as an interruption, as every
         barge-in was before backchannels."""
         utt = self._held
-        if utt is None or self._stopped or now < self._held_until[0]:
+        if utt is None or self._closed or now < self._held_until[0]:
             return
         onset = self._held_until[1]
         self._held = None
@@ -187,21 +297,19 @@ class CallerTurns:
             self._cut_in(onset)
         self._queue_turn(utt)
 
-    def _backchannel_verdict(self, utt: _Utterance, onset: float) -> None:
+    def _backchannel_verdict(self, utt: Utterance, onset: float) -> None:
         if self._held is not utt:
             return  # decided already (_check_held)
         self._held = None
-        self._progress.set()
-        if self._stopped:
+        self.progress.set()
+        if self._closed:
             return
-        task = utt.task
-        text = "" if task.cancelled() or task.exception() is not None else (getattr(task.result(), "text", "") or "")
-        if is_backchannel(text) and self.playback.talking:
+        if is_backchannel(_text(utt.task)) and self.playback.talking:
             if self._held_since is None:  # the caller is quiet again (else their next words decide)
                 self.playback.resume()
             self.barge_ins.append({"onset": onset, "confirmed": self.endpointer.now, "dropped_seconds": 0.0,
                                    "backchannel": True})
-            self.pipeline.turn_metrics.barge_ins.labels(outcome="backchannel").inc()
+            self.metrics.barge_ins.labels(outcome="backchannel").inc()
             log.info("call %s: a backchannel at %.2fs; the bot goes on", self.call_id, onset)
             self._last_turn = None
             return
@@ -215,18 +323,17 @@ class CallerTurns:
         if last is not None and not last.premature and speech_at - self._last_decided_at < PREMATURE_SECONDS:
             last.premature = True
             self.premature_cutins += 1
-            self.pipeline.turn_metrics.premature.inc()
+            self.metrics.premature.inc()
             log.info("call %s: the caller went on %.2fs after the turn was ended (%s)", self.call_id,
                      max(0.0, speech_at - self._last_decided_at), last.early or "silence window")
 
-    def _report_turn(self, timer: TurnTimer) -> None:
+    def report(self, timer: TurnTimer) -> None:
         """A turn is answered (or over without an answer): its stages to /metrics, the log, the event log."""
         if timer.reported:
             return
         timer.reported = True
-        self.pipeline.turn_metrics.observe(timer)
+        self.metrics.observe(timer)
         log.info("call %s: %s turn (%s%s): %s", self.call_id, timer.kind, timer.engine or "-",
                  ", speculative" if timer.speculative else "", format_stages(timer.stages()))
-        if isinstance(self.core, TurnTimingLog) and self.conversation_id and not self._stopped:
-            self._inbox.put_nowait(("timing", timer.log_payload()))
-
+        if self.log_timing and not self._closed:
+            self.work.put_nowait(LogTurnTiming(timer.log_payload()))

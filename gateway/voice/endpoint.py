@@ -4,10 +4,12 @@ The endpointer sees one 20 ms caller frame at a time with its VAD probability an
 bot is talking, the level of what the bot played. It keeps its own audio clock (frames seen x
 20 ms), so every decision is deterministic and testable without a clock or a network.
 
-States: ``idle`` (waiting; a pre-roll ring keeps the last ``pre_roll_ms`` so the first syllable
-is not clipped) -> ``candidate`` (speech frames seen, not yet enough) -> ``speech`` (an
-utterance; ends after ``end_of_turn_ms`` of silence or is cut at ``max_utterance_seconds``)
--> ``drain`` (after a cut, wait for the caller to pause before listening again).
+States (``TurnState``, moved only through the ``TRANSITIONS`` table, as h11 keeps its
+connection states): ``IDLE`` (waiting; a pre-roll ring keeps the last ``pre_roll_ms`` so the
+first syllable is not clipped) -> ``CANDIDATE`` (speech frames seen, not yet enough) ->
+``SPEECH`` (an utterance; ends after ``end_of_turn_ms`` of silence or is cut at
+``max_utterance_seconds``) -> ``DRAIN`` (after a cut, wait for the caller to pause before
+listening again).
 
 Events, all stamped in audio seconds since the first frame:
 
@@ -35,6 +37,7 @@ by ``echo_margin`` (6 dB). Quieter leaks of the bot's own voice never barge in.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +52,39 @@ ECHO_DECAY = 0.99
 """Per-frame decay of the energies the echo coupling is estimated from (about 2 s memory)."""
 ECHO_MIN_ENERGY = 50 * 0.05**2
 """Bot output energy (about 1 s at -26 dBFS) needed before the estimate replaces the default."""
+
+
+class TurnState(enum.Enum):
+    """Where the endpointer is in the caller's turn (module docstring)."""
+
+    IDLE = "idle"
+    CANDIDATE = "candidate"
+    SPEECH = "speech"
+    DRAIN = "drain"
+
+
+class Trigger(enum.Enum):
+    """What moves the endpointer from one ``TurnState`` to the next."""
+
+    SPEECH_SEEN = "a speech frame while waiting"
+    SPEECH_CONFIRMED = "enough speech for a turn"
+    ONSET_CANCELLED = "too long a gap in the first frames (a click, a cough, echo)"
+    TURN_ENDED = "the end-of-turn silence window"
+    TOO_LONG = "max_utterance_seconds reached"
+    CALLER_PAUSED = "end_of_turn_ms of silence after a cut"
+
+
+TRANSITIONS: dict[TurnState, dict[Trigger, TurnState]] = {
+    TurnState.IDLE: {Trigger.SPEECH_SEEN: TurnState.CANDIDATE},
+    TurnState.CANDIDATE: {Trigger.SPEECH_CONFIRMED: TurnState.SPEECH, Trigger.ONSET_CANCELLED: TurnState.IDLE},
+    TurnState.SPEECH: {Trigger.TURN_ENDED: TurnState.IDLE, Trigger.TOO_LONG: TurnState.DRAIN},
+    TurnState.DRAIN: {Trigger.CALLER_PAUSED: TurnState.IDLE},
+}
+"""Every move the endpointer can make; any other is a bug (``EndpointStateError``)."""
+
+
+class EndpointStateError(RuntimeError):
+    """A move the transition table does not allow (a bug in the endpointer, not bad audio)."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +284,7 @@ class Endpointer:
         self.sample_rate = sample_rate
         self.frame_seconds = FRAME_MS / 1000.0
         self.frames = 0
-        self.state = "idle"
+        self.state = TurnState.IDLE
         self._pre: deque[bytes] = deque(maxlen=max(0, config.pre_roll_ms // FRAME_MS))
         self._audio: list[bytes] = []
         self._pre_count = 0
@@ -279,17 +315,17 @@ class Endpointer:
     @property
     def talking(self) -> bool:
         """The caller is speaking this very frame (in a turn, not in a pause)."""
-        return self.state == "speech" and self._gap == 0
+        return self.state is TurnState.SPEECH and self._gap == 0
 
     @property
     def in_turn(self) -> bool:
         """The caller is talking (a confirmed utterance is open)."""
-        return self.state == "speech"
+        return self.state is TurnState.SPEECH
 
     def set_window(self, serial: int, window_ms: int, reason: str = "") -> bool:
         """End the turn after ``window_ms`` of silence instead of ``end_of_turn_ms``, if the caller
         is still silent in the pause ``serial`` (a ``SpeechPaused``); False when they went on."""
-        if self.state != "speech" or not self._pausing or serial != self._pause_serial:
+        if self.state is not TurnState.SPEECH or not self._pausing or serial != self._pause_serial:
             return False
         self._window_ms = max(FRAME_MS, int(window_ms))
         self._window_reason = reason if self._window_ms < self.config.end_of_turn_ms else ""
@@ -327,20 +363,20 @@ class Endpointer:
         gated = self._echo.active
         in_level = frame_rms(frame) if gated else 0.0
 
-        if self.state in ("idle", "candidate"):
+        if self.state in (TurnState.IDLE, TurnState.CANDIDATE):
             speech = prob >= cfg.threshold
             if gated and speech and not self._echo.passes(in_level):
                 speech = False
             if bot_talking and not (barge_in_allowed and cfg.barge_in):
                 speech = False
-            if gated and not speech and self.state == "idle":
+            if gated and not speech and self.state is TurnState.IDLE:
                 self._echo.learn(in_level)
         else:
             speech = prob >= max(cfg.threshold - cfg.hysteresis, 0.05)
 
-        if self.state == "idle":
+        if self.state is TurnState.IDLE:
             if speech:
-                self.state = "candidate"
+                self._move(Trigger.SPEECH_SEEN)
                 self._audio = list(self._pre)
                 self._pre_count = len(self._audio)
                 self._pre.clear()
@@ -356,7 +392,7 @@ class Endpointer:
                 if self._no_input_at is not None and self.now >= self._no_input_at - 1e-9:
                     events.append(NoInput(at=self.now, waited=self.now - self._no_input_armed))
                     self._no_input_at = None
-        elif self.state == "candidate":
+        elif self.state is TurnState.CANDIDATE:
             self._audio.append(frame)
             if speech:
                 self._speech_frames += 1
@@ -367,11 +403,11 @@ class Endpointer:
                 if self._ms(self._gap) > cfg.candidate_gap_ms:
                     if self._onset_sent:
                         events.append(SpeechCancelled(at=self.now))
-                    self.state = "idle"
+                    self._move(Trigger.ONSET_CANCELLED)
                     for f in self._audio[-self._pre.maxlen :] if self._pre.maxlen else []:
                         self._pre.append(f)
                     self._audio = []
-        elif self.state == "speech":
+        elif self.state is TurnState.SPEECH:
             self._audio.append(frame)
             if speech:
                 self._gap = 0
@@ -402,16 +438,18 @@ class Endpointer:
                     if self.now - end >= window / 1000.0 - 1e-9 or silence_ms >= window:
                         events.append(SpeechEnded(end, self._utterance(), self._start, self._window_reason,
                                                   self._pause_serial if self._pausing else 0))
+                        self._move(Trigger.TURN_ENDED)
                         self._reset_idle()
                         return events
             if len(self._audio) - self._pre_count >= self._max_frames:
                 events.append(MaxUtterance(self.now, b"".join(self._audio), self._start))
-                self.state = "drain"
+                self._move(Trigger.TOO_LONG)
                 self._audio = []
                 self._gap = 0
-        elif self.state == "drain":
+        elif self.state is TurnState.DRAIN:
             self._gap = 0 if speech else self._gap + 1
             if self._ms(self._gap) >= cfg.end_of_turn_ms:
+                self._move(Trigger.CALLER_PAUSED)
                 self._reset_idle()
         return events
 
@@ -427,7 +465,7 @@ class Endpointer:
             if not self._onset_sent:
                 self._onset_sent = True
                 out.append(SpeechOnset(at=self._start, during_playback=bot_talking))
-            self.state = "speech"
+            self._move(Trigger.SPEECH_CONFIRMED)
             self._gap = 0
             self._last_speech_frame = len(self._audio)
             self._last_strong_frame = len(self._audio)
@@ -482,8 +520,15 @@ class Endpointer:
         skip = max(0, self._pre_count - BARGE_PRE_ROLL_MS // FRAME_MS) if self._barge else 0
         return b"".join(self._audio[skip: self._last_speech_frame + tail])
 
+    def _move(self, trigger: Trigger) -> None:
+        """Take the transition ``trigger`` makes from the current state (``TRANSITIONS``)."""
+        target = TRANSITIONS[self.state].get(trigger)
+        if target is None:
+            raise EndpointStateError(f"{trigger.name} ({trigger.value}) cannot happen in {self.state.name}")
+        self.state = target
+
     def _reset_idle(self) -> None:
-        self.state = "idle"
+        """Forget the utterance (the state is already ``IDLE``)."""
         self._pausing = False
         self._window_ms, self._window_reason = 0, ""
         self._audio = []

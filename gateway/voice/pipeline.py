@@ -17,7 +17,8 @@ from typing import Any
 from gateway.config import Settings
 from gateway.core.port import ConversationPort
 from gateway.voice.prompt_warmup import fixed_prompts, warm_prompts
-from gateway.voice.session import CallControl, VoiceSession
+from gateway.voice.port import CallControl, carry_out
+from gateway.voice.session import VoiceSession
 from gateway.voice.timing import TurnMetrics
 from gateway.voice.vad import VadPool
 
@@ -60,6 +61,7 @@ class VoicePipeline:
         self.sessions: dict[str, VoiceSession] = {}
         self.turn_metrics = TurnMetrics()
         self._warmup: asyncio.Task[None] | None = None
+        self._controls: set[asyncio.Task[None]] = set()
         self._started = False
 
     async def start(self) -> None:
@@ -136,7 +138,6 @@ class VoicePipeline:
             caller_id=caller_id,
             dialed=dialed,
             conversation_id=conversation_id,
-            control=control,
             outbound=outbound,
             channel=channel,
             callback=callback,
@@ -144,6 +145,10 @@ class VoicePipeline:
         )
         self.sessions[call_id] = session
         session.on_closed = self._forget
+        if control is not None:
+            task = asyncio.create_task(carry_out(session, control), name=f"control-{call_id}")
+            self._controls.add(task)
+            task.add_done_callback(self._controls.discard)
         return session
 
     async def deliver(self, conversation_id: str, actions: list[Any]) -> bool:

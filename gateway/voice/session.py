@@ -1,27 +1,29 @@
 """VoiceSession: one phone call's audio path between a connector and the conversation core.
 
-A connector (AudioSocket, SIP, ...) is a thin adapter around this object: it pushes the
-caller's audio and DTMF in, pulls exactly one 20 ms frame of bot audio per tick, and hangs up
-when ``ended`` is set. Inside, per caller frame: VAD -> endpointer -> (barge-in, turn end,
-no-input). A finished turn is recognized at once (recognition is scheduled, never awaited on
-the connector's call), the text goes to the core as ``UserSaid`` and the core's actions are
-spoken through TTS into the playback queue, sentence by sentence. When a turn ends, how speech
-over the bot is taken and where each turn's time went live in ``caller_turns.py``; how the
-core's actions are spoken in ``replies.py``.
+A connector (AudioSocket, SIP, ...) talks to it through the voice port (``gateway/voice/port.py``):
+it pushes the caller's audio and DTMF in, pulls exactly one 20 ms frame of bot audio per tick,
+and carries out the session's events (opened, clear the buffered audio, transfer, hang up,
+ended). Inside, per caller frame: VAD -> endpointer -> (barge-in, turn end, no-input). A
+finished turn is recognized at once (recognition is scheduled, never awaited on the
+connector's call), the text goes to the core as ``UserSaid`` and the core's actions are spoken
+through TTS into the playback queue, sentence by sentence. When a turn ends, how speech over
+the bot is taken and where each turn's time went is ``CallerTurns`` (``caller_turns.py``); how
+the core's actions are spoken is ``BotReplies`` (``replies.py``); the queued work items are in
+``work.py``.
 
 Timers (no-input, inter-digit) run on the caller's audio clock (frames received), so a
 simulated call behaves exactly as a real one, only faster. One worker task per call carries
-out the core's actions in order; anything that goes wrong there is logged with the call id,
-the caller hears a short apology and this call ends; other calls are not touched.
+out the queued work in order; anything that goes wrong there is logged with the call id, the
+caller hears a short apology and this call ends; other calls are not touched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
-from gateway.core.actions import Expect, Transfer
+from gateway.core.actions import Action, Ask, Expect, Transfer
 from gateway.core.events import (
     CallStarted,
     ChannelClosed,
@@ -32,23 +34,24 @@ from gateway.core.events import (
     UserSaid,
 )
 from gateway.voice.amd import AmdConfig
-from gateway.voice.answering import AnswerWatch
+from gateway.voice.answering import Answered, AnswerWatch
 from gateway.voice.audio import frame_bytes as frame_size
-from gateway.voice.endpoint import (
-    EndpointConfig,
-    Endpointer,
-    MaxUtterance,
-    NoInput,
-    SpeechCancelled,
-    SpeechEnded,
-    SpeechOnset,
-    SpeechPaused,
-    SpeechStarted,
-)
+from gateway.voice.caller_turns import CallerTurns, Utterance
+from gateway.voice.endpoint import EndpointConfig, Endpointer
 from gateway.voice.playback import Playback
-from gateway.voice.caller_turns import CallerTurns, _Utterance
+from gateway.voice.port import CallOpened, EventStream, HangUp, SessionEnded, SessionEvent, TransferCall
 from gateway.voice.replies import BotReplies
+from gateway.voice.timing import TurnTimingLog
 from gateway.voice.turns import TurnTimer
+from gateway.voice.work import (
+    CallerTurn,
+    Failure,
+    KeysEntered,
+    LogTurnTiming,
+    NoInputElapsed,
+    PerformActions,
+    WorkItem,
+)
 
 if TYPE_CHECKING:
     from gateway.voice.pipeline import VoicePipeline
@@ -61,33 +64,29 @@ INTER_DIGIT_SECONDS = 2.0
 """Pause after a key press that sends the digits collected so far."""
 CORE_TIMEOUT = 15.0
 """Longest wait for the conversation core to answer one event."""
+TRANSFER_TIMEOUT = 30.0
+"""Longest wait for the connector to say whether the PBX took a transfer (a SIP REFER is given
+15 s); past it the transfer counts as failed and the call goes on."""
 STOP_GRACE_SECONDS = 2.0
 """How long ``stop`` waits for the cancelled worker before cancelling it again."""
 STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
-class CallControl(Protocol):
-    """What a connector offers the session to steer the call (AMI Redirect, SIP REFER, ...)."""
-
-    async def transfer(self, conversation_id: str, action: Transfer) -> bool: ...
-
-    async def hangup(self, reason: str) -> None: ...
 
 
-class VoiceSession(BotReplies, CallerTurns):
+class VoiceSession:
     """One call: frames in, frames out, events to the core, actions from it."""
 
     def __init__(
         self,
-        pipeline: "VoicePipeline",
+        pipeline: VoicePipeline,
         *,
         call_id: str,
         sample_rate: int = 8000,
         caller_id: str = "",
         dialed: str = "",
         conversation_id: str = "",
-        control: CallControl | None = None,
         outbound: bool = False,
         channel: str = "voice",
         callback: str = "",
@@ -101,7 +100,6 @@ class VoiceSession(BotReplies, CallerTurns):
         self.caller_id = caller_id
         self.dialed = dialed
         self.conversation_id = conversation_id
-        self.control = control
         self.outbound = outbound
         self.channel = channel
         self.callback = callback  # the nonce of a call the core itself placed (proves that call)
@@ -109,7 +107,6 @@ class VoiceSession(BotReplies, CallerTurns):
         self.session_id = ""  # the core's id for this call's session: what the caller proves is bound to it
         self.journey = ""
         voice = pipeline.settings.voice
-        self.no_input_default = float(voice.endpoint.no_input_seconds)
         self.endpointer = Endpointer(EndpointConfig.from_settings(voice), sample_rate)
         self.playback = Playback(self.frame_bytes)
         amd = voice.amd
@@ -118,35 +115,27 @@ class VoiceSession(BotReplies, CallerTurns):
         self.ended = asyncio.Event()
         self.expect = Expect()
         self.transcript: list[tuple[str, str]] = []
-        self.turns: list[TurnTimer] = []
-        self.barge_ins: list[dict[str, float]] = []
         self.end_reason = ""
+        self.events = EventStream(call_id)
         self._vad: Vad | None = None
         self._inbuf = bytearray()
-        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._work_items: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._busy = False
+        self._working = False
         self._progress = asyncio.Event()
-        self._drained = asyncio.Event()
         self._digits: list[str] = []
         self._digit_deadline: float | None = None
-        self._speculative: tuple[tuple[float, int], _Utterance] | None = None  # ((start, -pause), decode)
-        self._pending_turn: TurnTimer | None = None
         self._listening = True
         self._stopped = False
         self._failed = False
-        self._onset_tick: int | None = None
-        self._interruptions = 0  # barge-ins and key presses that cut the bot short
-        self.speculative_discarded = 0  # speculative decodes wasted because the caller went on
-        self.premature_cutins = 0  # turns ended while the caller had not finished (spoke again at once)
-        self._last_turn: TurnTimer | None = None
-        self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
-        self.superseded_replies = 0  # prompts not spoken because the caller had already spoken again
-        self._speculative_count = 0
-        self._held_since: float | None = None  # onset of caller speech over a statement, bot paused, undecided
-        self._held: _Utterance | None = None  # its recognition, deciding between a nod and a barge-in
-        self._held_until = (0.0, 0.0)
-        self._over_statement = False  # this turn began over a statement of the bot's
+        self.caller = CallerTurns(
+            call_id=call_id, sample_rate=sample_rate, endpointer=self.endpointer, playback=self.playback,
+            recognizer=pipeline.asr, metrics=pipeline.turn_metrics, work=self._work_items,
+            progress=self._progress, events=self.events, log_timing=isinstance(self.core, TurnTimingLog))
+        self.replies = BotReplies(
+            call_id=call_id, sample_rate=sample_rate, playback=self.playback, endpointer=self.endpointer,
+            tts=pipeline.tts, turns=self.caller, transcript=self.transcript, progress=self._progress,
+            transfer=self._transfer, no_input_seconds=float(voice.endpoint.no_input_seconds))
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -181,17 +170,18 @@ class VoiceSession(BotReplies, CallerTurns):
         self.session_id = opened.session_id
         log.info("call %s: conversation %s (%s)", self.call_id, self.conversation_id,
                  "resumed" if opened.resumed else "new")
+        self.events.emit(CallOpened(self.conversation_id, opened.resumed))
         if self._answer is not None:
             self._answer.hold(opened.actions)  # spoken once a person is heard (gateway.voice.answering)
             return
-        self._inbox.put_nowait(("actions", (opened.actions, None)))
+        self._work_items.put_nowait(PerformActions(tuple(opened.actions)))
 
-    def deliver(self, actions: list[Any]) -> bool:
+    def deliver(self, actions: list[Action]) -> bool:
         """Carry out actions the core decided for this call outside its own turns (a supervisor's
         take-over or steering, decided on any node): queued like the answer to a turn."""
         if self._stopped or self.ended.is_set():
             return False
-        self._inbox.put_nowait(("actions", (list(actions), None)))
+        self._work_items.put_nowait(PerformActions(tuple(actions)))
         return True
 
     async def stop(self, reason: str = "hangup") -> None:
@@ -201,10 +191,10 @@ class VoiceSession(BotReplies, CallerTurns):
         self._stopped = True
         self._listening = False
         self.end_reason = self.end_reason or reason
+        self.caller.close()
+        self.replies.close()
         if self._worker is not None and self._worker is not asyncio.current_task():
             await self._cancel_worker(self._worker)
-        if self._speculative is not None:
-            self._speculative[1].task.cancel()
         self.playback.clear()
         if self.conversation_id:
             try:
@@ -220,10 +210,11 @@ class VoiceSession(BotReplies, CallerTurns):
             self._vad = None
         self.ended.set()
         self._progress.set()
+        self.events.emit(SessionEnded(self.end_reason))
         if self.on_closed is not None:
             self.on_closed(self)
 
-    async def _cancel_worker(self, worker: asyncio.Task) -> None:
+    async def _cancel_worker(self, worker: asyncio.Task[None]) -> None:
         """Cancel the worker and wait for it, bounded. Python 3.11's ``asyncio.wait_for`` drops a
         cancellation that lands in the loop iteration where the awaited work finishes, so one
         cancel may not stop the worker: it is repeated, and the worker also checks ``_stopped``."""
@@ -235,7 +226,7 @@ class VoiceSession(BotReplies, CallerTurns):
         log.error("call %s: the session worker did not stop after %d cancellations; left behind",
                   self.call_id, STOP_CANCEL_ATTEMPTS)
 
-    # -- connector side ------------------------------------------------------------------
+    # -- connector side (gateway.voice.port.CallAudio) --------------------------------------
     def push_audio(self, pcm: bytes) -> None:
         """Caller audio of any length; processed frame by frame (VAD, endpointing)."""
         if self._stopped or not pcm:
@@ -265,10 +256,9 @@ class VoiceSession(BotReplies, CallerTurns):
         if self._answer is not None and not self._answer.done:
             answered = self._answer.key_pressed()
             if answered is not None:
-                self._inbox.put_nowait(("answered", answered))
+                self._work_items.put_nowait(answered)
         if self.playback.talking and self.playback.barge_in_allowed:
-            self.playback.clear()
-            self._interruptions += 1
+            self.caller.cut("key")
         self.endpointer.disarm_no_input()
         self._digits.append(digit)
         limit = self.expect.max_digits if self.expect.kind == "digits" else 0
@@ -281,21 +271,50 @@ class VoiceSession(BotReplies, CallerTurns):
         """The next 20 ms of bot audio (silence when there is none); never blocks."""
         return self.playback.pull_frame()
 
+    def next_events(self) -> list[SessionEvent]:
+        """What the connector has to carry out since its last call (``gateway.voice.port``)."""
+        return self.events.drain()
+
+    async def wait_events(self) -> list[SessionEvent]:
+        """The next events for the connector, waiting for at least one."""
+        return await self.events.wait()
+
+    # -- state ---------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         """Work is queued or running (recognition, the core, synthesis, a speculative decode)."""
-        return (self._busy or not self._inbox.empty() or self._pending_turn is not None or self.speculating
-                or self._held is not None)
+        return self._working or not self._work_items.empty() or self.caller.busy
 
     @property
     def deciding(self) -> bool:
         """A decision about the caller's turn waits for a transcript (its end, or a nod or a barge-in)."""
-        return self.speculating or self._held is not None
+        return self.caller.deciding
 
     @property
     def speculating(self) -> bool:
         """A speculative decode of the turn so far is running."""
-        return self._speculative is not None and not self._speculative[1].task.done()
+        return self.caller.speculating
+
+    @property
+    def turns(self) -> list[TurnTimer]:
+        return self.caller.turns
+
+    @property
+    def pending_turn(self) -> TurnTimer | None:
+        """A caller turn that has ended and waits for the core."""
+        return self.caller.pending
+
+    @property
+    def barge_ins(self) -> list[dict[str, Any]]:
+        return self.caller.barge_ins
+
+    @property
+    def speculative_discarded(self) -> int:
+        return self.caller.speculative_discarded
+
+    @property
+    def premature_cutins(self) -> int:
+        return self.caller.premature_cutins
 
     async def wait_progress(self, timeout: float | None = None) -> None:
         """Wait until audio is queued, work finishes or the call ends (used by simulators)."""
@@ -317,9 +336,9 @@ class VoiceSession(BotReplies, CallerTurns):
             "frames_out": self.playback.ticks,
             "turns": [t.as_dict() for t in self.turns],
             "barge_ins": list(self.barge_ins),
-            "speculative_discarded": self.speculative_discarded,
-            "premature_cutins": self.premature_cutins,
-            "superseded_replies": self.superseded_replies,
+            "speculative_discarded": self.caller.speculative_discarded,
+            "premature_cutins": self.caller.premature_cutins,
+            "superseded_replies": self.replies.superseded_replies,
             "ended": self.ended.is_set(),
             "end_reason": self.end_reason,
         }
@@ -334,7 +353,7 @@ class VoiceSession(BotReplies, CallerTurns):
             # a call the gateway placed: nothing is a turn until it is known who answered
             answered = self._answer.feed(frame, prob >= self.pipeline.settings.voice.vad.threshold)
             if answered is not None:
-                self._inbox.put_nowait(("answered", answered))
+                self._work_items.put_nowait(answered)
             return
         playback = self.playback
         level = playback.last_level if playback.talking else None
@@ -342,48 +361,21 @@ class VoiceSession(BotReplies, CallerTurns):
         now = self.endpointer.now
         if self._digit_deadline is not None and now >= self._digit_deadline:
             self._flush_digits()
-        for ev in events:
-            if isinstance(ev, SpeechOnset):
-                if ev.during_playback and playback.talking:
-                    playback.pause()
-                    self._onset_tick = playback.ticks
-            elif isinstance(ev, SpeechCancelled):
-                playback.resume()
-            elif isinstance(ev, SpeechStarted):
-                self._check_premature(ev.at)
-                if ev.barge_in and playback.talking:
-                    active = playback.active
-                    if self.endpointer.config.backchannels and active is not None and not active.question:
-                        self._held_since = ev.at  # paused since the onset; "uh-huh" or not, decided at its end
-                        self._over_statement = True
-                    else:
-                        self._cut_in(ev.at)
-                else:
-                    playback.resume()
-            elif isinstance(ev, SpeechPaused):
-                self._start_speculative(ev)
-            elif isinstance(ev, (SpeechEnded, MaxUtterance)):
-                self._end_of_turn(ev, cut=isinstance(ev, MaxUtterance))
-            elif isinstance(ev, NoInput):
-                self._inbox.put_nowait(("silence", round(ev.waited, 2)))
-        self._check_held(now)
-        held = self._held_since
-        if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
-            self._cut_in(held)  # too long for a nod: the caller is taking the turn
+        self.caller.on_endpoint(events, now, self.expect)
 
     def _flush_digits(self) -> None:
         digits, self._digits = self._digits, []
         self._digit_deadline = None
         if digits:
-            self._inbox.put_nowait(("digits", digits))
+            self._work_items.put_nowait(KeysEntered(tuple(digits)))
 
     # -- worker --------------------------------------------------------------------------
     async def _work(self) -> None:
         while not self._stopped:
-            kind, item = await self._inbox.get()
-            self._busy = True
+            item = await self._work_items.get()
+            self._working = True
             try:
-                await self._run(kind, item)
+                await self._run(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - contain to this call
@@ -391,37 +383,42 @@ class VoiceSession(BotReplies, CallerTurns):
                 await self._apologize_and_end(exc)
                 return
             finally:
-                self._busy = False
+                self._working = False
                 self._progress.set()
 
-    async def _run(self, kind: str, item: Any) -> None:
-        if kind == "actions":
-            actions, timer = item
-            await self._perform(actions, timer)
-        elif kind == "turn":
-            await self._turn(item)
-        elif kind == "silence":
-            await self._send(Silence(seconds=item, channel=self.channel), None)
-        elif kind == "digits":
-            timer = TurnTimer(Expect(kind="digits"), kind="dtmf")
-            timer.decided_now()
-            timer.text = "".join(item)
-            self.turns.append(timer)
-            for digit in item:
-                self.transcript.append(("caller", f"[DTMF {digit}]"))
-                await self._send(DtmfPressed(digit=digit, channel=self.channel), timer)
-        elif kind == "answered":
-            await self._perform(item.opening, None)  # a person hears the journey at once
-            await self._send(item.event, None)  # the verdict for the record; a machine gets its message
-        elif kind == "timing":
-            try:
-                await asyncio.wait_for(self.core.log_turn_timing(self.conversation_id, item), CORE_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - a lost timing entry must not cost the call
-                log.warning("call %s: turn timing not logged: %s", self.call_id, exc)
-        elif kind == "fail":
-            raise item
+    async def _run(self, item: WorkItem) -> None:
+        match item:
+            case PerformActions(actions, timer):
+                await self._perform(list(actions), timer)
+            case CallerTurn(utterance):
+                await self._turn(utterance)
+            case NoInputElapsed(seconds):
+                await self._send(Silence(seconds=seconds, channel=self.channel), None)
+            case KeysEntered(digits):
+                timer = TurnTimer(Expect(kind="digits"), kind="dtmf")
+                timer.decided_now()
+                timer.text = "".join(digits)
+                self.turns.append(timer)
+                for digit in digits:
+                    self.transcript.append(("caller", f"[DTMF {digit}]"))
+                    await self._send(DtmfPressed(digit=digit, channel=self.channel), timer)
+            case Answered(event, opening):
+                await self._perform(opening, None)  # a person hears the journey at once
+                await self._send(event, None)  # the verdict for the record; a machine gets its message
+            case LogTurnTiming(payload):
+                await self._log_timing(payload)
+            case Failure(error):
+                raise error
 
-    async def _turn(self, utt: _Utterance) -> None:
+    async def _log_timing(self, payload: Any) -> None:
+        if not self.conversation_id or not isinstance(self.core, TurnTimingLog):
+            return
+        try:
+            await asyncio.wait_for(self.core.log_turn_timing(self.conversation_id, payload), CORE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - a lost timing entry must not cost the call
+            log.warning("call %s: turn timing not logged: %s", self.call_id, exc)
+
+    async def _turn(self, utt: Utterance) -> None:
         timer = utt.timer
         event: Event
         try:
@@ -442,7 +439,7 @@ class VoiceSession(BotReplies, CallerTurns):
             else:
                 event = RecognitionFailed(reason="nothing recognized", channel=self.channel)
         self.transcript.append(("caller", timer.text or "[not recognized]"))
-        self._pending_turn = None
+        self.caller.pending = None
         await self._send(event, timer)
 
     async def _send(self, event: Event, timer: TurnTimer | None) -> None:
@@ -454,7 +451,35 @@ class VoiceSession(BotReplies, CallerTurns):
             timer.dialog_done()
         await self._perform(actions, timer)
         if timer is not None and not timer.first_audio_seen:
-            self._report_turn(timer)  # answered without speech (a transfer, a hangup, nothing to say)
+            self.caller.report(timer)  # answered without speech (a transfer, a hangup, nothing to say)
+
+    async def _perform(self, actions: list[Action], timer: TurnTimer | None) -> None:
+        asks = [a for a in actions if isinstance(a, Ask)]
+        if asks:
+            self.expect = asks[-1].expect
+        ending = await self.replies.perform(actions, timer)
+        if ending:
+            self._finish(ending)
+
+    async def _transfer(self, action: Transfer) -> bool:
+        """Ask the connector to move the call (``TransferCall``) and wait for its answer, bounded."""
+        reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.events.emit(TransferCall(self.conversation_id, action, reply))
+        try:
+            return await asyncio.wait_for(reply, TRANSFER_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("call %s: the connector did not carry out the transfer within %.0f s",
+                        self.call_id, TRANSFER_TIMEOUT)
+            return False
+
+    def _finish(self, reason: str) -> None:
+        """The session is done with the call: the connector ends it (``HangUp``)."""
+        self.end_reason = reason
+        self._listening = False
+        self.endpointer.disarm_no_input()
+        self.ended.set()
+        self._progress.set()
+        self.events.emit(HangUp(reason))
 
     # -- failure -------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -466,4 +491,10 @@ class VoiceSession(BotReplies, CallerTurns):
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._apologize_and_end(exc))
         else:
-            self._inbox.put_nowait(("fail", exc))
+            self._work_items.put_nowait(Failure(exc))
+
+    async def _apologize_and_end(self, exc: BaseException) -> None:
+        self._failed = True
+        self._listening = False
+        await self.replies.apologize()
+        self._finish("error")

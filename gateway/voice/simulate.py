@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gateway.voice.audio import frame_bytes as frame_size
+from gateway.voice.endpoint import TurnState
 from gateway.voice.session import VoiceSession
 from gateway.voice.timing import format_stages
 
@@ -119,7 +120,7 @@ class CallDriver:
     @property
     def waiting_for_caller(self) -> bool:
         s = self.session
-        return not s.busy and not s.playback.talking and s.endpointer.state in ("idle", "drain")
+        return not s.busy and not s.playback.talking and s.endpointer.state in (TurnState.IDLE, TurnState.DRAIN)
 
     async def feed(self, pcm: bytes) -> None:
         fb = self.session.frame_bytes

@@ -7,12 +7,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.actions import Action
+from gateway.core.actions import Action, Transfer
 from gateway.core.port import Opened
+from gateway.voice.port import CallOpened, ClearAudio, EventStream, HangUp, SessionEnded, SessionEvent, TransferCall
 
 
 class FakeSession:
-    """Records what the connector pushes; plays ``bot_audio`` then silence."""
+    """Records what the connector pushes; plays ``bot_audio`` then silence; emits the session
+    events a test asks for (``hang_up``, ``cut``, ``request_transfer``) on the voice port."""
 
     def __init__(self, call_id: str, sample_rate: int, **kwargs: Any):
         self.call_id = call_id
@@ -27,11 +29,13 @@ class FakeSession:
         self.started = False
         self.stopped: str | None = None
         self.pulls = 0
+        self.events = EventStream(call_id)
         self.ended = asyncio.Event()
         self.stopped_event = asyncio.Event()
 
     async def start(self) -> None:
         self.started = True
+        self.events.emit(CallOpened(self.conversation_id))
 
     def push_audio(self, pcm: bytes) -> None:
         self.audio += pcm
@@ -48,9 +52,32 @@ class FakeSession:
             return frame
         return bytes(self.frame_bytes)
 
+    def next_events(self) -> list[SessionEvent]:
+        return self.events.drain()
+
+    async def wait_events(self) -> list[SessionEvent]:
+        return await self.events.wait()
+
     async def stop(self, reason: str = "hangup") -> None:
         self.stopped = reason
         self.stopped_event.set()
+        self.events.emit(SessionEnded(reason))
+
+    # -- what a test makes the session do ---------------------------------------------------
+    def hang_up(self, reason: str = "completed") -> None:
+        """The session is done with the call (a goodbye played, a transfer made)."""
+        self.ended.set()
+        self.events.emit(HangUp(reason))
+
+    def cut(self, cause: str = "barge-in") -> None:
+        """The caller cut the bot short."""
+        self.events.emit(ClearAudio(cause))
+
+    async def request_transfer(self, conversation_id: str, action: Transfer) -> bool:
+        """Ask the connector to transfer the call; its answer."""
+        reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.events.emit(TransferCall(conversation_id, action, reply))
+        return await asyncio.wait_for(reply, 10)
 
 
 class FakePipeline:

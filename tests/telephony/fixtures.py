@@ -174,3 +174,55 @@ async def replay_as_asterisk(host: str, port: int, chunks: list[Chunk], timeout:
     finally:
         writer.close()
     return got
+
+
+# --- message sequences written from the providers' protocol documents ---------------------------
+
+WRITTEN_DIR = Path(__file__).resolve().parent / "protocol_docs"
+"""Twilio Media Streams and FreeSWITCH (outbound event socket, mod_audio_stream) sessions written
+from the providers' published documents, not recorded: see ``protocol_docs/README.md``."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """One message of a written session (``protocol_docs/README.md`` describes every field)."""
+
+    t_ms: float
+    direction: str  # "from_peer" (the provider sends it) or "to_peer" (the gateway must send it)
+    channel: str  # "ws" (Twilio), "http" (Twilio's callbacks), "esl" or "audio" (FreeSWITCH)
+    text: str = ""
+    data: bytes = b""
+    match: str = "exact"  # to_peer: "exact", "prefix", "event" (same JSON event), "binary" (any frame), "contains"
+    reply_to: str = ""  # from_peer: sent in answer to the gateway's command that starts with this
+    after_gateway: str = ""  # from_peer: held until the gateway has sent this (then the schedule shifts)
+    echo: str = ""  # from_peer: sent back each time the gateway sends a message of this event
+    audio: str = ""  # "caller": the test's own caller audio goes in this media message
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_written(name: str) -> list[Written]:
+    """Messages of ``protocol_docs/<name>.jsonl``, a ``repeat`` line expanded into its messages
+    (``{n}`` the message's index from 0, ``{seq}`` the sequence number ``seq0 + n``, ``{chunk}``
+    ``chunk0 + n``, ``{ts}`` ``ts0 + 20 n``; ``t_ms`` 20 ms apart)."""
+    path = WRITTEN_DIR / f"{name}.jsonl"
+    out: list[Written] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("//"):
+            continue
+        item = json.loads(line)
+        known = {"t_ms", "dir", "channel", "text", "b64", "match", "reply_to", "after_gateway", "echo", "audio",
+                 "repeat", "seq0", "chunk0", "ts0"}
+        meta = {k: v for k, v in item.items() if k not in known}
+        for n in range(int(item.get("repeat", 1))):
+            subst = {"n": n, "seq": int(item.get("seq0", 0)) + n, "chunk": int(item.get("chunk0", 0)) + n,
+                     "ts": int(item.get("ts0", 0)) + 20 * n}
+            text = item.get("text", "")
+            if "repeat" in item:
+                for key, value in subst.items():
+                    text = text.replace("{" + key + "}", str(value))
+            out.append(Written(
+                t_ms=float(item.get("t_ms", 0.0)) + 20.0 * n, direction=item["dir"], channel=item.get("channel", ""),
+                text=text, data=base64.b64decode(item.get("b64", "")), match=item.get("match", "exact"),
+                reply_to=item.get("reply_to", ""), after_gateway=item.get("after_gateway", ""),
+                echo=item.get("echo", ""), audio=item.get("audio", ""), meta=meta))
+    return out

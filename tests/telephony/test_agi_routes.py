@@ -90,9 +90,9 @@ async def test_voicebot_hands_audio_to_audiosocket_and_transfer_to_the_dialplan(
         await asyncio.wait_for(pipeline.created.wait(), 5)
         session = pipeline.sessions[0]
         assert session.kwargs["caller_id"] == "5551234" and session.kwargs["dialed"] == "700"
-        control = session.kwargs["control"]
-        assert await control.transfer(session.conversation_id, Transfer(queue="billing", skills=("fr",), language="fr"))
-        session.ended.set()  # the session ends after a successful transfer
+        assert await session.request_transfer(session.conversation_id,
+                                              Transfer(queue="billing", skills=("fr",), language="fr"))
+        session.hang_up("transferred")  # the session ends after a successful transfer
         data = await asyncio.wait_for(r.read(), 5)
         assert data.endswith(b"\x00\x00\x00")  # 0x00: AudioSocket() returns normally
         w.close()

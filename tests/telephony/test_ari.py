@@ -198,9 +198,9 @@ async def test_stasis_app_bridges_external_media_to_a_voice_session(tmp_path):
         assert {p.payload_type for p in sent} == {0} and {len(p.payload) for p in sent} == {160}
         times = [t for t, _ in asterisk_rtp.received]
         assert len(times) <= (times[-1] - times[0]) / 0.02 * 1.3 + 5  # paced, not a burst
-        ok = await session.kwargs["control"].transfer("conv-1", Transfer(queue="billing", language="fr"))
+        ok = await session.request_transfer("conv-1", Transfer(queue="billing", language="fr"))
         assert ok
-        session.ended.set()
+        session.hang_up("transferred")
         await events.put({"type": "StasisEnd", "channel": {"id": "gwfix-local-1"}})
         await asyncio.wait_for(session.stopped_event.wait(), 10)
     finally:
@@ -222,20 +222,18 @@ async def test_stasis_app_bridges_external_media_to_a_voice_session(tmp_path):
 
 
 async def test_one_failing_ari_call_does_not_silence_the_others(tmp_path):
-    from gateway.telephony.ari import AriCall, _AriTicker
+    from gateway.telephony.ari import AriCall
+    from tests.telephony.fakes import FakeSession
 
-    class Session:
-        def __init__(self, broken: bool):
+    class Session(FakeSession):
+        def __init__(self, call_id: str, broken: bool):
+            super().__init__(call_id, 8000)
             self.broken = broken
-            self.ended = asyncio.Event()
 
         def pull_frame(self) -> bytes:
             if self.broken:
                 raise RuntimeError("synthesis exploded")
-            return b"\x00\x00" * 160
-
-        async def stop(self, reason: str = "hangup") -> None:
-            self.stopped = reason
+            return super().pull_frame()
 
     received: list[bytes] = []
 
@@ -248,16 +246,21 @@ async def test_one_failing_ari_call_does_not_silence_the_others(tmp_path):
     remote = sink.get_extra_info("sockname")
     settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path)})
     app = AriApp(settings, FakePipeline())
-    calls = []
+    calls, sessions = [], []
     for name, broken in (("good", False), ("bad", True)):
         transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
-        call = AriCall(name, remote=remote, transport=transport, session=Session(broken), ready=True)
+        call = AriCall(app, name)
+        call.transport, call.remote = transport, remote
         app.calls[name] = call
+        app.cap.admit()
+        session = Session(name, broken)
+        call.leg.begin(session)
         calls.append(call)
-        app.pacer.add(_AriTicker(app, call))
+        sessions.append(session)
     await asyncio.sleep(0.3)
     good, bad = calls
     assert bad.ready is False and good.ready is True
+    assert sessions[1].stopped == "error" and sessions[0].stopped is None
     assert len(received) >= 5  # the good call keeps getting its 20 ms packets
     await app.close()
     sink.close()
@@ -286,10 +289,10 @@ async def test_a_call_the_gateway_failed_goes_back_to_the_dialplan_not_to_a_hang
     ari = AriApp(settings, FakePipeline())
     try:
         ari.cap.admit()
-        failed = AriCall("chan-1", media_id="chan-1-media", bridge_id="chan-1-bridge")
+        failed = AriCall(ari, "chan-1", media_id="chan-1-media", bridge_id="chan-1-bridge")
         await ari.end_call(failed, "error")
         ari.cap.admit()
-        finished = AriCall("chan-2", media_id="chan-2-media", bridge_id="chan-2-bridge")
+        finished = AriCall(ari, "chan-2", media_id="chan-2-media", bridge_id="chan-2-bridge")
         await ari.end_call(finished, "caller said goodbye")
     finally:
         await ari.close()

@@ -147,7 +147,7 @@ async def test_session_end_sends_hangup_then_closes(server_factory):
     reader, writer = await asyncio.open_connection(HOST, srv.port)
     writer.write(asock.encode_uuid(uuid.uuid4()) + asock.encode_audio(bytes(320)))
     await until(lambda: pipeline.sessions)
-    pipeline.sessions[0].ended.set()
+    pipeline.sessions[0].hang_up()
     data = await drain_until_eof(reader)
     frames = parse_frames(data)
     assert frames[-1] == (0x00, b"")

@@ -235,7 +235,7 @@ async def test_a_call_is_answered_streamed_and_hung_up_when_the_session_ends(fre
         span = fs.received[24][0] - fs.received[0][0]
         assert span >= 24 * 0.02 * 0.8, span  # paced, not a burst
         await until(lambda: any(c.startswith("api uuid_setvar ") for c in fs.commands))
-        session.ended.set()
+        session.hang_up()
         await until(lambda: any("call-command: hangup" in c for c in fs.commands))
         await asyncio.wait_for(session.stopped_event.wait(), 5)
     finally:
@@ -255,10 +255,9 @@ async def test_transfer_sets_the_queue_and_moves_the_channel_without_hanging_up(
         await asyncio.wait_for(fs.ws_ready.wait(), 10)
         await pipeline.created.wait()
         session = pipeline.sessions[0]
-        control = session.kwargs["control"]
         await until(lambda: server.calls.get(UUID) is not None and server.calls[UUID].ready)
-        assert await control.transfer("conv-1", Transfer(queue="billing")) is True
-        session.ended.set()
+        assert await session.request_transfer("conv-1", Transfer(queue="billing")) is True
+        session.hang_up("transferred")
         await asyncio.wait_for(session.stopped_event.wait(), 5)
         assert session.stopped == "transferred"
     finally:

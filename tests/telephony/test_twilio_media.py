@@ -204,16 +204,15 @@ async def test_barge_in_sends_clear_and_the_end_of_the_session_closes_the_stream
     ws = await open_stream(ts, http)
     await pipeline.created.wait()
     session = pipeline.sessions[0]
-    session.barge_ins = []
     first = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
     assert first["event"] == "media"
-    session.barge_ins.append({"onset": 1.0})
+    session.cut("barge-in")
     session.bot_audio.clear()
     events = []
     while "clear" not in events:
         events.append(json.loads((await asyncio.wait_for(ws.receive(), 5)).data)["event"])
     assert events[-1] == "clear"
-    session.ended.set()
+    session.hang_up()
     mark = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
     assert mark["event"] == "mark" and mark["streamSid"] == STREAM
     await asyncio.sleep(0.5)
@@ -233,9 +232,9 @@ async def test_a_transfer_is_dialed_by_the_connect_action_after_the_stream(twili
     server, ts, http = await twilio(pipeline, transfer_numbers={"support": "+15550123"})
     ws = await open_stream(ts, http)
     await pipeline.created.wait()
-    control = pipeline.sessions[0].kwargs["control"]
-    assert await control.transfer("conv", Transfer(queue="support")) is True
-    assert await control.transfer("conv", Transfer(queue="sales")) is False
+    session = pipeline.sessions[0]
+    assert await session.request_transfer("conv", Transfer(queue="support")) is True
+    assert await session.request_transfer("conv", Transfer(queue="sales")) is False
     async with http.post(ts.make_url("/media/twilio/after"), data={"CallSid": CALL}) as resp:
         assert "<Dial><Number>+15550123</Number></Dial>" in await resp.text()
     async with http.post(ts.make_url("/media/twilio/after"), data={"CallSid": CALL}) as resp:

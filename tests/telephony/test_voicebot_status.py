@@ -58,8 +58,8 @@ async def test_after_an_ami_redirect_the_route_says_transferred(tmp_path):
         await until(lambda: ami.connected, 10)
         peer, call_uuid, reader, writer = await start_call(agi.port, audiosocket.port, pipeline)
         session = pipeline.sessions[0]
-        assert await session.kwargs["control"].transfer(session.conversation_id, Transfer(queue="orders", language="es"))
-        session.ended.set()
+        assert await session.request_transfer(session.conversation_id, Transfer(queue="orders", language="es"))
+        session.hang_up("transferred")
         writer.close()  # Asterisk ends AudioSocket() when the channel is redirected ...
         peer.writer.write(f"{recorded[0]}\nHANGUP\n".encode())  # ... and answers EXEC like this
         conv = session.conversation_id

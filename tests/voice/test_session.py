@@ -539,7 +539,7 @@ async def test_an_answer_overtaken_by_the_callers_next_turn_is_not_spoken(tmp_pa
     await driver.feed(utterance("I want to check my order", seed=3).pcm + silence(1.0))
     assert len(core.of(UserSaid)) == 1  # the first turn is with the (slow) core
     await driver.feed(utterance("the blue headphones", seed=4).pcm + silence(1.0))
-    assert session._pending_turn is not None  # the second turn has ended and waits
+    assert session.pending_turn is not None  # the second turn has ended and waits
     core.gate.set()
     await driver.wait_for_bot(10)
     bot = [text for who, text in session.transcript if who == "bot"]
