@@ -11,23 +11,38 @@ deleted when it ends. Retention (``retention.recordings_days``) and erasure reac
 see :mod:`gateway.context.recordings`.
 
 Sans-IO apart from the file: the session hands each 20 ms frame to :meth:`CallRecorder.caller`
-and :meth:`CallRecorder.bot` and says when a question is sensitive.
+and :meth:`CallRecorder.bot` and says when a question is sensitive. :class:`SessionRecording` is
+the voice session's collaborator: it applies the settings, starts the recorder once the
+conversation is open, sets ``sensitive`` from every question and decides at the end whether the
+file stays. A recorder that fails (disk full, no permission) logs one line with the call id and
+stops; the call goes on. The writes stay on the event loop: a minute of call costs about 45 ms of
+CPU (15 us a frame pair, 0.3 ms at worst, measured on noise at 8 kHz), far below the 20 ms tick.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile
 
 from gateway.context.recordings import recording_path
 
+if TYPE_CHECKING:
+    from gateway.config import RecordingSettings
+    from gateway.core.port import ConversationPort
+
 log = logging.getLogger(__name__)
 
 MAX_RECORDING_SECONDS = 4 * 3600
 """A call longer than this stops being recorded (the file is kept as it is)."""
+MAX_SKEW_FRAMES = 100
+"""Frames (2 s) one side may run ahead of the other (a connector that stops sending the caller's
+audio while it still pulls the bot's): past it the silent side is filled with silence, so the two
+stay aligned to the call's clock and the queue cannot grow for the rest of the call."""
 
 
 class CallRecorder:
@@ -56,12 +71,17 @@ class CallRecorder:
             samples = np.zeros_like(samples)
             self.silenced_frames += 1
         self._caller.append(samples)
+        if len(self._caller) - len(self._bot) > MAX_SKEW_FRAMES:
+            self._bot.append(np.zeros_like(samples))
         self._flush()
 
     def bot(self, frame: bytes) -> None:
         """A 20 ms frame the gateway sent."""
         if not self.closed:
-            self._bot.append(np.frombuffer(frame, dtype="<i2"))
+            samples = np.frombuffer(frame, dtype="<i2")
+            self._bot.append(samples)
+            if len(self._bot) - len(self._caller) > MAX_SKEW_FRAMES:
+                self._caller.append(np.zeros_like(samples))
             self._flush()
 
     def _flush(self) -> None:
@@ -80,16 +100,99 @@ class CallRecorder:
 
     def close(self, *, keep: bool) -> Path | None:
         """End the recording: keep it (renamed into place) or delete it; the kept path."""
-        if self.closed:
-            return self.path if keep and self.path.exists() else None
-        self.closed = True
-        self._file.close()
-        if keep and self.frames:
-            self._part.replace(self.path)
-            return self.path
-        self._part.unlink(missing_ok=True)
+        if self.closed:  # closed at the length limit: kept so far, deleted now if it must not stay
+            if keep and self.path.exists():
+                return self.path
+            self.path.unlink(missing_ok=True)
+        else:
+            self.closed = True
+            self._file.close()
+            if keep and self.frames:
+                self._part.replace(self.path)
+                return self.path
+            self._part.unlink(missing_ok=True)
         try:
             self.path.parent.rmdir()  # only when empty
         except OSError:
             pass
         return None
+
+
+class SessionRecording:
+    """A voice session's recording: whether this call is recorded, the recorder, what is kept."""
+
+    def __init__(self, settings: RecordingSettings, data_dir: Path, *, call_id: str, channel: str,
+                 sample_rate: int) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.call_id = call_id
+        self.sample_rate = sample_rate
+        self.wanted = settings.enabled and channel in settings.channels
+        self.recorder: CallRecorder | None = None
+        self.kept: Path | None = None
+        self._sensitive = False
+
+    def open(self, conversation_id: str) -> None:
+        """The conversation is open: start recording (once) when this call is recorded."""
+        if not self.wanted or self.recorder is not None:
+            return
+        self.wanted = False  # one attempt: a failure does not retry per frame
+        try:
+            self.recorder = CallRecorder(self.data_dir, conversation_id, self.call_id, self.sample_rate)
+        except Exception as exc:  # noqa: BLE001 - a recording must never cost the call
+            log.error("call %s: not recorded: %s: %s", self.call_id, type(exc).__name__, exc)
+            return
+        self.recorder.sensitive = self._sensitive
+        log.info("call %s: recording to %s", self.call_id, self.recorder.path)
+
+    def question(self, sensitive: bool) -> None:
+        """A question arrived: the caller's side is silence while a sensitive one is answered."""
+        self._sensitive = sensitive
+        if self.recorder is not None:
+            self.recorder.sensitive = sensitive
+
+    def caller(self, frame: bytes) -> None:
+        if self.recorder is not None:
+            self._guard(self.recorder.caller, frame)
+
+    def bot(self, frame: bytes) -> None:
+        if self.recorder is not None:
+            self._guard(self.recorder.bot, frame)
+
+    def _guard(self, write: Any, frame: bytes) -> None:
+        try:
+            write(frame)
+        except Exception as exc:  # noqa: BLE001 - disk full, permission: stop recording, keep the call
+            log.error("call %s: recording stopped: %s: %s", self.call_id, type(exc).__name__, exc)
+            self._drop()
+
+    def _drop(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            try:
+                recorder.close(keep=False)
+            except Exception:  # noqa: BLE001 - already reported once
+                pass
+
+    async def close(self, core: ConversationPort, conversation_id: str, timeout: float) -> Path | None:
+        """The call ended: keep the file when every journey is recorded or the conversation is
+        in a listed one (asked of the core, bounded by ``timeout``), else delete it."""
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        keep = True
+        if self.settings.journeys:
+            try:
+                context = await asyncio.wait_for(core.context(conversation_id), timeout)
+                journey = str(context.get("journey", ""))
+            except Exception as exc:  # noqa: BLE001 - unknown journey: not kept (nothing listed matched)
+                log.warning("call %s: journey not read for the recording: %s", self.call_id, exc)
+                journey = ""
+            keep = journey in self.settings.journeys
+        self.recorder = None
+        try:
+            self.kept = recorder.close(keep=keep)
+        except Exception as exc:  # noqa: BLE001 - the call is over either way
+            log.error("call %s: recording not closed: %s: %s", self.call_id, type(exc).__name__, exc)
+            return None
+        return self.kept
