@@ -98,6 +98,11 @@ class CallRecorder:
                         MAX_RECORDING_SECONDS)
             self.close(keep=True)
 
+    @property
+    def caller_ahead(self) -> int:
+        """Caller frames waiting for the bot's (negative: bot frames waiting for the caller's)."""
+        return len(self._caller) - len(self._bot)
+
     def close(self, *, keep: bool) -> Path | None:
         """End the recording: keep it (renamed into place) or delete it; the kept path."""
         if self.closed:  # closed at the length limit: kept so far, deleted now if it must not stay
@@ -105,6 +110,12 @@ class CallRecorder:
                 return self.path
             self.path.unlink(missing_ok=True)
         else:
+            if keep:  # the side that ran ahead (up to MAX_SKEW_FRAMES) is written against silence
+                short, long_ = sorted((self._caller, self._bot), key=len)
+                short += [np.zeros_like(f) for f in long_[len(short):]]
+                self._flush()
+                if self.closed:  # that flush reached the length limit and closed the file
+                    return self.path
             self.closed = True
             self._file.close()
             if keep and self.frames:
@@ -190,9 +201,13 @@ class SessionRecording:
                 journey = ""
             keep = journey in self.settings.journeys
         self.recorder = None
+        ahead = recorder.caller_ahead
         try:
             self.kept = recorder.close(keep=keep)
         except Exception as exc:  # noqa: BLE001 - the call is over either way
             log.error("call %s: recording not closed: %s: %s", self.call_id, type(exc).__name__, exc)
             return None
+        log.info("call %s: recording %s (%.1f s, %.1f s of the caller silenced, caller %+d frames at the end)",
+                 self.call_id, "kept" if self.kept else "deleted", recorder.frames * 0.02,
+                 recorder.silenced_frames * 0.02, ahead)
         return self.kept

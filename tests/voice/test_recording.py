@@ -4,13 +4,16 @@ retention and erasure do to them."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import soundfile
 
 from gateway.context.recordings import erase_recordings, expire_recordings, recording_path, recordings_of
-from gateway.voice.recording import CallRecorder
+from gateway.config import RecordingSettings
+from gateway.voice.recording import MAX_SKEW_FRAMES, CallRecorder, SessionRecording
 
 RATE = 8000
 FRAME = RATE // 50
@@ -69,3 +72,65 @@ def test_erasure_and_retention_reach_the_files(tmp_path):
     os.utime(old, (week_ago, week_ago))
     assert expire_recordings(tmp_path, time.time() - 86400) == 1
     assert recordings_of(tmp_path, ["old"]) == [] and len(recordings_of(tmp_path, ["keep"])) == 1
+
+
+def test_one_side_running_ahead_is_padded_with_silence_not_queued(tmp_path):
+    rec = CallRecorder(tmp_path, "conv-3", "call-3", RATE)
+    for _ in range(MAX_SKEW_FRAMES + 50):  # the connector pulls the bot's audio, the caller's stopped
+        rec.bot(_tone(700))
+    assert len(rec._bot) + len(rec._caller) < 2 * (MAX_SKEW_FRAMES + 2)  # nothing piles up
+    rec.caller(_tone(900))
+    data, _ = soundfile.read(str(rec.close(keep=True)), dtype="int16")  # the tail is written against silence
+    assert data.shape == ((MAX_SKEW_FRAMES + 50) * FRAME, 2) and (data[:, 1] == 700).all()
+    caller = data[:, 0].reshape(-1, FRAME)
+    assert not caller[:50].any() and (caller[50] == 900).all() and not caller[51:].any()
+
+
+def test_a_call_cut_at_the_length_limit_is_still_deleted_when_it_must_not_stay(tmp_path, monkeypatch):
+    monkeypatch.setattr("gateway.voice.recording.MAX_RECORDING_SECONDS", 0.2)  # 10 frames
+    rec = CallRecorder(tmp_path, "conv-4", "call-4", RATE)
+    for _ in range(12):
+        rec.caller(_tone(100))
+        rec.bot(_tone(100))
+    assert rec.closed and rec.path.exists() and rec.frames == 10
+    assert rec.close(keep=False) is None and not rec.path.exists()
+
+
+def test_a_sensitive_question_before_the_recorder_starts_is_silenced_from_its_first_frame(tmp_path):
+    rec = SessionRecording(RecordingSettings(enabled=True), tmp_path, call_id="call-5", channel="voice",
+                           sample_rate=RATE)
+    rec.question(True)  # a resumed conversation opens at the PIN question
+    rec.open("conv-5")
+    rec.caller(_tone(1000))
+    rec.bot(_tone(1))
+    assert rec.recorder is not None and rec.recorder.silenced_frames == 1
+
+
+FULL_DISK = """
+import logging, resource, sys
+from pathlib import Path
+import numpy as np
+from gateway.config import RecordingSettings
+from gateway.voice.recording import SessionRecording
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))  # writes past 64 KB fail (EFBIG)
+rec = SessionRecording(RecordingSettings(enabled=True), Path(sys.argv[1]), call_id="call-9", channel="voice",
+                       sample_rate=8000)
+rec.open("conv-9")
+noise = np.random.default_rng(0).integers(-3000, 3000, (1500, 160)).astype("<i2")
+for frame in noise:  # 30 s of noise: about 240 KB of FLAC
+    rec.caller(frame.tobytes())
+    rec.bot(frame.tobytes())
+print("frames after", rec.recorder is None)
+"""
+
+
+def test_a_recorder_that_runs_out_of_space_logs_one_line_stops_and_leaves_no_half_file(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert errors == ["ERROR call call-9: recording stopped: LibsndfileError: System error."]
+    assert lines[-1] == "frames after True"
+    assert not list((tmp_path / "recordings").rglob("*"))
