@@ -9,11 +9,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import soundfile
 
 from gateway.context.recordings import erase_recordings, expire_recordings, recording_path, recordings_of
 from gateway.config import RecordingSettings
-from gateway.voice.recording import MAX_SKEW_FRAMES, CallRecorder, SessionRecording
+from gateway.voice.recording import MAX_SKEW_FRAMES, CallRecorder, SessionRecording, writer_thread
 
 RATE = 8000
 FRAME = RATE // 50
@@ -23,27 +24,30 @@ def _tone(level: int) -> bytes:
     return (np.full(FRAME, level, dtype="<i2")).tobytes()
 
 
-def test_both_sides_are_recorded_and_a_sensitive_answer_is_silence(tmp_path):
-    rec = CallRecorder(tmp_path, "conv-1", "call-1", RATE)
-    for _ in range(10):  # the caller talks, the bot listens
+@pytest.mark.parametrize("thread", [False, True], ids=["inline", "writer-thread"])
+def test_both_sides_are_recorded_and_a_sensitive_answer_is_silence(tmp_path, thread):
+    rec = CallRecorder(tmp_path, "conv-1", "call-1", RATE, writer_thread() if thread else None)
+    n = 60  # frames per part: more than one write batch
+    for _ in range(n):  # the caller talks, the bot listens
         rec.caller(_tone(1000))
         rec.bot(bytes(FRAME * 2))
     rec.sensitive = True  # "key in your PIN"
-    for _ in range(10):
+    for _ in range(n):
         rec.caller(_tone(2000))
         rec.bot(_tone(500))
     rec.sensitive = False
     rec.caller(_tone(3000))
     rec.bot(_tone(500))
+    assert thread == (rec.writing is not None)
     path = rec.close(keep=True)
     assert path == recording_path(tmp_path, "conv-1", "call-1") and path.exists()
     data, rate = soundfile.read(str(path), dtype="int16")
-    assert rate == RATE and data.shape == (21 * FRAME, 2)
+    assert rate == RATE and data.shape == ((2 * n + 1) * FRAME, 2)
     caller, bot = data[:, 0], data[:, 1]
-    assert (caller[:10 * FRAME] == 1000).all() and (bot[:10 * FRAME] == 0).all()
-    assert (caller[10 * FRAME:20 * FRAME] == 0).all() and (bot[10 * FRAME:20 * FRAME] == 500).all()  # the PIN is not there
-    assert (caller[20 * FRAME:] == 3000).all()
-    assert rec.silenced_frames == 10
+    assert (caller[:n * FRAME] == 1000).all() and (bot[:n * FRAME] == 0).all()
+    assert (caller[n * FRAME:2 * n * FRAME] == 0).all() and (bot[n * FRAME:2 * n * FRAME] == 500).all()  # no PIN
+    assert (caller[2 * n * FRAME:] == 3000).all()
+    assert rec.silenced_frames == n
 
 
 def test_a_recording_not_kept_leaves_nothing(tmp_path):
