@@ -9,7 +9,8 @@ connector's call), the text goes to the core as ``UserSaid`` and the core's acti
 through TTS into the playback queue, sentence by sentence. When a turn ends, how speech over
 the bot is taken and where each turn's time went is ``CallerTurns`` (``caller_turns.py``); how
 the core's actions are spoken is ``BotReplies`` (``replies.py``); the queued work items are in
-``work.py``.
+``work.py``; the call's recording, when recordings are on, is ``SessionRecording``
+(``recording.py``): it sees every caller frame, every bot frame pulled and every question.
 
 Timers (no-input, inter-digit) run on the caller's audio clock (frames received), so a
 simulated call behaves exactly as a real one, only faster. One worker task per call carries
