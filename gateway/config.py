@@ -355,6 +355,13 @@ class RetentionSettings(Section):
     sms_days: float = Field(30.0, ge=0)
     audit_days: float = Field(400.0, ge=0)
     delivery_days: float = Field(14.0, ge=0)
+    recordings_days: float = Field(30.0, ge=0)
+
+
+class RecordingSettings(Section):
+    enabled: bool = False
+    channels: tuple[str, ...] = ("voice",)
+    journeys: tuple[str, ...] = ()
 
 
 class WebhookSettings(Section):
@@ -459,6 +466,7 @@ class Settings(Section):
     analytics: AnalyticsSettings = AnalyticsSettings()
     qa: QaSettings = QaSettings()
     retention: RetentionSettings = RetentionSettings()
+    recordings: RecordingSettings = RecordingSettings()
     events_out: EventsOutSettings = EventsOutSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     campaigns: CampaignSettings = CampaignSettings()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Settings
+from gateway.context.recordings import erase_recordings
 from gateway.context.audit import AuditLog
 from gateway.context.lifecycle import LifecycleStore, PurgeCounts
 from gateway.governance.side_stores import erase_redis, erase_sqlite
@@ -94,6 +95,7 @@ async def erase_customer(settings: Settings, store: LifecycleStore, audit: Audit
     report.add("conversations", await store.erase_conversations(ids, actor=actor, reason="erasure"))
     redis = settings.context.backend == "redis"
     report.add("sms outbox", erase_sqlite(settings.data_path("."), ids, numbers, customer_id, redis=True))
+    report.add("call recordings", {"files": erase_recordings(settings.data_path("."), ids)})
     if redis:
         report.add("redis (links, counters, assignments)",
                    await erase_redis(settings.context.redis_url, ids, customer_id))

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from gateway.agents.assignments import ASSIGNMENT_DAYS
 from gateway.config import RetentionSettings, Settings
+from gateway.context.recordings import expire_recordings
 from gateway.context.audit import AuditLog
 from gateway.context.lifecycle import Cutoffs, LifecycleStore
 from gateway.context.store import StoreError
@@ -71,6 +72,10 @@ async def purge(settings: Settings, store: LifecycleStore, audit: AuditLog, *, n
         settings.data_path("."), sms_before=policy.sms, links_before=now - links_ttl - DAY,
         counters_before=now - COUNTER_WINDOW_SECONDS, assignments_before=now - ASSIGNMENT_DAYS * DAY,
         redis=settings.context.backend == "redis").as_dict()
+    recordings_before = now - settings.retention.recordings_days * DAY if settings.retention.recordings_days else 0.0
+    expired_recordings = expire_recordings(settings.data_path("."), recordings_before)
+    if expired_recordings:
+        done["call recordings"] = {"files": expired_recordings}
     if deliveries is not None and policy.delivery:
         done["webhook dead letters"] = {"dead_letters": await deliveries.expire(policy.delivery)}
     if policy.audit:

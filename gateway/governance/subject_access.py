@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from datetime import datetime, timezone
+
+from gateway.context.recordings import recordings_of
 from typing import Any
 
 from gateway.config import Settings
@@ -67,6 +69,8 @@ async def subject_access(settings: Settings, store: LifecycleStore, audit: Audit
         "sms": _sms(settings, ids, numbers),
         "access_log": readers,
         "qa_scores": await qa.scores_of(ids) if qa is not None else [],
+        "recordings": [{"file": str(p.relative_to(settings.data_path("."))), "bytes": p.stat().st_size}
+                       for p in recordings_of(settings.data_path("."), ids)],
         "recipients": [{"webhook": h.name, "url": h.url} for h in settings.events_out.webhooks],
         "notes": ["The CRM (system of record) holds the customer's account data; ask it for its part.",
                   "Secrets (card numbers, PINs, codes, passwords, dates of birth) were masked before anything "

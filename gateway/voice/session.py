@@ -9,7 +9,8 @@ connector's call), the text goes to the core as ``UserSaid`` and the core's acti
 through TTS into the playback queue, sentence by sentence. When a turn ends, how speech over
 the bot is taken and where each turn's time went is ``CallerTurns`` (``caller_turns.py``); how
 the core's actions are spoken is ``BotReplies`` (``replies.py``); the queued work items are in
-``work.py``.
+``work.py``; the call's recording, when recordings are on, is ``SessionRecording``
+(``recording.py``): it sees every caller frame, every bot frame pulled and every question.
 
 Timers (no-input, inter-digit) run on the caller's audio clock (frames received), so a
 simulated call behaves exactly as a real one, only faster. One worker task per call carries
@@ -40,6 +41,7 @@ from gateway.voice.caller_turns import CallerTurns, Utterance
 from gateway.voice.endpoint import EndpointConfig, Endpointer
 from gateway.voice.playback import Playback
 from gateway.voice.port import CallOpened, EventStream, HangUp, SessionEnded, SessionEvent, TransferCall
+from gateway.voice.recording import SessionRecording
 from gateway.voice.replies import BotReplies
 from gateway.voice.timing import TurnTimingLog
 from gateway.voice.turns import TurnTimer
@@ -136,6 +138,9 @@ class VoiceSession:
             call_id=call_id, sample_rate=sample_rate, playback=self.playback, endpointer=self.endpointer,
             tts=pipeline.tts, turns=self.caller, transcript=self.transcript, progress=self._progress,
             transfer=self._transfer, no_input_seconds=float(voice.endpoint.no_input_seconds))
+        settings = pipeline.settings
+        self.recording = SessionRecording(settings.recordings, settings.data_path("."), call_id=call_id,
+                                          channel=channel, sample_rate=sample_rate)
         self.on_closed: Callable[[VoiceSession], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -168,6 +173,7 @@ class VoiceSession:
             return
         self.conversation_id = opened.conversation_id
         self.session_id = opened.session_id
+        self.recording.open(self.conversation_id)
         log.info("call %s: conversation %s (%s)", self.call_id, self.conversation_id,
                  "resumed" if opened.resumed else "new")
         self.events.emit(CallOpened(self.conversation_id, opened.resumed))
@@ -205,6 +211,7 @@ class VoiceSession:
                 )
             except Exception as exc:  # noqa: BLE001 - the call is over either way
                 log.warning("call %s: core did not take ChannelClosed: %s", self.call_id, exc)
+            await self.recording.close(self.core, self.conversation_id, CORE_TIMEOUT)
         if self._vad is not None:
             self._vad.close()
             self._vad = None
@@ -240,6 +247,7 @@ class VoiceSession:
             while len(self._inbuf) >= fb:
                 frame = bytes(self._inbuf[:fb])
                 del self._inbuf[:fb]
+                self.recording.caller(frame)
                 self._frame(frame)
         except Exception as exc:  # noqa: BLE001 - contain to this call
             self._inbuf.clear()
@@ -269,7 +277,9 @@ class VoiceSession:
 
     def pull_frame(self) -> bytes:
         """The next 20 ms of bot audio (silence when there is none); never blocks."""
-        return self.playback.pull_frame()
+        frame = self.playback.pull_frame()
+        self.recording.bot(frame)
+        return frame
 
     def next_events(self) -> list[SessionEvent]:
         """What the connector has to carry out since its last call (``gateway.voice.port``)."""
@@ -457,6 +467,7 @@ class VoiceSession:
         asks = [a for a in actions if isinstance(a, Ask)]
         if asks:
             self.expect = asks[-1].expect
+            self.recording.question(self.expect.sensitive)
         ending = await self.replies.perform(actions, timer)
         if ending:
             self._finish(ending)
