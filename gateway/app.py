@@ -178,7 +178,8 @@ async def start_gateway(settings: Settings) -> Gateway:
         answered = [web.agent_connected] if web is not None else []
         called = [web.agent_called] if web is not None else []
         await gateway.start_part("asterisk channels", lambda: start_asterisk_channels(
-            settings, core, pipeline, failures=parts, metrics=metrics, agent_answered=answered, agent_called=called))
+            settings, core, pipeline, synthesizer=pipeline.tts, failures=parts, metrics=metrics,
+            agent_answered=answered, agent_called=called))
         for name, error in parts.items():
             gateway.record_failure(name, error)
     if pipeline is not None and settings.sip.enabled:

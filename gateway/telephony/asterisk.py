@@ -138,8 +138,7 @@ async def start_asterisk_channels(
             host, _, port = address.rpartition(":")
             if port == "0" and audiosocket is not None:
                 address = f"{host}:{audiosocket.port}"  # port 0: the one this process bound
-            tts = synthesizer if synthesizer is not None else getattr(pipeline, "tts", None)
-            fallback = FallbackRoute(settings, core, PromptFiles(settings, tts))
+            fallback = FallbackRoute(settings, core, PromptFiles(settings, synthesizer))
             voicebot = VoicebotRoute(settings, calls, fallback, audiosocket_address=address)
             fastagi = await part("fastagi", lambda: FastAgiChannel(
                 {"voicebot": voicebot, "fallback": fallback}, host=cfg.host, port=cfg.port,

@@ -65,7 +65,7 @@ from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.twilio_calls import TransferBook, TwilioMediaSettings, after_stream_twiml, transfer_target
 from gateway.voice.audio import ulaw_decode, ulaw_encode
 from gateway.voice.port import CallAudio, VoiceSessions
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from gateway.links import LinkRefused, LinkSigner
 if TYPE_CHECKING:
     from gateway.config import TwilioMediaSettings
     from gateway.telephony.twilio_media import Start
-    from gateway.web.metrics import Metrics
+    from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from gateway.agents.access import Role
 from gateway.config import load_settings
 from gateway.context.audit import SqliteAuditLog
 from gateway.context.fanout import InProcessFanout
-from gateway.web.metrics import Metrics
+from gateway.metrics import Metrics
 
 
 async def test_the_desktop_queue_tells_how_long_a_chat_would_wait(tmp_path):
