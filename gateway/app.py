@@ -129,7 +129,11 @@ async def start_gateway(settings: Settings) -> RunningGateway:
     if pipeline is not None and settings.freeswitch.enabled:
         from gateway.telephony.freeswitch_server import start_freeswitch_channel
 
-        await attempt("freeswitch", lambda: start_freeswitch_channel(settings, core, pipeline))
+        fs = await attempt("freeswitch", lambda: start_freeswitch_channel(settings, core, pipeline))
+        if fs is not None and settings.freeswitch.originate_enabled:
+            from gateway.telephony.freeswitch_originate import start_freeswitch_originate
+
+            await attempt("freeswitch originate", lambda: start_freeswitch_originate(settings, core, fs.port))
     if settings.web.enabled:
         from gateway.web.app import start_web
 
