@@ -149,8 +149,17 @@ class FreeSwitchOriginator:
         self._writer = writer
         self._auth_request.clear()
         reading = asyncio.get_running_loop().create_task(self._read(reader), name="freeswitch-originate-reader")
+        handshake = asyncio.get_running_loop().create_task(self._handshake(), name="freeswitch-originate-auth")
         try:
-            await asyncio.wait_for(self._handshake(), cfg.connect_timeout_seconds)
+            done, _ = await asyncio.wait({handshake, reading}, timeout=cfg.connect_timeout_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if handshake not in done:  # silent, or the socket closed before authenticating
+                handshake.cancel()
+                await asyncio.gather(handshake, return_exceptions=True)
+                if reading in done:
+                    reading.result()
+                raise TimeoutError(f"no authentication within {cfg.connect_timeout_seconds:.1f} s")
+            handshake.result()
             self.connected, self.backoff = True, RECONNECT_FIRST_SECONDS
             log.info("FreeSWITCH event socket %s: authenticated; placing calls", self.where)
             await reading

@@ -318,6 +318,25 @@ async def test_a_wrong_password_is_logged_and_calls_fail(tmp_path, caplog):
     assert "-ERR invalid" in caplog.text and "check freeswitch.esl_password" in caplog.text
 
 
+async def test_an_event_socket_that_never_asks_for_authentication_is_given_up_in_time(tmp_path, caplog):
+    async def silent(reader, writer):
+        await reader.read()  # accepts, says nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    settings = settings_for(tmp_path, server.sockets[0].getsockname()[1], connect_timeout_seconds=0.5)
+    core = await build_core(settings)
+    originator = await start_freeswitch_originate(settings, core, socket_port=8084)
+    try:
+        await until(lambda: "no authentication within 0.5 s" in caplog.text, 5)
+        cid, _ = await reminder_call(core)
+        [(reason, detail)] = await failures(core, cid)
+        assert reason == "failed" and "not connected" in detail
+    finally:
+        await originator.close()
+        server.close()
+        await core.close()
+
+
 async def test_losing_the_event_socket_while_ringing_reports_the_call_failed(tmp_path):
     ringing = asyncio.Event()
 
