@@ -79,7 +79,8 @@ class ScriptedEventSocket:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
-        writer.write(_written(note="inbound mode: FreeSWITCH greets every new connection with an auth request").encode())
+        greeting = "inbound mode: FreeSWITCH greets every new connection with an auth request"
+        writer.write(_written(note=greeting).encode())
         buf = b""
         try:
             while True:
@@ -594,11 +595,17 @@ async def test_a_forged_callback_variable_is_not_the_call_the_core_placed(tmp_pa
         await until(lambda: gw.session(forged.uuid) is not None and gw.session(forged.uuid).session_id, 30)
         await until(lambda: gw.session(gw.legs[0].uuid) is not None and gw.session(gw.legs[0].uuid).session_id, 30)
         forged_sid, real_sid = gw.session(forged.uuid).session_id, gw.session(gw.legs[0].uuid).session_id
+        replay = await AnsweredLeg("f0e1d2c3-0000-4000-8000-00000000bad1", {  # the real nonce, seen and replayed
+            "voicegw_conversation_id": cid, "voicegw_callback": action.callback, "voicegw_number": EMMA},
+            b"").connect(f"127.0.0.1:{gw.server.port}")
+        gw.legs.append(replay)
+        await until(lambda: gw.session(replay.uuid) is not None and gw.session(replay.uuid).session_id, 30)
+        replay_sid = gw.session(replay.uuid).session_id
         assert gw.session(forged.uuid).outbound  # a claim, like the channel variables it came with
         events = await gw.core.store.events(cid)
         grants = (await gw.core.store.get(cid)).trust.get("grants", {})
     kinds = [e.kind for e in events]
-    assert kinds.count("CallbackRefused") == 1 and kinds.count("CallbackAnswered") == 1  # the real call's only
+    assert kinds.count("CallbackRefused") == 2 and kinds.count("CallbackAnswered") == 1  # the real call's only
     assert "unknown or used callback" in caplog.text
-    assert forged_sid not in grants  # nothing proven: no phone, no account data
+    assert forged_sid not in grants and replay_sid not in grants  # nothing proven: no phone, no account data
     assert grants[real_sid]["method"] == "callback"
