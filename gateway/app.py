@@ -194,6 +194,11 @@ async def start_gateway(settings: Settings) -> Gateway:
         freeswitch = await gateway.start_part("freeswitch", lambda: start_freeswitch_channel(settings, core, pipeline))
         if freeswitch is not None:
             freeswitch.register_metrics(metrics)
+            if settings.freeswitch.originate_enabled:
+                from gateway.telephony.freeswitch_originate import start_freeswitch_originate
+
+                await gateway.start_part("freeswitch originate", lambda: start_freeswitch_originate(
+                    settings, core, freeswitch.port))
     if web is not None and pipeline is not None and settings.twilio_media.enabled:
         from gateway.telephony.twilio_media_server import attach_pipeline
 

@@ -215,6 +215,17 @@ class FreeSwitchSettings(Section):
     read_timeout_seconds: float = Field(5.0, gt=0)
     command_timeout_seconds: float = Field(10.0, gt=0)
     max_sessions: int = Field(50, ge=1)
+    originate_enabled: bool = False
+    esl_host: str = "127.0.0.1"
+    esl_port: int = Field(8021, ge=1, le=65535)
+    esl_password: str = "ClueCon"
+    dial_string: str = "sofia/gateway/carrier/{number}"
+    caller_id_number: str = ""
+    outbound_socket: str = ""
+    originate_timeout_seconds: int = Field(30, ge=5, le=300)
+    max_ringing: int = Field(20, ge=1)
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    reconnect_max_seconds: float = Field(30.0, ge=1)
 
 
 class TwilioMediaSettings(Section):

@@ -49,6 +49,8 @@ MAX_KEYED_BUFFERS = 10_000
 SMS_REMINDER_OFFER_SECONDS = 24 * 3600.0
 """A reminder SMS says "reply CALL": that offer of a call to the number on file holds this long."""
 MASK = "[redacted]"
+ONE_SINK: frozenset[type[Action]] = frozenset({Originate})
+"""Actions carried out once, by the first channel registered for them (a call is placed once)."""
 
 
 class UnknownConversation(KeyError):
@@ -123,6 +125,11 @@ class Orchestrator:
         return bool(self._sinks.get(Originate))
 
     def register_sink(self, action_type: type[Action], sink: ActionSink) -> None:
+        if action_type in ONE_SINK and self._sinks.get(action_type):
+            # two telephony channels that can both place calls (SIP and AMI, FreeSWITCH): the first
+            # one started places every call, so that no customer is dialled twice
+            log.warning("a second channel offers to carry out %s; the first one registered does it alone",
+                        action_type.__name__)
         self._sinks[action_type].append(sink)
 
     def observe(self, observer: Observer) -> None:
@@ -338,7 +345,8 @@ class Orchestrator:
             except Exception:  # a live view failing must not fail the conversation
                 log.exception("conversation %s: observer failed", record.id)
         for action in actions:
-            for sink in self._sinks.get(type(action), ()):
+            sinks = self._sinks.get(type(action), [])
+            for sink in sinks[:1] if type(action) in ONE_SINK else sinks:
                 try:
                     await asyncio.wait_for(sink(record.id, action), SINK_TIMEOUT_SECONDS)
                 except Exception:  # one failing channel must not fail the conversation

@@ -13,6 +13,14 @@ its conversation as :class:`~gateway.core.events.CallFailed` with one of the rea
   is 603 Decline (the person refused the call now: like busy, worth another try later); 408,
   480, 483 and 487 (the gateway's own CANCEL after its ring timeout) are no answer; 503 and the
   other 5xx are congestion (Asterisk's own mapping of causes 34 and 42); anything else failed.
+- FreeSWITCH: the ``-ERR <CAUSE>`` of the ``originate``'s ``BACKGROUND_JOB`` result, a name
+  from FreeSWITCH's Hangup Cause Code Table (Q.850 with FreeSWITCH's own additions):
+  ``USER_BUSY`` (17, SIP 486/600) and ``CALL_REJECTED`` (21, SIP 603, busy as above) are busy;
+  ``NO_ANSWER`` (19, the ``originate_timeout`` ran out), ``NO_USER_RESPONSE`` (18, SIP 480),
+  ``ORIGINATOR_CANCEL`` (487) and ``RECOVERY_ON_TIMER_EXPIRE`` (102, SIP 408) are no answer;
+  ``NORMAL_CIRCUIT_CONGESTION`` (34), ``SWITCH_CONGESTION`` (42) and
+  ``NORMAL_TEMPORARY_FAILURE`` (41, SIP 503) are congestion; anything else
+  (``UNALLOCATED_NUMBER``, ``GATEWAY_DOWN``, ``DESTINATION_OUT_OF_ORDER``, ...) failed.
 
 The report goes to the core from a task of its own: a channel's ``Originate`` sink runs while
 the core holds the conversation, so reporting from inside it would wait on itself.
@@ -38,6 +46,15 @@ SIP_BUSY = frozenset({486, 600, 603})
 SIP_NO_ANSWER = frozenset({408, 480, 483, 487})
 _SIP_STATUS = re.compile(r"not answered: (\d{3})\b")
 _SIP_TIMEOUT = re.compile(r"not answered within")
+
+FREESWITCH_CAUSES = {
+    "USER_BUSY": "busy", "CALL_REJECTED": "busy",
+    "NO_ANSWER": "no_answer", "NO_USER_RESPONSE": "no_answer", "ORIGINATOR_CANCEL": "no_answer",
+    "RECOVERY_ON_TIMER_EXPIRE": "no_answer",
+    "NORMAL_CIRCUIT_CONGESTION": "congestion", "SWITCH_CONGESTION": "congestion",
+    "NORMAL_TEMPORARY_FAILURE": "congestion",
+}
+"""Hangup causes of a failed ``originate`` that say more than "failed"."""
 
 CallFailedReport = Callable[[str, str, str], Awaitable[None]]
 """``async f(conversation_id, reason, detail)``: a call placed for that conversation was not answered."""
@@ -85,6 +102,15 @@ def sip_outcome(error: str) -> OriginateOutcome:
     if _SIP_TIMEOUT.search(error):
         return OriginateOutcome(False, "no_answer", "ring timeout")
     return OriginateOutcome(False, "failed", error[:120])
+
+
+def freeswitch_outcome(result: str) -> OriginateOutcome:
+    """The outcome of a ``BACKGROUND_JOB`` body: ``+OK <uuid>`` answered, ``-ERR <CAUSE>`` not."""
+    text = result.strip()
+    if text.startswith("+OK"):
+        return OriginateOutcome(True, detail=text[:80])
+    cause = text[4:].split()[0] if text.startswith("-ERR") and len(text.split()) > 1 else ""
+    return OriginateOutcome(False, FREESWITCH_CAUSES.get(cause, "failed"), (cause or text)[:80])
 
 
 def report_to_core(core: Any) -> CallFailedReport:

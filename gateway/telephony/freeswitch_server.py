@@ -5,6 +5,9 @@ data="127.0.0.1:8084 async full"/>`` (see ``dialplans/freeswitch/``). Per connec
 
 1. ``connect``: the reply describes the channel (UUID, caller id, dialed number, and the
    conversation id when the channel carries ``voicegw_conversation_id``, as a callback does);
+   a call the gateway placed (:mod:`freeswitch_originate`) also carries ``voicegw_callback``
+   (the core's nonce) and ``voicegw_number``: its session is outbound (answering-machine
+   detection) and presents the nonce, which the core alone accepts or refuses;
 2. ``myevents plain``, ``linger`` and ``resume``: this channel's events (DTMF, hangup) come to
    the socket, and closing the socket lets the dialplan go on (a transferred call is not dropped);
 3. ``answer``, then ``api uuid_audio_stream <uuid> start ws://<gateway>:8085/media/freeswitch/<uuid>
@@ -47,6 +50,7 @@ from gateway.config import Settings
 from gateway.core.actions import Transfer
 from gateway.limits import SessionCap
 from gateway.telephony import freeswitch as esl
+from gateway.telephony.freeswitch_originate import CALLBACK_VARIABLE, NUMBER_VARIABLE
 from gateway.telephony.media_leg import CallTasks, LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.voice.port import VoiceSessions
@@ -232,10 +236,14 @@ class EslCall:
         self.ws = ws
         if self.reason:
             return  # the call ended before its audio arrived
+        # a call the gateway placed (freeswitch_originate) carries the core's nonce; the core checks it
+        callback = self.info.variables.get(CALLBACK_VARIABLE, "")
+        far_end = self.info.variables.get(NUMBER_VARIABLE, "") if callback else ""
         try:
             session = server.pipeline.session(
-                call_id=self.uuid, sample_rate=cfg.sample_rate, caller_id=self.info.caller_id,
-                dialed=self.info.dialed, conversation_id=self.info.conversation_id)
+                call_id=self.uuid, sample_rate=cfg.sample_rate, caller_id=far_end or self.info.caller_id,
+                dialed=self.info.dialed, conversation_id=self.info.conversation_id,
+                outbound=bool(callback), callback=callback)
         except Exception:  # the pipeline refused the call: end this call only
             log.exception("FreeSWITCH call %s: no voice session; hanging up", self.uuid)
             self.end("error")

@@ -31,8 +31,13 @@ def settings_for(tmp_path: Path, **overrides: Any):
     return load_settings(environ={}, overrides={"data_dir": str(tmp_path), **overrides})
 
 
+PLACED: list[Originate] = []
+"""Every call the telephony channel below was asked to place (tests clear it when they read it)."""
+
+
 async def _telephony(conversation_id, action):
     """A telephony channel is there to carry out Originate (the core offers calls only then)."""
+    PLACED.append(action)
 
 
 @pytest.fixture
@@ -246,12 +251,8 @@ async def test_lockout_holds_across_nodes_on_redis(redis_url, tmp_path):
 
 # --------------------------------------------------------------------------- 3. outbound needs authority
 async def test_accept_call_without_an_offer_places_no_call(tmp_path, core):
-    placed: list[Originate] = []
-
-    async def telephony(cid: str, action: Any) -> None:
-        placed.append(action)
-
-    core.register_sink(Originate, telephony)
+    PLACED.clear()
+    placed = PLACED
     runner = await start(tmp_path, core, deps={"store": core.store, "crm": core.crm})
     try:
         async with aiohttp.ClientSession() as http, http.ws_connect(runner.url + "/chat/ws") as ws:
@@ -378,3 +379,28 @@ def test_the_honest_caller_in_the_terminal_reads_the_code_on_her_phone(tmp_path)
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+async def test_a_call_is_placed_once_when_two_channels_can_place_it(tmp_path):
+    """SIP and AMI (or FreeSWITCH) both enabled: the first channel registered places the call
+    the core asks for, the second never dials the customer as well."""
+    core = await build_core(settings_for(tmp_path))
+    first: list[Originate] = []
+    second: list[Originate] = []
+
+    async def sip(cid: str, action: Any) -> None:
+        first.append(action)
+
+    async def ami(cid: str, action: Any) -> None:
+        second.append(action)
+
+    core.register_sink(Originate, sip)
+    core.register_sink(Originate, ami)
+    try:
+        alice = await verified_alice_in_billing(core)
+        await alice.say("call me instead")
+        acts = await core.handle(alice.cid, CallAccepted(channel="chat"), session_id=alice.session)
+        assert any(isinstance(a, Originate) for a in acts)
+        assert len(first) == 1 and second == []
+    finally:
+        await core.close()
