@@ -73,7 +73,8 @@ class RunningGateway:
 async def start_gateway(settings: Settings) -> RunningGateway:
     """Start the core and every enabled channel. Returns what is running and what failed
     (``failed``, and ``health`` for ``/healthz``)."""
-    core = await build_core(settings)
+    # a running node's store rides out Redis outages (its spool, gateway/context/outage.py)
+    core = await build_core(settings, store=open_store(settings, node=True))
     running = RunningGateway(core)
 
     def failed(name: str, error: str) -> None:
