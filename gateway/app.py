@@ -187,9 +187,9 @@ async def start_governance(settings: Settings, core: Orchestrator) -> list[Any]:
 
 
 def _wire_sip_metrics(running: RunningGateway) -> None:
-    """The SIP channel's gauges on the web server's ``/metrics``."""
+    """The SIP channel's gauges, and the node store's (Redis outages), on the web server's ``/metrics``."""
     web = next((c for c in running.closeables if hasattr(c, "parts")), None)
-    for item in running.closeables:
+    for item in [*running.closeables, running.core.store]:
         if web is not None and hasattr(item, "register_metrics"):
             item.register_metrics(web.parts.metrics)
 

@@ -355,8 +355,16 @@ class BufferedStore:
         await self.redis.ping()
 
     def health(self) -> dict[str, Any]:
-        """For ``/metrics`` and ``/healthz``: whether Redis is in use, and what waits for it."""
+        """Whether Redis is in use, and what waits for it."""
         return {"redis_up": self.up, "spooled_waiting": self._waiting, **asdict(self.stats)}
+
+    def register_metrics(self, metrics: Any) -> None:
+        """Gauges on ``/metrics``: Redis in use, the spool, outages and their replays."""
+        metrics.gauge("voicegw_context_redis_up", lambda: float(self.up))
+        metrics.gauge("voicegw_context_spool_waiting", lambda: float(self._waiting))
+        metrics.gauge("voicegw_context_outages_total", lambda: float(self.stats.outages))
+        metrics.gauge("voicegw_context_replayed_total", lambda: float(self.stats.replayed))
+        metrics.gauge("voicegw_context_replay_conflicts_total", lambda: float(self.stats.conflicts))
 
 
 def _spooled_event(op: SpooledOp) -> LoggedEvent:

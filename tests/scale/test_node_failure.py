@@ -2,8 +2,8 @@
 
 One caller verifies on one node (speech, then account and PIN keyed) and that node is killed
 (SIGKILL, with every process it started). Asserted: the call on the other node goes on (audio
-both ways to the end, the bot still talking after the kill, the caller's own hang-up); new calls are all answered, by the
-survivor, within seconds; what the killed node's caller said and proved is in Redis; calling
+both ways to the end, the bot still talking after the kill, the caller's own hang-up); new calls
+are all answered, by the survivor, within seconds; what the killed node's caller said and proved is in Redis; calling
 back from the customer's number resumes the journey on the survivor, which asks for proof again
 before any account data (a caller ID is a claim); its transfer waits in the shared queue, and
 what the agent's screen-pop shows (the context, read on the survivor) carries what was said on
@@ -12,10 +12,8 @@ the dead node.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
-import re
 import time
 from pathlib import Path
 
@@ -23,66 +21,13 @@ import aiohttp
 import pytest
 
 from gateway.agents.queue_store import RedisQueue
-from gateway.context.redis_store import RedisStore
 from tests.scale.calls import Caller, caller_audio, place, short_call, sipp_log
+from tests.scale.conversations import conversation_of, events_of, media_stats, until_kind, until_said
 from tests.scale.topology import AGENT_TOKEN, Topology
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(300)]
 
 ALICE = "+15551234567"  # the demo CRM's Alice: her phone on file
-
-
-async def _events(url: str, cid: str):
-    store = RedisStore(url)
-    try:
-        return await store.events(cid)
-    finally:
-        await store.close()
-
-
-async def _conversation_of(url: str, caller: str, timeout: float = 30.0) -> str:
-    store = RedisStore(url)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = await store.find_recent(caller_id=caller, within_seconds=3600)
-            if found is not None:
-                return found.id
-            await asyncio.sleep(0.3)
-    finally:
-        await store.close()
-    raise AssertionError(f"no conversation for {caller}")
-
-
-async def _until_said(url: str, cid: str, words: str, topo: Topology, timeout: float = 60.0):
-    """The conversation's log once a bot line containing ``words`` is in it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = await _events(url, cid)
-        if any(words in str(e.payload.get("text", "")) for e in events if e.channel == "bot"):
-            return events
-        await asyncio.sleep(0.5)
-    lines = [(e.seq, e.kind, e.payload.get("text") or e.payload.get("digit")) for e in await _events(url, cid)]
-    raise AssertionError(f"{words!r} never said in {cid}: {lines}\n{topo.diagnostics()}")
-
-
-def media_stats(node, call: str) -> dict:
-    """The media statistics a node logged when the call (Call-ID prefix ``call``) ended."""
-    match = re.search(rf"call {re.escape(call)}\S* media stats (\{{.*\}})", node.log())
-    assert match, f"no media stats for {call}"
-    return ast.literal_eval(match.group(1))
-
-
-async def _until_kind(url: str, cid: str, kind: str, topo: Topology, *, after: int, timeout: float = 60.0):
-    """The conversation's log once an event ``kind`` is in it past the first ``after`` events."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = await _events(url, cid)
-        if any(e.kind == kind for e in events[after:]):
-            return events
-        await asyncio.sleep(0.5)
-    lines = [(e.seq, e.kind, e.payload.get("text")) for e in (await _events(url, cid))[after:]]
-    raise AssertionError(f"no {kind} in {cid} after seq {after}: {lines}\n{topo.diagnostics()}")
 
 
 async def test_a_node_killed_mid_call(topo: Topology, tmp_path: Path) -> None:
@@ -98,8 +43,8 @@ async def test_a_node_killed_mid_call(topo: Topology, tmp_path: Path) -> None:
     survivor = await asyncio.to_thread(topo.node_of_call, "bystander")
     assert survivor is not doomed, "the edge gave two calls in a row to one node (round robin expected)"
     try:
-        cid = await _conversation_of(url, victim.caller)
-        await _until_said(url, cid, "Your latest bill", topo)
+        cid = await conversation_of(url, victim.caller)
+        await until_said(url, cid, "Your latest bill", topo)
 
         doomed.kill()
         killed_at = time.time()
@@ -118,7 +63,7 @@ async def test_a_node_killed_mid_call(topo: Topology, tmp_path: Path) -> None:
         # the call on the other node went on: audio both ways all along, its caller heard after the kill
         out, _ = await asyncio.to_thread(calls[1].communicate, timeout=90)
         assert calls[1].returncode == 0, f"{out[-1500:]}\n{sipp_log(tmp_path, 'bystander')}\n{topo.diagnostics()}"
-        other = await _events(url, await _conversation_of(url, bystander.caller))
+        other = await events_of(url, await conversation_of(url, bystander.caller))
         assert any("order" in str(e.payload.get("text", "")).lower() for e in other if e.kind == "UserSaid")
         assert any(e.channel == "bot" and e.at > killed_at + 2 for e in other), [(e.kind, e.at) for e in other]
         assert other[-1].kind == "ChannelClosed" and other[-1].payload["reason"] == "hangup"
@@ -126,7 +71,7 @@ async def test_a_node_killed_mid_call(topo: Topology, tmp_path: Path) -> None:
         assert stats["frames_in"] >= 50 * (bystander.seconds - 2) and stats["underruns"] == 0, stats
 
         # what the killed node's caller said and proved is all in Redis
-        events = await _events(url, cid)
+        events = await events_of(url, cid)
         kinds = [e.kind for e in events]
         assert kinds.count("DtmfPressed") == 12
         assert any("wrong charge" in str(e.payload.get("text", "")).lower() for e in events if e.kind == "UserSaid")
@@ -139,7 +84,7 @@ async def test_a_node_killed_mid_call(topo: Topology, tmp_path: Path) -> None:
             (13.0, "I want to talk to an agent")], 40), 30)
         calls.append(place(callback, edge, tmp_path))
         assert await asyncio.to_thread(topo.node_of_call, "callback") is survivor
-        events = await _until_kind(url, cid, "Transfer", topo, after=before_callback)
+        events = await until_kind(url, cid, "Transfer", topo, after=before_callback)
         after = events[before_callback:]
         assert after[0].kind == "CallStarted" and after[0].payload["caller_id"] == ALICE
         spoken = " | ".join(str(e.payload.get("text", "")) for e in after if e.channel == "bot")
