@@ -244,6 +244,9 @@ class SipSettings(Section):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     answer_delay_ms: int = Field(0, ge=0, le=60000)
+    # flood limits of the SIP front (sip.workers > 0): see gateway/telephony/sip/front.py
+    max_new_calls_per_second: float = Field(20.0, ge=0)
+    source_calls_per_second: float = Field(5.0, ge=0)
 
 
 class TwilioSettings(Section):

@@ -549,3 +549,108 @@ async def test_old_routes_and_failed_transactions_are_swept(rig: Rig) -> None:
     assert (await rig.workers[1].recv()).call_id == "ping-sweep"
     assert "ancient" not in front.routes
     assert list(front.failed) == ["recent"]
+
+
+# ---- floods ---------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def flood_rig(**limits: object) -> tuple[SipFront, Peer, Peer, Peer, Clock]:
+    """A front (two workers of 100 calls) with ``limits``, a worker and two callers: a PBX on
+    127.0.0.1 and another source on 127.0.0.2."""
+    clock = Clock()
+    front = SipFront("127.0.0.1", 0, capacity=100, max_calls=200, clock=clock, **limits)  # type: ignore[arg-type]
+    await front.start()
+    worker = await open_peer()
+    front.set_worker(0, worker.addr)
+    loop = asyncio.get_running_loop()
+    _, other = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.2", 0))
+    return front, worker, await open_peer(), other, clock
+
+
+def invite_from(peer: Peer, call_id: str) -> bytes:
+    return request("INVITE", call_id, f"SIP/2.0/UDP {peer.addr[0]}:{peer.addr[1]};rport;branch=z9hG4bK-{call_id}")
+
+
+async def test_a_flooding_source_is_dropped_before_any_worker_and_others_still_get_through() -> None:
+    front, worker, pbx, other, clock = await flood_rig(source_calls_per_second=2.0)
+    try:
+        for i in range(10):  # a burst of 2 s worth (4) passes, the rest is dropped without a word
+            pbx.send(invite_from(pbx, f"flood-{i}"), ("127.0.0.1", front.port))
+        other.send(invite_from(other, "neighbour"), ("127.0.0.1", front.port))
+        got = [(await worker.recv()).call_id for _ in range(5)]
+        assert got == ["flood-0", "flood-1", "flood-2", "flood-3", "neighbour"]
+        assert front.counters["flood_dropped"] == 6 and pbx.inbox.empty()
+        clock.now += 1.0  # two more a second
+        for i in range(10, 13):
+            pbx.send(invite_from(pbx, f"flood-{i}"), ("127.0.0.1", front.port))
+        other.send(invite_from(other, "neighbour-2"), ("127.0.0.1", front.port))
+        got = [(await worker.recv()).call_id for _ in range(3)]
+        assert got == ["flood-10", "flood-11", "neighbour-2"]
+        assert front.counters["flood_dropped"] == 7
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_a_listed_peer_is_not_rate_limited_per_source() -> None:
+    front, worker, pbx, other, _ = await flood_rig(source_calls_per_second=1.0,
+                                                   rate_exempt=lambda source: source.startswith("127.0.0.1:"))
+    try:
+        for i in range(8):
+            pbx.send(invite_from(pbx, f"trunk-{i}"), ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(8)] == [f"trunk-{i}" for i in range(8)]
+        assert front.counters["flood_dropped"] == 0
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_new_calls_over_the_node_rate_get_503_with_retry_after() -> None:
+    front, worker, pbx, other, clock = await flood_rig(new_calls_per_second=1.0)
+    try:
+        for i in range(3):  # a burst of 2 passes
+            pbx.send(invite_from(pbx, f"call-{i}"), ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(2)] == ["call-0", "call-1"]
+        refused = await pbx.recv()
+        assert refused.status == 503 and refused.call_id == "call-2" and refused.get("retry-after") == "1"
+        assert front.counters["rate_refused"] == 1 and "call-2" not in front.routes
+        pbx.send(request("ACK", "call-2", f"SIP/2.0/UDP 127.0.0.1:{pbx.addr[1]};branch=z9hG4bK-call-2",
+                         to_tag="x"), ("127.0.0.1", front.port))  # absorbed
+        clock.now += 1.0
+        other.send(invite_from(other, "later"), ("127.0.0.1", front.port))
+        assert (await worker.recv()).call_id == "later"
+        assert worker.inbox.empty() and pbx.inbox.empty()
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_an_invite_with_an_oversized_body_gets_413_and_reaches_no_worker() -> None:
+    from gateway.telephony.sip.front import MAX_INVITE_BODY
+
+    front, worker, pbx, other, _ = await flood_rig()
+    try:
+        huge = invite_from(pbx, "huge").replace(b"Content-Length: 0\r\n\r\n",
+                                                b"Content-Length: %d\r\n\r\n" % (MAX_INVITE_BODY + 1))
+        pbx.send(huge + b"v" * (MAX_INVITE_BODY + 1), ("127.0.0.1", front.port))
+        refused = await pbx.recv()
+        assert refused.status == 413 and refused.call_id == "huge" and front.counters["too_large"] == 1
+        pbx.send(invite_from(pbx, "normal"), ("127.0.0.1", front.port))
+        assert (await worker.recv()).call_id == "normal"  # the huge one never reached it
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
