@@ -654,3 +654,39 @@ async def test_an_invite_with_an_oversized_body_gets_413_and_reaches_no_worker()
         for peer in (worker, pbx, other):
             assert peer.transport is not None
             peer.transport.close()
+
+
+async def test_an_invite_no_sip_stack_would_take_gets_400_and_reaches_no_worker() -> None:
+    front, worker, pbx, other, _ = await flood_rig()
+    try:
+        bad_cseq = invite_from(pbx, "bad-cseq").replace(b"CSeq: 1 INVITE", b"CSeq: banana INVITE")
+        bad_length = invite_from(pbx, "bad-length").replace(b"Content-Length: 0", b"Content-Length: 99999")
+        for data in (bad_cseq, bad_length):
+            pbx.send(data, ("127.0.0.1", front.port))
+            refused = await pbx.recv()
+            assert refused.status == 400
+        pbx.send(invite_from(pbx, "fine"), ("127.0.0.1", front.port))
+        assert (await worker.recv()).call_id == "fine"
+        assert front.counters["malformed"] == 2
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_an_invite_its_worker_never_answers_holds_room_only_briefly(rig: Rig) -> None:
+    from gateway.telephony.sip.front import PENDING_S, UNANSWERED_S
+
+    rig.send(request("INVITE", "dropped", rig.via()))  # the worker drops it (pjsip could not parse it)
+    await rig.workers[0].recv()
+    rig.send(request("INVITE", "ringing", rig.via()))
+    got = await rig.workers[1].recv()
+    rig.workers[1].send(response_to(got, 100, "Trying"), response_target(front_via_of(got)))
+    assert (await rig.pbx.recv()).status == 100
+    slots, now = rig.front.workers, time.monotonic()
+    assert slots[0].load(now) == 1 and slots[1].load(now) == 1
+    later = now + UNANSWERED_S + 0.5
+    assert slots[0].load(later) == 0  # room again: the dropped INVITE holds none
+    assert slots[1].load(later) == 1  # an answered one counts until its worker reports it
+    assert slots[1].load(now + PENDING_S + 0.5) == 0

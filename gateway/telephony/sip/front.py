@@ -43,6 +43,7 @@ from gateway.telephony.sip.message import (  # noqa: F401  (re-exported: the fro
     SipMessage,
     SipParseError,
     _split_commas,
+    malformed_invite,
     parse,
     reply,
     response_target,
@@ -58,6 +59,9 @@ ROUTE_TTL_S = 4 * 3600.0
 """A Call-ID's route is forgotten after this long even if no worker reported its end."""
 PENDING_S = 10.0
 """A dispatched INVITE counts against its worker for this long before the worker reports it."""
+UNANSWERED_S = 2.0
+"""...but only this long while the worker has not answered it at all (pjsua says 100 Trying at
+once to any INVITE it can parse): an INVITE the worker drops holds no room for long."""
 ACK_WAIT_S = 32.0
 """How long the ACK of a worker's non-2xx final response is still sent to it (RFC 3261 Timer H)."""
 BURST_SECONDS = 2.0
@@ -86,11 +90,15 @@ class WorkerSlot:
     address: tuple[str, int] | None = None
     reported: set[str] = field(default_factory=set)
     pending: dict[str, float] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+    """Pending INVITEs the worker has responded to."""
 
     def load(self, now: float) -> int:
         for cid, since in list(self.pending.items()):
-            if cid in self.reported or now - since > PENDING_S:
+            if (cid in self.reported or now - since > PENDING_S
+                    or (cid not in self.answered and now - since > UNANSWERED_S)):
                 del self.pending[cid]
+                self.answered.discard(cid)
         return len(self.reported | self.pending.keys())
 
 
@@ -153,6 +161,7 @@ class SipFront(asyncio.DatagramProtocol):
         if address is None:
             slot.reported.clear()
             slot.pending.clear()
+            slot.answered.clear()
             for cid, (w, _) in list(self.routes.items()):
                 if w == index:
                     del self.routes[cid]
@@ -237,6 +246,13 @@ class SipFront(asyncio.DatagramProtocol):
                 self._reply(msg, addr, 403, "Forbidden")
                 return
             if msg.method == "INVITE" and not self._rate_allows(msg, addr, source):
+                return
+            problem = malformed_invite(msg) if msg.method == "INVITE" else ""
+            if problem:
+                self.counters["malformed"] += 1
+                if self._first_in_a_while("malformed"):
+                    log.warning("SIP front: INVITE %s from %s refused with 400: %s", cid, source, problem)
+                self._reply(msg, addr, 400, "Bad Request")
                 return
             if msg.method == "INVITE" and len(msg.body) > MAX_INVITE_BODY:
                 self.counters["too_large"] += 1
@@ -331,7 +347,13 @@ class SipFront(asyncio.DatagramProtocol):
             route = self.routes.pop(msg.call_id, None)
             if route is not None:
                 self.workers[route[0]].pending.pop(msg.call_id, None)
+                self.workers[route[0]].answered.discard(msg.call_id)
                 self.failed[msg.call_id] = (route[0], time.monotonic())
+        elif msg.cseq_method == "INVITE":
+            route = self.routes.get(msg.call_id)
+            slot = self.workers.get(route[0]) if route is not None else None
+            if slot is not None and msg.call_id in slot.pending:
+                slot.answered.add(msg.call_id)
         self.counters["responses"] += 1
         self._send(msg, response_target(vias[1]))
 

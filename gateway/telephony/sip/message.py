@@ -179,3 +179,21 @@ def reply(msg: SipMessage, code: int, reason: str, to_tag: str = "",
     headers.extend(extra)
     headers.append(("Content-Length", "0"))
     return SipMessage(start=f"SIP/2.0 {code} {reason}", headers=headers, status=code)
+
+
+_CSEQ = re.compile(r"^\d{1,10} [A-Za-z]+$")
+
+
+def malformed_invite(msg: SipMessage) -> str:
+    """Why a new INVITE is not one a SIP stack would take ('' when it looks right): the front
+    answers 400 instead of handing a worker what pjsip would drop unanswered (RFC 3261 8.2, 20.14,
+    20.16)."""
+    cseq = msg.get("cseq")
+    if not _CSEQ.match(cseq) or cseq.split()[1].upper() != msg.method:
+        return f"CSeq {cseq[:40]!r} is not '<number> {msg.method}'"
+    length = msg.get("content-length")
+    if length and (not length.isdigit() or int(length) != len(msg.body)):
+        return f"Content-Length {length[:20]!r} does not match a {len(msg.body)}-byte body"
+    if not msg.get("from") or not msg.get("to"):
+        return "no From or To"
+    return ""
