@@ -160,15 +160,16 @@ def place(call: Caller, target: str, workdir: Path) -> subprocess.Popen[str]:
 
 
 def short_call(workdir: Path, target: str, name: str, *, seconds: float = 2.0, caller: str = "sipp",
-               extra: list[str] | None = None) -> subprocess.Popen[str]:
-    """The stock edge scenario (``uac_call_via_edge.xml``): a tone for ``seconds``, then BYE."""
+               extra: list[str] | None = None, loops: int = -1) -> subprocess.Popen[str]:
+    """The stock edge scenario (``uac_call_via_edge.xml``): a 2 s tone (``loops`` times, -1: for
+    ever) for ``seconds``, then BYE."""
     from tests.sip.conftest import write_ulaw_tone
 
     if not (workdir / "caller.ulaw").exists():
         write_ulaw_tone(workdir / "caller.ulaw", 2.0)
     xml = workdir / f"{name}.xml"
     xml.write_text((SCENARIOS / "uac_call_via_edge.xml").read_text().replace("CALLER", caller)
-                   .replace("CALL_MS", str(int(seconds * 1000))))
+                   .replace("CALL_MS", str(int(seconds * 1000))).replace("caller.ulaw,-1,0", f"caller.ulaw,{loops},0"))
     cmd = [sipp_path(), "-sf", str(xml), "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port(pair=True)),
            "-m", "1", "-nostdin", "-timeout", f"{int(seconds + 30)}s", "-timeout_error", "-trace_err",
            "-cid_str", f"{name}-%u-%p@%s",

@@ -131,7 +131,8 @@ class Node:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self) -> None:
-        """Start (again: same data directory, same ports, so its spool is replayed)."""
+        """Start (again: same data directory, same ports, so its spool is replayed). Its SIP
+        worker listens on ``sip_port + 1`` (the front on ``sip_port``)."""
         self.starts += 1
         self.config_path.write_text(json.dumps(self.settings, indent=2))  # YAML is a superset of JSON
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEGW_")}  # node.json says it all
@@ -245,7 +246,9 @@ def node_settings(name: str, directory: Path, sip_port: int, web_port: int, redi
         "audiosocket": {"enabled": False},
         "fastagi": {"enabled": False},
         "outreach": {"enabled": False},
-        "sip": {"enabled": True, "host": "127.0.0.1", "port": sip_port},
+        # one SIP worker behind the node's SIP front (the node's own flood guard); the edge and
+        # the tests' callers are on 127.0.0.1, the only peer (other loopback addresses get 403)
+        "sip": {"enabled": True, "host": "127.0.0.1", "port": sip_port, "workers": 1, "peers": ["127.0.0.1"]},
         "voice": {"vad": {"engine": "webrtc"}, "asr": {"workers": 1, "cross_check": False}},
         "retention": {"enabled": False},
     }
