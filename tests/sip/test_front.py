@@ -690,3 +690,64 @@ async def test_an_invite_its_worker_never_answers_holds_room_only_briefly(rig: R
     assert slots[0].load(later) == 0  # room again: the dropped INVITE holds none
     assert slots[1].load(later) == 1  # an answered one counts until its worker reports it
     assert slots[1].load(now + PENDING_S + 0.5) == 0
+
+
+async def test_a_flood_is_logged_once_a_while_not_once_an_invite(caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.telephony.sip.front import FLOOD_LOG_S
+
+    front, worker, pbx, other, clock = await flood_rig(source_calls_per_second=1.0)
+    front.peer_allowed = lambda source: source.startswith("127.0.0.1:")
+    try:
+        with caplog.at_level("WARNING", logger="gateway.telephony.sip.front"):
+            for i in range(50):  # a stranger (403) and a peer over its source rate (dropped)
+                other.send(invite_from(other, f"stranger-{i}"), ("127.0.0.1", front.port))
+                pbx.send(invite_from(pbx, f"flood-{i}"), ("127.0.0.1", front.port))
+            assert [(await other.recv()).status for _ in range(50)] == [403] * 50
+            assert [(await worker.recv()).call_id for _ in range(2)] == ["flood-0", "flood-1"]
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert front.counters["forbidden"] == 50 and front.counters["flood_dropped"] == 48
+            lines = [r.getMessage() for r in caplog.records]
+            assert sum("not a configured peer" in line for line in lines) == 1, lines
+            assert sum("starts calls too fast" in line for line in lines) == 1, lines
+            clock.now += FLOOD_LOG_S + 1  # still at it later: one more line each
+            other.send(invite_from(other, "stranger-late"), ("127.0.0.1", front.port))
+            assert (await other.recv()).status == 403
+            assert sum("not a configured peer; 51 so far" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_a_retransmitted_invite_reaches_its_worker_without_spending_the_rates() -> None:
+    front, worker, pbx, other, _ = await flood_rig(source_calls_per_second=0.5, new_calls_per_second=0.5)
+    try:
+        first = invite_from(pbx, "slow-answer")
+        for _ in range(4):  # the caller's timer A: the same INVITE again and again
+            pbx.send(first, ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(4)] == ["slow-answer"] * 4
+        assert front.counters["flood_dropped"] == 0 and front.counters["rate_refused"] == 0
+        assert pbx.inbox.empty()
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_a_listed_peer_still_meets_the_node_rate() -> None:
+    front, worker, pbx, other, _ = await flood_rig(source_calls_per_second=1.0, new_calls_per_second=1.0,
+                                                   rate_exempt=lambda source: source.startswith("127.0.0.1:"))
+    try:
+        for i in range(4):  # the trunk is exempt from the per-source rate, not from the node's
+            pbx.send(invite_from(pbx, f"trunk-{i}"), ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(2)] == ["trunk-0", "trunk-1"]
+        assert [(await pbx.recv()).status for _ in range(2)] == [503, 503]
+        assert front.counters["rate_refused"] == 2 and front.counters["flood_dropped"] == 0
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()

@@ -242,7 +242,9 @@ class SipFront(asyncio.DatagramProtocol):
             source = f"{addr[0]}:{addr[1]}"
             if msg.method == "INVITE" and not self.peer_allowed(source):
                 self.counters["forbidden"] += 1
-                log.warning("SIP front: INVITE %s from %s refused (not a configured peer)", cid, source)
+                if self._first_in_a_while(f"forbidden {addr[0]}"):  # a stranger's flood: one line, not one each
+                    log.warning("SIP front: INVITE %s from %s refused (not a configured peer; %d so far)", cid,
+                                source, self.counters["forbidden"])
                 self._reply(msg, addr, 403, "Forbidden")
                 return
             if msg.method == "INVITE" and not self._rate_allows(msg, addr, source):
