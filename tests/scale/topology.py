@@ -208,7 +208,7 @@ class Edge:
                "-w", str(self.directory)]
         for key, value in defines.items():
             cmd += ["-A", f"{key}={value}"]
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "ab")  # a restarted edge keeps what it logged before
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         log.close()
