@@ -138,8 +138,13 @@ async def start_gateway(settings: Settings) -> Gateway:
 
     The web server starts first: the voice side then gets its metrics and the agent desktop's
     screen-pop explicitly."""
-    gateway = Gateway(settings, await build_core(settings))
+    # a running node's store rides out Redis outages (its spool, gateway/context/outage.py)
+    gateway = Gateway(settings, await build_core(settings, store=open_store(settings, node=True)))
     core, metrics = gateway.core, gateway.metrics
+    from gateway.context.outage import BufferedStore
+
+    if isinstance(core.store, BufferedStore):
+        core.store.register_metrics(metrics)  # the outage gauges on /metrics
     if settings.web.enabled:
         from gateway.web.app import start_web
 

@@ -49,6 +49,12 @@ class ContextSettings(Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     resume_window_minutes: float = Field(60.0, ge=0)
     busy_timeout_ms: int = Field(5000, ge=0)
+    # Redis outages (voicegw serve on backend redis): see gateway/context/outage.py
+    spool_path: str = "spool.db"
+    outage_timeout_ms: int = Field(1500, ge=50, le=60_000)
+    outage_probe_seconds: float = Field(1.0, gt=0, le=60)
+    spool_max_ops: int = Field(500_000, ge=1000)
+    node_cache_conversations: int = Field(5000, ge=100)
 
 
 class NluSettings(Section):
@@ -264,6 +270,9 @@ class SipSettings(Section):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     answer_delay_ms: int = Field(0, ge=0, le=60000)
+    # flood limits of the SIP front (sip.workers > 0): see gateway/telephony/sip/front.py
+    max_new_calls_per_second: float = Field(20.0, ge=0)
+    source_calls_per_second: float = Field(5.0, ge=0)
 
 
 class TwilioSettings(Section):

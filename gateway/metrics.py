@@ -50,6 +50,11 @@ HELP: dict[str, str] = {
     "voicegw_asr_open_engine_preferred_total": "Cross-checked turns where Whisper's answer replaced the grammar's",
     "voicegw_asr_fallbacks_total": "Closed-set answers decoded again by Whisper (cross-check off)",
     "voicegw_asr_whisper_restarts_total": "Whisper worker processes restarted",
+    "voicegw_context_redis_up": "1 while this node writes to Redis; 0 during an outage (writes wait in its spool)",
+    "voicegw_context_spool_waiting": "Writes in this node's outage spool not yet in Redis",
+    "voicegw_context_outages_total": "Redis outages this node rode out (from its own copy and spool)",
+    "voicegw_context_replayed_total": "Spooled writes replayed to Redis after an outage",
+    "voicegw_context_replay_conflicts_total": "Spooled saves not written: another node saved the same conversation",
 }
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]

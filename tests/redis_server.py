@@ -15,6 +15,7 @@ only when the ``redis-server`` binary is missing (``make test`` installs it via 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -41,30 +42,56 @@ def _command(port: int, line: bytes) -> bytes:
 
 
 class RedisServer:
-    """One ``redis-server`` process; ``url`` points at database 0."""
+    """One ``redis-server`` process; ``url`` points at database 0.
 
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+    ``durable``: an append-only file fsynced at every write, so that :meth:`stop` then
+    :meth:`start` (same port, same directory) brings every key back, as an operator's Redis
+    restart does. :meth:`freeze` and :meth:`thaw` stop and resume the process (a Redis that
+    hangs instead of refusing)."""
+
+    def __init__(self, directory: Path, *, durable: bool = False) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             raise FileNotFoundError("redis-server")
         self.directory = directory
+        self.durable = durable
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         for _attempt in range(3):  # another test may grab the port between probe and bind
-            port = free_port()
-            log = open(directory / f"redis-{port}.log", "wb")
-            proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-            log.close()
-            if self._wait_ready(proc, port):
-                self.port, self.process = port, proc
+            if self._launch(free_port()):
                 return
-            proc.kill()
-            proc.wait(timeout=5)
         raise RuntimeError(f"redis-server did not start; see the logs in {directory}")
+
+    def _launch(self, port: int) -> bool:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        log = open(self.directory / f"redis-{port}.log", "ab")
+        proc = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--save", "", *persistence, "--daemonize", "no", "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if self._wait_ready(proc, port):
+            self.port, self.process = port, proc
+            return True
+        proc.kill()
+        proc.wait(timeout=5)
+        return False
+
+    def start(self) -> None:
+        """Start again on the same port after :meth:`stop` (a durable server keeps its keys)."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        if not self._launch(self.port):
+            raise RuntimeError(f"redis-server did not start again on port {self.port}; see {self.directory}")
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     @staticmethod
     def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> bool:
@@ -91,6 +118,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen server cannot stop
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

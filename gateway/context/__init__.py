@@ -19,6 +19,7 @@ from gateway.context.store import (
     ConversationRecord,
     LoggedEvent,
     StoreError,
+    StoreUnavailable,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "LoggedEvent",
     "Redactor",
     "StoreError",
+    "StoreUnavailable",
     "open_counters",
     "open_audit",
     "open_fanout",
@@ -39,16 +41,26 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> ContextStore:
+def open_store(settings: Settings, *, node: bool = False) -> ContextStore:
     """The context store ``settings.context.backend`` names. The SQLite file is opened (and
     created or migrated) at once, so a corrupt or unreadable file fails here with
-    :class:`StoreError`; Redis connects on first use."""
+    :class:`StoreError`; Redis connects on first use. ``node``: the store of a running gateway
+    node (``voicegw serve``), which on Redis rides out outages with its spool
+    (:mod:`gateway.context.outage`); commands use Redis alone and fail while it is away."""
     ctx = settings.context
     if ctx.backend == "redis":
         from gateway.context.redis_store import RedisStore
 
-        return RedisStore(ctx.redis_url, redaction=settings.redaction,
-                          feed_max_len=settings.events_out.redis_stream_max_len)
+        redis = RedisStore(ctx.redis_url, redaction=settings.redaction,
+                           feed_max_len=settings.events_out.redis_stream_max_len)
+        if not node:
+            return redis
+        from gateway.context.outage import BufferedStore
+        from gateway.context.spool import Spool
+
+        return BufferedStore(redis, Spool(settings.data_path(ctx.spool_path), max_ops=ctx.spool_max_ops),
+                             timeout_seconds=ctx.outage_timeout_ms / 1000, probe_seconds=ctx.outage_probe_seconds,
+                             cache_conversations=ctx.node_cache_conversations)
     from gateway.context.sqlite_store import SqliteStore
 
     return SqliteStore(

@@ -31,6 +31,12 @@ class StoreError(RuntimeError):
     what to do."""
 
 
+class StoreUnavailable(StoreError):
+    """The shared store cannot be reached (refused, reset, timed out, still loading): what was
+    asked may or may not have been applied. A node buffers writes through such an outage
+    (:mod:`gateway.context.outage`); other callers treat it like any :class:`StoreError`."""
+
+
 class ConcurrentUpdate(StoreError):
     """``save()`` was given a record older than the stored one (someone saved in between)."""
 

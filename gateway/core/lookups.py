@@ -13,6 +13,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from gateway.context.store import StoreError
 from gateway.core.nlu.entities import frustration_score
 from gateway.core.trust import Assurance
 from gateway.integrations.crm import Crm, CrmError, CrmTimeout, Customer
@@ -256,13 +257,15 @@ LOOKUPS: dict[str, Lookup] = {
 
 
 async def run_lookup(name: str, ctx: LookupContext) -> Outcome:
-    """Run lookup ``name``; CRM failures and timeouts become the ``error`` outcome."""
+    """Run lookup ``name``; CRM failures and timeouts become the ``error`` outcome, and so do
+    shared counters that cannot be read (a verification lockout or a send budget nobody can
+    check refuses: the journey's ``error`` branch, never a check passed unchecked)."""
     from gateway.core.callbacks import CALLBACK_LOOKUPS
     from gateway.core.verification import VERIFICATION_LOOKUPS
 
     lookup = LOOKUPS.get(name) or VERIFICATION_LOOKUPS.get(name) or CALLBACK_LOOKUPS[name]
     try:
         return await lookup(ctx)
-    except (CrmTimeout, CrmError, TimeoutError) as exc:
+    except (CrmTimeout, CrmError, TimeoutError, StoreError) as exc:
         log.warning("lookup %s failed: %s", name, exc)
         return Outcome("error", {"error": str(exc) or type(exc).__name__})

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
-from gateway.context.cli import register
+from gateway.cli import build_parser
 from gateway.context.sqlite_store import SqliteStore
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="voicegw")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # voicegw's own parser (--config, -v, every command)
     return int(args.func(args))
 
 

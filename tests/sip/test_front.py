@@ -549,3 +549,205 @@ async def test_old_routes_and_failed_transactions_are_swept(rig: Rig) -> None:
     assert (await rig.workers[1].recv()).call_id == "ping-sweep"
     assert "ancient" not in front.routes
     assert list(front.failed) == ["recent"]
+
+
+# ---- floods ---------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def flood_rig(**limits: object) -> tuple[SipFront, Peer, Peer, Peer, Clock]:
+    """A front (two workers of 100 calls) with ``limits``, a worker and two callers: a PBX on
+    127.0.0.1 and another source on 127.0.0.2."""
+    clock = Clock()
+    front = SipFront("127.0.0.1", 0, capacity=100, max_calls=200, clock=clock, **limits)  # type: ignore[arg-type]
+    await front.start()
+    worker = await open_peer()
+    front.set_worker(0, worker.addr)
+    loop = asyncio.get_running_loop()
+    _, other = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.2", 0))
+    return front, worker, await open_peer(), other, clock
+
+
+def invite_from(peer: Peer, call_id: str) -> bytes:
+    return request("INVITE", call_id, f"SIP/2.0/UDP {peer.addr[0]}:{peer.addr[1]};rport;branch=z9hG4bK-{call_id}")
+
+
+async def test_a_flooding_source_is_dropped_before_any_worker_and_others_still_get_through() -> None:
+    front, worker, pbx, other, clock = await flood_rig(source_calls_per_second=2.0)
+    try:
+        for i in range(10):  # a burst of 2 s worth (4) passes, the rest is dropped without a word
+            pbx.send(invite_from(pbx, f"flood-{i}"), ("127.0.0.1", front.port))
+        other.send(invite_from(other, "neighbour"), ("127.0.0.1", front.port))
+        got = [(await worker.recv()).call_id for _ in range(5)]
+        assert got == ["flood-0", "flood-1", "flood-2", "flood-3", "neighbour"]
+        assert front.counters["flood_dropped"] == 6 and pbx.inbox.empty()
+        clock.now += 1.0  # two more a second
+        for i in range(10, 13):
+            pbx.send(invite_from(pbx, f"flood-{i}"), ("127.0.0.1", front.port))
+        other.send(invite_from(other, "neighbour-2"), ("127.0.0.1", front.port))
+        got = [(await worker.recv()).call_id for _ in range(3)]
+        assert got == ["flood-10", "flood-11", "neighbour-2"]
+        assert front.counters["flood_dropped"] == 7
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_a_listed_peer_is_not_rate_limited_per_source() -> None:
+    front, worker, pbx, other, _ = await flood_rig(source_calls_per_second=1.0,
+                                                   rate_exempt=lambda source: source.startswith("127.0.0.1:"))
+    try:
+        for i in range(8):
+            pbx.send(invite_from(pbx, f"trunk-{i}"), ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(8)] == [f"trunk-{i}" for i in range(8)]
+        assert front.counters["flood_dropped"] == 0
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_new_calls_over_the_node_rate_get_503_with_retry_after() -> None:
+    front, worker, pbx, other, clock = await flood_rig(new_calls_per_second=1.0)
+    try:
+        for i in range(3):  # a burst of 2 passes
+            pbx.send(invite_from(pbx, f"call-{i}"), ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(2)] == ["call-0", "call-1"]
+        refused = await pbx.recv()
+        assert refused.status == 503 and refused.call_id == "call-2" and refused.get("retry-after") == "1"
+        assert front.counters["rate_refused"] == 1 and "call-2" not in front.routes
+        pbx.send(request("ACK", "call-2", f"SIP/2.0/UDP 127.0.0.1:{pbx.addr[1]};branch=z9hG4bK-call-2",
+                         to_tag="x"), ("127.0.0.1", front.port))  # absorbed
+        clock.now += 1.0
+        other.send(invite_from(other, "later"), ("127.0.0.1", front.port))
+        assert (await worker.recv()).call_id == "later"
+        assert worker.inbox.empty() and pbx.inbox.empty()
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_an_invite_with_an_oversized_body_gets_413_and_reaches_no_worker() -> None:
+    from gateway.telephony.sip.front import MAX_INVITE_BODY
+
+    front, worker, pbx, other, _ = await flood_rig()
+    try:
+        huge = invite_from(pbx, "huge").replace(b"Content-Length: 0\r\n\r\n",
+                                                b"Content-Length: %d\r\n\r\n" % (MAX_INVITE_BODY + 1))
+        pbx.send(huge + b"v" * (MAX_INVITE_BODY + 1), ("127.0.0.1", front.port))
+        refused = await pbx.recv()
+        assert refused.status == 413 and refused.call_id == "huge" and front.counters["too_large"] == 1
+        pbx.send(invite_from(pbx, "normal"), ("127.0.0.1", front.port))
+        assert (await worker.recv()).call_id == "normal"  # the huge one never reached it
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_an_invite_no_sip_stack_would_take_gets_400_and_reaches_no_worker() -> None:
+    front, worker, pbx, other, _ = await flood_rig()
+    try:
+        bad_cseq = invite_from(pbx, "bad-cseq").replace(b"CSeq: 1 INVITE", b"CSeq: banana INVITE")
+        bad_length = invite_from(pbx, "bad-length").replace(b"Content-Length: 0", b"Content-Length: 99999")
+        for data in (bad_cseq, bad_length):
+            pbx.send(data, ("127.0.0.1", front.port))
+            refused = await pbx.recv()
+            assert refused.status == 400
+        pbx.send(invite_from(pbx, "fine"), ("127.0.0.1", front.port))
+        assert (await worker.recv()).call_id == "fine"
+        assert front.counters["malformed"] == 2
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_an_invite_its_worker_never_answers_holds_room_only_briefly(rig: Rig) -> None:
+    from gateway.telephony.sip.front import PENDING_S, UNANSWERED_S
+
+    rig.send(request("INVITE", "dropped", rig.via()))  # the worker drops it (pjsip could not parse it)
+    await rig.workers[0].recv()
+    rig.send(request("INVITE", "ringing", rig.via()))
+    got = await rig.workers[1].recv()
+    rig.workers[1].send(response_to(got, 100, "Trying"), response_target(front_via_of(got)))
+    assert (await rig.pbx.recv()).status == 100
+    slots, now = rig.front.workers, time.monotonic()
+    assert slots[0].load(now) == 1 and slots[1].load(now) == 1
+    later = now + UNANSWERED_S + 0.5
+    assert slots[0].load(later) == 0  # room again: the dropped INVITE holds none
+    assert slots[1].load(later) == 1  # an answered one counts until its worker reports it
+    assert slots[1].load(now + PENDING_S + 0.5) == 0
+
+
+async def test_a_flood_is_logged_once_a_while_not_once_an_invite(caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.telephony.sip.front import FLOOD_LOG_S
+
+    front, worker, pbx, other, clock = await flood_rig(source_calls_per_second=1.0)
+    front.peer_allowed = lambda source: source.startswith("127.0.0.1:")
+    try:
+        with caplog.at_level("WARNING", logger="gateway.telephony.sip.front"):
+            for i in range(50):  # a stranger (403) and a peer over its source rate (dropped)
+                other.send(invite_from(other, f"stranger-{i}"), ("127.0.0.1", front.port))
+                pbx.send(invite_from(pbx, f"flood-{i}"), ("127.0.0.1", front.port))
+            assert [(await other.recv()).status for _ in range(50)] == [403] * 50
+            assert [(await worker.recv()).call_id for _ in range(2)] == ["flood-0", "flood-1"]
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert front.counters["forbidden"] == 50 and front.counters["flood_dropped"] == 48
+            lines = [r.getMessage() for r in caplog.records]
+            assert sum("not a configured peer" in line for line in lines) == 1, lines
+            assert sum("starts calls too fast" in line for line in lines) == 1, lines
+            clock.now += FLOOD_LOG_S + 1  # still at it later: one more line each
+            other.send(invite_from(other, "stranger-late"), ("127.0.0.1", front.port))
+            assert (await other.recv()).status == 403
+            assert sum("not a configured peer; 51 so far" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_a_retransmitted_invite_reaches_its_worker_without_spending_the_rates() -> None:
+    front, worker, pbx, other, _ = await flood_rig(source_calls_per_second=0.5, new_calls_per_second=0.5)
+    try:
+        first = invite_from(pbx, "slow-answer")
+        for _ in range(4):  # the caller's timer A: the same INVITE again and again
+            pbx.send(first, ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(4)] == ["slow-answer"] * 4
+        assert front.counters["flood_dropped"] == 0 and front.counters["rate_refused"] == 0
+        assert pbx.inbox.empty()
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()
+
+
+async def test_a_listed_peer_still_meets_the_node_rate() -> None:
+    front, worker, pbx, other, _ = await flood_rig(source_calls_per_second=1.0, new_calls_per_second=1.0,
+                                                   rate_exempt=lambda source: source.startswith("127.0.0.1:"))
+    try:
+        for i in range(4):  # the trunk is exempt from the per-source rate, not from the node's
+            pbx.send(invite_from(pbx, f"trunk-{i}"), ("127.0.0.1", front.port))
+        assert [(await worker.recv()).call_id for _ in range(2)] == ["trunk-0", "trunk-1"]
+        assert [(await pbx.recv()).status for _ in range(2)] == [503, 503]
+        assert front.counters["rate_refused"] == 2 and front.counters["flood_dropped"] == 0
+    finally:
+        front.close()
+        for peer in (worker, pbx, other):
+            assert peer.transport is not None
+            peer.transport.close()

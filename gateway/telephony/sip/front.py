@@ -14,8 +14,16 @@ A stateless proxy (RFC 3261 §16.11) on the gateway's SIP port, UDP:
   state, and a front restart leaves calls up.
 - Other requests outside a dialog (OPTIONS pings) go to any worker; CANCEL and ACK follow their
   INVITE's Call-ID. Datagrams that do not parse as SIP are counted and dropped.
+- Floods stop here, before a worker's pjsua allocates anything for them: a source address not
+  listed in ``sip.peers`` that starts calls faster than ``source_calls_per_second`` is dropped
+  silently (a flooder learns nothing; its retransmissions count against it too), and new calls
+  beyond ``new_calls_per_second`` for the whole node get 503 with Retry-After; an INVITE body
+  over ``MAX_INVITE_BODY`` gets 413. Measured: pjsua2
+  aborts its process when INVITEs arrive faster than its socket table recycles (each INVITE
+  opens RTP and RTCP sockets, closed sockets are held 500 ms: at 200 INVITEs a second a process
+  died within 2 s), so nothing reaches a worker faster than the front lets it.
 
-The parsing helpers are sans-IO and bounded (``MAX_DATAGRAM``).
+The wire helpers are sans-IO and bounded (:mod:`gateway.telephony.sip.message`).
 """
 
 from __future__ import annotations
@@ -23,179 +31,46 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from gateway.limits import TokenBuckets
+from gateway.telephony.sip.message import (  # noqa: F401  (re-exported: the front's wire helpers)
+    COMPACT,
+    MAX_DATAGRAM,
+    MAX_HEADERS,
+    SipMessage,
+    SipParseError,
+    _split_commas,
+    malformed_invite,
+    parse,
+    reply,
+    response_target,
+    stamp_received,
+    via_params,
+)
+
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM = 65535
-MAX_HEADERS = 100
 BRANCH_PREFIX = "z9hG4bKvgwf"
 """Marks the front's Via: RFC 3261's magic cookie, then the front's own tag."""
 ROUTE_TTL_S = 4 * 3600.0
 """A Call-ID's route is forgotten after this long even if no worker reported its end."""
 PENDING_S = 10.0
 """A dispatched INVITE counts against its worker for this long before the worker reports it."""
+UNANSWERED_S = 2.0
+"""...but only this long while the worker has not answered it at all (pjsua says 100 Trying at
+once to any INVITE it can parse): an INVITE the worker drops holds no room for long."""
 ACK_WAIT_S = 32.0
 """How long the ACK of a worker's non-2xx final response is still sent to it (RFC 3261 Timer H)."""
-
-COMPACT = {"i": "call-id", "v": "via", "f": "from", "t": "to", "m": "contact", "l": "content-length",
-           "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding"}
-_TAG = re.compile(r";\s*tag=", re.I)
-
-
-class SipParseError(ValueError):
-    """A datagram that is not a SIP message."""
-
-
-@dataclass
-class SipMessage:
-    """A parsed SIP message: start line, headers in order (original names), body."""
-
-    start: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    method: str = ""
-    status: int = 0
-
-    def get(self, name: str) -> str:
-        """The first header ``name`` (full name, lower case; compact forms match)."""
-        for key, value in self.headers:
-            if COMPACT.get(key.lower(), key.lower()) == name:
-                return value
-        return ""
-
-    def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, comma-separated values split (for Via)."""
-        out: list[str] = []
-        for key, value in self.headers:
-            if COMPACT.get(key.lower(), key.lower()) == name:
-                out.extend(v.strip() for v in _split_commas(value))
-        return out
-
-    @property
-    def call_id(self) -> str:
-        return self.get("call-id")
-
-    @property
-    def cseq_method(self) -> str:
-        parts = self.get("cseq").split()
-        return parts[1].upper() if len(parts) == 2 else ""
-
-    @property
-    def to_tag(self) -> bool:
-        return bool(_TAG.search(self.get("to")))
-
-    def encode(self) -> bytes:
-        lines = [self.start] + [f"{k}: {v}" for k, v in self.headers]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
-
-
-def _split_commas(value: str) -> list[str]:
-    """Split a header value on commas outside quotes and angle brackets."""
-    out, cur, depth, quoted = [], [], 0, False
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            depth += 1
-        elif not quoted and ch == ">":
-            depth = max(depth - 1, 0)
-        if ch == "," and not quoted and depth == 0:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return [v for v in out if v.strip()]
-
-
-def parse(data: bytes) -> SipMessage:
-    """Parse one datagram; ``SipParseError`` when it is not a SIP request or response."""
-    if len(data) > MAX_DATAGRAM:
-        raise SipParseError("datagram too large")
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        raise SipParseError("no end of headers")
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SipParseError("headers are not UTF-8") from None
-    lines = text.split("\r\n")
-    start = lines[0]
-    msg = SipMessage(start=start, headers=[], body=body)
-    if start.startswith("SIP/2.0 "):
-        code = start[8:11]
-        if not code.isdigit():
-            raise SipParseError("bad status line")
-        msg.status = int(code)
-    else:
-        parts = start.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[0].isalpha():
-            raise SipParseError("bad request line")
-        msg.method = parts[0].upper()
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t") and msg.headers:  # folded continuation
-            key, value = msg.headers[-1]
-            msg.headers[-1] = (key, value + " " + line.strip())
-            continue
-        key, colon, value = line.partition(":")
-        if not colon or not key.strip():
-            raise SipParseError(f"bad header line {line[:40]!r}")
-        msg.headers.append((key.strip(), value.strip()))
-        if len(msg.headers) > MAX_HEADERS:
-            raise SipParseError("too many headers")
-    if not msg.call_id or not msg.get("via") or not msg.get("cseq"):
-        raise SipParseError("missing Call-ID, Via or CSeq")
-    return msg
-
-
-def via_params(via: str) -> tuple[str, str, int, dict[str, str]]:
-    """``SIP/2.0/UDP host:port;k=v`` -> (transport, host, port (0 if absent), params)."""
-    proto, _, rest = via.strip().partition(" ")
-    sent_by, *params = [p.strip() for p in rest.strip().split(";")]
-    host, port = sent_by, 0
-    if sent_by.startswith("["):
-        end = sent_by.find("]")
-        host, tail = sent_by[1:end], sent_by[end + 1:]
-        port = int(tail[1:]) if tail.startswith(":") and tail[1:].isdigit() else 0
-    elif sent_by.count(":") == 1:
-        host, p = sent_by.split(":")
-        port = int(p) if p.isdigit() else 0
-    kv: dict[str, str] = {}
-    for p in params:
-        k, _, v = p.partition("=")
-        kv[k.strip().lower()] = v.strip()
-    return proto.rsplit("/", 1)[-1].upper(), host, port, kv
-
-
-def response_target(via: str, default_port: int = 5060) -> tuple[str, int]:
-    """Where a response to a request with this top ``via`` goes (RFC 3261 18.2.2, RFC 3581)."""
-    _, host, port, kv = via_params(via)
-    if kv.get("received"):
-        host = kv["received"]
-    if kv.get("rport", "").isdigit():
-        return host, int(kv["rport"])
-    return host, port or default_port
-
-
-def stamp_received(via: str, source: tuple[str, int]) -> str:
-    """The caller's Via as a proxy forwards it: ``received`` and a filled ``rport`` (RFC 3581)."""
-    _, host, _, kv = via_params(via)
-    head, *params = via.split(";")
-    out = []
-    for p in params:
-        key = p.partition("=")[0].strip().lower()
-        if key in ("received", "rport"):
-            continue
-        out.append(p.strip())
-    if "rport" in kv:
-        out.append(f"rport={source[1]}")
-    if host != source[0] or "rport" in kv:
-        out.append(f"received={source[0]}")
-    return ";".join([head.strip()] + out)
+BURST_SECONDS = 2.0
+"""The call rates allow a burst of this many seconds' worth of calls at once."""
+MAX_INVITE_BODY = 8192
+"""Largest INVITE body the front forwards; larger gets 413 (an offer is 300 bytes to 2 KB; a
+worker's SIP stack would otherwise parse up to a whole 64 KB datagram per INVITE)."""
+FLOOD_LOG_S = 10.0
+"""A flooding source is logged once per this many seconds (not once per dropped INVITE)."""
 
 
 def front_branch(msg: SipMessage) -> str:
@@ -206,18 +81,6 @@ def front_branch(msg: SipMessage) -> str:
     return BRANCH_PREFIX + hashlib.sha1(key.encode()).hexdigest()[:20]
 
 
-def reply(msg: SipMessage, code: int, reason: str, to_tag: str = "") -> SipMessage:
-    """A response the front sends itself (403, 481, 483, 486)."""
-    headers: list[tuple[str, str]] = []
-    for key, value in msg.headers:
-        name = COMPACT.get(key.lower(), key.lower())
-        if name in ("via", "from", "call-id", "cseq"):
-            headers.append((key, value))
-        elif name == "to":
-            headers.append((key, value if _TAG.search(value) or not to_tag else f"{value};tag={to_tag}"))
-    headers.append(("Content-Length", "0"))
-    return SipMessage(start=f"SIP/2.0 {code} {reason}", headers=headers, status=code)
-
 
 @dataclass
 class WorkerSlot:
@@ -227,11 +90,15 @@ class WorkerSlot:
     address: tuple[str, int] | None = None
     reported: set[str] = field(default_factory=set)
     pending: dict[str, float] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+    """Pending INVITEs the worker has responded to."""
 
     def load(self, now: float) -> int:
         for cid, since in list(self.pending.items()):
-            if cid in self.reported or now - since > PENDING_S:
+            if (cid in self.reported or now - since > PENDING_S
+                    or (cid not in self.answered and now - since > UNANSWERED_S)):
                 del self.pending[cid]
+                self.answered.discard(cid)
         return len(self.reported | self.pending.keys())
 
 
@@ -239,18 +106,30 @@ class SipFront(asyncio.DatagramProtocol):
     """The UDP front on the gateway's SIP address (see the module docstring)."""
 
     def __init__(self, host: str, port: int, *, capacity: int, max_calls: int,
-                 peer_allowed: Callable[[str], bool] = lambda source: True) -> None:
+                 peer_allowed: Callable[[str], bool] = lambda source: True,
+                 new_calls_per_second: float = 0.0, source_calls_per_second: float = 0.0,
+                 rate_exempt: Callable[[str], bool] = lambda source: False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.port = port
         self.capacity = capacity
         self.max_calls = max_calls
         self.peer_allowed = peer_allowed
+        self.rate_exempt = rate_exempt
+        self.clock = clock
+        self._node_rate = TokenBuckets(new_calls_per_second * 60, clock=clock,
+                                       capacity=max(1.0, new_calls_per_second * BURST_SECONDS)) \
+            if new_calls_per_second > 0 else None
+        self._source_rate = TokenBuckets(source_calls_per_second * 60, clock=clock,
+                                         capacity=max(1.0, source_calls_per_second * BURST_SECONDS)) \
+            if source_calls_per_second > 0 else None
+        self._flood_logged: dict[str, float] = {}
         self.workers: dict[int, WorkerSlot] = {}
         self.routes: dict[str, tuple[int, float]] = {}  # Call-ID -> (worker, since)
         self.failed: dict[str, tuple[int, float]] = {}  # Call-ID -> (worker, since): awaits its ACK
         self.transport: asyncio.DatagramTransport | None = None
         self.counters = {"forwarded": 0, "responses": 0, "busy": 0, "forbidden": 0, "malformed": 0,
-                         "unroutable": 0}
+                         "unroutable": 0, "flood_dropped": 0, "rate_refused": 0, "too_large": 0}
         self._rr = 0
         self._last_sweep = 0.0
 
@@ -282,6 +161,7 @@ class SipFront(asyncio.DatagramProtocol):
         if address is None:
             slot.reported.clear()
             slot.pending.clear()
+            slot.answered.clear()
             for cid, (w, _) in list(self.routes.items()):
                 if w == index:
                     del self.routes[cid]
@@ -333,11 +213,12 @@ class SipFront(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.sendto(msg.encode(), target)
 
-    def _reply(self, msg: SipMessage, addr: tuple[str, int], code: int, reason: str) -> None:
+    def _reply(self, msg: SipMessage, addr: tuple[str, int], code: int, reason: str,
+               extra: tuple[tuple[str, str], ...] = ()) -> None:
         if msg.method == "ACK":
             return
         tag = hashlib.sha1(f"{msg.call_id}|{code}".encode()).hexdigest()[:10]
-        out = reply(msg, code, reason, tag)
+        out = reply(msg, code, reason, tag, extra)
         vias = msg.get_all("via")
         self._send(out, response_target(stamp_received(vias[0], addr), addr[1]))
 
@@ -361,14 +242,33 @@ class SipFront(asyncio.DatagramProtocol):
             source = f"{addr[0]}:{addr[1]}"
             if msg.method == "INVITE" and not self.peer_allowed(source):
                 self.counters["forbidden"] += 1
-                log.warning("SIP front: INVITE %s from %s refused (not a configured peer)", cid, source)
+                if self._first_in_a_while(f"forbidden {addr[0]}"):  # a stranger's flood: one line, not one each
+                    log.warning("SIP front: INVITE %s from %s refused (not a configured peer; %d so far)", cid,
+                                source, self.counters["forbidden"])
                 self._reply(msg, addr, 403, "Forbidden")
+                return
+            if msg.method == "INVITE" and not self._rate_allows(msg, addr, source):
+                return
+            problem = malformed_invite(msg) if msg.method == "INVITE" else ""
+            if problem:
+                self.counters["malformed"] += 1
+                if self._first_in_a_while("malformed"):
+                    log.warning("SIP front: INVITE %s from %s refused with 400: %s", cid, source, problem)
+                self._reply(msg, addr, 400, "Bad Request")
+                return
+            if msg.method == "INVITE" and len(msg.body) > MAX_INVITE_BODY:
+                self.counters["too_large"] += 1
+                if self._first_in_a_while("too_large"):
+                    log.warning("SIP front: INVITE %s from %s refused with 413: a %d-byte body (%d so far)",
+                                cid, source, len(msg.body), self.counters["too_large"])
+                self._reply(msg, addr, 413, "Request Entity Too Large")
                 return
             slot = self.pick() if msg.method == "INVITE" else self._any()
             if slot is None or slot.address is None:
                 self.counters["busy"] += 1
-                log.warning("SIP front: %s %s from %s refused: every SIP worker is full or down",
-                            msg.method, cid, source)
+                if self._first_in_a_while("busy"):
+                    log.warning("SIP front: %s %s from %s refused: every SIP worker is full or down (%d so far)",
+                                msg.method, cid, source, self.counters["busy"])
                 self._reply(msg, addr, 486 if msg.method == "INVITE" else 503,
                             "Busy Here" if msg.method == "INVITE" else "Service Unavailable")
                 return
@@ -392,6 +292,33 @@ class SipFront(asyncio.DatagramProtocol):
         self.counters["forwarded"] += 1
         assert slot.address is not None
         self._send(msg, slot.address)
+
+    def _rate_allows(self, msg: SipMessage, addr: tuple[str, int], source: str) -> bool:
+        """A new call within the source's and the node's call rates (see the module docstring)."""
+        if self._source_rate is not None and not self.rate_exempt(source) and not self._source_rate.take(addr[0]):
+            self.counters["flood_dropped"] += 1
+            if self._first_in_a_while(addr[0]):
+                log.warning("SIP front: %s starts calls too fast (over sip.source_calls_per_second); its "
+                            "INVITEs are dropped (%d so far)", addr[0], self.counters["flood_dropped"])
+            return False
+        if self._node_rate is not None and not self._node_rate.take("node"):
+            self.counters["rate_refused"] += 1
+            if self._first_in_a_while("node"):
+                log.warning("SIP front: INVITE %s from %s refused with 503: over sip.max_new_calls_per_second "
+                            "(%d refused so far)", msg.call_id, source, self.counters["rate_refused"])
+            self._reply(msg, addr, 503, "Service Unavailable", (("Retry-After", "1"),))
+            return False
+        return True
+
+    def _first_in_a_while(self, key: str) -> bool:
+        """True once per ``FLOOD_LOG_S`` for ``key``: a flood is logged, not echoed line by line."""
+        now = self.clock()
+        if now - self._flood_logged.get(key, -FLOOD_LOG_S) < FLOOD_LOG_S:
+            return False
+        if len(self._flood_logged) > 1000:
+            self._flood_logged.clear()
+        self._flood_logged[key] = now
+        return True
 
     def _any(self) -> WorkerSlot | None:
         ready = sorted((s for s in self.workers.values() if s.address is not None), key=lambda s: s.index)
@@ -422,7 +349,13 @@ class SipFront(asyncio.DatagramProtocol):
             route = self.routes.pop(msg.call_id, None)
             if route is not None:
                 self.workers[route[0]].pending.pop(msg.call_id, None)
+                self.workers[route[0]].answered.discard(msg.call_id)
                 self.failed[msg.call_id] = (route[0], time.monotonic())
+        elif msg.cseq_method == "INVITE":
+            route = self.routes.get(msg.call_id)
+            slot = self.workers.get(route[0]) if route is not None else None
+            if slot is not None and msg.call_id in slot.pending:
+                slot.answered.add(msg.call_id)
         self.counters["responses"] += 1
         self._send(msg, response_target(vias[1]))
 

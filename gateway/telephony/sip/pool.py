@@ -242,7 +242,10 @@ class SipWorkerPool:
         self.front = SipFront(settings.host, settings.port, capacity=CALLS_PER_PROCESS,
                               max_calls=settings.max_calls,
                               peer_allowed=lambda source: settings.mode != "trunk"
-                              or peer_allowed(source, settings.peers))
+                              or peer_allowed(source, settings.peers),
+                              new_calls_per_second=settings.max_new_calls_per_second,
+                              source_calls_per_second=settings.source_calls_per_second,
+                              rate_exempt=lambda source: bool(settings.peers) and peer_allowed(source, settings.peers))
         self.links: dict[int, WorkerLink] = {}
         self._supervisors: dict[int, asyncio.Task[None]] = {}
         self._closing = False
