@@ -173,7 +173,7 @@ async def test_a_node_stopped_during_an_outage_replays_its_spool_when_it_starts_
         await _until(lambda: again.store.up)
         record, events, _ = await _stored(redis.url, cid)
         assert [(e.seq, e.kind, e.payload) for e in events] == [(e.seq, e.kind, e.payload) for e in local]
-        assert record is not None and record.state.get("intent") == "password_reset" and record.version == 2
+        assert record is not None and record.state.intent == "password_reset" and record.version == 2
     finally:
         await again.close()
 
