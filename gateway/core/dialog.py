@@ -21,7 +21,7 @@ from gateway.core import compliance
 from gateway.core.channels import Channel
 from gateway.core.events import (AnsweringMachine, CallAccepted, CallFailed, ChannelClosed, ChatMessage, DtmfPressed,
                                  Event, FormSubmitted, OptOut, QueueChoice, RecognitionFailed, Silence, StaffEvent,
-                                 UserSaid)
+                                 TransferFailed, UserSaid)
 from gateway.core.dialog_state import Retries, StepUp
 from gateway.core.handoff import Handoff
 from gateway.core.interpret import interpret
@@ -57,6 +57,11 @@ BOOKED_CALLBACK = TransferStep(
     prompt="This is the call back you asked for. I'm connecting you with an agent now; they'll see everything "
            "we've discussed.")
 """What a customer who booked a callback instead of waiting hears once the call is answered."""
+MAX_TRANSFER_FAILURES = 2
+"""Hand-overs the telephony side could not carry out before the bot ends the call politely: a
+PBX with no reachable agent (or a caller gone silent) is never sent round the same loop forever."""
+NO_AGENT_GOODBYE = ("I'm sorry, I can't reach an agent right now. Everything we've discussed is saved, so "
+                    "nobody will ask you to start again when you call back. Goodbye.")
 CONFIRMATION = AskStep(id="confirm", ask="?", expect="yesno", slot="c")
 """The yes/no question behind every confirmation ("Just to confirm: ...?")."""
 
@@ -127,6 +132,9 @@ class DialogEngine(StaffTurns):
             return
         if isinstance(event, CallFailed):
             log.info("conversation %s: the call placed was not answered (%s)", record.id, event.reason)
+            return
+        if isinstance(event, TransferFailed):
+            await self._transfer_failed(turn, event)
             return
         if isinstance(event, AnsweringMachine):
             on_answering_machine(turn, event, self.journeys, self.settings.compliance.organisation)
@@ -464,6 +472,28 @@ class DialogEngine(StaffTurns):
             out.append(Say("Thank you for contacting us. Goodbye!"))
             out.append(Hangup(reason="caller said goodbye"))
             record.status = "closed"
+
+    async def _transfer_failed(self, turn: Turn, event: TransferFailed) -> None:
+        """The call could not be handed to people: the bot keeps the caller (where they were, or
+        the main menu) and, after :data:`MAX_TRANSFER_FAILURES`, says goodbye and hangs up."""
+        record, out, state = turn.record, turn.out, turn.record.state
+        state.transfer_failures += 1
+        state.retries = Retries()
+        record.status = "active"
+        log.warning("conversation %s: transfer to %s not carried out (%d so far): %s", record.id,
+                    event.queue or "the queue", state.transfer_failures, event.detail)
+        if state.transfer_failures >= MAX_TRANSFER_FAILURES:
+            out.append(Say(NO_AGENT_GOODBYE, barge_in=False))
+            out.append(Hangup(reason="no agent reachable"))
+            record.status = "closed"
+            return
+        out.append(Say("I'm sorry, I couldn't connect you to an agent just now.", barge_in=False))
+        step = self.current_ask(record)
+        if step is not None:
+            out.append(self.ask_action(record, step, turn.channel))
+        else:  # the journey's own transfer step: back to what the bot can help with
+            state.stack = []
+            await self._return(turn)
 
     async def _retry(self, turn: Turn, kind: str) -> None:
         record, out = turn.record, turn.out

@@ -150,6 +150,8 @@ class DialogState:
     transfer: Transferred | None = None
     agent: str = ""
     """The agent who last took the conversation."""
+    transfer_failures: int = 0
+    """Hand-overs to people the telephony side could not carry out (the call stayed with the bot)."""
     handoff: Handoff = field(default_factory=Handoff)
     """Where it stands with the people around the bot (:mod:`gateway.core.handoff`)."""
     outbound_sessions: list[str] = field(default_factory=list)
@@ -244,6 +246,7 @@ _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "verify_failures": (int, lambda raw: int(raw or 0)),
     "transfer": (lambda v: v.as_json(), _optional(_dict(Transferred.from_json))),
     "agent": (str, lambda raw: str(raw or "")),
+    "transfer_failures": (int, lambda raw: int(raw or 0)),
     "handoff": (Handoff.as_json, _dict(Handoff.from_json)),
     "outbound_sessions": (list, _list_of(str)),
     "pending_transfer": (lambda v: v.as_json(), _optional(_dict(PendingTransfer.from_json))),

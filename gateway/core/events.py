@@ -237,6 +237,16 @@ class CallFailed(Event):
 
 
 @dataclass(frozen=True)
+class TransferFailed(Event):
+    """The connector could not move the call to people (the PBX refused the REFER, the queue's
+    extension is missing, no reply in time): the caller is still on the line with the bot."""
+
+    queue: str = ""
+    detail: str = ""
+    channel: str = Channel.VOICE
+
+
+@dataclass(frozen=True)
 class AnsweringMachine(Event):
     """The voice channel's answering-machine detection on a call the gateway placed:
     ``verdict`` human, machine or unknown after ``seconds`` from the answer; for a machine the
@@ -290,5 +300,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Steer,
         QueueChoice,
         AnsweringMachine,
+        TransferFailed,
     )
 }

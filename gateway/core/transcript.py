@@ -66,7 +66,7 @@ def _transcript_line(event: Any) -> dict[str, Any] | None:
     if event.kind == "DtmfPressed":
         text = f"[DTMF {payload.get('digit', '')}]"
     elif event.kind in ("CallStarted", "ChatStarted", "ChannelClosed", "LinkOpened", "FormSubmitted",
-                        "CallAccepted", "CallFailed", "OptOut"):
+                        "CallAccepted", "CallFailed", "OptOut", "TransferFailed"):
         who, text = "system", event.kind + (f" ({payload.get('reason') or payload.get('purpose') or ''})"
                                             if payload.get("reason") or payload.get("purpose") else "")
     elif event.kind in ("Transfer", "SendFollowUp", "Originate", "Hangup", "OfferCall"):

@@ -32,6 +32,7 @@ from gateway.core.events import (
     Event,
     RecognitionFailed,
     Silence,
+    TransferFailed,
     UserSaid,
 )
 from gateway.voice.amd import AmdConfig
@@ -52,6 +53,7 @@ from gateway.voice.work import (
     LogTurnTiming,
     NoInputElapsed,
     PerformActions,
+    TransferNotTaken,
     WorkItem,
 )
 
@@ -417,6 +419,8 @@ class VoiceSession:
                 await self._send(event, None)  # the verdict for the record; a machine gets its message
             case LogTurnTiming(payload):
                 await self._log_timing(payload)
+            case TransferNotTaken(queue, detail):
+                await self._send(TransferFailed(queue=queue, detail=detail, channel=self.channel), None)
             case Failure(error):
                 raise error
 
@@ -477,11 +481,15 @@ class VoiceSession:
         reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.events.emit(TransferCall(self.conversation_id, action, reply))
         try:
-            return await asyncio.wait_for(reply, TRANSFER_TIMEOUT)
+            ok = await asyncio.wait_for(reply, TRANSFER_TIMEOUT)
+            detail = "refused by the telephony side"
         except asyncio.TimeoutError:
             log.warning("call %s: the connector did not carry out the transfer within %.0f s",
                         self.call_id, TRANSFER_TIMEOUT)
-            return False
+            ok, detail = False, f"no answer within {TRANSFER_TIMEOUT:.0f} s"
+        if not ok:  # the core decides what the caller hears next (the call is still the bot's)
+            self._work_items.put_nowait(TransferNotTaken(action.queue, detail))
+        return ok
 
     def _finish(self, reason: str) -> None:
         """The session is done with the call: the connector ends it (``HangUp``)."""

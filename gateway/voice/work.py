@@ -12,6 +12,7 @@ events in the order they happened:
 - :class:`KeysEntered`: DTMF keys, sent one ``DtmfPressed`` each;
 - :class:`LogTurnTiming`: one turn's stage split for the conversation's event log;
 - :class:`~gateway.voice.answering.Answered`: who answered a call the gateway placed;
+- :class:`TransferNotTaken`: the connector could not move the call to people (``TransferFailed``);
 - :class:`Failure`: something failed outside the worker: it ends the call (with an apology).
 """
 
@@ -55,8 +56,15 @@ class LogTurnTiming:
 
 
 @dataclass(frozen=True)
+class TransferNotTaken:
+    queue: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Failure:
     error: BaseException
 
 
-WorkItem = PerformActions | CallerTurn | NoInputElapsed | KeysEntered | LogTurnTiming | Answered | Failure
+WorkItem = (PerformActions | CallerTurn | NoInputElapsed | KeysEntered | LogTurnTiming | Answered | TransferNotTaken
+            | Failure)

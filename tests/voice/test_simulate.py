@@ -71,6 +71,40 @@ async def test_simulated_call_completes_the_agent_handoff_journey(tmp_path):
     assert UserSaid
 
 
+async def test_a_transfer_the_pbx_refuses_keeps_the_caller_then_ends_politely(tmp_path):
+    """No agent reachable (the REFER refused): the caller hears so and is asked again; a second
+    refusal ends the call with a goodbye instead of sending the caller round the loop forever."""
+    from gateway.app import build_core
+    from gateway.voice.tts import Synthesizer
+
+    settings = load_settings(overrides={"data_dir": str(tmp_path)})
+    core = await build_core(settings)
+    tts = Synthesizer(settings.voice.tts, cache_dir=settings.data_path("prompt-cache"))
+    asr = ScriptedAsr(["I would like to speak to an agent", "agent please"])
+    pipeline = VoicePipeline(settings, core, asr=asr, tts=tts)
+    await pipeline.start()
+    control = Control(transfer_ok=False)
+    session = pipeline.session(call_id="sim-2", sample_rate=RATE, caller_id="+15550198", control=control)
+    await session.start()
+    first = utterance("I would like to speak to an agent", snr_db=20, seed=9, lead_s=0.5, trail_s=1.0)
+    second = utterance("agent please", snr_db=20, seed=10, lead_s=0.5, trail_s=1.0)
+    try:
+        await run_call(session, concatenate([first, second], gap_s=1.5))
+        assert len(control.transfers) == 2, session.transcript
+        bot = [text for who, text in session.transcript if who == "bot"]
+        assert any("couldn't connect you" in text for text in bot), bot
+        assert session.ended.is_set() and session.end_reason == "no agent reachable", session.transcript
+        assert "Goodbye" in bot[-1]
+        kinds = [e.kind for e in await core.store.events(session.conversation_id)]
+        assert kinds.count("TransferFailed") == 2 and kinds.count("Transfer") == 2
+        record = await core.store.get(session.conversation_id)
+        assert record is not None and record.status == "closed" and record.state.transfer_failures == 2
+    finally:
+        await session.stop("completed")
+        await pipeline.close()
+        await core.close()
+
+
 @pytest.fixture(scope="module")
 def real_asr_settings(tmp_path_factory):
     return load_settings(overrides={"data_dir": str(tmp_path_factory.mktemp("sim"))})
