@@ -84,3 +84,12 @@ def test_doctor_weighs_sip_max_calls_against_the_workers() -> None:
     assert not short.ok and "sip.workers to 3" in short.fix and f"hold {CALLS_PER_PROCESS} calls" in short.detail
     enough = _sip_capacity(load_settings(overrides={"sip": {"enabled": True, "max_calls": 12, "workers": 3}}))
     assert enough.ok and "12 simultaneous calls (3 SIP workers)" in enough.detail
+
+
+def test_voicegw_call_names_a_missing_caller_recording(tmp_path, capsys):
+    from gateway.cli import main
+
+    missing = tmp_path / "nope.wav"
+    assert main(["call", "sip:bot@127.0.0.1:5999", "--play", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "cannot read" in err and "Traceback" not in err

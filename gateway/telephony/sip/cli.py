@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from gateway.telephony.sip import softphone
 
 
 def _call(args: argparse.Namespace) -> int:
-    return softphone.run_from_args(args)
+    from gateway.voice.audio import AudioFormatError
+
+    try:
+        return softphone.run_from_args(args)
+    except AudioFormatError as exc:  # a --play file that is missing or not a WAV: say so, no traceback
+        print(f"voicegw call: {exc}", file=sys.stderr)
+        return 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
