@@ -19,7 +19,6 @@ changes through the queue's atomic transitions, so nodes never contradict each o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -38,6 +37,7 @@ from gateway.core.events import AgentDropped
 from gateway.core.port import ConversationPort
 from gateway.core.queue_wait import WaitEstimate, queue_wait_estimate
 from gateway.metrics import Metrics
+from gateway.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ class Dispatcher:
         self.desks: Any = None
         """The agent desktop of this node (set by it): ``local_agents()``, ``principal_of()``,
         ``send(agent, frame)``, ``offer(conversation_id, agent, offer)``, ``holding(agent, cids)``."""
-        self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("agent queue", self.tick, lambda: self.settings.agents.dispatch_seconds,
+                                expected=(StoreError, ConnectionError, LookupError, ValueError, TypeError),
+                                wait_first=True)
         self._views: dict[str, str] = {}
         self._positions: dict[str, tuple[int, int, str]] = {}
         metrics.gauge("voicegw_queue_waiting", lambda: float(self.waiting))
@@ -86,7 +87,7 @@ class Dispatcher:
         await self._hub.publish({"type": "queue_changed", "node": self._hub.node})
 
     def kick(self) -> None:
-        self._kick.set()
+        self._ticker.kick()
 
     async def on_live(self, message: dict[str, Any]) -> None:
         if message.get("type") == "queue_changed" and message.get("node") != self._hub.node:
@@ -289,28 +290,8 @@ class Dispatcher:
             del self._positions[cid]
 
     # ------------------------------------------------------------------ running
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._kick.wait(), self.settings.agents.dispatch_seconds)
-            except asyncio.TimeoutError:
-                pass
-            self._kick.clear()
-            try:
-                await self.tick()
-            except StoreError as exc:
-                log.warning("agent queue not dispatched this round: %s", exc)
-            except (ConnectionError, LookupError, ValueError, TypeError) as exc:
-                log.exception("agent queue dispatch failed this round: %s", exc)
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="agent-queue")
+        self._ticker.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._ticker.close()

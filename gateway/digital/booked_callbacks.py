@@ -11,7 +11,6 @@ the core could not take (a store error) is tried again after the claim expires.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Callable
@@ -20,6 +19,7 @@ from gateway.context.callbacks import Callbacks
 from gateway.context.store import StoreError
 from gateway.core.events import CallAccepted
 from gateway.core.port import ConversationPort
+from gateway.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class BookedCallbacks:
         self._callbacks = callbacks
         self._poll = poll_seconds
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("booked callbacks", self.run_once, lambda: self._poll, expected=(StoreError,))
         self.placed = 0
 
     async def run_once(self, now: float | None = None) -> int:
@@ -53,23 +53,8 @@ class BookedCallbacks:
         self.placed += placed
         return placed
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except StoreError as exc:
-                log.warning("booked callbacks poll failed: %s", exc)
-            await asyncio.sleep(self._poll)
-
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="booked-callbacks")
+        self._ticker.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._ticker.close()

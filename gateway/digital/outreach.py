@@ -24,7 +24,6 @@ the disclosure (the ``outbound_start`` journey) and ends with "Reply STOP to opt
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import threading
@@ -44,6 +43,7 @@ from gateway.digital.followup import FollowUps
 from gateway.digital.sms import SmsSender, SmsSendError, sms_session
 from gateway.integrations.crm import Crm
 from gateway.metrics import Metrics
+from gateway.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ class Outreach:
             "CREATE TABLE IF NOT EXISTS outreach (reminder_id TEXT PRIMARY KEY, conversation_id TEXT,"
             " number TEXT, state TEXT, sent_at REAL, baseline INTEGER, updated_at REAL)"
         )
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("outreach", self.run_once, lambda: self._settings.outreach.poll_seconds,
+                                expected=(OSError, LookupError, ValueError, sqlite3.Error))
 
     def state(self, reminder_id: str) -> dict[str, Any] | None:
         """The outreach record of one reminder (for tests and the CLI)."""
@@ -269,27 +270,12 @@ class Outreach:
         if row is not None:
             self._set(row[0], state="answered")  # the SMS channel already fed CallAccepted
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except (OSError, LookupError, ValueError, sqlite3.Error) as exc:
-                log.warning("outreach poll failed: %s", exc)
-            await asyncio.sleep(self._settings.outreach.poll_seconds)
-
     def start(self) -> None:
         """Poll every ``settings.outreach.poll_seconds`` in the background."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="outreach")
+        self._ticker.start()
 
     async def close(self) -> None:
         """Stop polling; close the database."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._ticker.close()
         with self._lock:
             self._db.close()

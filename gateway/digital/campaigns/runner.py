@@ -49,6 +49,7 @@ from gateway.digital.outbox import Outbox
 from gateway.digital.outreach import open_reminder, send_reminder
 from gateway.digital.sms import SmsSender
 from gateway.metrics import Metrics
+from gateway.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Campaigns:
         self._clock = clock
         self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._held = False
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("campaigns", self.run_once, lambda: self._settings.campaigns.poll_seconds,
+                                expected=(StoreError, OSError, ValueError))
 
     # ------------------------------------------------------------------ the tick
     async def run_once(self, now: datetime | None = None) -> bool:
@@ -262,30 +264,13 @@ class Campaigns:
         await self._refused(campaign, attempt, facts.refused or "no_number_on_file", now)
 
     # ------------------------------------------------------------------ background
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except (StoreError, OSError, ValueError) as exc:
-                log.warning("campaign tick failed: %s", exc)
-            except Exception:  # a bug in one tick must not stop every later one
-                log.exception("campaign tick failed")
-            await asyncio.sleep(self._settings.campaigns.poll_seconds)
-
     def start(self) -> None:
         """Tick every ``campaigns.poll_seconds`` in the background."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="campaigns")
+        self._ticker.start()
 
     async def close(self) -> None:
         """Stop ticking and hand the lease back (the files belong to whoever opened them)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._ticker.close()
         if self._held:
             try:
                 await self.lease.release(self.node)
