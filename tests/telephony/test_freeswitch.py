@@ -23,6 +23,7 @@ from gateway.telephony import freeswitch as esl
 from gateway.telephony.freeswitch_server import FreeSwitchServer
 from tests.telephony.fakes import FakePipeline
 from tests.telephony.helpers import until
+from tests.telephony.written_peers import esl_commands
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,17 +145,8 @@ class FakeFreeSwitch:
         return self
 
     async def _answer(self) -> None:
-        buf = b""
         try:
-            while True:
-                while b"\n\n" not in buf:
-                    data = await self.reader.read(4096)
-                    if not data:
-                        self.closed.set()
-                        return
-                    buf += data
-                raw, buf = buf.split(b"\n\n", 1)
-                cmd = raw.decode()
+            async for cmd in esl_commands(self.reader):
                 self.commands.append(cmd)
                 if cmd == "connect":
                     self.writer.write(connect_reply(self.uuid, self.conversation))
@@ -166,7 +158,8 @@ class FakeFreeSwitch:
                 else:
                     self.writer.write(reply("+OK"))
         except ConnectionError:
-            self.closed.set()
+            pass
+        self.closed.set()
 
     async def _stream(self, cmd: str) -> None:
         _, _, uuid, _, url, mix, rate, meta = cmd.split(" ", 7)

@@ -34,6 +34,7 @@ from gateway.telephony.call_outcomes import freeswitch_outcome
 from gateway.telephony.freeswitch_originate import OriginateRefused, originate_command, start_freeswitch_originate
 from tests.telephony.fixtures import load_written
 from tests.telephony.helpers import until
+from tests.telephony.written_peers import esl_commands
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,16 +82,8 @@ class ScriptedEventSocket:
         self.writers.append(writer)
         greeting = "inbound mode: FreeSWITCH greets every new connection with an auth request"
         writer.write(_written(note=greeting).encode())
-        buf = b""
         try:
-            while True:
-                while b"\n\n" not in buf:
-                    data = await reader.read(4096)
-                    if not data:
-                        return
-                    buf += data
-                raw, buf = buf.split(b"\n\n", 1)
-                command = raw.decode()
+            async for command in esl_commands(reader):
                 self.commands.append(command)
                 if command.startswith("auth "):
                     ok = command == f"auth {self.password}"
@@ -415,16 +408,8 @@ class AnsweredLeg:
         return self
 
     async def _esl(self) -> None:
-        buf = b""
         try:
-            while True:
-                while b"\n\n" not in buf:
-                    data = await self.reader.read(4096)
-                    if not data:
-                        return
-                    buf += data
-                raw, buf = buf.split(b"\n\n", 1)
-                command = raw.decode()
+            async for command in esl_commands(self.reader):
                 self.commands.append(command)
                 if command == "connect":
                     self.writer.write(self.connect_reply())

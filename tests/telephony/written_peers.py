@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 
@@ -49,6 +49,20 @@ class Heard:
                 await asyncio.wait_for(self.changed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+
+
+async def esl_commands(reader: asyncio.StreamReader) -> AsyncIterator[str]:
+    """What an event-socket client sends, one command at a time (each ends with a blank line),
+    until it closes the connection: how a FreeSWITCH written from its documents reads the gateway."""
+    buf = b""
+    while True:
+        while b"\n\n" not in buf:
+            data = await reader.read(4096)
+            if not data:
+                return
+            buf += data
+        raw, buf = buf.split(b"\n\n", 1)
+        yield raw.decode()
 
 
 def _matches(line: Written, event: str, payload: Any) -> bool:
@@ -188,17 +202,8 @@ class WrittenFreeSwitch:
         return self
 
     async def _esl(self) -> None:
-        buf = b""
         try:
-            while True:
-                while b"\n\n" not in buf:
-                    data = await self.reader.read(4096)
-                    if not data:
-                        self.closed.set()
-                        return
-                    buf += data
-                raw, buf = buf.split(b"\n\n", 1)
-                command = raw.decode()
+            async for command in esl_commands(self.reader):
                 self.heard.add("esl", command)
                 answer = next((text for prefix, text in self.replies if command.startswith(prefix)), None)
                 assert answer is not None, f"the written session has no reply to {command!r}"
@@ -206,7 +211,8 @@ class WrittenFreeSwitch:
                 if command.startswith("api uuid_audio_stream") and answer.split("\n\n", 1)[-1].startswith("+OK"):
                     self.tasks.append(asyncio.create_task(self._audio(command)))
         except ConnectionError:
-            self.closed.set()
+            pass
+        self.closed.set()
 
     async def _audio(self, command: str) -> None:
         url = command.split(" ")[4]
