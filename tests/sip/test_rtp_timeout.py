@@ -1,0 +1,72 @@
+"""The RTP inactivity timeout over real SIP (SIPp on loopback; ``gateway/telephony/sip/rtp_watch.py``).
+
+Three callers at once on one gateway with ``sip.rtp_timeout_seconds`` = 3: one sends a second
+of RTP and then nothing, and never a BYE (the gateway must send one, within the timeout + 2 s);
+one keeps sending RTP for 7 s and hangs up itself (never hung up by the gateway); one sends a
+second of RTP, holds the call (re-INVITE ``a=sendonly``), sends nothing for 7 s and hangs up
+itself (the active timeout does not apply to a held call; the hold timeout is longer). Runs with
+the SIP endpoint in the gateway process and with two SIP workers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sip.conftest import run_sipp, sipp_log, write_ulaw_tone
+
+pytestmark = [pytest.mark.sip, pytest.mark.timeout(90)]
+
+RTP_TIMEOUT_S = 3
+STREAM_S = 1.0  # RTP the silent caller and the holding caller send before they stop
+SLACK_S = 2.0  # the BYE is due within the timeout + this (the check runs every second)
+CALL_MS = 7000  # the honest and the holding calls last longer than timeout + slack after their RTP
+
+
+def _call_id(name: str) -> list[str]:
+    """SIPp's Call-ID for this caller: ``rtp-<name>-...`` (names the call in events and logs)."""
+    return ["-cid_str", f"rtp-{name}-%u-%p@%s"]
+
+
+def _finish(proc: subprocess.Popen[str], tmp_path: Path, scenario: str) -> None:
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"sipp {scenario} failed ({proc.returncode}):\n{out[-2000:]}\n" \
+                                 f"{sipp_log(tmp_path, scenario)}"
+
+
+def test_a_caller_that_stops_sending_rtp_is_hung_up(start_any_gateway, tmp_path: Path) -> None:
+    write_ulaw_tone(tmp_path / "short.ulaw", STREAM_S)
+    write_ulaw_tone(tmp_path / "caller.ulaw", 2.0)
+    gw = start_any_gateway(mode="tone", sip={"rtp_timeout_seconds": RTP_TIMEOUT_S,
+                                             "rtp_hold_timeout_seconds": 30})
+    target = f"127.0.0.1:{gw.port}"
+    due_ms = int((STREAM_S + RTP_TIMEOUT_S + SLACK_S) * 1000)
+    t0 = time.monotonic()
+    silent = run_sipp("uac_rtp_stops.xml", target, tmp_path, background=True, extra=_call_id("stops"),
+                      subst={"BYE_WITHIN_MS": str(due_ms)})
+    honest = run_sipp("uac_rtp_keeps.xml", target, tmp_path, background=True, extra=_call_id("keeps"),
+                      subst={"CALL_MS": str(CALL_MS)})
+    held = run_sipp("uac_rtp_hold.xml", target, tmp_path, background=True, extra=_call_id("hold"),
+                    subst={"CALL_MS": str(CALL_MS)})
+
+    _finish(silent, tmp_path, "uac_rtp_stops.xml")  # the gateway's BYE came within timeout + 2 s
+    elapsed = time.monotonic() - t0
+    assert elapsed >= STREAM_S + RTP_TIMEOUT_S - 0.5, f"hung up after {elapsed:.1f} s: before the timeout"
+    _finish(honest, tmp_path, "uac_rtp_keeps.xml")  # no BYE from the gateway while RTP flowed
+    _finish(held, tmp_path, "uac_rtp_hold.xml")  # nor while the caller held the call
+
+    stopped = {s["call_id"].split("-", 2)[1]: s for s in (gw.expect("session_stopped") for _ in range(3))}
+    assert stopped["stops"]["reason"] == "rtp timeout"  # the session (and the conversation) is told why
+    assert stopped["stops"]["voiced_in"] >= 25, stopped["stops"]  # its RTP did flow before it stopped
+    assert stopped["keeps"]["reason"] == "hangup"
+    assert stopped["hold"]["reason"] == "hangup"
+    timed_out = [line for line in gw.log_path.read_text(errors="replace").splitlines()
+                 if "no RTP from the far end" in line]
+    assert len(timed_out) == 1 and "call rtp-stops-" in timed_out[0], timed_out  # a log line with the call id
+    deadline = time.monotonic() + 5
+    while ((stats := gw.stats())["rtp_timeouts"], stats["calls"]) != (1, 0) and time.monotonic() < deadline:
+        time.sleep(0.3)  # workers report their calls and counters every half second
+    assert stats["rtp_timeouts"] == 1 and stats["calls"] == 0, stats
