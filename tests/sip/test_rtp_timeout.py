@@ -70,3 +70,31 @@ def test_a_caller_that_stops_sending_rtp_is_hung_up(start_any_gateway, tmp_path:
     while ((stats := gw.stats())["rtp_timeouts"], stats["calls"]) != (1, 0) and time.monotonic() < deadline:
         time.sleep(0.3)  # workers report their calls and counters every half second
     assert stats["rtp_timeouts"] == 1 and stats["calls"] == 0, stats
+
+
+# ---- the decision alone (sans-IO) ---------------------------------------------------------------
+def test_the_clock_counts_from_the_last_packet_and_restarts_on_hold_changes() -> None:
+    from gateway.telephony.sip.rtp_watch import RtpClock, RtpTimeouts, RxState
+
+    limits = RtpTimeouts(active=3.0, hold=10.0)
+    clock = RtpClock(now=0.0)
+    assert clock.observe(2.9, RxState(0, False), limits) is None  # nothing ever came: counted from the ACK
+    assert clock.observe(2.9, RxState(40, False), limits) is None  # packets: the clock restarts
+    assert clock.observe(5.8, RxState(40, False), limits) is None
+    verdict = clock.observe(5.9, RxState(40, False), limits)
+    assert verdict is not None and not verdict.held and abs(verdict.idle - 3.0) < 1e-9
+    assert clock.observe(9.0, RxState(40, False), limits) is None  # a verdict once
+
+    held = RtpClock(now=0.0)
+    assert held.observe(1.0, RxState(50, False), limits) is None
+    assert held.observe(2.0, RxState(50, True), limits) is None  # hold: the longer limit, from now
+    assert held.observe(11.9, RxState(50, True), limits) is None
+    assert held.observe(12.0, RxState(50, False), limits) is None  # resumed: the clock restarts
+    verdict = held.observe(15.0, RxState(50, False), limits)
+    assert verdict is not None and not verdict.held
+
+    off = RtpClock(now=0.0)
+    assert off.observe(1e6, RxState(0, True), RtpTimeouts(active=3.0, hold=0.0)) is None  # 0 = off
+    assert off.observe(1e6 + 1, RxState(0, False), RtpTimeouts(active=3.0, hold=0.0)) is None  # resumed
+    assert off.observe(1e6 + 4, RxState(0, False), RtpTimeouts(active=3.0, hold=0.0)) is not None
+    assert not RtpTimeouts(0.0, 0.0).enabled

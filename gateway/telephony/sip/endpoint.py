@@ -400,6 +400,8 @@ class SipEndpoint:
         """Every ``CHECK_INTERVAL_S``: hang up the calls whose far end sends no more RTP."""
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
+            if not self.runtime.running:
+                return
             try:
                 found = await self.runtime.call(self._pj_check_rtp)
             except (SipError, asyncio.TimeoutError) as exc:
