@@ -1,22 +1,27 @@
 """The RTP inactivity timeout over real SIP (SIPp on loopback; ``gateway/telephony/sip/rtp_watch.py``).
 
-Three callers at once on one gateway with ``sip.rtp_timeout_seconds`` = 3: one sends a second
-of RTP and then nothing, and never a BYE (the gateway must send one, within the timeout + 2 s);
-one keeps sending RTP for 7 s and hangs up itself (never hung up by the gateway); one sends a
-second of RTP, holds the call (re-INVITE ``a=sendonly``), sends nothing for 7 s and hangs up
-itself (the active timeout does not apply to a held call; the hold timeout is longer). Runs with
-the SIP endpoint in the gateway process and with two SIP workers.
+Three callers at once on one gateway with ``sip.rtp_timeout_seconds`` = 3 (the fake voice
+pipeline of ``fakes.py``: the SIP side is what is tested): one sends a second of RTP and then
+nothing, and never a BYE (the gateway must send one, within the timeout + 2 s); one keeps sending
+RTP for 7 s and hangs up itself (never hung up by the gateway); one sends a second of RTP, holds
+the call (re-INVITE ``a=sendonly``), sends nothing for 7 s and hangs up itself (the active timeout
+does not apply to a held call; the hold timeout is longer). Runs with the SIP endpoint in the
+gateway process and with two SIP workers. Then, with the real voice pipeline and core, a caller
+that sends no RTP at all: its conversation records how the call ended.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.sip.conftest import run_sipp, sipp_log, write_ulaw_tone
+from tests.sip.conftest import ROOT, run_sipp, sipp_log, write_ulaw_tone
 
 pytestmark = [pytest.mark.sip, pytest.mark.timeout(90)]
 
@@ -70,6 +75,23 @@ def test_a_caller_that_stops_sending_rtp_is_hung_up(start_any_gateway, tmp_path:
     while ((stats := gw.stats())["rtp_timeouts"], stats["calls"]) != (1, 0) and time.monotonic() < deadline:
         time.sleep(0.3)  # workers report their calls and counters every half second
     assert stats["rtp_timeouts"] == 1 and stats["calls"] == 0, stats
+
+
+def test_the_conversation_records_the_rtp_timeout(start_gateway, tmp_path: Path) -> None:
+    """With the real voice pipeline and core: a caller that sends no RTP at all is hung up, and
+    its conversation's log says the channel closed with ``rtp timeout``."""
+    gw = start_gateway(real=True, sip={"rtp_timeout_seconds": RTP_TIMEOUT_S})
+    result = run_sipp("uac_rtp_none.xml", f"127.0.0.1:{gw.port}", tmp_path, extra=_call_id("none"),
+                      subst={"BYE_WITHIN_MS": str(int((RTP_TIMEOUT_S + SLACK_S) * 1000))})
+    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{sipp_log(tmp_path, 'uac_rtp_none.xml')}"
+    match = re.search(r"call rtp-none-\S+: conversation (\w+)", gw.log_path.read_text(errors="replace"))
+    assert match, gw.tail()
+    assert gw.close() == 0
+    shown = subprocess.run([sys.executable, "-m", "gateway.cli", "conversations", "show", match.group(1)],
+                           cwd=ROOT, env={**os.environ, "VOICEGW_DATA_DIR": str(tmp_path / "data")},
+                           capture_output=True, text=True, timeout=60)
+    closed = [line for line in shown.stdout.splitlines() if "ChannelClosed" in line]
+    assert len(closed) == 1 and '"reason": "rtp timeout"' in closed[0], shown.stdout + shown.stderr
 
 
 # ---- the decision alone (sans-IO) ---------------------------------------------------------------
