@@ -273,6 +273,10 @@ class SipSettings(Section):
     # flood limits of the SIP front (sip.workers > 0): see gateway/telephony/sip/front.py
     max_new_calls_per_second: float = Field(20.0, ge=0)
     source_calls_per_second: float = Field(5.0, ge=0)
+    # RTP inactivity: a confirmed call that receives no RTP this long is hung up (0 = off);
+    # see gateway/telephony/sip/rtp_watch.py
+    rtp_timeout_seconds: float = Field(30.0, ge=0)
+    rtp_hold_timeout_seconds: float = Field(600.0, ge=0)
 
 
 class TwilioSettings(Section):

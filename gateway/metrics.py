@@ -41,6 +41,7 @@ HELP: dict[str, str] = {
     "voicegw_agents_online": "Agent desktops connected now",
     "voicegw_sip_calls": "SIP calls in progress",
     "voicegw_sip_refused_total": "SIP calls refused (403, 486 and 503 at the gateway or its front)",
+    "voicegw_sip_rtp_timeouts_total": "SIP calls hung up because their far end sent no RTP (sip.rtp_timeout_seconds)",
     "voicegw_sip_workers_alive": "SIP worker processes running",
     "voicegw_sip_worker_restarts_total": "SIP worker processes restarted after they died",
     "voicegw_outreach_total": "Outreach steps, by step (sms, answered, escalated)",

@@ -30,6 +30,7 @@ from gateway.voice.port import CallAudio, VoiceSessions
 if TYPE_CHECKING:
     from gateway.telephony.sip.endpoint import SipEndpoint
     from gateway.telephony.sip.media import CallAudioPort, FrameBuffers
+    from gateway.telephony.sip.rtp_watch import RtpClock
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ class PjCall(pj.Call):
         self.endpoint = endpoint
         self.leg: CallLeg | None = None
         self.port: CallAudioPort | None = None
+        self.rtp: RtpClock | None = None  # from confirmation on: the RTP inactivity timeout's clock
 
     @guarded
     def onCallState(self, prm: pj.OnCallStateParam) -> None:

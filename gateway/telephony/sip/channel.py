@@ -54,7 +54,7 @@ class SipChannel:
         ep = self.endpoint
         media = await ep.media_stats() if isinstance(ep, SipWorkerPool) else ep.media_stats()
         out = {"calls": len(ep.legs), "rejected": ep.rejected, "registered": ep.registered.is_set(),
-               "media": media}
+               "rtp_timeouts": ep.rtp_timeouts, "media": media}
         if isinstance(ep, SipWorkerPool):
             out["workers"] = ep.worker_stats()
             out["front"] = dict(ep.front.counters)
@@ -63,10 +63,12 @@ class SipChannel:
         return out
 
     def register_metrics(self, metrics: Any) -> None:
-        """Gauges on ``/metrics``: calls in progress, calls refused, and the workers' health."""
+        """Gauges on ``/metrics``: calls in progress, calls refused, calls hung up for want of RTP,
+        and the workers' health."""
         ep = self.endpoint
         metrics.gauge("voicegw_sip_calls", lambda: float(len(ep.legs)))
         metrics.gauge("voicegw_sip_refused_total", lambda: float(ep.rejected))
+        metrics.gauge("voicegw_sip_rtp_timeouts_total", lambda: float(ep.rtp_timeouts))
         if isinstance(ep, SipWorkerPool):
             metrics.gauge("voicegw_sip_workers_alive",
                           lambda: float(sum(1 for w in ep.worker_stats() if w["alive"])))

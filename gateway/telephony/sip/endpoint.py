@@ -7,6 +7,10 @@ and reaches pjsua2 only through ``runtime.call``. Media frames cross through ``m
 Modes (``settings.sip.mode``): ``register`` registers as an extension (digest auth, refreshed by
 pjsip before expiry, unregistered on close); ``trunk`` accepts calls from ``peers`` (any address
 when empty) and answers 403 to others. Calls beyond ``max_calls`` get 486 Busy Here.
+
+A call whose far end stops sending RTP is hung up after ``rtp_timeout_seconds``
+(``rtp_hold_timeout_seconds`` while it holds the call; see ``rtp_watch.py``), its session ended
+with the reason ``rtp timeout``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from gateway.core.actions import Transfer
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_host, uri_user
 from gateway.telephony.sip.media import CallAudioPort, FrameBuffers, FrameSink
+from gateway.telephony.sip.rtp_watch import CHECK_INTERVAL_S, RtpClock, RtpTimeouts, Verdict, read_rx
 from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, PjRuntime, SipError, guarded
 from gateway.telephony.sip.ua_setup import account_config, create_transports, set_codec_priorities
 from gateway.voice.port import CallAudio, VoiceSessions
@@ -45,6 +50,8 @@ UNREGISTER_WAIT_S = 2.0
 ATTESTATION_HEADER = "X-Attestation"
 """The STIR/SHAKEN attestation (A, B or C) a PBX in sip.peers verified for the call; see
 dialplans/asterisk and docs/trust.md (believed only with trust.stir_shaken: possession)."""
+RTP_TIMEOUT_REASON = "rtp timeout"
+"""How a call hung up for want of RTP ended, as its session (and the conversation) records it."""
 
 
 class _Account(pj.Account):
@@ -88,6 +95,9 @@ class SipEndpoint:
         self.registered = asyncio.Event()
         self.reg_code = 0
         self.rejected = 0
+        self.rtp_timeouts = 0  # calls hung up because their far end sent no more RTP
+        self._timeouts = RtpTimeouts(settings.rtp_timeout_seconds, settings.rtp_hold_timeout_seconds)
+        self._rtp_watch: asyncio.Task[None] | None = None
         self._sink: FrameSink | None = None
         # Conference-bridge ports of ended calls, by sample rate, for the next calls: a port is
         # never destroyed while the endpoint runs, because pjmedia's clock thread can still be
@@ -113,6 +123,8 @@ class SipEndpoint:
         except BaseException:
             await self.loop.run_in_executor(None, self.runtime.stop)
             raise
+        if self._timeouts.enabled:
+            self._rtp_watch = asyncio.create_task(self._watch_rtp())
         if self.settings.max_calls > CALLS_PER_PROCESS:
             log.warning("sip.max_calls is %d but this pjsua2 build holds %d calls per process; "
                         "further calls get 486 Busy Here (sip.workers runs more processes)",
@@ -126,6 +138,8 @@ class SipEndpoint:
         for leg in legs:
             leg.local_hangup = True
         self._closing = True
+        if self._rtp_watch is not None:
+            self._rtp_watch.cancel()
         await self.pacer.close()
         if self.loop is not None:
             await self.loop.run_in_executor(None, self.runtime.stop)
@@ -287,6 +301,8 @@ class SipEndpoint:
         if leg is None:
             return
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            if call.rtp is None:
+                call.rtp = RtpClock(time.monotonic())  # no RTP from here on counts
             self._post(self._on_confirmed, leg)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if call.port is not None:
@@ -347,6 +363,22 @@ class SipEndpoint:
         op.statusCode = code
         call.hangup(op)
 
+    def _pj_check_rtp(self) -> list[tuple[CallLeg, Verdict]]:
+        """The confirmed calls whose far end has sent no RTP for longer than allowed."""
+        now = time.monotonic()
+        out: list[tuple[CallLeg, Verdict]] = []
+        for call in list(self._calls.values()):
+            clock, leg = call.rtp, call.leg
+            if clock is None or leg is None:
+                continue
+            try:
+                verdict = clock.observe(now, read_rx(call, clock.packets), self._timeouts)
+            except pj.Error:
+                continue  # the call is being torn down
+            if verdict is not None:
+                out.append((leg, verdict))
+        return out
+
     def _pj_xfer(self, key: int, uri: str, header: str, conversation_id: str) -> None:
         call = self._calls.get(key)
         if call is None:
@@ -364,6 +396,31 @@ class SipEndpoint:
         call.xfer(f"<{dest}>", op)
 
     # ---- loop: call lifecycle ----------------------------------------------------------------
+    async def _watch_rtp(self) -> None:
+        """Every ``CHECK_INTERVAL_S``: hang up the calls whose far end sends no more RTP."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            if not self.runtime.running:
+                return
+            try:
+                found = await self.runtime.call(self._pj_check_rtp)
+            except (SipError, asyncio.TimeoutError) as exc:
+                log.warning("SIP RTP check failed: %s", exc or type(exc).__name__)
+                continue
+            for leg, verdict in found:
+                self._rtp_timed_out(leg, verdict)
+
+    def _rtp_timed_out(self, leg: CallLeg, verdict: Verdict) -> None:
+        if leg.closed.is_set():
+            return
+        self.rtp_timeouts += 1
+        log.warning("call %s: no RTP from the far end for %.0f s%s; hanging up (%s)", leg.label, verdict.idle,
+                    " while it holds the call" if verdict.held else "", RTP_TIMEOUT_REASON)
+        if leg.media is not None:
+            leg.media.close(RTP_TIMEOUT_REASON)  # the session stops with this reason; the wire sends BYE
+        else:
+            leg.tasks.spawn(self.hangup(leg, RTP_TIMEOUT_REASON))
+
     def _on_reg_state(self, code: int, expiration: int) -> None:
         if code // 100 == 2 and expiration > 0:
             self.registered.set()

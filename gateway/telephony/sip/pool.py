@@ -64,6 +64,7 @@ class WorkerLink:
         self.ports: dict[str, int] = {}
         self.calls: list[str] = []
         self.rejected = 0
+        self.rtp_timeouts = 0  # its calls hung up for want of RTP
         self.registered = False
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.on_calls: Any = None  # pool callback: (index, call ids)
@@ -165,6 +166,7 @@ class WorkerLink:
         elif t == "calls":
             self.calls = [str(c) for c in msg.get("calls", [])]
             self.rejected = int(msg.get("rejected", 0))
+            self.rtp_timeouts = int(msg.get("rtp_timeouts", 0))
             self.registered = bool(msg.get("registered", False))
             if self.on_calls is not None:
                 self.on_calls(self.index, self.calls)
@@ -265,6 +267,11 @@ class SipWorkerPool:
     def rejected(self) -> int:
         return sum(link.rejected for link in self.links.values()) + self.front.counters["busy"] \
             + self.front.counters["forbidden"]
+
+    @property
+    def rtp_timeouts(self) -> int:
+        """Calls the workers hung up because their far end sent no more RTP."""
+        return sum(link.rtp_timeouts for link in self.links.values())
 
     def _on_calls(self, index: int, calls: list[str]) -> None:
         self.front.report(index, calls)

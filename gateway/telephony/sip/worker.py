@@ -258,7 +258,8 @@ class WorkerSide:
         ep = self.endpoint
         assert ep is not None
         return {"calls": sorted(leg.sip_call_id for leg in ep.legs.values() if leg.sip_call_id),
-                "rejected": ep.rejected, "registered": ep.registered.is_set(), "media": ep.media_stats()}
+                "rejected": ep.rejected, "registered": ep.registered.is_set(), "media": ep.media_stats(),
+                "rtp_timeouts": ep.rtp_timeouts}
 
     async def report_calls(self) -> None:
         """Tell the pool which calls this worker holds, whenever that changes (its load)."""
@@ -267,9 +268,10 @@ class WorkerSide:
             ep = self.endpoint
             assert ep is not None
             now = (sorted(leg.sip_call_id for leg in ep.legs.values() if leg.sip_call_id), ep.rejected,
-                   ep.registered.is_set())
+                   ep.registered.is_set(), ep.rtp_timeouts)
             if now != last:
-                self.link.send_json(t="calls", calls=now[0], rejected=now[1], registered=now[2])
+                self.link.send_json(t="calls", calls=now[0], rejected=now[1], registered=now[2],
+                                    rtp_timeouts=now[3])
                 last = now
             await asyncio.sleep(REPORT_S)
 
