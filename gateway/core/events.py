@@ -249,11 +249,13 @@ class TransferFailed(Event):
 @dataclass(frozen=True)
 class AnsweringMachine(Event):
     """The voice channel's answering-machine detection on a call the gateway placed:
-    ``verdict`` human, machine or unknown after ``seconds`` from the answer; for a machine the
-    event comes once its beep has ended (``beep``) or its greeting has, so a message can follow."""
+    ``verdict`` human, machine or unknown, decided ``seconds`` after the answer; for a machine the
+    event comes once its beep has ended (``beep``) or its greeting has, ``message_at`` seconds
+    after the answer, so a message can follow."""
 
     verdict: str
     seconds: float = 0.0
+    message_at: float = 0.0
     reason: str = ""
     beep: bool = False
     channel: str = Channel.VOICE

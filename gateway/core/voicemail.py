@@ -50,7 +50,8 @@ def on_answering_machine(turn: Turn, event: AnsweringMachine, journeys: JourneyS
     """Leave the journey's message on a machine and hang up; nothing for a person."""
     record = turn.record
     if event.verdict != "machine" or not turn.channel.is_voice:
-        log.info("conversation %s: the call was answered (%s after %.1f s)", record.id, event.verdict, event.seconds)
+        log.info("conversation %s: the call was answered (%s, decided after %.1f s)", record.id, event.verdict,
+                 event.seconds)
         return
     journey = journeys.journeys.get(record.journey) or journeys.journeys.get(record.state.pending_journey)
     text = voicemail_text(as_prompt(journey.voicemail) if journey else None, record.slots, organisation)

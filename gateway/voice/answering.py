@@ -85,7 +85,9 @@ class AnswerWatch:
     def _finish(self, verdict: str, reason: str, beep: bool = False) -> Answered:
         self.done = True
         person = verdict != Verdict.MACHINE.value
-        event = AnsweringMachine(verdict=verdict, seconds=round(self.detector.seconds, 2), reason=reason, beep=beep,
-                                 channel=self.channel)
+        now = round(self.detector.seconds, 2)
+        decided = round(self.verdict.at_seconds, 2) if self.verdict is not None else now
+        event = AnsweringMachine(verdict=verdict, seconds=min(decided, now), reason=reason, beep=beep,
+                                 message_at=0.0 if person else now, channel=self.channel)
         opening, self.opening = (self.opening if person else []), []
         return Answered(event, opening)

@@ -86,6 +86,8 @@ async def test_a_voicemail_box_gets_the_message_after_its_beep_and_the_call_ends
         events = await core.store.events(session.conversation_id)
         verdicts = [e.payload for e in events if e.kind == "AnsweringMachine"]
         assert [(v["verdict"], v["beep"]) for v in verdicts] == [("machine", True)]
+        # decided within 3 s of the answer; the message waits for the beep's end
+        assert verdicts[0]["seconds"] <= 3.0 and verdicts[0]["message_at"] >= clip.beep_end_s - 0.1
         # the message starts after the beep ended, not over the greeting
         first_voice = next(i for i in range(0, len(driver.bot_audio), 320) if any(driver.bot_audio[i:i + 320]))
         assert first_voice / 320 * 0.02 >= clip.beep_end_s
