@@ -10,7 +10,7 @@ PIP    := $(VENV)/bin/pip
 # What the gateway needs to run, and what only the test suite needs (real peers: Redis, SIP
 # user agents, a browser, Kamailio in front of several nodes).
 RUN_APT  :=
-TEST_APT := redis-server baresip sip-tester chromium sox openssl kamailio
+TEST_APT := redis-server baresip sip-tester chromium sox openssl kamailio haproxy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system-packages venv models node-tools bench clean
