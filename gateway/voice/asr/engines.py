@@ -97,8 +97,8 @@ class ClosedSetEngine:
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
         self._requests += 1
-        future = loop.run_in_executor(self._executor, _call, process, pcm, sample_rate, expect, queued)
         try:
+            future = loop.run_in_executor(self._executor, _call, process, pcm, sample_rate, expect, queued)
             result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
         except asyncio.TimeoutError as exc:
             raise AsrError(f"{self.name} gave no result within {self.timeout_seconds:.0f} s") from exc
