@@ -122,10 +122,10 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
 
 @pytest.mark.slow
 async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool: WhisperPool) -> None:
-    """The closed-set engine serves one request at a time: a long decode for one call (a 24-digit
-    grammar over 12 s of speech) must not hold another call's account number, which Whisper
-    heard in full. Ordering, not timing: the second answer comes while the first still decodes."""
-    router = await _router(pool, cross_check=True, cross_check_wait_ms=300)
+    """With every closed-set worker busy (a pool of one, a 24-digit grammar over 12 s of speech),
+    a long decode for one call must not hold another call's account number, which Whisper heard
+    in full. Ordering, not timing: the second answer comes while the first still decodes."""
+    router = await _router(pool, cross_check=True, cross_check_wait_ms=300, closed_workers=1)
     try:
         long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
         blocker = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm, 8000, digits(1, 24)))
@@ -141,6 +141,26 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
         heard = await router.recognize(order.pcm, order.rate, digits(5, 8))
         assert not blocker.done(), "the long decode finished first: nothing was shown"
         assert heard.engine == "whisper" and spoken_digits(heard.text) == "45612", heard
+        await blocker
+    finally:
+        await router.close()
+
+
+@pytest.mark.slow
+async def test_with_two_closed_set_workers_the_grammar_answers_beside_a_long_decode(pool: WhisperPool) -> None:
+    """Two closed-set workers: while one decodes another call's long request, the grammar takes
+    this call's digits on the other worker at once (not queued: Whisper is not taken loosely)."""
+    router = await _router(pool, cross_check=True, cross_check_wait_ms=300, closed_workers=2)
+    try:
+        long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
+        blocker = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm, 8000, digits(1, 24)))
+        await asyncio.sleep(0.05)  # one worker has taken the long request
+        assert not router._grammar_queued()
+        order = utterance("four five six one two", snr_db=30, seed=42)
+        heard = await router.recognize(order.pcm, order.rate, digits(5, 8))
+        assert not blocker.done(), "the long decode finished first: nothing was shown"
+        assert spoken_digits(heard.text) == "45612", heard
+        assert router.stats["whisper_first"] == 0  # the grammar answered first, on the free worker
         await blocker
     finally:
         await router.close()

@@ -2,10 +2,11 @@
 
 Two implementations:
 
-- :class:`ClosedSetEngine`: pocketsphinx or Vosk in a worker process (``ClosedSetProcess``, a
+- :class:`ClosedSetEngine`: pocketsphinx or Vosk in worker processes (``ClosedSetProcess``, a
   blocking :class:`~gateway.voice.asr.base.Engine`) called from one of the router's threads,
-  which only waits on the worker's socket. Its queue time is the thread's wait plus what the worker
-  spent on other calls' requests (it serves one at a time: ``backlog``).
+  which only waits on a worker's socket. Its queue time is the thread's wait plus the wait for a
+  worker to come free (each serves one request at a time: ``backlog`` counts the requests beyond
+  the workers).
 - :class:`WhisperEngine`: the Whisper worker pool (``pool.WhisperPool``), asked directly: a
   request queued behind others is served first when ``urgent`` (an ended turn before a
   speculative one), and withdrawn from the queue when the caller stops waiting for it.
@@ -53,7 +54,7 @@ class RoutedEngine(Protocol):
 
     @property
     def backlog(self) -> int:
-        """Requests of other calls in the engine now (beyond one, they wait for its worker)."""
+        """Requests in the engine now that no worker can take (they wait for one to come free)."""
         ...
 
     @property
@@ -83,6 +84,7 @@ class ClosedSetEngine:
         self._executor = executor
         self.timeout_seconds = timeout_seconds
         self._process: ClosedSetProcess | None = None
+        self._requests = 0  # recognize() calls under way, queued for a thread or a worker included
 
     async def start(self) -> None:
         if self._process is None:  # the worker warms itself before it says it is ready
@@ -94,21 +96,24 @@ class ClosedSetEngine:
             raise AsrError(f"recognizer {self.name!r} is not loaded")
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
-        future = loop.run_in_executor(self._executor, _call, process, pcm, sample_rate, expect, queued)
+        self._requests += 1
         try:
+            future = loop.run_in_executor(self._executor, _call, process, pcm, sample_rate, expect, queued)
             result, queue_seconds = await asyncio.wait_for(future, self.timeout_seconds)
         except asyncio.TimeoutError as exc:
             raise AsrError(f"{self.name} gave no result within {self.timeout_seconds:.0f} s") from exc
+        finally:
+            self._requests -= 1
         return Transcript(result.text, result.confidence, result.engine, result.audio_seconds,
                           result.decode_seconds, queue_seconds)
 
     @property
     def backlog(self) -> int:
-        return self._process.waiting if self._process is not None else 0
+        return max(0, self._requests - self._process.size) if self._process is not None else 0
 
     @property
     def saturated(self) -> bool:
-        return False  # one request at a time, a few tens of milliseconds each: never worth refusing work
+        return False  # a few tens of milliseconds per request: never worth refusing work
 
     @property
     def restarts(self) -> int:
@@ -127,8 +132,8 @@ def _call(engine: Engine, pcm: bytes, sample_rate: int, expect: Expect, queued: 
     started = time.perf_counter()
     try:
         result = engine.recognize(pcm, sample_rate, expect)
-        # The wait for a thread, plus what the engine spent not decoding (a worker process
-        # serves one request at a time: another call's decode is this call's queue).
+        # The wait for a thread, plus what the engine spent not decoding (each worker process
+        # serves one request at a time: the wait for a free worker is this call's queue).
         waited = (started - queued) + max(0.0, time.perf_counter() - started - result.decode_seconds)
         return result, waited
     except AsrError:

@@ -14,7 +14,7 @@ it, a closed-set answer that is empty, does not fit (wrong digit count) or falls
 
 Every engine, Whisper included, is a :class:`~gateway.voice.asr.engines.RoutedEngine` the router
 holds by its configured name and its role (``open``, ``closed``, ``checker``); none is special
-cased. All decode in worker processes (``closed.ClosedSetProcess``, ``pool.WhisperPool``): the
+cased. All decode in worker pools (``closed.ClosedSetProcess``, ``pool.WhisperPool``): the
 gateway's threads only wait on sockets, so no decode holds the event loop's GIL. Every call is
 bounded by a timeout and every failure is one ``AsrError``.
 """
@@ -30,7 +30,7 @@ from typing import Callable
 from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import AsrError, Transcript
-from gateway.voice.asr.closed import ClosedSetProcess
+from gateway.voice.asr.closed import ClosedSetProcess, closed_workers_for
 from gateway.voice.asr.engines import ClosedSetEngine, RoutedEngine, WhisperEngine
 from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
@@ -94,7 +94,11 @@ class AsrRouter:
         self.max_audio_seconds = max_audio_seconds
         self.fallback_confidence = fallback_confidence
         self.fallback = fallback
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr")
+        self.closed_workers = closed_workers_for(settings.closed_workers)
+        # Threads only wait (on a worker's socket, or for a worker to come free): two per closed-set
+        # worker keep every worker fed with one request in line behind it; the rest wait in the
+        # executor's queue, first come first served, where a dropped turn's request is withdrawn.
+        self._executor = ThreadPoolExecutor(max_workers=2 * self.closed_workers, thread_name_prefix="asr")
         self.closed_engine = settings.closed_engine
         self.open_engine = settings.open_engine
         if settings.vosk_model_dir and "vosk" not in (self.open_engine, self.closed_engine):
@@ -155,8 +159,9 @@ class AsrRouter:
         return self._closed_set("vosk", model_dir=str(model_dir))
 
     def _closed_set(self, name: str, model_dir: str = "") -> ClosedSetProcess:
-        """Start a closed-set engine in its own worker process (blocking)."""
-        engine = ClosedSetProcess(name, model_dir=model_dir, request_timeout=self._worker_timeout())
+        """Start a closed-set engine in its worker processes (blocking)."""
+        engine = ClosedSetProcess(name, model_dir=model_dir, request_timeout=self._worker_timeout(),
+                                  workers=self.closed_workers)
         engine.start()
         return engine
 
@@ -264,8 +269,8 @@ class AsrRouter:
         return closed
 
     def _grammar_queued(self) -> bool:
-        """Other calls' requests wait for the closed-set worker (it serves one at a time)."""
-        return self.closed.backlog > 1
+        """Requests wait for a closed-set worker to come free (every worker is decoding another call's)."""
+        return self.closed.backlog > 0
 
     def _needs_fallback(self, result: Transcript, expect: Expect) -> bool:
         if not self.fallback:
