@@ -27,6 +27,7 @@ from typing import Any
 from gateway.config import load_settings
 from gateway.core.actions import Ask, Expect
 from gateway.core.port import Opened
+from gateway.voice.simulate import SimulatedControl
 
 OPEN_PROMPT = "Thanks. Turn {n}: is there anything else I can help you with today?"
 CLOSED_PROMPT = "Turn {n}. Did I get that right? Please say yes or no."
@@ -135,7 +136,7 @@ async def main_async(args: argparse.Namespace) -> None:
     await pipeline.start()
     pcm = b"".join(caller_turns(args.turns * 2, args.rate))
     t0 = time.perf_counter()
-    session = pipeline.session(call_id="bench", sample_rate=args.rate)
+    session = pipeline.session(call_id="bench", sample_rate=args.rate, control=SimulatedControl())
     await session.start()
     driver = await run_call(session, pcm, realtime=args.realtime)
     wall = time.perf_counter() - t0

@@ -41,6 +41,7 @@ import numpy as np
 
 from bench.turn_latency import build_engines, pct
 from gateway.config import load_settings
+from gateway.voice.simulate import SimulatedControl
 
 LATE_LIMIT = 0.100
 OPEN_TARGET_S = 1.2
@@ -156,7 +157,9 @@ async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech:
     while time.perf_counter() < until:
         n = counter[0]
         counter[0] += 1
-        session = pipeline.session(call_id=f"bench-{n}", sample_rate=rate, caller_id=caller_id(n))
+        # a PBX that takes every transfer (as voicegw simulate does): the call ends there, the line calls again
+        session = pipeline.session(call_id=f"bench-{n}", sample_rate=rate, caller_id=caller_id(n),
+                                   control=SimulatedControl())
         await session.start()
         fb = session.frame_bytes
         turns = speech[n % len(speech)]
