@@ -93,7 +93,11 @@ async def test_redis_stopped_and_started_mid_journey(topo: Topology, tmp_path: P
             record = await store.get(cid)
         finally:
             await store.close()
-        assert record is not None and record.status == "transferred" and not record.verified
+        # the node has no sip.transfer_uri: its REFER is never sent, the core hears TransferFailed
+        # and keeps the caller until they hang up (docs/trust.md, "Telephony failures end with people")
+        assert kinds.index("TransferFailed") > kinds.index("Transfer")
+        assert record is not None and record.status == "active" and not record.verified
+        assert record.state.transfer_failures == 1
 
         chat_events = await events_of(url, chat_cid)
         assert [e.seq for e in chat_events] == list(range(1, len(chat_events) + 1))
