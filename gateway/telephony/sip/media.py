@@ -122,8 +122,8 @@ class FrameBuffers:
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "underruns": self.underruns,
-            "media_seconds": self.media_seconds,
-            "media_cpu": self.media_seconds / elapsed,
+            "media_seconds": round(self.media_seconds, 6),  # rounded: a long float could read as a card number to the log redactor
+            "media_cpu": round(self.media_seconds / elapsed, 6),
         }
 
 
