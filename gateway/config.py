@@ -110,6 +110,7 @@ class EndpointSettings(Section):
     speculative_ms: int = Field(120, ge=0)
     early_end: bool = True
     complete_end_ms: int = Field(250, ge=20)
+    range_end_ms: int = Field(400, ge=20)
     sentence_end_ms: int = Field(320, ge=20)
     hold_ms: int = Field(1000, ge=100, le=5000)
     backchannels: bool = True

@@ -36,7 +36,7 @@ from gateway.voice.endpoint import (
 from gateway.voice.playback import Playback
 from gateway.voice.port import ClearAudio, EventStream
 from gateway.voice.timing import PREMATURE_SECONDS, TurnMetrics, format_stages
-from gateway.voice.turn_end import COMPLETE, HOLD, SENTENCE, judge
+from gateway.voice.turn_end import COMPLETE, HOLD, IN_RANGE, SENTENCE, judge
 from gateway.voice.turns import TurnTimer
 from gateway.voice.work import CallerTurn, LogTurnTiming, NoInputElapsed, WorkItem
 
@@ -236,12 +236,14 @@ class CallerTurns:
             return
         if utt.task.cancelled() or utt.task.exception() is not None:
             return
-        text = _text(utt.task)
-        verdict = judge(text, utt.expect)
+        transcript = utt.task.result()
+        text = transcript.text or ""
+        verdict = judge(text, utt.expect, transcript.grammar_text)
         if self._held_since is not None and is_backchannel(text):
             verdict = COMPLETE  # a nod over the bot: let it go on at once
         cfg = self.endpointer.config
-        window = {COMPLETE: cfg.complete_end_ms, SENTENCE: cfg.sentence_end_ms, HOLD: cfg.hold_ms}.get(verdict)
+        window = {COMPLETE: cfg.complete_end_ms, IN_RANGE: cfg.range_end_ms, SENTENCE: cfg.sentence_end_ms,
+                  HOLD: cfg.hold_ms}.get(verdict)
         if window is not None:
             self.endpointer.set_window(serial, window, verdict)
 

@@ -109,6 +109,7 @@ class EndpointConfig:
     end_lag_ms: int = 40
     early_end: bool = True
     complete_end_ms: int = 250
+    range_end_ms: int = 400
     sentence_end_ms: int = 320
     hold_ms: int = 1000
     backchannels: bool = True
@@ -122,7 +123,7 @@ class EndpointConfig:
         extra = {
             name: getattr(ep, name)
             for name in ("pre_roll_ms", "speculative_ms", "echo_margin", "early_end", "complete_end_ms",
-                         "sentence_end_ms", "hold_ms", "backchannels", "backchannel_max_ms")
+                         "range_end_ms", "sentence_end_ms", "hold_ms", "backchannels", "backchannel_max_ms")
             if hasattr(ep, name)
         }
         return cls(

@@ -6,7 +6,8 @@
   (``endpoint``, ``asr_queue``, ``asr_decode``, ``recognition``, ``queue``, ``dialog``, ``tts``,
   ``send``, ``total``) and turn kind (``open``, ``closed``, ``dtmf``);
 - ``voicegw_turn_early_ends_total{reason}``: turns ended before the full silence window because
-  the answer was complete (``complete``: a closed-set answer; ``sentence``: open speech);
+  the answer was complete (``complete``: a closed-set answer; ``range``: a digit string whose
+  count is inside its range of lengths; ``sentence``: open speech);
 - ``voicegw_turn_premature_cutins_total``: turns ended while the caller had not finished (they
   spoke again within ``PREMATURE_SECONDS`` of the decision);
 - ``voicegw_barge_ins_total{outcome}``: caller speech over the bot (``interrupted``: the bot

@@ -7,6 +7,10 @@ cannot tell a finished answer from a pause for breath. A speculative transcript 
 - ``COMPLETE``: the answer the question expects is all there (a digit string of the expected
   length, a yes or a no, one of the menu's options, a month and a day): end the turn after
   ``complete_end_ms`` of silence;
+- ``IN_RANGE``: a digit string whose length is a range (an order number of 5 to 8 digits) with a
+  count inside it, as the grammar counted it: it could be all of it or the caller could go on, so
+  the turn ends after ``range_end_ms`` (VoiceXML's complete timeout; at the longest length it is
+  ``COMPLETE``);
 - ``SENTENCE``: open speech that ends as a sentence does: end after ``sentence_end_ms``;
 - ``HOLD``: open speech that trails off ("um", "and", "so", "because"): the caller is still
   thinking; wait up to ``hold_ms`` (longer than the usual window);
@@ -25,6 +29,7 @@ from gateway.voice.asr.base import normalize_words
 from gateway.voice.asr.grammar import answer_of, digit_bounds, spoken_digits
 
 COMPLETE = "complete"
+IN_RANGE = "range"
 SENTENCE = "sentence"
 HOLD = "hold"
 UNSURE = ""
@@ -45,8 +50,9 @@ _DAY = re.compile(r"^(\d{1,2}(st|nd|rd|th)?|first|second|third|fourth|fifth|sixt
 _SENTENCE_END = re.compile(r"[.?!]['\")\]]*$")
 
 
-def judge(text: str, expect: Expect) -> str:
-    """What the speculative transcript ``text`` says about the turn (module docstring)."""
+def judge(text: str, expect: Expect, grammar_text: str | None = None) -> str:
+    """What the speculative transcript ``text`` says about the turn (module docstring);
+    ``grammar_text`` is what the closed-set grammar heard (``Transcript.grammar_text``)."""
     text = text.strip()
     if not text:
         return UNSURE
@@ -57,7 +63,14 @@ def judge(text: str, expect: Expect) -> str:
         # Only a string of one fixed length is ever complete: Whisper writes a partial "one, zero,
         # zero, zero" as "10,000", which would pass for five digits of an order number of 5 to 8.
         low, high = digit_bounds(expect)
-        return COMPLETE if expect.max_digits and low == high == len(spoken_digits(text)) else UNSURE
+        count = len(spoken_digits(text))
+        if expect.max_digits and low == high == count:
+            return COMPLETE
+        # A range is judged on the grammar's words (one per digit), and only when the chosen
+        # transcript counts the same: then the count is what the caller said.
+        if not expect.max_digits or grammar_text is None or len(spoken_digits(grammar_text)) != count:
+            return UNSURE
+        return COMPLETE if count == high else IN_RANGE if low <= count < high else UNSURE
     if expect.closed:
         return COMPLETE if _complete_answer(text, expect) else UNSURE
     if expect.kind == "date":

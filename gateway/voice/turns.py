@@ -42,7 +42,7 @@ class TurnTimer:
         self.speech_end = 0.0
         self.asr_queue: float | None = None
         self.asr_decode: float | None = None
-        self.early = ""  # why the turn ended before the full silence window ("complete", "sentence")
+        self.early = ""  # why the turn ended before the full silence window ("complete", "range", "sentence")
         self.reported = False
         self.premature = False  # the caller spoke again right after this turn was ended
         self._decided: float | None = None

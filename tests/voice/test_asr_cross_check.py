@@ -29,6 +29,11 @@ def test_whisper_wins_when_it_fits_the_question() -> None:
     # with an "oh" among them.
     assert not prefer_open_engine("one oh two three", "103.", digits(4, 4))
     assert not prefer_open_engine("eight two zero oh one", "8201", digits(4, 8))
+    # Written as a number, a run of zeros is miscounted: the grammar heard each zero as a word.
+    assert not prefer_open_engine("one zero zero zero one", "100001.", digits(5, 8))
+    assert not prefer_open_engine("two zero zero five", "205", digits(3, 8))
+    assert prefer_open_engine("one zero zero one", "10001", digits(4, 8)) is False
+    assert prefer_open_engine("one zero zero one", "1011", digits(4, 8))  # another digit: Whisper's
     # Neither fits: Whisper's words go on to the core (the NLU asks again).
     assert prefer_open_engine("", "I don't know it", digits(8, 8))
     assert prefer_open_engine("yes", "No, it isn't.", Expect(kind="yesno"))
@@ -141,6 +146,7 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
         heard = await router.recognize(order.pcm, order.rate, digits(5, 8))
         assert not blocker.done(), "the long decode finished first: nothing was shown"
         assert heard.engine == "whisper" and spoken_digits(heard.text) == "45612", heard
+        assert heard.grammar_text is None  # no word count to end the turn early on (turn_end.judge)
         await blocker
     finally:
         await router.close()
@@ -161,6 +167,7 @@ async def test_with_two_closed_set_workers_the_grammar_answers_beside_a_long_dec
         assert not blocker.done(), "the long decode finished first: nothing was shown"
         assert spoken_digits(heard.text) == "45612", heard
         assert router.stats["whisper_first"] == 0  # the grammar answered first, on the free worker
+        assert len(spoken_digits(heard.grammar_text or "")) == 5, heard  # its words come along
         await blocker
     finally:
         await router.close()

@@ -14,7 +14,7 @@ from gateway.core.actions import Expect
 from gateway.voice.endpoint import EndpointConfig, Endpointer, SpeechEnded, SpeechPaused
 from gateway.voice.pipeline import VoicePipeline
 from gateway.voice.simulate import CallDriver, SimulatedControl
-from gateway.voice.turn_end import COMPLETE, HOLD, SENTENCE, UNSURE, judge
+from gateway.voice.turn_end import COMPLETE, HOLD, IN_RANGE, SENTENCE, UNSURE, judge
 from tests.voice.speech_corpus import utterance
 
 RATE = 8000
@@ -35,6 +35,22 @@ def test_judge_closed_answers_by_what_the_question_expects():
     assert judge("code or pin", Expect(kind="choice", options=("code", "pin"))) == UNSURE
     assert judge("March third.", Expect(kind="date")) == COMPLETE
     assert judge("March", Expect(kind="date")) == UNSURE
+
+
+def test_judge_a_digit_string_of_a_range_of_lengths_on_the_grammars_count():
+    order = Expect(kind="digits", min_digits=5, max_digits=8)
+    # the grammar heard five digits and the chosen transcript agrees: it may be all, or not
+    assert judge("10001", order, grammar_text="one zero zero zero one") == IN_RANGE
+    assert judge("one zero zero zero one", order, grammar_text="one oh oh oh one") == IN_RANGE
+    assert judge("12345678", order, grammar_text="one two three four five six seven eight") == COMPLETE
+    # Whisper's "10,000" for a partial "one zero zero zero": the grammar's four words win
+    assert judge("10,000", order, grammar_text="one zero zero zero") == UNSURE
+    assert judge("10,000", order, grammar_text="one zero zero zero oh one") == UNSURE  # the counts differ
+    assert judge("12345", order) == UNSURE  # no grammar heard it (Whisper answered alone)
+    assert judge("1234", order, grammar_text="one two three four") == UNSURE  # short of the range
+    assert judge("123456789", order, grammar_text="one two three four five six seven eight nine") == UNSURE
+    # a fixed length is judged as before, with or without the grammar
+    assert judge("123456", Expect(kind="digits", min_digits=6, max_digits=6), grammar_text="") == COMPLETE
 
 
 def test_judge_open_speech_by_how_it_ends():
@@ -129,6 +145,26 @@ async def test_a_spoken_account_number_ends_when_all_eight_digits_are_heard(sett
         assert turn.endpoint_wait < 0.4 < session.endpointer.config.end_of_turn_ms / 1000
         assert turn.speculative and session.speculative_discarded == 0  # one decode for the turn
         assert session.premature_cutins == 0
+    finally:
+        await _close(core, pipeline, session)
+
+
+@pytest.mark.slow
+async def test_an_order_number_of_five_to_eight_digits_ends_once_five_are_heard(settings):
+    """A range of lengths: five digits may be all of it, so the turn ends after ``range_end_ms``
+    rather than the full window (and a caller who goes on within it is still in the same turn)."""
+    core, pipeline, session, driver = await _call(settings, "order_status", caller_id="+15550112")
+    try:
+        assert session.expect.kind == "digits" and session.expect.max_digits == 8, session.transcript
+        cfg = session.endpointer.config
+        said = utterance("one zero zero zero one", snr_db=30, seed=44, lead_s=0.3, trail_s=1.0)
+        await driver.feed(said.pcm)
+        await driver.wait_for_bot(60)
+        turn = session.turns[-1]
+        assert turn.early == IN_RANGE, (turn.as_dict(), session.transcript)
+        assert cfg.complete_end_ms / 1000 < turn.endpoint_wait < (cfg.range_end_ms + 100) / 1000, turn.as_dict()
+        assert turn.endpoint_wait < cfg.end_of_turn_ms / 1000
+        assert "10001" in "".join(ch for ch in session.transcript[-2][1] if ch.isdigit()), session.transcript
     finally:
         await _close(core, pipeline, session)
 

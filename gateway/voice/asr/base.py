@@ -19,6 +19,9 @@ class Transcript:
     ``confidence`` is in [0, 1] (engine-specific meaning: Whisper's mean token probability,
     pocketsphinx's posterior); ``audio_seconds`` the utterance length; ``decode_seconds`` the wall
     time of recognition itself; ``queue_seconds`` the time spent waiting for a free worker.
+    ``grammar_text`` is what the closed-set grammar heard in the same audio when it decoded it
+    (``None`` when it did not): one word per digit, so a digit count is exact there, where Whisper
+    may write "one zero zero zero" as "10,000".
     """
 
     text: str
@@ -27,6 +30,7 @@ class Transcript:
     audio_seconds: float
     decode_seconds: float
     queue_seconds: float = 0.0
+    grammar_text: str | None = None
 
 
 class AsrError(RuntimeError):

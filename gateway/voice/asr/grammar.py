@@ -200,6 +200,9 @@ _DIGIT_VALUE = {w: str(i) for i, w in enumerate(("zero", "one", "two", "three", 
 _DIGIT_VALUE.update({"oh": "0", "o": "0"})
 
 
+_ZEROS = re.compile("0+")
+
+
 def spoken_digits(text: str) -> str:
     """The digit string in a transcript, whether spoken ("four five oh") or written ("4-5-0")."""
     out = []
@@ -238,10 +241,12 @@ def prefer_open_engine(closed_text: str, open_text: str, expect: Expect) -> bool
     the closed grammar's own (pocketsphinx, Vosk), when both decoded the same turn.
 
     The grammar always returns something of the right shape, right or not; Whisper is the more
-    accurate listener at 8 kHz but writes "oh" as nothing ("one oh two three" -> "103"). So
-    Whisper's answer is taken when it fits the question (a digit count within bounds, a yes/no
+    accurate listener at 8 kHz but writes "oh" as nothing ("one oh two three" -> "103") and,
+    writing digits as a number, miscounts runs of zeros ("one zero zero zero one" -> "100001").
+    So Whisper's answer is taken when it fits the question (a digit count within bounds, a yes/no
     meaning, one of the options), unless it is short of the digits the grammar heard with an "oh"
-    among them; it is taken too when it is speech outside the question (:func:`out_of_grammar`:
+    among them, or differs from the grammar's digits only in how many zeros a run holds (the
+    grammar hears one word per digit); it is taken too when it is speech outside the question (:func:`out_of_grammar`:
     "I want to speak to an agent", "there's a wrong charge on my bill"), whatever the grammar
     made of it; otherwise the grammar's answer stands if it fits, and Whisper's if nothing fits.
     """
@@ -253,7 +258,10 @@ def prefer_open_engine(closed_text: str, open_text: str, expect: Expect) -> bool
         if not low <= len(heard) <= high:
             return other_speech or not closed_fits
         words = closed_text.split()
-        return not (closed_fits and "oh" in words and len(heard) < len(words))
+        if closed_fits and "oh" in words and len(heard) < len(words):
+            return False
+        said = spoken_digits(closed_text)
+        return not (closed_fits and heard != said and _ZEROS.sub("0", heard) == _ZEROS.sub("0", said))
     if expect.kind == "yesno":
         return bool(yes_no_meaning(open_text)) or other_speech or not closed_fits
     if expect.kind == "choice":

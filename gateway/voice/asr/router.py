@@ -22,6 +22,7 @@ bounded by a timeout and every failure is one ``AsrError``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -204,6 +205,8 @@ class AsrRouter:
             return await self._cross_checked(checker, pcm, sample_rate, expect, urgent)
         if expect.closed:
             result = await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
+            if self.closed is not self.whisper:
+                result = dataclasses.replace(result, grammar_text=result.text)
             if checker is None or not self._needs_fallback(result, expect):
                 return result
             self._stats["fallbacks"] += 1
@@ -212,7 +215,8 @@ class AsrRouter:
             again = await checker.recognize(pcm, sample_rate, expect, urgent=urgent)
             self._stats["fallback_seconds"] += again.decode_seconds + again.queue_seconds
             return Transcript(again.text, again.confidence, again.engine, again.audio_seconds,
-                              again.decode_seconds + result.decode_seconds, again.queue_seconds)
+                              again.decode_seconds + result.decode_seconds, again.queue_seconds,
+                              grammar_text=result.grammar_text)
         return await self.open.recognize(pcm, sample_rate, expect, urgent=urgent)
 
     async def _cross_checked(self, checker: RoutedEngine, pcm: bytes, sample_rate: int, expect: Expect,
@@ -243,6 +247,13 @@ class AsrRouter:
 
     async def _weigh(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
                      expect: Expect) -> Transcript:
+        result = await self._weighed(heard, grammar, expect)
+        if grammar.done() and not grammar.cancelled() and grammar.exception() is None:
+            result = dataclasses.replace(result, grammar_text=grammar.result().text)
+        return result
+
+    async def _weighed(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
+                       expect: Expect) -> Transcript:
         checker = self.checker.name if self.checker is not None else "the checker"
         try:
             closed: Transcript | None = await grammar
