@@ -28,7 +28,8 @@ OneCaller = Callable[[Any, float, int], Awaitable[dict[str, float]]]
 class NoopAsr:
     """Answers every turn at once with an empty transcript."""
 
-    saturated = False
+    def busy_for(self, expect: Any) -> bool:
+        return False
 
     async def start(self) -> None:
         return None

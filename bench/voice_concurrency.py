@@ -15,7 +15,7 @@ carries hiss at -60 dBFS, not digital zero. A finished journey hangs up and the 
 Reported per load, with the load average of the machine: the worst and p99 frame lateness (how
 late a tick ran; audio breaks up past ~100 ms), turn latency after the caller's last word
 (``TurnTimer.stages()["total"]``: endpointing included) p50/p95 for open and closed turns, the
-stage split, the recognizer queue waits, premature cut-ins, CPU, and memory (RSS of this process
+stage split (and the slowest turns whole), the recognizer queue waits, premature cut-ins, CPU, and memory (RSS of this process
 and every recognizer worker). A load is held when every frame was within 100 ms and turns stayed
 within the issue's targets: open p95 <= 1.2 s, closed p95 <= 0.5 s after the last word.
 
@@ -46,6 +46,8 @@ from gateway.voice.simulate import SimulatedControl
 LATE_LIMIT = 0.100
 OPEN_TARGET_S = 1.2
 CLOSED_TARGET_S = 0.5
+SLOWEST = 4
+"""The slowest turns of each load are printed with their whole stage split."""
 JOURNEY = ("I want to check the status of my order", "one, zero, zero, zero, one", "no thank you", "no thank you")
 """What each caller says, one turn after each of the bot's prompts (the order-status journey)."""
 KNOWN_CALLERS = ("+15551234567", "+15559876543", "+15552223333", "+15554445555", "+15556667777", "+15558889999")
@@ -191,6 +193,14 @@ async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech:
         await session.stop()
 
 
+def describe(t: Any) -> str:
+    """One turn's stage split and flags, for the slowest turns of a load."""
+    stages = " ".join(f"{k} {v * 1000:.0f}" for k, v in t.stages().items() if v is not None and k != "total")
+    flags = [f for f, on in (("premature", t.premature), ("speculative", t.speculative), ("cut", t.cut)) if on]
+    return (f"{t.stages()['total']:.2f} s {t.kind}/{t.expect_kind} engine {t.engine or '-'} early "
+            f"{t.early or '-'} {' '.join(flags)}: {stages}")
+
+
 async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, speech: list[list[bytes]]) -> dict[str, Any]:
     lateness: list[float] = []
     pids = worker_pids(pipeline)
@@ -227,6 +237,8 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, speech:
             f"{stage} {pct([s[stage] for s in sel if s[stage] is not None] or [0.0], 0.95) * 1000:.0f}"
             for stage in ("endpoint", "asr_queue", "asr_decode", "recognition", "queue", "dialog", "tts", "send"))
         out[f"{kind}_early"] = sum(1 for t in timers if t.kind == kind and t.early)
+    slow = sorted((t for t in timers if t.stages()["total"] is not None), key=lambda t: -(t.stages()["total"] or 0))
+    out["slowest"] = [describe(t) for t in slow[:SLOWEST]]
     out["held"] = (out["max_late"] <= LATE_LIMIT and not (out["open_p95"] > OPEN_TARGET_S)
                    and not (out["closed_p95"] > CLOSED_TARGET_S))
     return out
@@ -262,6 +274,8 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"        {kind} stage p95 (ms): {r[f'{kind}_stages']}; ended early {r[f'{kind}_early']}/{r[f'{kind}_n']}")
         print(f"        premature cut-ins {r['premature']}, barge-ins {r['barge_ins']}, "
               f"speculative decodes wasted {r['wasted']}")
+        for line in r["slowest"]:
+            print(f"        slowest: {line}")
         if r["held"]:
             best = max(best, calls)
     print(f"held (every frame within {LATE_LIMIT * 1000:.0f} ms, open p95 <= {OPEN_TARGET_S} s, closed p95 <= "

@@ -10,6 +10,7 @@ the speech engine tests cover.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +43,15 @@ class FakeTranscript:
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
     queue_seconds: float = 0.0
+    grammar_text: str | None = None
+    provisional: bool = False
 
 
 class ScriptedAsr:
     """Answers each utterance with the next scripted text (or raises what is scripted)."""
 
-    saturated = False  # a recognizer is always idle for a speculative decode
+    def busy_for(self, expect: Expect) -> bool:
+        return False  # a recognizer is always idle for a speculative decode
 
     def __init__(self, answers: list[object], *, by_call_order: bool = False):
         self.answers = list(answers)
@@ -385,6 +389,30 @@ async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, t
     assert len(asr.calls) == 1  # the speculative decode was used, not repeated
     turn = session.stats["turns"][0]
     assert turn["speculative"]
+    await session.stop()
+    await pipeline.close()
+
+
+class BusyWhisperAsr(ScriptedAsr):
+    """A machine whose Whisper is saturated: a speculative closed-set decode is the grammar's alone
+    (``provisional``, as ``AsrRouter`` returns it), the turn's own decode the checked one."""
+
+    async def recognize(self, pcm, sample_rate, expect, *, speculative=False):
+        heard = await super().recognize(pcm, sample_rate, expect, speculative=speculative)
+        return dataclasses.replace(heard, provisional=speculative)
+
+
+async def test_a_provisional_speculative_answer_ends_the_turn_but_is_decoded_again(tmp_path, tts):
+    core = ScriptedCore([Ask("Shall I text you the link?", expect=Expect(kind="yesno"))], {UserSaid: [Say("Done.")]})
+    asr = BusyWhisperAsr(["yes", "no thank you"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=120)
+    caller = utterance("no thank you", snr_db=25, seed=6)
+    await run_call(session, caller.pcm)
+    # the grammar's "yes" was complete, so the turn ended early; the answer is the checked decode's
+    assert [e.text for e in core.of(UserSaid)] == ["no thank you"]
+    assert len(asr.calls) == 2  # the pause decoded by the grammar alone, then the whole turn
+    turn = session.stats["turns"][0]
+    assert turn["early"] == "complete" and not turn["speculative"], turn
     await session.stop()
     await pipeline.close()
 

@@ -113,7 +113,9 @@ class ClosedSetEngine:
 
     @property
     def saturated(self) -> bool:
-        return False  # a few tens of milliseconds per request: never worth refusing work
+        # Requests wait for a worker: a speculative decode would only lengthen the line that
+        # ended turns stand in (the workers serve first come, first served).
+        return self.backlog > 0
 
     @property
     def restarts(self) -> int:

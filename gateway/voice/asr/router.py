@@ -50,12 +50,15 @@ MIN_WORKER_TIMEOUT_SECONDS = 5.0
 def whisper_fits(text: str, expect: Expect, *, loose: bool = False) -> bool:
     """Whisper's transcript answers the closed question by itself: all the digits of a fixed-length
     string, a yes or a no, exactly one option. ``loose`` (the grammar is queued behind other calls):
-    any digit count in bounds, accepting the rare "oh" Whisper drops rather than the wait."""
+    any digit count in bounds, accepting the rare "oh" Whisper drops rather than the wait, but not
+    a run of zeros, which Whisper miscounts when it writes the digits as a number."""
     if expect.kind == "digits":
         # A fixed length only, unless loose: Whisper writes a spoken "oh" as nothing, which a range hides.
         low, high = digit_bounds(expect)
-        count = len(spoken_digits(text))
-        return low <= count <= high if loose else low == high == count
+        heard = spoken_digits(text)
+        if loose:
+            return low <= len(heard) <= high and "00" not in heard
+        return low == high == len(heard)
     answer = answer_of(text, expect)
     return bool(answer) and "|" not in answer
 
@@ -121,7 +124,8 @@ class AsrRouter:
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
-                      "open_engine_preferred": 0, "whisper_first": 0}
+                      "open_engine_preferred": 0, "whisper_first": 0,
+                       "speculative_grammar_only": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -189,6 +193,15 @@ class AsrRouter:
         """Every Whisper worker is busy and utterances wait: no time for speculative work."""
         return any(engine.saturated for engine in self._running())
 
+    def busy_for(self, expect: Expect) -> bool:
+        """No time for a speculative decode of a turn that expects ``expect``. A closed set is
+        then decoded by the grammar alone (``recognize``), which costs a tenth of a second and is
+        refused only when the grammar itself is saturated: a loaded machine still ends a complete
+        yes or digit string early instead of waiting out the whole silence window."""
+        if expect.closed:
+            return self.closed.saturated
+        return self.saturated
+
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> Transcript:
         """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
 
@@ -201,8 +214,14 @@ class AsrRouter:
         if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
         checker = self.checker if self.checker is not self.closed else None
-        if expect.closed and checker is not None and self.cross_check:
+        if expect.closed and checker is not None and self.cross_check and not (speculative and checker.saturated):
             return await self._cross_checked(checker, pcm, sample_rate, expect, urgent)
+        if expect.closed and speculative and checker is not None and checker.saturated:
+            # A pause on a busy machine: the grammar alone judges whether the answer is complete;
+            # the turn's own decode (cross-checked) follows when more speech or no answer came.
+            self._stats["speculative_grammar_only"] += 1
+            result = await self.closed.recognize(pcm, sample_rate, expect, urgent=False)
+            return dataclasses.replace(result, grammar_text=result.text, provisional=True)
         if expect.closed:
             result = await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
             if self.closed is not self.whisper:
