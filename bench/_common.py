@@ -28,8 +28,7 @@ OneCaller = Callable[[Any, float, int], Awaitable[dict[str, float]]]
 class NoopAsr:
     """Answers every turn at once with an empty transcript."""
 
-    def busy_for(self, expect: Any) -> bool:
-        return False
+    saturated = False
 
     async def start(self) -> None:
         return None

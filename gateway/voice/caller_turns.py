@@ -53,13 +53,14 @@ MAX_SPECULATIVE_PER_TURN = 5
 """Speculative decodes per turn at most: a caller who pauses between groups of digits or phrases
 still gets one in the pause after the last of them (each new pause cancels the decode of the one
 before if it is still waiting); one who pauses often costs at most four wasted decodes, and none
-start while utterances wait for a recognizer (``AsrRouter.busy_for``)."""
+start while utterances wait for a recognizer (``AsrRouter.saturated``)."""
 
 
 class Recognizer(Protocol):
     """The pipeline's speech recognizer (``AsrRouter``) as a call uses it."""
 
-    def busy_for(self, expect: Expect) -> bool: ...
+    @property
+    def saturated(self) -> bool: ...
 
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
                         speculative: bool = False) -> Transcript: ...
@@ -211,24 +212,10 @@ class CallerTurns:
 
         return Utterance(asyncio.create_task(run()), expect, timer)
 
-    def _adopt(self, spec: Utterance, audio: bytes) -> Utterance:
-        """The speculative decode answers the turn (only silence followed it); a provisional one
-        (the grammar alone, on a busy machine) is decoded again in full, cross-check and all."""
-        spec.timer.speculative = True
-
-        async def confirmed() -> Transcript:
-            transcript = await spec.task
-            if not transcript.provisional:
-                return transcript
-            spec.timer.speculative = False
-            return await self._recognize_task(audio, spec.expect, spec.timer).task
-
-        return Utterance(asyncio.create_task(confirmed()), spec.expect, spec.timer)
-
     def _start_speculative(self, ev: SpeechPaused, expect: Expect) -> None:
         # A speculative decode only where a recognizer is idle: on a busy machine the turns that
         # have ended go first, and this turn simply waits for its window.
-        if self._speculative_count >= MAX_SPECULATIVE_PER_TURN or self.recognizer.busy_for(expect):
+        if self._speculative_count >= MAX_SPECULATIVE_PER_TURN or self.recognizer.saturated:
             return
         self._speculative_count += 1
         if self._speculative is not None:
@@ -263,6 +250,9 @@ class CallerTurns:
     # -- the end of a turn -------------------------------------------------------------------
     def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, expect: Expect, cut: bool) -> None:
         self.endpointer.disarm_no_input()
+        active = self.playback.active
+        if active is not None and active.held_for_caller and self.playback.paused:
+            self.cut("superseded")  # the answer held while the caller went on: this turn replaces it
         self._speculative_count = 0
         held, self._held_since = self._held_since, None
         # Words over the bot's statement answer no question yet: they are heard as open speech.
@@ -273,7 +263,8 @@ class CallerTurns:
         same_audio = spec is not None and (spec[0] == (ev.started_at, len(ev.audio)) or (
             isinstance(ev, SpeechEnded) and ev.pause and spec[0] == (ev.started_at, -ev.pause)))
         if spec is not None and same_audio and not cut and spec[1].expect == expect:
-            utt = self._adopt(spec[1], ev.audio)
+            utt = spec[1]
+            utt.timer.speculative = True
         else:
             if spec is not None:
                 spec[1].task.cancel()

@@ -30,6 +30,7 @@ class Prompt:
     barge_in: bool = True
     prompt_id: str = ""
     question: bool = False  # an ``Ask``: whatever the caller says over it is an answer
+    held_for_caller: bool = False  # an answer that came while the caller spoke on: paused until they stop
     closed: bool = False
     cut: bool = False
     finished: bool = False

@@ -49,7 +49,8 @@ class CallOpened:
 
 @dataclass(frozen=True)
 class ClearAudio:
-    """The caller cut the bot short (``cause``: ``barge-in`` or ``key``): drop buffered bot audio."""
+    """The caller cut the bot short (``cause``: ``barge-in``, ``key``, or ``superseded``: an answer held
+    while the caller spoke on, replaced by their new turn): drop buffered bot audio."""
 
     cause: str
 

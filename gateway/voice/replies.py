@@ -134,6 +134,11 @@ class BotReplies:
         self.endpointer.disarm_no_input()  # the timer restarts when this prompt has played
         prompt = self.playback.start_prompt(text, barge_in=barge_in, prompt_id=prompt_id, question=question)
         prompt.on_finished = lambda p: self._drained.set()
+        if timer is not None and self.endpointer.in_turn:
+            # The caller went on after their turn was ended: the answer does not start over them. It
+            # plays if their sound was no speech after all; a new turn of theirs replaces it.
+            prompt.held_for_caller = True
+            self.playback.pause()
 
         def first_frame(p: Prompt) -> None:
             self.transcript.append(("bot", text))  # what the caller heard, when it started

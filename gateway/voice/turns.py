@@ -70,10 +70,7 @@ class TurnTimer:
         self._decided = time.perf_counter()
 
     def recognition_started(self) -> None:
-        """The first decode of the turn's audio began (a provisional speculative decode, done
-        again in full, keeps its start: the turn waited for both)."""
-        if self._rec_start is None:
-            self._rec_start = time.perf_counter()
+        self._rec_start = time.perf_counter()
 
     def recognition_done(self) -> None:
         self._rec_done = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -13,7 +12,6 @@ from gateway.voice.asr import AsrRouter
 from gateway.voice.asr.grammar import answer_of, out_of_grammar, prefer_open_engine, spoken_digits, yes_no_meaning
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.router import whisper_fits
-from gateway.voice.asr.worker_loop import RECOGNIZER_NICE, WHISPER_NICE
 from tests.voice.conftest import MODEL_DIR
 from gateway.voice.audio import resample
 from tests.voice.speech_corpus import DIGIT_STRINGS, OPEN_SENTENCES, YES_NO, concatenate, utterance
@@ -132,50 +130,6 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
 
 
 @pytest.mark.slow
-async def test_whisper_workers_yield_the_cpu_to_the_grammar_and_both_to_the_gateway(pool: WhisperPool) -> None:
-    """Scheduling priority, read back from the kernel: the gateway's audio clock first, then the
-    closed-set grammar (a tenth of a second a turn), then Whisper."""
-    router = await _router(pool, cross_check=True)
-    try:
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        grammar = {os.getpriority(os.PRIO_PROCESS, pid) for pid in router.closed.worker_pids()}
-        whisper = {os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.worker_pids()}
-        assert grammar == {min(19, own + RECOGNIZER_NICE)}, grammar
-        assert whisper == {min(19, own + WHISPER_NICE)}, whisper
-        assert own < min(grammar) < min(whisper) or own >= 15  # (a gateway started very nice has no room)
-    finally:
-        await router.close()
-
-
-@pytest.mark.slow
-async def test_a_pause_on_a_busy_machine_is_judged_by_the_grammar_alone() -> None:
-    """Whisper saturated (its one worker decoding, another utterance waiting): a speculative decode
-    of a closed set is still started, by the grammar alone, marked provisional, and adds nothing
-    to Whisper's queue; an open turn's is not started; the turn's own decode is cross-checked."""
-    solo = WhisperPool(MODEL_DIR, workers=1, window_seconds=10.0, decode_timeout=90.0)
-    solo.start()
-    router = await _router(solo, cross_check=True, cross_check_wait_ms=0)
-    try:
-        long_turn = resample(concatenate([utterance(s) for s in OPEN_SENTENCES], gap_s=1.0), 8000, 16000)
-        busy = [solo.submit(long_turn), solo.submit(long_turn[: len(long_turn) // 4])]
-        while not solo.saturated:
-            await asyncio.sleep(0.01)
-        assert router.busy_for(Expect()) and not router.busy_for(Expect(kind="yesno"))
-        u = utterance("yes")
-        t = await router.recognize(u.pcm, 8000, Expect(kind="yesno"), speculative=True)
-        assert t.provisional and t.engine == "pocketsphinx" and t.grammar_text == t.text, t
-        assert router.stats["speculative_grammar_only"] == 1 and router.stats["cross_checks"] == 0
-        final = await router.recognize(u.pcm, 8000, Expect(kind="yesno"))
-        assert not final.provisional and router.stats["cross_checks"] == 1
-        for future in busy:
-            await asyncio.wait_for(asyncio.wrap_future(future), 90)
-        assert not router.busy_for(Expect())
-    finally:
-        await router.close()
-        solo.close()
-
-
-@pytest.mark.slow
 async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool: WhisperPool) -> None:
     """With every closed-set worker busy (a pool of one, a 24-digit grammar over 12 s of speech),
     a long decode for one call must not hold another call's account number, which Whisper heard
@@ -185,10 +139,6 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
         long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
         blocker = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm, 8000, digits(1, 24)))
         await asyncio.sleep(0.05)  # the grammar engine has taken the long request
-        assert not router.busy_for(digits(5, 8))  # its one worker is busy, but nothing waits for it
-        behind = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm[:16000], 8000, digits(1, 24)))
-        await asyncio.sleep(0.05)
-        assert router.busy_for(digits(5, 8))  # a request waits: no speculative decode joins the line
         account = utterance("four five six one two three seven nine", snr_db=30, seed=41)
         heard = await router.recognize(account.pcm, account.rate, digits(8, 8))
         assert not blocker.done(), "the long decode finished first: nothing was shown"
@@ -202,7 +152,6 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
         assert heard.engine == "whisper" and spoken_digits(heard.text) == "45612", heard
         assert heard.grammar_text is None  # no word count to end the turn early on (turn_end.judge)
         await blocker
-        await behind
     finally:
         await router.close()
 

@@ -10,7 +10,6 @@ the speech engine tests cover.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,14 +43,12 @@ class FakeTranscript:
     decode_seconds: float = 0.0
     queue_seconds: float = 0.0
     grammar_text: str | None = None
-    provisional: bool = False
 
 
 class ScriptedAsr:
     """Answers each utterance with the next scripted text (or raises what is scripted)."""
 
-    def busy_for(self, expect: Expect) -> bool:
-        return False  # a recognizer is always idle for a speculative decode
+    saturated = False  # a recognizer is always idle for a speculative decode
 
     def __init__(self, answers: list[object], *, by_call_order: bool = False):
         self.answers = list(answers)
@@ -393,26 +390,34 @@ async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, t
     await pipeline.close()
 
 
-class BusyWhisperAsr(ScriptedAsr):
-    """A machine whose Whisper is saturated: a speculative closed-set decode is the grammar's alone
-    (``provisional``, as ``AsrRouter`` returns it), the turn's own decode the checked one."""
+class SlowCore(ScriptedCore):
+    """A core that takes ``delay`` seconds of wall time to answer (a slow CRM lookup)."""
 
-    async def recognize(self, pcm, sample_rate, expect, *, speculative=False):
-        heard = await super().recognize(pcm, sample_rate, expect, speculative=speculative)
-        return dataclasses.replace(heard, provisional=speculative)
+    def __init__(self, *args, delay: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delay = delay
+
+    async def handle(self, conversation_id, event, *, session_id=""):
+        await asyncio.sleep(self.delay)
+        return await super().handle(conversation_id, event, session_id=session_id)
 
 
-async def test_a_provisional_speculative_answer_ends_the_turn_but_is_decoded_again(tmp_path, tts):
-    core = ScriptedCore([Ask("Shall I text you the link?", expect=Expect(kind="yesno"))], {UserSaid: [Say("Done.")]})
-    asr = BusyWhisperAsr(["yes", "no thank you"])
-    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=120)
-    caller = utterance("no thank you", snr_db=25, seed=6)
-    await run_call(session, caller.pcm)
-    # the grammar's "yes" was complete, so the turn ended early; the answer is the checked decode's
-    assert [e.text for e in core.of(UserSaid)] == ["no thank you"]
-    assert len(asr.calls) == 2  # the pause decoded by the grammar alone, then the whole turn
-    turn = session.stats["turns"][0]
-    assert turn["early"] == "complete" and not turn["speculative"], turn
+async def test_an_answer_does_not_start_over_a_caller_who_went_on(tmp_path, tts):
+    """The caller pauses past the window and goes on; the answer to the first half comes while
+    they speak. It waits instead of talking over them, and their new turn replaces it."""
+    core = SlowCore([Ask("How can I help?")], {UserSaid: lambda e: [Say(f"About {e.text}.")]}, delay=0.4)
+    asr = ScriptedAsr(["my order", "my order and my bill"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=0)
+    driver = CallDriver(session, realtime=True)
+    await driver.wait_for_bot(10)
+    first = utterance("I am calling about my order", snr_db=25, seed=7, lead_s=0.3, trail_s=0.75)
+    second = utterance("and there is a wrong charge on my bill", snr_db=25, seed=8, lead_s=0.0, trail_s=0.2)
+    await driver.feed(first.pcm + second.pcm)
+    await driver.wait_for_bot(10)
+    assert [e.text for e in core.of(UserSaid)] == ["my order", "my order and my bill"]
+    said = [text for who, text in session.transcript if who == "bot"]
+    assert said == ["How can I help?", "About my order and my bill."], session.transcript  # never "About my order."
+    assert session.stats["premature_cutins"] == 1
     await session.stop()
     await pipeline.close()
 

@@ -21,8 +21,7 @@ class Transcript:
     time of recognition itself; ``queue_seconds`` the time spent waiting for a free worker.
     ``grammar_text`` is what the closed-set grammar heard in the same audio when it decoded it
     (``None`` when it did not): one word per digit, so a digit count is exact there, where Whisper
-    may write "one zero zero zero" as "10,000". ``provisional``: a speculative closed-set answer
-    from the grammar alone (Whisper was busy): good to judge the turn's end by, not to answer it.
+    may write "one zero zero zero" as "10,000".
     """
 
     text: str
@@ -32,7 +31,6 @@ class Transcript:
     decode_seconds: float
     queue_seconds: float = 0.0
     grammar_text: str | None = None
-    provisional: bool = False
 
 
 class AsrError(RuntimeError):

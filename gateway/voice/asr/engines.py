@@ -113,9 +113,7 @@ class ClosedSetEngine:
 
     @property
     def saturated(self) -> bool:
-        # Requests wait for a worker: a speculative decode would only lengthen the line that
-        # ended turns stand in (the workers serve first come, first served).
-        return self.backlog > 0
+        return False  # a few tens of milliseconds per request: never worth refusing work
 
     @property
     def restarts(self) -> int:

@@ -124,8 +124,7 @@ class AsrRouter:
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
-                      "open_engine_preferred": 0, "whisper_first": 0,
-                       "speculative_grammar_only": 0}
+                      "open_engine_preferred": 0, "whisper_first": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -193,15 +192,6 @@ class AsrRouter:
         """Every Whisper worker is busy and utterances wait: no time for speculative work."""
         return any(engine.saturated for engine in self._running())
 
-    def busy_for(self, expect: Expect) -> bool:
-        """No time for a speculative decode of a turn that expects ``expect``. A closed set is
-        then decoded by the grammar alone (``recognize``), which costs a tenth of a second and is
-        refused only when the grammar itself is saturated: a loaded machine still ends a complete
-        yes or digit string early instead of waiting out the whole silence window."""
-        if expect.closed:
-            return self.closed.saturated
-        return self.saturated
-
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> Transcript:
         """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
 
@@ -214,14 +204,8 @@ class AsrRouter:
         if not pcm:
             return Transcript("", 0.0, "none", 0.0, 0.0)
         checker = self.checker if self.checker is not self.closed else None
-        if expect.closed and checker is not None and self.cross_check and not (speculative and checker.saturated):
+        if expect.closed and checker is not None and self.cross_check:
             return await self._cross_checked(checker, pcm, sample_rate, expect, urgent)
-        if expect.closed and speculative and checker is not None and checker.saturated:
-            # A pause on a busy machine: the grammar alone judges whether the answer is complete;
-            # the turn's own decode (cross-checked) follows when more speech or no answer came.
-            self._stats["speculative_grammar_only"] += 1
-            result = await self.closed.recognize(pcm, sample_rate, expect, urgent=False)
-            return dataclasses.replace(result, grammar_text=result.text, provisional=True)
         if expect.closed:
             result = await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
             if self.closed is not self.whisper:

@@ -16,7 +16,7 @@ import numpy as np
 
 from gateway.voice.asr.base import ENGINE_RATE
 from gateway.voice.asr.whisper import WhisperDecoder
-from gateway.voice.asr.worker_loop import WHISPER_NICE, serve_requests
+from gateway.voice.asr.worker_loop import serve_requests
 
 
 def _load(config: dict[str, Any]) -> WhisperDecoder:
@@ -28,7 +28,7 @@ def _load(config: dict[str, Any]) -> WhisperDecoder:
 def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
     """Worker process: load the model, warm it, then decode batches until told to stop."""
     serve_requests(conn, lambda: _load(config), lambda decoder, message: decoder.transcribe(message[1], message[0]),
-                   lambda _decoder: "whisper", nice=WHISPER_NICE)
+                   lambda _decoder: "whisper")
 
 
 if __name__ == "__main__":

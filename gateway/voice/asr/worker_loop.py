@@ -19,18 +19,13 @@ RECOGNIZER_NICE = 5
 """Recognizer processes run this much nicer than the gateway: when the cores are short, the
 20 ms audio clock of every call comes first and recognition waits (turns get slower, audio
 never breaks up). Five steps: the gateway gets about three times a worker's share."""
-WHISPER_NICE = 10
-"""Whisper workers run nicer still than the closed-set grammar: a grammar decode is a tenth of a
-second a turn, and on a busy machine it comes before a Whisper decode (five steps: about three
-times the share), so a caller's digits or yes are not held behind another caller's sentence."""
 
 
 def serve_requests(conn: Connection, load: Callable[[], T], handle: Callable[[T, Any], Any],
-                   name: Callable[[T], str], nice: int = RECOGNIZER_NICE) -> None:
-    """Load (``AsrError`` refuses to start), then answer requests one at a time until told to stop;
-    the process runs ``nice`` steps nicer than the gateway."""
+                   name: Callable[[T], str]) -> None:
+    """Load (``AsrError`` refuses to start), then answer requests one at a time until told to stop."""
     try:
-        os.nice(nice)
+        os.nice(RECOGNIZER_NICE)
     except OSError:  # not permitted here: the worker runs at the gateway's priority
         pass
     try:
