@@ -8,7 +8,9 @@ cannot tell a finished answer from a pause for breath. A speculative transcript 
   length, a yes or a no, one of the menu's options, a month and a day): end the turn after
   ``complete_end_ms`` of silence;
 - ``IN_RANGE``: a digit string whose length is a range (an order number of 5 to 8 digits) with a
-  count inside it, as the grammar counted it: it could be all of it or the caller could go on, so
+  count inside it, counted where the count can be trusted (the grammar heard the same count, or
+  the transcript writes the digits one by one, not as a number Whisper may have miscounted, like
+  "10,000" for "one zero zero zero"): it could be all of it or the caller could go on, so
   the turn ends after ``range_end_ms`` (VoiceXML's complete timeout; at the longest length it is
   ``COMPLETE``);
 - ``SENTENCE``: open speech that ends as a sentence does: end after ``sentence_end_ms``;
@@ -66,9 +68,10 @@ def judge(text: str, expect: Expect, grammar_text: str | None = None) -> str:
         count = len(spoken_digits(text))
         if expect.max_digits and low == high == count:
             return COMPLETE
-        # A range is judged on the grammar's words (one per digit), and only when the chosen
-        # transcript counts the same: then the count is what the caller said.
-        if not expect.max_digits or grammar_text is None or len(spoken_digits(grammar_text)) != count:
+        # A range is judged only on a count that can be trusted: the grammar's words (one per
+        # digit) counting the same, or digits written one by one ("1-0-0-0-1", "one zero zero").
+        agreed = grammar_text is not None and len(spoken_digits(grammar_text)) == count
+        if not expect.max_digits or not (agreed or _one_by_one(text)):
             return UNSURE
         return COMPLETE if count == high else IN_RANGE if low <= count < high else UNSURE
     if expect.closed:
@@ -82,6 +85,11 @@ def judge(text: str, expect: Expect, grammar_text: str | None = None) -> str:
     if _SENTENCE_END.search(text):
         return SENTENCE
     return UNSURE
+
+
+def _one_by_one(text: str) -> bool:
+    """The transcript writes each digit by itself (no numeral of two or more digits)."""
+    return all(len(run) == 1 for run in re.findall(r"\d+", text))
 
 
 def _complete_answer(text: str, expect: Expect) -> bool:

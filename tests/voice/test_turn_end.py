@@ -46,7 +46,11 @@ def test_judge_a_digit_string_of_a_range_of_lengths_on_the_grammars_count():
     # Whisper's "10,000" for a partial "one zero zero zero": the grammar's four words win
     assert judge("10,000", order, grammar_text="one zero zero zero") == UNSURE
     assert judge("10,000", order, grammar_text="one zero zero zero oh one") == UNSURE  # the counts differ
-    assert judge("12345", order) == UNSURE  # no grammar heard it (Whisper answered alone)
+    assert judge("12345", order) == UNSURE  # written as a number that no grammar counted
+    # digits written one by one are counted as they are, whatever the grammar made of them
+    assert judge("1-0-0-0-1.", order, grammar_text="one zero zero one") == IN_RANGE
+    assert judge("1-2-3-4-5", order) == IN_RANGE
+    assert judge("100,001", order, grammar_text="one zero zero one") == UNSURE
     assert judge("1234", order, grammar_text="one two three four") == UNSURE  # short of the range
     assert judge("123456789", order, grammar_text="one two three four five six seven eight nine") == UNSURE
     # a fixed length is judged as before, with or without the grammar
