@@ -365,7 +365,8 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
         said = {kind: len(v) for kind, v in by_kind.items()}
         asked = {kind: len(v) for kind, v in by_expect.items()}
         print(f"    turns by what the callers said {said}, by what the gateway asked {asked} "
-              "(a misheard digit string asks for it again)")
+              "(a misheard digit string asks for it again, and so does an order number that is not the "
+              "known caller's: every caller says the same one)")
         for kind in ("open", "closed"):
             sel = [t for t in turns if t["kind"] == kind]
             if not sel:
