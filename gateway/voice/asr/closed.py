@@ -25,7 +25,7 @@ from typing import Any
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import AsrError, Transcript
-from gateway.voice.asr.pool import START_TIMEOUT_SECONDS, WorkerProcess
+from gateway.voice.asr.pool import START_TIMEOUT_SECONDS, WorkerProcess, start_workers
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,7 @@ class ClosedSetProcess:
         with self._cond:
             if self._started:
                 return
-            workers = [WorkerProcess(self._config, i, module=MODULE, label=self.name) for i in range(self.size)]
-            try:
-                for worker in workers:
-                    worker.wait_ready(START_TIMEOUT_SECONDS)
-            except AsrError:
-                for worker in workers:
-                    worker.kill()
-                raise
-            self._workers = list(workers)
+            self._workers = list(start_workers(self._config, self.size, module=MODULE, label=self.name))
             self._idle = list(range(self.size))
             self._started = True
             log.info("%s ready: %d worker process(es)", self.name, self.size)

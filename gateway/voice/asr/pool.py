@@ -52,6 +52,20 @@ class _Request:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+def start_workers(config: dict[str, Any], size: int, **kwargs: str) -> list["WorkerProcess"]:
+    """Start ``size`` workers side by side and wait until every one is ready; if any cannot
+    start, every one is killed and the ``AsrError`` raised (``kwargs``: ``module``, ``label``)."""
+    workers = [WorkerProcess(config, i, **kwargs) for i in range(size)]
+    try:
+        for worker in workers:
+            worker.wait_ready(START_TIMEOUT_SECONDS)
+    except AsrError:
+        for worker in workers:
+            worker.kill()
+        raise
+    return workers
+
+
 class WorkerProcess:
     """One recognizer worker process (``python -m MODULE FD CONFIG_JSON``) and the socket to it.
 
@@ -170,15 +184,7 @@ class WhisperPool:
         check_model_dir(self.model_dir)
         if self._threads:
             return
-        workers = [WorkerProcess(self._config, i) for i in range(self.size)]
-        try:
-            for worker in workers:
-                worker.wait_ready(START_TIMEOUT_SECONDS)
-        except AsrError:
-            for worker in workers:
-                worker.kill()
-            raise
-        self._workers = list(workers)
+        self._workers = list(start_workers(self._config, self.size))
         for i in range(self.size):
             thread = threading.Thread(target=self._feed, args=(i,), name=f"asr-feed-{i}", daemon=True)
             thread.start()
