@@ -36,6 +36,9 @@ class NoopAsr:
     async def close(self) -> None:
         return None
 
+    def open_stream(self, expect: Any, sample_rate: int) -> None:
+        return None
+
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Any, *, speculative: bool = False) -> Any:
         from gateway.voice.asr import Transcript
 

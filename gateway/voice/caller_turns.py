@@ -7,6 +7,9 @@ connector to drop buffered audio). The session hands it each frame's endpointer 
 what the bot last asked (``on_endpoint``). Per turn: a speculative decode in the caller's pause
 (``_start_speculative``) whose transcript may end the turn sooner or later (``_judge_pause``,
 ``gateway/voice/turn_end.py``) and is reused when only silence followed it (``_end_of_turn``);
+at a closed question the turn's audio also streams to the closed-set recognizer as it comes
+(``_stream``): its answer so far is judged in every pause, and its final answer is in hand as
+the turn ends;
 speech over the bot's statement is held until it is known to be a nod or an interruption
 (``_backchannel_verdict``, ``gateway/voice/backchannel.py``); each turn's stage split goes to
 ``/metrics``, the log and the event log (``report``).
@@ -17,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import Transcript
+from gateway.voice.asr.streams import ClosedStream
 from gateway.voice.backchannel import is_backchannel
 from gateway.voice.endpoint import (
     EndpointEvent,
@@ -62,8 +66,10 @@ class Recognizer(Protocol):
     @property
     def saturated(self) -> bool: ...
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
-                        speculative: bool = False) -> Transcript: ...
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False,
+                        grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Transcript: ...
+
+    def open_stream(self, expect: Expect, sample_rate: int) -> ClosedStream | None: ...
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ class CallerTurns:
         self._over_statement = False  # this turn began over a statement of the bot's
         self._last_turn: TurnTimer | None = None
         self._last_decided_at = -1e9  # audio time of the last end-of-turn decision
+        self._stream: ClosedStream | None = None  # this turn's audio, decoded as it comes (closed sets)
+        self._stream_at = 0  # the endpointer's frame index the stream is fed up to
+        self._stream_bytes = 0  # bytes fed to it
+        self._snapshot: asyncio.Task[Transcript] | None = None  # its answer at the last pause
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -146,6 +156,7 @@ class CallerTurns:
         self._closed = True
         if self._speculative is not None:
             self._speculative[1].task.cancel()
+        self._end_stream()
 
     # -- per frame -----------------------------------------------------------------------
     def on_endpoint(self, events: list[EndpointEvent], now: float, expect: Expect) -> None:
@@ -168,12 +179,16 @@ class CallerTurns:
                         self._cut_in(ev.at)
                 else:
                     playback.resume()
+                self._open_stream(expect)
             elif isinstance(ev, SpeechPaused):
+                self._feed_stream()
+                self._snapshot_stream(ev, expect)
                 self._start_speculative(ev, expect)
             elif isinstance(ev, (SpeechEnded, MaxUtterance)):
                 self._end_of_turn(ev, expect, cut=isinstance(ev, MaxUtterance))
             elif isinstance(ev, NoInput):
                 self.work.put_nowait(NoInputElapsed(round(ev.waited, 2)))
+        self._feed_stream()
         self._check_held(now)
         held = self._held_since
         if held is not None and self.endpointer.talking and now - held > self.endpointer.config.backchannel_max_ms / 1000:
@@ -197,12 +212,14 @@ class CallerTurns:
         log.info("call %s: barge-in at %.2fs", self.call_id, onset)
 
     # -- recognition -----------------------------------------------------------------------
-    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False) -> Utterance:
+    def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False,
+                        grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Utterance:
         async def run() -> Transcript:
             timer.recognition_started()
+            extra = {"grammar": grammar} if grammar is not None else {}
             try:
                 transcript = await asyncio.wait_for(
-                    self.recognizer.recognize(audio, self.sample_rate, expect, speculative=speculative),
+                    self.recognizer.recognize(audio, self.sample_rate, expect, speculative=speculative, **extra),
                     RECOGNITION_TIMEOUT,
                 )
             finally:
@@ -222,7 +239,9 @@ class CallerTurns:
             self._speculative[1].task.cancel()
             self.speculative_discarded += 1
         expect = OPEN if self._over_statement else expect
-        utt = self._recognize_task(ev.audio, expect, TurnTimer(expect), speculative=True)
+        snap = self._snapshot if self._stream is not None and self._stream.expect == expect else None
+        utt = self._recognize_task(ev.audio, expect, TurnTimer(expect), speculative=True,
+                                   grammar=(lambda: asyncio.shield(snap)) if snap is not None else None)
         self._speculative = ((ev.started_at, -ev.serial), utt)
         utt.task.add_done_callback(lambda _task: self.progress.set())
         if self.endpointer.config.early_end:
@@ -247,6 +266,53 @@ class CallerTurns:
         if window is not None:
             self.endpointer.set_window(serial, window, verdict)
 
+    # -- the closed-set stream ----------------------------------------------------------------
+    def _open_stream(self, expect: Expect) -> None:
+        """A turn at a closed question starts: its audio streams to the closed-set recognizer."""
+        self._end_stream()
+        if not expect.closed or self._over_statement:
+            return  # words over the bot's statement are heard as open speech
+        self._stream = self.recognizer.open_stream(expect, self.sample_rate)
+        self._stream_at = self._stream_bytes = 0
+        self._feed_stream()
+
+    def _feed_stream(self) -> None:
+        stream = self._stream
+        if stream is None or not self.endpointer.in_turn:
+            return
+        pcm, self._stream_at = self.endpointer.audio_since(self._stream_at)
+        self._stream_bytes += len(pcm)
+        stream.feed(pcm)
+
+    def _snapshot_stream(self, ev: SpeechPaused, expect: Expect) -> None:
+        """In a pause: the stream's answer so far may end the turn sooner (``turn_end.judge``)."""
+        stream = self._stream
+        if stream is None or stream.expect != expect or stream.closed:
+            self._snapshot = None
+            return
+        self._snapshot = snap = asyncio.ensure_future(stream.snapshot())
+        if self.endpointer.config.early_end:
+            snap.add_done_callback(lambda _task: self._judge_snapshot(ev.serial, snap, expect))
+
+    def _judge_snapshot(self, serial: int, snap: asyncio.Future[Transcript], expect: Expect) -> None:
+        if self._closed or snap is not self._snapshot or snap.cancelled() or snap.exception() is not None:
+            return
+        text = snap.result().text
+        verdict = judge(text, expect, text)
+        cfg = self.endpointer.config
+        window = {COMPLETE: cfg.complete_end_ms, IN_RANGE: cfg.range_end_ms}.get(verdict)
+        if window is not None:
+            self.endpointer.set_window(serial, window, verdict)
+            self.progress.set()
+
+    def _end_stream(self, keep: bool = False) -> ClosedStream | None:
+        """The turn is over: its stream, handed over when ``keep`` (else dropped)."""
+        stream, self._stream, self._snapshot = self._stream, None, None
+        if stream is not None and not keep:
+            stream.drop()
+            return None
+        return stream
+
     # -- the end of a turn -------------------------------------------------------------------
     def _end_of_turn(self, ev: SpeechEnded | MaxUtterance, expect: Expect, cut: bool) -> None:
         self.endpointer.disarm_no_input()
@@ -262,14 +328,23 @@ class CallerTurns:
         # The speculative decode's audio is the turn's when only silence followed it.
         same_audio = spec is not None and (spec[0] == (ev.started_at, len(ev.audio)) or (
             isinstance(ev, SpeechEnded) and ev.pause and spec[0] == (ev.started_at, -ev.pause)))
+        stream = self._end_stream(keep=not cut)
         if spec is not None and same_audio and not cut and spec[1].expect == expect:
             utt = spec[1]
             utt.timer.speculative = True
+            if stream is not None:
+                stream.drop()
         else:
             if spec is not None:
                 spec[1].task.cancel()
                 self.speculative_discarded += 1
-            utt = self._recognize_task(ev.audio, expect, TurnTimer(expect))
+            finish = None
+            if stream is not None and stream.expect == expect:
+                stream.feed(ev.audio[self._stream_bytes:])  # the frames of this last tick
+                finish = stream.finish
+            elif stream is not None:
+                stream.drop()
+            utt = self._recognize_task(ev.audio, expect, TurnTimer(expect), grammar=finish)
         utt.timer.endpoint(speech_end=ev.at, decided=self.endpointer.now, cut=cut,
                            audio_seconds=len(ev.audio) / (2 * self.sample_rate))
         utt.timer.early = ev.early if isinstance(ev, SpeechEnded) else ""

@@ -514,12 +514,21 @@ class Endpointer:
             return max(self._start, fallback)
         return max(self._start, self._origin + (b + 1) * BLOCK_SECONDS)
 
-    def _utterance(self) -> bytes:
-        tail = self.config.tail_ms // FRAME_MS
+    def _skip(self) -> int:
         # Speech over the bot: the pre-roll holds the bot's own echo, which the recognizer would
         # hear as the caller's first word ("you're okay"), so only a little of it is kept.
-        skip = max(0, self._pre_count - BARGE_PRE_ROLL_MS // FRAME_MS) if self._barge else 0
-        return b"".join(self._audio[skip: self._last_speech_frame + tail])
+        return max(0, self._pre_count - BARGE_PRE_ROLL_MS // FRAME_MS) if self._barge else 0
+
+    def _utterance(self) -> bytes:
+        tail = self.config.tail_ms // FRAME_MS
+        return b"".join(self._audio[self._skip(): self._last_speech_frame + tail])
+
+    def audio_since(self, index: int) -> tuple[bytes, int]:
+        """The open turn's audio from frame ``index`` on, as its utterance begins (a recognizer
+        streaming the turn is fed this), and the index to go on from; nothing outside a turn."""
+        if self.state is not TurnState.SPEECH:
+            return b"", index
+        return b"".join(self._audio[max(index, self._skip()):]), len(self._audio)
 
     def _move(self, trigger: Trigger) -> None:
         """Take the transition ``trigger`` makes from the current state (``TRANSITIONS``)."""

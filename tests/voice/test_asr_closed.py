@@ -190,7 +190,8 @@ async def test_invalid_vosk_model_fails_the_router_start_from_its_worker(tmp_pat
 
 
 async def test_closed_sets_decode_in_a_worker_process_that_is_replaced_when_it_dies() -> None:
-    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=1), fallback=False)
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=1, closed_streaming=False),
+                       fallback=False)
     await router.start()
     try:
         [pid] = router.worker_pids()
@@ -208,8 +209,8 @@ async def test_closed_sets_decode_in_a_worker_process_that_is_replaced_when_it_d
 
 
 async def test_stalled_worker_is_an_asr_error_and_restarted() -> None:
-    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=1), fallback=False,
-                       timeout_seconds=3.0)
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=1, closed_streaming=False),
+                       fallback=False, timeout_seconds=3.0)
     await router.start()
     try:
         [pid] = router.worker_pids()

@@ -40,7 +40,8 @@ def test_pool_size_follows_the_cores_and_is_at_least_one() -> None:
 
 
 async def test_two_calls_digits_decode_side_by_side_in_two_workers() -> None:
-    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=2), fallback=False)
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=2, closed_streaming=False),
+                       fallback=False)
     await router.start()
     try:
         assert len(router.worker_pids()) == 2 and os.getpid() not in router.worker_pids()
@@ -61,7 +62,8 @@ async def test_two_calls_digits_decode_side_by_side_in_two_workers() -> None:
 
 
 async def test_backlog_counts_only_the_requests_beyond_the_workers() -> None:
-    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=2), fallback=False)
+    router = AsrRouter(AsrSettings(open_engine="pocketsphinx", closed_workers=2, closed_streaming=False),
+                       fallback=False)
     await router.start()
     try:
         clip = utterance(DIGITS)

@@ -60,6 +60,9 @@ class ScriptedAsr:
     def _next(self) -> object:
         return self.answers.pop(0) if self.answers else ""
 
+    def open_stream(self, expect: Expect, sample_rate: int) -> None:
+        return None  # scripted answers only: no closed-set stream
+
     async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> FakeTranscript:
         self.calls.append((pcm, sample_rate, expect))
         early = self._next() if self.by_call_order else None

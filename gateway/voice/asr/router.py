@@ -12,6 +12,11 @@ better listener except for "oh". Once the grammar has answered, Whisper gets at 
 it, a closed-set answer that is empty, does not fit (wrong digit count) or falls under
 ``fallback_confidence`` is decoded again by Whisper when it runs.
 
+With ``closed_streaming`` (the default, pocketsphinx only) a closed-set turn is decoded while the
+caller speaks (``streams.ClosedStreams``): the call opens a stream when its turn starts and
+passes the stream's answer as ``grammar``; the turn is decoded whole by the closed-set pool only
+when the stream could not be had or failed.
+
 Every engine, Whisper included, is a :class:`~gateway.voice.asr.engines.RoutedEngine` the router
 holds by its configured name and its role (``open``, ``closed``, ``checker``); none is special
 cased. All decode in worker pools (``closed.ClosedSetProcess``, ``pool.WhisperPool``): the
@@ -26,7 +31,7 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
@@ -35,6 +40,7 @@ from gateway.voice.asr.closed import ClosedSetProcess, closed_workers_for
 from gateway.voice.asr.engines import ClosedSetEngine, RoutedEngine, WhisperEngine
 from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
+from gateway.voice.asr.streams import ClosedStream, ClosedStreams
 from gateway.voice.audio import SAMPLE_WIDTH
 
 log = logging.getLogger(__name__)
@@ -123,8 +129,10 @@ class AsrRouter:
         """The cross-checking engine (set at ``start``)."""
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
+        self.streams: ClosedStreams | None = None
+        """Closed-set turns decoded as they are spoken (set at ``start`` when ``closed_streaming``)."""
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
-                      "open_engine_preferred": 0, "whisper_first": 0}
+                      "open_engine_preferred": 0, "whisper_first": 0, "streamed": 0, "stream_failed": 0}
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -132,7 +140,9 @@ class AsrRouter:
     @property
     def stats(self) -> dict[str, float]:
         """Counters of what the router did, with the Whisper pool's restarts."""
-        return {**self._stats, "whisper_restarts": self.whisper.restarts}
+        streams = self.streams.stats if self.streams is not None else {}
+        return {**self._stats, "whisper_restarts": self.whisper.restarts,
+                **{f"streams_{k}": v for k, v in streams.items()}}
 
     def _running(self) -> list[RoutedEngine]:
         """The engines that run: the configured ones, and Whisper to check the closed sets when
@@ -148,6 +158,13 @@ class AsrRouter:
         for engine in sorted(running, key=lambda e: e is self.whisper):  # closed-set workers first
             await engine.start()
         self.checker = self.whisper if self.fallback and self.whisper in running else None
+        if self.settings.closed_streaming and self.closed_engine == "pocketsphinx":
+            streams = ClosedStreams(self.closed_workers)
+            try:
+                await asyncio.to_thread(streams.start)
+                self.streams = streams
+            except AsrError as exc:
+                log.warning("closed-set streams unavailable (%s); closed sets are decoded whole", exc)
         self._started = True
 
     def _pocketsphinx(self) -> ClosedSetProcess:
@@ -176,12 +193,16 @@ class AsrRouter:
 
     def worker_pids(self) -> list[int]:
         """Process ids of every recognizer worker (closed-set and Whisper), for diagnostics."""
-        return [pid for engine in self._running() for pid in engine.worker_pids()]
+        streams = self.streams.worker_pids() if self.streams is not None else []
+        return [pid for engine in self._running() for pid in engine.worker_pids()] + streams
 
     async def close(self) -> None:
         """Stop worker processes and threads."""
         for engine in self._running():
             await engine.close()
+        if self.streams is not None:
+            await asyncio.to_thread(self.streams.close)
+            self.streams = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False
 
@@ -192,11 +213,19 @@ class AsrRouter:
         """Every Whisper worker is busy and utterances wait: no time for speculative work."""
         return any(engine.saturated for engine in self._running())
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> Transcript:
+    def open_stream(self, expect: Expect, sample_rate: int) -> ClosedStream | None:
+        """A stream to decode a closed-set turn as it is spoken, or None (module docstring)."""
+        if self.streams is None or not expect.closed:
+            return None
+        return self.streams.open(expect, sample_rate)
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False,
+                        grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Transcript:
         """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
 
         ``speculative``: the turn may not be over (a decode in a pause); Whisper serves every
-        ended turn waiting before it."""
+        ended turn waiting before it. ``grammar``: the closed-set answer of a stream fed this
+        turn's audio (``open_stream``); when it fails, the audio is decoded whole instead."""
         urgent = not speculative
         if not self._started:
             raise AsrError("speech recognition is not started")
@@ -205,9 +234,9 @@ class AsrRouter:
             return Transcript("", 0.0, "none", 0.0, 0.0)
         checker = self.checker if self.checker is not self.closed else None
         if expect.closed and checker is not None and self.cross_check:
-            return await self._cross_checked(checker, pcm, sample_rate, expect, urgent)
+            return await self._cross_checked(checker, pcm, sample_rate, expect, urgent, grammar)
         if expect.closed:
-            result = await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
+            result = await self._grammar(pcm, sample_rate, expect, urgent, grammar)
             if self.closed is not self.whisper:
                 result = dataclasses.replace(result, grammar_text=result.text)
             if checker is None or not self._needs_fallback(result, expect):
@@ -222,26 +251,41 @@ class AsrRouter:
                               grammar_text=result.grammar_text)
         return await self.open.recognize(pcm, sample_rate, expect, urgent=urgent)
 
+    async def _grammar(self, pcm: bytes, sample_rate: int, expect: Expect, urgent: bool,
+                       grammar: Callable[[], Awaitable[Transcript]] | None) -> Transcript:
+        """The closed-set engine's answer: the stream's when it has one, else a whole decode."""
+        if grammar is not None:
+            try:
+                result = await grammar()
+                self._stats["streamed"] += 1
+                return result
+            except AsrError as exc:
+                self._stats["stream_failed"] += 1
+                log.info("closed-set stream gave no answer (%s); decoding the turn whole", exc)
+        return await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
+
     async def _cross_checked(self, checker: RoutedEngine, pcm: bytes, sample_rate: int, expect: Expect,
-                             urgent: bool = True) -> Transcript:
+                             urgent: bool = True,
+                             grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Transcript:
         """A closed-set turn decoded by the closed engine and the checker at once (module docstring)."""
         self._stats["cross_checks"] += 1
         heard = asyncio.ensure_future(checker.recognize(pcm, sample_rate, expect, urgent=urgent))
         try:
-            return await self._choose(heard, pcm, sample_rate, expect)
+            return await self._choose(heard, pcm, sample_rate, expect, urgent, grammar)
         finally:
             # Answered late, or the turn was dropped: a request still queued never reaches a worker.
             heard.cancel()
 
     async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
-                      expect: Expect) -> Transcript:
-        grammar = asyncio.ensure_future(self.closed.recognize(pcm, sample_rate, expect))
+                      expect: Expect, urgent: bool,
+                      stream: Callable[[], Awaitable[Transcript]] | None) -> Transcript:
+        grammar = asyncio.ensure_future(self._grammar(pcm, sample_rate, expect, urgent, stream))
         try:
             # The checker first with an answer that fits: the grammar's answer could not replace it
             # (prefer_open_engine), so this turn does not wait in the closed engine's queue.
             await asyncio.wait({grammar, heard}, return_when=asyncio.FIRST_COMPLETED)
             if (not grammar.done() and heard.done() and not heard.cancelled() and heard.exception() is None
-                    and whisper_fits(heard.result().text, expect, loose=self._grammar_queued())):
+                    and whisper_fits(heard.result().text, expect, loose=stream is None and self._grammar_queued())):
                 self._stats["whisper_first"] += 1
                 return heard.result()
             return await self._weigh(heard, grammar, expect)

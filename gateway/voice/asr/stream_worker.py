@@ -1,0 +1,249 @@
+"""Closed-set streams in one process: ``python -m gateway.voice.asr.stream_worker FD CONFIG_JSON``.
+
+Started by ``gateway.voice.asr.streams.ClosedStreams``. Each stream is one caller turn at a
+closed question, decoded by pocketsphinx while the caller speaks: the gateway sends the turn's
+audio as it arrives, and the answer is in hand a few milliseconds after the turn ends instead of
+after a whole-utterance decode queued behind other calls' (it costs about 2 % of a core per
+speaking caller). Each stream has a decoder of its own (a decoder decodes one utterance at a
+time); decoders load a dictionary of the grammar's words only, taken from one full dictionary
+the process keeps, so each costs about 6 MB, and are reused by later streams.
+
+Messages from the gateway (tuples; ``None`` stops the process):
+
+- ``("open", sid, sample_rate, expect)``: a new stream for a closed ``Expect``;
+- ``("audio", sid, pcm)``: more of the turn (16-bit mono at the stream's rate);
+- ``("snap", sid, token)``: answered ``("snap", sid, token, Transcript)``, the best answer so far;
+- ``("end", sid)``: answered ``("final", sid, Transcript)``; the stream is over;
+- ``("drop", sid)``: the stream is over, no answer.
+
+A stream that cannot go on is answered ``("error", sid, message)`` and forgotten; later messages
+for it are ignored. The process answers ``("ready", pid)`` once loaded (``("failed", message)``
+if it cannot load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import soxr
+
+from gateway.core.actions import Expect
+from gateway.voice.asr.base import ENGINE_RATE, AsrError, Transcript
+from gateway.voice.asr.sphinx import Searches, new_decoder, telephone_noise
+
+MAX_STREAMS = 64
+"""Streams open at once in one process (each holds a decoder of ~6 MB); more are refused and
+those turns are decoded whole by the closed-set pool instead."""
+MAX_STREAM_SECONDS = 60.0
+"""Audio one stream may receive (the endpointer ends turns at 20 s by default)."""
+NARROWBAND_CMN = "41.10,26.38,-48.76,27.00,-20.43,-26.63,14.98,-35.57,-2.37,-6.39,-25.59,7.43,-16.51"
+"""Where each stream's cepstral mean starts: the mean over whole utterances of telephone speech
+(8 kHz, G.711, through the noise floor; ``bench.asr --cmn`` measures it on the open sentences of
+the speech corpus). A stream cannot normalize over the whole utterance as a whole-utterance
+decode does; started from pocketsphinx's wideband default or from whatever the decoder last
+heard, it got 13 of 24 digit strings and 23-24 of 32 yes/no answers right on the 8 kHz corpus,
+from this 15 and 25 (whole-utterance decodes without the best-path pass: 15 and 24)."""
+NOISE_TABLE_SECONDS = 4.0
+"""The telephone-band noise floor is a precomputed table this long, laid under the audio in turn."""
+_GRAMMAR_WORDS = re.compile(r"[a-z][a-z']*")
+
+
+@dataclass
+class _Stream:
+    searches: Searches
+    expect: Expect
+    rate: int
+    resampler: Any
+    samples: int = 0  # at the stream's own rate
+    started: float = field(default_factory=time.perf_counter)
+
+
+class StreamDecoders:
+    """The streams of one process and the decoders they borrow."""
+
+    name = "pocketsphinx"
+
+    def __init__(self) -> None:
+        self._lexicon = new_decoder()  # the full dictionary: which words exist, how they are said
+        self._free: list[Searches] = []
+        self._streams: dict[int, _Stream] = {}
+        self._noise: dict[int, np.ndarray] = {}
+
+    def has(self, sid: int) -> bool:
+        return sid in self._streams
+
+    def _known(self, word: str) -> bool:
+        return self._lexicon.lookup_word(word) is not None
+
+    def _decoder(self) -> Searches:
+        if self._free:
+            return self._free.pop()
+        path = os.devnull  # an empty dictionary: the grammar's words are added as they are needed
+        # No best-path rescoring: it cost 50-160 ms at the end of every utterance (the wait this
+        # process exists to remove) for 2 more of 24 digit strings right, which the Whisper
+        # cross-check catches anyway.
+        return Searches(new_decoder(dict=path, bestpath=False), self._known)
+
+    def _add_words(self, searches: Searches, grammar: str) -> None:
+        """Teach a small-dictionary decoder every pronunciation of the grammar's words."""
+        body = grammar.split(";", 2)[-1]  # past the JSGF header and the grammar name
+        decoder = searches.decoder
+        for word in set(_GRAMMAR_WORDS.findall(body)):
+            if decoder.lookup_word(word) is not None:
+                continue
+            variant, n = word, 1
+            while (phones := self._lexicon.lookup_word(variant)) is not None:
+                decoder.add_word(variant, phones, True)
+                n += 1
+                variant = f"{word}({n})"
+
+    def open(self, sid: int, rate: int, expect: Expect) -> None:
+        if sid in self._streams:
+            raise AsrError(f"stream {sid} is already open")
+        if len(self._streams) >= MAX_STREAMS:
+            raise AsrError(f"{MAX_STREAMS} streams are open in this process")
+        if not 4000 <= rate <= 48000:
+            raise AsrError(f"unsupported sample rate {rate} Hz")
+        searches = self._decoder()
+        try:
+            searches.activate(expect, lambda grammar: self._add_words(searches, grammar))
+            searches.decoder.start_utt()
+            if rate < ENGINE_RATE:
+                searches.decoder.set_cmn(NARROWBAND_CMN)
+        except (AsrError, RuntimeError, ValueError):
+            self._free.append(searches)
+            raise
+        resampler = soxr.ResampleStream(rate, ENGINE_RATE, 1, dtype="int16") if rate != ENGINE_RATE else None
+        self._streams[sid] = _Stream(searches, expect, rate, resampler)
+
+    def _noise_for(self, rate: int) -> np.ndarray:
+        if rate not in self._noise:
+            self._noise[rate] = telephone_noise(int(NOISE_TABLE_SECONDS * rate), rate, rate)
+        return self._noise[rate]
+
+    def audio(self, sid: int, pcm: bytes, last: bool = False) -> None:
+        stream = self._streams[sid]
+        if len(pcm) % 2:
+            raise AsrError(f"audio of {len(pcm)} bytes is not 16-bit PCM")
+        x = np.frombuffer(pcm, dtype="<i2")
+        if stream.samples + len(x) > MAX_STREAM_SECONDS * stream.rate:
+            raise AsrError(f"stream {sid} is longer than {MAX_STREAM_SECONDS:.0f} s")
+        if stream.rate < ENGINE_RATE and len(x):
+            # The narrowband noise floor (sphinx.prepare_audio), from a table instead of per utterance.
+            table = self._noise_for(stream.rate)
+            at = np.arange(stream.samples, stream.samples + len(x)) % len(table)
+            x = np.clip(x.astype(np.float32) + table[at] * 32768.0, -32768, 32767).astype(np.int16)
+        stream.samples += len(x)
+        if stream.resampler is not None:
+            x = stream.resampler.resample_chunk(x, last=last)
+        if len(x):
+            stream.searches.decoder.process_raw(np.ascontiguousarray(x, dtype="<i2").tobytes(), full_utt=False)
+
+    def snapshot(self, sid: int) -> Transcript:
+        stream = self._streams[sid]
+        return self._transcript(stream, *stream.searches.read_hypothesis(stream.expect), 0.0)
+
+    def end(self, sid: int) -> Transcript:
+        stream = self._streams[sid]
+        start = time.perf_counter()
+        try:
+            self.audio(sid, b"", last=True)  # the resampler's tail
+            stream.searches.decoder.end_utt()
+            text, confidence = stream.searches.read_hypothesis(stream.expect)
+        finally:
+            self._release(sid)
+        return self._transcript(stream, text, confidence, time.perf_counter() - start)
+
+    def drop(self, sid: int) -> None:
+        stream = self._streams.get(sid)
+        if stream is None:
+            return
+        try:
+            stream.searches.decoder.end_utt()
+        except (RuntimeError, ValueError):
+            pass
+        self._release(sid)
+
+    def _release(self, sid: int) -> None:
+        stream = self._streams.pop(sid)
+        self._free.append(stream.searches)
+
+    def _transcript(self, stream: _Stream, text: str, confidence: float, decode: float) -> Transcript:
+        return Transcript(text=text, confidence=confidence, engine=self.name,
+                          audio_seconds=stream.samples / stream.rate, decode_seconds=decode)
+
+    def forget(self, sid: int) -> None:
+        """A stream that failed: its decoder is dropped (its state is unknown)."""
+        stream = self._streams.pop(sid, None)
+        if stream is not None:
+            try:
+                stream.searches.decoder.end_utt()
+                self._free.append(stream.searches)
+            except (RuntimeError, ValueError):
+                pass
+
+
+def handle(decoders: StreamDecoders, message: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """One message from the gateway; the reply to send, if any."""
+    op, sid = message[0], message[1]
+    if op != "open" and not decoders.has(sid):
+        return None  # a stream that failed or was dropped: its late audio is ignored
+    try:
+        if op == "open":
+            decoders.open(sid, int(message[2]), message[3])
+        elif op == "audio":
+            decoders.audio(sid, message[2])
+        elif op == "snap":
+            return ("snap", sid, message[2], decoders.snapshot(sid))
+        elif op == "end":
+            return ("final", sid, decoders.end(sid))
+        elif op == "drop":
+            decoders.drop(sid)
+        else:
+            raise AsrError(f"unknown stream message {op!r}")
+    except AsrError as exc:
+        decoders.forget(sid)
+        return ("error", sid, str(exc))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        decoders.forget(sid)
+        return ("error", sid, f"pocketsphinx failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _worker_main(conn: Connection, _config: dict[str, Any]) -> None:
+    """Load, warm, then serve stream messages in order until told to stop.
+
+    Unlike the whole-utterance recognizers, this process runs at the gateway's own priority: its
+    work is small and in the path of every closed-set answer, and it must not queue behind
+    Whisper's decodes on a busy machine."""
+    try:
+        decoders = StreamDecoders()
+        decoders.open(0, 8000, Expect(kind="yesno"))  # warm: load the model, compile a grammar
+        decoders.audio(0, b"\x00\x00" * 8000)
+        decoders.end(0)
+    except AsrError as exc:
+        conn.send(("failed", str(exc)))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        reply = handle(decoders, message)
+        if reply is not None:
+            conn.send(reply)
+
+
+if __name__ == "__main__":
+    _worker_main(Connection(int(sys.argv[1])), json.loads(sys.argv[2]))
