@@ -1,6 +1,7 @@
 """Speech recognition on this machine, at 8 kHz: accuracy and cost per engine.
 
     .venv/bin/python -m bench.asr [--quick]
+    .venv/bin/python -m bench.asr --cmn     # the streams' narrowband cepstral mean (stream_worker)
 
 Corpus (synthesized, so words and boundaries are known): hibari voice "heart" and two
 formant-shifted variants, 0.5 s of silence around each utterance, 300-3400 Hz telephone band,
@@ -9,8 +10,9 @@ a third with pink noise at 10 dB. Closed sets: digit strings and yes/no answers,
 
 Prints WER, CPU and wall seconds per utterance, real-time factor and p50/p95 latency for:
 Whisper with the padded 30 s encoder window vs the short window, Whisper batched decoding,
-pocketsphinx on closed grammars (8 kHz resampled up, and 16 kHz wideband for reference), Whisper
-on the same closed sets, and the router's pocketsphinx -> Whisper fallback.
+pocketsphinx on closed grammars (8 kHz resampled up, and 16 kHz wideband for reference), the
+same grammars streamed (fed 100 ms at a time, as a call feeds ``ClosedStreams``), Whisper on the
+same closed sets, and the router's pocketsphinx -> Whisper fallback and cross-check.
 
 Then rejection: agent phrases and other out-of-grammar sentences (same voices and line) spoken at
 a digits step (5-8 digits) and a yes/no step. "False accepts" are those the core takes as an
@@ -36,8 +38,10 @@ from gateway.voice.asr.grammar import (answer_of, digit_bounds, plausible, prefe
                                       yes_no_meaning)
 from gateway.voice.asr.router import resolve_path
 from gateway.voice.asr.sphinx import PocketsphinxEngine
+from gateway.voice.asr.stream_worker import StreamDecoders
 from gateway.voice.asr.whisper import WhisperDecoder
 from tests.voice.speech_corpus import DIGIT_STRINGS, OPEN_SENTENCES, YES_NO, Utterance, utterance
+from tests.voice.speech_corpus import VOICES as ALL_VOICES
 
 VOICES = ("heart", "heart-low", "heart-high")
 AGENT_PHRASES = ("I want to speak to an agent", "agent", "representative", "operator", "let me talk to a person",
@@ -128,7 +132,10 @@ def bench_closed(name: str, recognize, cases: list[tuple[Utterance, str]], expec
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller corpus")
+    parser.add_argument("--cmn", action="store_true", help="print the streams' narrowband cepstral mean and stop")
     args = parser.parse_args(argv)
+    if args.cmn:
+        return print_cmn()
     settings = AsrSettings()
     model_dir = resolve_path(settings.whisper_model_dir, None)
     corpus = open_corpus(args.quick)
@@ -168,6 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         r = decoder.transcribe([x])[0]
         return r.text, r.confidence
 
+    streams = StreamDecoders()
+    sid = iter(range(1, 1_000_000))
+
+    def streamed(pcm: bytes, rate: int, expect: Expect) -> tuple[str, float]:
+        n = next(sid)
+        streams.open(n, rate, expect)
+        step = rate * 2 // 10
+        for i in range(0, len(pcm), step):
+            streams.audio(n, pcm[i:i + step])
+        t = streams.end(n)
+        return t.text, t.confidence
+
     def routed(pcm: bytes, rate: int, expect: Expect) -> tuple[str, float]:
         t = sphinx.recognize(pcm, rate, expect)
         if plausible(t.text, expect):
@@ -182,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     bench_closed("pocketsphinx digits 8k->16k", ps, digits8, expect_digits, digits_right)
     bench_closed("pocketsphinx digits 8k, any length", ps, digits8, lambda _d: Expect(kind="digits"), digits_right)
     bench_closed("pocketsphinx yes/no 8k->16k", ps, yesno8, expect_yesno, yesno_right)
+    bench_closed("pocketsphinx stream digits 8k", streamed, digits8, expect_digits, digits_right)
+    bench_closed("pocketsphinx stream yes/no 8k", streamed, yesno8, expect_yesno, yesno_right)
+    print("  (stream rows: wall and cpu include feeding the whole utterance; a call feeds it while the caller "
+          "speaks and waits only for the end, about 1 ms)")
     bench_closed("pocketsphinx digits 16k wideband", ps, digits16, expect_digits, digits_right)
     bench_closed("pocketsphinx yes/no 16k wideband", ps, yesno16, expect_yesno, yesno_right)
     bench_closed("whisper 10 s digits 8k", wh, digits8, expect_digits, digits_right)
@@ -202,9 +225,33 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_closed("pocketsphinx+whisper digits 8k", cross_checked, digits8, expect_digits, digits_right)
     bench_closed("pocketsphinx+whisper yes/no 8k", cross_checked, yesno8, expect_yesno, yesno_right)
+
+    def stream_checked(pcm: bytes, rate: int, expect: Expect) -> tuple[str, float]:
+        closed_text, closed_conf = streamed(pcm, rate, expect)
+        text, conf = wh(pcm, rate, expect)
+        return (text, conf) if prefer_open_engine(closed_text, text, expect) else (closed_text, closed_conf)
+
+    bench_closed("pocketsphinx stream+whisper digits 8k", stream_checked, digits8, expect_digits, digits_right)
+    bench_closed("pocketsphinx stream+whisper yes/no 8k", stream_checked, yesno8, expect_yesno, yesno_right)
     print(f"  cross-check (cost: both engines, run at once by the router): whisper changed the grammar's "
           f"answer {sum(preferred)} times of {len(digits8) + len(yesno8)}")
     bench_rejection(sphinx, decoder, digits8, yesno8, args.quick)
+    return 0
+
+
+def print_cmn() -> int:
+    """The mean cepstrum of whole telephone utterances (every voice of the speech corpus, its open
+    sentences, 8 kHz mu-law through the noise floor): where a closed-set stream's live cepstral
+    mean normalization starts (``stream_worker.NARROWBAND_CMN``)."""
+    sphinx = PocketsphinxEngine()
+    means = []
+    for text in OPEN_SENTENCES:
+        for voice in ALL_VOICES:
+            u = utterance(text, voice=voice, rate=8000, telephone=True, ulaw=True)
+            sphinx.recognize(u.pcm, u.rate, Expect(kind="yesno"))  # a whole-utterance decode: batch CMN
+            means.append([float(v) for v in sphinx._decoder.get_cmn().split(",")])
+    print(f"{len(means)} utterances; mean cepstrum:")
+    print(",".join(f"{v:.2f}" for v in np.mean(means, axis=0)))
     return 0
 
 

@@ -10,6 +10,9 @@ from gateway.core.actions import Expect
 
 ENGINE_RATE = 16000
 """Every engine here decodes 16 kHz audio; 8 kHz calls are resampled up before decoding."""
+MAX_STREAMS = 64
+"""Closed-set streams open at once in one stream process (``stream_worker``; each holds a decoder
+of ~6 MB); more are refused and those turns are decoded whole by the closed-set pool instead."""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,10 @@ class AsrRouter:
         self.open_engine = settings.open_engine
         if settings.vosk_model_dir and "vosk" not in (self.open_engine, self.closed_engine):
             self.closed_engine = "vosk"  # a configured Vosk model takes the closed sets
+        self.streaming = settings.closed_streaming and self.closed_engine == "pocketsphinx"
+        # With streams (one process per core) the whole-utterance pool only takes the turns a stream
+        # could not: one process is enough unless closed_workers says otherwise (~80 MB each).
+        self.whole_workers = 1 if self.streaming and not settings.closed_workers else self.closed_workers
         self.whisper = WhisperEngine(settings, resolve_path(settings.whisper_model_dir, None), timeout_seconds,
                                      pool=whisper)
         makers: dict[str, Callable[[], RoutedEngine]] = {
@@ -158,7 +162,7 @@ class AsrRouter:
         for engine in sorted(running, key=lambda e: e is self.whisper):  # closed-set workers first
             await engine.start()
         self.checker = self.whisper if self.fallback and self.whisper in running else None
-        if self.settings.closed_streaming and self.closed_engine == "pocketsphinx":
+        if self.streaming:
             streams = ClosedStreams(self.closed_workers)
             try:
                 await asyncio.to_thread(streams.start)
@@ -182,7 +186,7 @@ class AsrRouter:
     def _closed_set(self, name: str, model_dir: str = "") -> ClosedSetProcess:
         """Start a closed-set engine in its worker processes (blocking)."""
         engine = ClosedSetProcess(name, model_dir=model_dir, request_timeout=self._worker_timeout(),
-                                  workers=self.closed_workers)
+                                  workers=self.whole_workers)
         engine.start()
         return engine
 

@@ -6,7 +6,8 @@ audio as it arrives, and the answer is in hand a few milliseconds after the turn
 after a whole-utterance decode queued behind other calls' (it costs about 2 % of a core per
 speaking caller). Each stream has a decoder of its own (a decoder decodes one utterance at a
 time); decoders load a dictionary of the grammar's words only, taken from one full dictionary
-the process keeps, so each costs about 6 MB, and are reused by later streams.
+the process keeps, so each costs about 5 MB and 2-4 MB per grammar, and a few are kept for
+later streams.
 
 Messages from the gateway (tuples; ``None`` stops the process):
 
@@ -23,6 +24,8 @@ if it cannot load).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -36,12 +39,9 @@ import numpy as np
 import soxr
 
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import ENGINE_RATE, AsrError, Transcript
+from gateway.voice.asr.base import ENGINE_RATE, MAX_STREAMS, AsrError, Transcript
 from gateway.voice.asr.sphinx import Searches, new_decoder, telephone_noise
 
-MAX_STREAMS = 64
-"""Streams open at once in one process (each holds a decoder of ~6 MB); more are refused and
-those turns are decoded whole by the closed-set pool instead."""
 MAX_STREAM_SECONDS = 60.0
 """Audio one stream may receive (the endpointer ends turns at 20 s by default)."""
 NARROWBAND_CMN = "41.10,26.38,-48.76,27.00,-20.43,-26.63,14.98,-35.57,-2.37,-6.39,-25.59,7.43,-16.51"
@@ -51,6 +51,13 @@ the speech corpus). A stream cannot normalize over the whole utterance as a whol
 decode does; started from pocketsphinx's wideband default or from whatever the decoder last
 heard, it got 13 of 24 digit strings and 23-24 of 32 yes/no answers right on the 8 kHz corpus,
 from this 15 and 25 (whole-utterance decodes without the best-path pass: 15 and 24)."""
+MAX_IDLE_DECODERS = 2
+"""Decoders kept for the next streams once theirs are over; the rest are freed. A decoder costs
+about 5 MB and each grammar compiled in it 2-4 MB, but only 6 ms and 2-7 ms to make again, so
+memory follows the streams open now, not the most ever open."""
+TRIM_INTERVAL_SECONDS = 2.0
+"""Freed decoders' memory is handed back to the system at most this often (``malloc_trim``, ~4 ms):
+without it the heap keeps the high-water mark of every stream ever open at once."""
 NOISE_TABLE_SECONDS = 4.0
 """The telephone-band noise floor is a precomputed table this long, laid under the audio in turn."""
 _GRAMMAR_WORDS = re.compile(r"[a-z][a-z']*")
@@ -76,6 +83,10 @@ class StreamDecoders:
         self._free: list[Searches] = []
         self._streams: dict[int, _Stream] = {}
         self._noise: dict[int, np.ndarray] = {}
+        self._trimmed = 0.0
+        self._untrimmed = False
+        libc = ctypes.util.find_library("c")
+        self._malloc_trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
 
     def has(self, sid: int) -> bool:
         return sid in self._streams
@@ -119,7 +130,7 @@ class StreamDecoders:
             if rate < ENGINE_RATE:
                 searches.decoder.set_cmn(NARROWBAND_CMN)
         except (AsrError, RuntimeError, ValueError):
-            self._free.append(searches)
+            self._keep(searches)
             raise
         resampler = soxr.ResampleStream(rate, ENGINE_RATE, 1, dtype="int16") if rate != ENGINE_RATE else None
         self._streams[sid] = _Stream(searches, expect, rate, resampler)
@@ -174,7 +185,23 @@ class StreamDecoders:
 
     def _release(self, sid: int) -> None:
         stream = self._streams.pop(sid)
-        self._free.append(stream.searches)
+        self._keep(stream.searches)
+
+    def _keep(self, searches: Searches) -> None:
+        """A decoder no stream uses: kept for the next, or freed (and the heap trimmed now and then)."""
+        if len(self._free) < MAX_IDLE_DECODERS:
+            self._free.append(searches)
+            return
+        del searches
+        self._untrimmed = True
+        self.trim()
+
+    def trim(self) -> None:
+        """Hand freed memory back to the system, if decoders were freed and it is time."""
+        now = time.monotonic()
+        if self._untrimmed and self._malloc_trim is not None and now - self._trimmed >= TRIM_INTERVAL_SECONDS:
+            self._trimmed, self._untrimmed = now, False
+            self._malloc_trim(0)
 
     def _transcript(self, stream: _Stream, text: str, confidence: float, decode: float) -> Transcript:
         return Transcript(text=text, confidence=confidence, engine=self.name,
@@ -186,9 +213,9 @@ class StreamDecoders:
         if stream is not None:
             try:
                 stream.searches.decoder.end_utt()
-                self._free.append(stream.searches)
             except (RuntimeError, ValueError):
-                pass
+                return
+            self._keep(stream.searches)
 
 
 def handle(decoders: StreamDecoders, message: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -235,6 +262,9 @@ def _worker_main(conn: Connection, _config: dict[str, Any]) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
+            if not conn.poll(TRIM_INTERVAL_SECONDS):
+                decoders.trim()  # a quiet moment
+                continue
             message = conn.recv()
         except (EOFError, OSError):
             return

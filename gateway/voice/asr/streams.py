@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import AsrError, Transcript
+from gateway.voice.asr.base import MAX_STREAMS, AsrError, Transcript
 from gateway.voice.asr.pool import START_TIMEOUT_SECONDS, WorkerProcess, start_workers
-from gateway.voice.asr.stream_worker import MAX_STREAMS
 
 log = logging.getLogger(__name__)
 
