@@ -301,8 +301,10 @@ class CallerTurns:
         verdict = judge(text, expect, text)
         cfg = self.endpointer.config
         window = {COMPLETE: cfg.complete_end_ms, IN_RANGE: cfg.range_end_ms}.get(verdict)
-        if window is not None:
-            self.endpointer.set_window(serial, window, verdict)
+        applied = window is not None and self.endpointer.set_window(serial, window, verdict)
+        log.debug("call %s: the grammar so far (pause %d): %s%s", self.call_id, serial, verdict or "unsure",
+                  "" if applied or window is None else ", too late (the caller went on)")
+        if applied:
             self.progress.set()
 
     def _end_stream(self, keep: bool = False) -> ClosedStream | None:

@@ -49,6 +49,11 @@ MAX_AUDIO_SECONDS = 60.0
 """Longest utterance accepted; the endpointer cuts turns well before (20 s by default)."""
 TIMEOUT_SECONDS = 30.0
 """Upper bound on one recognition, queueing included (generous for a loaded 2-core host)."""
+SPECULATIVE_EXTRA_WAIT_SECONDS = 0.6
+"""A speculative closed-set decode waits this much longer for the checker (the default end-of-turn
+window): the streamed grammar answers at the pause itself, and without it a late Whisper left the
+grammar's answer standing (on the bench's order numbers, "one zero two zero two zero one" for
+"one, zero, zero, zero, one") where the turn, ending 250-600 ms later, had time for Whisper's."""
 MIN_WORKER_TIMEOUT_SECONDS = 5.0
 """A closed-set worker silent for this long (or the timeout above, if longer) is restarted."""
 
@@ -292,19 +297,19 @@ class AsrRouter:
                     and whisper_fits(heard.result().text, expect, loose=stream is None and self._grammar_queued())):
                 self._stats["whisper_first"] += 1
                 return heard.result()
-            return await self._weigh(heard, grammar, expect)
+            return await self._weigh(heard, grammar, expect, urgent)
         finally:
             grammar.cancel()
 
     async def _weigh(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
-                     expect: Expect) -> Transcript:
-        result = await self._weighed(heard, grammar, expect)
+                     expect: Expect, urgent: bool = True) -> Transcript:
+        result = await self._weighed(heard, grammar, expect, urgent)
         if grammar.done() and not grammar.cancelled() and grammar.exception() is None:
             result = dataclasses.replace(result, grammar_text=grammar.result().text)
         return result
 
     async def _weighed(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
-                       expect: Expect) -> Transcript:
+                       expect: Expect, urgent: bool = True) -> Transcript:
         checker = self.checker.name if self.checker is not None else "the checker"
         try:
             closed: Transcript | None = await grammar
@@ -312,7 +317,10 @@ class AsrRouter:
             log.warning("%s failed on a %s turn (%s); %s answers alone", self.closed_engine, expect.kind, exc, checker)
             closed = None
         if closed is not None and plausible(closed.text, expect):
-            done, _ = await asyncio.wait({heard}, timeout=self.cross_check_wait)
+            # A speculative decode (in a pause) answers for a turn that ends later: the checker's
+            # wait runs from about where the turn ends, not from the pause.
+            wait = self.cross_check_wait + (0.0 if urgent else SPECULATIVE_EXTRA_WAIT_SECONDS)
+            done, _ = await asyncio.wait({heard}, timeout=wait)
             if not done:
                 self._stats["cross_check_late"] += 1
                 return closed
