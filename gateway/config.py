@@ -126,7 +126,7 @@ class AsrSettings(Section):
     cross_check: bool = True
     cross_check_wait_ms: int = Field(300, ge=0, le=10000)
     workers: int = Field(0, ge=0)
-    closed_workers: int = Field(0, ge=0, le=16)  # closed-set decoder processes; 0 = one per core
+    closed_workers: int = Field(0, ge=0, le=16)  # closed-set stream/decoder processes; 0 = one per core
     closed_streaming: bool = True  # pocketsphinx decodes closed-set turns while the caller speaks
     vosk_model_dir: str = ""
     language: str = "en"
