@@ -134,7 +134,7 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
     """With every closed-set worker busy (a pool of one, a 24-digit grammar over 12 s of speech),
     a long decode for one call must not hold another call's account number, which Whisper heard
     in full. Ordering, not timing: the second answer comes while the first still decodes."""
-    router = await _router(pool, cross_check=True, cross_check_wait_ms=300, closed_workers=1)
+    router = await _router(pool, cross_check=True, cross_check_wait_ms=300, closed_workers=1, closed_streaming=False)
     try:
         long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
         blocker = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm, 8000, digits(1, 24)))
@@ -160,7 +160,7 @@ async def test_one_calls_digits_do_not_wait_behind_anothers_grammar_decode(pool:
 async def test_with_two_closed_set_workers_the_grammar_answers_beside_a_long_decode(pool: WhisperPool) -> None:
     """Two closed-set workers: while one decodes another call's long request, the grammar takes
     this call's digits on the other worker at once (not queued: Whisper is not taken loosely)."""
-    router = await _router(pool, cross_check=True, cross_check_wait_ms=300, closed_workers=2)
+    router = await _router(pool, cross_check=True, cross_check_wait_ms=300, closed_workers=2, closed_streaming=False)
     try:
         long_pcm = concatenate([utterance(w, seed=60 + i) for i, (w, _d) in enumerate(DIGIT_STRINGS)])
         blocker = asyncio.ensure_future(router.engines["pocketsphinx"].recognize(long_pcm, 8000, digits(1, 24)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -135,9 +136,14 @@ async def test_the_router_takes_the_streams_answer_and_decodes_whole_when_it_fai
         assert spoken_digits(t.text) == "7149", t
         assert router.stats["stream_failed"] == 1 and router.stats["streamed"] == 1
         assert router.open_stream(Expect(), 8000) is None  # open speech never streams to a grammar
+        # The streams are the closed-set engine: no whole-utterance pool runs beside them.
+        assert router.engines["pocketsphinx"].worker_pids() == router.streams.worker_pids()
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in router.worker_pids()]
+        assert not [c for c in commands if b"closed_worker" in c], commands
+        assert len([c for c in commands if b"stream_worker" in c]) == len(router.streams.worker_pids()) >= 1
     finally:
         await router.close()
-    assert router.streams is None
+    assert not router.streams.started
 
 
 @pytest.mark.slow

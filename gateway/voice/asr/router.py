@@ -14,8 +14,9 @@ it, a closed-set answer that is empty, does not fit (wrong digit count) or falls
 
 With ``closed_streaming`` (the default, pocketsphinx only) a closed-set turn is decoded while the
 caller speaks (``streams.ClosedStreams``): the call opens a stream when its turn starts and
-passes the stream's answer as ``grammar``; the turn is decoded whole by the closed-set pool only
-when the stream could not be had or failed.
+passes the stream's answer as ``grammar``. The streams are then the closed-set engine itself
+(``streams.StreamedEngine``): a turn whose stream could not be had or failed is fed to a fresh
+stream at once, and no whole-utterance pool runs beside them.
 
 Every engine, Whisper included, is a :class:`~gateway.voice.asr.engines.RoutedEngine` the router
 holds by its configured name and its role (``open``, ``closed``, ``checker``); none is special
@@ -40,7 +41,7 @@ from gateway.voice.asr.closed import ClosedSetProcess, closed_workers_for
 from gateway.voice.asr.engines import ClosedSetEngine, RoutedEngine, WhisperEngine
 from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
-from gateway.voice.asr.streams import ClosedStream, ClosedStreams
+from gateway.voice.asr.streams import ClosedStream, ClosedStreams, StreamedEngine
 from gateway.voice.audio import SAMPLE_WIDTH
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,15 @@ class AsrRouter:
         if settings.vosk_model_dir and "vosk" not in (self.open_engine, self.closed_engine):
             self.closed_engine = "vosk"  # a configured Vosk model takes the closed sets
         self.streaming = settings.closed_streaming and self.closed_engine == "pocketsphinx"
-        # With streams (one process per core) the whole-utterance pool only takes the turns a stream
-        # could not: one process is enough unless closed_workers says otherwise (~80 MB each).
-        self.whole_workers = 1 if self.streaming and not settings.closed_workers else self.closed_workers
+        self.streams: ClosedStreams | None = ClosedStreams(self.closed_workers) if self.streaming else None
+        """Closed-set turns decoded as they are spoken (``closed_streaming``; started with the engines)."""
         self.whisper = WhisperEngine(settings, resolve_path(settings.whisper_model_dir, None), timeout_seconds,
                                      pool=whisper)
+        streams = self.streams
         makers: dict[str, Callable[[], RoutedEngine]] = {
-            "pocketsphinx": lambda: ClosedSetEngine("pocketsphinx", self._pocketsphinx, self._executor,
-                                                    timeout_seconds),
+            "pocketsphinx": lambda: (StreamedEngine(streams) if streams is not None else
+                                     ClosedSetEngine("pocketsphinx", self._pocketsphinx, self._executor,
+                                                     timeout_seconds)),
             "vosk": lambda: ClosedSetEngine("vosk", self._vosk, self._executor, timeout_seconds),
             "whisper": lambda: self.whisper,
         }
@@ -138,8 +140,6 @@ class AsrRouter:
         """The cross-checking engine (set at ``start``)."""
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
-        self.streams: ClosedStreams | None = None
-        """Closed-set turns decoded as they are spoken (set at ``start`` when ``closed_streaming``)."""
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
                       "open_engine_preferred": 0, "whisper_first": 0, "streamed": 0, "stream_failed": 0}
         self._started = False
@@ -167,13 +167,6 @@ class AsrRouter:
         for engine in sorted(running, key=lambda e: e is self.whisper):  # closed-set workers first
             await engine.start()
         self.checker = self.whisper if self.fallback and self.whisper in running else None
-        if self.streaming:
-            streams = ClosedStreams(self.closed_workers)
-            try:
-                await asyncio.to_thread(streams.start)
-                self.streams = streams
-            except AsrError as exc:
-                log.warning("closed-set streams unavailable (%s); closed sets are decoded whole", exc)
         self._started = True
 
     def _pocketsphinx(self) -> ClosedSetProcess:
@@ -191,7 +184,7 @@ class AsrRouter:
     def _closed_set(self, name: str, model_dir: str = "") -> ClosedSetProcess:
         """Start a closed-set engine in its worker processes (blocking)."""
         engine = ClosedSetProcess(name, model_dir=model_dir, request_timeout=self._worker_timeout(),
-                                  workers=self.whole_workers)
+                                  workers=self.closed_workers)
         engine.start()
         return engine
 
@@ -202,16 +195,12 @@ class AsrRouter:
 
     def worker_pids(self) -> list[int]:
         """Process ids of every recognizer worker (closed-set and Whisper), for diagnostics."""
-        streams = self.streams.worker_pids() if self.streams is not None else []
-        return [pid for engine in self._running() for pid in engine.worker_pids()] + streams
+        return [pid for engine in self._running() for pid in engine.worker_pids()]
 
     async def close(self) -> None:
         """Stop worker processes and threads."""
         for engine in self._running():
             await engine.close()
-        if self.streams is not None:
-            await asyncio.to_thread(self.streams.close)
-            self.streams = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False
 
@@ -224,7 +213,7 @@ class AsrRouter:
 
     def open_stream(self, expect: Expect, sample_rate: int) -> ClosedStream | None:
         """A stream to decode a closed-set turn as it is spoken, or None (module docstring)."""
-        if self.streams is None or not expect.closed:
+        if self.streams is None or not self.streams.started or not expect.closed:
             return None
         return self.streams.open(expect, sample_rate)
 

@@ -15,6 +15,8 @@ Messages from the gateway (tuples; ``None`` stops the process):
 - ``("audio", sid, pcm)``: more of the turn (16-bit mono at the stream's rate);
 - ``("snap", sid, token)``: answered ``("snap", sid, token, Transcript)``, the best answer so far;
 - ``("end", sid)``: answered ``("final", sid, Transcript)``; the stream is over;
+- ``("whole", sid, pcm)``: a whole utterance for a stream just opened, decoded at once as the
+  whole-utterance engine does (normalized over the utterance itself), answered as ``end``;
 - ``("drop", sid)``: the stream is over, no answer.
 
 A stream that cannot go on is answered ``("error", sid, message)`` and forgotten; later messages
@@ -40,7 +42,7 @@ import soxr
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, MAX_STREAMS, AsrError, Transcript
-from gateway.voice.asr.sphinx import Searches, new_decoder, telephone_noise
+from gateway.voice.asr.sphinx import Searches, new_decoder, prepare_audio, telephone_noise
 
 MAX_STREAM_SECONDS = 60.0
 """Audio one stream may receive (the endpointer ends turns at 20 s by default)."""
@@ -80,6 +82,7 @@ class StreamDecoders:
 
     def __init__(self) -> None:
         self._lexicon = new_decoder()  # the full dictionary: which words exist, how they are said
+        self._wideband_cmn = self._lexicon.get_cmn()  # the model's own starting point, for 16 kHz
         self._free: list[Searches] = []
         self._streams: dict[int, _Stream] = {}
         self._noise: dict[int, np.ndarray] = {}
@@ -127,8 +130,8 @@ class StreamDecoders:
         try:
             searches.activate(expect, lambda grammar: self._add_words(searches, grammar))
             searches.decoder.start_utt()
-            if rate < ENGINE_RATE:
-                searches.decoder.set_cmn(NARROWBAND_CMN)
+            # Every stream starts from the same mean, not from whatever its decoder heard last.
+            searches.decoder.set_cmn(NARROWBAND_CMN if rate < ENGINE_RATE else self._wideband_cmn)
         except (AsrError, RuntimeError, ValueError):
             self._keep(searches)
             raise
@@ -168,6 +171,24 @@ class StreamDecoders:
         try:
             self.audio(sid, b"", last=True)  # the resampler's tail
             stream.searches.decoder.end_utt()
+            text, confidence = stream.searches.read_hypothesis(stream.expect)
+        finally:
+            self._release(sid)
+        return self._transcript(stream, text, confidence, time.perf_counter() - start)
+
+    def whole(self, sid: int, pcm: bytes) -> Transcript:
+        """A whole utterance, decoded at once (cepstral mean over the utterance, not a prior)."""
+        stream = self._streams[sid]
+        if len(pcm) > MAX_STREAM_SECONDS * stream.rate * 2:
+            raise AsrError(f"utterance longer than {MAX_STREAM_SECONDS:.0f} s")
+        start = time.perf_counter()
+        decoder = stream.searches.decoder
+        try:
+            decoder.end_utt()  # the empty one the stream opened with
+            decoder.start_utt()
+            decoder.process_raw(prepare_audio(pcm, stream.rate), full_utt=True)
+            decoder.end_utt()
+            stream.samples = len(pcm) // 2
             text, confidence = stream.searches.read_hypothesis(stream.expect)
         finally:
             self._release(sid)
@@ -232,6 +253,8 @@ def handle(decoders: StreamDecoders, message: tuple[Any, ...]) -> tuple[Any, ...
             return ("snap", sid, message[2], decoders.snapshot(sid))
         elif op == "end":
             return ("final", sid, decoders.end(sid))
+        elif op == "whole":
+            return ("final", sid, decoders.whole(sid, message[2]))
         elif op == "drop":
             decoders.drop(sid)
         else:
@@ -239,7 +262,10 @@ def handle(decoders: StreamDecoders, message: tuple[Any, ...]) -> tuple[Any, ...
     except AsrError as exc:
         decoders.forget(sid)
         return ("error", sid, str(exc))
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+    except ValueError as exc:  # a grammar it cannot build (options without a known word), bad audio
+        decoders.forget(sid)
+        return ("error", sid, f"pocketsphinx failed: {exc}")
+    except (RuntimeError, TypeError, IndexError) as exc:
         decoders.forget(sid)
         return ("error", sid, f"pocketsphinx failed: {type(exc).__name__}: {exc}")
     return None

@@ -8,14 +8,16 @@ question. The call feeds the stream its audio frame by frame as the endpointer c
 behind other calls' utterances. The event loop never blocks: messages go out through one
 writer thread per process and answers come back through one reader thread.
 
-A stream is a fast path, never the only one: when every process is full or restarting, a stream
-falls behind, or a process dies (it is restarted; its streams fail), the turn is decoded whole by
-the closed-set pool as before (``AsrRouter``). Every wait is bounded; a failure is an ``AsrError``.
+When every process is full or restarting, a stream falls behind, or a process dies (it is
+restarted; its streams fail), the turn is fed whole to a fresh stream (``StreamedEngine``, the
+router's closed-set engine), and when none can be had Whisper answers the turn alone
+(``AsrRouter``). Every wait is bounded; a failure is an ``AsrError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import queue
@@ -35,8 +37,10 @@ CHUNK_MS = 100
 """Audio goes to the stream process in pieces this long (the answer lags the caller by at most
 this; shorter pieces cost more messages for the same decoding)."""
 ANSWER_TIMEOUT_SECONDS = 2.0
-"""A snapshot or a final answer normally comes back in milliseconds; past this the stream is
-given up and the turn is decoded whole."""
+"""A snapshot or a final answer normally comes back in milliseconds; past this (plus
+``DECODE_SHARE`` of the audio fed, for an utterance fed whole) the stream is given up."""
+DECODE_SHARE = 0.1
+"""pocketsphinx decodes a grammar in 2-5 % of real time; an utterance fed at once may take this."""
 MAX_QUEUED_MESSAGES = 2000
 """Messages waiting for one process's writer (about 8 s of audio from 24 speaking callers): a
 process this far behind is stuck, and new audio for it fails its streams instead of piling up."""
@@ -80,6 +84,7 @@ class ClosedStream:
         self.closed = False
         self._chunk = sample_rate * 2 * CHUNK_MS // 1000
         self._buffer = bytearray()
+        self._fed = 0  # bytes
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Transcript]] = {}
         self._final: asyncio.Future[Transcript] | None = None
@@ -89,6 +94,7 @@ class ClosedStream:
         if self.closed or self.failed:
             return
         self._buffer += pcm
+        self._fed += len(pcm)
         if len(self._buffer) >= self._chunk:
             self._flush()
 
@@ -111,13 +117,18 @@ class ClosedStream:
         finally:
             self._waiting.pop(token, None)
 
-    async def finish(self) -> Transcript:
-        """The turn is over: its answer (``AsrError`` when the stream failed or fell behind)."""
+    async def finish(self, whole: bytes | None = None) -> Transcript:
+        """The turn is over: its answer (``AsrError`` when the stream failed or fell behind).
+        ``whole``: the whole utterance, to a stream fed nothing, decoded at once."""
         if self.closed:
             raise AsrError("the stream is over")
         self._final = self.loop.create_future()
-        self._flush()
-        self.pool.send(self, ("end", self.sid))
+        if whole is not None:
+            self._fed += len(whole)
+            self.pool.send(self, ("whole", self.sid, whole))
+        else:
+            self._flush()
+            self.pool.send(self, ("end", self.sid))
         self.closed = True
         try:
             return await self._answer(self._final)
@@ -127,10 +138,11 @@ class ClosedStream:
     async def _answer(self, future: asyncio.Future[Transcript]) -> Transcript:
         if self.failed:
             raise AsrError(self.failed)
+        limit = ANSWER_TIMEOUT_SECONDS + DECODE_SHARE * self._fed / (2 * self.sample_rate)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), ANSWER_TIMEOUT_SECONDS)
+            return await asyncio.wait_for(asyncio.shield(future), limit)
         except asyncio.TimeoutError:
-            self.fail(f"the closed-set stream gave no answer within {ANSWER_TIMEOUT_SECONDS:.0f} s")
+            self.fail(f"the closed-set stream gave no answer within {limit:.1f} s")
             raise AsrError(self.failed) from None
 
     def drop(self) -> None:
@@ -158,7 +170,7 @@ class ClosedStream:
         """An answer from the process (on the event loop)."""
         kind = message[0]
         if kind == "error":
-            self.fail(f"closed-set stream failed: {message[2]}")
+            self.fail(str(message[2]))
             return
         future = self._waiting.get(message[2]) if kind == "snap" else self._final
         if future is not None and not future.done():
@@ -177,6 +189,10 @@ class ClosedStreams:
         self._ids = itertools.count(1)
         self._closed = False
         self.stats = {"opened": 0, "refused": 0, "failed": 0, "restarts": 0}
+
+    @property
+    def started(self) -> bool:
+        return bool(self._slots) and not self._closed
 
     def start(self) -> None:
         """Start every process and its threads (blocking; ``AsrError`` if pocketsphinx cannot load)."""
@@ -297,3 +313,45 @@ class ClosedStreams:
 
     def worker_pids(self) -> list[int]:
         return [s.worker.pid for s in self._slots if s.worker is not None and s.worker.alive()]
+
+
+class StreamedEngine:
+    """The streams as the router's closed-set engine (``engines.RoutedEngine``): an utterance no
+    stream was fed while it was spoken goes whole to a new stream, decoded at once there."""
+
+    name = "pocketsphinx"
+
+    def __init__(self, streams: ClosedStreams) -> None:
+        self.streams = streams
+
+    async def start(self) -> None:
+        if not self.streams.started:
+            await asyncio.to_thread(self.streams.start)
+
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgent: bool = True) -> Transcript:
+        if not expect.closed:
+            raise AsrError(f"pocketsphinx here only decodes closed sets, not {expect.kind!r}")
+        start = time.perf_counter()
+        stream = self.streams.open(expect, sample_rate)
+        if stream is None:
+            raise AsrError("no closed-set stream process can take the utterance now")
+        result = await stream.finish(whole=pcm)
+        return dataclasses.replace(result, decode_seconds=time.perf_counter() - start)
+
+    @property
+    def backlog(self) -> int:
+        return 0  # every stream has a decoder of its own: nothing waits behind another call's
+
+    @property
+    def saturated(self) -> bool:
+        return False
+
+    @property
+    def restarts(self) -> int:
+        return int(self.streams.stats["restarts"])
+
+    def worker_pids(self) -> list[int]:
+        return self.streams.worker_pids()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.streams.close)
