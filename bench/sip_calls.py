@@ -8,7 +8,8 @@ softphone (pjsua2, its own endpoint; 4 calls per process) in others, all on the 
 
 1. Journeys (real core, real recognizers and synthesizer): N simultaneous calls, each its own
    caller (distinct caller IDs; one in four is a known customer's number, greeted by name and
-   asked for proof before any account data). Every call walks the order-status journey with
+   asked for proof before any account data, and every call says that customer's order
+   number). Every call walks the order-status journey with
    speech from the speech corpus (three voices, telephone band, line noise in the pauses):
    an open question, a spoken digit string, two yes/no answers. The softphone waits for each
    prompt to end and measures mouth-to-ear: from its last voiced frame sent to the first voiced
@@ -48,8 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 JOURNEY = (("open", "I want to check the status of my order"), ("digits", "one, zero, zero, zero, one"),
            ("yesno", "no thank you"), ("yesno", "no thank you"))
 """What every bench caller says, one turn after each prompt: the order-status journey."""
-KNOWN_CALLERS = ("+15551234567", "+15559876543", "+15552223333", "+15554445555", "+15556667777", "+15558889999")
-"""Customers of the sample CRM: a call from one of these numbers is greeted by name (a claim only)."""
+KNOWN_CALLERS = (("+15551234567", "one, zero, zero, zero, one"), ("+15559876543", "two, zero, zero, zero, one"),
+                 ("+15554445555", "four, zero, zero, zero, two"), ("+15558889999", "six, zero, zero, zero, two"))
+"""Customers of the sample CRM with orders, and one order of each as they say it: a call from one of
+these numbers is greeted by name (a claim only). The first call of each softphone process is one
+of them, and every call of that process says that customer's order number (any caller may ask
+about an order; a customer who gives another's number is told it is not theirs and asked again)."""
 VOICES = ("heart", "heart-low", "heart-high")
 LINE_NOISE_DBFS = -60.0
 """Hiss on the caller's line between words (a quiet analogue line; digital silence flatters a VAD)."""
@@ -256,39 +261,42 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def journey_files(tmp: Path) -> dict[str, list[str]]:
-    """``--play`` arguments per voice: the journey's turns as corpus speech (line noise at 30 dB SNR)."""
+def journey_files(tmp: Path) -> dict[tuple[str, str], list[str]]:
+    """``--play`` arguments per voice and order number: the journey's turns as corpus speech (line
+    noise at 30 dB SNR), the digits turn saying that order number."""
     from gateway.voice.audio import write_wav
     from tests.voice.speech_corpus import utterance
 
-    files: dict[str, list[str]] = {}
+    files: dict[tuple[str, str], list[str]] = {}
     for v, voice in enumerate(VOICES):
-        args: list[str] = []
-        for k, (_kind, text) in enumerate(JOURNEY):
-            u = utterance(text, voice=voice, snr_db=30.0, lead_s=0.2, trail_s=0.2, seed=100 * v + k)
-            path = tmp / f"journey-{voice}-{k}.wav"
-            write_wav(path, u.pcm, u.rate)
-            args += ["--play", str(path)]
-        files[voice] = args
+        for o, (_number, order) in enumerate(KNOWN_CALLERS):
+            args: list[str] = []
+            for k, (kind, text) in enumerate(JOURNEY):
+                text = order if kind == "digits" else text
+                u = utterance(text, voice=voice, snr_db=30.0, lead_s=0.2, trail_s=0.2, seed=100 * v + k)
+                path = tmp / f"journey-{voice}-{o}-{k}.wav"
+                write_wav(path, u.pcm, u.rate)
+                args += ["--play", str(path)]
+            files[(voice, order)] = args
     return files
 
 
-def _caller_ids(first: int, count: int) -> str:
-    """Distinct caller IDs for ``count`` calls from index ``first``: one in four a known customer."""
-    ids = []
-    for i in range(first, first + count):
-        ids.append(KNOWN_CALLERS[(i // 4) % len(KNOWN_CALLERS)] if i % 4 == 0 else f"+1555031{i:04d}")
-    return ",".join(ids)
+def _caller_ids(known: str, first: int, count: int) -> str:
+    """Distinct caller IDs for ``count`` calls from index ``first``, the first of them ``known``."""
+    return ",".join([known] + [f"+1555031{i:04d}" for i in range(first + 1, first + count)])
 
 
-def _journey_callers(uri: str, calls: int, files: dict[str, list[str]], seconds: float) -> list[dict[str, Any]]:
+def _journey_callers(uri: str, calls: int, files: dict[tuple[str, str], list[str]],
+                     seconds: float) -> list[dict[str, Any]]:
     from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
 
     procs = []
     for n, first in enumerate(range(0, calls, CALLS_PER_PROCESS)):
         k = min(CALLS_PER_PROCESS, calls - first)
+        known, order = KNOWN_CALLERS[n % len(KNOWN_CALLERS)]
         cmd = [sys.executable, "-m", "gateway.telephony.sip.softphone", uri, "--json", "--calls", str(k),
-               "--caller-id", _caller_ids(first, k), *files[VOICES[n % len(VOICES)]], "--quiet", "0.8",
+               "--caller-id", _caller_ids(known, first, k), *files[(VOICES[n % len(VOICES)], order)],
+               "--quiet", "0.8",
                "--pause", "0.3", "--seconds", str(seconds), "--line-noise", str(LINE_NOISE_DBFS)]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         time.sleep(0.2)  # calls arrive over a second, not in the same millisecond
@@ -365,8 +373,7 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
         said = {kind: len(v) for kind, v in by_kind.items()}
         asked = {kind: len(v) for kind, v in by_expect.items()}
         print(f"    turns by what the callers said {said}, by what the gateway asked {asked} "
-              "(a misheard digit string asks for it again, and so does an order number that is not the "
-              "known caller's: every caller says the same one)")
+              "(a misheard digit string asks for it again)")
         for kind in ("open", "closed"):
             sel = [t for t in turns if t["kind"] == kind]
             if not sel:
