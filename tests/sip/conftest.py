@@ -23,8 +23,9 @@ PYTHON = sys.executable
 pytestmark = pytest.mark.sip
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on loopback (and the next one, for RTCP)."""
+def free_port(kind: int = socket.SOCK_DGRAM, span: int = 2) -> int:
+    """A port free for both UDP and TCP on loopback, with the ``span - 1`` after it (RTCP; SIPp's
+    media port ``-mp`` also takes the two after those for video)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
@@ -32,7 +33,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         if port % 2 or port > 60000:
             continue
         try:
-            for p in (port, port + 1):
+            for p in range(port, port + span):
                 for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
                     with socket.socket(socket.AF_INET, k) as t:
                         t.bind(("127.0.0.1", p))
@@ -175,7 +176,7 @@ def run_sipp(scenario: str, target: str, tmp_path: Path, *, timeout: float = 40,
     xml = tmp_path / scenario
     xml.write_text(text)
     port = port or free_port()
-    cmd = ["sipp", "-sf", str(xml), "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_port()),
+    cmd = ["sipp", "-sf", str(xml), "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_port(span=4)),
            "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_err",
            "-trace_msg", "-message_file", str(tmp_path / f"{scenario}.msg.log"),
            "-error_file", str(tmp_path / f"{scenario}.err.log"), "-trace_logs",
