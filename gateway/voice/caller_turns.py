@@ -291,11 +291,12 @@ class CallerTurns:
             self._snapshot = None
             return
         self._snapshot = snap = asyncio.ensure_future(stream.snapshot())
-        if self.endpointer.config.early_end:
-            snap.add_done_callback(lambda _task: self._judge_snapshot(ev.serial, snap, expect))
+        snap.add_done_callback(lambda _task: self._judge_snapshot(ev.serial, snap, expect))
 
     def _judge_snapshot(self, serial: int, snap: asyncio.Future[Transcript], expect: Expect) -> None:
-        if self._closed or snap is not self._snapshot or snap.cancelled() or snap.exception() is not None:
+        if snap.cancelled() or snap.exception() is not None:
+            return  # no answer so far (the stream failed): the usual window stands
+        if self._closed or snap is not self._snapshot or not self.endpointer.config.early_end:
             return
         text = snap.result().text
         verdict = judge(text, expect, text)

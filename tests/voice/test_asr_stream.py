@@ -56,6 +56,21 @@ async def test_a_turn_fed_frame_by_frame_is_answered_as_it_ends(streams: ClosedS
 
 
 @pytest.mark.slow
+async def test_a_pause_gets_a_whole_answer_where_the_partial_path_is_none(streams: ClosedStreams) -> None:
+    """At the pause after "eight two zero oh one" (120 ms of silence, as the endpointer asks) the
+    stream's partial path is no answer yet; the snapshot decodes the audio so far whole instead."""
+    u = utterance("eight two zero oh one", voice="heart", telephone=True, ulaw=True, lead_s=0.3, trail_s=0.8)
+    stream = streams.open(digits(5), 8000)
+    assert stream is not None
+    pause = int((u.speech_end_s + 0.12) * 8000) * 2
+    feed(stream, u.pcm[:pause])
+    so_far = await stream.snapshot()
+    assert spoken_digits(so_far.text) == "82001", so_far
+    feed(stream, u.pcm[pause:])
+    assert spoken_digits((await stream.finish()).text) == "82001"
+
+
+@pytest.mark.slow
 async def test_calls_stream_side_by_side_on_two_processes(streams: ClosedStreams) -> None:
     """Six calls' turns interleaved frame by frame, each with its own question, each answered."""
     cases = [("yes", Expect(kind="yesno"), "yes"), ("no thank you", Expect(kind="yesno"), "no"),

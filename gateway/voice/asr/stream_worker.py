@@ -13,7 +13,10 @@ Messages from the gateway (tuples; ``None`` stops the process):
 
 - ``("open", sid, sample_rate, expect)``: a new stream for a closed ``Expect``;
 - ``("audio", sid, pcm)``: more of the turn (16-bit mono at the stream's rate);
-- ``("snap", sid, token)``: answered ``("snap", sid, token, Transcript)``, the best answer so far;
+- ``("snap", sid, token)``: answered ``("snap", sid, token, Transcript)``, the best answer so far:
+  the stream's best path, or when that is not an answer (a partial path often is not: "eight
+  two zero oh one" came back empty at the pause after it, and right once the turn ended), the
+  audio so far decoded whole on a spare decoder (about 45 ms for 3 s);
 - ``("end", sid)``: answered ``("final", sid, Transcript)``; the stream is over;
 - ``("whole", sid, pcm)``: a whole utterance for a stream just opened, decoded at once as the
   whole-utterance engine does (normalized over the utterance itself), answered as ``end``;
@@ -42,6 +45,7 @@ import soxr
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, MAX_STREAMS, AsrError, Transcript
+from gateway.voice.asr.grammar import plausible
 from gateway.voice.asr.sphinx import Searches, new_decoder, prepare_audio, telephone_noise
 
 MAX_STREAM_SECONDS = 60.0
@@ -72,6 +76,7 @@ class _Stream:
     rate: int
     resampler: Any
     samples: int = 0  # at the stream's own rate
+    audio: bytearray = field(default_factory=bytearray)  # as received, for a whole decode in a pause
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -150,6 +155,7 @@ class StreamDecoders:
         x = np.frombuffer(pcm, dtype="<i2")
         if stream.samples + len(x) > MAX_STREAM_SECONDS * stream.rate:
             raise AsrError(f"stream {sid} is longer than {MAX_STREAM_SECONDS:.0f} s")
+        stream.audio += pcm
         if stream.rate < ENGINE_RATE and len(x):
             # The narrowband noise floor (sphinx.prepare_audio), from a table instead of per utterance.
             table = self._noise_for(stream.rate)
@@ -163,7 +169,24 @@ class StreamDecoders:
 
     def snapshot(self, sid: int) -> Transcript:
         stream = self._streams[sid]
-        return self._transcript(stream, *stream.searches.read_hypothesis(stream.expect), 0.0)
+        start = time.perf_counter()
+        text, confidence = stream.searches.read_hypothesis(stream.expect)
+        if not plausible(text, stream.expect) and stream.audio:
+            text, confidence = self._decode_whole(stream.expect, stream.rate, bytes(stream.audio))
+        return self._transcript(stream, text, confidence, time.perf_counter() - start)
+
+    def _decode_whole(self, expect: Expect, rate: int, pcm: bytes) -> tuple[str, float]:
+        """``pcm`` decoded at once on a spare decoder (the stream's own goes on undisturbed)."""
+        searches = self._decoder()
+        try:
+            searches.activate(expect, lambda grammar: self._add_words(searches, grammar))
+            searches.decoder.start_utt()
+            searches.decoder.set_cmn(NARROWBAND_CMN if rate < ENGINE_RATE else self._wideband_cmn)
+            searches.decoder.process_raw(prepare_audio(pcm, rate), full_utt=True)
+            searches.decoder.end_utt()
+            return searches.read_hypothesis(expect)
+        finally:
+            self._keep(searches)
 
     def end(self, sid: int) -> Transcript:
         stream = self._streams[sid]
@@ -177,21 +200,16 @@ class StreamDecoders:
         return self._transcript(stream, text, confidence, time.perf_counter() - start)
 
     def whole(self, sid: int, pcm: bytes) -> Transcript:
-        """A whole utterance, decoded at once (cepstral mean over the utterance, not a prior)."""
+        """A whole utterance for a stream fed nothing, decoded at once."""
         stream = self._streams[sid]
         if len(pcm) > MAX_STREAM_SECONDS * stream.rate * 2:
             raise AsrError(f"utterance longer than {MAX_STREAM_SECONDS:.0f} s")
         start = time.perf_counter()
-        decoder = stream.searches.decoder
         try:
-            decoder.end_utt()  # the empty one the stream opened with
-            decoder.start_utt()
-            decoder.process_raw(prepare_audio(pcm, stream.rate), full_utt=True)
-            decoder.end_utt()
+            text, confidence = self._decode_whole(stream.expect, stream.rate, pcm)
             stream.samples = len(pcm) // 2
-            text, confidence = stream.searches.read_hypothesis(stream.expect)
         finally:
-            self._release(sid)
+            self.drop(sid)
         return self._transcript(stream, text, confidence, time.perf_counter() - start)
 
     def drop(self, sid: int) -> None:

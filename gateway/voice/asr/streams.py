@@ -161,6 +161,7 @@ class ClosedStream:
         for future in [*self._waiting.values(), self._final]:
             if future is not None and not future.done():
                 future.set_exception(AsrError(reason))
+                future.exception()  # retrieved: whoever still waits gets it; nobody else must
         if not self.closed:
             self.closed = True
             self.pool.send(self, ("drop", self.sid))
