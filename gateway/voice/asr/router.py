@@ -321,6 +321,9 @@ class AsrRouter:
             log.warning("%s failed on a %s turn (%s); the %s answer stands", checker, expect.kind, exc,
                         self.closed_engine)
             return closed
+        if log.isEnabledFor(logging.DEBUG) and not expect.sensitive:
+            log.debug("%s turn: the grammar heard %r, %s %r", expect.kind, closed.text if closed else None,
+                      checker, checked.text)
         if closed is None or prefer_open_engine(closed.text, checked.text, expect):
             if closed is not None and answer_of(checked.text, expect) != answer_of(closed.text, expect):
                 self._stats["open_engine_preferred"] += 1  # the checker changed the answer
