@@ -47,6 +47,7 @@ from gateway.core.actions import Expect
 from gateway.voice.asr.base import ENGINE_RATE, MAX_STREAMS, AsrError, Transcript
 from gateway.voice.asr.grammar import plausible
 from gateway.voice.asr.sphinx import Searches, new_decoder, prepare_audio, telephone_noise
+from gateway.voice.asr.worker_loop import announce, messages
 
 MAX_STREAM_SECONDS = 60.0
 """Audio one stream may receive (the endpointer ends turns at 20 s by default)."""
@@ -295,25 +296,18 @@ def _worker_main(conn: Connection, _config: dict[str, Any]) -> None:
     Unlike the whole-utterance recognizers, this process runs at the gateway's own priority: its
     work is small and in the path of every closed-set answer, and it must not queue behind
     Whisper's decodes on a busy machine."""
-    try:
+
+    def load() -> StreamDecoders:
         decoders = StreamDecoders()
         decoders.open(0, 8000, Expect(kind="yesno"))  # warm: load the model, compile a grammar
         decoders.audio(0, b"\x00\x00" * 8000)
         decoders.end(0)
-    except AsrError as exc:
-        conn.send(("failed", str(exc)))
+        return decoders
+
+    decoders = announce(conn, load, nice=False)
+    if decoders is None:
         return
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            if not conn.poll(TRIM_INTERVAL_SECONDS):
-                decoders.trim()  # a quiet moment
-                continue
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
+    for message in messages(conn, idle=decoders.trim, idle_seconds=TRIM_INTERVAL_SECONDS):
         reply = handle(decoders, message)
         if reply is not None:
             conn.send(reply)

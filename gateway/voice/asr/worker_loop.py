@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from multiprocessing.connection import Connection
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from gateway.voice.asr.base import AsrError
 
@@ -21,26 +21,47 @@ RECOGNIZER_NICE = 5
 never breaks up). Five steps: the gateway gets about three times a worker's share."""
 
 
-def serve_requests(conn: Connection, load: Callable[[], T], handle: Callable[[T, Any], Any],
-                   name: Callable[[T], str]) -> None:
-    """Load (``AsrError`` refuses to start), then answer requests one at a time until told to stop."""
-    try:
-        os.nice(RECOGNIZER_NICE)
-    except OSError:  # not permitted here: the worker runs at the gateway's priority
-        pass
+def announce(conn: Connection, load: Callable[[], T], *, nice: bool = True) -> T | None:
+    """Run ``RECOGNIZER_NICE`` nicer (when ``nice``), load, and say ``ready`` (or ``failed`` and
+    return None: ``AsrError`` refuses to start)."""
+    if nice:
+        try:
+            os.nice(RECOGNIZER_NICE)
+        except OSError:  # not permitted here: the worker runs at the gateway's priority
+            pass
     try:
         engine = load()
     except AsrError as exc:
         conn.send(("failed", str(exc)))
-        return
+        return None
     conn.send(("ready", os.getpid()))
+    return engine
+
+
+def messages(conn: Connection, idle: Callable[[], None] | None = None,
+             idle_seconds: float = 1.0) -> Iterator[Any]:
+    """The gateway's messages until ``None`` or a closed socket; ``idle()`` runs whenever none
+    came for ``idle_seconds``."""
     while True:
         try:
+            if idle is not None and not conn.poll(idle_seconds):
+                idle()
+                continue
             message = conn.recv()
         except (EOFError, OSError):
             return
         if message is None:
             return
+        yield message
+
+
+def serve_requests(conn: Connection, load: Callable[[], T], handle: Callable[[T, Any], Any],
+                   name: Callable[[T], str]) -> None:
+    """Load, then answer requests one at a time until told to stop."""
+    engine = announce(conn, load)
+    if engine is None:
+        return
+    for message in messages(conn):
         try:
             reply: tuple[str, Any] = ("ok", handle(engine, message))
         except AsrError as exc:
