@@ -21,6 +21,12 @@ import numpy as np
 WARMUP_SECONDS = 2.0
 """Calls connect and settle before the measured period (VAD models are built beforehand)."""
 
+KNOWN_CUSTOMERS = (("+15551234567", "one, zero, zero, zero, one"), ("+15559876543", "two, zero, zero, zero, one"),
+                   ("+15554445555", "four, zero, zero, zero, two"), ("+15558889999", "six, zero, zero, zero, two"))
+"""Customers of the sample CRM with orders, and one order of each as they say it. A call from one of
+these numbers is greeted by name (a claim only); a journey bench has such a caller say their own
+order number (a customer who gives another's is told it is not theirs and asked again)."""
+
 OneCaller = Callable[[Any, float, int], Awaitable[dict[str, float]]]
 """``one_caller(target, seconds, seed)``: one call against ``target`` (a port, a URL), its figures."""
 

@@ -45,16 +45,15 @@ from typing import Any
 
 import numpy as np
 
+from bench._common import KNOWN_CUSTOMERS
+
 ROOT = Path(__file__).resolve().parent.parent
 JOURNEY = (("open", "I want to check the status of my order"), ("digits", "one, zero, zero, zero, one"),
            ("yesno", "no thank you"), ("yesno", "no thank you"))
 """What every bench caller says, one turn after each prompt: the order-status journey."""
-KNOWN_CALLERS = (("+15551234567", "one, zero, zero, zero, one"), ("+15559876543", "two, zero, zero, zero, one"),
-                 ("+15554445555", "four, zero, zero, zero, two"), ("+15558889999", "six, zero, zero, zero, two"))
-"""Customers of the sample CRM with orders, and one order of each as they say it: a call from one of
-these numbers is greeted by name (a claim only). The first call of each softphone process is one
-of them, and every call of that process says that customer's order number (any caller may ask
-about an order; a customer who gives another's number is told it is not theirs and asked again)."""
+KNOWN_CALLERS = KNOWN_CUSTOMERS
+"""The first call of each of the first four softphone processes is one of them, and every call of
+a process says that customer's order number (any caller may ask about an order)."""
 VOICES = ("heart", "heart-low", "heart-high")
 LINE_NOISE_DBFS = -60.0
 """Hiss on the caller's line between words (a quiet analogue line; digital silence flatters a VAD)."""
@@ -282,8 +281,10 @@ def journey_files(tmp: Path) -> dict[tuple[str, str], list[str]]:
 
 
 def _caller_ids(known: str, first: int, count: int) -> str:
-    """Distinct caller IDs for ``count`` calls from index ``first``, the first of them ``known``."""
-    return ",".join([known] + [f"+1555031{i:04d}" for i in range(first + 1, first + count)])
+    """Distinct caller IDs for ``count`` calls from index ``first``, the first of them ``known``
+    (when given)."""
+    unknown = [f"+1555031{i:04d}" for i in range(first, first + count)]
+    return ",".join([known] + unknown[1:] if known else unknown)
 
 
 def _journey_callers(uri: str, calls: int, files: dict[tuple[str, str], list[str]],
@@ -294,6 +295,7 @@ def _journey_callers(uri: str, calls: int, files: dict[tuple[str, str], list[str
     for n, first in enumerate(range(0, calls, CALLS_PER_PROCESS)):
         k = min(CALLS_PER_PROCESS, calls - first)
         known, order = KNOWN_CALLERS[n % len(KNOWN_CALLERS)]
+        known = known if n < len(KNOWN_CALLERS) else ""  # one call per customer at a time
         cmd = [sys.executable, "-m", "gateway.telephony.sip.softphone", uri, "--json", "--calls", str(k),
                "--caller-id", _caller_ids(known, first, k), *files[(VOICES[n % len(VOICES)], order)],
                "--quiet", "0.8",

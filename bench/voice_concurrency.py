@@ -7,7 +7,7 @@ sample CRM, the shipped journeys), the recognizers (Whisper workers, pocketsphin
 synthesizer (hibari). Each simulated call is a connector stand-in: every 20 ms of wall time it
 pushes 20 ms of caller audio and pulls 20 ms of bot audio (one asyncio task per call, absolute
 schedule, as the SIP and AudioSocket connectors do). Each caller is its own caller ID (one in
-four a known customer's number) and walks the order-status journey like a person: it waits for
+four a known customer's number, saying their own order number) and walks the order-status journey like a person: it waits for
 the bot to finish, then 0.4-1.0 s more, and answers with corpus speech (three voices, telephone
 band): an open question, a spoken digit string, two yes/no answers; between words the line
 carries hiss at -60 dBFS, not digital zero. A finished journey hangs up and the next caller dials.
@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._common import KNOWN_CUSTOMERS
 from bench.turn_latency import build_engines, pct
 from gateway.config import load_settings
 from gateway.voice.simulate import SimulatedControl
@@ -50,7 +51,6 @@ SLOWEST = 4
 """The slowest turns of each load are printed with their whole stage split."""
 JOURNEY = ("I want to check the status of my order", "one, zero, zero, zero, one", "no thank you", "no thank you")
 """What each caller says, one turn after each of the bot's prompts (the order-status journey)."""
-KNOWN_CALLERS = ("+15551234567", "+15559876543", "+15552223333", "+15554445555", "+15556667777", "+15558889999")
 VOICES = ("heart", "heart-low", "heart-high")
 LINE_NOISE_DBFS = -60.0
 MAX_WAIT_FOR_BOT_S = 20.0
@@ -91,12 +91,13 @@ async def bounded(aw: Any, seconds: float, what: str) -> Any:
     return task.result()
 
 
-def journey_speech(rate: int) -> list[list[bytes]]:
-    """The journey's turns per voice, as corpus speech (telephone band, 30 dB SNR)."""
+def journey_speech(rate: int) -> dict[tuple[int, str], list[bytes]]:
+    """The journey's turns per voice and order number, as corpus speech (telephone band, 30 dB SNR)."""
     from tests.voice.speech_corpus import utterance
 
-    return [[utterance(text, voice=voice, rate=rate, snr_db=30.0, lead_s=0.1, trail_s=0.1, seed=10 * v + k).pcm
-             for k, text in enumerate(JOURNEY)] for v, voice in enumerate(VOICES)]
+    return {(v, order): [utterance(order if k == 1 else text, voice=voice, rate=rate, snr_db=30.0, lead_s=0.1,
+                                   trail_s=0.1, seed=10 * v + k).pcm for k, text in enumerate(JOURNEY)]
+            for v, voice in enumerate(VOICES) for _number, order in KNOWN_CUSTOMERS}
 
 
 def line_hiss(rate: int, seed: int) -> list[bytes]:
@@ -107,8 +108,17 @@ def line_hiss(rate: int, seed: int) -> list[bytes]:
     return [noise[i:i + n].astype("<i2").tobytes() for i in range(0, rate, n)]
 
 
-def caller_id(n: int) -> str:
-    return KNOWN_CALLERS[(n // 4) % len(KNOWN_CALLERS)] if n % 4 == 0 else f"+1555032{n:04d}"
+KNOWN_EVERY = 6
+"""Journeys 0, 4, 8, 12 of every 24 are the known customers' (their own order numbers), so one
+customer calls again only 24 journeys later, not on two lines at once."""
+
+
+def caller(n: int) -> tuple[str, str]:
+    """Journey ``n``'s caller ID and the order number it says: a known customer (their own order)
+    or a distinct unknown number (asking about one of the customers' orders)."""
+    slot = (n // 4) % KNOWN_EVERY
+    number, order = KNOWN_CUSTOMERS[slot % len(KNOWN_CUSTOMERS)]
+    return (number if n % 4 == 0 and slot < len(KNOWN_CUSTOMERS) else f"+1555032{n:04d}"), order
 
 
 def worker_pids(pipeline: Any) -> list[int]:
@@ -149,7 +159,7 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech: list[list[bytes]],
+async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech: dict[tuple[int, str], list[bytes]],
                    lateness: list[float], out: list[dict[str, Any]], counter: list[int]) -> None:
     """One phone line: journeys one after another until ``until`` (perf_counter)."""
     rng = random.Random(line_no)
@@ -160,11 +170,12 @@ async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech:
         n = counter[0]
         counter[0] += 1
         # a PBX that takes every transfer (as voicegw simulate does): the call ends there, the line calls again
-        session = pipeline.session(call_id=f"bench-{n}", sample_rate=rate, caller_id=caller_id(n),
+        caller_id, order = caller(n)
+        session = pipeline.session(call_id=f"bench-{n}", sample_rate=rate, caller_id=caller_id,
                                    control=SimulatedControl())
         await session.start()
         fb = session.frame_bytes
-        turns = speech[n % len(speech)]
+        turns = speech[(n % len(VOICES), order)]
         k, pos, quiet_since, waited, gap = 0, -1, 0.0, 0.0, rng.uniform(0.4, 1.0)
         while not session.ended.is_set() and time.perf_counter() < until:
             due = t0 + tick * 0.02
