@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.tts
 
 Corpus: twelve gateway prompts (greetings, questions, confirmations; 1-3 sentences each),
-synthesized at 8 kHz. First audio is measured on ``Synthesizer.stream`` (sentence by sentence),
+synthesized at 8 kHz. First audio is measured on ``Synthesizer.stream`` (first clause, then sentence by sentence),
 cold (nothing cached). Intelligibility: each prompt at 8 kHz, telephone band, through Whisper
 base (10 s window), as word error rate against the prompt text.
 """

@@ -1,7 +1,7 @@
 """Playback: the bot's outgoing audio, queued per prompt and paced by the connector's ticks.
 
 A prompt (one ``Say`` or ``Ask``) is appended chunk by chunk while it is synthesized, so the
-first sentence plays while the next is still being made. The connector calls ``pull_frame()``
+first clause or sentence plays while the next is still being made. The connector calls ``pull_frame()``
 once per 20 ms tick; that call is the only clock, so the queue plays exactly in real time and
 barge-in can cut it anywhere. ``clear()`` drops everything queued at once; ``pause()`` holds
 playback on a tentative barge-in and ``resume()`` continues where it stopped.

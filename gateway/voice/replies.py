@@ -4,8 +4,9 @@
 what it works with: the call's playback queue and endpointer (no-input timer), the synthesizer,
 the caller's turns (a cut-in, a newer turn, the turn to report), the transcript, and
 ``transfer``, the session's way of asking its connector to move the call.
-``Say``/``Ask`` are synthesized sentence by sentence into the playback queue (the first sentence
-plays while the next is made); once an ``Ask``'s prompt has played, the no-input timer starts;
+``Say``/``Ask`` are synthesized piece by piece into the playback queue (a long first sentence's
+first clause, then sentence by sentence: ``gateway.voice.tts.first_clause``; each piece plays while
+the next is made); once an ``Ask``'s prompt has played, the no-input timer starts;
 ``Transfer`` and ``Hangup`` wait for the announcement or the goodbye to play first. A barge-in
 drops what remains of the answer. ``perform`` returns why the call ends (``""``: it goes on).
 """

@@ -49,10 +49,17 @@ LEAD_KEEP_MS = 20
 silence, which a caller waits through as if the bot were slow to answer."""
 TRAIL_KEEP_MS = 250
 """Silence kept after a sentence (hibari leaves 500-700 ms): the pause before the next one."""
+CLAUSE_TRAIL_KEEP_MS = 120
+"""Silence kept after a reply's first clause when it is spoken apart (``first_clause``): a comma's
+pause, not a sentence's."""
+FIRST_CLAUSE_MIN_PHONEMES = 20
+"""A reply's first sentence is synthesized in two pieces, its first clause first, when that clause
+and the rest each have at least this many phonemes (about four words): the caller hears the
+clause while the rest is made. Shorter clauses ("All right,") stay with what follows."""
 SILENCE_LEVEL = 0.003
 """A 5 ms block quieter than this (about -50 dBFS) is silence."""
-AUDIO_VERSION = "trimmed-1"
-"""Part of every cache key: audio cached before the trimming above is not reused."""
+AUDIO_VERSION = "trimmed-2"
+"""Part of every cache key: audio cached before the trimming and clause split above is not reused."""
 
 
 def trim_silence(x: np.ndarray, rate: int, lead_ms: int = LEAD_KEEP_MS, trail_ms: int = TRAIL_KEEP_MS) -> np.ndarray:
@@ -69,6 +76,26 @@ def trim_silence(x: np.ndarray, rate: int, lead_ms: int = LEAD_KEEP_MS, trail_ms
     start = max(0, int(loud[0]) * block - rate * lead_ms // 1000)
     end = min(len(x), (int(loud[-1]) + 1) * block + rate * trail_ms // 1000)
     return x[start:end]
+
+
+_CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+
+
+def first_clause(phonemes: list[str]) -> list[tuple[str, int]]:
+    """The phoneme strings (one per sentence) to synthesize one by one, each with the silence to
+    keep after it: the first sentence split after its first clause when both pieces are long
+    enough (``FIRST_CLAUSE_MIN_PHONEMES``), every other sentence whole."""
+    pieces = [(ps, TRAIL_KEEP_MS) for ps in phonemes]
+    if not phonemes:
+        return pieces
+    first, head = phonemes[0], ""
+    for m in _CLAUSE_END.finditer(first):
+        head, rest = first[: m.start()], first[m.end():]
+        if len(head) >= FIRST_CLAUSE_MIN_PHONEMES:
+            if len(rest) >= FIRST_CLAUSE_MIN_PHONEMES:
+                return [(head, CLAUSE_TRAIL_KEEP_MS), (rest, TRAIL_KEEP_MS), *pieces[1:]]
+            break
+    return pieces
 
 
 def _normalize_text(text: str) -> str:
@@ -115,6 +142,20 @@ class HibariEngine:
         """One float32 24 kHz array per sentence, each as soon as it is synthesized."""
         yield from self._tts.stream(text, speed=speed, seed=SEED)
 
+    def phonemes(self, text: str) -> list[str]:
+        """The text's phonemes, one string per sentence, punctuation kept."""
+        return list(self._tts.phonemize(text))
+
+    def pieces(self, text: str, speed: float) -> Iterator[np.ndarray]:
+        """The prompt's audio (float32, 24 kHz) in pieces, silence trimmed, each as soon as it is
+        synthesized: the first clause of a long first sentence, then sentence by sentence
+        (``first_clause``). A piece takes about 9 ms plus 0.2 ms per phoneme on this CPU alone and
+        several times that on a loaded one; the caller hears the first while the next is made."""
+        rng = np.random.default_rng(SEED)
+        for ps, trail_ms in first_clause(self.phonemes(text)):
+            wav = self._tts.from_ids(self._tts.ids(ps), speed, rng)
+            yield trim_silence(wav, HIBARI_RATE, trail_ms=trail_ms)
+
 
 class Synthesizer:
     """Prompt audio for calls: recorded prompts, caches, hibari, espeak-ng fallback."""
@@ -151,7 +192,7 @@ class Synthesizer:
         return await loop.run_in_executor(self._executor, self.synthesize_sync, text, sample_rate, prompt_id)
 
     async def stream(self, text: str, sample_rate: int, prompt_id: str = "") -> AsyncIterator[bytes]:
-        """PCM chunks, the first as soon as the first sentence is ready (cached audio: one chunk)."""
+        """PCM chunks, the first as soon as the first clause is ready (cached audio: one chunk)."""
         loop = asyncio.get_running_loop()
         cached = await loop.run_in_executor(self._executor, self._lookup, text, sample_rate, prompt_id)
         if cached is not None:
@@ -163,7 +204,7 @@ class Synthesizer:
             yield await self.synthesize(text, sample_rate, prompt_id)
             return
         resampler = Resampler(HIBARI_RATE, sample_rate)
-        sentences = engine.sentences(text, self.settings.speed)
+        sentences = engine.pieces(text, self.settings.speed)
         parts: list[bytes] = []
         done = object()
         try:
@@ -171,7 +212,7 @@ class Synthesizer:
                 chunk = await loop.run_in_executor(self._executor, next, sentences, done)
                 if chunk is done:
                     break
-                pcm = resampler.process(float_to_pcm(trim_silence(chunk, HIBARI_RATE)))
+                pcm = resampler.process(float_to_pcm(chunk))
                 parts.append(pcm)
                 if pcm:
                     yield pcm
@@ -199,7 +240,7 @@ class Synthesizer:
         engine = self._engine()
         if isinstance(engine, HibariEngine):
             try:
-                parts = [trim_silence(p, HIBARI_RATE) for p in engine.sentences(text, self.settings.speed)]
+                parts = list(engine.pieces(text, self.settings.speed))
                 audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
                 pcm = resample(float_to_pcm(audio), HIBARI_RATE, sample_rate)
                 self.stats["synthesized"] += 1

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.config import TtsSettings
 from gateway.voice import audio
-from gateway.voice.tts import Synthesizer
+from gateway.voice.tts import CLAUSE_TRAIL_KEEP_MS, TRAIL_KEEP_MS, HibariEngine, Synthesizer, first_clause
 
 
 def _rms(pcm: bytes) -> float:
@@ -87,6 +87,34 @@ async def test_stream_gives_sentences_and_fills_the_cache(tmp_path: Path) -> Non
     assert synth.stats["memory_hits"] == 1
     assert whole == b"".join(chunks)
     assert [c async for c in synth.stream(text, 8000)] == [whole]
+
+
+async def test_a_long_first_sentence_streams_its_first_clause_first(tmp_path: Path) -> None:
+    synth = Synthesizer(TtsSettings(), cache_dir=tmp_path)
+    text = "Thanks, we've received your documents, and a colleague will review them by tomorrow morning."
+    chunks = [c async for c in synth.stream(text, 8000)]
+    # "Thanks, we've received your documents," then the rest of the sentence (and the resampler's tail)
+    assert 2 <= len(chunks) <= 3
+    first, rest = audio.duration_seconds(chunks[0], 8000), audio.duration_seconds(b"".join(chunks[1:]), 8000)
+    assert 0.8 < first < rest
+    assert _rms(chunks[0]) > 0.02 and _rms(chunks[1]) > 0.02
+    # the clause's pause is a comma's (120 ms kept), shorter than the sentence's after the rest
+    tail = audio.pcm_to_float(chunks[0])[-int(0.12 * 8000):]
+    assert float(np.sqrt(np.mean(tail**2))) < 0.01
+    assert await synth.synthesize(text, 8000) == b"".join(chunks)  # the cached audio is what streamed
+
+
+def test_first_clause_split_rules(tmp_path: Path) -> None:
+    ps = HibariEngine.shared("heart", tmp_path / "hibari-home").phonemes  # punctuation is kept in them
+    # a short opener ("All right,") stays with what follows; a sentence without a clause stays whole
+    assert len(first_clause(ps("All right, an agent will call you back at the number on your account."))) == 1
+    assert len(first_clause(ps("Your order for a blue kettle is out for delivery and arrives on Friday."))) == 1
+    # the split is in the first sentence only, and not when the rest would be a stub
+    two = first_clause(ps("Thanks, we've received your documents, and a colleague will review them. See you."))
+    assert [t for _p, t in two] == [CLAUSE_TRAIL_KEEP_MS, TRAIL_KEEP_MS, TRAIL_KEEP_MS]
+    assert two[0][0].endswith(",")
+    assert len(first_clause(ps("We have received all of your documents, thanks."))) == 1
+    assert first_clause([]) == []
 
 
 async def test_synthesis_runs_off_the_event_loop(tmp_path: Path) -> None:
