@@ -217,6 +217,7 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, speech:
     pids = worker_pids(pipeline)
     results: list[dict[str, Any]] = []
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    asr_before = dict(getattr(pipeline.asr, "stats", {}))
     cpu0, t0 = cpu_seconds(pids), time.perf_counter()
     until = t0 + seconds
     memory = [rss_mb(pids)]
@@ -239,6 +240,7 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, speech:
                            "premature": sum(r.get("premature_cutins", 0) for r in results),
                            "wasted": sum(r.get("speculative_discarded", 0) for r in results),
                            "memory_mb": max(memory), "load_before": load_before,
+                           "asr": {k: v - asr_before.get(k, 0) for k, v in getattr(pipeline.asr, "stats", {}).items()},
                            "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     for kind in ("open", "closed"):
         sel = [t.stages() for t in timers if t.kind == kind]
@@ -285,6 +287,11 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"        {kind} stage p95 (ms): {r[f'{kind}_stages']}; ended early {r[f'{kind}_early']}/{r[f'{kind}_n']}")
         print(f"        premature cut-ins {r['premature']}, barge-ins {r['barge_ins']}, "
               f"speculative decodes wasted {r['wasted']}")
+        a = r["asr"]
+        if a.get("cross_checks"):
+            print(f"        cross-checked closed-set decodes (turn ends and pauses) {a['cross_checks']:.0f}: Whisper changed the answer "
+                  f"{a['open_engine_preferred']:.0f}, came late {a['cross_check_late']:.0f} (all workers busy: "
+                  f"{a.get('cross_check_busy', 0):.0f}), answered first {a['whisper_first']:.0f}")
         for line in r["slowest"]:
             print(f"        slowest: {line}")
         if r["held"]:

@@ -31,6 +31,7 @@ PREWARM_VAD_MODELS = 2
 ASR_METRICS = {
     "voicegw_asr_cross_checks_total": "cross_checks",
     "voicegw_asr_cross_check_late_total": "cross_check_late",
+    "voicegw_asr_cross_check_busy_total": "cross_check_busy",
     "voicegw_asr_open_engine_preferred_total": "open_engine_preferred",
     "voicegw_asr_fallbacks_total": "fallbacks",
     "voicegw_asr_whisper_restarts_total": "whisper_restarts",

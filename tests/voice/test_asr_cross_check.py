@@ -110,11 +110,17 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
         t = await router.recognize(u.pcm, 8000, Expect(kind="yesno"))
         assert t.engine == "pocketsphinx" and yes_no_meaning(t.text) == "yes", t
         assert router.stats["cross_check_late"] == 1
+        # However long the usual wait, a grammar answer does not wait on a Whisper whose workers
+        # are all busy while utterances queue (cross_check_busy_wait_ms, 0 by default).
+        router.cross_check_wait = 60.0
+        t = await asyncio.wait_for(router.recognize(u.pcm, 8000, Expect(kind="yesno")), 5.0)
+        assert t.engine == "pocketsphinx" and yes_no_meaning(t.text) == "yes", t
+        assert router.stats["cross_check_late"] == 2 and router.stats["cross_check_busy"] == 2
         # A turn dropped while its cross-check waits (the caller went on speaking) takes its
         # queued Whisper request with it.
-        router.cross_check_wait = 60.0
+        router.cross_check_busy_wait = 60.0
         dropped = asyncio.ensure_future(router.recognize(u.pcm, 8000, Expect(kind="yesno")))
-        while router.stats["cross_checks"] < 2:
+        while router.stats["cross_checks"] < 3:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)  # the grammar has answered; the turn waits on Whisper
         assert not dropped.done()
@@ -123,7 +129,7 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
             await dropped
         await asyncio.wait_for(asyncio.wrap_future(busy), 90)  # the loop runs on meanwhile
         await asyncio.sleep(0.5)
-        assert solo.stats["utterances"] == 1  # neither cross-check reached the worker
+        assert solo.stats["utterances"] == 1  # no cross-check reached the worker
     finally:
         await router.close()
         solo.close()

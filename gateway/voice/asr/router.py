@@ -8,7 +8,9 @@ With ``cross_check`` (the default) Whisper decodes a closed-set turn too, at the
 its answer is taken when it fits the question (``grammar.prefer_open_engine``): on 8 kHz audio
 the grammar always returns an answer of the right shape, right or wrong, and Whisper is the
 better listener except for "oh". Once the grammar has answered, Whisper gets at most
-``cross_check_wait_ms`` more, so a loaded gateway answers closed sets as fast as before. Without
+``cross_check_wait_ms`` more, and ``cross_check_busy_wait_ms`` (none by default) when every
+Whisper worker is busy and utterances wait for one: the check could only come late, and waiting
+for it would add the whole wait to every closed-set turn of a loaded gateway. Without
 it, a closed-set answer that is empty, does not fit (wrong digit count) or falls under
 ``fallback_confidence`` is decoded again by Whisper when it runs.
 
@@ -140,7 +142,9 @@ class AsrRouter:
         """The cross-checking engine (set at ``start``)."""
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
+        self.cross_check_busy_wait = settings.cross_check_busy_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
+                       "cross_check_busy": 0,
                       "open_engine_preferred": 0, "whisper_first": 0, "streamed": 0, "stream_failed": 0}
         self._started = False
 
@@ -309,9 +313,13 @@ class AsrRouter:
             # A speculative decode (in a pause) answers for a turn that ends later: the checker's
             # wait runs from about where the turn ends, not from the pause.
             wait = self.cross_check_wait + (0.0 if urgent else SPECULATIVE_EXTRA_WAIT_SECONDS)
+            busy = self.checker is not None and self.checker.saturated
+            if busy:
+                wait = min(wait, self.cross_check_busy_wait)
             done, _ = await asyncio.wait({heard}, timeout=wait)
             if not done:
                 self._stats["cross_check_late"] += 1
+                self._stats["cross_check_busy"] += int(busy)
                 return closed
         try:
             checked = await heard
