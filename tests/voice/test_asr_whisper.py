@@ -77,6 +77,18 @@ async def test_queued_utterances_are_shared_out_not_batched_on_one_worker(pool: 
         assert wer(u.text, result.text) <= 0.25, (u.text, result.text)
 
 
+async def test_an_utterance_no_worker_has_taken_yet_is_not_a_busy_pool(pool: WhisperPool) -> None:
+    """Between ``submit`` and an idle worker's thread taking it an utterance is pending; the pool
+    is not saturated then (the router would drop an idle gateway's cross-check, and calls their
+    speculative decodes). With one worker busy and one waiting it is (test_asr_cross_check)."""
+    u = utterance(OPEN_SENTENCES[0], rate=16000, telephone=False, ulaw=False)
+    with pool._cond:  # no worker thread can take it while this is held
+        future = pool.submit(u.pcm)
+        assert pool._pending and not pool.saturated
+    result, _queued = await asyncio.wrap_future(future)
+    assert wer(u.text, result.text) <= 0.25, (u.text, result.text)
+
+
 async def test_wideband_input_and_short_window(pool: WhisperPool) -> None:
     u = utterance("please cancel my subscription", rate=16000, telephone=False, ulaw=False)
     result, queue_seconds = await asyncio.wrap_future(pool.submit(u.pcm))

@@ -212,9 +212,10 @@ class WhisperPool:
 
     @property
     def saturated(self) -> bool:
-        """Utterances are waiting for a worker (every worker is decoding)."""
+        """Every worker is decoding and utterances wait for one. (An utterance is also pending for
+        the moment between its ``submit`` and an idle worker's thread taking it: that is not busy.)"""
         with self._cond:
-            return any(not r.future.cancelled() for r in self._pending)
+            return self.decoding >= self.size and any(not r.future.cancelled() for r in self._pending)
 
     def submit(self, pcm16k: bytes, *, urgent: bool = True) -> Future:
         """Queue one utterance (16 kHz 16-bit PCM); the future resolves to ``(WhisperResult, queue_s)``.
