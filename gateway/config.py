@@ -125,7 +125,7 @@ class AsrSettings(Section):
     whisper_beam_size: int = Field(1, ge=1)
     cross_check: bool = True
     cross_check_wait_ms: int = Field(300, ge=0, le=10000)
-    # ... and when every Whisper worker is busy and utterances wait (the check would come late)
+    # ... and when the check still waits in Whisper's queue behind other calls' (a decode away)
     cross_check_busy_wait_ms: int = Field(0, ge=0, le=10000)
     workers: int = Field(0, ge=0)
     closed_workers: int = Field(0, ge=0, le=16)  # closed-set stream/decoder processes; 0 = one per core

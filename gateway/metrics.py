@@ -48,7 +48,7 @@ HELP: dict[str, str] = {
     "voicegw_voice_calls": "Calls in the voice pipeline now (every audio channel)",
     "voicegw_asr_cross_checks_total": "Closed-set turns decoded by the grammar and Whisper at once",
     "voicegw_asr_cross_check_late_total": "Cross-checked turns answered by the grammar alone (Whisper too late)",
-    "voicegw_asr_cross_check_busy_total": "Of those, turns not waiting for Whisper because its workers were all busy",
+    "voicegw_asr_cross_check_busy_total": "Of those, turns whose check still waited in Whisper's queue behind other calls' (not waited for)",
     "voicegw_asr_open_engine_preferred_total": "Cross-checked turns where Whisper's answer replaced the grammar's",
     "voicegw_asr_fallbacks_total": "Closed-set answers decoded again by Whisper (cross-check off)",
     "voicegw_asr_whisper_restarts_total": "Whisper worker processes restarted",

@@ -107,6 +107,14 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
         long_turn = concatenate([utterance(s) for s in OPEN_SENTENCES], gap_s=1.0)  # ~40 s: busy > 1 s
         busy = solo.submit(resample(long_turn, 8000, 16000))
         u = utterance("yes")
+        # A request behind the busy worker is "waiting" (a whole decode away); taken, it is not.
+        queued = asyncio.ensure_future(router.whisper.recognize(u.pcm, 8000, Expect(kind="yesno")))
+        for _ in range(200):
+            if solo.saturated:
+                break
+            await asyncio.sleep(0.01)
+        assert router.whisper.waiting(queued)
+        queued.cancel()
         t = await router.recognize(u.pcm, 8000, Expect(kind="yesno"))
         assert t.engine == "pocketsphinx" and yes_no_meaning(t.text) == "yes", t
         assert router.stats["cross_check_late"] == 1

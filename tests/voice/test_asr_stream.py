@@ -168,7 +168,8 @@ async def test_a_call_streams_its_spoken_order_number_and_answers(tmp_path) -> N
     from gateway.app import build_core
     from gateway.config import load_settings
     from gateway.voice.pipeline import VoicePipeline
-    from gateway.voice.simulate import CallDriver, SimulatedControl
+    from gateway.voice.simulate import SimulatedControl
+    from tests.voice.journey_calls import ask_about_an_order, said
 
     settings = load_settings(overrides={"data_dir": str(tmp_path)})
     core = await build_core(settings)
@@ -178,18 +179,13 @@ async def test_a_call_streams_its_spoken_order_number_and_answers(tmp_path) -> N
         session = pipeline.session(call_id="stream-1", sample_rate=8000, caller_id="+15550142",
                                    control=SimulatedControl())
         await session.start()
-        driver = CallDriver(session)
-        say = lambda text, seed: utterance(text, snr_db=25, seed=seed, lead_s=0.4, trail_s=0.4).pcm  # noqa: E731
-        await driver.wait_for_bot(60)
-        await driver.feed(say("I want to check the status of my order", 11))
-        await driver.wait_for_bot(60)
-        assert session.expect.kind == "digits", session.transcript
-        await driver.feed(say("one zero zero zero one", 12))
+        driver = await ask_about_an_order(session)
+        await driver.feed(said("one zero zero zero one", 12))
         await driver.wait_for_bot(60)
         texts = [text for _, text in session.transcript]
         assert any("headphones" in t for t in texts), texts  # order 10001 was read out
         assert session.expect.kind == "yesno", texts
-        await driver.feed(say("no thank you", 13))
+        await driver.feed(said("no thank you", 13))
         await driver.wait_for_bot(60)
         stats = pipeline.asr.stats
         assert stats["streams_opened"] >= 2 and stats["streamed"] >= 2 and stats["stream_failed"] == 0, stats

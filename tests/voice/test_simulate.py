@@ -114,7 +114,8 @@ def real_asr_settings(tmp_path_factory):
 async def test_order_status_journey_with_real_engines_speech_and_dtmf(real_asr_settings):
     """Open speech (Whisper), the order number keyed in, yes/no answers (closed grammar), goodbye."""
     from gateway.app import build_core
-    from gateway.voice.simulate import CallDriver, SimulatedControl
+    from gateway.voice.simulate import SimulatedControl
+    from tests.voice.journey_calls import ask_about_an_order, said
 
     settings = real_asr_settings
     core = await build_core(settings)
@@ -123,20 +124,15 @@ async def test_order_status_journey_with_real_engines_speech_and_dtmf(real_asr_s
     control = SimulatedControl()
     session = pipeline.session(call_id="sim-2", sample_rate=RATE, caller_id="+15550142", control=control)
     await session.start()
-    driver = CallDriver(session)
-    say = lambda text, seed: utterance(text, snr_db=25, seed=seed, lead_s=0.4, trail_s=0.4).pcm  # noqa: E731
-    await driver.wait_for_bot(60)
-    await driver.feed(say("I want to check the status of my order", 11))
-    await driver.wait_for_bot(60)
-    assert session.expect.kind == "digits", session.transcript
+    driver = await ask_about_an_order(session)
     for key in "10001#":
         session.push_dtmf(key)
         await driver.tick()
     await driver.wait_for_bot(60)
     assert session.expect.kind == "yesno", session.transcript
-    await driver.feed(say("no thank you", 12))
+    await driver.feed(said("no thank you", 12))
     await driver.wait_for_bot(60)
-    await driver.feed(say("no thank you", 13))
+    await driver.feed(said("no thank you", 13))
     await driver.wait_for_bot(60)
     for _ in range(50 * 10):
         if session.ended.is_set():

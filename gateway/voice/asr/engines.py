@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from gateway.config import AsrSettings
 from gateway.core.actions import Expect
@@ -60,6 +60,11 @@ class RoutedEngine(Protocol):
     @property
     def saturated(self) -> bool:
         """Every worker is busy and requests wait: no time for speculative work."""
+        ...
+
+    def waiting(self, request: asyncio.Task[Transcript]) -> bool:
+        """``request`` (a task running this engine's ``recognize``) still waits for a worker behind
+        other requests: its answer is at least a whole decode away."""
         ...
 
     @property
@@ -115,6 +120,9 @@ class ClosedSetEngine:
     def saturated(self) -> bool:
         return False  # a few tens of milliseconds per request: never worth refusing work
 
+    def waiting(self, request: asyncio.Task[Transcript]) -> bool:
+        return False  # not tracked per request: a few tens of milliseconds each
+
     @property
     def restarts(self) -> int:
         return self._process.stats["restarts"] if self._process is not None else 0
@@ -154,6 +162,7 @@ class WhisperEngine:
         self.timeout_seconds = timeout_seconds
         self.pool = pool
         self._owned = pool is None
+        self._pooled: dict[asyncio.Task[Any], Future[Any]] = {}  # recognize() tasks -> their pool requests
 
     @property
     def available(self) -> bool:
@@ -175,12 +184,17 @@ class WhisperEngine:
             raise AsrError("Whisper is not running")
         pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
         request = self.pool.submit(pcm16k, urgent=urgent)
+        task = asyncio.current_task()
+        if task is not None:
+            self._pooled[task] = request
         try:
             result, queue_seconds = await asyncio.wait_for(asyncio.wrap_future(request), self.timeout_seconds)
         except asyncio.TimeoutError as exc:
             raise AsrError(f"whisper gave no result within {self.timeout_seconds:.0f} s") from exc
         finally:
             request.cancel()  # answered late, or the turn was dropped: still queued, it never reaches a worker
+            if task is not None:
+                self._pooled.pop(task, None)
         text = result.text
         if result.no_speech_prob > NO_SPEECH_PROB and result.confidence < LOW_CONFIDENCE:
             text = ""
@@ -195,6 +209,11 @@ class WhisperEngine:
     @property
     def saturated(self) -> bool:
         return self.pool is not None and self.pool.saturated
+
+    def waiting(self, request: asyncio.Task[Transcript]) -> bool:
+        """Queued in the pool behind other utterances while every worker decodes (not yet taken)."""
+        pooled = self._pooled.get(request)
+        return pooled is not None and not pooled.running() and not pooled.done() and self.saturated
 
     @property
     def restarts(self) -> int:

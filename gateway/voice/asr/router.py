@@ -8,9 +8,10 @@ With ``cross_check`` (the default) Whisper decodes a closed-set turn too, at the
 its answer is taken when it fits the question (``grammar.prefer_open_engine``): on 8 kHz audio
 the grammar always returns an answer of the right shape, right or wrong, and Whisper is the
 better listener except for "oh". Once the grammar has answered, Whisper gets at most
-``cross_check_wait_ms`` more, and ``cross_check_busy_wait_ms`` (none by default) when every
-Whisper worker is busy and utterances wait for one: the check could only come late, and waiting
-for it would add the whole wait to every closed-set turn of a loaded gateway. Without
+``cross_check_wait_ms`` more, and ``cross_check_busy_wait_ms`` (none by default) when the check
+still waits in Whisper's queue behind other calls' utterances (every worker decoding): it is a
+whole decode away at least, and waiting for it would add the whole wait to such turns of a
+loaded gateway for nothing. A check a worker has already taken gets the usual wait. Without
 it, a closed-set answer that is empty, does not fit (wrong digit count) or falls under
 ``fallback_confidence`` is decoded again by Whisper when it runs.
 
@@ -313,7 +314,8 @@ class AsrRouter:
             # A speculative decode (in a pause) answers for a turn that ends later: the checker's
             # wait runs from about where the turn ends, not from the pause.
             wait = self.cross_check_wait + (0.0 if urgent else SPECULATIVE_EXTRA_WAIT_SECONDS)
-            busy = self.checker is not None and self.checker.saturated
+            # Still queued behind other calls' utterances: the check is a whole decode away at least.
+            busy = self.checker is not None and self.checker.waiting(heard)
             if busy:
                 wait = min(wait, self.cross_check_busy_wait)
             done, _ = await asyncio.wait({heard}, timeout=wait)

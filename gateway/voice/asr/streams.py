@@ -347,6 +347,9 @@ class StreamedEngine:
     def saturated(self) -> bool:
         return False
 
+    def waiting(self, request: asyncio.Task[Transcript]) -> bool:
+        return False  # a stream of its own: never behind another call's
+
     @property
     def restarts(self) -> int:
         return int(self.streams.stats["restarts"])
