@@ -6,7 +6,9 @@
 Corpus (synthesized, so words and boundaries are known): hibari voice "heart" and two
 formant-shifted variants, 0.5 s of silence around each utterance, 300-3400 Hz telephone band,
 G.711 mu-law, 8 kHz; a third of the open sentences clean, a third with white noise at 15 dB SNR,
-a third with pink noise at 10 dB. Closed sets: digit strings and yes/no answers, same voices.
+a third with pink noise at 10 dB. Closed sets: digit strings and yes/no answers, same voices,
+and order numbers as the order-status journey asks for them (a 5-8 digit grammar; said with and
+without pauses between the digits, line noise at 30 dB SNR, as the journey benches' callers).
 
 Prints WER, CPU and wall seconds per utterance, real-time factor and p50/p95 latency for:
 Whisper with the padded 30 s encoder window vs the short window, Whisper batched decoding,
@@ -110,6 +112,20 @@ def bench_batch(decoder: WhisperDecoder, corpus: list[Utterance], size: int) -> 
     _r, batch_wall, batch_cpu = timed(lambda: [decoder.transcribe(b) for b in batches])
     print(f"  whisper batch of {size}: {len(xs)} utterances: batched {batch_wall:.2f} s wall / {batch_cpu:.2f} s cpu, "
           f"one by one {seq_wall:.2f} s wall / {seq_cpu:.2f} s cpu (cpu ratio {seq_cpu / batch_cpu:.2f}x)")
+
+
+ORDER_NUMBERS = (("one, zero, zero, zero, one", "10001"), ("two zero zero zero one", "20001"),
+                 ("four, zero, zero, zero, two", "40002"), ("six zero zero zero two", "60002"),
+                 ("three, five, seven, one, nine, two", "357192"), ("eight one zero oh four four two", "8100442"))
+"""Order numbers of the sample CRM's kind, as callers say them (commas: a pause between digits)."""
+
+
+def expect_order(_d: str) -> Expect:
+    return Expect(kind="digits", min_digits=5, max_digits=8)
+
+
+def order_corpus() -> list[tuple[Utterance, str]]:
+    return [(utterance(t, voice=v, rate=8000, snr_db=30.0), d) for t, d in ORDER_NUMBERS for v in VOICES]
 
 
 def bench_closed(name: str, recognize, cases: list[tuple[Utterance, str]], expect_for, judge) -> list[str]:  # type: ignore[no-untyped-def]
@@ -233,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_closed("pocketsphinx stream+whisper digits 8k", stream_checked, digits8, expect_digits, digits_right)
     bench_closed("pocketsphinx stream+whisper yes/no 8k", stream_checked, yesno8, expect_yesno, yesno_right)
+    orders = order_corpus()
+    print(f"order numbers as the order-status journey asks for them (5 to 8 digits, said with and without "
+          f"pauses between the digits): {len(orders)} utterances")
+    bench_closed("pocketsphinx order numbers 8k", ps, orders, expect_order, digits_right)
+    bench_closed("pocketsphinx stream order numbers 8k", streamed, orders, expect_order, digits_right)
+    bench_closed("whisper 10 s order numbers 8k", wh, orders, expect_order, digits_right)
+    bench_closed("pocketsphinx stream+whisper orders 8k", stream_checked, orders, expect_order, digits_right)
     print(f"  cross-check (cost: both engines, run at once by the router): whisper changed the grammar's "
           f"answer {sum(preferred)} times of {len(digits8) + len(yesno8)}")
     bench_rejection(sphinx, decoder, digits8, yesno8, args.quick)

@@ -28,7 +28,7 @@ import re
 
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import normalize_words
-from gateway.voice.asr.grammar import answer_of, digit_bounds, spoken_digits
+from gateway.voice.asr.grammar import answer_of, digit_bounds, one_by_one, spoken_digits
 
 COMPLETE = "complete"
 IN_RANGE = "range"
@@ -71,7 +71,7 @@ def judge(text: str, expect: Expect, grammar_text: str | None = None) -> str:
         # A range is judged only on a count that can be trusted: the grammar's words (one per
         # digit) counting the same, or digits written one by one ("1-0-0-0-1", "one zero zero").
         agreed = grammar_text is not None and len(spoken_digits(grammar_text)) == count
-        if not expect.max_digits or not (agreed or _one_by_one(text)):
+        if not expect.max_digits or not (agreed or one_by_one(text)):
             return UNSURE
         return COMPLETE if count == high else IN_RANGE if low <= count < high else UNSURE
     if expect.closed:
@@ -85,11 +85,6 @@ def judge(text: str, expect: Expect, grammar_text: str | None = None) -> str:
     if _SENTENCE_END.search(text):
         return SENTENCE
     return UNSURE
-
-
-def _one_by_one(text: str) -> bool:
-    """The transcript writes each digit by itself (no numeral of two or more digits)."""
-    return all(len(run) == 1 for run in re.findall(r"\d+", text))
 
 
 def _complete_answer(text: str, expect: Expect) -> bool:

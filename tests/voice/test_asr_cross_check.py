@@ -35,6 +35,11 @@ def test_whisper_wins_when_it_fits_the_question() -> None:
     assert not prefer_open_engine("two zero zero five", "205", digits(3, 8))
     assert prefer_open_engine("one zero zero one", "10001", digits(4, 8)) is False
     assert prefer_open_engine("one zero zero one", "1011", digits(4, 8))  # another digit: Whisper's
+    # Heard in the order-number benches (5 to 8 digits, line noise): Whisper writing each digit
+    # apart counts the zeros right, and digits the grammar did not hear are no dropped "oh".
+    assert prefer_open_engine("eight zero oh zero zero two", "6-0-0-0-2.", digits(5, 8))
+    assert prefer_open_engine("one zero zero zero zero zero one", "1-0-0-0-1.", digits(5, 8))
+    assert prefer_open_engine("three five five oh one oh nine two", "357192.", digits(5, 8))
     # Taken alone while the grammar is queued: any count in range, but never a run of zeros
     assert whisper_fits("4-5-6-1-2.", digits(5, 8), loose=True) and not whisper_fits("4-5-6-1-2.", digits(5, 8))
     assert not whisper_fits("100001.", digits(5, 8), loose=True)
