@@ -309,6 +309,11 @@ def _journey_callers(uri: str, calls: int, files: dict[tuple[str, str], list[str
     return out
 
 
+def _number(caller_id: str | None) -> str:
+    """A caller ID's digits (the gateway and the softphone may write it differently)."""
+    return "".join(ch for ch in caller_id or "" if ch.isdigit())
+
+
 def _ms(values: list[float]) -> str:
     if not values:
         return "-"
@@ -317,20 +322,26 @@ def _ms(values: list[float]) -> str:
 
 def _path_delays(answered: list[dict[str, Any]],
                  calls: list[dict[str, Any]]) -> tuple[list[float], list[float], dict[str, list[float]]]:
-    """Per turn matched by time: the caller's last word -> the gateway's speech end (RTP, jitter
-    buffers, the bridge, the loop), the gateway's first reply frame -> the caller's reply onset,
-    and mouth-to-ear by what the gateway expected at that turn (a misheard order number sends
-    the journey back to the digits question, so the caller's script is not the turn's kind)."""
-    gateway = [(t["marks"], t["expect"]) for c in calls for t in c["turns"]
-               if t["kind"] != "dtmf" and t["marks"]["speech_end"]]
+    """Per turn, matched by time among the same caller's turns (each call has its own caller ID):
+    the caller's last word -> the gateway's speech end (RTP, jitter buffers, the bridge, the
+    loop), the gateway's first reply frame -> the caller's reply onset, and mouth-to-ear by what
+    the gateway expected at that turn (a misheard order number sends the journey back to the
+    digits question, so the caller's script is not the turn's kind). Matched across calls, as
+    this did before, lockstep calls' turns paired with other calls' and the reply path read up
+    to 1 s."""
+    gateway: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for c in calls:
+        gateway.setdefault(_number(c["caller_id"]), []).extend(
+            (t["marks"], t["expect"]) for t in c["turns"] if t["kind"] != "dtmf" and t["marks"]["speech_end"])
     ins: list[float] = []
     outs: list[float] = []
     by_expect: dict[str, list[float]] = {}
     for r in answered:
+        mine = gateway.get(_number(r["caller_id"]), [])
         for last_word, onset in r.get("marks", []):
             if not last_word or not onset:
                 continue
-            near = [(g, e) for g, e in gateway if 0 <= g["speech_end"] - last_word < 1.0 and g["first_frame"]
+            near = [(g, e) for g, e in mine if 0 <= g["speech_end"] - last_word < 1.0 and g["first_frame"]
                     and 0 <= onset - g["first_frame"] < 1.0]
             if near:
                 g, expect = min(near, key=lambda ge: ge[0]["speech_end"] - last_word)
