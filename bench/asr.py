@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         t = sphinx.recognize(pcm, rate, expect)
         return t.text, t.confidence
 
-    def wh(pcm: bytes, rate: int, _expect: Expect) -> tuple[str, float]:
+    def wh(pcm: bytes, rate: int, expect: Expect) -> tuple[str, float]:
+        # as the router asks: a digits question gets Whisper's digits prompt (whisper.HINTS)
         x = audio.pcm_to_float(audio.resample(pcm, rate, ENGINE_RATE))
-        r = decoder.transcribe([x])[0]
+        r = decoder.transcribe([x], hint="digits" if expect.kind == "digits" else "")[0]
         return r.text, r.confidence
 
     streams = StreamDecoders()
@@ -306,19 +307,21 @@ def bench_rejection(sphinx: PocketsphinxEngine, decoder: WhisperDecoder, digits8
              "yesno": (AskStep(id="y", ask="?", expect="yesno", slot="y"), Expect(kind="yesno"))}
     voices = VOICES[:2] if quick else VOICES
     other = [utterance(t, voice=v) for t in AGENT_PHRASES + OUT_OF_GRAMMAR for v in voices]
-    heard: dict[int, str] = {}
+    heard: dict[tuple[int, str], str] = {}
 
-    def whisper(u: Utterance) -> str:
-        key = id(u)
+    def whisper(u: Utterance, hint: str) -> str:
+        key = (id(u), hint)
         if key not in heard:
-            heard[key] = decoder.transcribe([audio.pcm_to_float(audio.resample(u.pcm, u.rate, ENGINE_RATE))])[0].text
+            x = audio.pcm_to_float(audio.resample(u.pcm, u.rate, ENGINE_RATE))
+            heard[key] = decoder.transcribe([x], hint=hint)[0].text
         return heard[key]
 
     def answer(engine: PocketsphinxEngine, cross: bool, prefer, u: Utterance, expect: Expect) -> str:  # type: ignore[no-untyped-def]
         closed = engine.recognize(u.pcm, u.rate, expect).text
         if not cross:
             return closed
-        said = whisper(u)
+        # the hint as the router gives it; "before" (the rejection work) had no prompt either
+        said = whisper(u, "digits" if expect.kind == "digits" and prefer is prefer_open_engine else "")
         return said if prefer(closed, said, expect) else closed
 
     setups = (("grammar alone, before", plain, False, _prefer_before),

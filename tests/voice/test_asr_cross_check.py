@@ -40,9 +40,11 @@ def test_whisper_wins_when_it_fits_the_question() -> None:
     assert prefer_open_engine("eight zero oh zero zero two", "6-0-0-0-2.", digits(5, 8))
     assert prefer_open_engine("one zero zero zero zero zero one", "1-0-0-0-1.", digits(5, 8))
     assert prefer_open_engine("three five five oh one oh nine two", "357192.", digits(5, 8))
+    assert prefer_open_engine("eight one zero four four two", "8-10-0-4-4-2.", digits(5, 8))
     # Taken alone while the grammar is queued: any count in range, but never a run of zeros
     assert whisper_fits("4-5-6-1-2.", digits(5, 8), loose=True) and not whisper_fits("4-5-6-1-2.", digits(5, 8))
     assert not whisper_fits("100001.", digits(5, 8), loose=True)
+    assert whisper_fits("1-0-0-0-1.", digits(5, 8), loose=True)  # written digit by digit: counted right
     # Neither fits: Whisper's words go on to the core (the NLU asks again).
     assert prefer_open_engine("", "I don't know it", digits(8, 8))
     assert prefer_open_engine("yes", "No, it isn't.", Expect(kind="yesno"))

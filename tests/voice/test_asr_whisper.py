@@ -89,6 +89,25 @@ async def test_an_utterance_no_worker_has_taken_yet_is_not_a_busy_pool(pool: Whi
     assert wer(u.text, result.text) <= 0.25, (u.text, result.text)
 
 
+async def test_a_digits_hint_writes_order_numbers_digit_by_digit(pool: WhisperPool) -> None:
+    """Without the hint Whisper writes "four, zero, zero, zero, two" as "400002" (a zero too many)
+    or the like; with it, one digit at a time and right. Other speech stays words."""
+    async def heard(text: str, hint: str, voice: str = "heart") -> str:
+        u = utterance(text, voice=voice, rate=8000, snr_db=30.0)
+        result, _queued = await asyncio.wrap_future(pool.submit(resample(u.pcm, 8000, 16000), hint=hint))
+        return result.text
+
+    plain = [await heard("four, zero, zero, zero, two", ""), await heard("two, zero, zero, zero, one", "")]
+    assert [spoken_digits(t) for t in plain] != ["40002", "20001"], plain  # what the hint is for
+    for text, digits in (("four, zero, zero, zero, two", "40002"), ("two, zero, zero, zero, one", "20001"),
+                         ("one oh two three", "1023")):
+        for voice in ("heart", "heart-low"):
+            said = await heard(text, "digits", voice)
+            assert spoken_digits(said) == digits, (text, voice, said)
+    agent = await heard("I want to speak to an agent", "digits")
+    assert "agent" in agent.lower() and not spoken_digits(agent), agent
+
+
 async def test_wideband_input_and_short_window(pool: WhisperPool) -> None:
     u = utterance("please cancel my subscription", rate=16000, telephone=False, ulaw=False)
     result, queue_seconds = await asyncio.wrap_future(pool.submit(u.pcm))

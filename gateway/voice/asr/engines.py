@@ -183,7 +183,7 @@ class WhisperEngine:
         if self.pool is None:
             raise AsrError("Whisper is not running")
         pcm16k = resample(pcm, sample_rate, ENGINE_RATE)
-        request = self.pool.submit(pcm16k, urgent=urgent)
+        request = self.pool.submit(pcm16k, urgent=urgent, hint="digits" if expect.kind == "digits" else "")
         task = asyncio.current_task()
         if task is not None:
             self._pooled[task] = request

@@ -203,10 +203,10 @@ _DIGIT_VALUE.update({"oh": "0", "o": "0"})
 _ZEROS = re.compile("0+")
 
 
-def one_by_one(text: str) -> bool:
-    """The transcript writes each digit by itself ("1-0-0-0-1", "one zero"; no numeral of two or
-    more digits, in which Whisper may have miscounted a run of zeros)."""
-    return all(len(run) == 1 for run in re.findall(r"\d+", text))
+def one_by_one(text: str, longest: int = 1) -> bool:
+    """The transcript writes each digit by itself ("1-0-0-0-1", "one zero"; no numeral of more than
+    ``longest`` digits, in which Whisper may have miscounted a run of zeros or dropped an "oh")."""
+    return all(len(run) <= longest for run in re.findall(r"\d+", text))
 
 
 def _within(short: str, long: str) -> bool:
@@ -256,10 +256,10 @@ def prefer_open_engine(closed_text: str, open_text: str, expect: Expect) -> bool
     accurate listener at 8 kHz but writes "oh" as nothing ("one oh two three" -> "103") and,
     writing digits as a number, miscounts runs of zeros ("one zero zero zero one" -> "100001").
     So Whisper's answer is taken when it fits the question (a digit count within bounds, a yes/no
-    meaning, one of the options), unless it is the grammar's digits with some left out and an
-    "oh" among them, or, written as a numeral, differs from the grammar's digits only in how many
-    zeros a run holds (the grammar hears one word per digit; digits Whisper writes one by one,
-    "6-0-0-0-2", are counted right); it is taken too when it is speech outside the question (:func:`out_of_grammar`:
+    meaning, one of the options); written as a numeral (not one by one, as its digits prompt has
+    it write them: "6-0-0-0-2"), not when it is the grammar's digits with some left out and an
+    "oh" among them, or differs from the grammar's digits only in how many zeros a run holds (the
+    grammar hears one word per digit); it is taken too when it is speech outside the question (:func:`out_of_grammar`:
     "I want to speak to an agent", "there's a wrong charge on my bill"), whatever the grammar
     made of it; otherwise the grammar's answer stands if it fits, and Whisper's if nothing fits.
     """
@@ -272,11 +272,11 @@ def prefer_open_engine(closed_text: str, open_text: str, expect: Expect) -> bool
             return other_speech or not closed_fits
         if not closed_fits:
             return True
+        if one_by_one(open_text, longest=2):
+            return True  # digits written apart (its digits prompt; "8-10-0-4-4-2"): none lost in a numeral
         said = spoken_digits(closed_text)
         if "oh" in closed_text.split() and len(heard) < len(said) and _within(heard, said):
             return False  # Whisper's digits are the grammar's with some left out, an "oh" among them
-        if one_by_one(open_text):
-            return True  # each digit written apart: no run of zeros miscounted inside a numeral
         return not (heard != said and _ZEROS.sub("0", heard) == _ZEROS.sub("0", said))
     if expect.kind == "yesno":
         return bool(yes_no_meaning(open_text)) or other_speech or not closed_fits

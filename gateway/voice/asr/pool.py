@@ -2,9 +2,9 @@
 
 The gateway's event loop never decodes. ``WhisperPool.submit`` queues an utterance and returns a
 ``concurrent.futures.Future``; one feeder thread per worker process takes its share of what is
-waiting (half of the utterances sharing an encoder window, rounded up, at most ``max_batch``),
-sends it over a pipe, and waits for the answer with a deadline. Nothing waits to fill a batch: a
-batch forms only from utterances that would otherwise queue behind a busy worker, and on this
+waiting (half of the utterances sharing an encoder window and a prompt hint, rounded up, at
+most ``max_batch``), sends it over a pipe, and waits for the answer with a deadline. Nothing waits
+to fill a batch: a batch forms only from utterances that would otherwise queue behind a busy worker, and on this
 CPU a batch of 2-4 costs 15-25 % less CPU than the same utterances one by one (bench/asr.py).
 Every utterance of a batch waits for the whole batch (one thread decodes four 2 s answers in
 1.5 s, two in 0.75 s), which is why a worker coming free does not take the whole queue but
@@ -48,6 +48,7 @@ class _Request:
     samples: np.ndarray
     window: float
     urgent: bool = True
+    hint: str = ""  # whisper.HINTS key: a batch shares its window and its hint
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -217,7 +218,7 @@ class WhisperPool:
         with self._cond:
             return self.decoding >= self.size and any(not r.future.cancelled() for r in self._pending)
 
-    def submit(self, pcm16k: bytes, *, urgent: bool = True) -> Future:
+    def submit(self, pcm16k: bytes, *, urgent: bool = True, hint: str = "") -> Future:
         """Queue one utterance (16 kHz 16-bit PCM); the future resolves to ``(WhisperResult, queue_s)``.
 
         ``urgent`` (an ended turn a caller waits for) goes ahead of every speculative utterance
@@ -225,7 +226,7 @@ class WhisperPool:
         if not self._threads or self._closed:
             raise AsrError("Whisper pool is not running (start() it first)")
         samples = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
-        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds), urgent)
+        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds), urgent, hint)
         with self._cond:
             if urgent:
                 at = next((i for i, r in enumerate(self._pending) if not r.urgent), len(self._pending))
@@ -244,19 +245,19 @@ class WhisperPool:
             batch: list[_Request] = []
             keep: deque[_Request] = deque()
             live = [r for r in self._pending if not r.future.cancelled()]
-            window = live[0].window if live else None
-            same = sum(1 for r in live if r.window == window)
+            kind = (live[0].window, live[0].hint) if live else None
+            same = sum(1 for r in live if (r.window, r.hint) == kind)
             share = min(self.max_batch, -(-same // 2) if self.size > 1 else same)  # half, rounded up
             while self._pending:
                 req = self._pending.popleft()
                 if req.future.cancelled():
                     continue  # the caller gave up (timeout) before decoding started
-                if req.window == window and len(batch) < share:
+                if (req.window, req.hint) == kind and len(batch) < share:
                     if req.future.set_running_or_notify_cancel():
                         batch.append(req)
                 else:
                     keep.append(req)
-            self._pending.extendleft(reversed(keep))  # other windows wait for the next round
+            self._pending.extendleft(reversed(keep))  # other windows and hints wait for the next round
             if self._pending:
                 self._cond.notify()  # what is left is another worker's share
             return batch
@@ -272,7 +273,7 @@ class WhisperPool:
 
     def _run(self, index: int, batch: list[_Request]) -> None:
         started = time.perf_counter()
-        message = (batch[0].window, [r.samples for r in batch])
+        message = (batch[0].window, [r.samples for r in batch], batch[0].hint)
         for attempt in (1, 2):
             try:
                 status, payload = self._exchange_counted(index, message)
@@ -300,7 +301,7 @@ class WhisperPool:
         for req, result in zip(batch, results):
             req.future.set_result((result, started - req.queued_at))
 
-    def _exchange_counted(self, index: int, message: tuple[float, list[np.ndarray]]) -> tuple[str, Any]:
+    def _exchange_counted(self, index: int, message: tuple[float, list[np.ndarray], str]) -> tuple[str, Any]:
         with self._cond:
             self.decoding += 1
         try:
@@ -309,7 +310,7 @@ class WhisperPool:
             with self._cond:
                 self.decoding -= 1
 
-    def _exchange(self, index: int, message: tuple[float, list[np.ndarray]]) -> tuple[str, Any]:
+    def _exchange(self, index: int, message: tuple[float, list[np.ndarray], str]) -> tuple[str, Any]:
         """Send one batch to worker ``index`` and wait for its answer (bounded)."""
         worker = self._workers[index]
         if worker is None or not worker.alive():

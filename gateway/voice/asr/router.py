@@ -42,7 +42,7 @@ from gateway.core.actions import Expect
 from gateway.voice.asr.base import AsrError, Transcript
 from gateway.voice.asr.closed import ClosedSetProcess, closed_workers_for
 from gateway.voice.asr.engines import ClosedSetEngine, RoutedEngine, WhisperEngine
-from gateway.voice.asr.grammar import answer_of, digit_bounds, plausible, prefer_open_engine, spoken_digits
+from gateway.voice.asr.grammar import answer_of, digit_bounds, one_by_one, plausible, prefer_open_engine, spoken_digits
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.streams import ClosedStream, ClosedStreams, StreamedEngine
 from gateway.voice.audio import SAMPLE_WIDTH
@@ -66,13 +66,14 @@ def whisper_fits(text: str, expect: Expect, *, loose: bool = False) -> bool:
     """Whisper's transcript answers the closed question by itself: all the digits of a fixed-length
     string, a yes or a no, exactly one option. ``loose`` (the grammar is queued behind other calls):
     any digit count in bounds, accepting the rare "oh" Whisper drops rather than the wait, but not
-    a run of zeros, which Whisper miscounts when it writes the digits as a number."""
+    a run of zeros, which Whisper miscounts when it writes the digits as a number (it writes them
+    one by one after its digits prompt, ``whisper.HINTS``)."""
     if expect.kind == "digits":
         # A fixed length only, unless loose: Whisper writes a spoken "oh" as nothing, which a range hides.
         low, high = digit_bounds(expect)
         heard = spoken_digits(text)
         if loose:
-            return low <= len(heard) <= high and "00" not in heard
+            return low <= len(heard) <= high and ("00" not in heard or one_by_one(text))
         return low == high == len(heard)
     answer = answer_of(text, expect)
     return bool(answer) and "|" not in answer

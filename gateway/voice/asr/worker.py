@@ -2,7 +2,7 @@
 
 Started by ``gateway.voice.asr.pool``; talks over the inherited socket ``FD``: it answers
 ``("ready", pid)`` once the model is loaded and warm, then one ``("ok", results)`` or
-``("error", message)`` per ``(window, batch)`` request, and exits on ``None`` or a closed socket.
+``("error", message)`` per ``(window, batch, hint)`` request, and exits on ``None`` or a closed socket.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ def _load(config: dict[str, Any]) -> WhisperDecoder:
     return decoder
 
 
+def _decode(decoder: WhisperDecoder, message: tuple[Any, ...]) -> Any:
+    window, batch, *rest = message
+    return decoder.transcribe(batch, window, rest[0] if rest else "")
+
+
 def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
     """Worker process: load the model, warm it, then decode batches until told to stop."""
-    serve_requests(conn, lambda: _load(config), lambda decoder, message: decoder.transcribe(message[1], message[0]),
+    serve_requests(conn, lambda: _load(config), _decode,
                    lambda _decoder: "whisper")
 
 
