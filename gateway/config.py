@@ -127,6 +127,8 @@ class AsrSettings(Section):
     cross_check_wait_ms: int = Field(300, ge=0, le=10000)
     # ... and when the check still waits in Whisper's queue behind other calls' (a decode away)
     cross_check_busy_wait_ms: int = Field(0, ge=0, le=10000)
+    # a digit string's check, busy or not: the grammar hears few order numbers right (bench.asr)
+    cross_check_digits_wait_ms: int = Field(3000, ge=0, le=30000)
     workers: int = Field(0, ge=0)
     closed_workers: int = Field(0, ge=0, le=16)  # closed-set stream/decoder processes; 0 = one per core
     closed_streaming: bool = True  # pocketsphinx decodes closed-set turns while the caller speaks

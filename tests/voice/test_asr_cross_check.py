@@ -145,6 +145,14 @@ async def test_a_busy_whisper_does_not_hold_up_a_closed_answer() -> None:
         await asyncio.wait_for(asyncio.wrap_future(busy), 90)  # the loop runs on meanwhile
         await asyncio.sleep(0.5)
         assert solo.stats["utterances"] == 1  # no cross-check reached the worker
+        # A digit string waits for its check, busy or not (cross_check_digits_wait_ms): the grammar
+        # hears few order numbers right, and a wrong one costs the caller a re-ask.
+        router.cross_check_busy_wait, router.cross_check_digits_wait = 0.0, 60.0  # 60: however slow this machine
+        busy = solo.submit(resample(long_turn, 8000, 16000))
+        d = utterance("four five six one two")
+        t = await asyncio.wait_for(router.recognize(d.pcm, 8000, digits(5, 5)), 90)
+        assert t.engine == "whisper" and spoken_digits(t.text) == "45612", t
+        assert busy.done() and router.stats["cross_check_late"] == 2
     finally:
         await router.close()
         solo.close()

@@ -11,7 +11,10 @@ better listener except for "oh". Once the grammar has answered, Whisper gets at 
 ``cross_check_wait_ms`` more, and ``cross_check_busy_wait_ms`` (none by default) when the check
 still waits in Whisper's queue behind other calls' utterances (every worker decoding): it is a
 whole decode away at least, and waiting for it would add the whole wait to such turns of a
-loaded gateway for nothing. A check a worker has already taken gets the usual wait. Without
+loaded gateway for nothing. A check a worker has already taken gets the usual wait. A digit
+string waits ``cross_check_digits_wait_ms`` (3 s) for its check, busy or not: the grammar hears
+4-6 of 18 spoken order numbers right, Whisper 17 (``bench.asr``), and a wrong number costs the
+caller a whole re-ask where the wait costs a second at most. Without
 it, a closed-set answer that is empty, does not fit (wrong digit count) or falls under
 ``fallback_confidence`` is decoded again by Whisper when it runs.
 
@@ -145,6 +148,7 @@ class AsrRouter:
         self.cross_check = settings.cross_check and fallback
         self.cross_check_wait = settings.cross_check_wait_ms / 1000.0
         self.cross_check_busy_wait = settings.cross_check_busy_wait_ms / 1000.0
+        self.cross_check_digits_wait = settings.cross_check_digits_wait_ms / 1000.0
         self._stats = {"fallbacks": 0, "fallback_seconds": 0.0, "cross_checks": 0, "cross_check_late": 0,
                        "cross_check_busy": 0,
                       "open_engine_preferred": 0, "whisper_first": 0, "streamed": 0, "stream_failed": 0}
@@ -317,7 +321,9 @@ class AsrRouter:
             wait = self.cross_check_wait + (0.0 if urgent else SPECULATIVE_EXTRA_WAIT_SECONDS)
             # Still queued behind other calls' utterances: the check is a whole decode away at least.
             busy = self.checker is not None and self.checker.waiting(heard)
-            if busy:
+            if expect.kind == "digits":
+                wait = max(wait, self.cross_check_digits_wait)
+            elif busy:
                 wait = min(wait, self.cross_check_busy_wait)
             done, _ = await asyncio.wait({heard}, timeout=wait)
             if not done:
