@@ -37,7 +37,7 @@ HINTS = {"digits": "1-0-0-4-2. 7-3-0-0-9-1."}
 At a digits question Whisper otherwise writes digit strings as numerals and miscounts their runs
 of zeros ("four, zero, zero, zero, two" -> "400002", "two zero zero zero one" -> "2.001") and
 drops "oh" ("one oh two three" -> "103"); after this prompt it writes them one by one, as here
-("4-0-0-0-2", "1-0-2-3"): order numbers 12 -> 17 of 18 right, the digit corpus 13 -> 19 of 24
+("4-0-0-0-2", "1-0-2-3"): order numbers 12 -> 17 of 18 right, the digit corpus 12 -> 17 of 18
 (bench.asr). Speech that is no digit string is still written as said (bench.asr, rejection)."""
 TOKENS_PER_SECOND = 8
 """Token budget per second of audio (fast speech is about 4-5): bounds a hallucination loop."""
@@ -109,6 +109,8 @@ class WhisperDecoder:
         )
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
         self.prompt = [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps]
+        self._hinted = {hint: [self.tokenizer.sot_prev, *self.tokenizer.encode(" " + text), *self.prompt]
+                        for hint, text in HINTS.items()}
         self.suppress = self._suppressed_tokens()
 
     def _suppressed_tokens(self) -> list[int]:
@@ -127,10 +129,7 @@ class WhisperDecoder:
 
     def prompt_for(self, hint: str) -> list[int]:
         """The decoder's prompt tokens for ``hint`` (a key of ``HINTS``; "" or unknown: none)."""
-        text = HINTS.get(hint)
-        if not text:
-            return self.prompt
-        return [self.tokenizer.sot_prev, *self.tokenizer.encode(" " + text), *self.prompt]
+        return self._hinted.get(hint, self.prompt)
 
     def transcribe(self, batch: list[np.ndarray], window_seconds: float | None = None,
                    hint: str = "") -> list[WhisperResult]:
