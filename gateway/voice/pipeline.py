@@ -24,10 +24,6 @@ from gateway.voice.vad import VadPool
 
 log = logging.getLogger(__name__)
 
-PREWARM_VAD_MODELS = 2
-"""Silero models built at start for the configured rate (about 10 MB and 110 ms each)."""
-
-
 ASR_METRICS = {
     "voicegw_asr_cross_checks_total": "cross_checks",
     "voicegw_asr_cross_check_late_total": "cross_check_late",
@@ -66,7 +62,7 @@ class VoicePipeline:
         self._started = False
 
     async def start(self) -> None:
-        """Build and start the engines not given to the constructor; prewarm VAD models."""
+        """Build and start the engines not given to the constructor; load the VAD model."""
         if self._started:
             return
         voice = self.settings.voice
@@ -84,7 +80,7 @@ class VoicePipeline:
             await self.tts.start()
         if self._own_tts and hasattr(self.tts, "warm_up"):
             await self.tts.warm_up()  # the first caller does not wait for the engine's first inference
-        await self.vad_pool.prewarm(voice.sample_rate, PREWARM_VAD_MODELS)
+        await self.vad_pool.prewarm()
         if voice.tts.presynthesize and self._own_tts:
             self._warmup = asyncio.create_task(self._warm_prompts(), name="prompt-warmup")
         self._started = True

