@@ -31,6 +31,52 @@ OneCaller = Callable[[Any, float, int], Awaitable[dict[str, float]]]
 """``one_caller(target, seconds, seed)``: one call against ``target`` (a port, a URL), its figures."""
 
 
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """Memory of the processes ``pids`` in MB: the sum of their RSS (a page several processes
+    share, a library's code or a parent's pages, is counted in each) and of their PSS (a shared
+    page divided among the processes sharing it: what they hold together). Gone processes count 0."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                rss += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                pss += next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
+        except (OSError, ValueError):
+            continue
+    return rss / 1024, pss / 1024
+
+
+class MemoryPeak:
+    """The largest ``memory_mb`` of ``pids`` seen while it runs, sampled every ``every`` seconds
+    in a thread (for benches whose measuring side blocks)."""
+
+    def __init__(self, pids: list[int], every: float = 2.0):
+        import threading
+
+        self.pids, self.every = pids, every
+        self.rss, self.pss = memory_mb(pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-peak", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def sample(self) -> None:
+        rss, pss = memory_mb(self.pids)
+        self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+
+    def __enter__(self) -> "MemoryPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
 class NoopAsr:
     """Answers every turn at once with an empty transcript."""
 
@@ -107,9 +153,9 @@ def caller_audio(seconds: float, seed: int) -> bytes:
     return pcm.tobytes()
 
 
-async def start_pipeline(calls: int, vad: str, overrides: dict[str, Any] | None = None) -> tuple[Any, Any]:
+async def start_pipeline(vad: str, overrides: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """Settings (a fresh data directory, ``vad``, ``overrides``) and a started pipeline with
-    the no-cost recognizer, synthesizer and core; silero VAD models are built for ``calls``."""
+    the no-cost recognizer, synthesizer and core; the silero VAD model is loaded once."""
     from gateway.config import load_settings
     from gateway.voice.pipeline import VoicePipeline
 
@@ -119,8 +165,6 @@ async def start_pipeline(calls: int, vad: str, overrides: dict[str, Any] | None 
     })
     pipeline = VoicePipeline(settings, EchoCore(), asr=NoopAsr(), tts=ToneTts())
     await pipeline.start()
-    if vad == "silero":
-        await pipeline.vad_pool.prewarm(8000, calls)
     return settings, pipeline
 
 

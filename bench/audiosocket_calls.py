@@ -73,8 +73,7 @@ async def _one_caller(port: int, seconds: float, seed: int) -> dict[str, float]:
 async def run_load(calls: int, seconds: float, vad: str) -> dict[str, float]:
     from gateway.telephony.audiosocket_server import AudioSocketServer
 
-    settings, pipeline = await start_pipeline(
-        calls, vad, {"audiosocket": {"port": 0, "read_timeout_seconds": 10}})
+    settings, pipeline = await start_pipeline(vad, {"audiosocket": {"port": 0, "read_timeout_seconds": 10}})
     server = AudioSocketServer(settings, pipeline)
     await server.start()
     run = await run_callers(_one_caller, server.port, calls, seconds, connected=lambda: len(server.active),

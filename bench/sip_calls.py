@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import KNOWN_CUSTOMERS
+from bench._common import KNOWN_CUSTOMERS, MemoryPeak
 
 ROOT = Path(__file__).resolve().parent.parent
 JOURNEY = (("open", "I want to check the status of my order"), ("digits", "one, zero, zero, zero, one"),
@@ -194,18 +194,6 @@ class Gateway:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
-
-    def rss_mb(self) -> float:
-        """Resident memory of the gateway process, its SIP workers and its recognizer workers."""
-        total = 0
-        for pid in self.pids:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                continue
-        return total / 1024
 
     def turns(self) -> list[dict[str, Any]]:
         assert self.proc.stdin is not None
@@ -360,10 +348,9 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
         gw = Gateway(real=True, data_dir=str(tmp / f"gw-journeys-{n}"), workers=workers)
         try:
             cpu0, t0 = gw.cpu_seconds(), time.monotonic()
-            peak = [gw.rss_mb()]
-            results = _journey_callers(f"sip:bot@127.0.0.1:{gw.port}", n, files, seconds)
+            with MemoryPeak(gw.pids) as memory:  # the gateway process, its SIP and recognizer workers
+                results = _journey_callers(f"sip:bot@127.0.0.1:{gw.port}", n, files, seconds)
             cpu, wall = gw.cpu_seconds() - cpu0, time.monotonic() - t0
-            peak.append(gw.rss_mb())
             time.sleep(1.0)
             media = gw.media_stats()
             calls = gw.turns()
@@ -405,7 +392,8 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
         underruns = sum(m["underruns"] for m in media)
         print(f"    premature cut-ins {premature}, barge-ins {len(barges)} (backchannels {sum(1 for b in barges if b.get('backchannel'))}); "
               f"gateway underruns {underruns} frames; CPU {cpu / wall * 100:.0f} % of one core (2 cores); "
-              f"memory of the gateway's processes {max(peak):.0f} MB")
+              f"memory of the gateway's processes at most {memory.rss:.0f} MB RSS summed, {memory.pss:.0f} MB PSS "
+              "(shared pages counted once)")
 
 
 def bench_concurrency(tmp: Path, steps: list[int], workers: int = 0) -> None:

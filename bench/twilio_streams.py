@@ -79,7 +79,7 @@ async def run_load(calls: int, seconds: float, vad: str) -> dict[str, float]:
 
     from gateway.telephony.twilio_media_server import TwilioMediaServer
 
-    settings, pipeline = await start_pipeline(calls, vad)
+    settings, pipeline = await start_pipeline(vad)
     server = TwilioMediaServer(settings, pipeline)
     app = web.Application()
     server.add_routes(app)

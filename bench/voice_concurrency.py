@@ -15,8 +15,9 @@ carries hiss at -60 dBFS, not digital zero. A finished journey hangs up and the 
 Reported per load, with the load average of the machine: the worst and p99 frame lateness (how
 late a tick ran; audio breaks up past ~100 ms), turn latency after the caller's last word
 (``TurnTimer.stages()["total"]``: endpointing included) p50/p95 for open and closed turns, the
-stage split (and the slowest turns whole), the recognizer queue waits, premature cut-ins, CPU, and memory (RSS of this process
-and every recognizer worker). A load is held when every frame was within 100 ms and turns stayed
+stage split (and the slowest turns whole), the recognizer queue waits, premature cut-ins, CPU,
+and memory of this process and every recognizer worker (peak, sampled every 2 s: the RSS summed,
+and the PSS, which counts a page the processes share once). A load is held when every frame was within 100 ms and turns stayed
 within the issue's targets: open p95 <= 1.2 s, closed p95 <= 0.5 s after the last word.
 
 Watchdog: a load that has not finished ``HANG_MARGIN_S`` after its calls should have ended is
@@ -39,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import KNOWN_CUSTOMERS
+from bench._common import KNOWN_CUSTOMERS, MemoryPeak
 from bench.turn_latency import build_engines, pct
 from gateway.config import load_settings
 from gateway.voice.simulate import SimulatedControl
@@ -146,19 +147,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def rss_mb(pids: list[int]) -> float:
-    """Resident memory of this process and ``pids``."""
-    total = 0
-    for pid in [os.getpid(), *pids]:
-        try:
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
 async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech: dict[tuple[int, str], list[bytes]],
                    lateness: list[float], out: list[dict[str, Any]], counter: list[int]) -> None:
     """One phone line: journeys one after another until ``until`` (perf_counter)."""
@@ -220,17 +208,9 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, speech:
     asr_before = dict(getattr(pipeline.asr, "stats", {}))
     cpu0, t0 = cpu_seconds(pids), time.perf_counter()
     until = t0 + seconds
-    memory = [rss_mb(pids)]
-
-    async def sample_memory() -> None:
-        while time.perf_counter() < until:
-            await asyncio.sleep(2.0)
-            memory.append(rss_mb(pids))
-
-    sampler = asyncio.ensure_future(sample_memory())
-    await bounded(asyncio.gather(*(one_line(pipeline, c, until, rate, speech, lateness, results, [c * 1000])
-                                   for c in range(calls))), seconds + HANG_MARGIN_S, f"the {calls}-call load")
-    sampler.cancel()
+    with MemoryPeak([os.getpid(), *pids]) as memory:  # sampled in a thread: the event loop only runs calls
+        await bounded(asyncio.gather(*(one_line(pipeline, c, until, rate, speech, lateness, results, [c * 1000])
+                                       for c in range(calls))), seconds + HANG_MARGIN_S, f"the {calls}-call load")
     cpu, wall = cpu_seconds(pids) - cpu0, time.perf_counter() - t0
     timers = [t for r in results for t in r["timers"] if t.kind != "dtmf"]
     out: dict[str, Any] = {"calls": calls, "journeys": len(results), "max_late": max(lateness, default=0.0),
@@ -239,7 +219,7 @@ async def run_load(pipeline: Any, calls: int, seconds: float, rate: int, speech:
                            "barge_ins": sum(len(r["barge_ins"]) for r in results),
                            "premature": sum(r.get("premature_cutins", 0) for r in results),
                            "wasted": sum(r.get("speculative_discarded", 0) for r in results),
-                           "memory_mb": max(memory), "load_before": load_before,
+                           "memory_mb": memory.rss, "pss_mb": memory.pss, "load_before": load_before,
                            "asr": {k: v - asr_before.get(k, 0) for k, v in getattr(pipeline.asr, "stats", {}).items()},
                            "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     for kind in ("open", "closed"):
@@ -266,12 +246,11 @@ async def main_async(args: argparse.Namespace) -> None:
     core = await build_core(settings)
     pipeline = VoicePipeline(settings, core, asr=asr, tts=tts)
     await pipeline.start()
-    await pipeline.vad_pool.prewarm(args.rate, max(args.calls))
     speech = journey_speech(args.rate)
     print(f"{os.cpu_count()} cores, {args.rate} Hz, {args.seconds:.0f} s per load; real core, {note}, TTS "
           f"{tts.engine_name}; speculative {settings.voice.endpoint.speculative_ms or 'off'} ms, early end "
           f"{'on' if settings.voice.endpoint.early_end else 'off'}; line hiss {LINE_NOISE_DBFS:.0f} dBFS in pauses")
-    print(" calls journeys  max-late  p99-late   cpu  turns  open p50/p95 (s)  closed p50/p95 (s)  memory   held  load average")
+    print(" calls journeys  max-late  p99-late   cpu  turns  open p50/p95 (s)  closed p50/p95 (s)  RSS / PSS (MB)  held  load average")
     best = 0
     for calls in args.calls:
         try:
@@ -281,7 +260,7 @@ async def main_async(args: argparse.Namespace) -> None:
             break
         print(f"{calls:6d} {r['journeys']:8d} {r['max_late'] * 1000:7.0f}ms {r['p99_late'] * 1000:7.0f}ms "
               f"{r['cpu_share']:5.0%} {r['turns']:6d}  {r['open_p50']:6.2f} / {r['open_p95']:5.2f}     "
-              f"{r['closed_p50']:6.2f} / {r['closed_p95']:5.2f}   {r['memory_mb']:5.0f} MB  "
+              f"{r['closed_p50']:6.2f} / {r['closed_p95']:5.2f}   {r['memory_mb']:5.0f} / {r['pss_mb']:5.0f}  "
               f"{'yes' if r['held'] else 'no ':3}   {r['load_before']} -> {r['load_after']}")
         for kind in ("open", "closed"):
             print(f"        {kind} stage p95 (ms): {r[f'{kind}_stages']}; ended early {r[f'{kind}_early']}/{r[f'{kind}_n']}")
