@@ -31,6 +31,15 @@ OneCaller = Callable[[Any, float, int], Awaitable[dict[str, float]]]
 """``one_caller(target, seconds, seed)``: one call against ``target`` (a port, a URL), its figures."""
 
 
+LINE_NOISE_DBFS = -51.0
+"""The callers' line hiss, all through a call (under the words and between them): about 30 dB
+under the corpus speech (-21 dBFS RMS), the speech-to-noise ratio the corpus is tested at. One
+level throughout, as on a real line: speech files carrying their own noise at 30 dB SNR with the
+line at -60 dBFS between them put a 10 dB noise step after every word, which the endpointer
+took for 100-200 ms more speech (and a bench measuring from the gateway's speech end did not
+count)."""
+
+
 def memory_mb(pids: list[int]) -> tuple[float, float]:
     """Memory of the processes ``pids`` in MB: the sum of their RSS (a page several processes
     share, a library's code or a parent's pages, is counted in each) and of their PSS (a shared

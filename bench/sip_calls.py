@@ -1,24 +1,26 @@
 """SIP leg figures: mouth-to-ear turn latency of whole journeys at 1-24 calls, tone calls, media CPU.
 
-    .venv/bin/python -m bench.sip_calls [--steps 1 4 8 16 24] [--skip-tone] [--workers 4]
+    .venv/bin/python -m bench.sip_calls [--steps 1 4 8 16 24] [--arrival lockstep staggered] [--skip-tone]
+                                        [--workers 4]
 
 Everything runs on loopback with real SIP and RTP: the gateway's SIP channel in one process (or
 with ``sip.workers``: the gateway process and its SIP worker processes behind the SIP front), the
 softphone (pjsua2, its own endpoint; 4 calls per process) in others, all on the same cores.
 
-1. Journeys (real core, real recognizers and synthesizer): N simultaneous calls, each its own
-   caller (distinct caller IDs; one in four is a known customer's number, greeted by name and
-   asked for proof before any account data, and every call says that customer's order
-   number). Every call walks the order-status journey with
-   speech from the speech corpus (three voices, telephone band, line noise in the pauses):
-   an open question, a spoken digit string, two yes/no answers. The softphone waits for each
-   prompt to end and measures mouth-to-ear: from its last voiced frame sent to the first voiced
-   frame of the reply received (endpointing, recognition, the journey, synthesis, both jitter
-   buffers). The gateway reports every turn's stage split (``TurnTimer.stages``), including the
-   time each turn waited for a recognizer; premature cut-ins and barge-ins are counted. Printed
-   per load: p50/p95 mouth-to-ear by turn kind, the stage split, late frames (gateway underruns),
-   CPU, memory of every process of the gateway (SIP workers and recognizer workers included)
-   and the load average of the machine.
+1. Journeys (real core, real recognizers and synthesizer): N simultaneous calls, placed at once
+   (lockstep: every call's turns at the same moment) and one by one over 20 s (``ARRIVALS``;
+   ``--arrival``), each its own caller (distinct caller IDs; one in four is a known customer's
+   number, greeted by name and asked for proof before any account data, and every call says that
+   customer's order number). Every call walks the order-status journey with speech from the speech
+   corpus (three voices, telephone band, the line's hiss under and between the words): an open
+   question, a spoken digit string, two yes/no answers. The softphone waits for each prompt to end
+   and measures mouth-to-ear: from its last voiced frame sent to the first voiced frame of the
+   reply received (endpointing, recognition, the journey, synthesis, both jitter buffers). The
+   gateway reports every turn's stage split (``TurnTimer.stages``), including the time each turn
+   waited for a recognizer; premature cut-ins and barge-ins are counted. Printed per load: p50/p95
+   mouth-to-ear by turn kind, the stage split, late frames (gateway underruns), CPU, memory of
+   every process of the gateway (SIP workers and recognizer workers included) and the load average
+   of the machine.
 2. Tone calls (stubbed pipeline, measures the SIP media path only): 1..4 calls at once on one
    process, then 4, 8, ... on one node with workers; per call the caller counts silent frames
    inside the tone (gaps) and the gateway counts underruns.
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import KNOWN_CUSTOMERS, MemoryPeak
+from bench._common import KNOWN_CUSTOMERS, LINE_NOISE_DBFS, MemoryPeak
 
 ROOT = Path(__file__).resolve().parent.parent
 JOURNEY = (("open", "I want to check the status of my order"), ("digits", "one, zero, zero, zero, one"),
@@ -55,7 +57,6 @@ KNOWN_CALLERS = KNOWN_CUSTOMERS
 """The first call of each of the first four softphone processes is one of them, and every call of
 a process says that customer's order number (any caller may ask about an order)."""
 VOICES = ("heart", "heart-low", "heart-high")
-LINE_NOISE_DBFS = -60.0
 """Hiss on the caller's line between words (a quiet analogue line; digital silence flatters a VAD)."""
 
 
@@ -249,8 +250,9 @@ def loadavg() -> str:
 
 
 def journey_files(tmp: Path) -> dict[tuple[str, str], list[str]]:
-    """``--play`` arguments per voice and order number: the journey's turns as corpus speech (line
-    noise at 30 dB SNR), the digits turn saying that order number."""
+    """``--play`` arguments per voice and order number: the journey's turns as corpus speech (clean:
+    the softphone adds the line's hiss, ``LINE_NOISE_DBFS``, as it sends), the digits turn saying
+    that order number."""
     from gateway.voice.audio import write_wav
     from tests.voice.speech_corpus import utterance
 
@@ -260,7 +262,7 @@ def journey_files(tmp: Path) -> dict[tuple[str, str], list[str]]:
             args: list[str] = []
             for k, (kind, text) in enumerate(JOURNEY):
                 text = order if kind == "digits" else text
-                u = utterance(text, voice=voice, snr_db=30.0, lead_s=0.2, trail_s=0.2, seed=100 * v + k)
+                u = utterance(text, voice=voice, snr_db=None, lead_s=0.2, trail_s=0.2, seed=100 * v + k)
                 path = tmp / f"journey-{voice}-{o}-{k}.wav"
                 write_wav(path, u.pcm, u.rate)
                 args += ["--play", str(path)]
@@ -276,10 +278,15 @@ def _caller_ids(known: str, first: int, count: int) -> str:
 
 
 def _journey_callers(uri: str, calls: int, files: dict[tuple[str, str], list[str]],
-                     seconds: float) -> list[dict[str, Any]]:
+                     seconds: float, spread: float = 0.0) -> list[dict[str, Any]]:
+    """Every call's summary; ``spread``: the calls are placed one by one over this many seconds
+    (0: at once, lockstep). Call ``i`` of softphone process ``n`` is the ``i * processes + n``-th
+    placed, so the processes interleave."""
     from gateway.telephony.sip.runtime import CALLS_PER_PROCESS
 
     procs = []
+    processes = -(-calls // CALLS_PER_PROCESS)
+    gap = spread / calls
     for n, first in enumerate(range(0, calls, CALLS_PER_PROCESS)):
         k = min(CALLS_PER_PROCESS, calls - first)
         known, order = KNOWN_CALLERS[n % len(KNOWN_CALLERS)]
@@ -287,12 +294,13 @@ def _journey_callers(uri: str, calls: int, files: dict[tuple[str, str], list[str
         cmd = [sys.executable, "-m", "gateway.telephony.sip.softphone", uri, "--json", "--calls", str(k),
                "--caller-id", _caller_ids(known, first, k), *files[(VOICES[n % len(VOICES)], order)],
                "--quiet", "0.8",
-               "--pause", "0.3", "--seconds", str(seconds), "--line-noise", str(LINE_NOISE_DBFS)]
+               "--pause", "0.3", "--seconds", str(seconds), "--line-noise", str(LINE_NOISE_DBFS),
+               "--stagger", str(gap * processes)]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-        time.sleep(0.2)  # calls arrive over a second, not in the same millisecond
+        time.sleep(gap or 0.2)  # lockstep calls still arrive over a second, not in the same millisecond
     out: list[dict[str, Any]] = []
     for proc in procs:
-        stdout, _ = proc.communicate(timeout=seconds + 120)
+        stdout, _ = proc.communicate(timeout=seconds + spread + 120)
         out += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     return out
 
@@ -339,17 +347,25 @@ def _path_delays(answered: list[dict[str, Any]],
     return ins, outs, by_expect
 
 
-def bench_journeys(tmp: Path, steps: list[int]) -> None:
+ARRIVALS = {"lockstep": 0.0, "staggered": 20.0}
+"""How the calls of a load are placed: all at once, so that every call's turns come at the same
+moment (the worst case: 16 callers finish the open question within a second), or one by one over
+20 s (about one journey), so that turns come at independent moments, as real callers' do; the
+calls are simultaneous either way once placed (each stays 75 s)."""
+
+
+def bench_journeys(tmp: Path, steps: list[int], arrivals: list[str]) -> None:
     files = journey_files(tmp)
     seconds = 75.0
-    for n in steps:
+    for n, arrival in [(n, a) for n in steps for a in (arrivals if n > 1 else arrivals[:1])]:
+        spread = ARRIVALS[arrival] if n > 1 else 0.0
         workers = 0 if n <= 4 else -(-n // 4)
         load_before = loadavg()
-        gw = Gateway(real=True, data_dir=str(tmp / f"gw-journeys-{n}"), workers=workers)
+        gw = Gateway(real=True, data_dir=str(tmp / f"gw-journeys-{n}-{arrival}"), workers=workers)
         try:
             cpu0, t0 = gw.cpu_seconds(), time.monotonic()
             with MemoryPeak(gw.pids) as memory:  # the gateway process, its SIP and recognizer workers
-                results = _journey_callers(f"sip:bot@127.0.0.1:{gw.port}", n, files, seconds)
+                results = _journey_callers(f"sip:bot@127.0.0.1:{gw.port}", n, files, seconds, spread)
             cpu, wall = gw.cpu_seconds() - cpu0, time.monotonic() - t0
             time.sleep(1.0)
             media = gw.media_stats()
@@ -364,7 +380,9 @@ def bench_journeys(tmp: Path, steps: list[int]) -> None:
                     by_kind.setdefault(kind, []).append(latency)
         every = [x for v in by_kind.values() for x in v]
         turns = [t for c in calls for t in c["turns"] if t["kind"] != "dtmf"]
-        print(f"  {n} call(s) ({workers or 'no'} SIP workers), load average before {load_before}, after {loadavg()}:")
+        placed = f"placed one every {spread / n:.2f} s over {spread:.0f} s" if spread else "placed at once (lockstep)"
+        print(f"  {n} call(s) {placed} ({workers or 'no'} SIP workers), load average before {load_before}, "
+              f"after {loadavg()}:")
         print(f"    answered {len(answered)}/{n}, caller IDs distinct: {len({r['caller_id'] for r in results}) == n}")
         ins, outs, by_expect = _path_delays(answered, calls)
         print(f"    mouth-to-ear, all turns: {_ms(every)}")
@@ -493,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8, 16, 24],
                         help="simultaneous journey calls per load")
+    parser.add_argument("--arrival", nargs="+", choices=sorted(ARRIVALS), default=["lockstep", "staggered"],
+                        help="how each load's calls are placed (both by default; one call is always alone)")
     parser.add_argument("--skip-latency", action="store_true", help="no journey calls")
     parser.add_argument("--skip-tone", action="store_true", help="no tone calls")
     parser.add_argument("--workers", type=int, default=4, help="SIP worker processes for the one-node figures")
@@ -508,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_latency:
                 print("journeys through the real core and voice pipeline (real recognizers and synthesizer, "
                       "corpus speech with line noise, each call its own caller):")
-                bench_journeys(Path(tmp), args.steps)
+                bench_journeys(Path(tmp), args.steps, args.arrival)
             if not args.skip_tone:
                 bench_frame_access()
                 print(f"tone calls (stubbed pipeline: the SIP media path only), one gateway process "

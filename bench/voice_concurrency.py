@@ -9,8 +9,9 @@ pushes 20 ms of caller audio and pulls 20 ms of bot audio (one asyncio task per 
 schedule, as the SIP and AudioSocket connectors do). Each caller is its own caller ID (one in
 four a known customer's number, saying their own order number) and walks the order-status journey like a person: it waits for
 the bot to finish, then 0.4-1.0 s more, and answers with corpus speech (three voices, telephone
-band): an open question, a spoken digit string, two yes/no answers; between words the line
-carries hiss at -60 dBFS, not digital zero. A finished journey hangs up and the next caller dials.
+band): an open question, a spoken digit string, two yes/no answers; the line carries hiss
+(``LINE_NOISE_DBFS``) all through the call, under the words and between them. A finished
+journey hangs up and the next caller dials.
 
 Reported per load, with the load average of the machine: the worst and p99 frame lateness (how
 late a tick ran; audio breaks up past ~100 ms), turn latency after the caller's last word
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import KNOWN_CUSTOMERS, MemoryPeak
+from bench._common import KNOWN_CUSTOMERS, LINE_NOISE_DBFS, MemoryPeak
 from bench.turn_latency import build_engines, pct
 from gateway.config import load_settings
 from gateway.voice.simulate import SimulatedControl
@@ -53,7 +54,6 @@ SLOWEST = 4
 JOURNEY = ("I want to check the status of my order", "one, zero, zero, zero, one", "no thank you", "no thank you")
 """What each caller says, one turn after each of the bot's prompts (the order-status journey)."""
 VOICES = ("heart", "heart-low", "heart-high")
-LINE_NOISE_DBFS = -60.0
 MAX_WAIT_FOR_BOT_S = 20.0
 """A caller answers after this long even if the bot never stops (a stuck prompt is counted, not waited out)."""
 HANG_MARGIN_S = 60.0
@@ -93,10 +93,11 @@ async def bounded(aw: Any, seconds: float, what: str) -> Any:
 
 
 def journey_speech(rate: int) -> dict[tuple[int, str], list[bytes]]:
-    """The journey's turns per voice and order number, as corpus speech (telephone band, 30 dB SNR)."""
+    """The journey's turns per voice and order number, as corpus speech (telephone band, G.711; the
+    line's hiss is added as it is sent)."""
     from tests.voice.speech_corpus import utterance
 
-    return {(v, order): [utterance(order if k == 1 else text, voice=voice, rate=rate, snr_db=30.0, lead_s=0.1,
+    return {(v, order): [utterance(order if k == 1 else text, voice=voice, rate=rate, snr_db=None, lead_s=0.1,
                                    trail_s=0.1, seed=10 * v + k).pcm for k, text in enumerate(JOURNEY)]
             for v, voice in enumerate(VOICES) for _number, order in KNOWN_CUSTOMERS}
 
@@ -172,11 +173,14 @@ async def one_line(pipeline: Any, line_no: int, until: float, rate: int, speech:
                 await asyncio.sleep(delay)
             lateness.append(max(0.0, time.perf_counter() - due))
             tick += 1
-            if pos >= 0:  # speaking
+            if pos >= 0:  # speaking, over the line's hiss
                 frame = turns[k][pos * fb:(pos + 1) * fb]
                 pos += 1
                 if len(frame) < fb:
                     frame, pos, k, quiet_since, waited, gap = hiss[tick % 50], -1, k + 1, 0.0, 0.0, rng.uniform(0.4, 1.0)
+                else:
+                    mixed = np.frombuffer(frame, "<i2").astype(np.int32) + np.frombuffer(hiss[tick % 50], "<i2")
+                    frame = np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
             else:
                 frame = hiss[tick % 50]
                 waited += 0.02
@@ -249,7 +253,7 @@ async def main_async(args: argparse.Namespace) -> None:
     speech = journey_speech(args.rate)
     print(f"{os.cpu_count()} cores, {args.rate} Hz, {args.seconds:.0f} s per load; real core, {note}, TTS "
           f"{tts.engine_name}; speculative {settings.voice.endpoint.speculative_ms or 'off'} ms, early end "
-          f"{'on' if settings.voice.endpoint.early_end else 'off'}; line hiss {LINE_NOISE_DBFS:.0f} dBFS in pauses")
+          f"{'on' if settings.voice.endpoint.early_end else 'off'}; line hiss {LINE_NOISE_DBFS:.0f} dBFS all through")
     print(" calls journeys  max-late  p99-late   cpu  turns  open p50/p95 (s)  closed p50/p95 (s)  RSS / PSS (MB)  held  load average")
     best = 0
     for calls in args.calls:

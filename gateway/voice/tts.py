@@ -88,7 +88,7 @@ def first_clause(phonemes: list[str]) -> list[tuple[str, int]]:
     pieces = [(ps, TRAIL_KEEP_MS) for ps in phonemes]
     if not phonemes:
         return pieces
-    first, head = phonemes[0], ""
+    first = phonemes[0]
     for m in _CLAUSE_END.finditer(first):
         head, rest = first[: m.start()], first[m.end():]
         if len(head) >= FIRST_CLAUSE_MIN_PHONEMES:

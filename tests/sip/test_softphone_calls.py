@@ -133,6 +133,19 @@ def test_calls_beyond_max_calls_get_486(start_gateway, tmp_path) -> None:
     assert gw.stats()["rejected"] == 1
 
 
+def test_staggered_calls_are_placed_one_after_another(start_gateway, tmp_path) -> None:
+    """``--stagger``: call i is placed that many seconds after call i-1 (the bench's arrivals)."""
+    gw = start_gateway(mode="tone")
+    tone = write_tone(tmp_path / "caller.wav", 1.0)
+    done = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--calls", "3", "--stagger", "1.5",
+                         "--play", str(tone), "--seconds", "2", timeout=60)
+    results = softphone_results(done.stdout)
+    assert [r["status"] for r in results] == [200, 200, 200]
+    answered = [r["answered_at"] for r in results]
+    gaps = [b - a for a, b in zip(answered, answered[1:])]
+    assert all(1.3 <= g <= 2.5 for g in gaps), gaps
+
+
 def test_voicegw_call_records_the_reply(start_gateway, tmp_path) -> None:
     gw = start_gateway(mode="tone")
     tone = write_tone(tmp_path / "caller.wav", 1.0)

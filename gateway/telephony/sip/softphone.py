@@ -71,7 +71,8 @@ class PhoneCall:
     dtmf: str = ""
     dtmf_method: str = "rfc2833"
     ring_seconds: float = 30.0
-    line_noise_dbfs: float | None = None  # telephone-line hiss sent instead of digital silence
+    line_noise_dbfs: float | None = None  # telephone-line hiss, all through the call (under the words too)
+    delay: float = 0.0  # placed this long after the first call of the run
     # outcome
     status: int = 0
     reason: str = ""
@@ -108,7 +109,7 @@ class PhoneCall:
             "rate": self.rate, "frames_rx": self.frames_rx, "voiced_rx": self.voiced_rx,
             "gaps": self.gaps(), "latencies": [t.latency for t in self.turns], "caller_id": self.caller_id,
             "marks": [[t.last_word, t.reply_onset] for t in self.turns],
-            "answered": bool(self.answered_at),
+            "answered": bool(self.answered_at), "answered_at": self.answered_at or None,
         }
 
 
@@ -175,6 +176,9 @@ class _PhonePort(pj.AudioMediaPort):
             c._pos += 1
             if frame_rms(pcm) >= VOICED_RMS:
                 c.turns[-1].last_word = now + 0.02  # the end of this frame
+            if self._hiss:  # the line's noise is under the words too, not only between them
+                mixed = np.frombuffer(pcm, "<i2").astype(np.int32) + np.frombuffer(self._quiet_frame(), "<i2")
+                pcm = np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
             if c._pos >= len(frames):
                 c._seg += 1
                 c._pos = 0
@@ -326,33 +330,39 @@ class Softphone:
                 obj.hangup(pj.CallOpParam())
 
     def run(self, calls: list[PhoneCall], timeout: float = 60.0) -> list[PhoneCall]:
-        """Place every call at once, hang each up after its ``seconds``, wait for all to end."""
+        """Place every call (each ``delay`` after the start), hang each up after its ``seconds``,
+        wait for all to end; ``timeout`` counts from each call's placing."""
         self.runtime.start()
         try:
             self.runtime.submit(self._add_account).result(10)
-            for call in calls:
-                try:
-                    self.runtime.submit(self._dial, call).result(10)
-                except Exception as exc:  # noqa: BLE001 - one failed dial does not stop the others
-                    call.reason = f"not placed: {exc}"
-                    call.done.set()
-            deadline = time.monotonic() + timeout
             started = time.perf_counter()
-            pending = list(calls)
-            while pending and time.monotonic() < deadline:
+            placed: dict[int, float] = {}  # call index -> when it was placed
+            pending = list(range(len(calls)))
+            while pending:
                 now = time.perf_counter()
-                for call in list(pending):
+                for i in list(pending):
+                    call = calls[i]
+                    if i not in placed:
+                        if now - started < call.delay:
+                            continue
+                        placed[i] = now
+                        try:
+                            self.runtime.submit(self._dial, call).result(10)
+                        except Exception as exc:  # noqa: BLE001 - one failed dial does not stop the others
+                            call.reason = f"not placed: {exc}"
+                            call.done.set()
                     if call.done.is_set():
-                        pending.remove(call)
+                        pending.remove(i)
+                    elif now - placed[i] >= timeout:
+                        call.reason = call.reason or "timed out"
+                        pending.remove(i)
                     elif not call.hangup_sent and (
                         (call.answered_at and now - call.answered_at >= call.seconds)
-                        or (not call.answered_at and now - started >= call.ring_seconds)
+                        or (not call.answered_at and now - placed[i] >= call.ring_seconds)
                     ):
                         self.runtime.submit(self._hangup, call)
                         call.hangup_sent = True
                 time.sleep(0.05)
-            for call in pending:
-                call.reason = call.reason or "timed out"
         finally:
             self.runtime.stop()
         return calls
@@ -385,12 +395,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codecs", default="PCMU,PCMA,G722", help="codecs offered, preferred first")
     parser.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
     parser.add_argument("--calls", type=int, default=1, help="place this many calls at once")
+    parser.add_argument("--stagger", type=float, default=0.0, metavar="SECONDS",
+                        help="place call i this many seconds after call i-1 (default: all at once)")
     parser.add_argument("--caller-id", default="",
                         help="From user presented, {i} = the call's index (e.g. +1555020{i:02d}); a comma-separated "
                              "list is used in turn, call i taking entry i (modulo); default caller")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first call (for --caller-id)")
     parser.add_argument("--line-noise", type=float, default=None, metavar="DBFS",
-                        help="send line hiss at this level between words instead of digital silence (e.g. -60)")
+                        help="line hiss at this level all through the call, under the words and between them "
+                             "instead of digital silence (e.g. -50: 30 dB under speech at -20 dBFS)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary per call")
 
 
@@ -404,7 +417,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     ids = args.caller_id.split(",")
     calls = [PhoneCall(uri=args.uri, caller_id=ids[i % len(ids)].format(i=args.first_index + i), segments=segments,
                        segments_rate=seg_rate, pause=args.pause, quiet=args.quiet, seconds=seconds, dtmf=args.dtmf,
-                       dtmf_method=args.dtmf_method, ring_seconds=args.ring_seconds, line_noise_dbfs=args.line_noise)
+                       dtmf_method=args.dtmf_method, ring_seconds=args.ring_seconds, line_noise_dbfs=args.line_noise,
+                       delay=i * max(args.stagger, 0.0))
              for i in range(max(args.calls, 1))]
     phone = Softphone(codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()),
                       transport=args.transport, max_calls=max(len(calls) + 2, 4))

@@ -26,8 +26,8 @@ def _load(config: dict[str, Any]) -> WhisperDecoder:
 
 
 def _decode(decoder: WhisperDecoder, message: tuple[Any, ...]) -> Any:
-    window, batch, *rest = message
-    return decoder.transcribe(batch, window, rest[0] if rest else "")
+    window, batch, hint = message
+    return decoder.transcribe(batch, window, hint)
 
 
 def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
