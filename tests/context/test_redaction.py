@@ -118,3 +118,16 @@ def test_a_card_number_after_its_name_is_masked_even_when_a_digit_was_misheard()
     assert r.redact_text("my card number is four one one one one one one one one one one one one one one two") == (
         "my card number is [card ****1112]")
     assert r.redact_text("account number 4111 1111 1111 1112") == "account number 4111 1111 1111 1112"
+
+
+def test_no_settings_masks_what_the_default_settings_mask() -> None:
+    """``Redactor()`` (a SIP worker's log redaction, which does not load the settings models) and
+    ``Redactor(RedactionSettings())`` mask the same: the settings' default is every kind on."""
+    assert all(RedactionSettings().model_dump().values())
+    texts = ["card 4111 1111 1111 1111", "my pin is 4321", "IBAN GB82 WEST 1234 5698 7654 32",
+             "born on 12 March 1985", "cvv 123", "password hunter2", "ssn 123-45-6789"]
+    payload = {"pin": "0000", "cvv": "999", "password": "x", "text": texts[0]}
+    default, explicit = Redactor(), Redactor(RedactionSettings())
+    assert [default.redact_text(t) for t in texts] == [explicit.redact_text(t) for t in texts]
+    assert default.redact_payload(payload) == explicit.redact_payload(payload) != payload
+    assert all(default.masks(kind) for kind in RedactionSettings.model_fields)

@@ -93,3 +93,22 @@ def test_voicegw_call_names_a_missing_caller_recording(tmp_path, capsys):
     assert main(["call", "sip:bot@127.0.0.1:5999", "--play", str(missing)]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "cannot read" in err and "Traceback" not in err
+
+
+def test_a_sip_worker_reads_its_settings_without_pydantic() -> None:
+    """A SIP worker gets the gateway's validated ``sip`` settings as JSON and does not load
+    pydantic or the settings models (14 MB of each worker process)."""
+    import subprocess
+    import sys
+
+    from gateway.telephony.sip.worker import worker_settings
+
+    settings = load_settings(overrides={"sip": {"peers": ["10.0.0.1"], "transports": ["udp", "tcp"]}}).sip
+    plain = worker_settings(settings.model_dump(mode="json"))
+    assert plain.peers == ("10.0.0.1",) and plain.transports == ("udp", "tcp")
+    assert vars(plain) == settings.model_dump()
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, gateway.telephony.sip.worker, gateway.telephony.sip.endpoint; "
+                               "print(sorted(m for m in ('pydantic', 'gateway.config', 'redis') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr

@@ -30,15 +30,17 @@ logging filter).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from gateway.config import RedactionSettings
 from gateway.context.redaction import birth_dates, numbers, phrases
 from gateway.context.redaction.birth_dates import DOB_MASK
 from gateway.context.redaction.digits import Run, digit_runs, luhn_ok
 from gateway.context.redaction.numbers import CARD_MASK, IBAN_MASK, ID_MASK
 from gateway.context.redaction.phrases import PASSWORD_MASK, PIN_MASK
 from gateway.context.redaction.spans import Span, choose
+
+if TYPE_CHECKING:
+    from gateway.config import RedactionSettings
 
 __all__ = [
     "CARD_MASK", "DOB_MASK", "IBAN_MASK", "ID_MASK", "KINDS", "PASSWORD_MASK", "PIN_MASK", "VALUE_MASK",
@@ -112,18 +114,24 @@ class Redactor:
     """Masks secrets in free text and in (nested) payloads, as ``settings.redaction`` says."""
 
     def __init__(self, settings: RedactionSettings | None = None) -> None:
-        self.settings = settings or RedactionSettings()
-        s = self.settings
+        # None masks every kind, as RedactionSettings() does, without loading the settings models
+        # (a SIP worker's log redaction: pydantic alone is 14 MB of each worker).
+        self.settings = settings
+        on = self.masks
         rules: list[tuple[bool, Callable[[str, list[Run]], list[Span]]]] = [
-            (s.card_numbers, _cards),
-            (s.ibans, lambda text, runs: numbers.ibans(text)),
-            (s.national_ids, lambda text, runs: numbers.national_ids(text, runs) + phrases.keyed_ids(text, runs)),
-            (s.pins, phrases.pins),
-            (s.security_codes, phrases.security_codes),
-            (s.passwords, lambda text, runs: phrases.passwords(text)),
-            (s.dates_of_birth, birth_dates.dates_of_birth),
+            (on("card_numbers"), _cards),
+            (on("ibans"), lambda text, runs: numbers.ibans(text)),
+            (on("national_ids"), lambda text, runs: numbers.national_ids(text, runs) + phrases.keyed_ids(text, runs)),
+            (on("pins"), phrases.pins),
+            (on("security_codes"), phrases.security_codes),
+            (on("passwords"), lambda text, runs: phrases.passwords(text)),
+            (on("dates_of_birth"), birth_dates.dates_of_birth),
         ]
         self._rules = [rule for enabled, rule in rules if enabled]
+
+    def masks(self, kind: str) -> bool:
+        """Whether this redactor masks ``kind`` (a field of ``RedactionSettings``)."""
+        return True if self.settings is None else bool(getattr(self.settings, kind))
 
     def spans(self, text: str, sensitive: Iterable[str] = ()) -> list[Span]:
         """What :meth:`redact_text` would mask in ``text``: non-overlapping spans, in order."""
@@ -159,7 +167,7 @@ class Redactor:
 
     def _key_mask(self, name: str) -> str | None:
         rule = KEY_MASKS.get(name.lower())
-        if rule is None or not getattr(self.settings, rule[0]):
+        if rule is None or not self.masks(rule[0]):
             return None
         return rule[1]
 

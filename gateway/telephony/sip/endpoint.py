@@ -19,11 +19,10 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
-from gateway.config import SipSettings
 from gateway.core.actions import Transfer
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.sip.call import CallLeg, PjCall, header_value, uri_host, uri_user
@@ -32,6 +31,9 @@ from gateway.telephony.sip.rtp_watch import CHECK_INTERVAL_S, RtpClock, RtpTimeo
 from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, PjRuntime, SipError, guarded
 from gateway.telephony.sip.ua_setup import account_config, create_transports, set_codec_priorities
 from gateway.voice.port import CallAudio, VoiceSessions
+
+if TYPE_CHECKING:
+    from gateway.config import SipSettings  # a SIP worker is given them as a plain namespace (worker.worker_settings)
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,15 @@ Called on the runtime thread while the endpoint starts; plain functions of the s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pjsua2 as pj
 
-from gateway.config import SipSettings
 from gateway.telephony.sip.call import uri_host
 from gateway.telephony.sip.runtime import SipError
+
+if TYPE_CHECKING:
+    from gateway.config import SipSettings
 
 TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
 

@@ -28,9 +28,9 @@ import collections
 import logging
 import socket
 import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import SipSettings
 from gateway.context.redaction.logs import install as install_log_redaction
 from gateway.core.actions import Transfer
 from gateway.telephony.sip import ipc
@@ -293,8 +293,8 @@ async def run_worker(fd: int) -> None:
     logging.getLogger().setLevel(spec.get("log_level", "INFO"))
     side = WorkerSide(link)
     try:
-        settings = SipSettings(**spec["settings"])
-        endpoint = SipEndpoint(settings, RemotePipeline(side), front=spec.get("front", ""),
+        settings = worker_settings(spec["settings"])
+        endpoint = SipEndpoint(settings, RemotePipeline(side), front=spec.get("front", ""),  # type: ignore[arg-type]
                                register=bool(spec.get("register", True)))
         side.endpoint = endpoint
         await endpoint.start()
@@ -315,6 +315,13 @@ async def run_worker(fd: int) -> None:
         for task in list(side.tasks):
             task.cancel()
         link.close()
+
+
+def worker_settings(fields: dict[str, Any]) -> types.SimpleNamespace:
+    """The gateway's ``sip`` settings as the worker reads them: validated by the gateway
+    (``SipSettings``, dumped to JSON), so the worker does not load pydantic and the settings
+    models for them (14 MB of every worker); lists come back as the tuples they were."""
+    return types.SimpleNamespace(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def main() -> None:
