@@ -185,17 +185,11 @@ class VadPool:
             raise VadError(f"unknown VAD engine {engine!r}: expected silero or webrtc")
         self.engine = engine
         self.webrtc_aggressiveness = webrtc_aggressiveness
-        self._loaded = False
-
-    def _silero(self) -> SileroModel:
-        model = shared_model()
-        self._loaded = True
-        return model
 
     async def prewarm(self) -> None:
         """Load the Silero model off the event loop (about 100 ms), so no call waits for it."""
         if self.engine == "silero":
-            await asyncio.to_thread(self._silero)
+            await asyncio.to_thread(shared_model)
 
     def acquire(self, sample_rate: int) -> Vad:
         """A detector for one call; the first may load the model synchronously."""
@@ -203,10 +197,10 @@ class VadPool:
             return WebRtcVad(sample_rate, self.webrtc_aggressiveness)
         if sample_rate not in SILERO_CONTEXT:
             raise VadError(f"silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
-        return SileroVad(sample_rate, self._silero())
+        return SileroVad(sample_rate, shared_model())
 
     async def acquire_async(self, sample_rate: int) -> Vad:
         """A detector for one call, loading the model in a thread if it is not loaded yet."""
-        if self.engine == "silero" and not self._loaded:
+        if self.engine == "silero" and _shared is None:
             await self.prewarm()
         return self.acquire(sample_rate)
