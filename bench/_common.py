@@ -100,7 +100,7 @@ class NoopAsr:
     def open_stream(self, expect: Any, sample_rate: int) -> None:
         return None
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Any, *, speculative: bool = False) -> Any:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Any, *, urgency: Any = None) -> Any:
         from gateway.voice.asr import Transcript
 
         return Transcript(text="", confidence=0.0, engine="noop", audio_seconds=len(pcm) / (2 * sample_rate),

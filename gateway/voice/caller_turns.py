@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import Transcript
+from gateway.voice.asr.base import Transcript, Urgency
 from gateway.voice.asr.streams import ClosedStream
 from gateway.voice.backchannel import is_backchannel
 from gateway.voice.endpoint import (
@@ -66,7 +66,7 @@ class Recognizer(Protocol):
     @property
     def saturated(self) -> bool: ...
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False,
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgency: Urgency | None = None,
                         grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Transcript: ...
 
     def open_stream(self, expect: Expect, sample_rate: int) -> ClosedStream | None: ...
@@ -74,11 +74,13 @@ class Recognizer(Protocol):
 
 @dataclass(frozen=True)
 class Utterance:
-    """A caller utterance being recognized (``task``), with what it was asked and its timer."""
+    """A caller utterance being recognized (``task``), with what it was asked, its timer and
+    whether a caller waits for it yet (``urgency``: not while it is a decode in a pause)."""
 
     task: asyncio.Task[Transcript]
     expect: Expect
     timer: TurnTimer
+    urgency: Urgency
 
 
 def _text(task: asyncio.Task[Transcript]) -> str:
@@ -214,12 +216,14 @@ class CallerTurns:
     # -- recognition -----------------------------------------------------------------------
     def _recognize_task(self, audio: bytes, expect: Expect, timer: TurnTimer, speculative: bool = False,
                         grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Utterance:
+        urgency = Urgency(not speculative)
+
         async def run() -> Transcript:
             timer.recognition_started()
             extra = {"grammar": grammar} if grammar is not None else {}
             try:
                 transcript = await asyncio.wait_for(
-                    self.recognizer.recognize(audio, self.sample_rate, expect, speculative=speculative, **extra),
+                    self.recognizer.recognize(audio, self.sample_rate, expect, urgency=urgency, **extra),
                     RECOGNITION_TIMEOUT,
                 )
             finally:
@@ -227,7 +231,7 @@ class CallerTurns:
             timer.recognized(transcript.queue_seconds, transcript.decode_seconds)
             return transcript
 
-        return Utterance(asyncio.create_task(run()), expect, timer)
+        return Utterance(asyncio.create_task(run()), expect, timer, urgency)
 
     def _start_speculative(self, ev: SpeechPaused, expect: Expect) -> None:
         # A speculative decode only where a recognizer is idle: on a busy machine the turns that
@@ -335,6 +339,7 @@ class CallerTurns:
         if spec is not None and same_audio and not cut and spec[1].expect == expect:
             utt = spec[1]
             utt.timer.speculative = True
+            utt.urgency.hasten()  # the turn's own decode now: it waits no more behind turns ended later
             if stream is not None:
                 stream.drop()
         else:

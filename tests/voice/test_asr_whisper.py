@@ -15,7 +15,7 @@ import pytest
 from gateway.config import AsrSettings, TtsSettings
 from gateway.core.actions import Expect
 from gateway.voice.asr import AsrError, AsrRouter
-from gateway.voice.asr.base import wer, word_errors
+from gateway.voice.asr.base import Urgency, wer, word_errors
 from gateway.voice.asr.grammar import spoken_digits
 from gateway.voice.asr.pool import WhisperPool
 from tests.voice.conftest import MODEL_DIR
@@ -75,6 +75,42 @@ async def test_queued_utterances_are_shared_out_not_batched_on_one_worker(pool: 
     assert pool.stats["batches"] - before["batches"] == 3
     for u, (result, _queued) in zip(cases, results):
         assert wer(u.text, result.text) <= 0.25, (u.text, result.text)
+
+
+async def test_a_hastened_speculative_decode_keeps_its_place_and_guesses_ride_no_urgent_batch() -> None:
+    """One worker, busy. Queued behind it: a speculative decode made in a caller's pause (A), an
+    ended turn (B), another speculative decode (C), another ended turn (D); then A's turn ends with
+    only silence after the pause (``hasten``). A goes with B, made after it; D next, alone:
+    a guess (C) never rides in an urgent batch, where it would make the callers waiting for D
+    wait for its decode too; C last. Before, A stayed behind every ended turn, and C rode with D."""
+    solo = WhisperPool(MODEL_DIR, workers=1, window_seconds=10.0, max_batch=2, decode_timeout=90.0)
+    solo.start()
+    try:
+        long_turn = concatenate([utterance(s) for s in OPEN_SENTENCES[:4]], gap_s=1.0)
+        busy = solo.submit(resample(long_turn, 8000, 16000))
+        for _ in range(500):
+            if busy.running():
+                break
+            await asyncio.sleep(0.01)
+        assert busy.running()
+        batches = solo.stats["batches"]
+        pcm = {k: resample(utterance(OPEN_SENTENCES[i]).pcm, 8000, 16000) for k, i in zip("ABCD", (4, 5, 6, 7))}
+        spoken = Urgency(False)
+        submitted, futures = {}, {}
+        for key, urgent in (("A", spoken), ("B", True), ("C", False), ("D", True)):
+            submitted[key] = time.perf_counter()
+            futures[key] = solo.submit(pcm[key], urgent=urgent)
+        spoken.hasten()
+        assert not busy.done(), "the worker came free before every request was queued"
+        done = {k: await asyncio.wait_for(asyncio.wrap_future(f), 120) for k, f in futures.items()}
+        started = {k: submitted[k] + done[k][1] for k in done}
+        assert abs(started["A"] - started["B"]) < 0.05, started  # one batch
+        assert started["B"] < started["D"] < started["C"], started
+        assert solo.stats["batches"] - batches == 4  # the long turn, A+B, D, C
+        for key, i in zip("ABCD", (4, 5, 6, 7)):
+            assert wer(OPEN_SENTENCES[i], done[key][0].text) <= 0.25, (key, done[key][0].text)
+    finally:
+        solo.close()
 
 
 async def test_an_utterance_no_worker_has_taken_yet_is_not_a_busy_pool(pool: WhisperPool) -> None:

@@ -26,6 +26,7 @@ from gateway.core.events import (
     UserSaid,
 )
 from gateway.core.port import Opened
+from gateway.voice.asr.base import Urgency
 from gateway.voice.pipeline import VoicePipeline
 from gateway.voice.simulate import CallDriver, run_call
 from tests.voice.speech_corpus import concatenate, utterance
@@ -53,6 +54,7 @@ class ScriptedAsr:
     def __init__(self, answers: list[object], *, by_call_order: bool = False):
         self.answers = list(answers)
         self.calls: list[tuple[bytes, int, Expect]] = []
+        self.urgencies: list[Urgency | None] = []  # each call's (None: urgent)
         # by_call_order: the n-th call gets the n-th answer even if an earlier call is cancelled
         # before it finishes (otherwise a cancelled call leaves its answer to the next one).
         self.by_call_order = by_call_order
@@ -63,8 +65,9 @@ class ScriptedAsr:
     def open_stream(self, expect: Expect, sample_rate: int) -> None:
         return None  # scripted answers only: no closed-set stream
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False) -> FakeTranscript:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgency: Urgency | None = None) -> FakeTranscript:
         self.calls.append((pcm, sample_rate, expect))
+        self.urgencies.append(urgency)
         early = self._next() if self.by_call_order else None
         await asyncio.sleep(0.01)
         answer = early if self.by_call_order else self._next()
@@ -374,6 +377,9 @@ async def test_speculative_decode_is_spent_once_per_turn(tmp_path, tts):
     await run_call(session, concatenate([a, b], gap_s=0.0), wait=False)
     assert len(asr.calls) == 2  # one speculative decode at the pause, one at the end
     assert session.speculative_discarded == 1
+    wasted, final = asr.urgencies
+    assert wasted is not None and not wasted.urgent  # a guess to the end: never ahead of an ended turn
+    assert final is not None and final.urgent  # the turn's own decode
     assert [e.text for e in core.of(UserSaid)] == ["my account has a wrong charge"]
     await session.stop()
     await pipeline.close()
@@ -389,6 +395,9 @@ async def test_speculative_recognition_during_the_end_of_turn_window(tmp_path, t
     assert len(asr.calls) == 1  # the speculative decode was used, not repeated
     turn = session.stats["turns"][0]
     assert turn["speculative"]
+    # Made in the pause as a guess, urgent once the turn ended with it (it would otherwise wait
+    # behind every turn other callers end after it on a busy recognizer).
+    assert asr.urgencies[0] is not None and asr.urgencies[0].urgent
     await session.stop()
     await pipeline.close()
 
@@ -593,9 +602,9 @@ class SlowAsr(ScriptedAsr):
         super().__init__(answers)
         self.delay = delay
 
-    async def recognize(self, pcm, sample_rate, expect, *, speculative=False):
+    async def recognize(self, pcm, sample_rate, expect, *, urgency=None):
         await asyncio.sleep(self.delay)
-        return await super().recognize(pcm, sample_rate, expect, speculative=speculative)
+        return await super().recognize(pcm, sample_rate, expect, urgency=urgency)
 
 
 async def test_a_nod_whose_transcript_is_late_is_a_barge_in_not_a_silent_bot(tmp_path, tts):

@@ -36,6 +36,25 @@ class Transcript:
     grammar_text: str | None = None
 
 
+class Urgency:
+    """Whether a caller waits for a recognition now. A speculative decode (in a pause of the
+    caller's) is made not urgent: a recognizer serves every urgent request first. When the turn
+    ends with only silence after that pause the decode is the turn's own, and ``hasten`` makes it
+    urgent where it stands: it keeps its place in the queue among the urgent requests by the time
+    it was made (the pause), not the time the turn ended."""
+
+    __slots__ = ("urgent",)
+
+    def __init__(self, urgent: bool = True) -> None:
+        self.urgent = urgent
+
+    def hasten(self) -> None:
+        self.urgent = True
+
+    def __repr__(self) -> str:
+        return f"Urgency({self.urgent})"
+
+
 class AsrError(RuntimeError):
     """Recognition failed: engine missing, crashed, timed out or refused the audio."""
 

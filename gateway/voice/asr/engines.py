@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 from gateway.config import AsrSettings
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript
+from gateway.voice.asr.base import ENGINE_RATE, AsrError, Engine, Transcript, Urgency
 from gateway.voice.asr.closed import ClosedSetProcess
 from gateway.voice.asr.pool import WhisperPool
 from gateway.voice.asr.whisper import check_model_dir
@@ -47,9 +47,11 @@ class RoutedEngine(Protocol):
         """Load (and warm) the engine; ``AsrError`` when it cannot."""
         ...
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgent: bool = True) -> Transcript:
-        """One utterance of 16-bit mono PCM; ``urgent`` False for a speculative decode. Cancelling
-        the call withdraws a request that still waits for a worker."""
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
+                        urgent: bool | Urgency = True) -> Transcript:
+        """One utterance of 16-bit mono PCM; ``urgent`` False for a speculative decode, or an
+        ``Urgency`` hastened when the turn ends. Cancelling the call withdraws a request that
+        still waits for a worker."""
         ...
 
     @property
@@ -95,7 +97,8 @@ class ClosedSetEngine:
         if self._process is None:  # the worker warms itself before it says it is ready
             self._process = await asyncio.get_running_loop().run_in_executor(self._executor, self._make)
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgent: bool = True) -> Transcript:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
+                        urgent: bool | Urgency = True) -> Transcript:
         process = self._process
         if process is None:
             raise AsrError(f"recognizer {self.name!r} is not loaded")
@@ -179,7 +182,8 @@ class WhisperEngine:
         if not self.pool.started:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.start)
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgent: bool = True) -> Transcript:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
+                        urgent: bool | Urgency = True) -> Transcript:
         if self.pool is None:
             raise AsrError("Whisper is not running")
         pcm16k = resample(pcm, sample_rate, ENGINE_RATE)

@@ -2,14 +2,15 @@
 
 The gateway's event loop never decodes. ``WhisperPool.submit`` queues an utterance and returns a
 ``concurrent.futures.Future``; one feeder thread per worker process takes its share of what is
-waiting (half of the utterances sharing an encoder window and a prompt hint, rounded up, at
-most ``max_batch``), sends it over a pipe, and waits for the answer with a deadline. Nothing waits
-to fill a batch: a batch forms only from utterances that would otherwise queue behind a busy worker, and on this
-CPU a batch of 2-4 costs 15-25 % less CPU than the same utterances one by one (bench/asr.py).
-Every utterance of a batch waits for the whole batch (one thread decodes four 2 s answers in
-1.5 s, two in 0.75 s), which is why a worker coming free does not take the whole queue but
-leaves the rest to the next worker to come free. A worker that dies or overruns the deadline is
-killed and replaced; the utterances it held fail with ``AsrError`` and every other call goes on.
+waiting (urgent ones first: half of the utterances sharing an encoder window, a prompt hint
+and their urgency, rounded up, at most ``max_batch``), sends it over a pipe, and waits for the
+answer with a deadline. Nothing waits to fill a batch: a batch forms only from utterances that
+would otherwise queue behind a busy worker, and on this CPU a batch of 2-4 costs 15-25 % less
+CPU than the same utterances one by one (bench/asr.py). Every utterance of a batch waits for
+the whole batch (one thread decodes four 2 s answers in 1.5 s, two in 0.75 s), which is why a
+worker coming free does not take the whole queue but leaves the rest to the next worker to come
+free. A worker that dies or overruns the deadline is killed and replaced; the utterances it held
+fail with ``AsrError`` and every other call goes on.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from gateway.config import PACKAGE_ROOT
-from gateway.voice.asr.base import ENGINE_RATE, AsrError
+from gateway.voice.asr.base import ENGINE_RATE, AsrError, Urgency
 from gateway.voice.asr.whisper import WhisperResult, check_model_dir, window_for
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ START_TIMEOUT_SECONDS = 120.0
 class _Request:
     samples: np.ndarray
     window: float
-    urgent: bool = True
+    urgency: Urgency = field(default_factory=Urgency)
     hint: str = ""  # whisper.HINTS key: a batch shares its window and its hint
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
@@ -218,21 +219,20 @@ class WhisperPool:
         with self._cond:
             return self.decoding >= self.size and any(not r.future.cancelled() for r in self._pending)
 
-    def submit(self, pcm16k: bytes, *, urgent: bool = True, hint: str = "") -> Future:
+    def submit(self, pcm16k: bytes, *, urgent: bool | Urgency = True, hint: str = "") -> Future:
         """Queue one utterance (16 kHz 16-bit PCM); the future resolves to ``(WhisperResult, queue_s)``.
 
-        ``urgent`` (an ended turn a caller waits for) goes ahead of every speculative utterance
-        (``urgent=False``: a decode in a pause that may be thrown away) still waiting."""
+        An urgent request (an ended turn a caller waits for) is served before every speculative
+        one (not urgent: a decode in a pause that may be thrown away) still waiting, and never
+        batched with one. ``urgent`` may be an ``Urgency`` the caller hastens later: the request
+        then counts as urgent from the time it was queued."""
         if not self._threads or self._closed:
             raise AsrError("Whisper pool is not running (start() it first)")
         samples = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
-        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds), urgent, hint)
+        urgency = urgent if isinstance(urgent, Urgency) else Urgency(urgent)
+        req = _Request(samples, window_for(len(samples) / ENGINE_RATE, self.window_seconds), urgency, hint)
         with self._cond:
-            if urgent:
-                at = next((i for i, r in enumerate(self._pending) if not r.urgent), len(self._pending))
-                self._pending.insert(at, req)
-            else:
-                self._pending.append(req)
+            self._pending.append(req)
             self._cond.notify()
         return req.future
 
@@ -242,22 +242,19 @@ class WhisperPool:
                 self._cond.wait()
             if self._closed:
                 return None
-            batch: list[_Request] = []
-            keep: deque[_Request] = deque()
+            # Urgent requests first, each kind in the order they came: a speculative request
+            # hastened when its turn ended stands among the urgent ones by when it was made.
             live = [r for r in self._pending if not r.future.cancelled()]
-            kind = (live[0].window, live[0].hint) if live else None
-            same = sum(1 for r in live if (r.window, r.hint) == kind)
-            share = min(self.max_batch, -(-same // 2) if self.size > 1 else same)  # half, rounded up
-            while self._pending:
-                req = self._pending.popleft()
-                if req.future.cancelled():
-                    continue  # the caller gave up (timeout) before decoding started
-                if (req.window, req.hint) == kind and len(batch) < share:
-                    if req.future.set_running_or_notify_cancel():
-                        batch.append(req)
-                else:
-                    keep.append(req)
-            self._pending.extendleft(reversed(keep))  # other windows and hints wait for the next round
+            self._pending.clear()
+            if not live:
+                return []
+            lead = min(live, key=lambda r: not r.urgency.urgent)
+            kind = (lead.window, lead.hint, lead.urgency.urgent)  # a caller's turn never waits on a guess
+            same = [r for r in live if (r.window, r.hint, r.urgency.urgent) == kind]
+            share = min(self.max_batch, -(-len(same) // 2) if self.size > 1 else len(same))  # half, rounded up
+            batch = [r for r in same[:share] if r.future.set_running_or_notify_cancel()]
+            taken = {id(r) for r in same[:share]}
+            self._pending.extend(r for r in live if id(r) not in taken)
             if self._pending:
                 self._cond.notify()  # what is left is another worker's share
             return batch

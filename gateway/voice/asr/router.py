@@ -42,7 +42,7 @@ from typing import Awaitable, Callable
 
 from gateway.config import PACKAGE_ROOT, AsrSettings
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import AsrError, Transcript
+from gateway.voice.asr.base import AsrError, Transcript, Urgency
 from gateway.voice.asr.closed import ClosedSetProcess, closed_workers_for
 from gateway.voice.asr.engines import ClosedSetEngine, RoutedEngine, WhisperEngine
 from gateway.voice.asr.grammar import answer_of, digit_bounds, one_by_one, plausible, prefer_open_engine, spoken_digits
@@ -227,14 +227,16 @@ class AsrRouter:
             return None
         return self.streams.open(expect, sample_rate)
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, speculative: bool = False,
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgency: Urgency | None = None,
                         grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Transcript:
         """Recognize one utterance of 16-bit mono PCM at ``sample_rate`` for the turn's ``expect``.
 
-        ``speculative``: the turn may not be over (a decode in a pause); Whisper serves every
-        ended turn waiting before it. ``grammar``: the closed-set answer of a stream fed this
-        turn's audio (``open_stream``); when it fails, the audio is decoded whole instead."""
-        urgent = not speculative
+        ``urgency``: urgent (the default) for an ended turn; not urgent for a decode in a pause,
+        when the turn may not be over (Whisper serves every urgent request waiting before it), made
+        urgent by the caller (``Urgency.hasten``) if the turn ends with it. ``grammar``: the
+        closed-set answer of a stream fed this turn's audio (``open_stream``); when it fails, the
+        audio is decoded whole instead."""
+        urgent = urgency if urgency is not None else Urgency()
         if not self._started:
             raise AsrError("speech recognition is not started")
         self._check(pcm, sample_rate)
@@ -259,7 +261,7 @@ class AsrRouter:
                               grammar_text=result.grammar_text)
         return await self.open.recognize(pcm, sample_rate, expect, urgent=urgent)
 
-    async def _grammar(self, pcm: bytes, sample_rate: int, expect: Expect, urgent: bool,
+    async def _grammar(self, pcm: bytes, sample_rate: int, expect: Expect, urgent: Urgency,
                        grammar: Callable[[], Awaitable[Transcript]] | None) -> Transcript:
         """The closed-set engine's answer: the stream's when it has one, else a whole decode."""
         if grammar is not None:
@@ -273,7 +275,7 @@ class AsrRouter:
         return await self.closed.recognize(pcm, sample_rate, expect, urgent=urgent)
 
     async def _cross_checked(self, checker: RoutedEngine, pcm: bytes, sample_rate: int, expect: Expect,
-                             urgent: bool = True,
+                             urgent: Urgency,
                              grammar: Callable[[], Awaitable[Transcript]] | None = None) -> Transcript:
         """A closed-set turn decoded by the closed engine and the checker at once (module docstring)."""
         self._stats["cross_checks"] += 1
@@ -285,7 +287,7 @@ class AsrRouter:
             heard.cancel()
 
     async def _choose(self, heard: asyncio.Future[Transcript], pcm: bytes, sample_rate: int,
-                      expect: Expect, urgent: bool,
+                      expect: Expect, urgent: Urgency,
                       stream: Callable[[], Awaitable[Transcript]] | None) -> Transcript:
         grammar = asyncio.ensure_future(self._grammar(pcm, sample_rate, expect, urgent, stream))
         try:
@@ -301,14 +303,14 @@ class AsrRouter:
             grammar.cancel()
 
     async def _weigh(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
-                     expect: Expect, urgent: bool = True) -> Transcript:
+                     expect: Expect, urgent: Urgency) -> Transcript:
         result = await self._weighed(heard, grammar, expect, urgent)
         if grammar.done() and not grammar.cancelled() and grammar.exception() is None:
             result = dataclasses.replace(result, grammar_text=grammar.result().text)
         return result
 
     async def _weighed(self, heard: asyncio.Future[Transcript], grammar: asyncio.Future[Transcript],
-                       expect: Expect, urgent: bool = True) -> Transcript:
+                       expect: Expect, urgent: Urgency) -> Transcript:
         checker = self.checker.name if self.checker is not None else "the checker"
         try:
             closed: Transcript | None = await grammar
@@ -318,7 +320,7 @@ class AsrRouter:
         if closed is not None and plausible(closed.text, expect):
             # A speculative decode (in a pause) answers for a turn that ends later: the checker's
             # wait runs from about where the turn ends, not from the pause.
-            wait = self.cross_check_wait + (0.0 if urgent else SPECULATIVE_EXTRA_WAIT_SECONDS)
+            wait = self.cross_check_wait + (0.0 if urgent.urgent else SPECULATIVE_EXTRA_WAIT_SECONDS)
             # Still queued behind other calls' utterances: the check is a whole decode away at least.
             busy = self.checker is not None and self.checker.waiting(heard)
             if expect.kind == "digits":

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.actions import Expect
-from gateway.voice.asr.base import MAX_STREAMS, AsrError, Transcript
+from gateway.voice.asr.base import MAX_STREAMS, AsrError, Transcript, Urgency
 from gateway.voice.asr.pool import START_TIMEOUT_SECONDS, WorkerProcess, start_workers
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,8 @@ class StreamedEngine:
         if not self.streams.started:
             await asyncio.to_thread(self.streams.start)
 
-    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *, urgent: bool = True) -> Transcript:
+    async def recognize(self, pcm: bytes, sample_rate: int, expect: Expect, *,
+                        urgent: bool | Urgency = True) -> Transcript:
         if not expect.closed:
             raise AsrError(f"pocketsphinx here only decodes closed sets, not {expect.kind!r}")
         start = time.perf_counter()
