@@ -113,6 +113,31 @@ async def test_a_hastened_speculative_decode_keeps_its_place_and_guesses_ride_no
         solo.close()
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def test_a_worker_spends_the_cores_it_is_given_and_no_more(pool: WhisperPool) -> None:
+    """Each worker decodes on ``threads`` threads. numpy's OpenBLAS, left to itself, ran the mel
+    filters' product on a thread per core and kept them spinning afterwards: a one-thread worker
+    spent 1.8 s of CPU per second of decoding, taking the other worker's core."""
+    threads = pool._config["threads"]
+    cases = [resample(utterance(OPEN_SENTENCES[k]).pcm, 8000, 16000) for k in range(6)]
+    await asyncio.wrap_future(pool.submit(cases[0]))  # warm
+    await asyncio.sleep(0.5)
+    before, decoding = _cpu_seconds(pool.worker_pids()), 0.0
+    for pcm in cases:  # one at a time: one worker decodes, the other is idle
+        result, _queued = await asyncio.wrap_future(pool.submit(pcm))
+        decoding += result.decode_seconds
+    await asyncio.sleep(0.5)  # spinning threads would go on after the decode
+    spent = _cpu_seconds(pool.worker_pids()) - before
+    assert spent <= (threads + 0.3) * decoding, (spent, decoding, threads)
+
+
 async def test_an_utterance_no_worker_has_taken_yet_is_not_a_busy_pool(pool: WhisperPool) -> None:
     """Between ``submit`` and an idle worker's thread taking it an utterance is pending; the pool
     is not saturated then (the router would drop an idle gateway's cross-check, and calls their
