@@ -26,11 +26,17 @@ before them. Target: at most 2 % false accepts, in-grammar right no worse than b
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import os
 
-import numpy as np
+from gateway.voice.asr.base import WORKER_ENV
+
+os.environ.update(WORKER_ENV)  # before numpy loads: the decoders run here as in the recognizer workers
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from gateway.config import AsrSettings
 from gateway.core.actions import Expect

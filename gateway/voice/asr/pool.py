@@ -33,19 +33,13 @@ from typing import Any
 import numpy as np
 
 from gateway.config import PACKAGE_ROOT
-from gateway.voice.asr.base import ENGINE_RATE, AsrError, Urgency
+from gateway.voice.asr.base import ENGINE_RATE, WORKER_ENV, AsrError, Urgency
 from gateway.voice.asr.whisper import WhisperResult, check_model_dir, window_for
 
 log = logging.getLogger(__name__)
 
 MAX_WORKERS = 2
 """Worker processes are capped here (one model of ~150 MB RSS each; 2 cores on the target host)."""
-WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
-"""Set in every recognizer worker's environment. numpy's OpenBLAS runs a matrix product on a
-thread per core and then keeps those threads spinning for a while: the one product of a
-Whisper decode (the mel filters) made a one-thread worker burn two cores, 5.1 s of CPU for 24
-decodes where 3.0 s do, and 2.6 s of wall on two workers where 1.55 s do (each worker's spin
-stole the other's core). A worker's threads are the pool's to size (``threads``), not BLAS's."""
 START_TIMEOUT_SECONDS = 120.0
 """Loading and warming one model; generous for a loaded CI machine."""
 
