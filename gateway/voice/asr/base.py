@@ -10,13 +10,15 @@ from gateway.core.actions import Expect
 
 ENGINE_RATE = 16000
 """Every engine here decodes 16 kHz audio; 8 kHz calls are resampled up before decoding."""
-WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+WORKER_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 """Set in every recognizer worker's environment (``pool.WorkerProcess``; a process that decodes
 in itself, as bench.asr does, sets it before numpy loads). numpy's OpenBLAS runs a matrix
-product on a thread per core and then keeps those threads spinning for a while: the one product
-of a Whisper decode (the mel filters) made a one-thread worker burn two cores, 5.1 s of CPU for
-24 decodes where 3.0 s do, and 2.6 s of wall on two workers where 1.55 s do (each worker's spin
-stole the other's core). A worker's threads are the pool's to size, not BLAS's."""
+product on a thread per core and then keeps those threads spinning (2^28 cycles by default):
+the one product of a Whisper decode (the mel filters) made a one-thread worker burn two cores,
+5.1 s of CPU and 2.6 s of wall for 24 decodes on two workers, each worker's spin stealing the
+other's core. With the threads put to sleep at once (2^4 cycles): 3.5 s and 1.8 s. One BLAS
+thread would do a little better (3.0 s and 1.55 s) but sums the product in another order, and
+Whisper then wrote "four, zero, zero, zero, two" as 4-0-0-0-0-2: the features stay as they were."""
 MAX_STREAMS = 64
 """Closed-set streams open at once in one stream process (``stream_worker``; each holds a decoder
 of ~6 MB); more are refused and those turns are decoded whole by the closed-set pool instead."""
