@@ -49,7 +49,7 @@ class _Request:
     samples: np.ndarray
     window: float
     urgency: Urgency = field(default_factory=Urgency)
-    hint: str = ""  # whisper.HINTS key: a batch shares its window and its hint
+    hint: str = ""  # whisper.HINTS key: a batch shares its window, its hint and its urgency
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
 
