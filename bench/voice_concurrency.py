@@ -16,9 +16,10 @@ journey hangs up and the next caller dials.
 Reported per load, with the load average of the machine: the worst and p99 frame lateness (how
 late a tick ran; audio breaks up past ~100 ms), turn latency after the caller's last word
 (``TurnTimer.stages()["total"]``: endpointing included) p50/p95 for open and closed turns (the
-closed ones by question too), the stage split (and the slowest turns whole), the recognizer queue waits, premature cut-ins, CPU,
-and memory of this process and every recognizer worker (peak, sampled every 2 s: the RSS summed,
-and the PSS, which counts a page the processes share once). A load is held when every frame was within 100 ms and turns stayed
+closed ones by question too), the stage split (and the slowest turns whole), the recognizer
+queue waits, premature cut-ins, CPU, and memory of this process and every recognizer worker
+(peak, sampled every 2 s: the RSS summed, and the PSS, which counts a page the processes share
+once). A load is held when every frame was within 100 ms and turns stayed
 within the issue's targets: open p95 <= 1.2 s, closed p95 <= 0.5 s after the last word.
 
 Watchdog: a load that has not finished ``HANG_MARGIN_S`` after its calls should have ended is
