@@ -303,7 +303,7 @@ class Topology:
                 if pattern.search(node.log()):
                     return node
             time.sleep(0.2)
-        raise AssertionError(f"no node took call {call_id}")
+        raise AssertionError(f"no node took call {call_id}\n{self.diagnostics()}")
 
     def diagnostics(self) -> str:
         parts = [f"--- node {n.name} (alive {n.alive}):\n{n.tail(40)}" for n in self.nodes if n.starts]

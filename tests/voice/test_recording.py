@@ -115,7 +115,7 @@ import logging, resource, sys
 from pathlib import Path
 import numpy as np
 from gateway.config import RecordingSettings
-from gateway.voice.recording import SessionRecording
+from gateway.voice.recording import SessionRecording, writer_thread
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))  # writes past 64 KB fail (EFBIG)
 rec = SessionRecording(RecordingSettings(enabled=True), Path(sys.argv[1]), call_id="call-9", channel="voice",
@@ -123,6 +123,10 @@ rec = SessionRecording(RecordingSettings(enabled=True), Path(sys.argv[1]), call_
 rec.open("conv-9")
 noise = np.random.default_rng(0).integers(-3000, 3000, (1500, 160)).astype("<i2")
 for frame in noise:  # 30 s of noise: about 240 KB of FLAC
+    rec.caller(frame.tobytes())
+    rec.bot(frame.tobytes())
+writer_thread().submit(lambda: None).result()  # the writer has tried every batch handed to it
+for frame in noise[:50]:  # a call goes on at 50 frames a second: its next second finds the failed write
     rec.caller(frame.tobytes())
     rec.bot(frame.tobytes())
 print("frames after", rec.recorder is None)
