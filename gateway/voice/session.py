@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from gateway.core.actions import Action, Ask, Expect, Transfer
@@ -75,6 +76,8 @@ STOP_GRACE_SECONDS = 2.0
 """How long ``stop`` waits for the cancelled worker before cancelling it again."""
 STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
+SLOW_WORK_SECONDS = 1.0
+"""A work item that takes longer while others wait behind it (a caller's turn, say) is logged."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
 
@@ -386,6 +389,7 @@ class VoiceSession:
         while not self._stopped:
             item = await self._work_items.get()
             self._working = True
+            started = time.perf_counter()
             try:
                 await self._run(item)
             except asyncio.CancelledError:
@@ -397,6 +401,10 @@ class VoiceSession:
             finally:
                 self._working = False
                 self._progress.set()
+            took = time.perf_counter() - started
+            if took > SLOW_WORK_SECONDS and not self._work_items.empty():
+                log.warning("call %s: %s took %.1f s while %d more waited", self.call_id, type(item).__name__,
+                            took, self._work_items.qsize())
 
     async def _run(self, item: WorkItem) -> None:
         match item:

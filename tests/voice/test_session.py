@@ -10,6 +10,7 @@ the speech engine tests cover.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -449,6 +450,27 @@ async def test_an_answer_does_not_start_over_a_caller_who_went_on(tmp_path, tts)
     said = [text for who, text in session.transcript if who == "bot"]
     assert said == ["How can I help?", "About my order and my bill."], session.transcript  # never "About my order."
     assert session.stats["premature_cutins"] == 1
+    await session.stop()
+    await pipeline.close()
+
+
+async def test_a_turn_held_up_behind_slow_work_is_logged(tmp_path, tts, caplog):
+    """The core takes 2 s over the first turn while the caller's second waits behind it in the
+    call's work queue: one warning names the call, what was slow, how slow and what waited."""
+    core = SlowCore([Ask("How can I help?")], {UserSaid: lambda e: [Say(f"About {e.text}.")]}, delay=2.0)
+    asr = ScriptedAsr(["my order", "yes"])
+    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=0)
+    driver = CallDriver(session, realtime=True)
+    await driver.wait_for_bot(10)
+    first = utterance("I am calling about my order", snr_db=25, seed=7, lead_s=0.3, trail_s=0.75)
+    second = utterance("yes", snr_db=25, seed=8, lead_s=0.0, trail_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="gateway.voice.session"):
+        await driver.feed(first.pcm + second.pcm)
+        await driver.wait_for_bot(10)
+    assert [e.text for e in core.of(UserSaid)] == ["my order", "yes"]
+    slow = [r.getMessage() for r in caplog.records if "more waited" in r.getMessage()]
+    assert len(slow) == 1 and slow[0].startswith("call call-1: CallerTurn took 2."), slow
+    assert slow[0].endswith("while 1 more waited"), slow
     await session.stop()
     await pipeline.close()
 
