@@ -169,30 +169,38 @@ class Orchestrator:
         resumed = record is not None and bool(record.step)
         if record is None:
             record = await self.store.create(caller_id=claim, customer_id=customer_id, channel=channel)
+        sid = session_id or new_session_id()
+        logged: list[LoggedEvent] = []
         async with self._lock(record.id):
-            record = await self.store.get(record.id) or record
-            if channel not in record.channels:
-                record.channels.append(channel)
-            if claim and not record.caller_id:
-                record.caller_id = claim
-            if customer_id and not record.customer_id:
-                record.customer_id = customer_id
-            logged = []
-            if event is not None:
-                logged.append(await self.store.append(record.id, channel=channel, kind=event.kind,
-                                                      payload=_payload(event)))
-            if resumed and record.status == "transferred" and not Handoff.of(record).engaged:
-                record.status = "active"
-            now = self.clock()
-            sid = session_id or new_session_id()
-            turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=logged,
-                        can_place_calls=self._places_calls)
-            await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
-                                       link_proof=link_proof, event=event)
-            turn.ledger.touch(sid)
-            await self.engine.start(turn, resumed=resumed, journey=journey,
-                                    outbound=isinstance(event, CallStarted) and event.outbound)
-            actions = await self._finish(turn)
+            for attempt in (1, 2):  # the conversation saved on another node meanwhile: opened again on its copy
+                record = await self.store.get(record.id) or record
+                if channel not in record.channels:
+                    record.channels.append(channel)
+                if claim and not record.caller_id:
+                    record.caller_id = claim
+                if customer_id and not record.customer_id:
+                    record.customer_id = customer_id
+                if event is not None and attempt == 1:
+                    logged.append(await self.store.append(record.id, channel=channel, kind=event.kind,
+                                                          payload=_payload(event)))
+                if resumed and record.status == "transferred" and not Handoff.of(record).engaged:
+                    record.status = "active"
+                now = self.clock()
+                turn = Turn(record, channel, Ledger(record).party(sid, channel, now), now, logged=list(logged),
+                            can_place_calls=self._places_calls)
+                await self._proofs_at_open(turn, claim=claim, callback=callback, attestation=attestation,
+                                           link_proof=link_proof, event=event)
+                turn.ledger.touch(sid)
+                await self.engine.start(turn, resumed=resumed, journey=journey,
+                                        outbound=isinstance(event, CallStarted) and event.outbound)
+                try:
+                    actions = await self._finish(turn)
+                    break
+                except ConcurrentUpdate:
+                    if attempt == 2:
+                        raise
+                    log.warning("conversation %s changed on another node; opening it on %s again", record.id,
+                                channel.value)
         log.info("conversation %s %s on %s (%s)", record.id, "resumed" if resumed else "started", channel,
                  turn.party.level.name.lower())
         return Opened(record.id, resumed, actions, session_id=sid)

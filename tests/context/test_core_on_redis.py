@@ -50,3 +50,41 @@ async def test_a_chat_on_one_node_resumes_as_a_call_on_another(redis_url: str, t
     finally:
         await node_a.store.close()
         await node_b.store.close()
+
+
+async def test_a_call_opened_while_the_other_node_saves_the_conversation_is_opened_on_its_newer_copy(
+        redis_url: str, tmp_path: Path) -> None:
+    """Node B opens the caller's conversation; between its read and its save, node A saves the
+    chat's next message. B's save is refused (the stored copy is newer) and B opens the call again
+    on the newer copy: the call is answered, and neither node's change is lost."""
+    settings = load_settings(environ={}, overrides={
+        "data_dir": str(tmp_path), "context": {"backend": "redis", "redis_url": redis_url}})
+    node_a, node_b = await build_core(settings), await build_core(settings)
+    try:
+        opened = await node_a.open("chat", event=ChatStarted())
+        cid, chat = opened.conversation_id, opened.session_id
+        for text in ("I started a loan application and got stuck", "my account number is 11223344", "30/11/1978"):
+            await node_a.handle(cid, ChatMessage(text), session_id=chat)
+        read = node_b.store.get
+        raced: list[list] = []
+
+        async def read_then_race(conversation_id: str):  # node A saves right after node B has read
+            record = await read(conversation_id)
+            if not raced:
+                raced.append(await node_a.handle(cid, ChatMessage("are you still there?"), session_id=chat))
+            return record
+
+        node_b.store.get = read_then_race  # type: ignore[method-assign]
+        call = await node_b.open("voice", caller_id="+15552223333", event=CallStarted(caller_id="+15552223333"))
+        assert raced and call.resumed and call.conversation_id == cid
+        assert _texts(call.actions)  # the caller hears the journey
+        record = await node_a.store.get(cid)
+        assert record is not None and record.channels == ["chat", "voice"]
+        log = await node_a.store.events(cid)
+        said = [e.payload.get("text") for e in log if e.kind == "ChatMessage"]
+        assert said[-1] == "are you still there?"
+        assert [e.kind for e in log].count("CallStarted") == 1  # the call's arrival is logged once
+        assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    finally:
+        await node_a.store.close()
+        await node_b.store.close()
