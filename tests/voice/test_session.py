@@ -434,18 +434,26 @@ class SlowCore(ScriptedCore):
         return await super().handle(conversation_id, event, session_id=session_id)
 
 
-async def test_an_answer_does_not_start_over_a_caller_who_went_on(tmp_path, tts):
-    """The caller pauses past the window and goes on; the answer to the first half comes while
-    they speak. It waits instead of talking over them, and their new turn replaces it."""
-    core = SlowCore([Ask("How can I help?")], {UserSaid: lambda e: [Say(f"About {e.text}.")]}, delay=0.4)
-    asr = ScriptedAsr(["my order", "my order and my bill"])
-    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=0)
+async def caller_goes_on(tmp_path, tts, *, delay: float, answers: list[str], then: str):
+    """The caller says "I am calling about my order", pauses past the window and goes on with
+    ``then`` while a core slow by ``delay`` seconds works out the answer to the first half."""
+    core = SlowCore([Ask("How can I help?")], {UserSaid: lambda e: [Say(f"About {e.text}.")]}, delay=delay)
+    pipeline, session = await make_session(tmp_path, tts, core, ScriptedAsr(answers), speculative_ms=0)
     driver = CallDriver(session, realtime=True)
     await driver.wait_for_bot(10)
     first = utterance("I am calling about my order", snr_db=25, seed=7, lead_s=0.3, trail_s=0.75)
-    second = utterance("and there is a wrong charge on my bill", snr_db=25, seed=8, lead_s=0.0, trail_s=0.2)
+    second = utterance(then, snr_db=25, seed=8, lead_s=0.0, trail_s=0.2)
     await driver.feed(first.pcm + second.pcm)
     await driver.wait_for_bot(10)
+    return core, pipeline, session
+
+
+async def test_an_answer_does_not_start_over_a_caller_who_went_on(tmp_path, tts):
+    """The answer to the first half comes while they speak. It waits instead of talking over
+    them, and their new turn replaces it."""
+    core, pipeline, session = await caller_goes_on(tmp_path, tts, delay=0.4,
+                                                   answers=["my order", "my order and my bill"],
+                                                   then="and there is a wrong charge on my bill")
     assert [e.text for e in core.of(UserSaid)] == ["my order", "my order and my bill"]
     said = [text for who, text in session.transcript if who == "bot"]
     assert said == ["How can I help?", "About my order and my bill."], session.transcript  # never "About my order."
@@ -457,16 +465,9 @@ async def test_an_answer_does_not_start_over_a_caller_who_went_on(tmp_path, tts)
 async def test_a_turn_held_up_behind_slow_work_is_logged(tmp_path, tts, caplog):
     """The core takes 2 s over the first turn while the caller's second waits behind it in the
     call's work queue: one warning names the call, what was slow, how slow and what waited."""
-    core = SlowCore([Ask("How can I help?")], {UserSaid: lambda e: [Say(f"About {e.text}.")]}, delay=2.0)
-    asr = ScriptedAsr(["my order", "yes"])
-    pipeline, session = await make_session(tmp_path, tts, core, asr, speculative_ms=0)
-    driver = CallDriver(session, realtime=True)
-    await driver.wait_for_bot(10)
-    first = utterance("I am calling about my order", snr_db=25, seed=7, lead_s=0.3, trail_s=0.75)
-    second = utterance("yes", snr_db=25, seed=8, lead_s=0.0, trail_s=0.2)
     with caplog.at_level(logging.WARNING, logger="gateway.voice.session"):
-        await driver.feed(first.pcm + second.pcm)
-        await driver.wait_for_bot(10)
+        core, pipeline, session = await caller_goes_on(tmp_path, tts, delay=2.0, answers=["my order", "yes"],
+                                                       then="yes")
     assert [e.text for e in core.of(UserSaid)] == ["my order", "yes"]
     slow = [r.getMessage() for r in caplog.records if "more waited" in r.getMessage()]
     assert len(slow) == 1 and slow[0].startswith("call call-1: CallerTurn took 2."), slow
