@@ -78,7 +78,7 @@ STOP_CANCEL_ATTEMPTS = 5
 """Cancellations ``stop`` tries before leaving a stuck worker behind (the call ends regardless)."""
 SLOW_WORK_SECONDS = 1.0
 """A caller's turn that waits longer than this for the call's earlier work is logged, with what it
-waited behind (the core's answer to it is otherwise as quick as ever: the wait hides in the log)."""
+waited behind (its recognition and dialog stages look quick: the wait is its "queue" stage)."""
 MAX_PUSH_BYTES = 1 << 20
 """Caller audio buffered between frames at most (a misbehaving connector cannot grow it)."""
 
