@@ -153,6 +153,7 @@ class AmdSettings(Section):
 
 class VoiceSettings(Section):
     sample_rate: Literal[8000, 16000] = 8000
+    max_calls: int = Field(0, ge=0)  # 0: CALLS_PER_CORE per usable core (gateway/voice/pipeline.py)
     vad: VadSettings = VadSettings()
     endpoint: EndpointSettings = EndpointSettings()
     asr: AsrSettings = AsrSettings()

@@ -6,7 +6,8 @@ key may spend a burst at once and then keeps the steady rate; a key that floods 
 its own bucket. A full bucket carries no information, so full buckets are forgotten and memory
 is bounded by the keys active recently (and by ``max_keys`` whatever happens).
 
-:class:`SessionCap` counts the sessions one server holds and refuses the one past its limit;
+:class:`SessionCap` counts the sessions one server holds and refuses the one past its limit (a
+voice server's cap sits within the node's, ``voice.max_calls``, which every voice server shares);
 :class:`KeyedCap` does the same per key (open chats per client address). Refusals are
 counted, and reported as ``voicegw_sessions_refused_total{server=...}`` once
 :meth:`SessionCap.register_metrics` has attached the gateway's metrics.
@@ -90,31 +91,59 @@ class SessionCap:
     """At most ``limit`` sessions at once on one server (``server`` names it in logs and metrics).
 
     ``admit()`` takes a slot (True) or counts a refusal (False); every admitted session calls
-    ``release()`` once when it ends.
+    ``release()`` once when it ends. A cap ``within`` another (a voice server's inside the node's
+    ``voice.max_calls``) takes a slot of both: the refusal is counted on the cap that was full,
+    and ``refused_by`` names its setting for the log line.
     """
 
-    def __init__(self, server: str, limit: int) -> None:
+    def __init__(self, server: str, limit: int, *, setting: str = "", within: "SessionCap | None" = None) -> None:
         if limit < 1:
             raise ValueError("a session cap must allow at least one session")
         self.server = server
         self.limit = limit
+        self.setting = setting or f"{server}.max_sessions"
+        self.within = within
         self.active = 0
         self.refused = 0
+        self.refused_by = ""  # the setting of the cap that refused last
         self._metrics: Any = None
+
+    @property
+    def full(self) -> bool:
+        """No slot free here or in the cap this one is within (nothing counted)."""
+        return self.active >= self.limit or (self.within is not None and self.within.full)
 
     def admit(self) -> bool:
         """Take a slot; when none is free, count the refusal and return False."""
         if self.active >= self.limit:
-            self.refused += 1
-            if self._metrics is not None:
-                self._metrics.inc("voicegw_sessions_refused_total", server=self.server)
+            self._refuse()
+            self.refused_by = self.setting
+            return False
+        if self.within is not None and not self.within.admit():
+            self.refused_by = self.within.refused_by
             return False
         self.active += 1
         return True
 
+    def _refuse(self) -> None:
+        self.refused += 1
+        if self._metrics is not None:
+            self._metrics.inc("voicegw_sessions_refused_total", server=self.server)
+
+    def refusal(self) -> str:
+        """The last refusal for a log line: "24 calls in progress (voice.max_calls)"."""
+        cap: SessionCap | None = self
+        while cap is not None and cap.setting != self.refused_by:
+            cap = cap.within
+        cap = cap or self
+        return f"{cap.active} calls in progress ({cap.setting})"
+
     def release(self) -> None:
         """Give back the slot of a session that ended."""
-        self.active = max(0, self.active - 1)
+        if self.active > 0:
+            self.active -= 1
+            if self.within is not None:
+                self.within.release()
 
     def register_metrics(self, metrics: Any) -> None:
         """Report refusals on ``/metrics`` (those counted so far included)."""

@@ -22,7 +22,7 @@ disable_created_metrics()  # no ``*_created`` series beside every histogram: not
 HELP: dict[str, str] = {
     "voicegw_http_requests_total": "HTTP requests served by the web server, by route and status",
     "voicegw_http_header_timeouts_total": "Web connections closed for a request head not received in time",
-    "voicegw_sessions_refused_total": "New sessions refused because the server held its max_sessions, by server",
+    "voicegw_sessions_refused_total": "New sessions refused because the server held its max_sessions (server=voice: the node held voice.max_calls), by server",
     "voicegw_chat_sessions_total": "Web chat sessions opened (new or resumed)",
     "voicegw_chat_messages_total": "Chat messages delivered to a conversation",
     "voicegw_chat_refused_total": "Chat frames refused, by reason",
@@ -46,6 +46,7 @@ HELP: dict[str, str] = {
     "voicegw_sip_worker_restarts_total": "SIP worker processes restarted after they died",
     "voicegw_outreach_total": "Outreach steps, by step (sms, answered, escalated)",
     "voicegw_voice_calls": "Calls in the voice pipeline now (every audio channel)",
+    "voicegw_voice_calls_max": "Calls the node holds at once over every voice server (voice.max_calls); more are refused",
     "voicegw_asr_cross_checks_total": "Closed-set turns decoded by the grammar and Whisper at once",
     "voicegw_asr_cross_check_late_total": "Cross-checked turns answered by the grammar alone (Whisper too late)",
     "voicegw_asr_cross_check_busy_total": "Of those, turns whose check still waited in Whisper's queue behind other calls' (not waited for)",

@@ -242,7 +242,7 @@ class AriApp:
         self.tasks = CallTasks()
         self._runner: asyncio.Task[None] | None = None
         self.pacer = MediaPacer("ARI")
-        self.cap = SessionCap("ari", self.cfg.max_sessions)
+        self.cap = SessionCap("ari", self.cfg.max_sessions, within=pipeline.calls)
 
     def health(self) -> ChannelHealth:
         """For ``/healthz``: the event socket is up (else no call reaches the Stasis app)."""
@@ -305,8 +305,7 @@ class AriApp:
             if cid in self.calls:
                 return
             if not self.cap.admit():
-                log.warning("ARI call %s refused: %d calls in progress (ari.max_sessions); back to the dialplan",
-                            cid, self.cap.active)
+                log.warning("ARI call %s refused: %s; back to the dialplan", cid, self.cap.refusal())
                 self.tasks.spawn(self._refuse(cid))
                 return
             call = AriCall(self, cid, caller_id=(channel.get("caller") or {}).get("number", ""),
@@ -340,7 +339,7 @@ class AriApp:
             if call.leg.state is not LegState.NEW:
                 return  # the caller left while the media was set up
             session = self.pipeline.session(call_id=cid, sample_rate=8000, caller_id=call.caller_id,
-                                            dialed=call.dialed)
+                                            dialed=call.dialed, admitted=True)  # slot taken by self.cap
         except (AriError, aiohttp.ClientError, asyncio.TimeoutError, OSError, KeyError) as exc:
             log.error("ARI call %s could not start: %s", cid, exc)
             await self.end_call(call, "error")

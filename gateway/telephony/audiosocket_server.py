@@ -183,7 +183,7 @@ class _Connection(asyncio.Protocol):
             self._cancel_timers()
 
     def _refuse(self, data: bytes = b"") -> None:
-        """The server holds ``max_sessions`` calls: hang this one up before it starts."""
+        """The server (or the node) holds its most calls: hang this one up before it starts."""
         if self.reason:
             return
         self.reason = "busy"
@@ -194,8 +194,8 @@ class _Connection(asyncio.Protocol):
             first = []
         if first and isinstance(first[0], asock.Uuid):
             self.call_id = str(first[0].uuid)
-        log.warning("AudioSocket call %s from %s refused: %d calls in progress (audiosocket.max_sessions); "
-                    "hangup sent", self.call_id, self.peer, self.server.cap.active)
+        log.warning("AudioSocket call %s from %s refused: %s; hangup sent", self.call_id, self.peer,
+                    self.server.cap.refusal())
         record = self.server.calls.by_uuid(self.call_id)
         if record is not None:
             record.end_reason = "busy"  # the voicebot route tells the dialplan VOICEGW_STATUS=busy
@@ -242,6 +242,7 @@ class _Connection(asyncio.Protocol):
                 caller_id=record.caller_id if record else "", dialed=record.dialed if record else "",
                 conversation_id=self.call.conversation_id, outbound=bool(record and record.outbound),
                 callback=record.callback if record else "", attestation=record.attestation if record else "",
+                admitted=True,  # its slot of voice.max_calls was taken with the connection (self.cap)
             )
         except Exception:  # the pipeline refused the call: end this connection only
             log.exception("AudioSocket call %s: no voice session; connection closed", self.call_id)
@@ -342,7 +343,7 @@ class AudioSocketServer:
         self.connections: set[_Connection] = set()
         self.pacer = MediaPacer("AudioSocket")
         self.ended_calls = 0
-        self.cap = SessionCap("audiosocket", self.cfg.max_sessions)
+        self.cap = SessionCap("audiosocket", self.cfg.max_sessions, within=pipeline.calls)
         self._server: asyncio.base_events.Server | None = None
         self.tasks = CallTasks()
     def register_metrics(self, metrics: Any) -> None:

@@ -121,14 +121,14 @@ class EslCall:
             self.writer.close()
 
     async def refuse(self) -> None:
-        """The server holds ``max_sessions`` calls: learn the UUID, hang up busy, close."""
+        """The server (or the node) holds its most calls: learn the UUID, hang up busy, close."""
         reader = asyncio.create_task(self._read_esl(), name="esl-reader")
         cfg = self.server.cfg
         try:
             connect = await self.command(esl.encode_command("connect"))
             self.uuid = esl.ChannelInfo.from_connect(connect, cfg.conversation_variable).uuid
-            log.warning("FreeSWITCH call %s from %s refused: %d calls in progress (freeswitch.max_sessions); "
-                        "hanging up with %s", self.uuid, self.peer, self.server.cap.active, BUSY_CAUSE)
+            log.warning("FreeSWITCH call %s from %s refused: %s; hanging up with %s", self.uuid, self.peer,
+                        self.server.cap.refusal(), BUSY_CAUSE)
             await self.hangup(BUSY_CAUSE)
         except (asyncio.TimeoutError, ConnectionError, esl.ProtocolError) as exc:
             log.info("FreeSWITCH call %s from %s: refusal cut short: %s", self.uuid, self.peer, exc or "timeout")
@@ -243,7 +243,7 @@ class EslCall:
             session = server.pipeline.session(
                 call_id=self.uuid, sample_rate=cfg.sample_rate, caller_id=far_end or self.info.caller_id,
                 dialed=self.info.dialed, conversation_id=self.info.conversation_id,
-                outbound=bool(callback), callback=callback)
+                outbound=bool(callback), callback=callback, admitted=True)  # slot taken by server.cap
         except Exception:  # the pipeline refused the call: end this call only
             log.exception("FreeSWITCH call %s: no voice session; hanging up", self.uuid)
             self.end("error")
@@ -387,7 +387,7 @@ class FreeSwitchServer:
         self.pipeline = pipeline
         self.calls: dict[str, EslCall] = {}
         self.pacer = MediaPacer("freeswitch")
-        self.cap = SessionCap("freeswitch", self.cfg.max_sessions)
+        self.cap = SessionCap("freeswitch", self.cfg.max_sessions, within=pipeline.calls)
         self.ended_calls = 0
         self._esl: asyncio.base_events.Server | None = None
         self._runner: web.AppRunner | None = None

@@ -64,7 +64,7 @@ from gateway.telephony.media_leg import CallTasks, LegEnd, MediaLeg
 from gateway.telephony.media_pacer import MediaPacer
 from gateway.telephony.twilio_calls import TransferBook, TwilioMediaSettings, after_stream_twiml, transfer_target
 from gateway.voice.audio import ulaw_decode, ulaw_encode
-from gateway.voice.port import CallAudio, VoiceSessions
+from gateway.voice.port import CallAudio, CallsFull, VoiceSessions
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,10 @@ class _Stream:
                 call_id=self.call_id, sample_rate=tm.SAMPLE_RATE, caller_id=claims.caller, dialed=claims.dialed,
                 conversation_id=claims.conversation_id, outbound=claims.outbound,
             )
+        except CallsFull as exc:  # the node holds voice.max_calls calls
+            log.warning("Twilio %s; stream closed (busy)", exc)
+            self.reason = "busy"
+            return
         except Exception:  # the pipeline refused the call: end this stream only
             log.exception("Twilio call %s: no voice session; closing", self.call_id)
             self.reason = "error"

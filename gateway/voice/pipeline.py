@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from gateway.config import Settings
 from gateway.core.port import ConversationPort
+from gateway.limits import SessionCap
 from gateway.voice.prompt_warmup import fixed_prompts, warm_prompts
-from gateway.voice.port import CallControl, carry_out
+from gateway.voice.port import CallControl, CallsFull, carry_out
 from gateway.voice.session import VoiceSession
 from gateway.voice.timing import TurnMetrics
 from gateway.voice.vad import VadPool
@@ -33,6 +35,21 @@ ASR_METRICS = {
     "voicegw_asr_whisper_restarts_total": "whisper_restarts",
 }
 """``/metrics`` name -> ``AsrRouter.stats`` key."""
+CALLS_PER_CORE = 12
+"""Calls a node holds per usable core when ``voice.max_calls`` is 0: bench.voice_concurrency held 24
+on two cores with every frame on time and turn latency within its targets (README); past that the
+recognizers' queue makes every caller wait, so a call more is refused and goes elsewhere."""
+
+
+def node_call_limit(max_calls: int) -> int:
+    """``voice.max_calls``, or ``CALLS_PER_CORE`` per core this process may run on when it is 0."""
+    if max_calls > 0:
+        return max_calls
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return CALLS_PER_CORE * max(1, cores)
 
 
 class VoicePipeline:
@@ -56,6 +73,9 @@ class VoicePipeline:
         vad = settings.voice.vad
         self.vad_pool = vad_pool or VadPool(vad.engine, vad.webrtc_aggressiveness)
         self.sessions: dict[str, VoiceSession] = {}
+        # every voice server's cap is within this one (``voice.max_calls``): a server takes a slot
+        # when it admits a call, before it answers; servers without their own cap take it in session()
+        self.calls = SessionCap("voice", node_call_limit(settings.voice.max_calls), setting="voice.max_calls")
         self.turn_metrics = TurnMetrics()
         self._warmup: asyncio.Task[None] | None = None
         self._controls: set[asyncio.Task[None]] = set()
@@ -124,22 +144,35 @@ class VoicePipeline:
         channel: str = "voice",
         callback: str = "",
         attestation: str = "",
+        admitted: bool = False,
     ) -> VoiceSession:
-        """A new call's session (``await session.start()`` opens the conversation)."""
+        """A new call's session (``await session.start()`` opens the conversation). ``admitted``:
+        the call's server took its slot of ``voice.max_calls`` (``self.calls``) when it admitted
+        the call and gives it back when the call ends; otherwise the session takes one here
+        (``CallsFull`` when none is free) and gives it back when it closes."""
         if self.asr is None or self.tts is None:
             raise RuntimeError("VoicePipeline.start() must run before sessions are created")
-        session = VoiceSession(
-            self,
-            call_id=call_id,
-            sample_rate=sample_rate,
-            caller_id=caller_id,
-            dialed=dialed,
-            conversation_id=conversation_id,
-            outbound=outbound,
-            channel=channel,
-            callback=callback,
-            attestation=attestation,
-        )
+        if not admitted:
+            if not self.calls.admit():
+                raise CallsFull(f"call {call_id} refused: {self.calls.refusal()}")
+        try:
+            session = VoiceSession(
+                self,
+                call_id=call_id,
+                sample_rate=sample_rate,
+                caller_id=caller_id,
+                dialed=dialed,
+                conversation_id=conversation_id,
+                outbound=outbound,
+                channel=channel,
+                callback=callback,
+                attestation=attestation,
+            )
+        except BaseException:
+            if not admitted:
+                self.calls.release()
+            raise
+        session.holds_slot = not admitted
         self.sessions[call_id] = session
         session.on_closed = self._forget
         if control is not None:
@@ -159,6 +192,8 @@ class VoicePipeline:
         """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did; the turn
         stage histograms and counters (``gateway/voice/timing.py``)."""
         metrics.gauge("voicegw_voice_calls", lambda: float(len(self.sessions)))
+        metrics.gauge("voicegw_voice_calls_max", lambda: float(self.calls.limit))
+        self.calls.register_metrics(metrics)
         for collector in self.turn_metrics.collectors():
             metrics.register(collector)
         for name, key in ASR_METRICS.items():
@@ -167,3 +202,6 @@ class VoicePipeline:
     def _forget(self, session: VoiceSession) -> None:
         if self.sessions.get(session.call_id) is session:
             del self.sessions[session.call_id]
+        if session.holds_slot:
+            session.holds_slot = False
+            self.calls.release()

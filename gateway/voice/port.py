@@ -122,13 +122,18 @@ class CallAudio(Protocol):
         ...
 
 
+class CallsFull(RuntimeError):
+    """The node holds ``voice.max_calls`` calls (``VoicePipeline.calls``): no session for one more."""
+
+
 class VoiceSessions(Protocol):
     """Where a connector gets a session for each call (the voice pipeline)."""
 
     def session(self, *, call_id: str, sample_rate: int = 8000, caller_id: str = "", dialed: str = "",
                 conversation_id: str = "", outbound: bool = False, channel: str = "voice", callback: str = "",
-                attestation: str = "") -> CallAudio:
-        """A new call's session (``await session.start()`` opens the conversation)."""
+                attestation: str = "", admitted: bool = False) -> CallAudio:
+        """A new call's session (``await session.start()`` opens the conversation); ``CallsFull``
+        when the node holds its most calls (``admitted``: the server took the call's slot itself)."""
         ...
 
 

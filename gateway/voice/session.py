@@ -149,6 +149,7 @@ class VoiceSession:
         self.recording = SessionRecording(settings.recordings, settings.data_path("."), call_id=call_id,
                                           channel=channel, sample_rate=sample_rate)
         self.on_closed: Callable[[VoiceSession], None] | None = None
+        self.holds_slot = False  # the session took its slot of voice.max_calls (VoicePipeline.session)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:

@@ -2,7 +2,7 @@
 process, and a crash there must not take the test run down).
 
 Usage: ``python -m tests.sip.gateway_proc '<json>'`` with ``{"sip": {...settings.sip overrides},
-"mode": "tone|echo|silent", "end_after": seconds, "real": false}``. Prints JSON lines on stdout
+"mode": "tone|echo|silent", "end_after": seconds, "real": false, "voice": {...settings.voice overrides}}``. Prints JSON lines on stdout
 (``ready`` with the bound port, then session events); reads JSON commands on stdin:
 ``originate`` (target, conversation_id), ``remind`` (customer_id, phone: with the real core, a
 reminder escalated to a call, the call placed through the core as ``voicegw serve`` does), ``stats``,
@@ -28,7 +28,9 @@ def emit(event: str, **fields: Any) -> None:
 
 
 async def main(spec: dict[str, Any]) -> None:
-    overrides = {"sip": {"enabled": True, "port": 0, **spec.get("sip", {})}}
+    overrides: dict[str, Any] = {"sip": {"enabled": True, "port": 0, **spec.get("sip", {})}}
+    if spec.get("voice"):
+        overrides["voice"] = spec["voice"]
     if spec.get("data_dir"):
         overrides["data_dir"] = spec["data_dir"]
     settings = load_settings(overrides=overrides)

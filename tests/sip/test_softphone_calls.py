@@ -133,6 +133,19 @@ def test_calls_beyond_max_calls_get_486(start_gateway, tmp_path) -> None:
     assert gw.stats()["rejected"] == 1
 
 
+def test_calls_beyond_the_nodes_voice_max_calls_get_486(start_any_gateway, tmp_path) -> None:
+    """``voice.max_calls`` (the node's, over every voice server) below ``sip.max_calls``: three
+    calls at once through the real voice pipeline, the third gets 486 before it is answered,
+    from the endpoint in process and from the SIP front alike."""
+    light = {"vad": {"engine": "webrtc"}, "tts": {"engine": "espeak"}, "max_calls": 2,
+             "asr": {"open_engine": "pocketsphinx", "closed_engine": "pocketsphinx", "cross_check": False}}
+    gw = start_any_gateway(real=True, voice=light)
+    done = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--calls", "3", "--seconds", "3")
+    results = softphone_results(done.stdout)
+    assert sorted(r["status"] for r in results) == [200, 200, 486], results
+    assert "voice.max_calls" in gw.tail(200)
+
+
 def test_staggered_calls_are_placed_one_after_another(start_gateway, tmp_path) -> None:
     """``--stagger``: call i is placed that many seconds after call i-1 (the bench's arrivals)."""
     gw = start_gateway(mode="tone")

@@ -87,8 +87,9 @@ class FakePipeline:
         self.sessions: list[FakeSession] = []
         self.bot_audio = bot_audio
         self.created = asyncio.Event()
+        self.calls = None  # no node-wide cap (VoicePipeline.calls): each server's own alone
 
-    def session(self, *, call_id: str, sample_rate: int = 8000, **kwargs: Any) -> FakeSession:
+    def session(self, *, call_id: str, sample_rate: int = 8000, admitted: bool = False, **kwargs: Any) -> FakeSession:
         s = FakeSession(call_id, sample_rate, **kwargs)
         s.bot_audio += self.bot_audio
         self.sessions.append(s)

@@ -1,17 +1,21 @@
-"""Each voice server holds at most ``max_sessions`` calls, over real sockets around the real core
-and a real voice pipeline (pocketsphinx, WebRTC VAD and espeak: cheap to start): fill the cap,
-the next call is refused cleanly the way its PBX understands, one call ends, a new one is served."""
+"""Each voice server holds at most ``max_sessions`` calls, and the node at most ``voice.max_calls``
+over all of them, over real sockets around the real core and a real voice pipeline (pocketsphinx,
+WebRTC VAD and espeak: cheap to start): fill the cap, the next call is refused cleanly the way its
+PBX understands, one call ends, a new one is served."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.app import build_core
 from gateway.config import load_settings
@@ -19,12 +23,16 @@ from gateway.telephony import audiosocket as asock
 from gateway.telephony.ari import AriApp
 from gateway.telephony.asterisk import start_asterisk_channels
 from gateway.telephony.freeswitch_server import FreeSwitchServer
-from gateway.voice.pipeline import VoicePipeline
+from gateway.voice.pipeline import CALLS_PER_CORE, VoicePipeline, node_call_limit
+from gateway.voice.port import CallsFull
+from gateway.links import LinkSigner
 from gateway.metrics import Metrics
+from gateway.telephony.twilio_media_server import TwilioMediaServer
 from tests.telephony.helpers import until
 from tests.telephony.test_agi_routes import AsteriskPeer
 from tests.telephony.test_ari import recorded_bodies
 from tests.telephony.test_freeswitch import FakeFreeSwitch
+from tests.telephony.test_twilio_media import connected as twilio_connected, start as twilio_start
 
 HOST = "127.0.0.1"
 LIGHT_VOICE = {"vad": {"engine": "webrtc"}, "tts": {"engine": "espeak"},
@@ -260,3 +268,103 @@ async def test_ari_sends_the_call_past_the_cap_back_to_the_dialplan(voice, caplo
     finally:
         await ari.close()
         await runner.cleanup()
+
+
+async def test_the_node_cap_is_shared_by_every_voice_server(voice, caplog):
+    """``voice.max_calls`` is the node's: an AudioSocket call and a FreeSWITCH call fill a cap of two,
+    so the next call on either server is refused its own server's way (each server's own cap has
+    room), and a session asked for without a server's slot (SIP, Twilio) is refused too. When one
+    call ends, a call on the other server is served."""
+    settings, core, pipeline = await voice(voice={**LIGHT_VOICE, "max_calls": 2},
+                                           audiosocket={"port": 0}, fastagi={"enabled": False},
+                                           freeswitch={"enabled": True, "port": 0, "audio_port": 0})
+    [audiosocket] = await start_asterisk_channels(settings, core, pipeline)
+    freeswitch = await FreeSwitchServer(settings, pipeline).start()
+    metrics = Metrics()
+    for part in (pipeline, audiosocket, freeswitch):
+        part.register_metrics(metrics)
+    ids = [f"c0ffee00-0000-4000-8000-00000000010{i}" for i in range(3)]
+    callers: list[Caller] = []
+    peers: list[FakeFreeSwitch] = []
+    try:
+        callers.append(await Caller.dial(audiosocket.port))
+        peers.append(await FakeFreeSwitch(uuid=ids[0]).call(freeswitch.port))
+        await asyncio.wait_for(peers[0].ws_ready.wait(), 30)
+        await until(lambda: callers[0].call_id in audiosocket.active and callers[0].kinds.count(0x10) > 5, 30)
+        assert pipeline.calls.active == 2 and len(pipeline.sessions) == 2
+
+        refused = await Caller.dial(audiosocket.port)
+        await asyncio.wait_for(refused.closed.wait(), 5)
+        assert refused.kinds == [0x00] and refused.call_id not in pipeline.sessions
+        assert f"AudioSocket call {refused.call_id} from" in caplog.text
+        assert "refused: 2 calls in progress (voice.max_calls)" in caplog.text
+        await refused.hang_up()
+        busy = await FakeFreeSwitch(uuid=ids[1]).call(freeswitch.port)
+        peers.append(busy)
+        await asyncio.wait_for(busy.closed.wait(), 10)
+        assert busy.commands == ["connect", "sendmsg\ncall-command: hangup\nhangup-cause: NORMAL_TEMPORARY_FAILURE"]
+        with pytest.raises(CallsFull, match=r"voice\.max_calls"):
+            pipeline.session(call_id="sip-or-twilio", sample_rate=8000)
+        assert metrics.value("voicegw_sessions_refused_total", server="voice") == 3
+        assert metrics.value("voicegw_sessions_refused_total", server="audiosocket") == 0
+        assert metrics.value("voicegw_sessions_refused_total", server="freeswitch") == 0
+        assert "voicegw_voice_calls 2.0" in metrics.render() and "voicegw_voice_calls_max 2.0" in metrics.render()
+        assert not callers[0].closed.is_set() and not peers[0].closed.is_set()  # the calls in progress go on
+
+        await callers[0].hang_up()
+        await until(lambda: pipeline.calls.active == 1 and audiosocket.cap.active == 0, 10)
+        again = await FakeFreeSwitch(uuid=ids[2]).call(freeswitch.port)
+        peers.append(again)
+        await asyncio.wait_for(again.ws_ready.wait(), 30)  # served: its audio stream is open
+        assert ids[2] in freeswitch.calls and pipeline.calls.active == 2 and freeswitch.cap.active == 2
+        peers[0].event({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": "NORMAL_CLEARING"})
+        await until(lambda: pipeline.calls.active == 1, 10)
+        session = pipeline.session(call_id="sip-or-twilio", sample_rate=8000)  # a slot of its own now
+        assert pipeline.calls.active == 2
+        await session.stop("hangup")
+        assert pipeline.calls.active == 1  # given back when the session ends
+    finally:
+        for caller in callers:
+            await caller.hang_up()
+        for fs in peers:
+            await fs.close()
+        await freeswitch.close()
+        await audiosocket.close()
+
+
+def test_the_node_cap_defaults_to_a_dozen_calls_per_core():
+    assert node_call_limit(7) == 7
+    assert node_call_limit(0) == CALLS_PER_CORE * len(os.sched_getaffinity(0))
+
+
+async def test_a_twilio_stream_past_the_node_cap_is_closed_busy(voice, caplog, tmp_path):
+    """Twilio media streams have no slot of their own: the session takes the node's, and a stream
+    past ``voice.max_calls`` is closed with 1013 (try again later) while the first goes on."""
+    settings, core, pipeline = await voice(voice={**LIGHT_VOICE, "max_calls": 1})
+    signer = LinkSigner(b"k" * 32, ttl_seconds=60, used_db=tmp_path / "links.db")
+    server = TwilioMediaServer(settings, pipeline, signer=signer)
+    app = web.Application()
+    server.add_routes(app)
+    ts = TestServer(app, host=HOST)
+    await ts.start_server()
+    http = aiohttp.ClientSession()
+    streams = []
+    try:
+        for call in ("CA" + "1" * 32, "CA" + "2" * 32):
+            ws = await http.ws_connect(ts.make_url("/media/twilio"))
+            await ws.send_str(twilio_connected())
+            await ws.send_str(twilio_start(f"MZ{call[2:]}", call))
+            streams.append(ws)
+            if len(streams) == 1:
+                await until(lambda: pipeline.calls.active == 1, 10)
+        msg = await asyncio.wait_for(streams[1].receive(), 10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and streams[1].close_code == 1013
+        assert "refused: 1 calls in progress (voice.max_calls)" in caplog.text
+        assert not streams[0].closed and pipeline.calls.refused == 1 and len(pipeline.sessions) == 1
+    finally:
+        for ws in streams:
+            await ws.close()
+        await until(lambda: pipeline.calls.active == 0, 10)  # the first stream's slot is given back
+        await http.close()
+        await ts.close()
+        signer.close()

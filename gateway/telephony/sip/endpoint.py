@@ -215,22 +215,34 @@ class SipEndpoint:
         log.info("SIP registration: %d %s (expires %d s)", code, reason, expiration)
         self._post(self._on_reg_state, code, expiration)
 
+    def _node_full(self) -> bool:
+        """The node holds voice.max_calls calls over every voice server, counting this endpoint's
+        calls whose session is not open yet (a SIP worker's stand-in pipeline has no such count:
+        the gateway's SIP front checks it before the INVITE comes here)."""
+        node = getattr(self.pipeline, "calls", None)
+        if node is None:
+            return False
+        unopened = sum(1 for call in list(self._calls.values()) if call.leg is not None and call.leg.media is None)
+        return bool(node.full or node.active + unopened >= node.limit)
+
     def _pj_incoming(self, prm: pj.OnIncomingCallParam) -> None:
         assert self._account is not None
         call = PjCall(self, self._account, prm.callId)
         info = call.getInfo()
         source = prm.rdata.srcAddress
-        reject = 0
+        reject, why = 0, ""
         if self._closing:
             reject = 503
         elif (self.settings.mode == "trunk" and source != self.front
               and not peer_allowed(source, self.settings.peers)):
             reject = 403
         elif len(self._calls) >= self.settings.max_calls:
-            reject = 486
+            reject, why = 486, " (sip.max_calls)"
+        elif self._node_full():
+            reject, why = 486, " (voice.max_calls: the node holds its most calls)"
         if reject:
-            log.warning("call %s from %s (%s) rejected with %d", info.callIdString, source,
-                        info.remoteUri, reject)
+            log.warning("call %s from %s (%s) rejected with %d%s", info.callIdString, source,
+                        info.remoteUri, reject, why)
             op = pj.CallOpParam()
             op.statusCode = reject
             call.hangup(op)

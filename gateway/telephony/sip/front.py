@@ -109,6 +109,7 @@ class SipFront(asyncio.DatagramProtocol):
                  peer_allowed: Callable[[str], bool] = lambda source: True,
                  new_calls_per_second: float = 0.0, source_calls_per_second: float = 0.0,
                  rate_exempt: Callable[[str], bool] = lambda source: False,
+                 node_full: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.port = port
@@ -116,6 +117,7 @@ class SipFront(asyncio.DatagramProtocol):
         self.max_calls = max_calls
         self.peer_allowed = peer_allowed
         self.rate_exempt = rate_exempt
+        self.node_full = node_full  # the node holds voice.max_calls calls over every voice server
         self.clock = clock
         self._node_rate = TokenBuckets(new_calls_per_second * 60, clock=clock,
                                        capacity=max(1.0, new_calls_per_second * BURST_SECONDS)) \
@@ -262,6 +264,13 @@ class SipFront(asyncio.DatagramProtocol):
                     log.warning("SIP front: INVITE %s from %s refused with 413: a %d-byte body (%d so far)",
                                 cid, source, len(msg.body), self.counters["too_large"])
                 self._reply(msg, addr, 413, "Request Entity Too Large")
+                return
+            if msg.method == "INVITE" and self.node_full():
+                self.counters["busy"] += 1
+                if self._first_in_a_while("node-full"):
+                    log.warning("SIP front: INVITE %s from %s refused with 486: the node holds its most calls "
+                                "(voice.max_calls; %d refused so far)", cid, source, self.counters["busy"])
+                self._reply(msg, addr, 486, "Busy Here")
                 return
             slot = self.pick() if msg.method == "INVITE" else self._any()
             if slot is None or slot.address is None:

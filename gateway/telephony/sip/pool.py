@@ -33,6 +33,7 @@ from gateway.telephony.sip.runtime import CALLS_PER_PROCESS, SipError
 from gateway.voice.port import (
     CallAudio,
     CallOpened,
+    CallsFull,
     ClearAudio,
     HangUp,
     SessionEnded,
@@ -188,8 +189,8 @@ class WorkerLink:
             self.sessions[sid] = session
             await session.start()
         except Exception as exc:  # noqa: BLE001 - this call fails alone
-            log.error("SIP worker %d call %s: voice session failed to start: %s", self.index,
-                      msg.get("call_id"), exc)
+            log.log(logging.WARNING if isinstance(exc, CallsFull) else logging.ERROR,
+                    "SIP worker %d call %s: voice session failed to start: %s", self.index, msg.get("call_id"), exc)
             self.sessions.pop(sid, None)
             self.link.send_json(t="opened", sid=sid, error=str(exc) or type(exc).__name__)
             return
@@ -241,13 +242,21 @@ class SipWorkerPool:
     def __init__(self, settings: SipSettings, pipeline: VoiceSessions) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        node = getattr(pipeline, "calls", None)  # VoicePipeline's voice.max_calls (a test's stand-in has none)
+
+        def node_full() -> bool:  # SIP calls whose session is not open yet count too
+            if node is None:
+                return False
+            unopened = self.front.load() - sum(len(link.sessions) for link in self.links.values())
+            return bool(node.full or node.active + max(0, unopened) >= node.limit)
         self.front = SipFront(settings.host, settings.port, capacity=CALLS_PER_PROCESS,
                               max_calls=settings.max_calls,
                               peer_allowed=lambda source: settings.mode != "trunk"
                               or peer_allowed(source, settings.peers),
                               new_calls_per_second=settings.max_new_calls_per_second,
                               source_calls_per_second=settings.source_calls_per_second,
-                              rate_exempt=lambda source: bool(settings.peers) and peer_allowed(source, settings.peers))
+                              rate_exempt=lambda source: bool(settings.peers) and peer_allowed(source, settings.peers),
+                              node_full=node_full)
         self.links: dict[int, WorkerLink] = {}
         self._supervisors: dict[int, asyncio.Task[None]] = {}
         self._closing = False

@@ -159,7 +159,8 @@ class RemotePipeline:
 
     def session(self, *, call_id: str, sample_rate: int = 8000, caller_id: str = "", dialed: str = "",
                 conversation_id: str = "", outbound: bool = False, channel: str = "voice", callback: str = "",
-                attestation: str = "") -> RemoteSession:
+                attestation: str = "", admitted: bool = False) -> RemoteSession:
+        # the gateway's end takes the call's slot of voice.max_calls when it opens the session
         self.worker.next_sid += 1
         session = RemoteSession(self.worker, self.worker.next_sid, call_id=call_id, sample_rate=sample_rate,
                                 caller_id=caller_id, dialed=dialed, conversation_id=conversation_id,
