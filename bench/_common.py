@@ -169,7 +169,8 @@ async def start_pipeline(vad: str, overrides: dict[str, Any] | None = None) -> t
     from gateway.voice.pipeline import VoicePipeline
 
     settings = load_settings(environ={}, overrides={
-        "data_dir": tempfile.mkdtemp(prefix="voicegw-bench-"), "voice": {"vad": {"engine": vad}},
+        # the benches measure how many calls the engines hold: the node's cap (voice.max_calls) is lifted
+        "data_dir": tempfile.mkdtemp(prefix="voicegw-bench-"), "voice": {"vad": {"engine": vad}, "max_calls": 100_000},
         **(overrides or {}),
     })
     pipeline = VoicePipeline(settings, EchoCore(), asr=NoopAsr(), tts=ToneTts())

@@ -254,7 +254,9 @@ async def main_async(args: argparse.Namespace) -> None:
     from gateway.app import build_core
     from gateway.voice.pipeline import VoicePipeline
 
-    settings = load_settings(overrides={"data_dir": tempfile.mkdtemp(prefix="voicegw-bench-")})
+    # the node's cap (voice.max_calls) is lifted: this bench measures how many calls are held
+    settings = load_settings(overrides={"data_dir": tempfile.mkdtemp(prefix="voicegw-bench-"),
+                                        "voice": {"max_calls": 100_000}})
     asr, tts, note = await build_engines(settings)
     core = await build_core(settings)
     pipeline = VoicePipeline(settings, core, asr=asr, tts=tts)
