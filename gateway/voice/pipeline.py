@@ -36,9 +36,12 @@ ASR_METRICS = {
 }
 """``/metrics`` name -> ``AsrRouter.stats`` key."""
 CALLS_PER_CORE = 12
-"""Calls a node holds per usable core when ``voice.max_calls`` is 0: bench.voice_concurrency held 24
-on two cores with every frame on time and turn latency within its targets (README); past that the
-recognizers' queue makes every caller wait, so a call more is refused and goes elsewhere."""
+"""Calls a node holds per usable core when ``voice.max_calls`` is 0: a bound, not a promise. On the
+faster of the two-core machines this project was measured on, bench.voice_concurrency kept every
+frame on time and open turns within 1.2 s at 24 calls; on one whose Whisper decodes took twice as
+long, only at 12 (README). Past what the recognizers hold their queue makes every caller wait, so
+an operator measures the node and sets ``voice.max_calls``; the default only keeps a node from
+taking each voice server's ``max_sessions`` at once."""
 
 
 def node_call_limit(max_calls: int) -> int:
