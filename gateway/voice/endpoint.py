@@ -267,8 +267,12 @@ class EchoGate:
 
         A frame louder than the echo the estimate allows is not learned: it is the caller starting
         to talk before the VAD says so (double talk), and learning it would raise the estimate
-        until the caller's own speech passed for echo."""
-        if self.passes(in_level):
+        until the caller's own speech passed for echo. The bound is never below what the default
+        coupling allows: an estimate learned on a line with no echo yet (a caller silent through
+        the greeting, then on a speakerphone) must rise when the echo comes, not let it through
+        as speech for the rest of the call."""
+        ref = max(self._out, default=0.0)
+        if ref <= 0.0 or in_level > ref * max(self._coupling, self.default_coupling) * self.margin:
             return
         out = self._out[-1] if self._out else 0.0
         self._in_energy = self._in_energy * ECHO_DECAY + in_level * in_level

@@ -156,6 +156,27 @@ def test_echo_of_the_bot_does_not_start_a_turn_but_louder_speech_does():
     assert events[1].barge_in
 
 
+def test_echo_that_comes_after_a_silent_greeting_is_learned_not_taken_for_speech():
+    """A line silent through the greeting teaches the gate that there is no echo (coupling at its
+    floor); when the echo comes later (a speakerphone, a line that starts leaking) the estimate
+    must rise to it instead of letting the bot's voice through as the caller's for the rest of
+    the call. Found as a bot cut short by the echo of its own voice resuming after a nod."""
+    ep = Endpointer(EndpointConfig(), RATE)
+    bot = tone(0.4)
+    events = []
+    for _ in range(150):  # 3 s of greeting, the line silent
+        events += ep.process(0.02, SILENT, bot_level=frame_rms(bot))
+    assert ep._echo.coupling < 0.05
+    echo = tone(0.4 * 0.3)  # then the line returns the bot 10 dB down
+    for i in range(100):  # 2 s of it; the VAD calls a frame of it speech now and then
+        events += ep.process(0.97 if i % 10 == 0 else 0.4, echo, bot_level=frame_rms(bot))
+    assert 0.15 < ep._echo.coupling <= 0.3  # on its way to the line's (the silent greeting decays)
+    events.clear()
+    for _ in range(30):  # the bot's voice the VAD is sure of: still echo
+        events += ep.process(0.97, echo, bot_level=frame_rms(bot))
+    assert events == []
+
+
 def test_cancelled_onset_during_playback():
     ep = Endpointer(EndpointConfig(), RATE)
     events = []
