@@ -203,7 +203,7 @@ async def start_gateway(settings: Settings) -> Gateway:
                 from gateway.telephony.freeswitch_originate import start_freeswitch_originate
 
                 await gateway.start_part("freeswitch originate", lambda: start_freeswitch_originate(
-                    settings, core, freeswitch.port))
+                    settings, core, freeswitch.port, node=pipeline.calls))
     if web is not None and pipeline is not None and settings.twilio_media.enabled:
         from gateway.telephony.twilio_media_server import attach_pipeline
 

@@ -41,6 +41,7 @@ from gateway.core.actions import Originate, Transfer
 from gateway.core.queue_wait import WaitEstimate, queue_wait_estimate
 from gateway.telephony.call_outcomes import CallFailedReport, OriginateOutcome, OutcomeTasks, ami_outcome
 from gateway.health import ChannelHealth
+from gateway.limits import SessionCap
 from gateway.telephony.asterisk_queues import queue_extension
 from gateway.telephony.calls import CallRegistry, DialplanCallControl, LiveCall
 
@@ -104,8 +105,9 @@ class AmiClient:
 
     def __init__(self, settings: Settings, calls: CallRegistry | None = None, *,
                  on_agent_connected: AgentCallback | None = None,
-                 initial_backoff: float = 1.0, ping_seconds: int = 10):
+                 initial_backoff: float = 1.0, ping_seconds: int = 10, node: SessionCap | None = None):
         self.settings = settings
+        self.node = node  # the voice pipeline's voice.max_calls: no call placed that it would refuse
         self.cfg = settings.ami
         self.calls = calls if calls is not None else CallRegistry()
         self.initial_backoff = initial_backoff
@@ -296,6 +298,10 @@ class AmiClient:
         conv = action.conversation_id or conversation_id
         if not self.connected:
             self._not_answered(conv, action.number, AmiError("AMI not connected; Originate not sent"))
+            return
+        if self.node is not None and self.node.full:  # its AudioSocket call would be refused once answered
+            self._not_answered(conv, action.number, AmiError(
+                f"{self.node.active} calls in progress ({self.node.setting}); Originate not sent"))
             return
         self._outcomes.spawn(self._place(conv, action), f"originate-{conv}")
 

@@ -109,7 +109,8 @@ async def start_asterisk_channels(
             from gateway.telephony.ami import AmiClient
 
             async def start_ami() -> Any:
-                client = AmiClient(settings, calls, on_agent_connected=screen_pop_to_core(core))
+                client = AmiClient(settings, calls, on_agent_connected=screen_pop_to_core(core),
+                                   node=getattr(pipeline, "calls", None))  # a test's stand-in pipeline has none
                 client.agent_callbacks.extend(agent_answered)
                 client.agent_called_callbacks.extend(agent_called)
                 await client.start()

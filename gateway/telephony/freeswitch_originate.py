@@ -44,6 +44,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.core.actions import Originate
 from gateway.health import ChannelHealth
+from gateway.limits import SessionCap
 from gateway.telephony import freeswitch as esl
 from gateway.telephony.call_outcomes import (CallFailedReport, OriginateOutcome, OutcomeTasks, freeswitch_outcome,
                                              report_to_core)
@@ -106,8 +107,10 @@ def _masked(number: str) -> str:
 class FreeSwitchOriginator:
     """The inbound event socket connection that places calls; the core's ``Originate`` sink."""
 
-    def __init__(self, settings: Settings, socket_address: str, report: CallFailedReport | None = None):
+    def __init__(self, settings: Settings, socket_address: str, report: CallFailedReport | None = None,
+                 node: SessionCap | None = None):
         self.settings = settings
+        self.node = node  # the voice pipeline's voice.max_calls: no call placed that it would refuse
         self.cfg = settings.freeswitch
         self.socket_address = socket_address
         self.report = report
@@ -264,6 +267,10 @@ class FreeSwitchOriginator:
         """The core's sink for :class:`Originate`: the call rings in the background (longer than a
         sink may hold its conversation); one not answered is reported as failed."""
         conv = action.conversation_id or conversation_id
+        if self.node is not None and self.node.full:  # its session would be refused once answered
+            self._not_answered(conv, action.number, OriginateOutcome(
+                False, "congestion", f"{self.node.active} calls in progress ({self.node.setting}); not placed"))
+            return
         if self.ringing >= self.cfg.max_ringing:
             self._not_answered(conv, action.number, OriginateOutcome(
                 False, "congestion", f"{self.ringing} calls ringing (freeswitch.max_ringing)"))
@@ -316,10 +323,12 @@ def outbound_socket_address(settings: Settings, socket_port: int = 0) -> str:
     return cfg.outbound_socket or f"{cfg.host}:{socket_port or cfg.port}"
 
 
-async def start_freeswitch_originate(settings: Settings, core: Any, socket_port: int = 0) -> FreeSwitchOriginator:
+async def start_freeswitch_originate(settings: Settings, core: Any, socket_port: int = 0,
+                                     node: SessionCap | None = None) -> FreeSwitchOriginator:
     """Place the core's calls through FreeSWITCH (``freeswitch.originate_enabled``); ``socket_port``:
-    the port the outbound socket server bound (when configured as 0)."""
+    the port the outbound socket server bound (when configured as 0); ``node``: the voice
+    pipeline's cap (``voice.max_calls``), full: a call is not placed."""
     originator = FreeSwitchOriginator(settings, outbound_socket_address(settings, socket_port),
-                                      report_to_core(core)).start()
+                                      report_to_core(core), node).start()
     core.register_sink(Originate, originator.originate_sink)
     return originator

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.core.port import ConversationPort
+from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
 from gateway.voice.prompt_warmup import fixed_prompts, warm_prompts
 from gateway.voice.port import CallControl, CallsFull, carry_out
@@ -190,6 +191,10 @@ class VoicePipeline:
             if session.conversation_id == conversation_id and session.deliver(actions):
                 return True
         return False
+
+    def health(self) -> ChannelHealth:
+        """For ``/healthz``: the calls held and the node's most (a full node is working: it refuses)."""
+        return ChannelHealth("voice pipeline", True, f"{self.calls.active} of {self.calls.limit} calls ({self.calls.setting})")
 
     def register_metrics(self, metrics: Any) -> None:
         """Gauges on ``/metrics``: calls in the pipeline and what the recognizers did; the turn

@@ -4,7 +4,7 @@ process, and a crash there must not take the test run down).
 Usage: ``python -m tests.sip.gateway_proc '<json>'`` with ``{"sip": {...settings.sip overrides},
 "mode": "tone|echo|silent", "end_after": seconds, "real": false, "voice": {...settings.voice overrides}}``. Prints JSON lines on stdout
 (``ready`` with the bound port, then session events); reads JSON commands on stdin:
-``originate`` (target, conversation_id), ``remind`` (customer_id, phone: with the real core, a
+``originate`` (target, conversation_id; with the real core a refusal prints ``originate_failed``), ``remind`` (customer_id, phone: with the real core, a
 reminder escalated to a call, the call placed through the core as ``voicegw serve`` does), ``stats``,
 ``quit``.
 """
@@ -25,6 +25,14 @@ from tests.sip.fakes import FakeCore, FakePipeline
 
 def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
+
+
+async def place(channel: Any, cmd: dict[str, Any]) -> None:
+    """A call placed through the real core's channel; one refused is said (``originate_failed``)."""
+    try:
+        await channel.endpoint.originate(cmd["target"], cmd.get("conversation_id", ""), callback=cmd.get("callback", ""))
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        emit("originate_failed", error=str(exc))
 
 
 async def main(spec: dict[str, Any]) -> None:
@@ -77,8 +85,7 @@ async def main(spec: dict[str, Any]) -> None:
                                                           conversation_id=cmd.get("conversation_id", ""),
                                                           callback=cmd.get("callback", "")))
                 else:
-                    asyncio.ensure_future(channel.endpoint.originate(cmd["target"], cmd.get("conversation_id", ""),
-                                                                     callback=cmd.get("callback", "")))
+                    asyncio.ensure_future(place(channel, cmd))
     finally:
         await channel.close()
         for closer in closers:

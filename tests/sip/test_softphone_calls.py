@@ -146,6 +146,23 @@ def test_calls_beyond_the_nodes_voice_max_calls_get_486(start_any_gateway, tmp_p
     assert "voice.max_calls" in gw.tail(200)
 
 
+def test_no_call_is_placed_while_the_node_holds_its_most_calls(start_any_gateway, tmp_path) -> None:
+    """With ``voice.max_calls`` reached by a call in progress, a call the core asks for is not
+    placed (its session would be refused once the callee answered): the originate fails at once."""
+    light = {"vad": {"engine": "webrtc"}, "tts": {"engine": "espeak"}, "max_calls": 1,
+             "asr": {"open_engine": "pocketsphinx", "closed_engine": "pocketsphinx", "cross_check": False}}
+    gw = start_any_gateway(real=True, voice=light)
+    phone = run_softphone(f"sip:bot@127.0.0.1:{gw.port}", tmp_path, "--seconds", "8", background=True)
+    deadline = time.monotonic() + 30
+    while gw.stats()["calls"] < 1:
+        assert time.monotonic() < deadline, gw.tail()
+        time.sleep(0.3)
+    gw.send(cmd="originate", target="sip:customer@127.0.0.1:9", conversation_id="conv-full")
+    failed = gw.expect("originate_failed", timeout=20)
+    assert "voice.max_calls" in failed["error"], failed
+    phone.wait(timeout=60)
+
+
 def test_staggered_calls_are_placed_one_after_another(start_gateway, tmp_path) -> None:
     """``--stagger``: call i is placed that many seconds after call i-1 (the bench's arrivals)."""
     gw = start_gateway(mode="tone")

@@ -1,5 +1,6 @@
 """`voicegw serve` as an operator runs it: every enabled channel up around one core, clean stop."""
 
+import json
 import os
 import signal
 import socket
@@ -39,6 +40,9 @@ def test_serve_starts_every_channel_and_stops_cleanly(tmp_path):
         assert any("voicegw is running" in line for line in lines), "".join(lines)
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=10) as response:
             assert response.status == 200
+            health = json.loads(response.read())
+        node_max = 12 * len(os.sched_getaffinity(0))  # voice.max_calls 0: a dozen calls per usable core
+        assert health["channels"]["voice pipeline"] == {"ok": True, "detail": f"0 of {node_max} calls (voice.max_calls)"}
         for port in (audiosocket, agi):
             with socket.create_connection(("127.0.0.1", port), timeout=5):
                 pass
@@ -46,6 +50,7 @@ def test_serve_starts_every_channel_and_stops_cleanly(tmp_path):
             metrics = response.read().decode()
         assert "voicegw_sip_workers_alive 2" in metrics and "voicegw_sip_calls 0" in metrics, metrics
         assert "voicegw_voice_calls 0" in metrics and "voicegw_asr_whisper_restarts_total 0" in metrics, metrics
+        assert f"voicegw_voice_calls_max {node_max}.0" in metrics, metrics
         # the Asterisk servers' session caps report to the same /metrics (the gateway hands it to them)
         for server in ("audiosocket", "fastagi"):
             assert f'voicegw_sessions_refused_total{{server="{server}"}} 0.0' in metrics, metrics

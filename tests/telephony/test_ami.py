@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.core.actions import Originate, Transfer
+from gateway.limits import SessionCap
 from gateway.telephony.ami import AmiCallControl, AmiClient, AmiError
 from gateway.telephony.audiosocket_server import AudioSocketCall
 from gateway.telephony.calls import CallRecord, CallRegistry
@@ -184,3 +185,28 @@ async def test_asterisk_errors_become_clear_ami_errors(tmp_path):
         await client.close()
         await fake.close()
     assert fake.names() == ["Login", "Setvar", "Hangup", "Ping", "Logoff"]
+
+
+async def test_no_call_is_placed_while_the_node_holds_its_most_calls(tmp_path, caplog):
+    """The call would come back over AudioSocket only to be refused once the customer answered:
+    with the node's ``voice.max_calls`` reached, no Originate is sent and the call is reported failed."""
+    fake = ReplayAmi(fixtures.load("ami/ami_c_originate_local_events"))
+    node = SessionCap("voice", 1, setting="voice.max_calls")
+    assert node.admit()  # one call in progress: the node is full
+    client = AmiClient(ami_settings(tmp_path, await fake.start()), node=node)
+    failed: list[tuple[str, str, str]] = []
+
+    async def report(conversation_id: str, reason: str, detail: str) -> None:
+        failed.append((conversation_id, reason, detail))
+
+    client.call_failed_callbacks.append(report)
+    try:
+        await client.start(wait=5)
+        await client.originate_sink("c1", Originate(number="5551234"))
+        await until(lambda: failed)
+        assert failed == [("c1", "failed", "1 calls in progress (voice.max_calls); Originate not sent")]
+        assert "outbound call to 5551234 failed: 1 calls in progress (voice.max_calls)" in caplog.text
+    finally:
+        await client.close()
+        await fake.close()
+    assert "Originate" not in fake.names()

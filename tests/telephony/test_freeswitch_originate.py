@@ -30,6 +30,7 @@ from gateway.app import build_core
 from gateway.config import load_settings
 from gateway.core.actions import Originate
 from gateway.core.events import CallAccepted, CallStarted
+from gateway.limits import SessionCap
 from gateway.telephony.call_outcomes import freeswitch_outcome
 from gateway.telephony.freeswitch_originate import OriginateRefused, originate_command, start_freeswitch_originate
 from tests.telephony.fixtures import load_written
@@ -374,6 +375,26 @@ async def test_at_most_max_ringing_calls_ring_and_one_more_is_congestion(tmp_pat
         await peer.close()
         await core.close()
     assert len(peer.originates()) == 1
+
+
+async def test_no_call_is_placed_while_the_node_holds_its_most_calls(tmp_path):
+    """Its session would be refused once the customer answered: with the node's ``voice.max_calls``
+    reached, no originate is sent and the conversation learns the call failed (congestion)."""
+    peer = ScriptedEventSocket(result="+OK 3f1e2d3c-0000-4000-8000-00000000abcd")
+    settings = settings_for(tmp_path, await peer.start())
+    core = await build_core(settings)
+    node = SessionCap("voice", 1, setting="voice.max_calls")
+    assert node.admit()  # one call in progress: the node is full
+    originator = await start_freeswitch_originate(settings, core, socket_port=8084, node=node)
+    try:
+        await until(lambda: originator.connected)
+        cid, _ = await reminder_call(core)
+        assert await failures(core, cid) == [("congestion", "1 calls in progress (voice.max_calls); not placed")]
+        assert peer.originates() == [] and originator.ringing == 0
+    finally:
+        await originator.close()
+        await peer.close()
+        await core.close()
 
 
 # --- the whole gateway: the answered call reaches the voice session --------------------------------

@@ -290,6 +290,8 @@ class SipEndpoint:
             raise SipError("the SIP endpoint is closing")
         if len(self._calls) >= self.settings.max_calls:
             raise SipError(f"busy: {len(self._calls)} calls in progress (sip.max_calls)")
+        if self._node_full():  # not placed: its session would be refused when the callee answers
+            raise SipError("busy: the node holds its most calls (voice.max_calls)")
         call = PjCall(self, self._account)
         call.leg = leg
         op = pj.CallOpParam(True)

@@ -414,6 +414,8 @@ class SipWorkerPool:
     async def originate(self, target: str, conversation_id: str = "", *, timeout: float = 60.0,
                         callback: str = "") -> CallAudio:
         """Place a call on the least loaded worker; returns its started voice session."""
+        if self.front.node_full():  # not placed: its session would be refused when the callee answers
+            raise SipError("busy: the node holds its most calls (voice.max_calls)")
         ready = [link for link in self.links.values() if not link.link.closed and link.ready.done()
                  and not link.ready.exception()]
         if not ready:
