@@ -202,7 +202,10 @@ async def test_freeswitch_hangs_up_the_call_past_the_cap_as_temporary_failure(vo
         await server.close()
 
 
-async def test_ari_sends_the_call_past_the_cap_back_to_the_dialplan(voice, caplog):
+@pytest.mark.parametrize("full", ["ari.max_sessions", "voice.max_calls"])
+async def test_ari_sends_the_call_past_the_cap_back_to_the_dialplan(voice, caplog, full):
+    """Past ARI's own cap, or past the node's with ARI's own cap roomy, the third call goes back to
+    the dialplan busy without being answered; after one call ends the next is served."""
     bodies = recorded_bodies()
     requests: list[tuple[str, str, dict[str, str]]] = []
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -236,11 +239,14 @@ async def test_ari_sends_the_call_past_the_cap_back_to_the_dialplan(voice, caplo
     site = web.TCPSite(runner, HOST, 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    own_cap = full == "ari.max_sessions"
     settings, core, pipeline = await voice(ari={"enabled": True, "url": f"http://{HOST}:{port}",
-                                                "password": "arisecret", "max_sessions": 2})
+                                                "password": "arisecret", "max_sessions": 2 if own_cap else 50},
+                                           voice={**LIGHT_VOICE, "max_calls": 50 if own_cap else 2})
     ari = await AriApp(settings, pipeline).start()
     metrics = Metrics()
-    ari.register_metrics(metrics)
+    for part in (ari, pipeline):
+        part.register_metrics(metrics)
 
     def stasis_start(cid: str) -> dict[str, Any]:
         return {"type": "StasisStart", "channel": {"id": cid, "name": f"PJSIP/{cid}",
@@ -258,13 +264,15 @@ async def test_ari_sends_the_call_past_the_cap_back_to_the_dialplan(voice, caplo
         await until(lambda: any(p == "/ari/channels/call-3/continue" for _, p, _ in requests), 10)
         assert ("POST", "/ari/channels/call-3/variable", {"variable": "VOICEGW_STATUS", "value": "busy"}) in requests
         assert not answered("call-3") and "call-3" not in ari.calls
-        assert "ARI call call-3 refused" in caplog.text
-        assert metrics.value("voicegw_sessions_refused_total", server="ari") == 1
+        assert "ARI call call-3 refused" in caplog.text and f"2 calls in progress ({full})" in caplog.text
+        assert metrics.value("voicegw_sessions_refused_total", server="ari" if own_cap else "voice") == 1
+        assert metrics.value("voicegw_sessions_refused_total", server="voice" if own_cap else "ari") == 0
         await events.put({"type": "StasisEnd", "channel": {"id": "call-1"}})
-        await until(lambda: ari.cap.active == 1, 10)
+        await until(lambda: ari.cap.active == 1 and pipeline.calls.active == 1, 10)
         await events.put(stasis_start("call-4"))
         await until(lambda: "call-4" in ari.calls and ari.calls["call-4"].ready, 30)
-        assert answered("call-4") and ari.cap.refused == 1
+        assert answered("call-4") and ari.cap.refused + pipeline.calls.refused == 1
+        assert pipeline.calls.active == 2
     finally:
         await ari.close()
         await runner.cleanup()
