@@ -18,9 +18,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup
 	$(VENV)/bin/voicegw serve
 
+# Two test processes, each taking whole files (a file's module fixtures, loaded models among them,
+# start once): most tests wait on real peers, real-time audio and timers rather than the CPU, so two
+# at once take about half the time of one on two cores. TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 2
 test: APT_PACKAGES = $(RUN_APT) $(TEST_APT)
 test: setup node-tools
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
 
 APT_PACKAGES ?= $(RUN_APT)
 
