@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -33,6 +33,31 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stored_bytes(client: Any, key: bytes) -> bytes:
+    """What Redis holds under ``key``, uncompressed: every member, field and value of it joined.
+    (``DUMP`` is no substitute: its LZF compression turns a word into back-references whenever
+    three of its letters came earlier in the value, a random hex id's among them, so a search
+    for the word in it finds nothing though the word is kept.)"""
+    kind = client.type(key)
+    if kind == b"string":
+        parts = [client.get(key) or b""]
+    elif kind == b"hash":
+        parts = [b for pair in client.hgetall(key).items() for b in pair]
+    elif kind == b"list":
+        parts = client.lrange(key, 0, -1)
+    elif kind == b"set":
+        parts = sorted(client.smembers(key))
+    elif kind == b"zset":
+        parts = [member for member, _score in client.zrange(key, 0, -1, withscores=True)]
+    elif kind == b"stream":
+        parts = [b for _id, fields in client.xrange(key) for pair in fields.items() for b in pair]
+    elif kind == b"none":  # gone between the scan and the read
+        parts = []
+    else:
+        raise AssertionError(f"a Redis key {key!r} of type {kind!r} the tests cannot read")
+    return b"\x00".join(parts)
 
 
 def _command(port: int, line: bytes) -> bytes:

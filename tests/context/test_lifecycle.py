@@ -15,7 +15,7 @@ import redis as syncredis
 from gateway.context.lifecycle import EXPIRED, Cutoffs
 from gateway.context.redis_store import RedisStore
 from gateway.context.sqlite_store import SCHEMA_VERSION, SqliteStore
-from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
+from tests.redis_server import redis_server, redis_url, stored_bytes  # noqa: F401  (pytest fixtures)
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -51,7 +51,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         def raw() -> bytes:
             out = []
             for key in client.scan_iter(match=store.prefix + "*"):
-                out.append(key + b"=" + client.dump(key))
+                out.append(key + b"=" + stored_bytes(client, key))
             return b"".join(out)
     yield Backend(request.param, store, clock, raw)
     await store.close()

@@ -28,7 +28,7 @@ from gateway.governance.qa_store import open_qa_store
 from gateway.governance.scorecards import load_scorecards
 from tests.analytics.seed import ALICE, SCRIPTS, Clock, call, keys, run_script, say
 from tests.digital.helpers import AGENT_ACCOUNTS, AGENT_TOKENS, start, web_settings
-from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
+from tests.redis_server import redis_server, redis_url, stored_bytes  # noqa: F401  (pytest fixtures)
 
 ADMIN_TOKEN = "ada.test-token-ada-0123456789abcdef0123456789"
 BOB = "+15559876543"
@@ -53,12 +53,12 @@ def _config(tmp_path: Path, settings: Any) -> Path:
 
 
 def _raw(tmp_path: Path, url: str) -> dict[str, bytes]:
-    """Every byte the gateway keeps: each file of the data directory, each Redis key's dump."""
+    """Every byte the gateway keeps: each file of the data directory, what each Redis key holds."""
     out = {str(p.relative_to(tmp_path)): p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()}
     if url:
         client = syncredis.Redis.from_url(url)
         for key in client.scan_iter(match="*"):
-            out[f"redis:{key.decode()}"] = key + b"=" + (client.dump(key) or b"")
+            out[f"redis:{key.decode()}"] = key + b"=" + stored_bytes(client, key)
     return out
 
 

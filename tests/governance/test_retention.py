@@ -18,7 +18,7 @@ from gateway.governance.qa_store import open_qa_store
 from gateway.governance.retention import purge
 from gateway.governance.scorecards import load_scorecards
 from tests.analytics.seed import SCRIPTS, Clock, run_script, settings_for, sqlite_core
-from tests.redis_server import redis_server, redis_url  # noqa: F401  (pytest fixtures)
+from tests.redis_server import redis_server, redis_url, stored_bytes  # noqa: F401  (pytest fixtures)
 
 DAY = 86400.0
 
@@ -104,7 +104,7 @@ async def test_the_redis_audit_log_keeps_its_own_period(request: pytest.FixtureR
         assert [e.at for e in await audit.entries(conversation_id="c1")] == [clock.now]
         assert len(await audit.entries(conversation_id="c2")) == 1
         client = syncredis.Redis.from_url(url)
-        raw = b"".join(client.dump(k) or b"" for k in client.scan_iter(match="voicegw:audit:*"))
+        raw = b"".join(stored_bytes(client, k) for k in client.scan_iter(match="voicegw:audit:*"))
         assert b"old-entry-marker" not in raw and b"new-entry-marker" in raw
     finally:
         await audit.close()
