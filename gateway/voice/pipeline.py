@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 from gateway.config import Settings
 from gateway.core.port import ConversationPort
 from gateway.health import ChannelHealth
 from gateway.limits import SessionCap
+from gateway.voice.cores import usable_cores
 from gateway.voice.prompt_warmup import fixed_prompts, warm_prompts
 from gateway.voice.port import CallControl, CallsFull, carry_out
 from gateway.voice.session import VoiceSession
@@ -46,14 +46,11 @@ taking each voice server's ``max_sessions`` at once."""
 
 
 def node_call_limit(max_calls: int) -> int:
-    """``voice.max_calls``, or ``CALLS_PER_CORE`` per core this process may run on when it is 0."""
+    """``voice.max_calls``, or ``CALLS_PER_CORE`` per core this process may use when it is 0 (its
+    affinity narrowed by a container's CPU quota: ``cores.usable_cores``)."""
     if max_calls > 0:
         return max_calls
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return CALLS_PER_CORE * max(1, cores)
+    return CALLS_PER_CORE * usable_cores()
 
 
 class VoicePipeline:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import struct
 import uuid
 from typing import Any
@@ -23,6 +22,7 @@ from gateway.telephony import audiosocket as asock
 from gateway.telephony.ari import AriApp
 from gateway.telephony.asterisk import start_asterisk_channels
 from gateway.telephony.freeswitch_server import FreeSwitchServer
+from gateway.voice.cores import usable_cores
 from gateway.voice.pipeline import CALLS_PER_CORE, VoicePipeline, node_call_limit
 from gateway.voice.port import CallsFull
 from gateway.links import LinkSigner
@@ -342,7 +342,7 @@ async def test_the_node_cap_is_shared_by_every_voice_server(voice, caplog):
 
 def test_the_node_cap_defaults_to_a_dozen_calls_per_core():
     assert node_call_limit(7) == 7
-    assert node_call_limit(0) == CALLS_PER_CORE * len(os.sched_getaffinity(0))
+    assert node_call_limit(0) == CALLS_PER_CORE * usable_cores()  # a container's CPU quota: tests/voice/test_cores.py
 
 
 async def test_a_twilio_stream_past_the_node_cap_is_closed_busy(voice, caplog, tmp_path):

@@ -17,7 +17,6 @@ worker that overruns is killed and restarted and the request fails. Every failur
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from typing import Any
 from gateway.core.actions import Expect
 from gateway.voice.asr.base import AsrError, Transcript
 from gateway.voice.asr.pool import START_TIMEOUT_SECONDS, WorkerProcess, start_workers
+from gateway.voice.cores import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ more than the cores only lengthens every decode)."""
 
 def closed_workers_for(configured: int) -> int:
     """The pool size for ``voice.asr.closed_workers``: 0 means one per core, at least 1."""
-    return max(1, min(configured or os.cpu_count() or 1, MAX_CLOSED_WORKERS))
+    return max(1, min(configured or usable_cores(), MAX_CLOSED_WORKERS))
 
 
 class ClosedSetProcess:

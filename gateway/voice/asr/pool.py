@@ -35,6 +35,7 @@ import numpy as np
 from gateway.config import PACKAGE_ROOT
 from gateway.voice.asr.base import ENGINE_RATE, WORKER_ENV, AsrError, Urgency
 from gateway.voice.asr.whisper import WhisperResult, check_model_dir, window_for
+from gateway.voice.cores import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class WhisperPool:
         decode_timeout: float = 60.0,
     ) -> None:
         self.model_dir = Path(model_dir)
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         self.size = max(1, min(workers or cores, MAX_WORKERS))
         threads = max(1, cores // self.size)
         self.window_seconds = window_seconds
