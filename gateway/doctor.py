@@ -172,6 +172,7 @@ def checks(settings: Settings, config_path: str | None = None) -> list[Check]:
     if settings.sip.enabled and settings.sip.mode == "register" and not settings.sip.registrar:
         out.append(Check("SIP registrar", False, "sip.mode is register but sip.registrar is empty",
                          "set sip.registrar, sip.username and sip.password"))
+    out.append(_voice_capacity(settings))
     if settings.sip.enabled and importlib.util.find_spec("pjsua2") is not None:
         out.append(_sip_capacity(settings))
     if settings.web.enabled and settings.twilio_media.enabled:
@@ -194,6 +195,21 @@ def _twilio_streams(settings: Settings) -> Check:
                               "every Twilio call and stream is refused (403)",
                  "set twilio.auth_token (VOICEGW_TWILIO__AUTH_TOKEN) to the account's auth token, "
                  "or bind web.host to 127.0.0.1", required=bool(settings.twilio.account_sid))
+
+
+def _voice_capacity(settings: Settings) -> Check:
+    """The calls the node takes at once (``voice.max_calls``) and the cores that sized it."""
+    from gateway.voice.cores import cpu_quota, usable_cores
+    from gateway.voice.pipeline import CALLS_PER_CORE, node_call_limit
+
+    cores, quota = usable_cores(), cpu_quota()
+    limited = f", narrowed by a CPU quota of {quota:g}" if quota is not None else ""
+    sized = f"{cores} usable core{'s' if cores != 1 else ''}{limited}"
+    if settings.voice.max_calls:
+        return Check("voice capacity", True, f"{settings.voice.max_calls} calls at once (voice.max_calls; {sized})")
+    return Check("voice capacity", True,
+                 f"{node_call_limit(0)} calls at once (voice.max_calls automatic: {CALLS_PER_CORE} per core, "
+                 f"{sized}); a bound, not a measurement: run bench.voice_concurrency and set voice.max_calls")
 
 
 def _sip_capacity(settings: Settings) -> Check:
